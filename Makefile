@@ -1,0 +1,41 @@
+# The two commands a newcomer types: `make run` and `make test`.
+# Everything they need (virtual environment, Python and npm packages, the
+# sandbox's JavaScript runtime) is installed by the `setup` target first.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+RUNTIME := execution/sandbox/js/dist/runtime.js
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed node_modules/.installed $(RUNTIME)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(RUNTIME): node_modules/.installed $(wildcard execution/sandbox/js/*.mjs execution/sandbox/js/src/*)
+	npm run --silent build:runtime
+
+run: setup
+	$(PY) manage.py lightfast up
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy .
+
+bench: setup
+	$(PY) benchmarks/sandbox.py
+
+clean:
+	rm -rf $(VENV) node_modules execution/sandbox/js/dist var .pytest_cache

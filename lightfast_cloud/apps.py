@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LightfastCloudConfig(AppConfig):
+    name = "lightfast_cloud"
+    verbose_name = "Lightfast Cloud"

@@ -1,0 +1,53 @@
+"""`/healthz`: database, redis, Celery worker and sandbox status as JSON."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.http import require_GET
+
+from lightfast_cloud.celery import app as celery_app
+
+
+def _timed(check: Any) -> dict[str, Any]:
+    """Run one check, returning its status, latency and error message."""
+    started = time.perf_counter()
+    try:
+        detail = check() or {}
+    except Exception as exc:  # noqa: BLE001 - every failure is reported, classified by its check
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    return {"ok": True, "ms": round((time.perf_counter() - started) * 1000, 2), **detail}
+
+
+def _database() -> dict[str, Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {"vendor": connection.vendor}
+
+
+def _redis() -> dict[str, Any]:
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    client.ping()
+    return {}
+
+
+def _worker() -> dict[str, Any]:
+    replies = celery_app.control.ping(timeout=1.0)
+    if not replies:
+        raise RuntimeError("no Celery worker answered a ping within 1 s")
+    return {"workers": sorted(name for reply in replies for name in reply)}
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Report each dependency; 200 when all are healthy, 503 otherwise."""
+    checks = {"database": _timed(_database), "redis": _timed(_redis), "worker": _timed(_worker)}
+    healthy = all(check["ok"] for check in checks.values())
+    body = {"status": "healthy" if healthy else "unhealthy", "checks": checks,
+            "sandbox_backend": settings.LIGHTFAST_SANDBOX_BACKEND}
+    return JsonResponse(body, status=200 if healthy else 503)
