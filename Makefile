@@ -28,7 +28,7 @@ run: setup
 	$(PY) manage.py lightfast up
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	LIGHTFAST_DATA_DIR=$${LIGHTFAST_DATA_DIR:-$(CURDIR)/var/test} $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

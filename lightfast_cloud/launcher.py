@@ -1,0 +1,138 @@
+"""The embedded stack: private redis, migrations, demo content, daphne and a Celery worker.
+
+`python manage.py lightfast up` runs it. Every child starts in its own session
+so a Ctrl-C reaches only the launcher, which then stops the children in order
+(web, worker, redis) and waits for each, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lightfast_cloud.embedded_redis import EmbeddedRedis, start_embedded_redis
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 15.0
+
+
+@dataclass
+class Child:
+    """One supervised process."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def signal_group(self, sig: int) -> None:
+        """Send `sig` to the child's whole process group (its sandbox workers included)."""
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; always reaps the process and its group."""
+        self.signal_group(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
+            self.signal_group(signal.SIGKILL)
+            self.process.wait()
+        # A leftover grandchild (e.g. a sandbox worker) still holds the group id.
+        self.signal_group(signal.SIGKILL)
+
+
+@dataclass
+class Launcher:
+    """Runs the embedded stack until interrupted."""
+
+    data_dir: Path
+    host: str
+    port: int
+    worker_concurrency: int = 50
+    redis: EmbeddedRedis | None = None
+    children: list[Child] = field(default_factory=list)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def child_env(self) -> dict[str, str]:
+        """Environment for daphne and the worker: same data dir, same redis."""
+        env = dict(os.environ)
+        env["LIGHTFAST_DATA_DIR"] = str(self.data_dir)
+        env["DJANGO_SETTINGS_MODULE"] = "lightfast_cloud.settings"
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def spawn(self, name: str, args: list[str]) -> Child:
+        """Start a child in its own session and remember it."""
+        process = subprocess.Popen(args, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True)
+        child = Child(name=name, process=process)
+        self.children.append(child)
+        return child
+
+    def start_services(self) -> None:
+        """Start daphne and the Celery worker."""
+        # Twisted's endpoint string lets us raise the listen backlog above its default of 50.
+        endpoint = f"tcp:port={self.port}:interface={self.host}:backlog=1024"
+        self.spawn("web", [sys.executable, "-m", "daphne", "-e", endpoint, "--proxy-headers",
+                           "lightfast_cloud.asgi:application"])
+        self.spawn("worker", [
+            sys.executable, "-m", "celery", "-A", "lightfast_cloud", "worker",
+            "--queues", "runs,introspect,default", "--pool", "threads",
+            "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO",
+            "--hostname", f"embedded@{os.uname().nodename}",
+            "--beat", "--schedule", str(self.data_dir / "celerybeat-schedule"),
+        ])
+
+    def supervise(self) -> int:
+        """Wait until interrupted or until a child dies; return the exit status."""
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if not child.alive():
+                    logger.error("%s exited with status %s; stopping the stack", child.name, child.process.returncode)
+                    return 1
+        return 0
+
+    def stop(self) -> None:
+        """Stop children in reverse start order, then redis."""
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        if self.redis is not None:
+            self.redis.stop()
+            self.redis = None
+
+    def run(self, prepare: Callable[[], None]) -> int:
+        """Start redis, run `prepare` (migrations, demo content), then the services."""
+        def on_signal(signum: int, frame: object) -> None:
+            self.stopping.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        try:
+            if "REDIS_URL" not in os.environ:
+                self.redis = start_embedded_redis(self.data_dir)
+                logger.info("private redis on %s", self.redis.socket_path)
+            prepare()
+            if self.stopping.is_set():
+                return 0
+            self.start_services()
+            print(f"\nLightfast Cloud is running at http://{self.host}:{self.port}/  (Ctrl-C stops it)\n",
+                  flush=True)
+            return self.supervise()
+        finally:
+            started = time.monotonic()
+            self.stop()
+            print(f"Stopped all processes in {time.monotonic() - started:.1f} s.", flush=True)

@@ -1,0 +1,52 @@
+"""Shared fixtures: the real services every test talks to, and tenancy fixtures.
+
+Redis: with REDIS_URL unset (the embedded default) the suite starts its own
+private redis-server on a unix socket in LIGHTFAST_DATA_DIR, like the launcher;
+with REDIS_URL set (CI's second pass) it uses that server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+
+from lightfast_cloud.embedded_redis import EmbeddedRedis, start_embedded_redis
+from tests.services import CeleryWorker, start_celery_worker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_server() -> Iterator[str]:
+    """A redis for the cache, the broker and the channel layer."""
+    embedded: EmbeddedRedis | None = None
+    if settings.REDIS_EMBEDDED:
+        embedded = start_embedded_redis(settings.DATA_DIR, persistent=False)
+    try:
+        yield settings.REDIS_URL
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache(redis_server: str) -> Iterator[None]:
+    """Each test starts with an empty cache (rate-limit counters, sessions)."""
+    # Only our key prefix: a FLUSHDB would also drop Celery's queue bindings.
+    from django.core.cache import cache
+
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    keys = list(client.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    yield
+
+
+@pytest.fixture
+def celery_worker(transactional_db: None, redis_server: str) -> Iterator[CeleryWorker]:
+    """A real Celery worker process on the test database and the test redis."""
+    worker = start_celery_worker()
+    try:
+        yield worker
+    finally:
+        worker.stop()

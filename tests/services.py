@@ -1,0 +1,98 @@
+"""Real service processes for tests: a Celery worker on the test database, free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from lightfast_cloud.celery import app as celery_app
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SHARED_BUNDLES = PROJECT_ROOT.parent / "shared" / "bundles"
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_database_url() -> str:
+    """DATABASE_URL of the database pytest-django created for this run."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process that must see the test database and redis."""
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="lightfast_cloud.settings",
+        LIGHTFAST_DATA_DIR=str(settings.DATA_DIR),
+        DATABASE_URL=test_database_url(),
+        REDIS_URL=settings.REDIS_URL,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class CeleryWorker:
+    """A running `celery worker` process."""
+
+    process: subprocess.Popen[bytes]
+    hostname: str
+
+    def stop(self) -> None:
+        """Warm shutdown, then kill the whole group."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """Simulate a crash: SIGKILL the worker and everything it started."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def start_celery_worker(queues: str = "runs,introspect,default", timeout: float = 30.0) -> CeleryWorker:
+    """Start a worker and wait until it answers a ping."""
+    hostname = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "lightfast_cloud", "worker", "--queues", queues,
+         "--pool", "threads", "--concurrency", "8", "--hostname", hostname, "--loglevel", "WARNING"],
+        env=service_env(), cwd=PROJECT_ROOT, start_new_session=True, stdin=subprocess.DEVNULL,
+    )
+    worker = CeleryWorker(process=process, hostname=hostname)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"celery worker exited with {process.returncode}")
+        if celery_app.control.ping(destination=[hostname], timeout=0.5):
+            return worker
+    worker.stop()
+    raise RuntimeError(f"celery worker did not answer within {timeout} s")

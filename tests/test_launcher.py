@@ -1,0 +1,78 @@
+"""The embedded launcher: starts the whole stack, reports healthy, stops cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.services import PROJECT_ROOT, free_port
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Pids of processes whose environment holds key=value (we run as root, so we can read them all)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def get_json(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.timeout(180)
+def test_launcher_runs_healthy_and_stops_on_sigint(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(LIGHTFAST_DATA_DIR=str(data_dir), PORT=str(port))
+    launcher = subprocess.Popen(
+        [sys.executable, "manage.py", "lightfast", "up"], cwd=PROJECT_ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        health: dict = {}
+        while time.monotonic() < deadline:
+            assert launcher.poll() is None, launcher.stdout.read() if launcher.stdout else ""
+            try:
+                status, health = get_json(f"http://127.0.0.1:{port}/healthz")
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)
+                continue
+            if status == 200:
+                break
+            time.sleep(0.5)
+        assert health.get("status") == "healthy", health
+        assert health["checks"]["database"]["vendor"] == "sqlite"
+        assert (data_dir / "redis.sock").exists()
+        assert processes_with_env("LIGHTFAST_DATA_DIR", str(data_dir)), "the stack's processes were not found"
+    finally:
+        launcher.send_signal(signal.SIGINT)
+        output, _ = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, output
+    assert "Stopped all processes" in output
+    assert "lf_live_" in output, "the demo API key is printed on first start"
+    assert not (data_dir / "redis.sock").exists()
+    leftovers = processes_with_env("LIGHTFAST_DATA_DIR", str(data_dir))
+    assert leftovers == [], f"processes left running: {leftovers}"
