@@ -90,7 +90,7 @@ class Launcher:
                            "lightfast_cloud.asgi:application"])
         self.spawn("worker", [
             sys.executable, "-m", "celery", "-A", "lightfast_cloud", "worker",
-            "--queues", "runs,introspect,default", "--pool", "threads",
+            "--queues", "runs,introspect,default", "--pool", "threads", "--without-mingle", "--without-gossip",
             "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO",
             "--hostname", f"embedded@{os.uname().nodename}",
             "--beat", "--schedule", str(self.data_dir / "celerybeat-schedule"),
