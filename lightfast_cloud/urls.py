@@ -6,6 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from lightfast_cloud.health import healthz
 
+# JSON under /api/, Django's pages elsewhere.
+handler404 = "lightfast_cloud.api_errors.api_page_not_found"
+handler500 = "lightfast_cloud.api_errors.api_server_error"
+
 api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

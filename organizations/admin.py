@@ -1,0 +1,198 @@
+"""Operator admin: organizations with members and limits, API keys (revocable, never secret), audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.forms import BaseInlineFormSet, ModelForm
+from django.http import HttpRequest
+
+from organizations.models import ApiKey, AuditLog, Membership, Organization
+from organizations.services import Actor, apikey_revoke, audit_record
+
+
+def _operator(request: HttpRequest) -> Actor:
+    return Actor.operator(label=f"operator:{request.user.get_username()}", user=request.user)
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+
+
+@admin.register(Organization)
+class OrganizationAdmin(admin.ModelAdmin):
+    list_display = ["slug", "name", "public_id", "is_active", "api_rate", "runs_per_month", "created_at"]
+    list_filter = ["is_active"]
+    search_fields = ["slug", "name", "public_id"]
+    readonly_fields = ["public_id", "created_at"]
+    inlines = [MembershipInline]
+    fieldsets = [
+        (None, {"fields": ["public_id", "slug", "name", "is_active", "created_at"]}),
+        ("Plan limits", {"fields": list(Organization.LIMIT_FIELDS)}),
+    ]
+
+    def save_model(self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool) -> None:
+        """Save, recording creation or which fields changed (with old and new values) in the audit log."""
+        before = {}
+        if change:
+            stored = Organization.objects.get(pk=obj.pk)
+            before = {name: getattr(stored, name) for name in form.changed_data}
+        super().save_model(request, obj, form, change)
+        if not change:
+            audit_record(
+                actor=_operator(request),
+                action="organization.created",
+                organization=obj,
+                target=obj,
+                metadata={"slug": obj.slug, "name": obj.name},
+            )
+        elif form.changed_data:
+            limits = [name for name in form.changed_data if name in Organization.LIMIT_FIELDS]
+            action = "organization.limits_changed" if limits == form.changed_data else "organization.changed"
+            audit_record(
+                actor=_operator(request),
+                action=action,
+                organization=obj,
+                target=obj,
+                metadata={
+                    "before": before,
+                    "after": {name: getattr(obj, name) for name in form.changed_data},
+                },
+            )
+
+    def save_formset(
+        self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool
+    ) -> None:
+        """Save memberships, recording additions, role changes and removals in the audit log."""
+        instances = formset.save(commit=False)
+        actor = _operator(request)
+        for membership in formset.deleted_objects:
+            audit_record(
+                actor=actor,
+                action="member.removed",
+                organization=membership.organization,
+                target=membership,
+                metadata={"user": membership.user.get_username(), "role": membership.role},
+            )
+            membership.delete()
+        changed = {id(obj): fields for obj, fields in formset.changed_objects}
+        for membership in instances:
+            adding = membership._state.adding
+            membership.save()
+            if adding:
+                action, metadata = "member.added", {"role": membership.role}
+            elif "role" in changed.get(id(membership), []):
+                action, metadata = "member.role_changed", {"after": membership.role}
+            else:
+                continue
+            audit_record(
+                actor=actor,
+                action=action,
+                organization=membership.organization,
+                target=membership,
+                metadata={"user": membership.user.get_username(), **metadata},
+            )
+        formset.save_m2m()
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are created by their owners (API, `org apikey`); operators inspect and revoke them."""
+
+    list_display = [
+        "display_prefix",
+        "name",
+        "organization",
+        "scope_list",
+        "status",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    list_filter = ["revoked_at", "organization"]
+    search_fields = ["lookup_id", "name", "organization__slug"]
+    list_select_related = ["organization"]
+    # The hash is excluded along with the secret: neither helps an operator.
+    fields = [
+        "display_prefix",
+        "name",
+        "organization",
+        "scope_list",
+        "status",
+        "created_by",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
+    readonly_fields = fields
+    actions = ["revoke_keys"]
+
+    @admin.display(description="scopes")
+    def scope_list(self, obj: ApiKey) -> str:
+        return ", ".join(obj.scopes)
+
+    @admin.display(description="key")
+    def display_prefix(self, obj: ApiKey) -> str:
+        return obj.display_prefix
+
+    @admin.action(description="Revoke selected API keys", permissions=["revoke"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        """Revoke each selected key, recording the operator in the audit log."""
+        revoked = 0
+        for api_key in queryset.select_related("organization").filter(revoked_at__isnull=True):
+            apikey_revoke(api_key=api_key, actor=_operator(request), reason="revoked in admin")
+            revoked += 1
+        self.message_user(request, f"Revoked {revoked} API key(s).", messages.SUCCESS)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_revoke_permission(self, request: HttpRequest) -> bool:
+        """Revoking needs the change permission, which is otherwise off to keep every field frozen."""
+        return bool(request.user.has_perm("organizations.change_apikey"))
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    """Read-only: entries are never added, changed or deleted by hand."""
+
+    list_display = [
+        "created_at",
+        "organization",
+        "actor_type",
+        "actor_label",
+        "action",
+        "target_type",
+        "target_id",
+        "reason",
+    ]
+    list_filter = ["action", "actor_type"]
+    search_fields = ["organization__slug", "actor_label", "action", "target_id", "reason"]
+    list_select_related = ["organization"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [field.name for field in AuditLog._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

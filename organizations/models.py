@@ -1,0 +1,240 @@
+"""Tenancy: organizations with plan limits, memberships, hashed API keys and the audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+# Lowercase letters and digits only: ids and key prefixes never contain "_",
+# so "lf_live_<prefix>_<secret>" splits unambiguously.
+PUBLIC_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+API_KEY_PREFIX = "lf_live_"
+API_KEY_LOOKUP_LENGTH = 12
+# last_used_at is written at most this often per key, so authentication is
+# normally read-only.
+API_KEY_LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+MIB = 1024 * 1024
+
+
+def random_token(length: int) -> str:
+    """A random string of lowercase letters and digits (about 5.2 bits per character)."""
+    return "".join(secrets.choice(PUBLIC_ID_ALPHABET) for _ in range(length))
+
+
+def new_organization_public_id() -> str:
+    """A stable, non-enumerable organization id such as `org_3k9x…`."""
+    return f"org_{random_token(16)}"
+
+
+def api_key_hash(raw_key: str) -> str:
+    """SHA-256 of the full key; enough for a 256-bit random secret (no password stretching needed)."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+class Organization(models.Model):
+    """A tenant: owns members, API keys, bundles and runs, and carries its plan limits."""
+
+    public_id = models.CharField(
+        max_length=32, unique=True, default=new_organization_public_id, editable=False
+    )
+    slug = models.SlugField(
+        max_length=50,
+        unique=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$", "Lowercase letters, digits and inner hyphens only."
+            )
+        ],
+    )
+    name = models.CharField(max_length=200)
+    is_active = models.BooleanField(
+        default=True, help_text="Suspended organizations are refused on every API call and websocket."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    # --- plan limits (issues 5 and 6 enforce them) --------------------------
+    api_rate = models.CharField(
+        max_length=20,
+        default="600/m",
+        validators=[RegexValidator(r"^[1-9][0-9]*/[0-9]*[smhd]$", "A rate such as 600/m, 10/s or 5000/h.")],
+        help_text="API requests per period, e.g. 600/m.",
+    )
+    runs_per_month = models.PositiveIntegerField(default=10_000)
+    concurrent_runs = models.PositiveIntegerField(default=10)
+    sandbox_cpu_ms_per_month = models.PositiveBigIntegerField(default=3_600_000)
+    model_tokens_per_month = models.PositiveBigIntegerField(default=5_000_000)
+    bundle_storage_bytes = models.PositiveBigIntegerField(default=500 * MIB)
+    max_bundle_bytes = models.PositiveBigIntegerField(default=10 * MIB)
+    run_cpu_ms = models.PositiveIntegerField(default=10_000, help_text="Sandbox CPU per run.")
+    run_memory_bytes = models.PositiveBigIntegerField(default=128 * MIB, help_text="Sandbox memory per run.")
+    run_wall_ms = models.PositiveIntegerField(default=300_000, help_text="Wall-clock time per run.")
+
+    LIMIT_FIELDS = (
+        "api_rate",
+        "runs_per_month",
+        "concurrent_runs",
+        "sandbox_cpu_ms_per_month",
+        "model_tokens_per_month",
+        "bundle_storage_bytes",
+        "max_bundle_bytes",
+        "run_cpu_ms",
+        "run_memory_bytes",
+        "run_wall_ms",
+    )
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def limits(self) -> dict[str, Any]:
+        """The plan limits as a dict, keyed by field name."""
+        return {name: getattr(self, name) for name in self.LIMIT_FIELDS}
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    ADMIN = "admin", "Admin"
+    MEMBER = "member", "Member"
+    VIEWER = "viewer", "Viewer"
+
+
+class Scope(models.TextChoices):
+    READ = "read", "Read"
+    WRITE = "write", "Write"
+    EXECUTE = "execute", "Execute"
+
+
+# What a dashboard user of each role may do, in API-key scope terms.
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    Role.OWNER: frozenset({Scope.READ, Scope.WRITE, Scope.EXECUTE}),
+    Role.ADMIN: frozenset({Scope.READ, Scope.WRITE, Scope.EXECUTE}),
+    Role.MEMBER: frozenset({Scope.READ, Scope.EXECUTE}),
+    Role.VIEWER: frozenset({Scope.READ}),
+}
+
+
+class Membership(models.Model):
+    """A user's role in one organization."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="membership_unique_user")
+        ]
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The API scopes this role grants."""
+        return ROLE_SCOPES[self.role]
+
+
+class ApiKey(models.Model):
+    """An organization's API key; only its SHA-256 is stored, the secret is shown once at creation."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    # Public part of the key: "lf_live_<lookup_id>_<secret>". Used as the key's id in the API.
+    lookup_id = models.CharField(max_length=API_KEY_LOOKUP_LENGTH, unique=True, editable=False)
+    hashed_key = models.CharField(max_length=64, editable=False)
+    scopes = models.JSONField(default=list)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.display_prefix} ({self.name or 'unnamed'})"
+
+    @property
+    def display_prefix(self) -> str:
+        """What the UI shows for the key: enough to recognise it, useless to authenticate."""
+        return f"{API_KEY_PREFIX}{self.lookup_id}_…"
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """True once expires_at has passed."""
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    @property
+    def status(self) -> str:
+        """`active`, `revoked` or `expired`."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.is_expired():
+            return "expired"
+        return "active"
+
+
+class ActorType(models.TextChoices):
+    USER = "user", "User"
+    API_KEY = "api_key", "API key"
+    OPERATOR = "operator", "Operator"
+    SYSTEM = "system", "System"
+
+
+class AuditLogEntryImmutable(Exception):
+    """Raised on any attempt to change or delete a written audit log entry."""
+
+
+class AuditLog(models.Model):
+    """One recorded action: who did what to which object in which organization, and why."""
+
+    organization = models.ForeignKey(
+        Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_log"
+    )
+    actor_type = models.CharField(max_length=10, choices=ActorType.choices)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Kept as text so the entry still says who acted after the user or key is deleted.
+    actor_label = models.CharField(max_length=200)
+    action = models.CharField(max_length=64, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    reason = models.TextField(blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["organization", "-created_at"], name="auditlog_org_created")]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_label} {self.action}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Insert only: an audit entry is never rewritten."""
+        if not self._state.adding:
+            raise AuditLogEntryImmutable("audit log entries cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        """Refused: an audit entry is never deleted one by one."""
+        raise AuditLogEntryImmutable("audit log entries cannot be deleted")

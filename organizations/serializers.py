@@ -1,0 +1,146 @@
+"""REST API v1 representations of tenancy objects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from lightfast_cloud.api_input import StrictSerializer
+from organizations.models import ApiKey, Membership, Organization, Role, Scope
+
+
+class OrganizationLimitsSerializer(serializers.ModelSerializer[Organization]):
+    """The organization's plan limits."""
+
+    class Meta:
+        model = Organization
+        fields = list(Organization.LIMIT_FIELDS)
+        read_only_fields = fields
+
+
+class CallerSerializer(serializers.Serializer):
+    """Who is calling: an API key with its scopes, or a member with a role."""
+
+    type = serializers.ChoiceField(choices=["api_key", "user"])
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices))
+    api_key_id = serializers.CharField(allow_null=True)
+    role = serializers.ChoiceField(choices=Role.choices, allow_null=True)
+
+
+class OrganizationSerializer(serializers.ModelSerializer[Organization]):
+    """The caller's organization."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    limits = serializers.SerializerMethodField()
+    caller = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Organization
+        fields = ["id", "slug", "name", "is_active", "created_at", "limits", "caller"]
+        read_only_fields = fields
+
+    @extend_schema_field(OrganizationLimitsSerializer)
+    def get_limits(self, organization: Organization) -> dict[str, Any]:
+        return OrganizationLimitsSerializer(organization).data
+
+    @extend_schema_field(CallerSerializer)
+    def get_caller(self, organization: Organization) -> dict[str, Any]:
+        tenant = self.context["tenant"]
+        return {
+            "type": "api_key" if tenant.api_key else "user",
+            "scopes": [scope for scope in Scope.values if scope in tenant.scopes],
+            "api_key_id": tenant.api_key.lookup_id if tenant.api_key else None,
+            "role": tenant.membership.role if tenant.membership else None,
+        }
+
+
+class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
+    """An API key as listed: never its secret or hash."""
+
+    id = serializers.CharField(source="lookup_id", read_only=True)
+    prefix = serializers.CharField(source="display_prefix", read_only=True)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), read_only=True)
+    status = serializers.ChoiceField(choices=["active", "revoked", "expired"], read_only=True)
+    created_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiKey
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "status",
+            "created_at",
+            "created_by",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+        ]
+        read_only_fields = fields
+
+    def get_created_by(self, api_key: ApiKey) -> str | None:
+        return api_key.created_by.get_username() if api_key.created_by else None
+
+
+class ApiKeyCreatedSerializer(ApiKeySerializer):
+    """A newly created key: the only response that ever contains the full key."""
+
+    key = serializers.SerializerMethodField(help_text="The full API key. Shown once; store it now.")
+
+    class Meta(ApiKeySerializer.Meta):
+        fields = [*ApiKeySerializer.Meta.fields, "key"]
+        read_only_fields = fields
+
+    def get_key(self, api_key: ApiKey) -> str:
+        return str(self.context["raw_key"])
+
+
+class ApiKeyCreateSerializer(StrictSerializer):
+    """Input for creating an API key."""
+
+    name = serializers.CharField(max_length=100, allow_blank=True, default="")
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=Scope.choices),
+        min_length=1,
+        max_length=3,
+        help_text="Any of read, write, execute.",
+    )
+    expires_in_days = serializers.IntegerField(
+        min_value=1,
+        max_value=3650,
+        required=False,
+        allow_null=True,
+        help_text="Omit for a key that does not expire.",
+    )
+
+
+class ApiKeyListSerializer(serializers.Serializer):
+    """A page of API keys."""
+
+    results = ApiKeySerializer(many=True)
+
+
+class MemberSerializer(serializers.ModelSerializer[Membership]):
+    """A member of the organization."""
+
+    email = serializers.EmailField(source="user.email", read_only=True)
+    username = serializers.CharField(source="user.username", read_only=True)
+    name = serializers.SerializerMethodField()
+    joined_at = serializers.DateTimeField(source="created_at", read_only=True)
+
+    class Meta:
+        model = Membership
+        fields = ["username", "email", "name", "role", "joined_at"]
+        read_only_fields = fields
+
+    def get_name(self, membership: Membership) -> str:
+        return membership.user.get_full_name()
+
+
+class MemberListSerializer(serializers.Serializer):
+    """The organization's members."""
+
+    results = MemberSerializer(many=True)
