@@ -1,0 +1,131 @@
+"""Bundles and their versions: what an organization uploaded, where the files are, the manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from organizations.models import Organization
+
+BUNDLE_SLUG_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$"
+bundle_slug_validator = RegexValidator(
+    BUNDLE_SLUG_PATTERN, "Lowercase letters, digits and inner hyphens only, at most 64 characters."
+)
+
+
+class BundleQuerySet(models.QuerySet["Bundle"]):
+    """Queries over bundles."""
+
+    def live(self) -> BundleQuerySet:
+        """Bundles that were not deleted."""
+        return self.filter(deleted_at__isnull=True)
+
+
+class Bundle(models.Model):
+    """A named slot for an organization's agent bundle; its versions hold the code."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="bundles")
+    slug = models.CharField(max_length=64, validators=[bundle_slug_validator])
+    name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    active_version = models.ForeignKey(
+        "BundleVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Deleted bundles keep their rows so versions referenced by past runs stay readable;
+    # their files are gone and the slug is free again.
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = BundleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["slug", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["organization", "slug"], condition=Q(deleted_at__isnull=True),
+                name="bundle_unique_live_slug",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.organization.slug}/{self.slug}"
+
+
+class VersionStatus(models.TextChoices):
+    VALIDATING = "validating", "Validating"
+    READY = "ready", "Ready"
+    REJECTED = "rejected", "Rejected"
+    QUARANTINED = "quarantined", "Quarantined"
+
+
+class BundleVersion(models.Model):
+    """One uploaded file of a bundle, its transformed script and the manifest introspection produced."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="bundle_versions")
+    bundle = models.ForeignKey(Bundle, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.PositiveBigIntegerField()
+    original_file = models.FileField(max_length=300, blank=True)
+    script_file = models.FileField(max_length=300, blank=True)
+    source_map_file = models.FileField(max_length=300, blank=True)
+    imports = models.JSONField(default=list, blank=True)
+    manifest = models.JSONField(null=True, blank=True)
+    status = models.CharField(
+        max_length=12, choices=VersionStatus.choices, default=VersionStatus.VALIDATING, db_index=True
+    )
+    error_type = models.CharField(max_length=32, blank=True)
+    error_message = models.TextField(blank=True)
+    error_line = models.PositiveIntegerField(null=True, blank=True)
+    error_column = models.PositiveIntegerField(null=True, blank=True)
+    error_detail = models.JSONField(null=True, blank=True)
+    activate_when_ready = models.BooleanField(
+        default=True, help_text="Make this version active when introspection succeeds."
+    )
+    introspect_attempts = models.PositiveSmallIntegerField(default=0)
+    introspect_started_at = models.DateTimeField(null=True, blank=True)
+    validated_at = models.DateTimeField(null=True, blank=True)
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    quarantine_reason = models.TextField(blank=True)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    files_deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["bundle", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["bundle", "number"], name="bundleversion_unique_number"),
+            models.UniqueConstraint(fields=["bundle", "sha256"], name="bundleversion_unique_sha256"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.bundle.slug}@{self.number}"
+
+    @property
+    def is_runnable(self) -> bool:
+        """Only a ready version with its files can run."""
+        return self.status == VersionStatus.READY and bool(self.script_file)
+
+    def error_dict(self) -> dict[str, Any] | None:
+        """The classified error in the API's error shape, or None."""
+        if not self.error_type:
+            return None
+        detail: dict[str, Any] = dict(self.error_detail or {})
+        if self.error_line is not None:
+            detail.setdefault("line", self.error_line)
+            detail.setdefault("column", self.error_column)
+        return {"type": self.error_type, "message": self.error_message, "detail": detail}
+
+    def agent_keys(self) -> list[str]:
+        """Keys of the agents in the manifest."""
+        return sorted(((self.manifest or {}).get("agents") or {}).keys())
