@@ -1,0 +1,299 @@
+"""Process jail for sandbox workers: uid drop, rlimits, no_new_privs, seccomp, netns, fds, env.
+
+Every layer can be switched off on its own (``JailLayers``) so tests can prove each
+one separately. ``apply_jail`` runs inside the worker after its imports and returns
+the state of each layer: ``"on"``, ``"off"`` (disabled by configuration) or
+``"unavailable: <reason>"``. Per-call children tighten the jail further with
+``apply_call_child_jail`` (no processes, no file opens, per-call CPU/AS rlimits).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import os
+import resource
+import socket
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import pyseccomp as seccomp
+
+NOBODY_UID = 65534
+NOBODY_GID = 65534
+
+_CLONE_NEWNET = 0x40000000
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG = 1
+# Namespace-creating clone flags: a worker may fork its zygotes, never new namespaces.
+_CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
+
+# Denied in every worker (and, through filter stacking, in every child of it).
+WORKER_DENIED_SYSCALLS = (
+    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
+    "execve", "execveat", "vfork", "fork", "ptrace", "process_vm_readv", "process_vm_writev",
+    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
+    "fsopen", "fsmount", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+    "delete_module", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register", "swapon", "swapoff", "reboot",
+    "sethostname", "setdomainname", "acct", "quotactl", "open_by_handle_at", "name_to_handle_at",
+    "syslog", "iopl", "ioperm", "mknod", "mknodat", "personality",
+)
+# Added in each per-call child: it runs only already-loaded code, so it needs no new
+# processes and no file opens at all.
+CALL_CHILD_DENIED_SYSCALLS = ("clone", "open", "openat", "openat2", "creat")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class JailUnavailable(Exception):
+    """A required jail layer cannot be applied on this host."""
+
+    code = "sandbox_crash"
+
+
+@dataclass(frozen=True)
+class JailLayers:
+    """Which jail layers a worker applies; all on by default."""
+
+    drop_uid: bool = True
+    rlimits: bool = True
+    no_new_privs: bool = True
+    seccomp: bool = True
+    netns: bool = True
+    close_fds: bool = True
+    clear_env: bool = True
+
+    @classmethod
+    def only(cls, *names: str) -> JailLayers:
+        """Layers with only the named ones switched on (for tests proving one layer)."""
+        unknown = set(names) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown jail layers: {sorted(unknown)}")
+        return cls(**{f.name: f.name in names for f in fields(cls)})
+
+    @classmethod
+    def none(cls) -> JailLayers:
+        """No layer at all (tests use it as the control case)."""
+        return cls.only()
+
+
+@dataclass(frozen=True)
+class JailConfig:
+    """Everything a worker needs to jail itself; travels to the runner as JSON in argv."""
+
+    layers: JailLayers = field(default_factory=JailLayers)
+    uid: int = NOBODY_UID
+    gid: int = NOBODY_GID
+    address_space_mb: int = 4096
+    cpu_seconds: int = 86_400
+    open_files: int = 256
+    processes: int = 1024
+
+    def to_json(self) -> str:
+        """Serialise for the runner's command line."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> JailConfig:
+        """Parse what `to_json` produced."""
+        data = json.loads(text)
+        return cls(**{**data, "layers": JailLayers(**data.get("layers", {}))})
+
+
+def _prctl(option: int, value: int) -> None:
+    if _libc.prctl(option, value, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _close_inherited_fds() -> None:
+    keep = {0, 1, 2}
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError as exc:
+                # The directory listing's own descriptor is already gone by now.
+                if exc.errno != errno.EBADF:
+                    raise
+
+
+def _set_rlimit(kind: int, value: int) -> None:
+    resource.setrlimit(kind, (value, value))
+
+
+def _apply_rlimits(config: JailConfig) -> None:
+    _set_rlimit(resource.RLIMIT_AS, config.address_space_mb * 1024 * 1024)
+    _set_rlimit(resource.RLIMIT_CPU, config.cpu_seconds)
+    _set_rlimit(resource.RLIMIT_FSIZE, 0)
+    _set_rlimit(resource.RLIMIT_NOFILE, config.open_files)
+    _set_rlimit(resource.RLIMIT_NPROC, config.processes)
+    _set_rlimit(resource.RLIMIT_CORE, 0)
+
+
+def _load_filter(denied: tuple[str, ...], *, set_nnp: bool, allow_fork: bool) -> None:
+    flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    flt.set_attr(seccomp.Attr.CTL_NNP, 1 if set_nnp else 0)
+    for name in denied:
+        try:
+            flt.add_rule(seccomp.ERRNO(errno.EPERM), name)
+        except OSError:
+            # libseccomp does not know this syscall on this kernel/arch: nothing to deny.
+            continue
+    # glibc falls back to clone() when clone3() reports ENOSYS; clone's flags are
+    # visible to the filter (clone3's are behind a pointer).
+    flt.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
+    if allow_fork:
+        for flag in _CLONE_NAMESPACE_FLAGS:
+            flt.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    flt.load()
+
+
+def _drop_uid(config: JailConfig) -> None:
+    os.setgroups([])
+    os.setgid(config.gid)
+    os.setuid(config.uid)
+    if os.getuid() != config.uid or os.geteuid() != config.uid:
+        raise OSError(errno.EPERM, "uid drop did not stick")
+
+
+def apply_jail(config: JailConfig) -> dict[str, str]:
+    """Jail the current process as configured; return each layer's state."""
+    layers = config.layers
+    status: dict[str, str] = {}
+
+    def attempt(name: str, enabled: bool, step: Any) -> None:
+        if not enabled:
+            status[name] = "off"
+            return
+        try:
+            step()
+        except (OSError, ValueError) as exc:
+            status[name] = f"unavailable: {exc}"
+        else:
+            status[name] = "on"
+
+    def clear_env() -> None:
+        os.environ.clear()
+
+    def netns() -> None:
+        if _libc.unshare(_CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+
+    def drop_uid() -> None:
+        if os.geteuid() != 0:
+            raise OSError(errno.EPERM, f"not root (uid {os.geteuid()}), cannot switch to uid {config.uid}")
+        _drop_uid(config)
+
+    def no_new_privs() -> None:
+        _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+        # Also hides /proc/<pid>/mem and blocks attaching from other workers of the same uid.
+        _prctl(_PR_SET_DUMPABLE, 0)
+
+    attempt("clear_env", layers.clear_env, clear_env)
+    attempt("close_fds", layers.close_fds, _close_inherited_fds)
+    attempt("netns", layers.netns, netns)
+    attempt("rlimits", layers.rlimits, lambda: _apply_rlimits(config))
+    # The filter goes on while still root so it can load without no_new_privs when
+    # that layer is off; it denies nothing the uid drop needs.
+    attempt("seccomp", layers.seccomp,
+            lambda: _load_filter(WORKER_DENIED_SYSCALLS, set_nnp=layers.no_new_privs, allow_fork=True))
+    attempt("drop_uid", layers.drop_uid, drop_uid)
+    attempt("no_new_privs", layers.no_new_privs, no_new_privs)
+    return status
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent exits (no orphans)."""
+    _prctl(_PR_SET_PDEATHSIG, 9)
+
+
+def apply_call_child_jail(layers: JailLayers, *, cpu_ms: int, memory_mb: int) -> None:
+    """Tighten a freshly forked per-call child: CPU/AS/process rlimits and a stricter filter."""
+    if layers.rlimits:
+        cpu_s = -(-cpu_ms // 1000) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+        with open("/proc/self/statm") as statm:
+            vsize = int(statm.read().split()[0]) * resource.getpagesize()
+        headroom = (max(2 * memory_mb, 128) + 128) * 1024 * 1024
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = vsize + headroom if hard == resource.RLIM_INFINITY else min(vsize + headroom, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
+    if layers.seccomp:
+        # Filters stack: this one adds to the worker's, it can never loosen it.
+        _load_filter(WORKER_DENIED_SYSCALLS + CALL_CHILD_DENIED_SYSCALLS, set_nnp=True, allow_fork=False)
+
+
+_last_status: dict[str, Any] = {}
+
+
+def record_status(status: dict[str, Any]) -> None:
+    """Remember the jail status reported by the pool's workers (for /healthz)."""
+    _last_status.clear()
+    _last_status.update(status)
+
+
+def sandbox_status() -> dict[str, Any]:
+    """Jail status for /healthz: layers of the running pool, or 'not started'."""
+    if not _last_status:
+        return {"started": False}
+    return {"started": True, **_last_status}
+
+
+def run_probe(name: str, args: dict[str, Any]) -> Any:
+    """Test-only look at the jail from inside a call child (enabled by the runner's --test-probes)."""
+
+    def attempt(action: Any) -> str:
+        try:
+            action()
+        except OSError as exc:
+            return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        return "ok"
+
+    def connect() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect((args["host"], int(args["port"])))
+
+    def read_file() -> None:
+        with open(args["path"], "rb") as handle:
+            handle.read(1)
+
+    def fork() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    def open_fds() -> list[int]:
+        found = []
+        for fd in range(0, 256):
+            try:
+                os.fstat(fd)
+            except OSError:
+                continue
+            found.append(fd)
+        return found
+
+    probes: dict[str, Any] = {
+        "env": lambda: dict(os.environ),
+        "ids": lambda: {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups()},
+        "fds": open_fds,
+        "rlimits": lambda: {kind: list(resource.getrlimit(getattr(resource, f"RLIMIT_{kind.upper()}")))
+                            for kind in ("as", "cpu", "fsize", "nofile", "nproc", "core")},
+        "socket": lambda: attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
+        "connect": lambda: attempt(connect),
+        "read_file": lambda: attempt(read_file),
+        "fork": lambda: attempt(fork),
+        "execve": lambda: attempt(lambda: os.execv("/nonexistent/probe", ["probe"])),
+        "status": lambda: {line.split(":")[0]: line.split(":", 1)[1].strip()
+                           for line in open("/proc/self/status").read().splitlines()  # noqa: SIM115
+                           if line.startswith(("NoNewPrivs", "Seccomp"))},
+    }
+    return probes[name]()

@@ -1,0 +1,114 @@
+"""Runner protocol: length-prefixed JSON frames between the host and a sandbox runner.
+
+Every frame is a 4-byte big-endian unsigned length followed by that many bytes of
+UTF-8 JSON holding one object with a ``"type"`` key. Frames larger than
+``MAX_FRAME_BYTES`` are a protocol error (the peer is killed, never trusted).
+The same frames travel over a jailed worker's stdin/stdout (backend ``local``) and,
+later, a container's stdin/stdout (backend ``docker``).
+
+Host → runner:
+
+* ``load {id, key, script, env, filename, evict: [key...]}`` – evaluate a bundle
+  version into a zygote kept under ``key`` (org + version + env digest); evicts the
+  listed keys first. Answered by ``result {id, ok: true}`` or ``error``.
+* ``introspect {id, script, env, filename}`` – evaluate the bundle in a throw-away
+  child and return ``result {id, ok: true, manifest}``.
+* ``invoke {id, key, agent, tool, input, context, limits}`` – run one tool call in a
+  fresh child of the zygote ``key``; answered by ``result {id, ...engine result}``.
+* ``fetch-result {id, fetch_id, result}`` – the host's answer to a ``fetch`` frame.
+* ``cancel {id}`` – stop call ``id``; the runner answers with an ``error`` of type
+  ``cancelled`` if it still can (the local host also kills the worker).
+
+Runner → host:
+
+* ``log {level, message, detail}`` – runner diagnostics; the first frame a runner
+  sends is ``log`` with ``message: "ready"`` and the jail status in ``detail``.
+* ``fetch {id, fetch_id, request}`` – JS called ``fetch``; ``request`` is
+  ``{url, method, headers: [[k, v]...], body_b64}``.
+* ``result {id, ...}`` – the final answer to ``load``/``introspect``/``invoke``.
+* ``error {id, error: {type, message, detail}}`` – the request failed with a
+  classified error (taxonomy code in ``type``).
+
+Reads and writes use raw ``os.read``/``os.write`` on file descriptors, never buffered
+streams: a forked call child and its parent share the same descriptors, and a
+buffered reader could swallow bytes of the next frame into a process that exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import struct
+from typing import Any
+
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+HOST_FRAME_TYPES = frozenset({"load", "introspect", "invoke", "fetch-result", "cancel"})
+RUNNER_FRAME_TYPES = frozenset({"log", "fetch", "result", "error"})
+
+
+class ProtocolError(Exception):
+    """The peer broke the framing rules (bad length, bad JSON, closed mid-frame)."""
+
+    code = "sandbox_crash"
+
+
+class PeerClosed(ProtocolError):
+    """The peer closed the stream at a frame boundary."""
+
+
+def encode_frame(frame: dict[str, Any]) -> bytes:
+    """Serialise one frame to its wire form."""
+    payload = json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
+    return _HEADER.pack(len(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> dict[str, Any]:
+    """Parse a frame body, checking it is an object with a string type."""
+    try:
+        frame = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
+        raise ProtocolError("frame is not an object with a string 'type'")
+    return frame
+
+
+def write_frame(fd: int, frame: dict[str, Any]) -> None:
+    """Write one frame to a file descriptor, looping over partial writes."""
+    data = memoryview(encode_frame(frame))
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+def _read_exact(fd: int, size: int, *, at_boundary: bool) -> bytes:
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            if at_boundary and remaining == size:
+                raise PeerClosed("peer closed the stream")
+            raise ProtocolError("peer closed the stream in the middle of a frame")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_frame(fd: int) -> dict[str, Any]:
+    """Block until one whole frame has been read from a file descriptor."""
+    (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, at_boundary=True))
+    if length > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame length {length} exceeds {MAX_FRAME_BYTES}")
+    return decode_payload(_read_exact(fd, length, at_boundary=False))
+
+
+def wait_readable(fd: int, timeout: float | None) -> bool:
+    """Return whether `fd` has data (or EOF) within `timeout` seconds."""
+    readable, _, _ = select.select([fd], [], [], timeout)
+    return bool(readable)

@@ -1,0 +1,360 @@
+"""Sandbox worker entrypoint (`python -m execution.sandbox.runner`): jail, zygotes, one child per call.
+
+Process tree inside one worker, and why:
+
+    worker (base zygote: runtime modules evaluated once, never any bundle)
+      ├── key zygote for (org, bundle version, env digest) K1: fork of the base that
+      │     evaluated bundle K1 once; stays idle and forks
+      │       └── one call child per `invoke`: runs the tool, answers, exits
+      └── throw-away child per `introspect` (and per test probe)
+
+Each call runs in a fresh copy-on-write fork of a context that already evaluated zod
+and the bundle, so it costs a fork instead of ~14 ms of re-evaluation, and nothing a
+call does (globals, prototypes, timers, heap) survives it. A key zygote only ever
+evaluated its own bundle version with its own organization's environment, and keys
+carry the organization, so no JS state crosses organizations or versions: the base
+that every key zygote is forked from never ran bundle code. Dedicating whole workers
+to keys was rejected: with two cores' worth of workers it thrashes as soon as a third
+key is hot, and a fresh worker costs a Python start plus the runtime evaluation.
+
+The call child talks to the host directly over the worker's stdin/stdout (fds 0/1,
+inherited through both forks) while its parents block on a status pipe, so results
+and fetches are not relayed. It adds a stricter seccomp filter (no clone, no file
+opens) and per-call CPU/address-space rlimits before touching untrusted code. A call
+that hits a limit is discarded with its child; the zygotes are never touched by a call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from execution.sandbox import jail
+from execution.sandbox.errors import CPU_LIMIT, MEMORY_LIMIT, SANDBOX_CRASH, SandboxError
+from execution.sandbox.limits import Limits
+from execution.sandbox.protocol import PeerClosed, ProtocolError, read_frame, wait_readable, write_frame
+
+try:
+    from execution.sandbox.engine import Engine
+except ImportError as _engine_import_error:  # reported in the ready frame and on every call
+    Engine = None  # type: ignore[assignment,misc]
+    _ENGINE_IMPORT_ERROR: str | None = f"{type(_engine_import_error).__name__}: {_engine_import_error}"
+else:
+    _ENGINE_IMPORT_ERROR = None
+
+STDIN = 0
+STDOUT = 1
+
+
+def _exit(code: int) -> NoReturn:
+    # No interpreter teardown in forked children: atexit handlers and buffered
+    # streams belong to the process they were forked from.
+    os._exit(code)
+
+
+class FdHostChannel:
+    """HostChannel for the engine: fetches go to the host as frames over fds 0/1."""
+
+    def __init__(self, call_id: Any) -> None:
+        self._call_id = call_id
+        self._next_fetch = 0
+
+    def start_fetch(self, request: dict[str, Any]) -> int:
+        """Send a `fetch` frame and return its id."""
+        self._next_fetch += 1
+        write_frame(STDOUT, {"type": "fetch", "id": self._call_id, "fetch_id": self._next_fetch,
+                             "request": request})
+        return self._next_fetch
+
+    def poll(self, timeout: float) -> list[tuple[int, dict[str, Any]]]:
+        """Wait up to `timeout` s for the first fetch result, then drain what is already there."""
+        done: list[tuple[int, dict[str, Any]]] = []
+        wait: float = max(timeout, 0.0)
+        while wait_readable(STDIN, wait):
+            try:
+                frame = read_frame(STDIN)
+            except PeerClosed:
+                _exit(0)  # the host is gone; nobody is left to answer
+            if frame["type"] == "cancel":
+                raise SandboxError("cancelled", "the call was cancelled")
+            if frame["type"] == "fetch-result" and frame.get("id") == self._call_id:
+                done.append((int(frame["fetch_id"]), frame["result"]))
+            wait = 0.0
+        return done
+
+
+@dataclass
+class _Zygote:
+    pid: int
+    command_fd: int
+    status_fd: int
+
+
+def _classify_exit(status: int, *, what: str) -> SandboxError:
+    """Turn a child's wait status (it died before answering) into a classified error."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == signal.SIGXCPU:
+            return SandboxError(CPU_LIMIT, f"{what} exceeded its CPU time limit")
+        return SandboxError(SANDBOX_CRASH, f"{what} was killed by signal {signal.Signals(sig).name}",
+                            {"signal": sig})
+    return SandboxError(SANDBOX_CRASH, f"{what} exited with status {os.WEXITSTATUS(status)} without answering",
+                        {"exit_code": os.WEXITSTATUS(status)})
+
+
+def _close_all_but(keep: set[int]) -> None:
+    # closerange is one close_range(2) syscall on Linux, cheap enough per call.
+    start = 3
+    for fd in sorted(keep):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, 65536)
+
+
+class Runner:
+    """The frame loop of one worker process."""
+
+    def __init__(self, *, config: jail.JailConfig, probes: bool) -> None:
+        self.config = config
+        self.probes = probes
+        self.zygotes: OrderedDict[str, _Zygote] = OrderedDict()
+        self.engine: Any = None
+        # Pipes a zygote holds to its worker; a call child closes them first thing.
+        self.own_fds: list[int] = []
+
+    def _private_fds(self) -> list[int]:
+        """Runner pipes a fresh child must not keep (the other zygotes', its parent's)."""
+        fds = list(self.own_fds)
+        for zygote in self.zygotes.values():
+            fds += [zygote.command_fd, zygote.status_fd]
+        return fds
+
+    # --- children -------------------------------------------------------------------
+    def _run_in_child(self, frame: dict[str, Any], limits: Limits, body: Any) -> None:
+        """Fork a call child that runs `body()` and answers the host itself; wait for it."""
+        pid = os.fork()
+        if pid == 0:
+            self._child_main(frame, limits, body)
+        _, status = os.waitpid(pid, 0)
+        if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            err = _classify_exit(status, what="the call")
+            write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict()})
+
+    def _child_main(self, frame: dict[str, Any], limits: Limits, body: Any) -> NoReturn:
+        try:
+            jail.die_with_parent()
+            if self.config.layers.close_fds:
+                _close_all_but(set())
+            else:
+                for fd in self._private_fds():
+                    os.close(fd)
+            jail.apply_call_child_jail(self.config.layers, cpu_ms=limits.cpu_ms, memory_mb=limits.memory_mb)
+            answer = {"type": "result", "id": frame.get("id"), **body()}
+        except SandboxError as exc:
+            answer = {"type": "error", "id": frame.get("id"), "error": exc.to_dict()}
+        except MemoryError:
+            answer = {"type": "error", "id": frame.get("id"),
+                      "error": SandboxError(MEMORY_LIMIT, "the call ran out of memory").to_dict()}
+        except Exception as exc:  # noqa: BLE001 - reported to the host as a classified crash
+            answer = {"type": "error", "id": frame.get("id"), "error": SandboxError(
+                SANDBOX_CRASH, f"runner failure: {type(exc).__name__}: {exc}",
+                {"traceback": traceback.format_exc(limit=5)}).to_dict()}
+        try:
+            write_frame(STDOUT, answer)
+        except (OSError, ValueError):
+            _exit(3)  # unserialisable or host gone: the parent reports a crash
+        _exit(0)
+
+    # --- frame handlers -------------------------------------------------------------
+    def handle_load(self, frame: dict[str, Any]) -> None:
+        """Evaluate a bundle version into a key zygote (or reuse the existing one)."""
+        for key in frame.get("evict", []):
+            self._evict(str(key))
+        key = str(frame["key"])
+        if key in self.zygotes:
+            self.zygotes.move_to_end(key)
+            write_frame(STDOUT, {"type": "result", "id": frame.get("id"), "ok": True, "cached": True})
+            return
+        limits = Limits.from_dict(frame.get("limits") or {})
+        command_r, command_w = os.pipe()
+        status_r, status_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(command_w)
+            os.close(status_r)
+            self._zygote_main(frame, limits, command_r, status_w)
+        os.close(command_r)
+        os.close(status_w)
+        zygote = _Zygote(pid, command_w, status_r)
+        try:
+            reply = read_frame(status_r)
+        except ProtocolError:
+            reply = None
+        if reply is None or not reply.get("ok"):
+            self._reap(zygote)
+            if reply is None:
+                _, status = os.waitpid(pid, 0)
+                error = _classify_exit(status, what="loading the bundle").to_dict()
+            else:
+                os.waitpid(pid, 0)
+                error = reply["error"]
+            write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": error})
+            return
+        self.zygotes[key] = zygote
+        write_frame(STDOUT, {"type": "result", "id": frame.get("id"), "ok": True, "cached": False})
+
+    def _zygote_main(self, frame: dict[str, Any], limits: Limits, command_r: int, status_w: int) -> NoReturn:
+        try:
+            jail.die_with_parent()
+            for fd in self._private_fds():
+                os.close(fd)
+            if self.config.layers.close_fds:
+                _close_all_but({command_r, status_w})
+            self.zygotes.clear()
+            self.own_fds = [command_r, status_w]
+            # Top-level bundle code runs here once; bound its CPU like a call's.
+            _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            if self.config.layers.rlimits:
+                budget = -(-limits.cpu_ms // 1000) + 1
+                resource.setrlimit(resource.RLIMIT_CPU, (min(budget, hard), hard))
+            self.engine.load(frame["script"], env=dict(frame.get("env") or {}),
+                             filename=str(frame.get("filename") or "bundle.js"))
+            if self.config.layers.rlimits:
+                resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+        except SandboxError as exc:
+            write_frame(status_w, {"type": "error", "ok": False, "error": exc.to_dict()})
+            _exit(0)
+        except Exception as exc:  # noqa: BLE001 - reported to the host as a classified crash
+            write_frame(status_w, {"type": "error", "ok": False, "error": SandboxError(
+                SANDBOX_CRASH, f"runner failure while loading: {type(exc).__name__}: {exc}").to_dict()})
+            _exit(0)
+        write_frame(status_w, {"type": "result", "ok": True})
+        while True:
+            try:
+                command = read_frame(command_r)
+            except ProtocolError:
+                _exit(0)  # the worker dropped us (eviction or exit)
+            self._run_invoke(command)
+            write_frame(status_w, {"type": "result", "ok": True})
+
+    def _run_invoke(self, frame: dict[str, Any]) -> None:
+        limits = Limits.from_dict(frame.get("limits") or {})
+
+        def body() -> dict[str, Any]:
+            result: dict[str, Any] = self.engine.invoke(
+                agent=frame["agent"], tool=frame["tool"], input=frame.get("input"),
+                context=dict(frame.get("context") or {}), limits=limits, host=FdHostChannel(frame.get("id")))
+            return result
+
+        self._run_in_child(frame, limits, body)
+
+    def handle_invoke(self, frame: dict[str, Any]) -> None:
+        """Hand the call to its key zygote, which forks the call child."""
+        key = str(frame.get("key"))
+        zygote = self.zygotes.get(key)
+        if zygote is None:
+            err = SandboxError(SANDBOX_CRASH, f"bundle key {key!r} is not loaded in this worker")
+            write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict()})
+            return
+        self.zygotes.move_to_end(key)
+        try:
+            write_frame(zygote.command_fd, frame)
+            read_frame(zygote.status_fd)
+        except (OSError, ProtocolError):
+            del self.zygotes[key]
+            self._reap(zygote)
+            _, status = os.waitpid(zygote.pid, 0)
+            err = _classify_exit(status, what="the bundle's zygote")
+            write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict()})
+
+    def handle_introspect(self, frame: dict[str, Any]) -> None:
+        """Evaluate the bundle in a throw-away child of the base and return its manifest."""
+        limits = Limits.from_dict(frame.get("limits") or {})
+
+        def body() -> dict[str, Any]:
+            self.engine.load(frame["script"], env=dict(frame.get("env") or {}),
+                             filename=str(frame.get("filename") or "bundle.js"))
+            return {"ok": True, "manifest": self.engine.introspect()}
+
+        self._run_in_child(frame, limits, body)
+
+    def handle_probe(self, frame: dict[str, Any]) -> None:
+        """Test-only: run a named jail probe in a call child."""
+        self._run_in_child(frame, Limits(), lambda: {
+            "ok": True, "probe": jail.run_probe(str(frame["probe"]), dict(frame.get("args") or {}))})
+
+    def _evict(self, key: str) -> None:
+        zygote = self.zygotes.pop(key, None)
+        if zygote is not None:
+            self._reap(zygote)
+            os.kill(zygote.pid, signal.SIGKILL)
+            os.waitpid(zygote.pid, 0)
+
+    @staticmethod
+    def _reap(zygote: _Zygote) -> None:
+        for fd in (zygote.command_fd, zygote.status_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                continue  # already closed by an earlier failure path
+
+    def serve(self) -> None:
+        """Answer frames until the host closes stdin."""
+        handlers = {"load": self.handle_load, "invoke": self.handle_invoke, "introspect": self.handle_introspect}
+        if self.probes:
+            handlers["probe"] = self.handle_probe
+        while True:
+            try:
+                frame = read_frame(STDIN)
+            except PeerClosed:
+                return
+            kind = frame["type"]
+            if kind in ("cancel", "fetch-result"):
+                continue  # late frames for a call that already ended
+            handler = handlers.get(kind)
+            if handler is None:
+                err = SandboxError(SANDBOX_CRASH, f"unknown frame type {kind!r}")
+                write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict()})
+                continue
+            if self.engine is None and kind != "probe":
+                err = SandboxError(SANDBOX_CRASH, f"engine unavailable: {_ENGINE_IMPORT_ERROR}")
+                write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict()})
+                continue
+            handler(frame)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Jail this process, build the base zygote, serve frames on stdin/stdout."""
+    parser = argparse.ArgumentParser(prog="execution.sandbox.runner")
+    parser.add_argument("--jail", default=jail.JailConfig().to_json(), help="JailConfig as JSON")
+    parser.add_argument("--test-probes", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    config = jail.JailConfig.from_json(args.jail)
+    # Anything the runner prints by mistake must not corrupt the frame stream.
+    sys.stdout = sys.stderr
+    started = time.perf_counter()
+    status = jail.apply_jail(config)
+    runner = Runner(config=config, probes=args.test_probes)
+    engine_error = _ENGINE_IMPORT_ERROR
+    if Engine is not None:
+        try:
+            runner.engine = Engine()
+        except SandboxError as exc:
+            engine_error = f"{exc.code}: {exc.message}"
+    detail = {"layers": status, "engine": engine_error or "ok", "pid": os.getpid(),
+              "startup_ms": round((time.perf_counter() - started) * 1000, 2)}
+    write_frame(STDOUT, {"type": "log", "level": "info", "message": "ready", "detail": detail})
+    runner.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
