@@ -210,3 +210,25 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- runs and model providers (mapping rule: execution/providers/__init__.py) ----
+# Without a base URL every bundle model is answered by the offline `demo` model.
+LIGHTFAST_MODEL_BASE_URL = env.str("LIGHTFAST_MODEL_BASE_URL", default="")
+LIGHTFAST_MODEL_API_KEY = env.str("LIGHTFAST_MODEL_API_KEY", default="")
+# JSON: bundle model id -> provider model id; "*" for unmapped ids; "demo" selects the demo model.
+LIGHTFAST_MODEL_MAP = env.json("LIGHTFAST_MODEL_MAP", default={})
+LIGHTFAST_MODEL_TIMEOUT_S = env.float("LIGHTFAST_MODEL_TIMEOUT_S", default=60.0)
+LIGHTFAST_MODEL_MAX_RETRIES = env.int("LIGHTFAST_MODEL_MAX_RETRIES", default=3)
+LIGHTFAST_MODEL_RETRY_BACKOFF_S = env.float("LIGHTFAST_MODEL_RETRY_BACKOFF_S", default=0.5)
+# Platform cap on model steps per run (a bundle's stopWhen step count can only lower it).
+LIGHTFAST_RUN_MAX_STEPS = env.int("LIGHTFAST_RUN_MAX_STEPS", default=20)
+# Workers write each held run's heartbeat this often; the reaper fails running runs whose
+# heartbeat is older than LIGHTFAST_RUN_STALE_S (their worker died).
+LIGHTFAST_RUN_HEARTBEAT_S = env.float("LIGHTFAST_RUN_HEARTBEAT_S", default=5.0)
+LIGHTFAST_RUN_STALE_S = env.float("LIGHTFAST_RUN_STALE_S", default=30.0)
+CELERY_BEAT_SCHEDULE = {
+    "execution-reap-runs": {
+        "task": "execution.tasks.reap_runs",
+        "schedule": env.float("LIGHTFAST_RUN_REAP_INTERVAL_S", default=10.0),
+    },
+}
