@@ -27,6 +27,8 @@ _CLONE_NEWNET = 0x40000000
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_SET_DUMPABLE = 4
 _PR_SET_PDEATHSIG = 1
+_PR_SET_SECCOMP = 22
+_SECCOMP_MODE_FILTER = 2
 # Namespace-creating clone flags: a worker may fork its zygotes, never new namespaces.
 _CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000, 0x40000000)
 
@@ -135,7 +137,7 @@ def _apply_rlimits(config: JailConfig) -> None:
     _set_rlimit(resource.RLIMIT_CORE, 0)
 
 
-def _load_filter(denied: tuple[str, ...], *, set_nnp: bool, allow_fork: bool) -> None:
+def _build_filter(denied: tuple[str, ...], *, set_nnp: bool, allow_fork: bool) -> seccomp.SyscallFilter:
     flt = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
     flt.set_attr(seccomp.Attr.CTL_NNP, 1 if set_nnp else 0)
     for name in denied:
@@ -150,7 +152,57 @@ def _load_filter(denied: tuple[str, ...], *, set_nnp: bool, allow_fork: bool) ->
     if allow_fork:
         for flag in _CLONE_NAMESPACE_FLAGS:
             flt.add_rule(seccomp.ERRNO(errno.EPERM), "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
-    flt.load()
+    return flt
+
+
+def _load_filter(denied: tuple[str, ...], *, set_nnp: bool, allow_fork: bool) -> None:
+    _build_filter(denied, set_nnp=set_nnp, allow_fork=allow_fork).load()
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+class _PipeFile:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+_call_child_bpf: bytes | None = None
+
+
+def precompile_call_child_filter() -> None:
+    """Compile the per-call filter once in the worker: libseccomp takes ~2 ms per compile."""
+    global _call_child_bpf
+    flt = _build_filter(WORKER_DENIED_SYSCALLS + CALL_CHILD_DENIED_SYSCALLS, set_nnp=True, allow_fork=False)
+    read_fd, write_fd = os.pipe()
+    try:
+        flt.export_bpf(_PipeFile(write_fd))
+        os.close(write_fd)
+        write_fd = -1
+        chunks = []
+        while chunk := os.read(read_fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    _call_child_bpf = b"".join(chunks)
+
+
+def _load_call_child_filter() -> None:
+    if _call_child_bpf is None:
+        _load_filter(WORKER_DENIED_SYSCALLS + CALL_CHILD_DENIED_SYSCALLS, set_nnp=True, allow_fork=False)
+        return
+    program = ctypes.create_string_buffer(_call_child_bpf, len(_call_child_bpf))
+    fprog = _SockFprog(len(_call_child_bpf) // 8, ctypes.cast(program, ctypes.c_void_p))
+    _prctl(_PR_SET_NO_NEW_PRIVS, 1)
+    if _libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"PR_SET_SECCOMP: {os.strerror(err)}")
 
 
 def _drop_uid(config: JailConfig) -> None:
@@ -195,6 +247,8 @@ def apply_jail(config: JailConfig) -> dict[str, str]:
         # Also hides /proc/<pid>/mem and blocks attaching from other workers of the same uid.
         _prctl(_PR_SET_DUMPABLE, 0)
 
+    if layers.seccomp:
+        precompile_call_child_filter()
     attempt("clear_env", layers.clear_env, clear_env)
     attempt("close_fds", layers.close_fds, _close_inherited_fds)
     attempt("netns", layers.netns, netns)
@@ -227,7 +281,7 @@ def apply_call_child_jail(layers: JailLayers, *, cpu_ms: int, memory_mb: int) ->
         resource.setrlimit(resource.RLIMIT_NPROC, (0, 0))
     if layers.seccomp:
         # Filters stack: this one adds to the worker's, it can never loosen it.
-        _load_filter(WORKER_DENIED_SYSCALLS + CALL_CHILD_DENIED_SYSCALLS, set_nnp=True, allow_fork=False)
+        _load_call_child_filter()
 
 
 _last_status: dict[str, Any] = {}

@@ -225,7 +225,7 @@ class Runner:
             if self.config.layers.rlimits:
                 budget = -(-limits.cpu_ms // 1000) + 1
                 resource.setrlimit(resource.RLIMIT_CPU, (min(budget, hard), hard))
-            self.engine.load(frame["script"], env=dict(frame.get("env") or {}),
+            self.engine.load(frame["script"], env=dict(frame.get("env") or {}), limits=limits,
                              filename=str(frame.get("filename") or "bundle.js"))
             if self.config.layers.rlimits:
                 resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
@@ -280,7 +280,7 @@ class Runner:
         limits = Limits.from_dict(frame.get("limits") or {})
 
         def body() -> dict[str, Any]:
-            self.engine.load(frame["script"], env=dict(frame.get("env") or {}),
+            self.engine.load(frame["script"], env=dict(frame.get("env") or {}), limits=limits,
                              filename=str(frame.get("filename") or "bundle.js"))
             return {"ok": True, "manifest": self.engine.introspect()}
 
