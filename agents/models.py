@@ -50,7 +50,8 @@ class Bundle(models.Model):
         ordering = ["slug", "pk"]
         constraints = [
             models.UniqueConstraint(
-                fields=["organization", "slug"], condition=Q(deleted_at__isnull=True),
+                fields=["organization", "slug"],
+                condition=Q(deleted_at__isnull=True),
                 name="bundle_unique_live_slug",
             )
         ]

@@ -52,8 +52,9 @@ class LimitedBundleUploadHandler(FileUploadHandler):
         self.received = 0
         self.buffer = bytearray()
 
-    def handle_raw_input(self, input_data: Any, META: Any, content_length: int, boundary: Any,
-                         encoding: str | None = None) -> None:
+    def handle_raw_input(
+        self, input_data: Any, META: Any, content_length: int, boundary: Any, encoding: str | None = None
+    ) -> None:
         """Refuse before reading when the declared length already exceeds the limit."""
         if content_length > self.limit + MULTIPART_OVERHEAD_BYTES:
             raise too_large(self.limit)
@@ -77,8 +78,11 @@ class LimitedBundleUploadHandler(FileUploadHandler):
         from io import BytesIO
 
         return UploadedFile(
-            file=BytesIO(bytes(self.buffer)), name=self.file_name, content_type=self.content_type,
-            size=len(self.buffer), charset=self.charset,
+            file=BytesIO(bytes(self.buffer)),
+            name=self.file_name,
+            content_type=self.content_type,
+            size=len(self.buffer),
+            charset=self.charset,
         )
 
 
@@ -87,19 +91,30 @@ def read_bundle_upload(request: HttpRequest, *, limit: int) -> tuple[bytes, dict
     content_type = (request.META.get("CONTENT_TYPE") or "").split(";")[0].strip().lower()
     length = declared_length(request)
     fields: dict[str, str] = {key: request.GET[key] for key in request.GET}
+    if not content_type and not length:
+        # Clients omit the type of an empty body; what they sent is an empty bundle, not a wrong format.
+        raise InvalidBundle("The bundle file is empty.", detail={"bytes": 0})
     if content_type in RAW_CONTENT_TYPES:
         if length is not None and length > limit:
             raise too_large(limit)
         data = read_limited(request, limit=limit)
         filename = request.META.get("HTTP_X_BUNDLE_FILENAME") or "bundle.mjs"
     elif content_type == "multipart/form-data":
-        request.upload_handlers = [LimitedBundleUploadHandler(request, limit=limit)]
+        try:
+            request.upload_handlers = [LimitedBundleUploadHandler(request, limit=limit)]
+        except AttributeError:
+            # Already parsed (a CSRF check read request.POST) by Django's handlers, which spill to disk.
+            pass
         files = request.FILES
         fields.update({key: request.POST[key] for key in request.POST})
         upload = files.get(FILE_FIELD)
         if upload is None:
             raise InvalidUpload(f"The multipart body has no file in the field `{FILE_FIELD}`.")
-        data = upload.read()
+        if upload.size is not None and upload.size > limit:
+            raise too_large(limit)
+        data = upload.read(limit + 1)
+        if len(data) > limit:
+            raise too_large(limit)
         filename = upload.name or "bundle.mjs"
     else:
         raise UnsupportedUploadType(detail={"content_type": content_type or None})

@@ -14,6 +14,7 @@ api_v1 = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("organizations.api_urls")),
+    path("", include("agents.api_urls")),
 ]
 
 urlpatterns = [

@@ -1,0 +1,162 @@
+"""Shared reads of bundles: lookups, the agents list, and what the sandbox needs to run a version."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Any
+
+from django.db.models import QuerySet
+
+from agents.models import Bundle, BundleVersion, VersionStatus
+from agents.storage import storage_read
+from execution.sandbox.egress import EgressPolicy
+from execution.sandbox.limits import Limits
+from organizations.models import MIB, Organization
+
+# Introspection evaluates top-level code only: a real 2 MB bundle needs well under a second.
+INTROSPECT_LIMITS = Limits(cpu_ms=3000, wall_ms=10000, memory_mb=128)
+# Bounds for a direct tool call; the plan's per-run limits lower them further.
+TOOL_DEFAULT_TIMEOUT_MS = 30_000
+TOOL_MAX_CPU_MS = 30_000
+TOOL_MAX_MEMORY_MB = 512
+LONG_POLL_MAX_S = 30.0
+LONG_POLL_INTERVAL_S = 0.1
+_CACHE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class StoredBundle:
+    """A version's transformed script as the sandbox API takes it (what `transform` produced at upload)."""
+
+    script: str
+    source_map: str | None
+    sha256: str
+    bytes: int
+    imports: list[str]
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    """What an organization's code may see and reach in the sandbox."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    egress: EgressPolicy = field(default_factory=EgressPolicy)
+
+
+def sandbox_settings_for(organization: Organization) -> SandboxSettings:
+    """Environment and egress policy of the organization's sandbox calls.
+
+    The organization model has no settings for them yet, so this is the safe default:
+    an empty `process.env` and deny-all egress.
+    """
+    return SandboxSettings()
+
+
+def tool_limits_for(organization: Organization, *, timeout_ms: int | None = None) -> Limits:
+    """Limits of one tool call: the request's timeout bounded by the plan's per-run limits."""
+    plan_wall = int(organization.run_wall_ms)
+    wall = min(timeout_ms or TOOL_DEFAULT_TIMEOUT_MS, plan_wall)
+    cpu = min(int(organization.run_cpu_ms), TOOL_MAX_CPU_MS, wall)
+    memory_mb = max(8, min(int(organization.run_memory_bytes) // MIB, TOOL_MAX_MEMORY_MB))
+    return Limits(wall_ms=max(1, wall), cpu_ms=max(1, cpu), memory_mb=memory_mb)
+
+
+def version_bundle_key(version: BundleVersion) -> str:
+    """The sandbox's cache key of a version: never shared across organizations or versions."""
+    return f"{version.organization.public_id}:{version.pk}:{version.sha256[:16]}"
+
+
+_bundle_cache: OrderedDict[tuple[int, str], StoredBundle] = OrderedDict()
+_bundle_cache_lock = Lock()
+
+
+def transformed_bundle_for(version: BundleVersion) -> StoredBundle:
+    """The version's transformed script, read from storage once per process (versions never change)."""
+    key = (version.pk, version.sha256)
+    with _bundle_cache_lock:
+        cached = _bundle_cache.get(key)
+        if cached is not None:
+            _bundle_cache.move_to_end(key)
+            return cached
+    script = storage_read(name=version.script_file.name).decode("utf-8")
+    source_map = (
+        storage_read(name=version.source_map_file.name).decode("utf-8") if version.source_map_file else None
+    )
+    bundle = StoredBundle(
+        script=script,
+        source_map=source_map,
+        sha256=version.sha256,
+        bytes=version.size_bytes,
+        imports=list(version.imports or []),
+    )
+    with _bundle_cache_lock:
+        _bundle_cache[key] = bundle
+        while len(_bundle_cache) > _CACHE_SIZE:
+            _bundle_cache.popitem(last=False)
+    return bundle
+
+
+def bundle_list(*, organization: Organization) -> QuerySet[Bundle]:
+    """The organization's live bundles by slug, with their active version."""
+    return Bundle.objects.live().filter(organization=organization).select_related("active_version")
+
+
+def bundle_get(*, organization: Organization, slug: str) -> Bundle | None:
+    """The organization's live bundle with this slug."""
+    return bundle_list(organization=organization).filter(slug=slug).first()
+
+
+def version_list(*, bundle: Bundle) -> QuerySet[BundleVersion]:
+    """A bundle's versions, newest first."""
+    return bundle.versions.select_related("bundle").order_by("-number")
+
+
+def version_get(*, bundle: Bundle, number: int) -> BundleVersion | None:
+    """One version of a bundle by number."""
+    return version_list(bundle=bundle).filter(number=number).first()
+
+
+def version_wait(*, version: BundleVersion, timeout_s: float) -> BundleVersion:
+    """Poll until the version leaves `validating` or `timeout_s` passes; no transaction is held meanwhile."""
+    deadline = time.monotonic() + min(max(timeout_s, 0.0), LONG_POLL_MAX_S)
+    while version.status == VersionStatus.VALIDATING and time.monotonic() < deadline:
+        time.sleep(min(LONG_POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
+        version.refresh_from_db(
+            fields=[
+                "status",
+                "manifest",
+                "error_type",
+                "error_message",
+                "error_line",
+                "error_column",
+                "error_detail",
+                "validated_at",
+            ]
+        )
+    return version
+
+
+def agent_list(*, organization: Organization) -> list[dict[str, Any]]:
+    """Every agent of every active version of the organization, as `bundle/agentKey` entries."""
+    agents: list[dict[str, Any]] = []
+    for bundle in bundle_list(organization=organization).filter(active_version__status=VersionStatus.READY):
+        version = bundle.active_version
+        assert version is not None
+        for key, spec in sorted(((version.manifest or {}).get("agents") or {}).items()):
+            agents.append(
+                {
+                    "id": f"{bundle.slug}/{key}",
+                    "bundle": bundle.slug,
+                    "agent": key,
+                    "version": version.number,
+                    "name": spec.get("name") or key,
+                    "system": spec.get("system"),
+                    "model": spec.get("model"),
+                    "tools": spec.get("tools") or {},
+                    "dynamicTools": bool(spec.get("dynamicTools")),
+                }
+            )
+    return agents
