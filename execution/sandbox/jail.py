@@ -14,7 +14,9 @@ import errno
 import json
 import os
 import resource
+import signal
 import socket
+import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -300,7 +302,7 @@ def sandbox_status() -> dict[str, Any]:
     return {"started": True, **_last_status}
 
 
-def run_probe(name: str, args: dict[str, Any]) -> Any:
+def run_probe(name: str, args: dict[str, Any], *, host: Any = None) -> Any:
     """Test-only look at the jail from inside a call child (enabled by the runner's --test-probes)."""
 
     def attempt(action: Any) -> str:
@@ -335,7 +337,23 @@ def run_probe(name: str, args: dict[str, Any]) -> Any:
             found.append(fd)
         return found
 
+    def fetch() -> Any:
+        fetch_id = host.start_fetch(args["request"])
+        while True:
+            for done_id, result in host.poll(1.0):
+                if done_id == fetch_id:
+                    return result
+
+    def spin() -> None:
+        while True:
+            pass
+
     probes: dict[str, Any] = {
+        "fetch": fetch,
+        "spin": spin,
+        "sleep": lambda: time.sleep(float(args["seconds"])),
+        "crash": lambda: os.kill(os.getpid(), signal.SIGSEGV),
+        "exit": lambda: os._exit(int(args.get("code", 7))),
         "env": lambda: dict(os.environ),
         "ids": lambda: {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups()},
         "fds": open_fds,

@@ -354,12 +354,15 @@ class LocalJailBackend:
         finally:
             self._checkin(worker)
 
-    def probe(self, name: str, args: dict[str, Any] | None = None) -> Any:
+    def probe(self, name: str, args: dict[str, Any] | None = None, *, limits: Limits | None = None,
+              egress: EgressPolicy | None = None, cancel: threading.Event | None = None) -> Any:
         """Test-only: run a jail probe in a call child (needs `test_probes=True`)."""
-        worker = self._checkout(None, time.monotonic() + 10)
+        limits = limits or Limits(wall_ms=10_000)
+        worker = self._checkout(None, time.monotonic() + limits.wall_ms / 1000)
         try:
-            reply = self._exchange(worker, {"type": "probe", "probe": name, "args": args or {}},
-                                   limits=Limits(wall_ms=10_000), cancel=None, egress=None)
+            reply = self._exchange(worker, {"type": "probe", "probe": name, "args": args or {},
+                                            "limits": limits.to_dict()},
+                                   limits=limits, cancel=cancel, egress=egress)
         finally:
             self._checkin(worker)
         return reply["probe"]

@@ -288,8 +288,9 @@ class Runner:
 
     def handle_probe(self, frame: dict[str, Any]) -> None:
         """Test-only: run a named jail probe in a call child."""
-        self._run_in_child(frame, Limits(), lambda: {
-            "ok": True, "probe": jail.run_probe(str(frame["probe"]), dict(frame.get("args") or {}))})
+        limits = Limits.from_dict(frame.get("limits") or {})
+        self._run_in_child(frame, limits, lambda: {"ok": True, "probe": jail.run_probe(
+            str(frame["probe"]), dict(frame.get("args") or {}), host=FdHostChannel(frame.get("id")))})
 
     def _evict(self, key: str) -> None:
         zygote = self.zygotes.pop(key, None)

@@ -1,0 +1,1 @@
+"""`manage.py` commands: `bundle` (inspect and invoke bundles through the sandbox)."""
