@@ -177,6 +177,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Upload Lightfast agent bundles and run them in a sandbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Named choice sets, so fields called `status`, `role`… in different apps do not collide.
+    "ENUM_NAME_OVERRIDES": {
+        "ApiKeyStatusEnum": "organizations.models.API_KEY_STATUSES",
+        "RoleEnum": "organizations.models.Role",
+        "ScopeEnum": "organizations.models.Scope",
+    },
 }
 # Request bodies above this size get a 413 (uploads stream with their own limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("LIGHTFAST_MAX_JSON_BODY", default=1024 * 1024)

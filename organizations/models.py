@@ -189,6 +189,9 @@ class ApiKey(models.Model):
         return "active"
 
 
+API_KEY_STATUSES = ("active", "revoked", "expired")
+
+
 class ActorType(models.TextChoices):
     USER = "user", "User"
     API_KEY = "api_key", "API key"

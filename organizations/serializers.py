@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from lightfast_cloud.api_input import StrictSerializer
-from organizations.models import ApiKey, Membership, Organization, Role, Scope
+from organizations.models import API_KEY_STATUSES, ApiKey, Membership, Organization, Role, Scope
 
 
 class OrganizationLimitsSerializer(serializers.ModelSerializer[Organization]):
@@ -62,7 +62,7 @@ class ApiKeySerializer(serializers.ModelSerializer[ApiKey]):
     id = serializers.CharField(source="lookup_id", read_only=True)
     prefix = serializers.CharField(source="display_prefix", read_only=True)
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), read_only=True)
-    status = serializers.ChoiceField(choices=["active", "revoked", "expired"], read_only=True)
+    status = serializers.ChoiceField(choices=API_KEY_STATUSES, read_only=True)
     created_by = serializers.SerializerMethodField()
 
     class Meta:

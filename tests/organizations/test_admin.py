@@ -1,0 +1,118 @@
+"""The operator admin: pages load, plan limits are editable, keys are revocable and never shown."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from organizations.models import ApiKey, AuditLog, Membership, Organization
+
+
+@pytest.fixture
+def operator(admin_user, client):
+    client.force_login(admin_user)
+    return client
+
+
+def test_admin_pages_load_and_never_show_secrets(operator, alice):
+    api_key = alice.api_keys["all"]
+    audit = AuditLog.objects.filter(organization=alice.organization).first()
+    pages = [
+        reverse("admin:organizations_organization_changelist"),
+        reverse("admin:organizations_organization_add"),
+        reverse("admin:organizations_organization_change", args=[alice.organization.pk]),
+        reverse("admin:organizations_apikey_changelist"),
+        reverse("admin:organizations_apikey_change", args=[api_key.pk]),
+        reverse("admin:organizations_auditlog_changelist"),
+        reverse("admin:organizations_auditlog_change", args=[audit.pk]),
+    ]
+    for page in pages:
+        response = operator.get(page)
+        assert response.status_code == 200, page
+        text = response.content.decode()
+        for key in alice.api_keys.values():
+            assert key.hashed_key not in text and key.raw_key not in text
+    change = operator.get(pages[2]).content.decode()
+    assert 'name="max_bundle_bytes"' in change and 'name="memberships-0-role"' in change
+
+
+def test_api_keys_and_audit_log_cannot_be_added_or_deleted(operator, alice):
+    assert operator.get(reverse("admin:organizations_apikey_add")).status_code == 403
+    assert operator.get(reverse("admin:organizations_auditlog_add")).status_code == 403
+    entry = AuditLog.objects.first()
+    assert (
+        operator.post(
+            reverse("admin:organizations_auditlog_delete", args=[entry.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    assert AuditLog.objects.filter(pk=entry.pk).exists()
+    change = operator.get(reverse("admin:organizations_auditlog_change", args=[entry.pk])).content.decode()
+    assert 'name="action"' not in change
+
+
+def test_revoke_action(operator, alice, bob, api):
+    targets = [alice.api_keys["read"], bob.api_keys["write"]]
+    response = operator.post(
+        reverse("admin:organizations_apikey_changelist"),
+        {"action": "revoke_keys", "_selected_action": [k.pk for k in targets]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert "Revoked 2 API key(s)." in response.content.decode()
+    for api_key in targets:
+        assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
+        assert api.get("/api/v1/organization", key=api_key.raw_key).status_code == 401
+        entry = AuditLog.objects.get(action="apikey.revoked", target_id=api_key.lookup_id)
+        assert entry.actor_type == "operator" and entry.actor_label == "operator:admin"
+    assert api.get("/api/v1/organization", key=alice.keys["all"]).status_code == 200
+
+
+def test_plan_limits_are_editable_and_audited(operator, alice):
+    organization = alice.organization
+    memberships = list(Membership.objects.filter(organization=organization).order_by("pk"))
+    data = {
+        "slug": organization.slug,
+        "name": organization.name,
+        "is_active": "on",
+        **{name: getattr(organization, name) for name in Organization.LIMIT_FIELDS},
+        "api_rate": "50/m",
+        "max_bundle_bytes": 1024,
+        "memberships-TOTAL_FORMS": len(memberships),
+        "memberships-INITIAL_FORMS": len(memberships),
+        "memberships-MIN_NUM_FORMS": 0,
+        "memberships-MAX_NUM_FORMS": 1000,
+    }
+    for index, membership in enumerate(memberships):
+        data.update(
+            {
+                f"memberships-{index}-id": membership.pk,
+                f"memberships-{index}-organization": organization.pk,
+                f"memberships-{index}-user": membership.user_id,
+                f"memberships-{index}-role": "admin" if membership.role == "viewer" else membership.role,
+            }
+        )
+    response = operator.post(reverse("admin:organizations_organization_change", args=[organization.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    organization.refresh_from_db()
+    assert organization.api_rate == "50/m" and organization.max_bundle_bytes == 1024
+    entry = AuditLog.objects.get(action="organization.limits_changed")
+    assert entry.metadata["before"] == {"api_rate": "600/m", "max_bundle_bytes": 10 * 1024 * 1024}
+    assert entry.metadata["after"] == {"api_rate": "50/m", "max_bundle_bytes": 1024}
+    assert AuditLog.objects.get(action="member.role_changed").metadata["user"] == "alice-viewer@example.com"
+
+
+def test_invalid_rate_is_refused(operator, alice):
+    organization = alice.organization
+    data = {
+        "slug": organization.slug,
+        "name": organization.name,
+        **{name: getattr(organization, name) for name in Organization.LIMIT_FIELDS},
+        "api_rate": "lots",
+        "memberships-TOTAL_FORMS": 0,
+        "memberships-INITIAL_FORMS": 0,
+    }
+    response = operator.post(reverse("admin:organizations_organization_change", args=[organization.pk]), data)
+    assert response.status_code == 200  # form redisplayed with the error
+    organization.refresh_from_db()
+    assert organization.api_rate == "600/m"
