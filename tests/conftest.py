@@ -50,3 +50,7 @@ def celery_worker(transactional_db: None, redis_server: str) -> Iterator[CeleryW
         yield worker
     finally:
         worker.stop()
+
+
+# --- tenancy: Alice's and Bob's organizations, the `api` client (tests/fixtures_tenancy.py) ---
+from tests.fixtures_tenancy import *  # noqa: E402,F401,F403
