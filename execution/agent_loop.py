@@ -1,0 +1,428 @@
+"""The agent loop: history + system prompt + tools → model steps, tool calls in the sandbox, streamed events.
+
+One call of `agent_loop_run` drives one claimed chat run to its outcome:
+
+* the model sees the agent's system prompt, the session's messages (AI SDK UI parts
+  converted to chat messages, tool calls and results included) and the agent's tools
+  with their JSON Schemas from the manifest;
+* each step streams `start-step`, `text-start`/`text-delta`/`text-end`, tool calls as
+  `tool-input-available` followed by `tool-output-available` or `tool-output-error`
+  (also for arguments that are not JSON or name no tool: the model sees the error and can
+  correct itself), then `finish-step`;
+* steps continue while the model calls tools, up to the bundle's `stopWhen` step count,
+  never more than LIGHTFAST_RUN_MAX_STEPS;
+* the cancel token is checked between chunks and handed to the sandbox, and its abort
+  callback shuts the model stream down, so cancel and timeout stop both within a second.
+
+The caller (`services.run_execute`) claims the run, writes the terminal status and the
+final events; this module never changes `Run.status`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from agents.models import BundleVersion
+from agents.selectors import sandbox_settings_for, tool_limits_for, transformed_bundle_for, version_bundle_key
+from execution.events import event_append_many
+from execution.models import Message, MessageRole, Run
+from execution.providers import model_resolve
+from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDelta, ToolCall, ToolSpec
+from execution.providers.demo import DemoProvider
+from execution.sandbox import api as sandbox_api
+
+logger = logging.getLogger(__name__)
+
+# Log lines of one tool call forwarded as a `data-log` event (the sandbox already caps bytes).
+MAX_LOG_ENTRIES = 100
+
+
+class RunCancelled(Exception):
+    """The run's cancel token fired (cancel request, wall timeout or lost worker)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass
+class Usage:
+    """What a run consumed; copied onto the Run when it ends."""
+
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    sandbox_cpu_ms: int = 0
+    tool_calls: int = 0
+    steps: int = 0
+
+    def add_sandbox(self, usage: dict[str, Any]) -> None:
+        """Count one sandbox call."""
+        self.tool_calls += 1
+        cpu = usage.get("cpu_ms", usage.get("cpuMs", 0))
+        if isinstance(cpu, int | float):
+            self.sandbox_cpu_ms += int(cpu)
+
+
+class AssistantTurn:
+    """Writes one assistant message as events and as AI SDK UI message parts.
+
+    Events are buffered and written together by `flush()`, which the loop calls before
+    anything that can block (waiting for the next model chunk, a sandbox call) — so a
+    client never waits on a buffered event, and chunks that are ready together cost one
+    transaction instead of one each.
+    """
+
+    def __init__(self, run: Run, *, message_id: str) -> None:
+        self.run = run
+        self.message_id = message_id
+        self.parts: list[dict[str, Any]] = []
+        self.text = ""
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._open_text: dict[str, Any] | None = None
+        self._text_ids = 0
+
+    def emit(self, event_type: str, payload: dict[str, Any] | None = None) -> None:
+        """Buffer one event."""
+        self._pending.append((event_type, payload or {}))
+
+    def flush(self) -> None:
+        """Write the buffered events (one transaction, consecutive seqs)."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            event_append_many(self.run, pending)
+
+    def start_step(self) -> None:
+        """Open a model step."""
+        self.emit("start-step")
+        self.parts.append({"type": "step-start"})
+
+    def text_delta(self, delta: str) -> None:
+        """Append assistant text, opening a text part if none is open."""
+        if self._open_text is None:
+            self._text_ids += 1
+            self._open_text = {
+                "type": "text",
+                "text": "",
+                "state": "streaming",
+                "_id": f"txt-{self._text_ids}",
+            }
+            self.parts.append(self._open_text)
+            self.emit("text-start", {"id": self._open_text["_id"]})
+        self._open_text["text"] += delta
+        self.text += delta
+        self.emit("text-delta", {"id": self._open_text["_id"], "delta": delta})
+
+    def end_text(self) -> None:
+        """Close the open text part, if any."""
+        if self._open_text is not None:
+            self.emit("text-end", {"id": self._open_text.pop("_id")})
+            self._open_text["state"] = "done"
+            self._open_text = None
+
+    def tool_input(self, call: ToolCall, tool_input: Any) -> dict[str, Any]:
+        """Announce a tool call with its input (raw text when the model's arguments were not JSON)."""
+        self.end_text()
+        part = {
+            "type": f"tool-{call.name}",
+            "toolCallId": call.id,
+            "state": "input-available",
+            "input": tool_input,
+        }
+        self.parts.append(part)
+        self.emit("tool-input-available", {"toolCallId": call.id, "toolName": call.name, "input": tool_input})
+        return part
+
+    def tool_output(self, part: dict[str, Any], output: Any) -> None:
+        """Record a tool's output."""
+        part.update(state="output-available", output=output)
+        self.emit("tool-output-available", {"toolCallId": part["toolCallId"], "output": output})
+
+    def tool_error(self, part: dict[str, Any], error_text: str) -> None:
+        """Record a tool call that failed; the model sees `error_text`."""
+        part.update(state="output-error", errorText=error_text)
+        self.emit("tool-output-error", {"toolCallId": part["toolCallId"], "errorText": error_text})
+
+    def finish_step(self) -> None:
+        """Close a model step."""
+        self.end_text()
+        self.emit("finish-step")
+
+    def message_parts(self) -> list[dict[str, Any]]:
+        """The parts to store as the assistant message (an open text part counts as done)."""
+        self.end_text()
+        return [{key: value for key, value in part.items() if not key.startswith("_")} for part in self.parts]
+
+
+@dataclass
+class LoopResult:
+    """How the loop ended when the model stopped (errors and cancellation raise instead)."""
+
+    text: str
+    finish_reason: str
+    usage: Usage = field(default_factory=Usage)
+
+
+def agent_spec(version: BundleVersion, agent_key: str) -> dict[str, Any]:
+    """The manifest entry of one agent (empty when the manifest lacks it)."""
+    return dict(((version.manifest or {}).get("agents") or {}).get(agent_key) or {})
+
+
+def step_limit(spec: dict[str, Any]) -> int:
+    """The bundle's stopWhen step count, bounded by the platform cap."""
+    cap: int = settings.LIGHTFAST_RUN_MAX_STEPS
+    stop_when = (spec.get("options") or {}).get("stopWhen") or spec.get("stopWhen") or {}
+    count = stop_when.get("stepCount") if isinstance(stop_when, dict) else None
+    if isinstance(count, int) and count > 0:
+        return min(count, cap)
+    return cap
+
+
+def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
+    """The agent's tools as the model sees them."""
+    specs = []
+    for name, tool in sorted((spec.get("tools") or {}).items()):
+        schema = tool.get("inputSchema") or {"type": "object", "properties": {}}
+        # OpenAI-compatible APIs reject `$schema` in function parameters on some servers.
+        parameters = {key: value for key, value in schema.items() if key != "$schema"}
+        specs.append(
+            ToolSpec(name=name, description=str(tool.get("description") or ""), parameters=parameters)
+        )
+    return specs
+
+
+def model_messages(system: str, history: list[Message]) -> list[dict[str, Any]]:
+    """Chat-completions messages for the system prompt and the session's UI messages."""
+    messages: list[dict[str, Any]] = []
+    if system:
+        messages.append({"role": "system", "content": system})
+    for message in history:
+        if message.role == MessageRole.ASSISTANT:
+            messages.extend(_assistant_messages(message.parts))
+        else:
+            text = "".join(part.get("text", "") for part in message.parts if part.get("type") == "text")
+            messages.append(
+                {"role": "system" if message.role == MessageRole.SYSTEM else "user", "content": text}
+            )
+    return messages
+
+
+def _assistant_messages(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One assistant message per step, each followed by the results of its tool calls."""
+    out: list[dict[str, Any]] = []
+    steps: list[list[dict[str, Any]]] = [[]]
+    for part in parts:
+        if part.get("type") == "step-start":
+            steps.append([])
+        else:
+            steps[-1].append(part)
+    for step in steps:
+        text = "".join(part.get("text", "") for part in step if part.get("type") == "text")
+        calls = [
+            part for part in step if str(part.get("type", "")).startswith("tool-") and part.get("toolCallId")
+        ]
+        if not text and not calls:
+            continue
+        assistant: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if calls:
+            assistant["tool_calls"] = [
+                {
+                    "id": part["toolCallId"],
+                    "type": "function",
+                    "function": {
+                        "name": part["type"][len("tool-") :],
+                        "arguments": _arguments_text(part.get("input")),
+                    },
+                }
+                for part in calls
+            ]
+        out.append(assistant)
+        for part in calls:
+            out.append(
+                {"role": "tool", "tool_call_id": part["toolCallId"], "content": _tool_result_text(part)}
+            )
+    return out
+
+
+def _arguments_text(tool_input: Any) -> str:
+    return tool_input if isinstance(tool_input, str) else json.dumps(tool_input, separators=(",", ":"))
+
+
+def _tool_result_text(part: dict[str, Any]) -> str:
+    if part.get("state") == "output-available":
+        return json.dumps(part.get("output"), separators=(",", ":"))
+    if part.get("state") == "output-error":
+        return json.dumps({"error": part.get("errorText", "")})
+    # A call whose run ended before it answered.
+    return json.dumps({"error": "the tool call did not finish"})
+
+
+def _check(cancel: CancelToken) -> None:
+    if cancel.cancelled:
+        raise RunCancelled(cancel.reason)
+
+
+def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> LoopResult:
+    """Drive the model and the tools until the model stops or the step limit is reached."""
+    version = run.bundle_version
+    spec = agent_spec(version, run.agent_key)
+    resolved = model_resolve(spec.get("model"))
+    usage.model = resolved.label
+    # The demo model answers instantly, so its chunks are written together at the next
+    # blocking point; a network provider's chunks are written as they arrive.
+    flush_every_chunk = not isinstance(resolved.provider, DemoProvider)
+    history = list(run.session.messages.order_by("created_at", "pk")) if run.session else []
+    messages = model_messages(str(spec.get("system") or ""), history)
+    tools = tool_specs(spec)
+    tool_names = {tool.name for tool in tools}
+    context = _tool_context(run)
+    finish_reason = "stop"
+    for _ in range(step_limit(spec)):
+        _check(cancel)
+        usage.steps += 1
+        turn.start_step()
+        calls: list[ToolCall] = []
+        step_text = ""
+        for event in resolved.provider.stream(
+            ModelRequest(model=resolved.model, messages=messages, tools=tools), cancel=cancel
+        ):
+            if isinstance(event, TextDelta):
+                turn.text_delta(event.text)
+                step_text += event.text
+            elif isinstance(event, ToolCall):
+                calls.append(event)
+            elif isinstance(event, StepEnd):
+                finish_reason = event.finish_reason
+                usage.input_tokens += event.input_tokens
+                usage.output_tokens += event.output_tokens
+            if flush_every_chunk:
+                turn.flush()
+        _check(cancel)
+        turn.end_text()
+        if not calls:
+            turn.finish_step()
+            break
+        messages.append(
+            {
+                "role": "assistant",
+                "content": step_text or None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": call.arguments},
+                    }
+                    for call in calls
+                ],
+            }
+        )
+        for call in calls:
+            result = _run_tool(
+                run=run,
+                turn=turn,
+                call=call,
+                tool_names=tool_names,
+                context=context,
+                cancel=cancel,
+                usage=usage,
+            )
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            _check(cancel)
+        turn.finish_step()
+    turn.flush()
+    return LoopResult(text=turn.text, finish_reason=finish_reason, usage=usage)
+
+
+def _tool_context(run: Run) -> dict[str, Any]:
+    session_id = run.session.public_id if run.session else str(run.pk)
+    resource_id = (run.session.resource_id if run.session else "") or run.organization.public_id
+    return {"sessionId": session_id, "resourceId": resource_id}
+
+
+def _run_tool(
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    call: ToolCall,
+    tool_names: set[str],
+    context: dict[str, Any],
+    cancel: CancelToken,
+    usage: Usage,
+) -> str:
+    """Run one tool call the model asked for; returns the text the model sees as its result."""
+    try:
+        tool_input: Any = json.loads(call.arguments) if call.arguments.strip() else {}
+        input_error = None
+    except ValueError as exc:
+        tool_input = call.arguments
+        input_error = f"invalid_input: the tool arguments are not valid JSON ({exc})"
+    part = turn.tool_input(call, tool_input)
+    if input_error is None and call.name not in tool_names:
+        input_error = f"unknown_tool: there is no tool {call.name!r}; tools: {', '.join(sorted(tool_names))}"
+    if input_error is not None:
+        turn.tool_error(part, input_error)
+        turn.flush()
+        return json.dumps({"error": input_error})
+    turn.flush()
+    result = tool_call(run=run, tool=call.name, tool_input=tool_input, context=context, cancel=cancel)
+    usage.add_sandbox(result.usage)
+    if result.logs:
+        turn.emit(
+            "data-log",
+            {"data": {"toolCallId": call.id, "logs": result.logs[:MAX_LOG_ENTRIES]}, "transient": True},
+        )
+    if result.ok:
+        turn.tool_output(part, result.output)
+        turn.flush()
+        return json.dumps(result.output, separators=(",", ":"))
+    error = result.error or {"type": "sandbox_crash", "message": "the sandbox gave no error"}
+    error_text = f"{error.get('type')}: {error.get('message')}"
+    turn.tool_error(part, error_text)
+    turn.flush()
+    return json.dumps({"error": error}, separators=(",", ":"))
+
+
+def tool_call(
+    *, run: Run, tool: str, tool_input: Any, context: dict[str, Any], cancel: CancelToken
+) -> sandbox_api.InvokeResult:
+    """One sandbox call for the run, bounded by the plan's limits and the run's remaining wall time."""
+    version = run.bundle_version
+    organization = run.organization
+    sandbox_settings = sandbox_settings_for(organization)
+    remaining_ms = _remaining_ms(run)
+    limits = tool_limits_for(organization, timeout_ms=max(1, remaining_ms))
+    started = time.monotonic()
+    result = sandbox_api.invoke(
+        transformed_bundle_for(version),
+        agent=run.agent_key,
+        tool=tool,
+        input=tool_input,
+        context=context,
+        env=sandbox_settings.env,
+        egress=sandbox_settings.egress,
+        limits=limits,
+        bundle_key=version_bundle_key(version),
+        cancel=cancel.event,
+    )
+    logger.debug("run %s tool %s took %.1f ms", run.pk, tool, (time.monotonic() - started) * 1000)
+    return result
+
+
+def _remaining_ms(run: Run) -> int:
+    if run.started_at is None:
+        return int(run.wall_limit_ms)
+    elapsed = (timezone.now() - run.started_at).total_seconds() * 1000
+    return int(run.wall_limit_ms - elapsed)
+
+
+def new_message_id() -> str:
+    """The id of an assistant message, as the `start` event announces it."""
+    return f"msg_{uuid.uuid4().hex}"

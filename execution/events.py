@@ -1,0 +1,185 @@
+"""The one place that records run events and notifies the channel layer (nothing else sends to the layer).
+
+Vocabulary: the AI SDK UI message stream (`start`, `start-step`, `text-start`, `text-delta`,
+`text-end`, `tool-input-available`, `tool-output-available`, `tool-output-error`,
+`finish-step`, `finish`, `error`) plus platform parts `data-log`, `data-usage` and
+`data-status`. A stored event's payload is the chunk without its `type` key, so
+`RunEvent.chunk()` is exactly what AI SDK clients read. Every run ends with one
+`data-status` event whose `data.status` is terminal (`succeeded`, `failed`,
+`cancelled`, `timed_out`); transports close the stream after it (SSE then sends
+`data: [DONE]`).
+
+Delivery contract for transports (websocket consumer, SSE):
+
+* The database is the truth. `event_append` assigns the next `seq` (1, 2, 3… without gaps)
+  and commits the row *before* it notifies.
+* Then it publishes, best effort, to the group `run_group_name(run_id)` a message
+  `{"type": "run.event", "run": id, "seq": n, "event": chunk}` (handler `run_event`).
+  Notifications may be lost or arrive late; a consumer keeps the last seq it delivered,
+  forwards a notification whose seq is last+1, and otherwise reads
+  `run_events_after(run, last)` — so replay-then-tail has neither gaps nor duplicates.
+  Subscribe to the group first, then replay from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from execution.models import Run, RunEvent, run_group_name
+
+logger = logging.getLogger(__name__)
+
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "start",
+        "start-step",
+        "text-start",
+        "text-delta",
+        "text-end",
+        "tool-input-available",
+        "tool-output-available",
+        "tool-output-error",
+        "finish-step",
+        "finish",
+        "error",
+        "data-log",
+        "data-usage",
+        "data-status",
+    }
+)
+# The channel-layer message type; Channels calls the consumer method `run_event`.
+NOTIFICATION_TYPE = "run.event"
+
+
+class UnknownEventType(ValueError):
+    """An event type outside the vocabulary above."""
+
+
+def event_append(run: Run | uuid.UUID | str, type: str, payload: dict[str, Any] | None = None) -> RunEvent:  # noqa: A002
+    """Store one event with the run's next seq, then notify the run's group."""
+    return event_append_many(run, [(type, payload or {})])[0]
+
+
+def event_append_many(
+    run: Run | uuid.UUID | str, events: Sequence[tuple[str, dict[str, Any]]]
+) -> list[RunEvent]:
+    """Store several events in one transaction with consecutive seqs, then notify each in order."""
+    for event_type, _ in events:
+        if event_type not in EVENT_TYPES:
+            raise UnknownEventType(f"unknown run event type {event_type!r}")
+    run_id = run.pk if isinstance(run, Run) else uuid.UUID(str(run))
+    with transaction.atomic():
+        # The UPDATE takes the run's row lock (PostgreSQL) or the write lock (SQLite, IMMEDIATE
+        # transactions), so concurrent appenders to one run get disjoint seq ranges; the unique
+        # (run, seq) constraint backs this up.
+        Run.objects.filter(pk=run_id).update(last_seq=F("last_seq") + len(events))
+        last_seq = Run.objects.filter(pk=run_id).values_list("last_seq", flat=True).get()
+        first = last_seq - len(events) + 1
+        rows = RunEvent.objects.bulk_create(
+            [
+                RunEvent(run_id=run_id, seq=first + index, type=event_type, payload=payload)
+                for index, (event_type, payload) in enumerate(events)
+            ]
+        )
+        transaction.on_commit(lambda: _notify(run_id, rows))
+    if isinstance(run, Run):
+        run.last_seq = last_seq
+    return rows
+
+
+def run_events_after(run: Run | uuid.UUID | str, seq: int, *, limit: int | None = None) -> list[RunEvent]:
+    """The run's events with seq greater than `seq`, in order (at most `limit`)."""
+    run_id = run.pk if isinstance(run, Run) else run
+    queryset = RunEvent.objects.filter(run_id=run_id, seq__gt=seq).order_by("seq")
+    if limit is not None:
+        queryset = queryset[:limit]
+    return list(queryset)
+
+
+def notification_for(event: RunEvent) -> dict[str, Any]:
+    """The channel-layer message announcing one event."""
+    return {"type": NOTIFICATION_TYPE, "run": str(event.run_id), "seq": event.seq, "event": event.chunk()}
+
+
+def _notify(run_id: uuid.UUID, rows: list[RunEvent]) -> None:
+    group = run_group_name(run_id)
+    for row in rows:
+        _notifier().publish(group, notification_for(row))
+
+
+class _Notifier:
+    """A background event loop that publishes notifications in order without blocking the caller.
+
+    Sync code cannot await the channel layer cheaply (async_to_sync would build a loop and a
+    redis connection per call), and the orchestrating thread must not wait on redis: one
+    daemon thread per process owns the layer's connection and drains a bounded queue.
+    """
+
+    QUEUE_SIZE = 100_000
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
+        self._ready = threading.Event()
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._run, name="run-event-notifier", daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._queue = asyncio.Queue(self.QUEUE_SIZE)
+        self._loop.create_task(self._drain())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _drain(self) -> None:
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        assert self._queue is not None
+        while True:
+            group, message = await self._queue.get()
+            if layer is None:
+                continue
+            try:
+                await layer.group_send(group, message)
+            except (TimeoutError, OSError, ConnectionError) as exc:
+                # Best effort by design: the event is committed; consumers catch up from the DB.
+                logger.warning("run event notification to %s failed: %s", group, exc)
+            except Exception:  # noqa: BLE001 - a layer bug must not stop later notifications
+                logger.exception("run event notification to %s failed", group)
+
+    def _enqueue(self, group: str, message: dict[str, Any]) -> None:
+        assert self._queue is not None
+        try:
+            self._queue.put_nowait((group, message))
+        except asyncio.QueueFull:
+            self._dropped += 1
+            if self._dropped % 1000 == 1:
+                logger.warning("run event notifications dropped (queue full): %d so far", self._dropped)
+
+    def publish(self, group: str, message: dict[str, Any]) -> None:
+        """Queue one notification; returns at once."""
+        self._loop.call_soon_threadsafe(self._enqueue, group, message)
+
+
+_notifier_instance: _Notifier | None = None
+_notifier_lock = threading.Lock()
+
+
+def _notifier() -> _Notifier:
+    global _notifier_instance
+    if _notifier_instance is None:
+        with _notifier_lock:
+            if _notifier_instance is None:
+                _notifier_instance = _Notifier()
+    return _notifier_instance

@@ -1,0 +1,96 @@
+"""Model providers and the rule that maps the model a bundle names to one of them.
+
+The mapping rule (platform-wide settings now; per-organization settings can override later):
+
+1. The bundle's model id is the manifest's `model.id` (`{"provider": "gateway", "id":
+   "openai/gpt-4o-mini"}` → `openai/gpt-4o-mini`), or the model string itself.
+2. `LIGHTFAST_MODEL_MAP` (JSON object) maps bundle model ids to provider model ids; the key
+   `"*"` applies to ids not listed. A mapped value of `"demo"` selects the demo model.
+3. The id `demo` always selects the built-in offline demo model.
+4. With `LIGHTFAST_MODEL_BASE_URL` set, everything else goes to that OpenAI-compatible
+   endpoint (key `LIGHTFAST_MODEL_API_KEY`) under its mapped id, or unchanged when unmapped
+   (AI Gateway and OpenRouter accept `openai/gpt-4o-mini` as is).
+5. Without a base URL (the embedded default) every model is the demo model, and the run's
+   `model` says `demo` so nobody mistakes its answers for a real LLM's.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from execution.providers.base import ModelProvider
+from execution.providers.demo import DEMO_MODEL_ID, DemoProvider
+from execution.providers.openai_compatible import OpenAICompatibleProvider
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Which provider answers a bundle's model, and under which provider model id."""
+
+    provider: ModelProvider
+    model: str
+    requested: str
+
+    @property
+    def label(self) -> str:
+        """What the run records as its model."""
+        return DEMO_MODEL_ID if isinstance(self.provider, DemoProvider) else self.model
+
+
+def model_id_from_manifest(model: Any) -> str:
+    """The bundle's model id from a manifest `model` value (object with `id`/`modelId`, or a string)."""
+    if isinstance(model, str):
+        return model
+    if isinstance(model, dict):
+        for key in ("id", "modelId"):
+            if isinstance(model.get(key), str) and model[key]:
+                return str(model[key])
+        if model.get("provider") == DEMO_MODEL_ID:
+            return DEMO_MODEL_ID
+    return DEMO_MODEL_ID
+
+
+_demo = DemoProvider()
+_providers: dict[tuple[Any, ...], OpenAICompatibleProvider] = {}
+_providers_lock = threading.Lock()
+
+
+def _openai_compatible(base_url: str, api_key: str) -> OpenAICompatibleProvider:
+    # One client per endpoint and process: its connection pool and TLS context are reused by every run.
+    key = (
+        base_url,
+        api_key,
+        settings.LIGHTFAST_MODEL_TIMEOUT_S,
+        settings.LIGHTFAST_MODEL_MAX_RETRIES,
+        settings.LIGHTFAST_MODEL_RETRY_BACKOFF_S,
+    )
+    with _providers_lock:
+        provider = _providers.get(key)
+        if provider is None:
+            provider = _providers[key] = OpenAICompatibleProvider(
+                base_url=base_url,
+                api_key=api_key,
+                timeout_s=settings.LIGHTFAST_MODEL_TIMEOUT_S,
+                max_retries=settings.LIGHTFAST_MODEL_MAX_RETRIES,
+                backoff_s=settings.LIGHTFAST_MODEL_RETRY_BACKOFF_S,
+            )
+        return provider
+
+
+def model_resolve(manifest_model: Any) -> ResolvedModel:
+    """Apply the mapping rule in the module docstring to a manifest `model` value."""
+    requested = model_id_from_manifest(manifest_model)
+    model_map: dict[str, str] = settings.LIGHTFAST_MODEL_MAP or {}
+    mapped = model_map.get(requested, model_map.get("*", requested))
+    base_url: str = settings.LIGHTFAST_MODEL_BASE_URL
+    if requested == DEMO_MODEL_ID or mapped == DEMO_MODEL_ID or not base_url:
+        return ResolvedModel(provider=_demo, model=DEMO_MODEL_ID, requested=requested)
+    return ResolvedModel(
+        provider=_openai_compatible(base_url, settings.LIGHTFAST_MODEL_API_KEY),
+        model=mapped,
+        requested=requested,
+    )

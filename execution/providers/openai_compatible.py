@@ -1,0 +1,250 @@
+"""Streaming chat completions from any OpenAI-compatible server (OpenAI, AI Gateway, OpenRouter, vLLM…).
+
+Uses the official `openai` SDK with its own retries turned off: 429 and 5xx answers
+(and refused connections) are retried here with exponential backoff, honouring
+`Retry-After`, and only before the first chunk arrived, because a stream that already
+produced text cannot be replayed. Cancelling shuts the stream's socket down so a read
+blocked on a silent provider returns at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import httpx2
+import openai
+
+from execution.providers.base import (
+    PROVIDER_AUTH,
+    PROVIDER_BAD_RESPONSE,
+    PROVIDER_RATE_LIMITED,
+    PROVIDER_TIMEOUT,
+    PROVIDER_UNAVAILABLE,
+    CancelToken,
+    ModelRequest,
+    ProviderError,
+    ProviderEvent,
+    StepEnd,
+    TextDelta,
+    ToolCall,
+)
+
+logger = logging.getLogger(__name__)
+
+_FINISH_REASONS = {
+    "stop": "stop",
+    "tool_calls": "tool-calls",
+    "function_call": "tool-calls",
+    "length": "length",
+    "content_filter": "content-filter",
+}
+
+
+class StreamCancelled(Exception):
+    """The run was cancelled while the provider was streaming."""
+
+
+class OpenAICompatibleProvider:
+    """One configured endpoint: base URL, key, timeouts and retry policy."""
+
+    name = "openai-compatible"
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_s: float = 0.5,
+        max_connections: int = 2000,
+    ) -> None:
+        self.base_url = base_url
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        # `read` bounds the gap between chunks, not the whole answer.
+        timeout = httpx2.Timeout(timeout_s, connect=min(timeout_s, 10.0))
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or "unset",
+            max_retries=0,
+            timeout=timeout,
+            http_client=openai.DefaultHttpxClient(
+                timeout=timeout,
+                limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=200),
+            ),
+        )
+
+    def stream(self, request: ModelRequest, *, cancel: CancelToken) -> Iterator[ProviderEvent]:
+        """Yield the step's text deltas and tool calls, then StepEnd; raises ProviderError."""
+        attempt = 0
+        while True:
+            try:
+                stream = self._open(request)
+                break
+            except ProviderError as exc:
+                retryable = exc.code in (PROVIDER_RATE_LIMITED, PROVIDER_UNAVAILABLE)
+                if not retryable or attempt >= self.max_retries or cancel.cancelled:
+                    raise
+                delay = self._retry_delay(attempt, exc)
+                attempt += 1
+                logger.info(
+                    "provider %s answered %s, retry %d in %.2f s", self.base_url, exc.code, attempt, delay
+                )
+                if cancel.event.wait(delay):
+                    return
+        yield from self._read(stream, cancel)
+
+    def _retry_delay(self, attempt: int, exc: ProviderError) -> float:
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, float):
+            return min(retry_after, 30.0)
+        return self.backoff_s * (2**attempt) * (0.8 + 0.4 * random.random())  # noqa: S311 - jitter
+
+    def _open(self, request: ModelRequest) -> Any:
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.tools:
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.parameters,
+                    },
+                }
+                for tool in request.tools
+            ]
+        try:
+            return self._client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:
+            raise _status_error(exc) from exc
+        except openai.APITimeoutError as exc:
+            raise ProviderError(PROVIDER_TIMEOUT, f"the model provider did not answer: {exc}") from exc
+        except openai.APIConnectionError as exc:
+            raise ProviderError(PROVIDER_UNAVAILABLE, f"could not reach the model provider: {exc}") from exc
+
+    def _read(self, stream: Any, cancel: CancelToken) -> Iterator[ProviderEvent]:
+        unregister = cancel.on_cancel(lambda: _abort_response(stream.response))
+        calls: dict[int, dict[str, str]] = {}
+        finish_reason = "stop"
+        input_tokens = output_tokens = 0
+        try:
+            for chunk in stream:
+                if cancel.cancelled:
+                    return
+                usage = getattr(chunk, "usage", None)
+                if usage is not None:
+                    input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+                    output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+                for choice in chunk.choices or []:
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        yield TextDelta(delta.content)
+                    for tool_delta in (delta.tool_calls if delta is not None else None) or []:
+                        slot = calls.setdefault(tool_delta.index, {"id": "", "name": "", "arguments": ""})
+                        if tool_delta.id:
+                            slot["id"] = tool_delta.id
+                        function = tool_delta.function
+                        if function is not None:
+                            slot["name"] += function.name or ""
+                            slot["arguments"] += function.arguments or ""
+                    if choice.finish_reason:
+                        finish_reason = _FINISH_REASONS.get(choice.finish_reason, "other")
+        except openai.APITimeoutError as exc:
+            raise ProviderError(
+                PROVIDER_TIMEOUT, "the model provider stopped sending within the timeout"
+            ) from exc
+        except (openai.APIConnectionError, httpx2.TransportError) as exc:
+            if cancel.cancelled:
+                return
+            raise ProviderError(PROVIDER_BAD_RESPONSE, f"the model stream broke off: {exc}") from exc
+        except openai.APIError as exc:
+            raise ProviderError(PROVIDER_BAD_RESPONSE, f"the model provider sent an error: {exc}") from exc
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            # JSON that does not parse, or chunks without the expected shape.
+            if cancel.cancelled:
+                return
+            raise ProviderError(
+                PROVIDER_BAD_RESPONSE, f"malformed stream from the model provider: {exc}"
+            ) from exc
+        finally:
+            unregister()
+            stream.response.close()
+        if cancel.cancelled:
+            return
+        for index in sorted(calls):
+            slot = calls[index]
+            if not slot["name"]:
+                raise ProviderError(PROVIDER_BAD_RESPONSE, "the model sent a tool call without a name")
+            yield ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=slot["arguments"])
+        if calls and finish_reason == "stop":
+            finish_reason = "tool-calls"
+        yield StepEnd(finish_reason=finish_reason, input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def _status_error(exc: openai.APIStatusError) -> ProviderError:
+    status = exc.status_code
+    message = _error_message(exc)
+    if status in (401, 403):
+        return ProviderError(
+            PROVIDER_AUTH, f"the model provider refused the credentials ({status}): {message}", status=status
+        )
+    if status == 429:
+        error = ProviderError(
+            PROVIDER_RATE_LIMITED, f"the model provider is rate limiting (429): {message}", status=status
+        )
+    elif status >= 500:
+        error = ProviderError(
+            PROVIDER_UNAVAILABLE, f"the model provider failed ({status}): {message}", status=status
+        )
+    else:
+        return ProviderError(
+            PROVIDER_BAD_RESPONSE,
+            f"the model provider rejected the request ({status}): {message}",
+            status=status,
+        )
+    retry_after = exc.response.headers.get("retry-after")
+    try:
+        error.retry_after = float(retry_after) if retry_after else None  # type: ignore[attr-defined]
+    except ValueError:
+        error.retry_after = None  # type: ignore[attr-defined]
+    return error
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:500]
+    try:
+        return json.dumps(body)[:500] if body is not None else exc.message[:500]
+    except (TypeError, ValueError):
+        return str(exc.message)[:500]
+
+
+def _abort_response(response: httpx2.Response) -> None:
+    """Unblock a read in another thread: shutdown() wakes a blocked recv(), close() alone does not."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError as exc:
+            logger.debug("socket already closed while aborting a model stream: %s", exc)
+        return
+    # No raw socket to shut down (e.g. a custom transport): close from a helper thread so a
+    # close that blocks on the reader's lock cannot stall the canceller.
+    threading.Thread(target=response.close, daemon=True).start()

@@ -1,0 +1,391 @@
+"""Writes for runs: sessions and messages, starting, executing, cancelling and reaping runs.
+
+Transports (websocket, SSE, REST) call `run_start` and `run_cancel`, read events with
+`execution.events.run_events_after`, and subscribe to `run.group_name` (see
+`execution.events` for the delivery contract). The Celery task `execute_run` calls
+`run_execute`; beat calls `run_reap_lost`.
+
+Run lifecycle: `queued` → (claimed by exactly one worker with a conditional UPDATE)
+`running` → `succeeded` | `failed` | `cancelled` | `timed_out`; `queued` → `cancelled`
+directly when cancelled before a worker claimed it. Every status change away from
+`running` is a conditional UPDATE too, so a run ends exactly once and writes its
+terminal events exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.models import BundleVersion
+from execution.agent_loop import AssistantTurn, RunCancelled, Usage, agent_loop_run, new_message_id, tool_call
+from execution.events import event_append_many
+from execution.models import ChatSession, Message, MessageRole, Run, RunKind, RunStatus
+from execution.providers.base import CancelToken, ProviderError, ToolCall
+from execution.sandbox.errors import SandboxError
+from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
+from organizations.models import Organization
+
+logger = logging.getLogger(__name__)
+
+# Error types a run can end with besides the sandbox taxonomy and the provider_* types.
+WORKER_LOST_ERROR = "worker_lost"
+INTERNAL_ERROR = "internal_error"
+# Celery's limits sit above the run's own wall limit (enforced by the supervisor), so they only
+# fire if the orchestration itself hangs (prefork pools; the threads pool cannot enforce them).
+TASK_SOFT_LIMIT_MARGIN_S = 30
+TASK_HARD_LIMIT_MARGIN_S = 60
+
+
+class RunNotStartable(Exception):
+    """The run cannot start: carries a taxonomy code (`invalid_bundle`, `unknown_tool`, `invalid_input`)."""
+
+    def __init__(self, code: str, message: str, *, detail: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.detail = detail or {}
+
+
+# --- sessions and messages -------------------------------------------------------------------
+
+
+def chat_session_get_or_create(
+    *,
+    organization: Organization,
+    agent: str,
+    public_id: str | None = None,
+    resource_id: str = "",
+    created_by: Any = None,
+) -> ChatSession:
+    """The organization's session with this public id, created for `agent` ("bundle/agentKey") if new."""
+    if public_id:
+        session, _ = ChatSession.objects.get_or_create(
+            organization=organization,
+            public_id=public_id,
+            defaults={"agent": agent, "resource_id": resource_id, "created_by": created_by},
+        )
+        return session
+    return ChatSession.objects.create(
+        organization=organization, agent=agent, resource_id=resource_id, created_by=created_by
+    )
+
+
+def message_create(
+    *,
+    session: ChatSession,
+    role: str,
+    parts: list[dict[str, Any]],
+    run: Run | None = None,
+    public_id: str = "",
+) -> Message:
+    """Append a message (AI SDK UI parts) to a session."""
+    now = timezone.now()
+    message = Message.objects.create(
+        session=session,
+        role=role,
+        parts=parts,
+        run=run,
+        public_id=public_id or f"msg_{uuid.uuid4().hex}",
+        created_at=now,
+    )
+    ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+    return message
+
+
+def text_parts(text: str) -> list[dict[str, Any]]:
+    """UI message parts for a plain text message."""
+    return [{"type": "text", "text": text}]
+
+
+# --- starting and cancelling -----------------------------------------------------------------
+
+
+def _check_startable(
+    *, organization: Organization, version: BundleVersion, agent_key: str, tool: str | None
+) -> dict[str, Any]:
+    if version.organization_id != organization.pk:
+        # Never reveal another organization's versions: same answer as an unknown one.
+        raise RunNotStartable("invalid_bundle", "No such bundle version.")
+    if not version.is_runnable:
+        raise RunNotStartable(
+            "invalid_bundle",
+            f"Version {version.number} is {version.status} and cannot run.",
+            detail={"status": version.status},
+        )
+    agents = (version.manifest or {}).get("agents") or {}
+    spec = agents.get(agent_key)
+    if spec is None:
+        raise RunNotStartable(
+            "invalid_input",
+            f"The bundle has no agent {agent_key!r}.",
+            detail={"agent": agent_key, "agents": sorted(agents)},
+        )
+    if tool is not None and tool not in (spec.get("tools") or {}) and not spec.get("dynamicTools"):
+        raise RunNotStartable(
+            "unknown_tool",
+            f"Agent {agent_key!r} has no tool {tool!r}.",
+            detail={"tool": tool, "tools": sorted(spec.get("tools") or {})},
+        )
+    return dict(spec)
+
+
+def run_start(
+    *,
+    organization: Organization,
+    bundle_version: BundleVersion,
+    agent_key: str,
+    session: ChatSession | None = None,
+    text: str | None = None,
+    parts: list[dict[str, Any]] | None = None,
+    tool: str | None = None,
+    tool_input: Any = None,
+    created_by: Any = None,
+) -> Run:
+    """Create a queued run and enqueue `execute_run` once the transaction commits.
+
+    Chat runs (no `tool`) append the user's message (`text` or UI `parts`) to `session`
+    (a new session when None) and answer it with the agent loop. Tool runs (`tool` and
+    `tool_input`) call one tool of the agent in the sandbox.
+    """
+    _check_startable(organization=organization, version=bundle_version, agent_key=agent_key, tool=tool)
+    kind = RunKind.TOOL if tool is not None else RunKind.CHAT
+    if kind == RunKind.CHAT:
+        parts = parts if parts is not None else text_parts(text or "")
+        if not any(part.get("type") == "text" and str(part.get("text", "")).strip() for part in parts):
+            raise RunNotStartable("invalid_input", "The message has no text.")
+    with transaction.atomic():
+        if kind == RunKind.CHAT and session is None:
+            session = chat_session_get_or_create(
+                organization=organization,
+                agent=f"{bundle_version.bundle.slug}/{agent_key}",
+                created_by=created_by,
+            )
+        run = Run.objects.create(
+            organization=organization,
+            bundle_version=bundle_version,
+            agent_key=agent_key,
+            session=session,
+            kind=kind,
+            input={"tool": tool, "input": tool_input} if kind == RunKind.TOOL else {},
+            wall_limit_ms=organization.run_wall_ms,
+            created_by=created_by,
+            backend=settings.LIGHTFAST_SANDBOX_BACKEND,
+        )
+        if kind == RunKind.CHAT and session is not None:
+            message_create(session=session, role=MessageRole.USER, parts=list(parts or []), run=run)
+        transaction.on_commit(lambda: _enqueue(run))
+    return run
+
+
+def _enqueue(run: Run) -> None:
+    from execution.tasks import execute_run
+
+    wall_s = run.wall_limit_ms / 1000
+    execute_run.apply_async(
+        args=[str(run.pk)],
+        soft_time_limit=wall_s + TASK_SOFT_LIMIT_MARGIN_S,
+        time_limit=wall_s + TASK_HARD_LIMIT_MARGIN_S,
+    )
+
+
+def run_cancel(*, run: Run) -> Run:
+    """Cancel a run: a queued run ends `cancelled` now; a running one within a second (its worker stops)."""
+    now = timezone.now()
+    with transaction.atomic():
+        ended = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.CANCELLED,
+            cancel_requested_at=now,
+            finished_at=now,
+            error_type=CANCELLED,
+            error_message="The run was cancelled before it started.",
+        )
+        if ended:
+            event_append_many(run, [_status_event(RunStatus.CANCELLED)])
+        else:
+            Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at__isnull=True).update(
+                cancel_requested_at=now
+            )
+    run.refresh_from_db()
+    return run
+
+
+# --- executing (called by the Celery task) ---------------------------------------------------
+
+
+def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
+    """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery)."""
+    now = timezone.now()
+    message_id = new_message_id()
+    with transaction.atomic():
+        claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:200]
+        )
+        if not claimed:
+            return False
+        # The first events go out in the claim's transaction: one commit until the client sees `start`.
+        event_append_many(run_id, [("start", {"messageId": message_id}), _status_event(RunStatus.RUNNING)])
+    run = Run.objects.select_related("organization", "bundle_version__bundle", "session").get(pk=run_id)
+    turn = AssistantTurn(run, message_id=message_id)
+    usage = Usage()
+    started = time.monotonic()
+    status: str = RunStatus.SUCCEEDED
+    error: tuple[str, str] | None = None
+    output: Any = None
+    with supervisor.hold(run.pk, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
+        try:
+            if not run.bundle_version.is_runnable:
+                raise SandboxError(
+                    "invalid_bundle",
+                    f"Version {run.bundle_version.number} is {run.bundle_version.status} and cannot run.",
+                )
+            if run.kind == RunKind.TOOL:
+                output = _execute_tool_run(run=run, turn=turn, cancel=cancel, usage=usage)
+            else:
+                output = {"text": agent_loop_run(run=run, turn=turn, cancel=cancel, usage=usage).text}
+        except RunCancelled as exc:
+            if exc.reason == TIMEOUT:
+                status, error = (
+                    RunStatus.TIMED_OUT,
+                    ("timeout", f"The run exceeded its wall limit of {run.wall_limit_ms} ms."),
+                )
+            elif exc.reason == WORKER_LOST:
+                status, error = RunStatus.FAILED, (WORKER_LOST_ERROR, "The run was ended by the reaper.")
+            else:
+                status, error = RunStatus.CANCELLED, (CANCELLED, "The run was cancelled.")
+        except ProviderError as exc:
+            status, error = RunStatus.FAILED, (exc.code, exc.message)
+        except SandboxError as exc:
+            status, error = RunStatus.FAILED, (exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 - the run must end with an error, whatever broke
+            logger.exception("run %s failed unexpectedly", run.pk)
+            status, error = RunStatus.FAILED, (INTERNAL_ERROR, f"Internal error: {type(exc).__name__}")
+    _run_finish(
+        run=run,
+        turn=turn,
+        status=status,
+        error=error,
+        usage=usage,
+        output=output,
+        wall_ms=int((time.monotonic() - started) * 1000),
+    )
+    return True
+
+
+def _execute_tool_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> Any:
+    """A `tool` run: one sandbox call, streamed as one tool call of one step."""
+    tool = str(run.input.get("tool"))
+    call = ToolCall(id=f"call_{run.pk.hex[:12]}", name=tool, arguments="")
+    usage.steps = 1
+    turn.start_step()
+    part = turn.tool_input(call, run.input.get("input"))
+    turn.flush()
+    context = {"sessionId": str(run.pk), "resourceId": run.organization.public_id}
+    result = tool_call(run=run, tool=tool, tool_input=run.input.get("input"), context=context, cancel=cancel)
+    usage.add_sandbox(result.usage)
+    if cancel.cancelled:
+        raise RunCancelled(cancel.reason)
+    if result.logs:
+        turn.emit("data-log", {"data": {"toolCallId": call.id, "logs": result.logs}, "transient": True})
+    if not result.ok:
+        error = result.error or {}
+        turn.tool_error(part, f"{error.get('type')}: {error.get('message')}")
+        turn.finish_step()
+        raise SandboxError.from_dict(error)
+    turn.tool_output(part, result.output)
+    turn.finish_step()
+    return result.output
+
+
+def _status_event(status: str, error: tuple[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    data: dict[str, Any] = {"status": status}
+    if error is not None:
+        data["error"] = {"type": error[0], "message": error[1]}
+    return ("data-status", {"data": data, "transient": True})
+
+
+def _run_finish(
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    status: str,
+    error: tuple[str, str] | None,
+    usage: Usage,
+    output: Any,
+    wall_ms: int,
+) -> None:
+    """End a running run once: status, usage, the assistant message and the terminal events."""
+    parts = turn.message_parts()
+    turn.flush()
+    with transaction.atomic():
+        ended = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+            status=status,
+            error_type=error[0] if error else "",
+            error_message=error[1] if error else "",
+            finished_at=timezone.now(),
+            output=output,
+            model=usage.model[:200],
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            sandbox_cpu_ms=usage.sandbox_cpu_ms,
+            wall_ms=wall_ms,
+            tool_calls=usage.tool_calls,
+            steps=usage.steps,
+        )
+        if not ended:
+            # The reaper ended it first and wrote the terminal events.
+            return
+        if run.session is not None and parts:
+            message_create(
+                session=run.session,
+                role=MessageRole.ASSISTANT,
+                parts=parts,
+                run=run,
+                public_id=turn.message_id,
+            )
+        run.refresh_from_db()
+        events: list[tuple[str, dict[str, Any]]] = []
+        if error is not None and status != RunStatus.CANCELLED:
+            events.append(("error", {"errorText": f"{error[0]}: {error[1]}"}))
+        events.append(("data-usage", {"data": run.usage()}))
+        if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+            events.append(("finish", {}))
+        events.append(_status_event(status, error))
+        event_append_many(run, events)
+
+
+# --- reaping ---------------------------------------------------------------------------------
+
+
+def run_reap_lost(*, now: datetime | None = None) -> int:
+    """Fail running runs whose worker stopped heartbeating (`worker_lost`); returns how many."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.LIGHTFAST_RUN_STALE_S)
+    lost = Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
+    count = 0
+    for run_id in Run.objects.filter(lost, status=RunStatus.RUNNING).values_list("pk", flat=True):
+        message = "The worker running this run stopped (crashed or was killed)."
+        with transaction.atomic():
+            ended = Run.objects.filter(lost, pk=run_id, status=RunStatus.RUNNING).update(
+                status=RunStatus.FAILED, error_type=WORKER_LOST_ERROR, error_message=message, finished_at=now
+            )
+            if ended:
+                event_append_many(
+                    run_id,
+                    [
+                        ("error", {"errorText": f"{WORKER_LOST_ERROR}: {message}"}),
+                        _status_event(RunStatus.FAILED, (WORKER_LOST_ERROR, message)),
+                    ],
+                )
+                count += 1
+    if count:
+        logger.warning("reaped %d run(s) whose worker was lost", count)
+    return count

@@ -1,0 +1,20 @@
+"""Celery tasks of runs: `execute_run` on the `runs` queue and the periodic `reap_runs`."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from execution.services import run_execute, run_reap_lost
+
+
+@shared_task(name="execution.tasks.execute_run", bind=True, acks_late=True, ignore_result=True)
+def execute_run(self: object, run_id: str) -> bool:
+    """Claim the run (a redelivered task finds it claimed and does nothing) and drive it to its end."""
+    hostname = getattr(getattr(self, "request", None), "hostname", None) or ""
+    return run_execute(run_id=run_id, worker=str(hostname))
+
+
+@shared_task(name="execution.tasks.reap_runs", ignore_result=True)
+def reap_runs() -> int:
+    """Fail runs whose worker died (stale heartbeat) with `worker_lost`."""
+    return run_reap_lost()

@@ -1,0 +1,229 @@
+"""The agent loop through the run services, in process: demo model, OpenAI-compatible provider, errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from execution.events import run_events_after
+from execution.models import Message, Run, RunStatus
+from execution.services import run_cancel, run_execute, run_start
+from tests.execution.conftest import manifest_version, weather_manifest
+from tests.execution.fake_openai import FakeOpenAI
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start_and_execute(organization: Any, text: str, **kwargs: Any) -> Run:
+    """Start a chat run on the weather agent and drive it here (no Celery)."""
+    version = kwargs.pop("version", None) or manifest_version(organization)
+    run = run_start(
+        organization=organization, bundle_version=version, agent_key="weather", text=text, **kwargs
+    )
+    assert run_execute(run_id=run.pk, worker="test") is True
+    run.refresh_from_db()
+    return run
+
+
+def types(run: Run) -> list[str]:
+    return [event.type for event in run_events_after(run, 0)]
+
+
+def text_of(run: Run) -> str:
+    return "".join(event.payload["delta"] for event in run_events_after(run, 0) if event.type == "text-delta")
+
+
+def test_demo_model_says_what_it_is_and_streams_in_order(alice: Any) -> None:
+    run = start_and_execute(alice.organization, "Hello there")
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.model == "demo"
+    events = run_events_after(run, 0)
+    assert [event.seq for event in events] == list(range(1, len(events) + 1))
+    assert types(run)[:4] == ["start", "data-status", "start-step", "text-start"]
+    assert types(run)[-5:] == ["text-end", "finish-step", "data-usage", "finish", "data-status"]
+    assert events[-1].payload["data"]["status"] == "succeeded"
+    assert "demo model" in text_of(run) and "Hello there" in text_of(run)
+    assert types(run).count("text-delta") > 1
+    assistant = Message.objects.get(run=run, role="assistant")
+    assert assistant.text() == text_of(run)
+    assert assistant.public_id == events[0].payload["messageId"]
+    assert run.output == {"text": text_of(run)}
+    assert run.input_tokens > 0 and run.output_tokens > 0 and run.steps == 1
+
+
+def test_demo_model_is_deterministic(alice: Any) -> None:
+    first = start_and_execute(alice.organization, "same words")
+    second = start_and_execute(alice.organization, "same words")
+    assert text_of(first) == text_of(second)
+
+
+def test_openai_compatible_provider_gets_system_prompt_history_and_tools(
+    alice: Any, use_fake_provider: FakeOpenAI
+) -> None:
+    first = start_and_execute(alice.organization, "first question")
+    assert first.status == RunStatus.SUCCEEDED, first.error_message
+    assert text_of(first) == "Echo: first question"
+    assert first.model == "openai/gpt-4o-mini"
+    assert first.input_tokens > 0 and first.output_tokens == 7
+    second = start_and_execute(alice.organization, "second question", session=first.session)
+    request = use_fake_provider.requests[-1]
+    assert request["_authorization"] == "Bearer sk-test-platform-key"
+    assert request["model"] == "openai/gpt-4o-mini"
+    assert [m["role"] for m in request["messages"]] == ["system", "user", "assistant", "user"]
+    assert request["messages"][0]["content"].startswith("You are a concise weather assistant.")
+    assert request["messages"][2]["content"] == "Echo: first question"
+    assert [tool["function"]["name"] for tool in request["tools"]] == ["getWeather"]
+    assert "$schema" not in request["tools"][0]["function"]["parameters"]
+    assert text_of(second) == "Echo: second question"
+
+
+def test_model_map_renames_models(alice: Any, use_fake_provider: FakeOpenAI, settings: Any) -> None:
+    settings.LIGHTFAST_MODEL_MAP = {"openai/gpt-4o-mini": "local-llama"}
+    run = start_and_execute(alice.organization, "hi")
+    assert use_fake_provider.requests[-1]["model"] == "local-llama"
+    assert run.model == "local-llama"
+    settings.LIGHTFAST_MODEL_MAP = {"*": "demo"}
+    assert start_and_execute(alice.organization, "hi").model == "demo"
+
+
+@pytest.mark.parametrize(
+    ("marker", "error_type", "attempts"),
+    [
+        ("#status=401", "provider_auth", 1),
+        ("#status=429", "provider_rate_limited", 3),
+        ("#status=500", "provider_unavailable", 3),
+        ("#malformed", "provider_bad_response", 1),
+    ],
+)
+def test_provider_errors_fail_the_run_clearly(
+    alice: Any, use_fake_provider: FakeOpenAI, marker: str, error_type: str, attempts: int
+) -> None:
+    before = len(use_fake_provider.requests)
+    run = start_and_execute(alice.organization, f"please fail {marker}")
+    assert run.status == RunStatus.FAILED
+    assert run.error_type == error_type
+    assert run.error_message
+    assert len(use_fake_provider.requests) - before == attempts
+    events = run_events_after(run, 0)
+    error = next(event for event in events if event.type == "error")
+    assert error.payload["errorText"].startswith(error_type)
+    assert events[-1].type == "data-status"
+    assert events[-1].payload["data"] == {
+        "status": "failed",
+        "error": {"type": error_type, "message": run.error_message},
+    }
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_provider_429_and_5xx_are_retried_then_succeed(
+    alice: Any, use_fake_provider: FakeOpenAI, status: int
+) -> None:
+    run = start_and_execute(alice.organization, f"flaky #fail={status}:2")
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert text_of(run).startswith("Echo: flaky")
+
+
+def test_provider_timeout(alice: Any, use_fake_provider: FakeOpenAI, settings: Any) -> None:
+    settings.LIGHTFAST_MODEL_TIMEOUT_S = 0.5
+    run = start_and_execute(alice.organization, "slow #slow=3")
+    assert run.status == RunStatus.FAILED
+    assert run.error_type == "provider_timeout"
+
+
+def test_tool_arguments_that_are_not_json_become_a_tool_error_the_model_sees(
+    alice: Any, use_fake_provider: FakeOpenAI
+) -> None:
+    run = start_and_execute(alice.organization, "#call=getWeather {city: Paris")
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    events = run_events_after(run, 0)
+    tool_input = next(event for event in events if event.type == "tool-input-available")
+    assert tool_input.payload["toolName"] == "getWeather"
+    assert tool_input.payload["input"] == "{city: Paris"
+    error = next(event for event in events if event.type == "tool-output-error")
+    assert error.payload["toolCallId"] == tool_input.payload["toolCallId"]
+    assert error.payload["errorText"].startswith("invalid_input")
+    # The model saw the error as the tool's result and answered in a second step.
+    assert run.steps == 2
+    assert "invalid_input" in text_of(run)
+    assert use_fake_provider.requests[-1]["messages"][-1]["role"] == "tool"
+
+
+def test_unknown_tool_becomes_a_tool_error(alice: Any, use_fake_provider: FakeOpenAI) -> None:
+    run = start_and_execute(alice.organization, '#call=launchMissiles {"target": "moon"}')
+    assert run.status == RunStatus.SUCCEEDED
+    error = next(event for event in run_events_after(run, 0) if event.type == "tool-output-error")
+    assert error.payload["errorText"].startswith("unknown_tool")
+    assert run.tool_calls == 0
+
+
+def test_platform_step_cap_ends_the_loop(alice: Any, use_fake_provider: FakeOpenAI, settings: Any) -> None:
+    settings.LIGHTFAST_RUN_MAX_STEPS = 1
+    run = start_and_execute(alice.organization, "#call=launchMissiles {}")
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.steps == 1
+    assert types(run).count("start-step") == 1
+
+
+def test_stop_when_step_count_lowers_the_cap(alice: Any, use_fake_provider: FakeOpenAI) -> None:
+    manifest = weather_manifest()
+    manifest["agents"]["weather"]["options"] = {"stopWhen": {"stepCount": 1}}
+    version = manifest_version(alice.organization, slug="capped", manifest=manifest)
+    run = start_and_execute(alice.organization, "#call=launchMissiles {}", version=version)
+    assert run.steps == 1
+
+
+def test_history_replays_tool_calls_and_results(alice: Any, use_fake_provider: FakeOpenAI) -> None:
+    first = start_and_execute(alice.organization, "#call=nope {}")
+    start_and_execute(alice.organization, "and now?", session=first.session)
+    messages = use_fake_provider.requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert messages[2]["tool_calls"][0]["function"] == {"name": "nope", "arguments": "{}"}
+    assert json.loads(messages[3]["content"])["error"].startswith("unknown_tool")
+
+
+def test_cancel_stops_a_hanging_model_stream_within_a_second(
+    alice: Any, use_fake_provider: FakeOpenAI
+) -> None:
+    version = manifest_version(alice.organization)
+    run = run_start(
+        organization=alice.organization, bundle_version=version, agent_key="weather", text="#hang"
+    )
+    worker = threading.Thread(target=run_execute, kwargs={"run_id": run.pk})
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not any(e.type == "text-delta" for e in run_events_after(run, 0)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    cancelled_at = time.monotonic()
+    run_cancel(run=run)
+    worker.join(5)
+    elapsed = time.monotonic() - cancelled_at
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    assert run.error_type == "cancelled"
+    assert elapsed < 1.0, elapsed
+    assert types(run)[-2:] == ["finish", "data-status"]
+    # What streamed before the cancel is kept in the session.
+    assert Message.objects.get(run=run, role="assistant").text() == "Thinking"
+
+
+def test_wall_limit_ends_the_run_timed_out(alice: Any, use_fake_provider: FakeOpenAI) -> None:
+    alice.organization.run_wall_ms = 700
+    alice.organization.save()
+    run = start_and_execute(alice.organization, "#hang")
+    assert run.status == RunStatus.TIMED_OUT
+    assert run.error_type == "timeout"
+    assert run.wall_ms < 2000
+
+
+def test_cancel_before_a_worker_claims_it(alice: Any) -> None:
+    version = manifest_version(alice.organization)
+    run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
+    run = run_cancel(run=run)
+    assert run.status == RunStatus.CANCELLED
+    # A worker that receives the task afterwards finds nothing to do.
+    assert run_execute(run_id=run.pk) is False
+    assert types(run) == ["data-status"]
