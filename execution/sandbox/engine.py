@@ -1,48 +1,215 @@
-"""In-process QuickJS engine: evaluates the runtime, loads one bundle, introspects it, runs one tool call.
+"""In-process QuickJS engine: evaluates the runtime, loads one bundle, introspects it and runs one tool call.
 
-Used only inside sandbox worker processes (see the runner); work in progress.
+Used only inside sandbox worker processes. The intended life cycle (see the runner): `Engine()` once
+per worker (evaluates runtime.js with zod: the expensive part), `load()` once per bundle version,
+then fork a child per call that calls `invoke()` once and exits, so every call starts from the same
+clean heap. The engine refuses a second `load()` or `invoke()` on one instance: without the fork, JS
+state from an earlier call would be visible to the next.
+
+Python and JavaScript only exchange JSON text through the runtime's private API object; JavaScript
+never calls into Python (the wrapper forbids it under a time limit anyway), so fetches, timers and
+logs are queued inside JS and serviced by the loop in `invoke()` between engine entries. Every entry
+runs under QuickJS's interrupt-based time limit (process CPU time, capped by the remaining wall time),
+a heap limit and a stack limit.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from pathlib import Path
 from typing import Any, Protocol
 
-from execution.sandbox.errors import SandboxError
-from execution.sandbox.limits import Limits
+# The `quickjs` package module (same wheel) starts a thread at import for quickjs.Function, and a
+# process with threads must not fork; the C extension module gives the same Context without it.
+import _quickjs
+
+from execution.sandbox.errors import (
+    CPU_LIMIT,
+    INVALID_INPUT,
+    LIMIT_CODES,
+    MEMORY_LIMIT,
+    OUTPUT_LIMIT,
+    SANDBOX_CRASH,
+    STACK_OVERFLOW,
+    SYNTAX_ERROR,
+    TIMEOUT,
+    SandboxError,
+)
+from execution.sandbox.limits import MIB, Limits
+
+RUNTIME_PATH = Path(__file__).resolve().parent / "js" / "dist" / "runtime.js"
+
+_API_FUNCTIONS = (
+    "load",
+    "afterLoad",
+    "introspect",
+    "begin",
+    "poll",
+    "fireTimers",
+    "fetchDone",
+    "fetchTimedOut",
+    "finish",
+    "takeOutput",
+    "drainLogs",
+)
+
+# Headroom granted after a limit error so the logs gathered so far can still be read out.
+_SALVAGE_MEMORY_BYTES = 16 * MIB
+_SALVAGE_SECONDS = 0.05
 
 
 class HostChannel(Protocol):
     """The host side of a call: starts fetches and reports their completion."""
 
     def start_fetch(self, request: dict[str, Any]) -> int:
-        """Start a fetch ({url, method, headers, body_b64}) and return its id."""
+        """Start a fetch ({url, method, headers: [[k, v]], body_b64}) and return its id."""
         ...
 
     def poll(self, timeout: float) -> list[tuple[int, dict[str, Any]]]:
-        """Return fetches completed since the last poll, waiting at most `timeout` s for the first."""
+        """Return fetches completed since the last poll, waiting at most `timeout` s for the first.
+
+        Raises SandboxError("cancelled") when the host cancelled the call.
+        """
         ...
+
+
+class _Budget:
+    """CPU and wall deadlines of one load or call, and which of them bounds the next engine entry."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.cpu_start = time.process_time()
+        self.wall_start = time.monotonic()
+        self.cpu_deadline = self.cpu_start + limits.cpu_ms / 1000
+        self.wall_deadline = self.wall_start + limits.wall_ms / 1000
+        self.binding = CPU_LIMIT
+
+    def remaining(self) -> float:
+        """Seconds the next entry may run; raise the limit error when nothing is left."""
+        cpu_left = self.cpu_deadline - time.process_time()
+        wall_left = self.wall_deadline - time.monotonic()
+        self.binding = CPU_LIMIT if cpu_left <= wall_left else TIMEOUT
+        left = min(cpu_left, wall_left)
+        if left <= 0:
+            raise self.exceeded()
+        return left
+
+    def wall_left(self) -> float:
+        """Seconds of wall time left."""
+        return self.wall_deadline - time.monotonic()
+
+    def exceeded(self) -> SandboxError:
+        """The error for the limit that bound the last entry."""
+        if self.binding == CPU_LIMIT:
+            return SandboxError(
+                CPU_LIMIT,
+                f"the CPU time limit of {self.limits.cpu_ms} ms was exceeded",
+                {"cpu_ms": self.limits.cpu_ms},
+            )
+        return SandboxError(
+            TIMEOUT,
+            f"the time limit of {self.limits.wall_ms} ms was exceeded",
+            {"wall_ms": self.limits.wall_ms},
+        )
+
+    def usage(self) -> dict[str, int]:
+        """CPU and wall milliseconds used so far."""
+        return {
+            "cpu_ms": round((time.process_time() - self.cpu_start) * 1000),
+            "wall_ms": round((time.monotonic() - self.wall_start) * 1000),
+        }
 
 
 class Engine:
     """One QuickJS context with the runtime evaluated; load a bundle once, then fork per call."""
 
     def __init__(self) -> None:
+        try:
+            source = RUNTIME_PATH.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SandboxError(
+                SANDBOX_CRASH, f"{RUNTIME_PATH} is missing: run `npm run build:runtime` (make setup)"
+            ) from None
         self._broken = False
+        self._loaded = False
+        self._invoked = False
+        self._ctx = _quickjs.Context()
+        defaults = Limits()
+        self._ctx.set_max_stack_size(defaults.stack_kb * 1024)
+        self._ctx.set_memory_limit(defaults.memory_mb * MIB)
+        self._ctx.set_time_limit(10.0)
+        self._ctx.eval(source)
+        self._api = {name: self._ctx.eval(f"globalThis.__lightfastRuntime.{name}") for name in _API_FUNCTIONS}
+        # Only the engine holds the API: bundle code must not be able to call it.
+        self._ctx.eval("delete globalThis.__lightfastRuntime")
+        self._ctx.gc()
 
     @property
     def broken(self) -> bool:
         """True after a limit error: the context must be discarded."""
         return self._broken
 
+    # ------------------------------------------------------------------ loading
+
     def load(
         self, script: str, *, env: dict[str, str], filename: str = "bundle.js", limits: Limits | None = None
     ) -> None:
-        """Evaluate a transformed bundle and find its agents."""
-        raise SandboxError("sandbox_crash", "engine not implemented yet")
+        """Evaluate a transformed bundle and find its agents; raise SandboxError when it is unusable."""
+        if self._loaded:
+            raise RuntimeError("Engine.load() runs once per engine; start a new engine for another bundle")
+        self._check_usable()
+        self._loaded = True
+        limits = limits or Limits()
+        self._apply_limits(limits)
+        budget = _Budget(limits)
+        args = json.dumps(
+            {
+                "env": {str(k): str(v) for k, v in env.items()},
+                "seed": os.urandom(32).hex(),
+                "limits": limits.to_dict(),
+                "filename": filename,
+            }
+        )
+        try:
+            budget_left = budget.remaining()
+            self._ctx.set_time_limit(budget_left)
+            try:
+                bundle_function = self._ctx.eval(script)
+            except _quickjs.JSException as exc:
+                raise self._classify(exc, budget, during_parse=True) from None
+            reply = self._call(budget, "load", bundle_function, args)
+            if not reply.get("ok"):
+                raise _error_from_reply(reply)
+            self._run_jobs(budget)
+            self._call(budget, "afterLoad")
+        except SandboxError as exc:
+            if exc.code in LIMIT_CODES:
+                self._broken = True
+            raise
+        self._ctx.gc()
 
     def introspect(self) -> dict[str, Any]:
-        """Return the manifest of the loaded bundle (without sha256/bytes)."""
-        raise SandboxError("sandbox_crash", "engine not implemented yet")
+        """Return the manifest of the loaded bundle (BUNDLES.md, without sha256/bytes)."""
+        if not self._loaded:
+            raise RuntimeError("Engine.introspect() needs a loaded bundle")
+        self._check_usable()
+        limits = Limits()
+        self._apply_limits(limits)
+        budget = _Budget(limits)
+        try:
+            reply = self._call(budget, "introspect")
+        except SandboxError as exc:
+            if exc.code in LIMIT_CODES:
+                self._broken = True
+            raise
+        if not reply.get("ok"):
+            raise _error_from_reply(reply)
+        manifest: dict[str, Any] = reply["manifest"]
+        return manifest
+
+    # ------------------------------------------------------------------ calls
 
     def invoke(
         self,
@@ -54,5 +221,240 @@ class Engine:
         limits: Limits,
         host: HostChannel,
     ) -> dict[str, Any]:
-        """Run one tool call and return {ok, output|error, logs, usage}."""
-        raise SandboxError("sandbox_crash", "engine not implemented yet")
+        """Run one tool call; return {ok, output|error, logs, usage}. Bundle misbehaviour never raises."""
+        if not self._loaded:
+            raise RuntimeError("Engine.invoke() needs a loaded bundle")
+        if self._invoked:
+            raise RuntimeError(
+                "Engine.invoke() runs once per engine: fork from the loaded engine for each call"
+            )
+        self._check_usable()
+        self._invoked = True
+        budget = _Budget(limits)
+        call = _Call(self, budget, host)
+        try:
+            args = _call_arguments(agent=agent, tool=tool, input=input, context=context, limits=limits)
+        except SandboxError as exc:
+            return call.result(ok=False, error=exc.to_dict(), logs=[])
+        self._apply_limits(limits)
+        try:
+            return call.run(args)
+        except SandboxError as exc:
+            if exc.code in LIMIT_CODES:
+                self._broken = True
+            return call.result(ok=False, error=exc.to_dict(), logs=call.salvage_logs())
+
+    # ------------------------------------------------------------------ engine entries
+
+    def _check_usable(self) -> None:
+        if self._broken:
+            raise RuntimeError("this engine hit a limit earlier and must be discarded")
+
+    def _apply_limits(self, limits: Limits) -> None:
+        self._ctx.set_memory_limit(limits.memory_mb * MIB)
+        self._ctx.set_max_stack_size(limits.stack_kb * 1024)
+
+    def _call(self, budget: _Budget, name: str, *args: Any) -> dict[str, Any]:
+        """Call a runtime API function under the budget and parse its JSON reply."""
+        text = self._call_text(budget, name, *args)
+        reply: dict[str, Any] = json.loads(text)
+        return reply
+
+    def _call_text(self, budget: _Budget, name: str, *args: Any) -> str:
+        self._ctx.set_time_limit(budget.remaining())
+        try:
+            text = self._api[name](*args)
+        except _quickjs.JSException as exc:
+            raise self._classify(exc, budget) from None
+        if not isinstance(text, str):
+            raise SandboxError(SANDBOX_CRASH, f"runtime function {name} returned {type(text).__name__}")
+        return text
+
+    def _run_jobs(self, budget: _Budget) -> None:
+        """Run the promise job queue until it is empty."""
+        while True:
+            self._ctx.set_time_limit(budget.remaining())
+            try:
+                ran = self._ctx.execute_pending_job()
+            except _quickjs.JSException as exc:
+                raise self._classify(exc, budget) from None
+            if not ran:
+                return
+
+    def _classify(
+        self, exc: _quickjs.JSException, budget: _Budget, *, during_parse: bool = False
+    ) -> SandboxError:
+        """Turn an exception that left the engine (only engine-made errors can) into a SandboxError."""
+        text = str(exc)
+        first_line = text.split("\n", 1)[0][:500]
+        if first_line.startswith("InternalError: interrupted"):
+            return budget.exceeded()
+        if "out of memory" in first_line:
+            return SandboxError(
+                MEMORY_LIMIT,
+                f"the memory limit of {budget.limits.memory_mb} MB was exceeded",
+                {"memory_mb": budget.limits.memory_mb},
+            )
+        if isinstance(exc, _quickjs.StackOverflow) or "Maximum call stack size exceeded" in first_line:
+            return SandboxError(
+                STACK_OVERFLOW, "maximum call stack size exceeded", {"stack_kb": budget.limits.stack_kb}
+            )
+        if during_parse:
+            return SandboxError(SYNTAX_ERROR, f"the engine could not parse the bundle: {first_line}")
+        return SandboxError(SANDBOX_CRASH, f"the sandbox runtime failed: {first_line}")
+
+
+class _Call:
+    """The event loop of one invoke(): job queue, timers and fetches until the tool's promise settles."""
+
+    def __init__(self, engine: Engine, budget: _Budget, host: HostChannel) -> None:
+        self.engine = engine
+        self.budget = budget
+        self.host = host
+        self.queued: list[dict[str, Any]] = []  # fetches from JS not yet started at the host
+        self.in_flight: dict[int, tuple[int, float]] = {}  # host id -> (js id, started at)
+        self.fetches = 0
+        self.peak_memory = 0
+
+    def run(self, args: str) -> dict[str, Any]:
+        engine, budget = self.engine, self.budget
+        limits = budget.limits
+        engine._call(budget, "begin", args)
+        while True:
+            engine._run_jobs(budget)
+            state = engine._call(budget, "poll")
+            if state.get("done"):
+                break
+            self.queued.extend(state.get("fetches", []))
+            self._start_fetches(limits)
+            next_timer_ms = state.get("nextTimerMs")
+            if next_timer_ms is not None and next_timer_ms <= 0:
+                engine._call(budget, "fireTimers")
+                continue
+            if next_timer_ms is None and not self.in_flight and not self.queued:
+                raise SandboxError(
+                    TIMEOUT,
+                    "the tool's promise can never settle: nothing is pending (no timers, no fetches)",
+                    {"reason": "nothing_pending"},
+                )
+            self._wait(next_timer_ms)
+        self._sample_memory()
+        status = engine._call(budget, "finish")
+        logs = status.get("logs", [])
+        if not status.get("ok"):
+            return self.result(ok=False, error=status["error"], logs=logs)
+        output_text = engine._call_text(budget, "takeOutput")
+        size = len(output_text.encode("utf-8", "surrogatepass"))
+        if size > limits.output_bytes:
+            error = SandboxError(
+                OUTPUT_LIMIT,
+                f"output is larger than the limit of {limits.output_bytes} bytes",
+                {"output_bytes": limits.output_bytes},
+            )
+            return self.result(ok=False, error=error.to_dict(), logs=logs)
+        return self.result(ok=True, output=json.loads(output_text), logs=logs)
+
+    def _start_fetches(self, limits: Limits) -> None:
+        while self.queued and len(self.in_flight) < limits.concurrent_fetches:
+            item = self.queued.pop(0)
+            host_id = self.host.start_fetch(item["request"])
+            self.in_flight[host_id] = (int(item["id"]), time.monotonic())
+            self.fetches += 1
+
+    def _wait(self, next_timer_ms: float | None) -> None:
+        """Wait for a fetch, the next timer or a fetch timeout, whichever comes first."""
+        engine, budget = self.engine, self.budget
+        limits = budget.limits
+        wait = budget.wall_left()
+        if next_timer_ms is not None:
+            wait = min(wait, next_timer_ms / 1000)
+        now = time.monotonic()
+        for _js_id, started in self.in_flight.values():
+            wait = min(wait, started + limits.fetch_timeout_ms / 1000 - now)
+        if wait <= 0 and budget.wall_left() <= 0:
+            budget.binding = TIMEOUT
+            raise budget.exceeded()
+        self._sample_memory()
+        completed = self.host.poll(max(wait, 0.0))
+        for host_id, result in completed:
+            entry = self.in_flight.pop(host_id, None)
+            if entry is None:
+                continue  # a fetch the call already gave up on (timed out)
+            engine._call(budget, "fetchDone", entry[0], json.dumps(result))
+        now = time.monotonic()
+        for host_id, (js_id, started) in list(self.in_flight.items()):
+            if now - started >= limits.fetch_timeout_ms / 1000:
+                del self.in_flight[host_id]
+                engine._call(budget, "fetchTimedOut", js_id)
+        self._start_fetches(limits)
+        if budget.wall_left() <= 0:
+            budget.binding = TIMEOUT
+            raise budget.exceeded()
+
+    def _sample_memory(self) -> None:
+        try:
+            used = int(self.engine._ctx.memory()["malloc_size"])
+        except (KeyError, TypeError, ValueError):
+            return
+        self.peak_memory = max(self.peak_memory, used)
+
+    def salvage_logs(self) -> list[dict[str, Any]]:
+        """Read the logs after a limit error, with a little extra time and memory to do it."""
+        ctx = self.engine._ctx
+        try:
+            ctx.set_memory_limit(self.budget.limits.memory_mb * MIB + _SALVAGE_MEMORY_BYTES)
+            ctx.set_time_limit(_SALVAGE_SECONDS)
+            text = self.engine._api["drainLogs"]()
+            reply = json.loads(text) if isinstance(text, str) else {}
+        except (_quickjs.JSException, ValueError):
+            return [
+                {"level": "warn", "message": "[logs lost: the sandbox could not return them after the error]"}
+            ]
+        logs = reply.get("logs", [])
+        return logs if isinstance(logs, list) else []
+
+    def result(
+        self,
+        *,
+        ok: bool,
+        logs: list[dict[str, Any]],
+        output: object = None,
+        error: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self._sample_memory()
+        usage: dict[str, Any] = {
+            **self.budget.usage(),
+            "peak_memory_bytes": self.peak_memory,
+            "fetches": self.fetches,
+        }
+        if ok:
+            return {"ok": True, "output": output, "logs": logs, "usage": usage}
+        return {"ok": False, "error": error, "logs": logs, "usage": usage}
+
+
+def _call_arguments(*, agent: str, tool: str, input: object, context: dict[str, Any], limits: Limits) -> str:  # noqa: A002
+    """The JSON argument of the runtime's begin(); bad input becomes invalid_input."""
+    try:
+        input_text = json.dumps(input, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SandboxError(INVALID_INPUT, f"the input is not JSON: {exc}"[:500]) from None
+    try:
+        context_text = json.dumps(context, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SandboxError(INVALID_INPUT, f"the context is not JSON: {exc}"[:500]) from None
+    return json.dumps(
+        {
+            "agent": str(agent),
+            "tool": str(tool),
+            "input": input_text,
+            "context": json.loads(context_text) if isinstance(context, dict) else {},
+            "seed": os.urandom(32).hex(),
+            "limits": limits.to_dict(),
+        }
+    )
+
+
+def _error_from_reply(reply: dict[str, Any]) -> SandboxError:
+    """The SandboxError a runtime reply reports."""
+    error = reply.get("error")
+    return SandboxError.from_dict(error if isinstance(error, dict) else {"type": SANDBOX_CRASH})

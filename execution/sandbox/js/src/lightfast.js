@@ -1,0 +1,329 @@
+// The modules a bundle can import: the Lightfast API, zod, and the parts of the AI SDK that
+// describe agents (models, tools, stop conditions). Models here are descriptors only: the platform
+// runs the model on the host.
+import * as zodV3 from "zod/v3";
+import * as zodV4 from "zod/v4";
+import { zodToJsonSchema } from "zod-to-json-schema";
+import { WeakMapCtor, WeakMapGet, WeakMapHas, WeakMapSet, ObjectKeys, ArrayIsArray } from "./intrinsics.js";
+
+const toolFactories = new WeakMapCtor(); // factory -> createTool config
+const agentConfigs = new WeakMapCtor(); // agent -> createAgent options
+const appConfigs = new WeakMapCtor(); // createLightfast result -> { agents, metadata }
+const jsonSchemas = new WeakMapCtor(); // jsonSchema() result -> { schema, validate }
+const stopConditions = new WeakMapCtor(); // stepCountIs()/hasToolCall() result -> descriptor
+
+function isObject(value) {
+  return value !== null && typeof value === "object";
+}
+
+// ---------------------------------------------------------------- lightfast
+
+function createTool(config) {
+  if (!isObject(config)) throw new TypeError("createTool: expected a config object");
+  if (typeof config.execute !== "function") throw new TypeError("createTool: execute must be a function");
+  const factory = (context) => ({
+    description: config.description,
+    inputSchema: config.inputSchema,
+    outputSchema: config.outputSchema,
+    execute: (input) => config.execute(input, context),
+  });
+  WeakMapSet(toolFactories, factory, config);
+  return factory;
+}
+
+function createAgent(options) {
+  if (!isObject(options)) throw new TypeError("createAgent: expected an options object");
+  if (typeof options.name !== "string" || options.name === "") {
+    throw new TypeError("createAgent: name must be a non-empty string");
+  }
+  const agent = { ...options };
+  WeakMapSet(agentConfigs, agent, options);
+  return agent;
+}
+
+function createLightfast(config) {
+  if (!isObject(config) || !isObject(config.agents)) {
+    throw new TypeError("createLightfast: expected { agents: { ... } }");
+  }
+  const keys = ObjectKeys(config.agents);
+  if (keys.length === 0) throw new Error("createLightfast: at least one agent is required");
+  for (const key of keys) {
+    if (!WeakMapHas(agentConfigs, config.agents[key])) {
+      throw new TypeError(`createLightfast: agents.${key} was not created with createAgent`);
+    }
+  }
+  const app = {
+    agents: config.agents,
+    metadata: config.metadata,
+    getAgent: (key) => config.agents[key],
+    getAgentKeys: () => ObjectKeys(config.agents),
+  };
+  WeakMapSet(appConfigs, app, { agents: config.agents, metadata: config.metadata });
+  return app;
+}
+
+// ---------------------------------------------------------------- AI SDK parts
+
+function jsonSchema(schema, options = undefined) {
+  const result = { jsonSchema: schema, validate: options && options.validate };
+  WeakMapSet(jsonSchemas, result, { schema, validate: options && options.validate });
+  return result;
+}
+
+function stepCountIs(count) {
+  const condition = ({ steps }) => steps.length === count;
+  WeakMapSet(stopConditions, condition, { stepCount: count });
+  return condition;
+}
+
+function hasToolCall(toolName) {
+  const condition = ({ steps }) => {
+    const last = steps[steps.length - 1];
+    return Boolean(last && last.toolCalls && last.toolCalls.some((c) => c.toolName === toolName));
+  };
+  WeakMapSet(stopConditions, condition, { hasToolCall: toolName });
+  return condition;
+}
+
+const notInSandbox = (name) => () => {
+  throw new Error(`ai.${name} is not available inside the sandbox: the platform runs the model loop`);
+};
+
+function providerNamed(name) {
+  const languageModel = (modelId) => ({ specificationVersion: "v2", provider: name, modelId: String(modelId) });
+  const provider = (modelId) => languageModel(modelId);
+  provider.languageModel = languageModel;
+  provider.chat = languageModel;
+  provider.responses = languageModel;
+  provider.completion = languageModel;
+  provider.messages = languageModel;
+  return provider;
+}
+
+const gateway = providerNamed("gateway");
+const openai = providerNamed("openai");
+const anthropic = providerNamed("anthropic");
+
+function esModule(named, defaultExport = undefined) {
+  const mod = { ...named, __esModule: true };
+  if (defaultExport !== undefined) mod.default = defaultExport;
+  return mod;
+}
+
+export function buildModules() {
+  const zod3 = esModule(zodV3, zodV3.z);
+  const zod4 = esModule(zodV4, zodV4.z);
+  return {
+    "lightfast/client": esModule({ createLightfast }),
+    "lightfast/agent": esModule({ createAgent }),
+    "lightfast/tool": esModule({ createTool }),
+    // BUNDLES.md: the bare "zod" import is the v3 API (bundles were written against zod 3).
+    zod: zod3,
+    "zod/v3": zod3,
+    "zod/v4": zod4,
+    ai: esModule({
+      tool: (t) => t,
+      jsonSchema,
+      zodSchema: (s) => s,
+      stepCountIs,
+      hasToolCall,
+      generateText: notInSandbox("generateText"),
+      streamText: notInSandbox("streamText"),
+      generateObject: notInSandbox("generateObject"),
+      streamObject: notInSandbox("streamObject"),
+    }),
+    "@ai-sdk/gateway": esModule({ gateway, createGateway: () => providerNamed("gateway") }, gateway),
+    "@ai-sdk/openai": esModule({ openai, createOpenAI: () => providerNamed("openai") }, openai),
+    "@ai-sdk/anthropic": esModule({ anthropic, createAnthropic: () => providerNamed("anthropic") }, anthropic),
+  };
+}
+
+// ---------------------------------------------------------------- discovery and introspection
+
+export function isAgent(value) {
+  return WeakMapHas(agentConfigs, value);
+}
+
+// The agents a bundle exports: default createLightfast(...), a default single agent (keyed by its
+// name), or agents exported by name.
+export function discoverAgents(moduleExports) {
+  const exportsObj = isObject(moduleExports) || typeof moduleExports === "function" ? moduleExports : {};
+  const def = exportsObj.default;
+  if (WeakMapHas(appConfigs, def)) {
+    const app = WeakMapGet(appConfigs, def);
+    return { agents: app.agents, metadata: app.metadata, source: "default" };
+  }
+  if (isAgent(def)) return { agents: { [def.name]: def }, metadata: undefined, source: "default-agent" };
+  if (def !== undefined) {
+    throw new TypeError("the default export is neither createLightfast(...) nor an agent from createAgent(...)");
+  }
+  const agents = {};
+  for (const key of ObjectKeys(exportsObj)) {
+    if (isAgent(exportsObj[key])) agents[key] = exportsObj[key];
+  }
+  if (ObjectKeys(agents).length === 0) {
+    throw new TypeError("the bundle has no default export (expected `export default createLightfast({ agents })`)");
+  }
+  return { agents, metadata: undefined, source: "named" };
+}
+
+function schemaKind(schema) {
+  if (!isObject(schema)) return "none";
+  if (WeakMapHas(jsonSchemas, schema)) return "json";
+  if (isObject(schema._zod)) return "zod4";
+  if (isObject(schema._def) && typeof schema.safeParseAsync === "function") return "zod3";
+  if (isObject(schema["~standard"])) return "standard";
+  return "unknown";
+}
+
+export function schemaToJSON(schema, io) {
+  switch (schemaKind(schema)) {
+    case "json":
+      return WeakMapGet(jsonSchemas, schema).schema;
+    case "zod4":
+      return zodV4.toJSONSchema(schema, { io, unrepresentable: "any" });
+    case "zod3": {
+      const out = zodToJsonSchema(schema, { target: "jsonSchema7", $refStrategy: "none" });
+      delete out.$schema;
+      return out;
+    }
+    case "none":
+      return null;
+    default:
+      return {};
+  }
+}
+
+// Validate `input` with a tool's schema: { ok: true, value } or { ok: false, issues }.
+export async function validateInput(schema, input) {
+  switch (schemaKind(schema)) {
+    case "zod3":
+    case "zod4": {
+      const result = await schema.safeParseAsync(input);
+      if (result.success) return { ok: true, value: result.data };
+      return { ok: false, issues: result.error.issues };
+    }
+    case "json": {
+      const { validate } = WeakMapGet(jsonSchemas, schema);
+      if (typeof validate !== "function") return { ok: true, value: input };
+      const result = await validate(input);
+      if (result && result.success === false) {
+        return { ok: false, issues: [{ message: String(result.error && result.error.message) }] };
+      }
+      return { ok: true, value: result && "value" in result ? result.value : input };
+    }
+    case "standard": {
+      const result = await schema["~standard"].validate(input);
+      if (result.issues) return { ok: false, issues: result.issues };
+      return { ok: true, value: result.value };
+    }
+    default:
+      return { ok: true, value: input };
+  }
+}
+
+function modelDescriptor(model) {
+  if (typeof model === "string") {
+    return model === "demo" ? { provider: "demo", id: "demo" } : { provider: "gateway", id: model };
+  }
+  if (isObject(model) && typeof model.modelId === "string") {
+    return { provider: String(model.provider || "unknown"), id: model.modelId };
+  }
+  return null;
+}
+
+const AGENT_KEYS = new Set(["name", "system", "model", "tools", "createRuntimeContext"]);
+const JSON_OPTIONS = new Set([
+  "temperature", "maxOutputTokens", "topP", "topK", "presencePenalty", "frequencyPenalty", "seed",
+  "maxRetries", "toolChoice", "providerOptions", "stopSequences", "activeTools", "headers",
+]);
+
+function stopWhenDescriptor(stopWhen, warn) {
+  const list = ArrayIsArray(stopWhen) ? stopWhen : [stopWhen];
+  const out = [];
+  for (const c of list) {
+    if (WeakMapHas(stopConditions, c)) out.push(WeakMapGet(stopConditions, c));
+    else warn("a custom stopWhen condition cannot run on the platform and is ignored");
+  }
+  if (out.length === 0) return undefined;
+  return out.length === 1 && !ArrayIsArray(stopWhen) ? out[0] : out;
+}
+
+// The tool record of an agent: a record, or for dynamic tools the record its function returns.
+export function agentTools(agent, context) {
+  const tools = agent.tools;
+  if (typeof tools === "function") return tools(context);
+  return isObject(tools) ? tools : {};
+}
+
+// A runnable tool ({ description, inputSchema, outputSchema, execute(input) }) from a record entry.
+export function resolveTool(entry, context) {
+  if (WeakMapHas(toolFactories, entry)) return entry(context);
+  if (isObject(entry) && typeof entry.execute === "function") {
+    return { ...entry, execute: (input) => entry.execute(input, { toolCallId: "", messages: [], context }) };
+  }
+  if (typeof entry === "function") return entry(context);
+  throw new TypeError("tool is neither a createTool(...) factory nor a tool object");
+}
+
+function describeTool(entry, context) {
+  const config = WeakMapHas(toolFactories, entry) ? WeakMapGet(toolFactories, entry) : resolveTool(entry, context);
+  return {
+    description: typeof config.description === "string" ? config.description : "",
+    inputSchema: schemaToJSON(config.inputSchema, "input") || { type: "object", properties: {} },
+    outputSchema: schemaToJSON(config.outputSchema, "output"),
+  };
+}
+
+export function introspectAgents(found) {
+  const warnings = [];
+  const agents = {};
+  for (const key of ObjectKeys(found.agents)) {
+    const agent = found.agents[key];
+    const warn = (message) => warnings.push(`agent ${key}: ${message}`);
+    const model = modelDescriptor(agent.model);
+    if (!model) warn("model is not a model id or an AI SDK model");
+    const dynamicTools = typeof agent.tools === "function";
+    const tools = {};
+    let record = {};
+    try {
+      record = agentTools(agent, { sessionId: "introspection", resourceId: "introspection" });
+    } catch (error) {
+      warn(`tools(context) threw during introspection: ${String(error && error.message)}`);
+    }
+    for (const name of ObjectKeys(isObject(record) ? record : {})) {
+      try {
+        tools[name] = describeTool(record[name], { sessionId: "introspection", resourceId: "introspection" });
+      } catch (error) {
+        warn(`tool ${name} could not be described: ${String(error && error.message)}`);
+      }
+    }
+    const options = {};
+    for (const opt of ObjectKeys(agent)) {
+      if (AGENT_KEYS.has(opt)) continue;
+      const value = agent[opt];
+      if (opt === "stopWhen") {
+        const d = stopWhenDescriptor(value, warn);
+        if (d !== undefined) options.stopWhen = d;
+      } else if (JSON_OPTIONS.has(opt) && typeof value !== "function") {
+        options[opt] = value;
+      } else {
+        warn(`option ${opt} is not supported by the platform and is ignored`);
+      }
+    }
+    agents[key] = {
+      name: agent.name,
+      system: typeof agent.system === "string" ? agent.system : "",
+      model: model || { provider: "unknown", id: "" },
+      tools,
+      dynamicTools,
+      options,
+    };
+  }
+  const meta = isObject(found.metadata) ? found.metadata : {};
+  const metadata = {};
+  for (const k of ["name", "version", "description"]) {
+    if (typeof meta[k] === "string") metadata[k] = meta[k];
+  }
+  return { metadata, agents, warnings };
+}

@@ -1,0 +1,256 @@
+// Turns bundle values into JSON text and log lines inside the engine, under the call's limits:
+// getters, proxies and toJSON run here (interruptible), never in Python.
+import {
+  ArrayIsArray,
+  ArrayJoin,
+  ArrayPush,
+  ErrorCtor,
+  JSONStringify,
+  ObjectKeys,
+  ReflectApply,
+  RangeErrorCtor,
+  SetAdd,
+  SetCtor,
+  SetDelete,
+  SetHas,
+  StringCtor,
+  StringSlice,
+  WeakMapCtor,
+  WeakMapGet,
+  WeakMapSet,
+  isDate,
+  DateToISOString,
+  isTypedArray,
+} from "./intrinsics.js";
+
+const MAX_DEPTH = 200;
+
+// Errors the runtime raises on purpose carry a taxonomy code. The map is private, so bundle code
+// can rethrow such an error but cannot mint one.
+const faultCodes = new WeakMapCtor();
+
+export function fault(code, message, ErrorType = ErrorCtor, detail = undefined) {
+  const error = new ErrorType(message);
+  WeakMapSet(faultCodes, error, { code, detail });
+  return error;
+}
+
+export function faultOf(error) {
+  if (error === null || (typeof error !== "object" && typeof error !== "function")) return undefined;
+  return WeakMapGet(faultCodes, error);
+}
+
+export function isStackOverflow(error) {
+  try {
+    return (
+      error instanceof RangeErrorCtor &&
+      error.message === "Maximum call stack size exceeded"
+    );
+  } catch {
+    return false;
+  }
+}
+
+export function isOutOfMemory(error) {
+  try {
+    return error instanceof ErrorCtor && error.name === "InternalError" && error.message === "out of memory";
+  } catch {
+    return false;
+  }
+}
+
+// JSON text of `value` like JSON.stringify, but cycles become "[Circular]", BigInt becomes a string,
+// and it stops (output_limit) as soon as the text exceeds maxChars.
+export function toJSONText(value, maxChars) {
+  const parts = [];
+  const ancestors = new SetCtor();
+  let size = 0;
+  const emit = (text) => {
+    size += text.length;
+    if (size > maxChars) {
+      throw fault("output_limit", `output is larger than the limit of ${maxChars} bytes`, RangeErrorCtor);
+    }
+    ArrayPush(parts, text);
+  };
+
+  const write = (holder, key, input, depth, inArray) => {
+    let v = input;
+    if (v !== null && (typeof v === "object" || typeof v === "function") && !isDate(v)) {
+      const toJSON = v.toJSON;
+      if (typeof toJSON === "function") v = ReflectApply(toJSON, v, [key]);
+    } else if (isDate(v)) {
+      try {
+        v = DateToISOString(v);
+      } catch {
+        v = null;
+      }
+    }
+    switch (typeof v) {
+      case "string":
+        // Checked before quoting so a 50 MB string is never copied.
+        if (v.length > maxChars) emit(v);
+        emit(JSONStringify(v));
+        return true;
+      case "number":
+        emit(v === v && v !== Infinity && v !== -Infinity ? StringCtor(v) : "null");
+        return true;
+      case "boolean":
+        emit(v ? "true" : "false");
+        return true;
+      case "bigint":
+        emit(JSONStringify(StringCtor(v)));
+        return true;
+      case "undefined":
+      case "function":
+      case "symbol":
+        if (inArray) emit("null");
+        return inArray;
+      default:
+        break;
+    }
+    if (v === null) {
+      emit("null");
+      return true;
+    }
+    if (SetHas(ancestors, v)) {
+      emit('"[Circular]"');
+      return true;
+    }
+    if (depth >= MAX_DEPTH) {
+      throw fault("output_limit", `output is nested deeper than ${MAX_DEPTH} levels`, RangeErrorCtor);
+    }
+    SetAdd(ancestors, v);
+    if (ArrayIsArray(v) || isTypedArray(v)) {
+      const length = v.length >>> 0;
+      emit("[");
+      for (let i = 0; i < length; i++) {
+        if (i > 0) emit(",");
+        write(v, StringCtor(i), v[i], depth + 1, true);
+      }
+      emit("]");
+    } else {
+      const keys = ObjectKeys(v);
+      emit("{");
+      let first = true;
+      for (let i = 0; i < keys.length; i++) {
+        const k = keys[i];
+        const mark = parts.length;
+        const markSize = size;
+        emit(first ? "" : ",");
+        emit(JSONStringify(k) + ":");
+        if (!write(v, k, v[k], depth + 1, false)) {
+          // Property had no JSON representation: drop what was emitted for it.
+          parts.length = mark;
+          size = markSize;
+        } else {
+          first = false;
+        }
+      }
+      emit("}");
+    }
+    SetDelete(ancestors, v);
+    return true;
+  };
+
+  if (!write({ "": value }, "", value, 0, false)) return "null";
+  return ArrayJoin(parts, "");
+}
+
+// A short, bounded, human-readable rendering for console output.
+export function inspect(value, maxChars) {
+  const seen = new SetCtor();
+  const render = (v, depth) => {
+    switch (typeof v) {
+      case "string":
+        return depth === 0 ? v : JSONStringify(v);
+      case "number":
+      case "boolean":
+      case "undefined":
+        return StringCtor(v);
+      case "bigint":
+        return StringCtor(v) + "n";
+      case "symbol":
+        return "Symbol()";
+      case "function":
+        return "[Function]";
+      default:
+        break;
+    }
+    if (v === null) return "null";
+    if (v instanceof ErrorCtor) return describeError(v).stack || describeError(v).message;
+    if (isDate(v)) {
+      try {
+        return DateToISOString(v);
+      } catch {
+        return "Invalid Date";
+      }
+    }
+    if (SetHas(seen, v)) return "[Circular]";
+    if (depth > 3) return ArrayIsArray(v) ? "[Array]" : "[Object]";
+    SetAdd(seen, v);
+    const out = [];
+    let size = 0;
+    if (ArrayIsArray(v)) {
+      const length = v.length >>> 0;
+      for (let i = 0; i < length && size < maxChars; i++) {
+        const piece = render(v[i], depth + 1);
+        size += piece.length + 2;
+        ArrayPush(out, piece);
+      }
+      SetDelete(seen, v);
+      return "[ " + ArrayJoin(out, ", ") + " ]";
+    }
+    const keys = ObjectKeys(v);
+    for (let i = 0; i < keys.length && size < maxChars; i++) {
+      const piece = keys[i] + ": " + render(v[keys[i]], depth + 1);
+      size += piece.length + 2;
+      ArrayPush(out, piece);
+    }
+    SetDelete(seen, v);
+    return out.length ? "{ " + ArrayJoin(out, ", ") + " }" : "{}";
+  };
+  let text;
+  try {
+    text = render(value, 0);
+  } catch (error) {
+    text = "[uninspectable value: " + describeError(error).message + "]";
+  }
+  return text.length > maxChars ? StringSlice(text, 0, maxChars) : text;
+}
+
+function safeString(value, fallback) {
+  try {
+    if (typeof value === "string") return value;
+    if (value === undefined || value === null) return fallback;
+    if (typeof value === "symbol") return "Symbol()";
+    if (typeof value === "object" || typeof value === "function") return fallback;
+    return StringCtor(value);
+  } catch {
+    return fallback;
+  }
+}
+
+// {name, message, stack} of anything thrown, reading only plain string properties: a thrown
+// object's toString or Symbol.toPrimitive is never called.
+export function describeError(error) {
+  try {
+    if (error !== null && (typeof error === "object" || typeof error === "function")) {
+      let message = safeString(error.message, undefined);
+      const name = safeString(error.name, "Error");
+      const stack = safeString(error.stack, "");
+      if (message === undefined) {
+        let rendered;
+        try {
+          rendered = toJSONText(error.message !== undefined ? error.message : error, 2000);
+        } catch {
+          rendered = "[unserializable]";
+        }
+        message = "non-Error value thrown: " + rendered;
+      }
+      return { name, message: StringSlice(message, 0, 4000), stack: StringSlice(stack, 0, 8000) };
+    }
+    return { name: "Error", message: "non-Error value thrown: " + safeString(error, typeof error), stack: "" };
+  } catch {
+    return { name: "Error", message: "unreadable error", stack: "" };
+  }
+}
