@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ class StoredBundle:
     """A version's transformed script as the sandbox API takes it (what `transform` produced at upload)."""
 
     script: str
-    source_map: str | None
+    source_map: dict[str, Any] | None
     sha256: str
     bytes: int
     imports: list[str]
@@ -83,7 +84,7 @@ def transformed_bundle_for(version: BundleVersion) -> StoredBundle:
             return cached
     script = storage_read(name=version.script_file.name).decode("utf-8")
     source_map = (
-        storage_read(name=version.source_map_file.name).decode("utf-8") if version.source_map_file else None
+        json.loads(storage_read(name=version.source_map_file.name)) if version.source_map_file else None
     )
     bundle = StoredBundle(
         script=script,

@@ -6,6 +6,7 @@ Every write is recorded in the audit log through `organizations.services.audit_r
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass
@@ -179,11 +180,9 @@ def bundle_upload(
                 content=script.encode() if isinstance(script, str) else script,
             )
             written.append(version.script_file.name)
-            source_map = transformed.source_map
-            if source_map:
+            if transformed.source_map:
                 version.source_map_file.name = storage_write(
-                    path=f"{directory}/{SOURCE_MAP_NAME}",
-                    content=source_map.encode() if isinstance(source_map, str) else source_map,
+                    path=f"{directory}/{SOURCE_MAP_NAME}", content=json.dumps(transformed.source_map).encode()
                 )
                 written.append(version.source_map_file.name)
             version.save(update_fields=["original_file", "script_file", "source_map_file"])
