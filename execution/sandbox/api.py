@@ -32,12 +32,31 @@ class Bundle(Protocol):
 class Backend(Protocol):
     """A place that runs runners: the local jail pool, later Docker."""
 
-    def introspect(self, *, script: str, env: dict[str, str], filename: str, limits: Limits,
-                   cancel: threading.Event | None = None) -> dict[str, Any]: ...
+    def introspect(
+        self,
+        *,
+        script: str,
+        env: dict[str, str],
+        filename: str,
+        limits: Limits,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]: ...
 
-    def invoke(self, *, key: str, script: str, env: dict[str, str], filename: str, agent: str, tool: str,
-               input: Any, context: dict[str, Any], limits: Limits, egress: EgressPolicy | None,
-               cancel: threading.Event | None = None) -> dict[str, Any]: ...
+    def invoke(
+        self,
+        *,
+        key: str,
+        script: str,
+        env: dict[str, str],
+        filename: str,
+        agent: str,
+        tool: str,
+        input: Any,
+        context: dict[str, Any],
+        limits: Limits,
+        egress: EgressPolicy | None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -54,7 +73,13 @@ class InvokeResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as the CLI prints it and the API returns it."""
-        return {"ok": self.ok, "output": self.output, "error": self.error, "logs": self.logs, "usage": self.usage}
+        return {
+            "ok": self.ok,
+            "output": self.output,
+            "error": self.error,
+            "logs": self.logs,
+            "usage": self.usage,
+        }
 
 
 _BACKEND_FACTORIES: dict[str, Callable[[], Backend]] = {"local": shared_local_backend}
@@ -70,8 +95,9 @@ def get_backend(name: str | None = None) -> Backend:
     chosen = name or os.environ.get("LIGHTFAST_SANDBOX_BACKEND") or "local"
     factory = _BACKEND_FACTORIES.get(chosen)
     if factory is None:
-        raise SandboxError(SANDBOX_CRASH, f"unknown sandbox backend {chosen!r}",
-                           {"known": sorted(_BACKEND_FACTORIES)})
+        raise SandboxError(
+            SANDBOX_CRASH, f"unknown sandbox backend {chosen!r}", {"known": sorted(_BACKEND_FACTORIES)}
+        )
     return factory()
 
 
@@ -81,31 +107,65 @@ def zygote_key(*, bundle_key: str, bundle: Bundle, env: dict[str, str]) -> str:
     return f"{bundle_key}|{bundle.sha256}|{env_digest}"
 
 
-def introspect(bundle: Bundle, *, limits: Limits | None = None, backend: str | None = None,
-               env: dict[str, str] | None = None) -> dict[str, Any]:
+def introspect(
+    bundle: Bundle,
+    *,
+    limits: Limits | None = None,
+    backend: str | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Evaluate a bundle in a fresh sandbox and return its manifest (with sha256 and bytes)."""
-    manifest = get_backend(backend).introspect(script=bundle.script, env=dict(env or {}), filename="bundle.js",
-                                               limits=limits or Limits())
+    manifest = get_backend(backend).introspect(
+        script=bundle.script, env=dict(env or {}), filename="bundle.js", limits=limits or Limits()
+    )
     return {**manifest, "sha256": bundle.sha256, "bytes": bundle.bytes}
 
 
-def invoke(bundle: Bundle, *, agent: str, tool: str, input: object, context: dict[str, Any],
-           env: dict[str, str], egress: EgressPolicy, limits: Limits, bundle_key: str,
-           cancel: threading.Event | None = None, backend: str | None = None) -> InvokeResult:
+def invoke(
+    bundle: Bundle,
+    *,
+    agent: str,
+    tool: str,
+    input: object,
+    context: dict[str, Any],
+    env: dict[str, str],
+    egress: EgressPolicy,
+    limits: Limits,
+    bundle_key: str,
+    cancel: threading.Event | None = None,
+    backend: str | None = None,
+) -> InvokeResult:
     """Run one tool of one agent on fresh JS state; never raises for bundle or limit failures."""
     try:
         raw = get_backend(backend).invoke(
-            key=zygote_key(bundle_key=bundle_key, bundle=bundle, env=env), script=bundle.script, env=dict(env),
-            filename="bundle.js", agent=agent, tool=tool, input=input, context=dict(context), limits=limits,
-            egress=egress, cancel=cancel)
+            key=zygote_key(bundle_key=bundle_key, bundle=bundle, env=env),
+            script=bundle.script,
+            env=dict(env),
+            filename="bundle.js",
+            agent=agent,
+            tool=tool,
+            input=input,
+            context=dict(context),
+            limits=limits,
+            egress=egress,
+            cancel=cancel,
+        )
     except SandboxError as exc:
         return InvokeResult(ok=False, error=exc.to_dict())
-    return InvokeResult(ok=bool(raw.get("ok")), output=raw.get("output"), error=raw.get("error"),
-                        logs=list(raw.get("logs") or []), usage=dict(raw.get("usage") or {}))
+    return InvokeResult(
+        ok=bool(raw.get("ok")),
+        output=raw.get("output"),
+        error=raw.get("error"),
+        logs=list(raw.get("logs") or []),
+        usage=dict(raw.get("usage") or {}),
+    )
 
 
 def sandbox_status(backend: str | None = None) -> dict[str, Any]:
     """Status of the configured backend for /healthz, without starting it."""
     from execution.sandbox import jail
 
-    return {"backend": backend or os.environ.get("LIGHTFAST_SANDBOX_BACKEND") or "local", **jail.sandbox_status()}
+    return {
+        "backend": backend or os.environ.get("LIGHTFAST_SANDBOX_BACKEND") or "local",
+        **jail.sandbox_status(),
+    }

@@ -27,16 +27,40 @@ from execution.sandbox.limits import Limits
 ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Hop-by-hop or framing headers the host computes itself; JS may not set them.
-_DROPPED_REQUEST_HEADERS = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
-    "proxy-authorization", "proxy-connection", "te", "trailer",
-})
+_DROPPED_REQUEST_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+    }
+)
 # Addresses that are never reachable from the sandbox even though `is_global` might say so.
-_ALWAYS_DENIED_NETWORKS = tuple(ipaddress.ip_network(net) for net in (
-    "0.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "192.0.0.0/24", "198.18.0.0/15",
-    "224.0.0.0/4", "240.0.0.0/4", "255.255.255.255/32", "::/128", "::1/128", "fc00::/7",
-    "fe80::/10", "ff00::/8", "fd00:ec2::/32",
-))
+_ALWAYS_DENIED_NETWORKS = tuple(
+    ipaddress.ip_network(net)
+    for net in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "192.0.0.0/24",
+        "198.18.0.0/15",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+        "255.255.255.255/32",
+        "::/128",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+        "ff00::/8",
+        "fd00:ec2::/32",
+    )
+)
 
 
 class EgressDenied(Exception):
@@ -160,8 +184,9 @@ def _denied(message: str, code: str = EGRESS_DENIED) -> dict[str, Any]:
     return {"ok": False, "error": {"type": code, "message": message}}
 
 
-def egress_fetch(request: dict[str, Any], *, policy: EgressPolicy, timeout_s: float,
-                 limits: Limits | None = None) -> dict[str, Any]:
+def egress_fetch(
+    request: dict[str, Any], *, policy: EgressPolicy, timeout_s: float, limits: Limits | None = None
+) -> dict[str, Any]:
     """Perform one sandbox `fetch` under `policy`; return the fetch-result payload (never raises)."""
     limits = limits or Limits()
     deadline = time.monotonic() + timeout_s
@@ -175,7 +200,9 @@ def egress_fetch(request: dict[str, Any], *, policy: EgressPolicy, timeout_s: fl
         return _denied(f"fetch failed: {type(exc).__name__}", TOOL_ERROR)
 
 
-def _fetch(request: dict[str, Any], *, policy: EgressPolicy, deadline: float, limits: Limits) -> dict[str, Any]:
+def _fetch(
+    request: dict[str, Any], *, policy: EgressPolicy, deadline: float, limits: Limits
+) -> dict[str, Any]:
     url = str(request.get("url", ""))
     method = str(request.get("method") or "GET").upper()
     if method not in ALLOWED_METHODS:
@@ -184,8 +211,9 @@ def _fetch(request: dict[str, Any], *, policy: EgressPolicy, deadline: float, li
     if body is not None and len(body) > limits.fetch_request_bytes:
         raise EgressDenied(f"request body exceeds {limits.fetch_request_bytes} bytes")
     for _hop in range(policy.max_redirects + 1):
-        response, pool = _send_one(url, method, request.get("headers"), body, policy=policy,
-                                          deadline=deadline)
+        response, pool = _send_one(
+            url, method, request.get("headers"), body, policy=policy, deadline=deadline
+        )
         try:
             location = response.headers.get("location")
             if response.status in REDIRECT_STATUSES and location:
@@ -194,17 +222,23 @@ def _fetch(request: dict[str, Any], *, policy: EgressPolicy, deadline: float, li
                     method, body = "GET", None
                 continue
             data = _read_capped(response, limits.fetch_response_bytes, deadline)
-            return {"ok": True, "status": response.status, "statusText": response.reason or "",
-                    "url": url, "headers": _response_headers(response, policy),
-                    "body_b64": base64.b64encode(data).decode()}
+            return {
+                "ok": True,
+                "status": response.status,
+                "statusText": response.reason or "",
+                "url": url,
+                "headers": _response_headers(response, policy),
+                "body_b64": base64.b64encode(data).decode(),
+            }
         finally:
             response.release_conn()
             pool.close()
     raise EgressDenied(f"more than {policy.max_redirects} redirects")
 
 
-def _send_one(url: str, method: str, raw_headers: Any, body: bytes | None, *, policy: EgressPolicy,
-              deadline: float) -> tuple[Any, urllib3.HTTPConnectionPool]:
+def _send_one(
+    url: str, method: str, raw_headers: Any, body: bytes | None, *, policy: EgressPolicy, deadline: float
+) -> tuple[Any, urllib3.HTTPConnectionPool]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
@@ -230,15 +264,31 @@ def _send_one(url: str, method: str, raw_headers: Any, body: bytes | None, *, po
     timeout = urllib3.Timeout(total=remaining)
     pool: urllib3.HTTPConnectionPool
     if scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(address, port, server_hostname=host, assert_hostname=host,
-                                           cert_reqs="CERT_REQUIRED", timeout=timeout, retries=False)
+        pool = urllib3.HTTPSConnectionPool(
+            address,
+            port,
+            server_hostname=host,
+            assert_hostname=host,
+            cert_reqs="CERT_REQUIRED",
+            timeout=timeout,
+            retries=False,
+        )
     else:
         pool = urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    response = pool.urlopen(method, path, body=body, headers=headers, redirect=False, retries=False,
-                            preload_content=False, assert_same_host=False, timeout=timeout)
+    response = pool.urlopen(
+        method,
+        path,
+        body=body,
+        headers=headers,
+        redirect=False,
+        retries=False,
+        preload_content=False,
+        assert_same_host=False,
+        timeout=timeout,
+    )
     return response, pool
 
 

@@ -36,14 +36,59 @@ _CLONE_NAMESPACE_FLAGS = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x1000
 
 # Denied in every worker (and, through filter stacking, in every child of it).
 WORKER_DENIED_SYSCALLS = (
-    "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
-    "execve", "execveat", "vfork", "fork", "ptrace", "process_vm_readv", "process_vm_writev",
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
-    "fsopen", "fsmount", "kexec_load", "kexec_file_load", "init_module", "finit_module",
-    "delete_module", "bpf", "perf_event_open", "keyctl", "add_key", "request_key", "userfaultfd",
-    "io_uring_setup", "io_uring_enter", "io_uring_register", "swapon", "swapoff", "reboot",
-    "sethostname", "setdomainname", "acct", "quotactl", "open_by_handle_at", "name_to_handle_at",
-    "syslog", "iopl", "ioperm", "mknod", "mknodat", "personality",
+    "socket",
+    "socketpair",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    "execve",
+    "execveat",
+    "vfork",
+    "fork",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "unshare",
+    "setns",
+    "move_mount",
+    "open_tree",
+    "fsopen",
+    "fsmount",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "bpf",
+    "perf_event_open",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "swapon",
+    "swapoff",
+    "reboot",
+    "sethostname",
+    "setdomainname",
+    "acct",
+    "quotactl",
+    "open_by_handle_at",
+    "name_to_handle_at",
+    "syslog",
+    "iopl",
+    "ioperm",
+    "mknod",
+    "mknodat",
+    "personality",
 )
 # Added in each per-call child: it runs only already-loaded code, so it needs no new
 # processes and no file opens at all.
@@ -257,8 +302,11 @@ def apply_jail(config: JailConfig) -> dict[str, str]:
     attempt("rlimits", layers.rlimits, lambda: _apply_rlimits(config))
     # The filter goes on while still root so it can load without no_new_privs when
     # that layer is off; it denies nothing the uid drop needs.
-    attempt("seccomp", layers.seccomp,
-            lambda: _load_filter(WORKER_DENIED_SYSCALLS, set_nnp=layers.no_new_privs, allow_fork=True))
+    attempt(
+        "seccomp",
+        layers.seccomp,
+        lambda: _load_filter(WORKER_DENIED_SYSCALLS, set_nnp=layers.no_new_privs, allow_fork=True),
+    )
     attempt("drop_uid", layers.drop_uid, drop_uid)
     attempt("no_new_privs", layers.no_new_privs, no_new_privs)
     return status
@@ -355,17 +403,26 @@ def run_probe(name: str, args: dict[str, Any], *, host: Any = None) -> Any:
         "crash": lambda: os.kill(os.getpid(), signal.SIGSEGV),
         "exit": lambda: os._exit(int(args.get("code", 7))),
         "env": lambda: dict(os.environ),
-        "ids": lambda: {"uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "groups": os.getgroups()},
+        "ids": lambda: {
+            "uid": os.getuid(),
+            "euid": os.geteuid(),
+            "gid": os.getgid(),
+            "groups": os.getgroups(),
+        },
         "fds": open_fds,
-        "rlimits": lambda: {kind: list(resource.getrlimit(getattr(resource, f"RLIMIT_{kind.upper()}")))
-                            for kind in ("as", "cpu", "fsize", "nofile", "nproc", "core")},
+        "rlimits": lambda: {
+            kind: list(resource.getrlimit(getattr(resource, f"RLIMIT_{kind.upper()}")))
+            for kind in ("as", "cpu", "fsize", "nofile", "nproc", "core")
+        },
         "socket": lambda: attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
         "connect": lambda: attempt(connect),
         "read_file": lambda: attempt(read_file),
         "fork": lambda: attempt(fork),
-        "execve": lambda: attempt(lambda: os.execv("/nonexistent/probe", ["probe"])),
-        "status": lambda: {line.split(":")[0]: line.split(":", 1)[1].strip()
-                           for line in open("/proc/self/status").read().splitlines()  # noqa: SIM115
-                           if line.startswith(("NoNewPrivs", "Seccomp"))},
+        "execve": lambda: attempt(lambda: os.execv("/nonexistent/probe", ["probe"])),  # noqa: S606
+        "status": lambda: {
+            line.split(":")[0]: line.split(":", 1)[1].strip()
+            for line in open("/proc/self/status").read().splitlines()  # noqa: SIM115
+            if line.startswith(("NoNewPrivs", "Seccomp"))
+        },
     }
     return probes[name]()

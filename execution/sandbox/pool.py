@@ -60,8 +60,15 @@ class _Worker:
             argv.append("--test-probes")
         env = {} if layers.clear_env else dict(os.environ)
         self.proc = subprocess.Popen(
-            argv, cwd=PROJECT_ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, close_fds=True, pass_fds=config.test_pass_fds, start_new_session=True,
+            argv,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+            pass_fds=config.test_pass_fds,
+            start_new_session=True,
         )
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr  # noqa: S101 - pipes requested above
         self.stdin = self.proc.stdin.fileno()
@@ -72,7 +79,9 @@ class _Worker:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.ready: dict[str, Any] = {}
-        threading.Thread(target=self._drain_stderr, name=f"sandbox-stderr-{self.proc.pid}", daemon=True).start()
+        threading.Thread(
+            target=self._drain_stderr, name=f"sandbox-stderr-{self.proc.pid}", daemon=True
+        ).start()
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr  # noqa: S101 - pipe requested in __init__
@@ -136,8 +145,9 @@ class LocalJailBackend:
         self._closed = False
         self._warned: set[str] = set()
         self._status: dict[str, Any] = {}
-        self._fetches = ThreadPoolExecutor(max_workers=max(4, self.config.workers * 4),
-                                           thread_name_prefix="sandbox-egress")
+        self._fetches = ThreadPoolExecutor(
+            max_workers=max(4, self.config.workers * 4), thread_name_prefix="sandbox-egress"
+        )
         first = self._start_worker()  # fail fast (and refuse) before starting the rest
         self._add(first)
         for _ in range(self.config.workers - 1):
@@ -160,9 +170,14 @@ class LocalJailBackend:
         if ready.get("engine") != "ok" and "engine" not in self._warned:
             self._warned.add("engine")
             logger.error("sandbox engine unavailable in workers: %s", ready.get("engine"))
-        self._status = {"backend": self.name, "workers": self.config.workers, "layers": layers,
-                        "missing_layers": sorted(missing), "engine": ready.get("engine"),
-                        "require_all_layers": self.config.require_all_layers}
+        self._status = {
+            "backend": self.name,
+            "workers": self.config.workers,
+            "layers": layers,
+            "missing_layers": sorted(missing),
+            "engine": ready.get("engine"),
+            "require_all_layers": self.config.require_all_layers,
+        }
         jail.record_status(self._status)
         if missing and self.config.require_all_layers:
             worker.kill()
@@ -234,8 +249,15 @@ class LocalJailBackend:
         self._fetches.shutdown(wait=False, cancel_futures=True)
 
     # --- one exchange ------------------------------------------------------------------
-    def _exchange(self, worker: _Worker, frame: dict[str, Any], *, limits: Limits,
-                  cancel: threading.Event | None, egress: EgressPolicy | None) -> dict[str, Any]:
+    def _exchange(
+        self,
+        worker: _Worker,
+        frame: dict[str, Any],
+        *,
+        limits: Limits,
+        cancel: threading.Event | None,
+        egress: EgressPolicy | None,
+    ) -> dict[str, Any]:
         """Send one request frame and serve the runner until its result; raise SandboxError on failure."""
         call_id = worker.new_id()
         frame = {**frame, "id": call_id}
@@ -252,8 +274,11 @@ class LocalJailBackend:
                     raise SandboxError(CANCELLED, "the call was cancelled")
                 if now >= deadline:
                     self._replace(worker)
-                    raise SandboxError(TIMEOUT, f"the sandbox did not answer within {limits.wall_ms} ms",
-                                       {"wall_ms": limits.wall_ms})
+                    raise SandboxError(
+                        TIMEOUT,
+                        f"the sandbox did not answer within {limits.wall_ms} ms",
+                        {"wall_ms": limits.wall_ms},
+                    )
                 timeout = deadline - now
                 if cancel is not None:
                     timeout = min(timeout, _CANCEL_POLL_S)
@@ -266,10 +291,16 @@ class LocalJailBackend:
                 reply = read_frame(worker.stdout)
                 kind = reply.get("type")
                 if kind == "log":
-                    logger.info("sandbox worker %s: %s %s", worker.proc.pid, reply.get("message"),
-                                reply.get("detail") or "")
+                    logger.info(
+                        "sandbox worker %s: %s %s",
+                        worker.proc.pid,
+                        reply.get("message"),
+                        reply.get("detail") or "",
+                    )
                 elif kind == "fetch" and reply.get("id") == call_id:
-                    pending[int(reply["fetch_id"])] = self._start_fetch(worker, reply, egress, limits, deadline)
+                    pending[int(reply["fetch_id"])] = self._start_fetch(
+                        worker, reply, egress, limits, deadline
+                    )
                 elif kind == "result" and reply.get("id") == call_id:
                     return reply
                 elif kind == "error" and reply.get("id") == call_id:
@@ -290,8 +321,14 @@ class LocalJailBackend:
         except OSError:
             return  # the worker is being killed anyway; the frame was a courtesy
 
-    def _start_fetch(self, worker: _Worker, reply: dict[str, Any], egress: EgressPolicy | None,
-                     limits: Limits, deadline: float) -> Future[dict[str, Any]]:
+    def _start_fetch(
+        self,
+        worker: _Worker,
+        reply: dict[str, Any],
+        egress: EgressPolicy | None,
+        limits: Limits,
+        deadline: float,
+    ) -> Future[dict[str, Any]]:
         policy = egress or EgressPolicy()
         request = dict(reply.get("request") or {})
         budget_s = max(0.0, min(limits.fetch_timeout_ms / 1000, deadline - time.monotonic() - 0.05))
@@ -306,7 +343,9 @@ class LocalJailBackend:
         future.add_done_callback(wake)
         return future
 
-    def _deliver_fetches(self, worker: _Worker, call_id: int, pending: dict[int, Future[dict[str, Any]]]) -> None:
+    def _deliver_fetches(
+        self, worker: _Worker, call_id: int, pending: dict[int, Future[dict[str, Any]]]
+    ) -> None:
         try:
             os.read(worker.wake_r, 4096)
         except BlockingIOError:
@@ -315,26 +354,57 @@ class LocalJailBackend:
             if future.done():
                 del pending[fetch_id]
                 result = future.result()
-                write_frame(worker.stdin, {"type": "fetch-result", "id": call_id, "fetch_id": fetch_id,
-                                           "result": result})
+                write_frame(
+                    worker.stdin,
+                    {"type": "fetch-result", "id": call_id, "fetch_id": fetch_id, "result": result},
+                )
 
     # --- operations -----------------------------------------------------------------------
-    def introspect(self, *, script: str, env: dict[str, str], filename: str, limits: Limits,
-                   cancel: threading.Event | None = None) -> dict[str, Any]:
+    def introspect(
+        self,
+        *,
+        script: str,
+        env: dict[str, str],
+        filename: str,
+        limits: Limits,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
         """Evaluate a bundle in a throw-away child and return its manifest."""
         worker = self._checkout(None, time.monotonic() + limits.wall_ms / 1000)
         try:
-            reply = self._exchange(worker, {"type": "introspect", "script": script, "env": env,
-                                            "filename": filename, "limits": limits.to_dict()},
-                                   limits=limits, cancel=cancel, egress=None)
+            reply = self._exchange(
+                worker,
+                {
+                    "type": "introspect",
+                    "script": script,
+                    "env": env,
+                    "filename": filename,
+                    "limits": limits.to_dict(),
+                },
+                limits=limits,
+                cancel=cancel,
+                egress=None,
+            )
         finally:
             self._checkin(worker)
         manifest: dict[str, Any] = reply["manifest"]
         return manifest
 
-    def invoke(self, *, key: str, script: str, env: dict[str, str], filename: str, agent: str, tool: str,
-               input: Any, context: dict[str, Any], limits: Limits, egress: EgressPolicy | None,
-               cancel: threading.Event | None = None) -> dict[str, Any]:
+    def invoke(
+        self,
+        *,
+        key: str,
+        script: str,
+        env: dict[str, str],
+        filename: str,
+        agent: str,
+        tool: str,
+        input: Any,
+        context: dict[str, Any],
+        limits: Limits,
+        egress: EgressPolicy | None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, Any]:
         """Run one tool call in a fresh child of the bundle's zygote; return the engine's result dict."""
         worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
         try:
@@ -342,27 +412,62 @@ class LocalJailBackend:
                 evict: list[str] = []
                 while len(worker.loaded) >= self.config.zygotes_per_worker:
                     evict.append(worker.loaded.popitem(last=False)[0])
-                self._exchange(worker, {"type": "load", "key": key, "script": script, "env": env,
-                                        "filename": filename, "evict": evict, "limits": limits.to_dict()},
-                               limits=limits, cancel=cancel, egress=None)
+                self._exchange(
+                    worker,
+                    {
+                        "type": "load",
+                        "key": key,
+                        "script": script,
+                        "env": env,
+                        "filename": filename,
+                        "evict": evict,
+                        "limits": limits.to_dict(),
+                    },
+                    limits=limits,
+                    cancel=cancel,
+                    egress=None,
+                )
                 worker.loaded[key] = None
             else:
                 worker.loaded.move_to_end(key)
-            return self._exchange(worker, {"type": "invoke", "key": key, "agent": agent, "tool": tool,
-                                           "input": input, "context": context, "limits": limits.to_dict()},
-                                  limits=limits, cancel=cancel, egress=egress)
+            return self._exchange(
+                worker,
+                {
+                    "type": "invoke",
+                    "key": key,
+                    "agent": agent,
+                    "tool": tool,
+                    "input": input,
+                    "context": context,
+                    "limits": limits.to_dict(),
+                },
+                limits=limits,
+                cancel=cancel,
+                egress=egress,
+            )
         finally:
             self._checkin(worker)
 
-    def probe(self, name: str, args: dict[str, Any] | None = None, *, limits: Limits | None = None,
-              egress: EgressPolicy | None = None, cancel: threading.Event | None = None) -> Any:
+    def probe(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        limits: Limits | None = None,
+        egress: EgressPolicy | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Any:
         """Test-only: run a jail probe in a call child (needs `test_probes=True`)."""
         limits = limits or Limits(wall_ms=10_000)
         worker = self._checkout(None, time.monotonic() + limits.wall_ms / 1000)
         try:
-            reply = self._exchange(worker, {"type": "probe", "probe": name, "args": args or {},
-                                            "limits": limits.to_dict()},
-                                   limits=limits, cancel=cancel, egress=egress)
+            reply = self._exchange(
+                worker,
+                {"type": "probe", "probe": name, "args": args or {}, "limits": limits.to_dict()},
+                limits=limits,
+                cancel=cancel,
+                egress=egress,
+            )
         finally:
             self._checkin(worker)
         return reply["probe"]
@@ -379,14 +484,21 @@ _pools: dict[tuple[Any, ...], LocalJailBackend] = {}
 _pools_lock = threading.Lock()
 
 
-def shared_local_backend(*, workers: int | None = None, require_all_layers: bool | None = None) -> LocalJailBackend:
+def shared_local_backend(
+    *, workers: int | None = None, require_all_layers: bool | None = None
+) -> LocalJailBackend:
     """The process-wide pool, created on first use from arguments or LIGHTFAST_SANDBOX_* variables."""
     with _pools_lock:
         if "default" not in {k[0] for k in _pools}:
             count = workers or int(os.environ.get("LIGHTFAST_SANDBOX_WORKERS") or os.cpu_count() or 2)
             strict = require_all_layers
             if strict is None:
-                strict = os.environ.get("LIGHTFAST_SANDBOX_REQUIRE_ALL_LAYERS", "").lower() in {"1", "true", "yes", "on"}
+                strict = os.environ.get("LIGHTFAST_SANDBOX_REQUIRE_ALL_LAYERS", "").lower() in {
+                    "1",
+                    "true",
+                    "yes",
+                    "on",
+                }
             _pools[("default",)] = LocalJailBackend(PoolConfig(workers=count, require_all_layers=strict))
         return _pools[("default",)]
 

@@ -70,8 +70,9 @@ class FdHostChannel:
     def start_fetch(self, request: dict[str, Any]) -> int:
         """Send a `fetch` frame and return its id."""
         self._next_fetch += 1
-        write_frame(STDOUT, {"type": "fetch", "id": self._call_id, "fetch_id": self._next_fetch,
-                             "request": request})
+        write_frame(
+            STDOUT, {"type": "fetch", "id": self._call_id, "fetch_id": self._next_fetch, "request": request}
+        )
         return self._next_fetch
 
     def poll(self, timeout: float) -> list[tuple[int, dict[str, Any]]]:
@@ -104,10 +105,14 @@ def _classify_exit(status: int, *, what: str) -> SandboxError:
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU:
             return SandboxError(CPU_LIMIT, f"{what} exceeded its CPU time limit")
-        return SandboxError(SANDBOX_CRASH, f"{what} was killed by signal {signal.Signals(sig).name}",
-                            {"signal": sig})
-    return SandboxError(SANDBOX_CRASH, f"{what} exited with status {os.WEXITSTATUS(status)} without answering",
-                        {"exit_code": os.WEXITSTATUS(status)})
+        return SandboxError(
+            SANDBOX_CRASH, f"{what} was killed by signal {signal.Signals(sig).name}", {"signal": sig}
+        )
+    return SandboxError(
+        SANDBOX_CRASH,
+        f"{what} exited with status {os.WEXITSTATUS(status)} without answering",
+        {"exit_code": os.WEXITSTATUS(status)},
+    )
 
 
 def _close_all_but(keep: set[int]) -> None:
@@ -161,12 +166,21 @@ class Runner:
         except SandboxError as exc:
             answer = {"type": "error", "id": frame.get("id"), "error": exc.to_dict()}
         except MemoryError:
-            answer = {"type": "error", "id": frame.get("id"),
-                      "error": SandboxError(MEMORY_LIMIT, "the call ran out of memory").to_dict()}
+            answer = {
+                "type": "error",
+                "id": frame.get("id"),
+                "error": SandboxError(MEMORY_LIMIT, "the call ran out of memory").to_dict(),
+            }
         except Exception as exc:  # noqa: BLE001 - reported to the host as a classified crash
-            answer = {"type": "error", "id": frame.get("id"), "error": SandboxError(
-                SANDBOX_CRASH, f"runner failure: {type(exc).__name__}: {exc}",
-                {"traceback": traceback.format_exc(limit=5)}).to_dict()}
+            answer = {
+                "type": "error",
+                "id": frame.get("id"),
+                "error": SandboxError(
+                    SANDBOX_CRASH,
+                    f"runner failure: {type(exc).__name__}: {exc}",
+                    {"traceback": traceback.format_exc(limit=5)},
+                ).to_dict(),
+            }
         try:
             write_frame(STDOUT, answer)
         except (OSError, ValueError):
@@ -225,16 +239,28 @@ class Runner:
             if self.config.layers.rlimits:
                 budget = -(-limits.cpu_ms // 1000) + 1
                 resource.setrlimit(resource.RLIMIT_CPU, (min(budget, hard), hard))
-            self.engine.load(frame["script"], env=dict(frame.get("env") or {}), limits=limits,
-                             filename=str(frame.get("filename") or "bundle.js"))
+            self.engine.load(
+                frame["script"],
+                env=dict(frame.get("env") or {}),
+                limits=limits,
+                filename=str(frame.get("filename") or "bundle.js"),
+            )
             if self.config.layers.rlimits:
                 resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
         except SandboxError as exc:
             write_frame(status_w, {"type": "error", "ok": False, "error": exc.to_dict()})
             _exit(0)
         except Exception as exc:  # noqa: BLE001 - reported to the host as a classified crash
-            write_frame(status_w, {"type": "error", "ok": False, "error": SandboxError(
-                SANDBOX_CRASH, f"runner failure while loading: {type(exc).__name__}: {exc}").to_dict()})
+            write_frame(
+                status_w,
+                {
+                    "type": "error",
+                    "ok": False,
+                    "error": SandboxError(
+                        SANDBOX_CRASH, f"runner failure while loading: {type(exc).__name__}: {exc}"
+                    ).to_dict(),
+                },
+            )
             _exit(0)
         write_frame(status_w, {"type": "result", "ok": True})
         while True:
@@ -250,8 +276,13 @@ class Runner:
 
         def body() -> dict[str, Any]:
             result: dict[str, Any] = self.engine.invoke(
-                agent=frame["agent"], tool=frame["tool"], input=frame.get("input"),
-                context=dict(frame.get("context") or {}), limits=limits, host=FdHostChannel(frame.get("id")))
+                agent=frame["agent"],
+                tool=frame["tool"],
+                input=frame.get("input"),
+                context=dict(frame.get("context") or {}),
+                limits=limits,
+                host=FdHostChannel(frame.get("id")),
+            )
             return result
 
         self._run_in_child(frame, limits, body)
@@ -280,8 +311,12 @@ class Runner:
         limits = Limits.from_dict(frame.get("limits") or {})
 
         def body() -> dict[str, Any]:
-            self.engine.load(frame["script"], env=dict(frame.get("env") or {}), limits=limits,
-                             filename=str(frame.get("filename") or "bundle.js"))
+            self.engine.load(
+                frame["script"],
+                env=dict(frame.get("env") or {}),
+                limits=limits,
+                filename=str(frame.get("filename") or "bundle.js"),
+            )
             return {"ok": True, "manifest": self.engine.introspect()}
 
         self._run_in_child(frame, limits, body)
@@ -289,8 +324,16 @@ class Runner:
     def handle_probe(self, frame: dict[str, Any]) -> None:
         """Test-only: run a named jail probe in a call child."""
         limits = Limits.from_dict(frame.get("limits") or {})
-        self._run_in_child(frame, limits, lambda: {"ok": True, "probe": jail.run_probe(
-            str(frame["probe"]), dict(frame.get("args") or {}), host=FdHostChannel(frame.get("id")))})
+        self._run_in_child(
+            frame,
+            limits,
+            lambda: {
+                "ok": True,
+                "probe": jail.run_probe(
+                    str(frame["probe"]), dict(frame.get("args") or {}), host=FdHostChannel(frame.get("id"))
+                ),
+            },
+        )
 
     def _evict(self, key: str) -> None:
         zygote = self.zygotes.pop(key, None)
@@ -309,7 +352,11 @@ class Runner:
 
     def serve(self) -> None:
         """Answer frames until the host closes stdin."""
-        handlers = {"load": self.handle_load, "invoke": self.handle_invoke, "introspect": self.handle_introspect}
+        handlers = {
+            "load": self.handle_load,
+            "invoke": self.handle_invoke,
+            "introspect": self.handle_introspect,
+        }
         if self.probes:
             handlers["probe"] = self.handle_probe
         while True:
@@ -350,8 +397,12 @@ def main(argv: list[str] | None = None) -> int:
             runner.engine = Engine()
         except SandboxError as exc:
             engine_error = f"{exc.code}: {exc.message}"
-    detail = {"layers": status, "engine": engine_error or "ok", "pid": os.getpid(),
-              "startup_ms": round((time.perf_counter() - started) * 1000, 2)}
+    detail = {
+        "layers": status,
+        "engine": engine_error or "ok",
+        "pid": os.getpid(),
+        "startup_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
     write_frame(STDOUT, {"type": "log", "level": "info", "message": "ready", "detail": detail})
     runner.serve()
     return 0

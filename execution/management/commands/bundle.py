@@ -37,8 +37,13 @@ class Command(BaseCommand):
         invoke.add_argument("--agent")
         invoke.add_argument("--tool")
         invoke.add_argument("--input", default="{}", help="the tool input as JSON")
-        invoke.add_argument("--allow-host", action="append", default=[], dest="allow_hosts",
-                            help="allow fetch to this host (exact or *.domain); repeatable")
+        invoke.add_argument(
+            "--allow-host",
+            action="append",
+            default=[],
+            dest="allow_hosts",
+            help="allow fetch to this host (exact or *.domain); repeatable",
+        )
         invoke.add_argument("--timeout", type=float, default=None, help="wall limit per call, seconds")
         invoke.add_argument("--memory", type=int, default=None, help="memory limit per call, MB")
         invoke.add_argument("--backend", default=None)
@@ -85,9 +90,18 @@ class Command(BaseCommand):
         failed = False
         for call in calls:
             result = api.invoke(
-                bundle, agent=call["agent"], tool=call["tool"], input=call.get("input"),
-                context={"sessionId": session, "resourceId": "cli"}, env={}, egress=egress, limits=limits,
-                bundle_key=f"cli:{bundle.sha256}", cancel=threading.Event(), backend=options["backend"])
+                bundle,
+                agent=call["agent"],
+                tool=call["tool"],
+                input=call.get("input"),
+                context={"sessionId": session, "resourceId": "cli"},
+                env={},
+                egress=egress,
+                limits=limits,
+                bundle_key=f"cli:{bundle.sha256}",
+                cancel=threading.Event(),
+                backend=options["backend"],
+            )
             failed = failed or not result.ok
             self._emit(result.to_dict())
         if failed:
@@ -109,7 +123,7 @@ class Command(BaseCommand):
                 except ValueError as exc:
                     raise CommandError(f"{options['calls']}:{number}: not JSON: {exc}") from exc
                 if not isinstance(call, dict) or not {"agent", "tool"} <= set(call):
-                    raise CommandError(f"{options['calls']}:{number}: needs \"agent\" and \"tool\"")
+                    raise CommandError(f'{options["calls"]}:{number}: needs "agent" and "tool"')
                 calls.append(call)
             return calls
         if not options["agent"] or not options["tool"]:

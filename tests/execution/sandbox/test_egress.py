@@ -59,8 +59,12 @@ def server() -> Iterator[int]:
 
 
 def _get(url: str, policy: EgressPolicy, **request: Any) -> dict[str, Any]:
-    return egress_fetch({"url": url, "method": "GET", "headers": [], "body_b64": None, **request},
-                        policy=policy, timeout_s=5, limits=Limits(fetch_response_bytes=1024))
+    return egress_fetch(
+        {"url": url, "method": "GET", "headers": [], "body_b64": None, **request},
+        policy=policy,
+        timeout_s=5,
+        limits=Limits(fetch_response_bytes=1024),
+    )
 
 
 def _test_policy(**extra: Any) -> EgressPolicy:
@@ -74,11 +78,31 @@ def test_empty_policy_denies_everything(server: int) -> None:
     assert _Handler.seen == []
 
 
-@pytest.mark.parametrize("host", [
-    "127.0.0.1", "localhost", "2130706433", "0x7f000001", "0177.0.0.1", "127.1", "[::1]",
-    "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "169.254.169.254", "[fd00:ec2::254]", "10.0.0.1", "192.168.1.1",
-    "172.16.0.1", "100.64.0.1", "0.0.0.0", "[::]", "224.0.0.1", "[fe80::1%25eth0]", "[64:ff9b::a9fe:a9fe]",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "127.1",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "169.254.169.254",
+        "[fd00:ec2::254]",
+        "10.0.0.1",
+        "192.168.1.1",
+        "172.16.0.1",
+        "100.64.0.1",
+        "0.0.0.0",
+        "[::]",
+        "224.0.0.1",
+        "[fe80::1%25eth0]",
+        "[64:ff9b::a9fe:a9fe]",
+    ],
+)
 def test_internal_addresses_denied_in_every_spelling_even_when_allow_listed(host: str, server: int) -> None:
     bare = host.strip("[]").replace("%25", "%")
     policy = EgressPolicy(allow_hosts=[bare, host, "localhost"])
@@ -96,8 +120,16 @@ def test_address_classification() -> None:
     assert address_denied("10.0.0.1", allow_loopback=True) == "private address"
 
 
-@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://localhost/", "gopher://localhost/",
-                                 "http://user:pw@localhost/", "http:///nohost"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://localhost/",
+        "gopher://localhost/",
+        "http://user:pw@localhost/",
+        "http:///nohost",
+    ],
+)
 def test_only_plain_http_and_https_urls(url: str) -> None:
     result = _get(url, _test_policy())
     assert result["ok"] is False and result["error"]["type"] == "egress_denied"
@@ -126,7 +158,9 @@ def test_wildcard_matches_subdomains_only() -> None:
 
 
 def test_redirect_to_private_address_is_denied(server: int) -> None:
-    result = _get(f"http://localhost:{server}/redirect?to=http://169.254.169.254/latest/meta-data/", _test_policy())
+    result = _get(
+        f"http://localhost:{server}/redirect?to=http://169.254.169.254/latest/meta-data/", _test_policy()
+    )
     assert result["ok"] is False and result["error"]["type"] == "egress_denied"
     assert "169.254.169.254" in result["error"]["message"]
 
@@ -150,14 +184,20 @@ def test_response_size_cap(server: int) -> None:
 
 def test_request_size_cap(server: int) -> None:
     body = base64.b64encode(b"x" * 2048).decode()
-    result = egress_fetch({"url": f"http://localhost:{server}/", "method": "POST", "headers": [], "body_b64": body},
-                          policy=_test_policy(), timeout_s=5, limits=Limits(fetch_request_bytes=1024))
+    result = egress_fetch(
+        {"url": f"http://localhost:{server}/", "method": "POST", "headers": [], "body_b64": body},
+        policy=_test_policy(),
+        timeout_s=5,
+        limits=Limits(fetch_request_bytes=1024),
+    )
     assert result["ok"] is False and "request body exceeds" in result["error"]["message"]
 
 
 def test_secret_headers_added_for_matching_host_and_never_returned(server: int) -> None:
     policy = _test_policy(secret_headers={"localhost": {"X-Api-Key": SECRET}})
-    result = _get(f"http://localhost:{server}/", policy, headers=[["X-Api-Key", "js-guess"], ["Accept", "x/y"]])
+    result = _get(
+        f"http://localhost:{server}/", policy, headers=[["X-Api-Key", "js-guess"], ["Accept", "x/y"]]
+    )
     assert result["ok"] is True
     assert _Handler.seen[-1]["x-api-key"] == SECRET  # the host added it, overriding JS's value
     assert _Handler.seen[-1]["accept"] == "x/y"
@@ -174,6 +214,7 @@ def test_secret_headers_not_sent_to_other_hosts(server: int) -> None:
 
 def test_unreachable_host_is_a_tool_error_not_a_hang() -> None:
     policy = _test_policy()
-    result = egress_fetch({"url": "http://127.0.0.1:1/", "method": "GET", "headers": []}, policy=policy,
-                          timeout_s=2)
+    result = egress_fetch(
+        {"url": "http://127.0.0.1:1/", "method": "GET", "headers": []}, policy=policy, timeout_s=2
+    )
     assert result["ok"] is False and result["error"]["type"] in {"tool_error", "timeout"}

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from execution.sandbox.jail import JailConfig, JailLayers, NOBODY_UID, sandbox_status
+from execution.sandbox.jail import NOBODY_UID, JailConfig, JailLayers, sandbox_status
 from execution.sandbox.pool import LocalJailBackend, PoolConfig
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the jail layers need root to be applied")
@@ -57,7 +57,10 @@ def test_netns_alone_cannot_reach_host_listener(listener: int) -> None:
     pool = _pool(JailLayers.only("netns"))
     try:
         assert pool.probe("socket") == "ok"  # sockets exist, but the namespace has no route out
-        assert pool.probe("connect", {"host": "127.0.0.1", "port": listener}) in {"ENETUNREACH", "ECONNREFUSED"}
+        assert pool.probe("connect", {"host": "127.0.0.1", "port": listener}) in {
+            "ENETUNREACH",
+            "ECONNREFUSED",
+        }
     finally:
         pool.shutdown()
 
@@ -138,8 +141,15 @@ def test_all_layers_together_and_status() -> None:
     try:
         status = pool.status()
         assert status["missing_layers"] == []
-        assert set(status["layers"]) == {"drop_uid", "rlimits", "no_new_privs", "seccomp", "netns", "close_fds",
-                                         "clear_env"}
+        assert set(status["layers"]) == {
+            "drop_uid",
+            "rlimits",
+            "no_new_privs",
+            "seccomp",
+            "netns",
+            "close_fds",
+            "clear_env",
+        }
         assert sandbox_status()["started"] is True
         assert pool.probe("ids")["uid"] == NOBODY_UID
         assert pool.probe("socket") == "EPERM"

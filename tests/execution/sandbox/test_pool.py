@@ -142,8 +142,11 @@ def echo_server() -> Iterator[int]:
 
 def test_fetch_frames_go_through_the_egress_policy(pool: LocalJailBackend, echo_server: int) -> None:
     # The worker itself has no network (netns + seccomp); only the host can fetch for it.
-    policy = EgressPolicy(allow_hosts=["localhost"], unsafe_allow_loopback_for_tests=True,
-                          secret_headers={"localhost": {"Authorization": f"Bearer {SECRET}"}})
+    policy = EgressPolicy(
+        allow_hosts=["localhost"],
+        unsafe_allow_loopback_for_tests=True,
+        secret_headers={"localhost": {"Authorization": f"Bearer {SECRET}"}},
+    )
     request = {"url": f"http://localhost:{echo_server}/", "method": "GET", "headers": [], "body_b64": None}
     result = pool.probe("fetch", {"request": request}, egress=policy)
     assert result["ok"] is True

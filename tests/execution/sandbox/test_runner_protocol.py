@@ -78,10 +78,16 @@ def test_nan_cannot_be_sent() -> None:
 @pytest.fixture
 def runner() -> Iterator[subprocess.Popen[bytes]]:
     """A runner process without probes, all jail layers that this host allows."""
-    layers = JailLayers() if os.geteuid() == 0 else JailLayers.only("rlimits", "seccomp", "close_fds", "clear_env")
+    layers = (
+        JailLayers() if os.geteuid() == 0 else JailLayers.only("rlimits", "seccomp", "close_fds", "clear_env")
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "execution.sandbox.runner", "--jail", JailConfig(layers=layers).to_json()],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={}, start_new_session=True,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={},
+        start_new_session=True,
     )
     try:
         yield proc
@@ -107,8 +113,11 @@ def test_runner_answers_bad_requests_with_classified_errors(runner: subprocess.P
     assert runner.stdout
     read_frame(runner.stdout.fileno())
     unknown = _send(runner, {"type": "reboot", "id": 1})
-    assert unknown == {"type": "error", "id": 1, "error": {
-        "type": "sandbox_crash", "message": "unknown frame type 'reboot'", "detail": {}}}
+    assert unknown == {
+        "type": "error",
+        "id": 1,
+        "error": {"type": "sandbox_crash", "message": "unknown frame type 'reboot'", "detail": {}},
+    }
     # Probes exist only when the host started the runner with --test-probes.
     probe = _send(runner, {"type": "probe", "id": 2, "probe": "env"})
     assert probe["type"] == "error" and "unknown frame type" in probe["error"]["message"]

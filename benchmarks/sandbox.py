@@ -1,0 +1,306 @@
+"""Sandbox benchmark: introspect time, jailed invoke latency/throughput, and vm2 NodeVM for comparison.
+
+Prints one JSON object per line. Run from the project root:
+`.venv/bin/python benchmarks/sandbox.py [--backend local] [--calls 2000] [--skip-vm2]`.
+vm2 is installed with npm into a scratch temp folder by this script (never into the project).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SAMPLES = ROOT.parent / "shared" / "bundles"
+INPUT = {"city": "Paris", "unit": "celsius"}
+
+
+def emit(**figure: Any) -> None:
+    """Print one figure as a JSON line."""
+    print(json.dumps(figure), flush=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of a list of numbers."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def bench_jailed(args: argparse.Namespace) -> None:
+    from execution.sandbox import api
+    from execution.sandbox.egress import EgressPolicy
+    from execution.sandbox.limits import Limits
+    from execution.sandbox.pool import shared_local_backend
+    from execution.sandbox.transform import transform
+
+    if (args.backend or "local") == "local":
+        started = time.perf_counter()
+        shared_local_backend(workers=args.workers)
+        emit(
+            figure="pool_start",
+            backend="local",
+            workers=args.workers,
+            ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    for sample in sorted(SAMPLES.glob("*.mjs")):
+        bundle = transform(sample.read_bytes())
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            manifest = api.introspect(bundle, backend=args.backend)
+            times.append((time.perf_counter() - started) * 1000)
+        emit(
+            figure="introspect",
+            bundle=sample.name,
+            backend=args.backend or "local",
+            bytes=bundle.bytes,
+            agents=sorted(manifest.get("agents", {})),
+            median_ms=round(statistics.median(times), 2),
+            min_ms=round(min(times), 2),
+        )
+
+    bundle = transform((SAMPLES / "weather.mjs").read_bytes())
+    policy = EgressPolicy()
+    limits = Limits()
+
+    def call() -> api.InvokeResult:
+        return api.invoke(
+            bundle,
+            agent="weather",
+            tool="getWeather",
+            input=INPUT,
+            context={"sessionId": "bench", "resourceId": "bench-org"},
+            env={},
+            egress=policy,
+            limits=limits,
+            bundle_key="bench-org:weather-1",
+            backend=args.backend,
+        )
+
+    first = call()
+    if not first.ok:
+        emit(figure="invoke_error", error=first.error)
+        return
+    for _ in range(50):
+        call()
+    latencies = []
+    for _ in range(args.calls):
+        started = time.perf_counter()
+        result = call()
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert result.ok, result.error  # noqa: S101 - a failing call invalidates the figure
+    emit(
+        figure="invoke_latency",
+        tool="weather.getWeather",
+        backend=args.backend or "local",
+        isolation="jailed",
+        calls=len(latencies),
+        p50_ms=round(percentile(latencies, 0.5), 3),
+        p99_ms=round(percentile(latencies, 0.99), 3),
+        output=first.output,
+    )
+
+    count = 0
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + args.seconds
+
+    def loop() -> None:
+        nonlocal count
+        done = 0
+        while time.perf_counter() < stop_at:
+            call()
+            done += 1
+        with lock:
+            count += done
+
+    threads = [threading.Thread(target=loop) for _ in range(args.threads)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    emit(
+        figure="invoke_throughput",
+        tool="weather.getWeather",
+        backend=args.backend or "local",
+        isolation="jailed",
+        threads=args.threads,
+        workers=args.workers,
+        cores=os.cpu_count(),
+        seconds=round(elapsed, 2),
+        calls=count,
+        calls_per_s=round(count / elapsed, 1),
+    )
+
+
+_SHIMS = {
+    "client.js": "export function createLightfast(c) { return c; }",
+    "agent.js": "export function createAgent(a) { return a; }",
+    "tool.js": "export function createTool(t) { return t; }",
+    "gateway.js": "export function gateway(id) { return { provider: 'gateway', modelId: id }; }",
+}
+
+_VM2_DRIVER = r"""
+const { NodeVM } = require("vm2");
+const fs = require("fs");
+const code = fs.readFileSync(process.argv[2], "utf8");
+const mode = process.argv[3];
+const calls = Number(process.argv[4]);
+const input = { city: "Paris", unit: "celsius" };
+async function once() {
+  // Fresh per call, as the earlier Node design ran tools: new NodeVM, bundle (with zod) evaluated again.
+  const vm = new NodeVM({ console: "off", require: false, wrapper: "commonjs" });
+  const exp = vm.run(code, "bundle.js");
+  const tool = exp.default.agents.weather.tools.getWeather;
+  return await tool.execute(tool.inputSchema.parse(input), { sessionId: "bench", resourceId: "bench-org" });
+}
+(async () => {
+  const out = await once();
+  for (let i = 0; i < 10; i++) await once();
+  if (mode === "latency") {
+    const t = [];
+    for (let i = 0; i < calls; i++) {
+      const s = process.hrtime.bigint();
+      await once();
+      t.push(Number(process.hrtime.bigint() - s) / 1e6);
+    }
+    t.sort((a, b) => a - b);
+    const pick = (f) => t[Math.min(t.length - 1, Math.round(f * (t.length - 1)))];
+    console.log(JSON.stringify({ p50_ms: pick(0.5), p99_ms: pick(0.99), calls, output: out }));
+  } else {
+    const stopAt = Date.now() + calls * 1000; let n = 0;
+    while (Date.now() < stopAt) { await once(); n++; }
+    console.log(JSON.stringify({ calls: n }));
+  }
+})();
+"""
+
+
+def bench_vm2(args: argparse.Namespace) -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="lightfast-vm2-bench-"))
+    try:
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--prefix",
+                str(scratch),
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                "vm2",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        version = json.loads((scratch / "node_modules" / "vm2" / "package.json").read_text())["version"]
+        for name, source in _SHIMS.items():
+            (scratch / name).write_text(source)
+        bundle = scratch / "weather.cjs"
+        esbuild = ROOT / "node_modules" / ".bin" / "esbuild"
+        aliases = {
+            "lightfast/client": "client.js",
+            "lightfast/agent": "agent.js",
+            "lightfast/tool": "tool.js",
+            "@ai-sdk/gateway": "gateway.js",
+        }
+        subprocess.run(
+            [
+                str(esbuild),
+                str(SAMPLES / "weather.mjs"),
+                "--bundle",
+                "--format=cjs",
+                "--platform=node",
+                f"--outfile={bundle}",
+                *[f"--alias:{k}={scratch / v}" for k, v in aliases.items()],
+            ],
+            check=True,
+            capture_output=True,
+            cwd=ROOT,
+            timeout=60,
+            env={**os.environ, "NODE_PATH": str(ROOT / "node_modules")},
+        )
+        driver = scratch / "driver.js"
+        driver.write_text(_VM2_DRIVER)
+        env = {**os.environ, "NODE_PATH": str(scratch / "node_modules")}
+        latency_calls = max(50, args.calls // 10)
+        out = subprocess.run(
+            ["node", str(driver), str(bundle), "latency", str(latency_calls)],
+            check=True,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        latency = json.loads(out.stdout.strip().splitlines()[-1])
+        emit(
+            figure="invoke_latency",
+            tool="weather.getWeather",
+            backend="vm2-NodeVM",
+            isolation="none (in-process)",
+            vm2=version,
+            bundle_bytes=bundle.stat().st_size,
+            **latency,
+        )
+        procs = [
+            subprocess.Popen(
+                ["node", str(driver), str(bundle), "throughput", str(args.seconds)],
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for _ in range(os.cpu_count() or 2)
+        ]
+        total = 0
+        for proc in procs:
+            stdout, _ = proc.communicate(timeout=600)
+            total += json.loads(stdout.strip().splitlines()[-1])["calls"]
+        emit(
+            figure="invoke_throughput",
+            tool="weather.getWeather",
+            backend="vm2-NodeVM",
+            processes=len(procs),
+            seconds=args.seconds,
+            calls=total,
+            calls_per_s=round(total / args.seconds, 1),
+        )
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+        emit(
+            figure="vm2_error",
+            error=f"{type(exc).__name__}: {exc}",
+            stderr=getattr(exc, "stderr", None) and str(exc.stderr)[-2000:],
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", default=None, help="sandbox backend (local; docker later)")
+    parser.add_argument("--calls", type=int, default=2000, help="sequential calls for the latency figure")
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--threads", type=int, default=2 * (os.cpu_count() or 2))
+    parser.add_argument("--skip-vm2", action="store_true")
+    args = parser.parse_args()
+    bench_jailed(args)
+    if not args.skip_vm2:
+        bench_vm2(args)
+
+
+if __name__ == "__main__":
+    main()
