@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
@@ -14,7 +15,8 @@ from organizations.services import Actor, apikey_revoke, audit_record
 
 
 def _operator(request: HttpRequest) -> Actor:
-    return Actor.operator(label=f"operator:{request.user.get_username()}", user=request.user)
+    user = cast(User, request.user)  # the admin only serves signed-in staff
+    return Actor.operator(label=f"operator:{user.get_username()}", user=user)
 
 
 class MembershipInline(admin.TabularInline):
@@ -101,6 +103,21 @@ class OrganizationAdmin(admin.ModelAdmin):
         formset.save_m2m()
 
 
+# Shown read-only; the hash is left out along with the secret: neither helps an operator.
+API_KEY_ADMIN_FIELDS: tuple[str, ...] = (
+    "display_prefix",
+    "name",
+    "organization",
+    "scope_list",
+    "status",
+    "created_by",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "revoked_at",
+)
+
+
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     """Keys are created by their owners (API, `org apikey`); operators inspect and revoke them."""
@@ -119,20 +136,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_filter = ["revoked_at", "organization"]
     search_fields = ["lookup_id", "name", "organization__slug"]
     list_select_related = ["organization"]
-    # The hash is excluded along with the secret: neither helps an operator.
-    fields = [
-        "display_prefix",
-        "name",
-        "organization",
-        "scope_list",
-        "status",
-        "created_by",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "revoked_at",
-    ]
-    readonly_fields = fields
+    readonly_fields = API_KEY_ADMIN_FIELDS
+    fields = API_KEY_ADMIN_FIELDS
     actions = ["revoke_keys"]
 
     @admin.display(description="scopes")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 
 from organizations.models import ApiKey, AuditLog, Membership, Organization
@@ -18,7 +18,7 @@ def organization_get_by_ref(*, ref: str) -> Organization | None:
     return Organization.objects.filter(Q(slug=ref) | Q(public_id=ref)).first()
 
 
-def membership_for_user(*, user: AbstractBaseUser, organization_ref: str | None) -> Membership | None:
+def membership_for_user(*, user: User, organization_ref: str | None) -> Membership | None:
     """The user's membership in the named organization (slug or public id), or their only one if unnamed.
 
     None when the user is not a member of that organization, or belongs to
@@ -33,7 +33,7 @@ def membership_for_user(*, user: AbstractBaseUser, organization_ref: str | None)
     return found[0] if len(found) == 1 else None
 
 
-def membership_count_for_user(*, user: AbstractBaseUser) -> int:
+def membership_count_for_user(*, user: User) -> int:
     """How many organizations the user belongs to."""
     return Membership.objects.filter(user=user).count()
 

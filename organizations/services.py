@@ -7,16 +7,19 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 from rest_framework import status
 
 from lightfast_cloud.api_errors import ApiError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
 from organizations.models import (
     API_KEY_LAST_USED_RESOLUTION,
     API_KEY_LOOKUP_LENGTH,
@@ -36,7 +39,6 @@ from organizations.models import (
 class TenancyError(ApiError):
     """A tenancy write that cannot be done as asked."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
     error_type = "invalid_input"
 
 
@@ -79,7 +81,7 @@ class Actor:
     api_key: ApiKey | None = None
 
     @classmethod
-    def for_user(cls, user: AbstractBaseUser) -> Actor:
+    def for_user(cls, user: User) -> Actor:
         """A signed-in person (dashboard, admin)."""
         return cls(type=ActorType.USER, label=user.get_username(), user=user)
 
@@ -89,7 +91,7 @@ class Actor:
         return cls(type=ActorType.API_KEY, label=api_key.display_prefix, api_key=api_key)
 
     @classmethod
-    def operator(cls, label: str = "operator", user: AbstractBaseUser | None = None) -> Actor:
+    def operator(cls, label: str = "operator", user: User | None = None) -> Actor:
         """A platform operator (command line or admin)."""
         return cls(type=ActorType.OPERATOR, label=label, user=user)
 
@@ -130,7 +132,7 @@ def audit_record(
     )
 
 
-def user_get_or_create_by_email(*, email: str) -> tuple[AbstractBaseUser, bool]:
+def user_get_or_create_by_email(*, email: str) -> tuple[User, bool]:
     """The user with this email (also their username), created without a usable password if missing."""
     user_model = get_user_model()
     email = user_model.objects.normalize_email(email.strip())
@@ -144,7 +146,7 @@ def user_get_or_create_by_email(*, email: str) -> tuple[AbstractBaseUser, bool]:
 
 
 @transaction.atomic
-def org_create(*, slug: str, name: str, owner: AbstractBaseUser, actor: Actor) -> Organization:
+def org_create(*, slug: str, name: str, owner: User, actor: Actor) -> Organization:
     """Create an organization with `owner` as its first owner."""
     organization = Organization(slug=slug, name=name or slug)
     try:
@@ -197,9 +199,7 @@ def org_update_limits(
 
 
 @transaction.atomic
-def membership_add(
-    *, organization: Organization, user: AbstractBaseUser, role: str, actor: Actor
-) -> Membership:
+def membership_add(*, organization: Organization, user: User, role: str, actor: Actor) -> Membership:
     """Add `user` to the organization with `role`."""
     if role not in Role.values:
         raise TenancyError(f"Unknown role {role!r}.", detail={"roles": list(Role.values)})
@@ -276,7 +276,7 @@ def apikey_create(
     scopes: Iterable[str],
     actor: Actor,
     expires_at: datetime | None = None,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
 ) -> tuple[ApiKey, str]:
     """Create a key; returns it with the full secret, which is never retrievable again."""
     scope_list = apikey_parse_scopes(scopes)

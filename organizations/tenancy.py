@@ -109,7 +109,6 @@ class HasRequiredScope(BasePermission):
 class OrganizationScopedMixin:
     """Resolves `self.tenant` before permission checks and scopes every lookup to its organization."""
 
-    permission_classes: ClassVar[list[type[BasePermission]]] = [HasRequiredScope]
     # Per-method scope overrides, e.g. {"POST": "execute"} for a view that runs things.
     scope_by_method: ClassVar[dict[str, str]] = {}
     # Lookup path from the model to its organization, e.g. "bundle__organization".
@@ -157,9 +156,13 @@ class OrganizationScopedMixin:
 class OrganizationScopedAPIView(OrganizationScopedMixin, APIView):
     """Base class of tenant API views."""
 
+    permission_classes = [HasRequiredScope]
+
 
 class OrganizationScopedGenericAPIView(OrganizationScopedMixin, generics.GenericAPIView):
     """Base class of tenant generic views: set `queryset`; `get_queryset()` scopes it."""
+
+    permission_classes = [HasRequiredScope]
 
     def get_queryset(self) -> models.QuerySet[Any]:
         """The view's queryset restricted to the caller's organization."""

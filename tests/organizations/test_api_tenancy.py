@@ -142,3 +142,12 @@ def test_suspended_organization_is_refused(api, alice, method, template):
     assert response.json()["error"]["type"] == "organization_suspended"
     response = api.request(method, _path(template, alice), user=alice.owner, json_body={"scopes": ["read"]})
     assert response.status_code == 403
+
+
+@pytest.mark.urls("tests.organizations.scoped_views_urls")
+def test_generic_tenant_views_only_see_their_organization(api, alice, bob):
+    listed = api.get("/api/v1/test-keys", key=bob.keys["read"]).json()
+    assert {row["lookup_id"] for row in listed} == {key.lookup_id for key in bob.api_keys.values()}
+    alice_key = alice.api_keys["read"].lookup_id
+    assert api.get(f"/api/v1/test-keys/{alice_key}", key=bob.keys["read"]).status_code == 404
+    assert api.get(f"/api/v1/test-keys/{alice_key}", key=alice.keys["read"]).status_code == 200

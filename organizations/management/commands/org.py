@@ -79,9 +79,9 @@ class Command(BaseCommand):
         """Slug, public id, state, member count and name, tab-separated."""
         for organization in organization_list():
             state = "active" if organization.is_active else "suspended"
+            members = organization.member_count  # type: ignore[attr-defined]  # annotated by the selector
             self.stdout.write(
-                f"{organization.slug}\t{organization.public_id}\t{state}\t"
-                f"members={organization.member_count}\t{organization.name}"
+                f"{organization.slug}\t{organization.public_id}\t{state}\tmembers={members}\t{organization.name}"
             )
 
     def handle_apikey(self, options: Namespace) -> None:
