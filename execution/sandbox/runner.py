@@ -27,6 +27,7 @@ that hits a limit is discarded with its child; the zygotes are never touched by 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import signal
@@ -132,8 +133,17 @@ class Runner:
         self.probes = probes
         self.zygotes: OrderedDict[str, _Zygote] = OrderedDict()
         self.engine: Any = None
+        self.vsize = 0  # measured after each state change that children are forked from
         # Pipes a zygote holds to its worker; a call child closes them first thing.
         self.own_fds: list[int] = []
+
+    def _settle(self) -> None:
+        """Prepare a state that children will be forked from."""
+        # Frozen objects are skipped by the collector, so a child's GC does not touch
+        # (and copy) every page it shares with its parent.
+        gc.collect()
+        gc.freeze()
+        self.vsize = jail.current_vsize()
 
     def _private_fds(self) -> list[int]:
         """Runner pipes a fresh child must not keep (the other zygotes', its parent's)."""
@@ -161,7 +171,9 @@ class Runner:
             else:
                 for fd in self._private_fds():
                     os.close(fd)
-            jail.apply_call_child_jail(self.config.layers, cpu_ms=limits.cpu_ms, memory_mb=limits.memory_mb)
+            jail.apply_call_child_jail(
+                self.config.layers, cpu_ms=limits.cpu_ms, memory_mb=limits.memory_mb, vsize=self.vsize
+            )
             answer = {"type": "result", "id": frame.get("id"), **body()}
         except SandboxError as exc:
             answer = {"type": "error", "id": frame.get("id"), "error": exc.to_dict()}
@@ -247,6 +259,7 @@ class Runner:
             )
             if self.config.layers.rlimits:
                 resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+            self._settle()
         except SandboxError as exc:
             write_frame(status_w, {"type": "error", "ok": False, "error": exc.to_dict()})
             _exit(0)
@@ -395,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     if Engine is not None:
         try:
             runner.engine = Engine()
+            runner._settle()
         except SandboxError as exc:
             engine_error = f"{exc.code}: {exc.message}"
     detail = {
