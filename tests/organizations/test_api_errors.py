@@ -166,3 +166,21 @@ def test_oversized_body_in_non_drf_view_is_json_413(settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = Client().post("/api/v1/echo-django", data="x" * 5000, content_type="text/plain")
     _error(response, 413, "payload_too_large")
+
+
+def test_errors_stay_json_with_debug_on(api, alice, settings):
+    settings.DEBUG = True
+    _error(api.get("/api/v1/nothing-here", key=alice.keys["read"]), 404, "not_found")
+    _error(
+        api.request("PUT", "/api/v1/organization", key=alice.keys["all"], json_body={}),
+        405,
+        "method_not_allowed",
+    )
+
+
+@pytest.mark.urls("tests.organizations.raising_urls")
+def test_unhandled_exception_with_debug_on_is_json_without_traceback(settings):
+    settings.DEBUG = True
+    response = Client(raise_request_exception=False).get("/api/v1/boom-django")
+    _error(response, 500, "server_error")
+    assert "secret-internal-detail" not in response.content.decode()
