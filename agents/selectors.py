@@ -123,20 +123,11 @@ def version_get(*, bundle: Bundle, number: int) -> BundleVersion | None:
 def version_wait(*, version: BundleVersion, timeout_s: float) -> BundleVersion:
     """Poll until the version leaves `validating` or `timeout_s` passes; no transaction is held meanwhile."""
     deadline = time.monotonic() + min(max(timeout_s, 0.0), LONG_POLL_MAX_S)
+    versions = BundleVersion.objects.select_related("bundle")
     while version.status == VersionStatus.VALIDATING and time.monotonic() < deadline:
         time.sleep(min(LONG_POLL_INTERVAL_S, max(0.0, deadline - time.monotonic())))
-        version.refresh_from_db(
-            fields=[
-                "status",
-                "manifest",
-                "error_type",
-                "error_message",
-                "error_line",
-                "error_column",
-                "error_detail",
-                "validated_at",
-            ]
-        )
+        # A fresh row with its bundle: activation happens together with the status change.
+        version = versions.get(pk=version.pk)
     return version
 
 

@@ -45,6 +45,7 @@ from agents.storage import (
 )
 from execution.sandbox import api as sandbox_api
 from execution.sandbox.errors import SANDBOX_CRASH, TIMEOUT, SandboxError
+from execution.sandbox.transform import transform
 from organizations.models import Organization
 from organizations.services import Actor, audit_record
 
@@ -140,9 +141,6 @@ def bundle_upload(
     existing = _existing_identical(organization=organization, slug=slug, sha256=sha256)
     if existing is not None:
         return UploadResult(version=existing, created=False)
-    # Imported here until the sandbox's transform module lands (issue 3); then move it up.
-    from execution.sandbox.transform import transform
-
     try:
         transformed = transform(data, max_bytes=limit, timeout_s=TRANSFORM_TIMEOUT_S)
     except SandboxError as exc:
