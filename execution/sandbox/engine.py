@@ -429,6 +429,12 @@ class _Call:
         }
         if ok:
             return {"ok": True, "output": output, "logs": logs, "usage": usage}
+        if error and error.get("type") in LIMIT_CODES:
+            # The runtime caught it inside JS, but the heap may be half-built: do not reuse the context.
+            self.engine._broken = True
+        if error and error.get("type") == MEMORY_LIMIT:
+            # Samples are taken at idle points; the heap reached its limit in between.
+            usage["peak_memory_bytes"] = max(self.peak_memory, self.budget.limits.memory_mb * MIB)
         return {"ok": False, "error": error, "logs": logs, "usage": usage}
 
 

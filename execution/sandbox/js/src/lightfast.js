@@ -180,8 +180,11 @@ export function schemaToJSON(schema, io) {
   switch (schemaKind(schema)) {
     case "json":
       return WeakMapGet(jsonSchemas, schema).schema;
-    case "zod4":
-      return zodV4.toJSONSchema(schema, { io, unrepresentable: "any" });
+    case "zod4": {
+      const out = zodV4.toJSONSchema(schema, { io, unrepresentable: "any" });
+      delete out.$schema;
+      return out;
+    }
     case "zod3": {
       const out = zodToJsonSchema(schema, { target: "jsonSchema7", $refStrategy: "none" });
       delete out.$schema;

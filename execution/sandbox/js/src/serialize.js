@@ -53,7 +53,12 @@ export function isStackOverflow(error) {
 
 export function isOutOfMemory(error) {
   try {
-    return error instanceof ErrorCtor && error.name === "InternalError" && error.message === "out of memory";
+    // "string too long" is the engine's hard cap on one string (2^30 characters): a memory bomb too.
+    return (
+      error instanceof ErrorCtor &&
+      error.name === "InternalError" &&
+      (error.message === "out of memory" || error.message === "string too long")
+    );
   } catch {
     return false;
   }
