@@ -237,4 +237,6 @@ CELERY_BEAT_SCHEDULE = {
         "task": "execution.tasks.reap_runs",
         "schedule": env.float("LIGHTFAST_RUN_REAP_INTERVAL_S", default=10.0),
     },
+    # Bundle versions whose introspection crashed or was never queued (agents/tasks.py).
+    "agents-reap-introspections": {"task": "agents.tasks.reap_stale_introspections", "schedule": 60.0},
 }
