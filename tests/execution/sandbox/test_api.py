@@ -32,7 +32,11 @@ def _bundle(path: Path) -> TransformedBundle:
 
 def _invoke(bundle: TransformedBundle, agent: str, tool: str, input: Any, **extra: Any) -> api.InvokeResult:
     options: dict[str, Any] = {
-        "context": CONTEXT, "env": {}, "egress": EgressPolicy(), "limits": Limits(), "bundle_key": "org_alice:v1",
+        "context": CONTEXT,
+        "env": {},
+        "egress": EgressPolicy(),
+        "limits": Limits(),
+        "bundle_key": "org_alice:v1",
     }
     options.update(extra)
     return api.invoke(bundle, agent=agent, tool=tool, input=input, **options)
@@ -42,8 +46,11 @@ def test_weather_manifest_is_complete() -> None:
     bundle = _bundle(SAMPLES / "weather.mjs")
     manifest = api.introspect(bundle)
     assert manifest["sha256"] == bundle.sha256 and manifest["bytes"] == bundle.bytes
-    assert manifest["metadata"] == {"name": "weather-demo", "version": "1.0.0",
-                                    "description": "Weather agent with two tools"}
+    assert manifest["metadata"] == {
+        "name": "weather-demo",
+        "version": "1.0.0",
+        "description": "Weather agent with two tools",
+    }
     agent = manifest["agents"]["weather"]
     assert agent["model"] == {"provider": "gateway", "id": "openai/gpt-4o-mini"}
     schema = agent["tools"]["getWeather"]["inputSchema"]
@@ -65,8 +72,13 @@ def test_weather_tools_run_with_correct_outputs() -> None:
     bundle = _bundle(SAMPLES / "weather.mjs")
     result = _invoke(bundle, "weather", "getWeather", {"city": "Paris"})
     assert result.ok, result.error
-    assert result.output == {"city": "Paris", "temperature": 3, "unit": "celsius", "condition": "snow",
-                             "requestedBy": "org_alice"}
+    assert result.output == {
+        "city": "Paris",
+        "temperature": 3,
+        "unit": "celsius",
+        "condition": "snow",
+        "requestedBy": "org_alice",
+    }
     assert result.logs[0]["message"] == "weather lookup for Paris in session session-1"
     assert result.usage["cpu_ms"] >= 0 and result.usage["peak_memory_bytes"] > 0
     converted = _invoke(bundle, "weather", "convertTemperature", {"value": 100, "from": "celsius"})
@@ -89,16 +101,32 @@ def test_unknown_tool_is_classified() -> None:
 HOSTILE = (SAMPLES / "hostile" / "tools.mjs").read_text()
 HOSTILE_TOOLS = re.findall(r"^  (\w+): t\(", HOSTILE, re.M)
 EXPECTED = {
-    "infiniteLoop": {"cpu_limit", "timeout"}, "asyncInfiniteLoop": {"cpu_limit", "timeout"},
-    "memoryBomb": {"memory_limit"}, "bufferBomb": {"memory_limit", "tool_error"},
-    "stringBomb": {"memory_limit", "tool_error"}, "deepRecursion": {"stack_overflow"},
-    "regexBomb": {"cpu_limit", "timeout"}, "hugeOutput": {"output_limit", "memory_limit"},
-    "logFlood": {"cpu_limit", "timeout", "output_limit"}, "timerFlood": {"cpu_limit", "timeout", "memory_limit"},
-    "neverResolves": {"timeout"}, "fetchMetadata": {"egress_denied"}, "fetchLoopback": {"egress_denied"},
-    "fetchPrivate": {"egress_denied"}, "trickyOutput": {"tool_error"}, "throwsNonError": {"tool_error"},
+    "infiniteLoop": {"cpu_limit", "timeout"},
+    "asyncInfiniteLoop": {"cpu_limit", "timeout"},
+    "memoryBomb": {"memory_limit"},
+    "bufferBomb": {"memory_limit", "tool_error"},
+    "stringBomb": {"memory_limit", "tool_error"},
+    "deepRecursion": {"stack_overflow"},
+    "regexBomb": {"cpu_limit", "timeout"},
+    "hugeOutput": {"output_limit", "memory_limit"},
+    "logFlood": {"cpu_limit", "timeout", "output_limit"},
+    "timerFlood": {"cpu_limit", "timeout", "memory_limit"},
+    "neverResolves": {"timeout"},
+    "fetchMetadata": {"egress_denied"},
+    "fetchLoopback": {"egress_denied"},
+    "fetchPrivate": {"egress_denied"},
+    "trickyOutput": {"tool_error"},
+    "throwsNonError": {"tool_error"},
 }
-HARMLESS = {"escapeProcess", "escapeRequire", "dynamicImport", "pollutePrototype", "checkPollution",
-            "cyclicOutput", "badInput"}
+HARMLESS = {
+    "escapeProcess",
+    "escapeRequire",
+    "dynamicImport",
+    "pollutePrototype",
+    "checkPollution",
+    "cyclicOutput",
+    "badInput",
+}
 
 
 def test_hostile_tool_list_is_fully_covered() -> None:
@@ -112,13 +140,21 @@ def hostile_bundle() -> TransformedBundle:
 
 
 @pytest.mark.parametrize("tool", HOSTILE_TOOLS)
-def test_hostile_tools_end_classified_within_their_limits(tool: str, hostile_bundle: TransformedBundle) -> None:
+def test_hostile_tools_end_classified_within_their_limits(
+    tool: str, hostile_bundle: TransformedBundle
+) -> None:
     limits = Limits(cpu_ms=1000, wall_ms=2000, memory_mb=64)
     # A generous host-side bound only proves nothing hangs; the +100 ms budget is
     # checked on the sandbox's own usage figures, which load on the machine cannot skew.
     started = time.monotonic()
-    result = _invoke(hostile_bundle, "hostile", tool, {"n": 2} if tool == "badInput" else {}, limits=limits,
-                     bundle_key="org_mallory:v1")
+    result = _invoke(
+        hostile_bundle,
+        "hostile",
+        tool,
+        {"n": 2} if tool == "badInput" else {},
+        limits=limits,
+        bundle_key="org_mallory:v1",
+    )
     elapsed_ms = (time.monotonic() - started) * 1000
     assert elapsed_ms < limits.wall_ms + 1500
     if tool in HARMLESS:
@@ -151,7 +187,9 @@ def test_pollution_never_reaches_the_next_call(hostile_bundle: TransformedBundle
     assert bad.error is not None and bad.error["type"] == "invalid_input"
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (SAMPLES / "hostile").glob("*.mjs") if p.name != "tools.mjs"))
+@pytest.mark.parametrize(
+    "name", sorted(p.name for p in (SAMPLES / "hostile").glob("*.mjs") if p.name != "tools.mjs")
+)
 def test_other_hostile_files_fail_introspection_cleanly(name: str) -> None:
     path = SAMPLES / "hostile" / name
     with pytest.raises(SandboxError) as exc:
@@ -162,8 +200,10 @@ def test_other_hostile_files_fail_introspection_cleanly(name: str) -> None:
 
 def test_every_call_starts_from_fresh_state_and_keys_do_not_share() -> None:
     bundle = _bundle(FIXTURES / "fetcher.mjs")
-    alice = [_invoke(bundle, "probe", "state", {}, env={"GREETING": "hi alice"}, bundle_key="org_alice:v1")
-             for _ in range(4)]
+    alice = [
+        _invoke(bundle, "probe", "state", {}, env={"GREETING": "hi alice"}, bundle_key="org_alice:v1")
+        for _ in range(4)
+    ]
     for result in alice:
         assert result.output == {"atLoad": "hi alice", "now": "hi alice", "counter": 1, "leftBehind": 1}
     bob = _invoke(bundle, "probe", "state", {}, env={"GREETING": "hi bob"}, bundle_key="org_bob:v1")
@@ -202,8 +242,11 @@ def echo_server() -> Iterator[int]:
 
 def test_fetch_from_js_uses_policy_and_secrets_stay_on_the_host(echo_server: int) -> None:
     bundle = _bundle(FIXTURES / "fetcher.mjs")
-    policy = EgressPolicy(allow_hosts=["localhost"], secret_headers={"localhost": {"X-Api-Key": SECRET}},
-                          unsafe_allow_loopback_for_tests=True)
+    policy = EgressPolicy(
+        allow_hosts=["localhost"],
+        secret_headers={"localhost": {"X-Api-Key": SECRET}},
+        unsafe_allow_loopback_for_tests=True,
+    )
     result = _invoke(bundle, "probe", "fetchUrl", {"url": f"http://localhost:{echo_server}/x"}, egress=policy)
     assert result.ok, result.error
     assert result.output["status"] == 200
@@ -217,8 +260,9 @@ def test_fetch_from_js_uses_policy_and_secrets_stay_on_the_host(echo_server: int
 def test_fetch_denied_rejects_inside_js(echo_server: int) -> None:
     bundle = _bundle(FIXTURES / "fetcher.mjs")
     production_like = EgressPolicy(allow_hosts=["localhost"])  # loopback stays denied without the test flag
-    result = _invoke(bundle, "probe", "fetchUrl", {"url": f"http://localhost:{echo_server}/"},
-                     egress=production_like)
+    result = _invoke(
+        bundle, "probe", "fetchUrl", {"url": f"http://localhost:{echo_server}/"}, egress=production_like
+    )
     assert result.ok
     assert "loopback" in result.output["rejected"]
     assert _Echo.received == []
@@ -229,15 +273,17 @@ def test_cancel_event_stops_a_call() -> None:
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
     started = time.monotonic()
-    result = _invoke(bundle, "hostile", "infiniteLoop", {}, limits=Limits(cpu_ms=20_000, wall_ms=30_000),
-                     cancel=cancel)
+    result = _invoke(
+        bundle, "hostile", "infiniteLoop", {}, limits=Limits(cpu_ms=20_000, wall_ms=30_000), cancel=cancel
+    )
     assert result.error is not None and result.error["type"] == "cancelled"
     assert time.monotonic() - started < 1.3
 
 
 def test_unknown_backend_is_a_classified_error() -> None:
-    result = _invoke(_bundle(SAMPLES / "weather.mjs"), "weather", "getWeather", {"city": "Paris"},
-                     backend="nonesuch")
+    result = _invoke(
+        _bundle(SAMPLES / "weather.mjs"), "weather", "getWeather", {"city": "Paris"}, backend="nonesuch"
+    )
     assert result.error is not None and result.error["type"] == "sandbox_crash"
     assert "nonesuch" in result.error["message"]
 
