@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
@@ -18,7 +20,7 @@ from organizations.services import Actor
 
 
 def _operator(request: HttpRequest) -> Actor:
-    return Actor.operator(label=request.user.get_username(), user=request.user)  # type: ignore[union-attr]
+    return Actor.operator(label=request.user.get_username(), user=cast(User, request.user))
 
 
 class BundleVersionInline(admin.TabularInline):
@@ -27,7 +29,7 @@ class BundleVersionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["number", "status", "size_bytes", "sha256", "error_type", "created_at"]
+    fields = ("number", "status", "size_bytes", "sha256", "error_type", "created_at")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -70,7 +72,7 @@ class BundleVersionAdmin(admin.ModelAdmin):
     search_fields = ["bundle__slug", "sha256", "organization__slug"]
     list_select_related = ["organization", "bundle"]
     actions = ["quarantine", "unquarantine"]
-    fields = [
+    fields = (
         "organization",
         "bundle",
         "number",
@@ -92,7 +94,7 @@ class BundleVersionAdmin(admin.ModelAdmin):
         "uploaded_by",
         "created_at",
         "files_deleted_at",
-    ]
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -132,7 +134,7 @@ class BundleVersionAdmin(admin.ModelAdmin):
             *super().get_urls(),
         ]
 
-    def download_view(self, request: HttpRequest, version_id: int) -> HttpResponse:
+    def download_view(self, request: HttpRequest, version_id: int) -> HttpResponseBase:
         """The original upload as an attachment (never rendered: it is untrusted code)."""
         if not self.has_view_permission(request):
             raise Http404("No such version.")
@@ -141,7 +143,7 @@ class BundleVersionAdmin(admin.ModelAdmin):
             raise Http404("No such version file.")
         filename = f"{version.bundle.slug}-v{version.number}.mjs"
         response = FileResponse(
-            default_storage.open(version.original_file.name, "rb"),
+            default_storage.open(version.original_file.name or "", "rb"),
             as_attachment=True,
             filename=filename,
             content_type="application/octet-stream",

@@ -84,23 +84,23 @@ def _flag(value: str | None, *, default: bool) -> bool:
     raise InvalidUpload(f"Expected true or false, got {value[:20]!r}.", detail={"field": "activate"})
 
 
-class BundleViewMixin:
-    """Looks up the caller's live bundle by slug; any other organization's is a 404."""
+class BundleAPIView(OrganizationScopedAPIView):
+    """Tenant view that looks up the caller's live bundle by slug; any other organization's is a 404."""
 
     def get_bundle(self, slug: str) -> Bundle:
         """The caller's bundle or a 404."""
-        bundle = bundle_get(organization=self.organization, slug=slug)  # type: ignore[attr-defined]
+        bundle = bundle_get(organization=self.organization, slug=slug)
         if bundle is None:
             raise Http404(f"No bundle {slug!r} in this organization.")
         return bundle
 
 
-class UploadMixin(BundleViewMixin):
+class UploadAPIView(BundleAPIView):
     """Reads an upload with the plan's size limit and hands it to `bundle_upload`."""
 
     def upload(self, request: Request, *, slug: str | None, must_exist: bool) -> Response:
         """Shared body of both upload routes."""
-        organization = self.organization  # type: ignore[attr-defined]
+        organization = self.organization
         data, fields, _filename = read_bundle_upload(
             request._request, limit=int(organization.max_bundle_bytes)
         )
@@ -109,7 +109,7 @@ class UploadMixin(BundleViewMixin):
             slug=slug if slug is not None else fields.get("slug", ""),
             data=data,
             actor=self.tenant.actor,
-            name=fields.get("name", ""),  # type: ignore[attr-defined]
+            name=fields.get("name", ""),
             description=fields.get("description", ""),
             activate=_flag(fields.get("activate"), default=True),
             must_exist=must_exist,
@@ -126,7 +126,7 @@ class UploadMixin(BundleViewMixin):
         )
 
 
-class BundleListView(UploadMixin, OrganizationScopedAPIView):
+class BundleListView(UploadAPIView):
     """The organization's bundles; upload creates the bundle or adds a version to it."""
 
     @extend_schema(
@@ -158,7 +158,7 @@ class BundleListView(UploadMixin, OrganizationScopedAPIView):
         return self.upload(request, slug=None, must_exist=False)
 
 
-class BundleDetailView(BundleViewMixin, OrganizationScopedAPIView):
+class BundleDetailView(BundleAPIView):
     """One bundle: read or delete."""
 
     @extend_schema(
@@ -184,7 +184,7 @@ class BundleDetailView(BundleViewMixin, OrganizationScopedAPIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class BundleVersionListView(UploadMixin, OrganizationScopedAPIView):
+class BundleVersionListView(UploadAPIView):
     """A bundle's versions; upload adds one."""
 
     @extend_schema(
@@ -217,7 +217,7 @@ class BundleVersionListView(UploadMixin, OrganizationScopedAPIView):
         return self.upload(request, slug=slug, must_exist=True)
 
 
-class BundleVersionDetailView(BundleViewMixin, OrganizationScopedAPIView):
+class BundleVersionDetailView(BundleAPIView):
     """One version; `?wait=N` long-polls up to N seconds (max 30) while it is validating."""
 
     def get_version(self, slug: str, number: int) -> BundleVersion:
@@ -283,7 +283,7 @@ class BundleVersionActivateView(BundleVersionDetailView):
         return Response(BundleSerializer(bundle).data)
 
 
-class BundleRollbackView(BundleViewMixin, OrganizationScopedAPIView):
+class BundleRollbackView(BundleAPIView):
     """Activate an earlier version in one call."""
 
     @extend_schema(
@@ -320,7 +320,7 @@ class AgentListView(OrganizationScopedAPIView):
         )
 
 
-class ToolInvokeView(BundleViewMixin, OrganizationScopedAPIView):
+class ToolInvokeView(BundleAPIView):
     """Run one tool of the bundle's active version in the sandbox."""
 
     scope_by_method = {"POST": Scope.EXECUTE}

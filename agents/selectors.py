@@ -28,7 +28,7 @@ LONG_POLL_INTERVAL_S = 0.1
 _CACHE_SIZE = 32
 
 
-@dataclass(frozen=True)
+@dataclass
 class StoredBundle:
     """A version's transformed script as the sandbox API takes it (what `transform` produced at upload)."""
 
@@ -82,9 +82,9 @@ def transformed_bundle_for(version: BundleVersion) -> StoredBundle:
         if cached is not None:
             _bundle_cache.move_to_end(key)
             return cached
-    script = storage_read(name=version.script_file.name).decode("utf-8")
+    script = storage_read(name=version.script_file.name or "").decode("utf-8")
     source_map = (
-        json.loads(storage_read(name=version.source_map_file.name)) if version.source_map_file else None
+        json.loads(storage_read(name=version.source_map_file.name or "")) if version.source_map_file else None
     )
     bundle = StoredBundle(
         script=script,

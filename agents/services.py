@@ -320,6 +320,7 @@ def bundle_version_finish_introspection(
     error: SandboxError | None = None,
 ) -> BundleVersion:
     """Record introspection's outcome if the version is still validating; activate it when asked to."""
+    fields: dict[str, Any]
     if manifest is not None:
         status, fields = VersionStatus.READY, {"manifest": manifest, "error_type": "", "error_message": ""}
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import Any, Protocol
 
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler
@@ -25,7 +25,13 @@ def too_large(limit: int) -> BundleTooLarge:
     )
 
 
-def read_limited(stream: IO[bytes], *, limit: int, chunk_bytes: int = CHUNK_BYTES) -> bytes:
+class Readable(Protocol):
+    """Anything with `read(size)`: a file, a request."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_limited(stream: Readable, *, limit: int, chunk_bytes: int = CHUNK_BYTES) -> bytes:
     """Read a stream to its end, failing as soon as more than `limit` bytes arrived."""
     data = bytearray()
     while True:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 
 from agents.models import BundleVersion
 from agents.services import bundle_upload, bundle_version_introspect
@@ -28,7 +29,7 @@ def demo_bundle_ensure(
     Introspection is queued for the Celery worker; `introspect_now` runs it in this process
     through the sandbox instead (for callers that start no worker).
     """
-    actor = Actor.for_user(user) if user is not None else Actor.system("demo setup")
+    actor = Actor.for_user(cast(User, user)) if user is not None else Actor.system("demo setup")
     result = bundle_upload(
         organization=organization,
         slug=DEMO_BUNDLE_SLUG,
