@@ -47,7 +47,9 @@ def _load_error(source: bytes, **kwargs: object) -> SandboxError:
 def test_weather_manifest(weather):
     manifest = weather.introspect()
     assert manifest["metadata"] == {
-        "name": "weather-demo", "version": "1.0.0", "description": "Weather agent with two tools",
+        "name": "weather-demo",
+        "version": "1.0.0",
+        "description": "Weather agent with two tools",
     }
     agent = manifest["agents"]["weather"]
     assert agent["name"] == "weather"
@@ -132,7 +134,9 @@ def test_bundles_without_agents_are_invalid(name, fragment):
 
 
 def test_top_level_throw_is_an_invalid_bundle():
-    error = _load_error(b'import { z } from "zod";\nthrow new TypeError("config missing");\nexport default z;\n')
+    error = _load_error(
+        b'import { z } from "zod";\nthrow new TypeError("config missing");\nexport default z;\n'
+    )
     assert error.code == "invalid_bundle"
     assert "config missing" in error.message
 
@@ -142,8 +146,11 @@ def test_top_level_loop_hits_the_load_limit():
 
     engine = Engine()
     with pytest.raises(SandboxError) as info:
-        engine.load(transform(bundle_bytes("hostile/toplevel-loop.mjs")).script, env={},
-                    limits=Limits(cpu_ms=200, wall_ms=1000))
+        engine.load(
+            transform(bundle_bytes("hostile/toplevel-loop.mjs")).script,
+            env={},
+            limits=Limits(cpu_ms=200, wall_ms=1000),
+        )
     assert info.value.code == "cpu_limit"
     assert engine.broken
 
@@ -152,11 +159,23 @@ def test_an_engine_loads_one_bundle_and_runs_one_call(weather):
     with pytest.raises(RuntimeError):
         weather.load("(function(){})", env={})
     engine = loaded_engine("weather.mjs")
-    engine.invoke(agent="weather", tool="getWeather", input={"city": "Oslo"}, context=CONTEXT,
-                  limits=Limits(), host=CannedHost())
+    engine.invoke(
+        agent="weather",
+        tool="getWeather",
+        input={"city": "Oslo"},
+        context=CONTEXT,
+        limits=Limits(),
+        host=CannedHost(),
+    )
     with pytest.raises(RuntimeError):
-        engine.invoke(agent="weather", tool="getWeather", input={"city": "Oslo"}, context=CONTEXT,
-                      limits=Limits(), host=CannedHost())
+        engine.invoke(
+            agent="weather",
+            tool="getWeather",
+            input={"city": "Oslo"},
+            context=CONTEXT,
+            limits=Limits(),
+            host=CannedHost(),
+        )
 
 
 # ---------------------------------------------------------------- calls
@@ -166,9 +185,15 @@ def test_get_weather_runs_with_context_and_logs(weather):
     result = invoke_in_fork(weather, agent="weather", tool="getWeather", input={"city": "Paris"})
     assert result["ok"] is True, result
     assert result["output"] == {
-        "city": "Paris", "temperature": 3, "unit": "celsius", "condition": "snow", "requestedBy": "org_public_1",
+        "city": "Paris",
+        "temperature": 3,
+        "unit": "celsius",
+        "condition": "snow",
+        "requestedBy": "org_public_1",
     }
-    assert result["logs"] == [{"level": "log", "message": "weather lookup for Paris in session session-0123456789"}]
+    assert result["logs"] == [
+        {"level": "log", "message": "weather lookup for Paris in session session-0123456789"}
+    ]
     usage = result["usage"]
     assert set(usage) == {"cpu_ms", "wall_ms", "peak_memory_bytes", "fetches"}
     assert usage["peak_memory_bytes"] > 1_000_000
@@ -177,10 +202,13 @@ def test_get_weather_runs_with_context_and_logs(weather):
 
 
 def test_zod_defaults_and_sync_tools(weather):
-    result = invoke_in_fork(weather, agent="weather", tool="getWeather", input={"city": "Paris", "unit": "fahrenheit"})
+    result = invoke_in_fork(
+        weather, agent="weather", tool="getWeather", input={"city": "Paris", "unit": "fahrenheit"}
+    )
     assert result["output"]["temperature"] == 37
-    converted = invoke_in_fork(weather, agent="weather", tool="convertTemperature",
-                               input={"value": 100, "from": "celsius"})
+    converted = invoke_in_fork(
+        weather, agent="weather", tool="convertTemperature", input={"value": 100, "from": "celsius"}
+    )
     assert converted["output"] == {"value": 212, "unit": "fahrenheit"}
 
 
@@ -210,20 +238,38 @@ def test_input_that_is_not_json_is_invalid_input(weather):
 def test_multi_agent_tools(helpdesk):
     found = invoke_in_fork(helpdesk, agent="support", tool="searchKnowledgeBase", input={"query": "password"})
     assert found["output"] == {"results": [{"id": "kb-1", "title": "Resetting your password"}]}
-    ticket = invoke_in_fork(helpdesk, agent="support", tool="createTicket",
-                            input={"subject": "Locked out", "priority": "high", "email": "ana@example.com"})
-    assert ticket["output"] == {"ticketId": "T-session-", "status": "open", "subject": "Locked out",
-                                "priority": "high", "email": "ana@example.com"}
-    bad = invoke_in_fork(helpdesk, agent="support", tool="createTicket",
-                         input={"subject": "x", "priority": "urgent", "email": "nope"})
+    ticket = invoke_in_fork(
+        helpdesk,
+        agent="support",
+        tool="createTicket",
+        input={"subject": "Locked out", "priority": "high", "email": "ana@example.com"},
+    )
+    assert ticket["output"] == {
+        "ticketId": "T-session-",
+        "status": "open",
+        "subject": "Locked out",
+        "priority": "high",
+        "email": "ana@example.com",
+    }
+    bad = invoke_in_fork(
+        helpdesk,
+        agent="support",
+        tool="createTicket",
+        input={"subject": "x", "priority": "urgent", "email": "nope"},
+    )
     assert bad["error"]["type"] == "invalid_input"
     assert {issue["path"][0] for issue in bad["error"]["detail"]["issues"]} == {"priority", "email"}
 
 
 def test_dynamic_tools_fetch_through_the_host(helpdesk):
     host = CannedHost({"https://status.example.com/api.json": (200, b'{"status": "operational"}')})
-    result = invoke_in_fork(helpdesk, host=host, agent="ops", tool="fetchStatus",
-                            input={"url": "https://status.example.com/api.json"})
+    result = invoke_in_fork(
+        helpdesk,
+        host=host,
+        agent="ops",
+        tool="fetchStatus",
+        input={"url": "https://status.example.com/api.json"},
+    )
     assert result["ok"] is True, result
     assert result["output"] == {"status": 200, "body": {"status": "operational"}}
     request = result["host"]["requests"][0]
@@ -235,7 +281,9 @@ def test_dynamic_tools_fetch_through_the_host(helpdesk):
 
 def test_fetch_sends_method_headers_and_body(web):
     host = CannedHost({"https://api.example.com/echo": (201, b'{"created": 1}')})
-    result = invoke_in_fork(web, host=host, agent="web", tool="fetcher", input={"url": "https://api.example.com/echo"})
+    result = invoke_in_fork(
+        web, host=host, agent="web", tool="fetcher", input={"url": "https://api.example.com/echo"}
+    )
     assert result["output"] == {"status": 201, "ok": True, "type": "application/json", "json": {"created": 1}}
     request = result["host"]["requests"][0]
     assert request["method"] == "POST"
@@ -280,13 +328,19 @@ def test_timers_fire_in_order_and_can_be_cleared(web):
 
 def test_structured_clone(web):
     assert invoke_in_fork(web, agent="web", tool="clone")["output"] == {
-        "same": False, "selfOk": True, "a": [1, {"b": 2}], "d": "1970-01-01T00:00:00.000Z", "m": 1,
+        "same": False,
+        "selfOk": True,
+        "a": [1, {"b": 2}],
+        "d": "1970-01-01T00:00:00.000Z",
+        "m": 1,
     }
 
 
 def test_top_level_code_sees_env_and_no_buffer(web):
     assert invoke_in_fork(web, agent="web", tool="atLoad")["output"] == {
-        "bufferType": "undefined", "hasFetch": "function", "region": "eu-west",
+        "bufferType": "undefined",
+        "hasFetch": "function",
+        "region": "eu-west",
     }
 
 
@@ -303,8 +357,13 @@ def test_ai_sdk_tool_with_json_schema(web):
 
 
 def test_cancel_from_the_host_ends_the_call(helpdesk):
-    result = invoke_in_fork(helpdesk, host=CancellingHost(), agent="support", tool="createTicket",
-                            input={"subject": "x", "priority": "low", "email": "a@example.com"})
+    result = invoke_in_fork(
+        helpdesk,
+        host=CancellingHost(),
+        agent="support",
+        tool="createTicket",
+        input={"subject": "x", "priority": "low", "email": "a@example.com"},
+    )
     assert result["error"]["type"] == "cancelled"
     assert result["broken"] is True
 

@@ -23,7 +23,13 @@ def test_weather_bundle_becomes_a_wrapped_script():
     assert bundle.script.startswith("(function (require, module, exports) {")
     assert bundle.script.rstrip().endswith("})")
     assert "\nexport " not in bundle.script and "module.exports = " in bundle.script
-    assert set(bundle.imports) == {"lightfast/client", "lightfast/agent", "lightfast/tool", "@ai-sdk/gateway", "zod"}
+    assert set(bundle.imports) == {
+        "lightfast/client",
+        "lightfast/agent",
+        "lightfast/tool",
+        "@ai-sdk/gateway",
+        "zod",
+    }
     assert bundle.bytes == len(bundle_bytes("weather.mjs"))
     assert len(bundle.sha256) == 64
     assert bundle.source_map and bundle.source_map["version"] == 3
@@ -88,8 +94,14 @@ def test_every_import_outside_the_allow_list_is_refused(statement):
 
 def test_all_runtime_modules_are_allowed():
     lines = [f'import * as m{i} from "{name}";' for i, name in enumerate(sorted(ALLOWED_IMPORTS))]
-    bundle = transform(("\n".join(lines) + "\nexport default [" + ",".join(
-        f"m{i}" for i in range(len(ALLOWED_IMPORTS))) + "];\n").encode())
+    bundle = transform(
+        (
+            "\n".join(lines)
+            + "\nexport default ["
+            + ",".join(f"m{i}" for i in range(len(ALLOWED_IMPORTS)))
+            + "];\n"
+        ).encode()
+    )
     assert set(bundle.imports) == ALLOWED_IMPORTS
 
 
@@ -129,8 +141,11 @@ def test_large_bundle_with_inline_source_map_is_fast_enough_to_transform():
     fake_map = {"version": 3, "sources": ["big.ts"], "sourcesContent": [body], "names": [], "mappings": ""}
     comment = base64.b64encode(json.dumps(fake_map).encode()).decode()
     source = (
-        'import { createLightfast } from "lightfast/client";\n' + body
-        + "export default 1;\n//# sourceMappingURL=data:application/json;base64," + comment + "\n"
+        'import { createLightfast } from "lightfast/client";\n'
+        + body
+        + "export default 1;\n//# sourceMappingURL=data:application/json;base64,"
+        + comment
+        + "\n"
     ).encode()
     assert len(source) > 2_000_000
     bundle = transform(source, timeout_s=10)
