@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -136,6 +137,7 @@ def invoke(
     backend: str | None = None,
 ) -> InvokeResult:
     """Run one tool of one agent on fresh JS state; never raises for bundle or limit failures."""
+    started = time.monotonic()
     try:
         raw = get_backend(backend).invoke(
             key=zygote_key(bundle_key=bundle_key, bundle=bundle, env=env),
@@ -151,7 +153,9 @@ def invoke(
             cancel=cancel,
         )
     except SandboxError as exc:
-        return InvokeResult(ok=False, error=exc.to_dict())
+        # The call ended on the host side (killed, cancelled, crashed): only the host's clock is known.
+        wall_ms = round((time.monotonic() - started) * 1000)
+        return InvokeResult(ok=False, error=exc.to_dict(), usage={"wall_ms": wall_ms, "host_enforced": True})
     return InvokeResult(
         ok=bool(raw.get("ok")),
         output=raw.get("output"),

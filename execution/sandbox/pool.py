@@ -42,7 +42,8 @@ class PoolConfig:
     jail: jail.JailConfig = field(default_factory=jail.JailConfig)
     require_all_layers: bool = False
     zygotes_per_worker: int = 16
-    grace_ms: int = 100
+    # The engine stops calls at their limits itself; the host's kill is the backstop.
+    grace_ms: int = 250
     start_timeout_s: float = 60.0
     python: str = sys.executable
     # Test-only: accept `probe` frames, and keep these host fds open in the worker.

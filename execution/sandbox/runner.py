@@ -105,7 +105,7 @@ def _classify_exit(status: int, *, what: str) -> SandboxError:
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         if sig == signal.SIGXCPU:
-            return SandboxError(CPU_LIMIT, f"{what} exceeded its CPU time limit")
+            return SandboxError(CPU_LIMIT, f"{what} exceeded its CPU time limit", {"signal": "SIGXCPU"})
         return SandboxError(
             SANDBOX_CRASH, f"{what} was killed by signal {signal.Signals(sig).name}", {"signal": sig}
         )
