@@ -4,6 +4,8 @@ Workers are sized to the cores, reused across calls and replaced (in the backgro
 when one crashed, timed out, was cancelled or broke the protocol. The host enforces
 each call's wall limit itself (plus a small grace) and serves the runner's `fetch`
 frames through the egress policy, so a wedged runner can never hold a caller.
+A call that hits a limit inside the engine is already discarded with its forked call
+child (see runner.py); the worker and its zygotes never ran that call, so it stays.
 """
 
 from __future__ import annotations
@@ -481,34 +483,42 @@ def _select(fds: list[int], timeout: float) -> list[int]:
     return readable
 
 
-_pools: dict[tuple[Any, ...], LocalJailBackend] = {}
-_pools_lock = threading.Lock()
+_shared: LocalJailBackend | None = None
+_shared_lock = threading.Lock()
+_TRUE = {"1", "true", "yes", "on"}
 
 
 def shared_local_backend(
     *, workers: int | None = None, require_all_layers: bool | None = None
 ) -> LocalJailBackend:
     """The process-wide pool, created on first use from arguments or LIGHTFAST_SANDBOX_* variables."""
-    with _pools_lock:
-        if "default" not in {k[0] for k in _pools}:
+    global _shared
+    with _shared_lock:
+        if _shared is None:
             count = workers or int(os.environ.get("LIGHTFAST_SANDBOX_WORKERS") or os.cpu_count() or 2)
             strict = require_all_layers
             if strict is None:
-                strict = os.environ.get("LIGHTFAST_SANDBOX_REQUIRE_ALL_LAYERS", "").lower() in {
-                    "1",
-                    "true",
-                    "yes",
-                    "on",
-                }
-            _pools[("default",)] = LocalJailBackend(PoolConfig(workers=count, require_all_layers=strict))
-        return _pools[("default",)]
+                strict = os.environ.get("LIGHTFAST_SANDBOX_REQUIRE_ALL_LAYERS", "").lower() in _TRUE
+            _shared = LocalJailBackend(PoolConfig(workers=count, require_all_layers=strict))
+        return _shared
+
+
+def _forget_after_fork() -> None:
+    # A forked child (e.g. a prefork Celery worker) must not share its parent's worker
+    # pipes; it builds its own pool on first use and leaves the parent's alone.
+    global _shared, _shared_lock
+    _shared = None
+    _shared_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register
-def shutdown_pools() -> None:
-    """Stop every pool this process created (registered at exit: no orphaned workers)."""
-    with _pools_lock:
-        pools = list(_pools.values())
-        _pools.clear()
-    for pool in pools:
+def shutdown_shared_backend() -> None:
+    """Stop the process-wide pool at exit (no orphaned workers)."""
+    global _shared
+    with _shared_lock:
+        pool, _shared = _shared, None
+    if pool is not None:
         pool.shutdown()
