@@ -16,6 +16,7 @@ from agents.storage import storage_read
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.limits import Limits
 from organizations.models import MIB, Organization
+from organizations.selectors import sandbox_config_for
 
 # Introspection evaluates top-level code only: a real 2 MB bundle needs well under a second.
 INTROSPECT_LIMITS = Limits(cpu_ms=3000, wall_ms=10000, memory_mb=128)
@@ -41,19 +42,30 @@ class StoredBundle:
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """What an organization's code may see and reach in the sandbox."""
+    """What an organization's code may see and reach in the sandbox, and where it runs."""
 
     env: dict[str, str] = field(default_factory=dict)
     egress: EgressPolicy = field(default_factory=EgressPolicy)
+    backend: str | None = None
 
 
 def sandbox_settings_for(organization: Organization) -> SandboxSettings:
-    """Environment and egress policy of the organization's sandbox calls.
+    """The one place runs and direct tool calls get the organization's sandbox settings from.
 
-    The organization model has no settings for them yet, so this is the safe default:
-    an empty `process.env` and deny-all egress.
+    `env` is the non-secret variables (`process.env`); the egress policy carries the allow
+    list and the secret headers, which the host adds and the sandbox never sees; `backend`
+    is the organization's choice or the platform default.
     """
-    return SandboxSettings()
+    config = sandbox_config_for(organization)
+    return SandboxSettings(
+        env=config.env,
+        egress=EgressPolicy(
+            allow_hosts=config.allow_hosts,
+            secret_headers=config.secret_headers,
+            unsafe_allow_loopback_for_tests=config.allow_loopback_for_tests,
+        ),
+        backend=config.backend,
+    )
 
 
 def tool_limits_for(organization: Organization, *, timeout_ms: int | None = None) -> Limits:

@@ -306,7 +306,13 @@ def bundle_version_introspect(*, version_id: int, organization_id: int) -> Bundl
             ),
         )
     try:
-        manifest = sandbox_api.introspect(transformed_bundle_for(version), limits=INTROSPECT_LIMITS)
+        sandbox_settings = sandbox_settings_for(version.organization)
+        manifest = sandbox_api.introspect(
+            transformed_bundle_for(version),
+            limits=INTROSPECT_LIMITS,
+            env=sandbox_settings.env,
+            backend=sandbox_settings.backend,
+        )
     except SandboxError as exc:
         return bundle_version_finish_introspection(version=version, error=exc)
     return bundle_version_finish_introspection(version=version, manifest=manifest)
@@ -577,6 +583,7 @@ def tool_invoke(
         egress=settings_.egress,
         limits=limits,
         bundle_key=version_bundle_key(version),
+        backend=settings_.backend,
     )
     answer = result.to_dict()
     error = answer.get("error") or {}

@@ -274,7 +274,7 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     """Drive the model and the tools until the model stops or the step limit is reached."""
     version = run.bundle_version
     spec = agent_spec(version, run.agent_key)
-    resolved = model_resolve(spec.get("model"))
+    resolved = model_resolve(spec.get("model"), organization=run.organization)
     usage.model = resolved.label
     # The demo model answers instantly, so its chunks are written together at the next
     # blocking point; a network provider's chunks are written as they arrive.
@@ -411,6 +411,7 @@ def tool_call(
         limits=limits,
         bundle_key=version_bundle_key(version),
         cancel=cancel.event,
+        backend=sandbox_settings.backend,
     )
     logger.debug("run %s tool %s took %.1f ms", run.pk, tool, (time.monotonic() - started) * 1000)
     return result

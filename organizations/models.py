@@ -39,6 +39,11 @@ def api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+class SandboxBackend(models.TextChoices):
+    LOCAL = "local", "Local process jail"
+    DOCKER = "docker", "Docker containers"
+
+
 class Organization(models.Model):
     """A tenant: owns members, API keys, bundles and runs, and carries its plan limits."""
 
@@ -76,6 +81,13 @@ class Organization(models.Model):
     run_cpu_ms = models.PositiveIntegerField(default=10_000, help_text="Sandbox CPU per run.")
     run_memory_bytes = models.PositiveBigIntegerField(default=128 * MIB, help_text="Sandbox memory per run.")
     run_wall_ms = models.PositiveIntegerField(default=300_000, help_text="Wall-clock time per run.")
+    sandbox_backend = models.CharField(
+        max_length=10,
+        choices=SandboxBackend.choices,
+        blank=True,
+        default="",
+        help_text="Where this organization's JavaScript runs; blank uses the platform's setting.",
+    )
 
     LIMIT_FIELDS = (
         "api_rate",
@@ -241,3 +253,139 @@ class AuditLog(models.Model):
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         """Refused: an audit entry is never deleted one by one."""
         raise AuditLogEntryImmutable("audit log entries cannot be deleted")
+
+
+# --- sandbox and model settings ---------------------------------------------
+
+VARIABLE_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$"
+
+
+class OrganizationVariable(models.Model):
+    """A named value for the organization's sandbox calls.
+
+    Plain variables are `process.env` inside the sandbox. Secrets never enter the sandbox:
+    the host adds them as the header `inject_header: inject_prefix + value` to fetch requests
+    whose host matches `inject_hosts`. A secret's value is stored encrypted and never shown
+    again after it is written.
+    """
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="variables")
+    key = models.CharField(
+        max_length=128,
+        validators=[RegexValidator(VARIABLE_KEY_PATTERN, "Letters, digits and _; not a digit first.")],
+    )
+    is_secret = models.BooleanField(default=False)
+    # Plain variables only; "" for secrets.
+    value = models.TextField(blank=True, default="")
+    # Secrets only: a Fernet token (organizations.encryption); "" for plain variables.
+    secret_token = models.TextField(blank=True, default="", editable=False)
+    inject_header = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[RegexValidator(HEADER_NAME_PATTERN, "A valid HTTP header name.")],
+        help_text="Secrets: the header the host adds, e.g. Authorization.",
+    )
+    inject_prefix = models.CharField(
+        max_length=50, blank=True, default="", help_text='Secrets: text before the value, e.g. "Bearer ".'
+    )
+    inject_hosts = models.JSONField(
+        default=list, blank=True, help_text="Secrets: hosts (exact or *.domain) that get the header."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["organization", "key"], name="variable_unique_key")]
+        ordering = ["key"]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({'secret' if self.is_secret else 'variable'})"
+
+
+class EgressAllowedHost(models.Model):
+    """A host (exact or `*.domain`) the organization's sandbox code may fetch from."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="egress_hosts")
+    pattern = models.CharField(max_length=253)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "pattern"], name="egress_host_unique_pattern")
+        ]
+        ordering = ["pattern"]
+        verbose_name = "egress allowed host"
+
+    def __str__(self) -> str:
+        return self.pattern
+
+
+class ModelProviderConfig(models.Model):
+    """The organization's own OpenAI-compatible model provider, overriding the platform's."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="model_provider")
+    base_url = models.CharField(
+        max_length=500, blank=True, default="", help_text="Blank: the platform's provider."
+    )
+    # Fernet token of the provider API key (organizations.encryption); never shown after it is written.
+    api_key_token = models.TextField(blank=True, default="", editable=False)
+    model_map = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Bundle model id to provider model id, e.g. {"openai/gpt-4o-mini": "gpt-4o-mini"}.',
+    )
+    updated_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        verbose_name = "model provider"
+
+    def __str__(self) -> str:
+        return self.base_url or "platform provider"
+
+    @property
+    def has_api_key(self) -> bool:
+        """Whether an API key is stored (its value is never shown)."""
+        return bool(self.api_key_token)
+
+
+class OrganizationUsage(models.Model):
+    """Counters that are not per period: the organization's concurrent-run slots in use."""
+
+    organization = models.OneToOneField(
+        Organization, primary_key=True, on_delete=models.CASCADE, related_name="usage"
+    )
+    # Taken by run_start (conditional UPDATE below the limit), given back in the same
+    # transaction as the run's terminal status update (organizations/quotas.py).
+    active_runs = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "organization usage"
+        verbose_name_plural = "organization usage"
+
+    def __str__(self) -> str:
+        return f"usage of {self.organization_id}"
+
+
+class MonthlyUsage(models.Model):
+    """An organization's metered usage in one calendar month (UTC)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="monthly_usage")
+    period_start = models.DateField(help_text="First day of the month (UTC).")
+    runs = models.PositiveIntegerField(default=0)
+    sandbox_cpu_ms = models.PositiveBigIntegerField(default=0)
+    model_tokens = models.PositiveBigIntegerField(default=0)
+    reset_at = models.DateTimeField(
+        null=True, blank=True, help_text="When an operator last reset this period's counters."
+    )
+
+    class Meta:
+        ordering = ["organization_id", "-period_start"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "period_start"], name="monthlyusage_unique_period")
+        ]
+        verbose_name_plural = "monthly usage"
+
+    def __str__(self) -> str:
+        return f"{self.organization_id} {self.period_start:%Y-%m}"

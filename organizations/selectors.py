@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 
-from organizations.models import ApiKey, AuditLog, Membership, Organization
+from organizations.encryption import SecretUnreadable, secret_decrypt
+from organizations.host_patterns import loopback_allowed_for_tests
+from organizations.models import (
+    ApiKey,
+    AuditLog,
+    EgressAllowedHost,
+    Membership,
+    ModelProviderConfig,
+    Organization,
+    OrganizationVariable,
+)
+
+logger = logging.getLogger("organizations.selectors")
 
 
 def organization_list() -> QuerySet[Organization]:
@@ -51,3 +67,78 @@ def apikey_list(*, organization: Organization) -> QuerySet[ApiKey]:
 def audit_log_list(*, organization: Organization) -> QuerySet[AuditLog]:
     """The organization's audit log, newest first."""
     return AuditLog.objects.filter(organization=organization)
+
+
+def variable_list(*, organization: Organization) -> QuerySet[OrganizationVariable]:
+    """The organization's variables and secrets by key."""
+    return OrganizationVariable.objects.filter(organization=organization).order_by("key")
+
+
+def egress_host_list(*, organization: Organization) -> QuerySet[EgressAllowedHost]:
+    """The organization's allowed hosts by pattern."""
+    return EgressAllowedHost.objects.filter(organization=organization).order_by("pattern")
+
+
+@dataclass(frozen=True)
+class OrganizationSandboxConfig:
+    """What the organization configured for its sandbox calls, secrets decrypted (host side only)."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    allow_hosts: list[str] = field(default_factory=list)
+    # host pattern -> {header name: header value}; never given to the sandbox itself.
+    secret_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    backend: str = "local"
+    # Only the test suite turns this on (organizations.host_patterns); production never does.
+    allow_loopback_for_tests: bool = False
+
+
+def sandbox_config_for(organization: Organization) -> OrganizationSandboxConfig:
+    """Environment, allow list, secret headers and backend of the organization's sandbox calls."""
+    env: dict[str, str] = {}
+    secret_headers: dict[str, dict[str, str]] = {}
+    for variable in variable_list(organization=organization):
+        if not variable.is_secret:
+            env[variable.key] = variable.value
+            continue
+        try:
+            value = secret_decrypt(variable.secret_token)
+        except SecretUnreadable:
+            # Leaving the header out makes the remote API refuse the call, which the bundle
+            # author sees; sending a wrong value or failing every call would hide the cause.
+            logger.error("secret %s of %s cannot be decrypted; not injected", variable.key, organization.slug)
+            continue
+        for pattern in variable.inject_hosts or []:
+            secret_headers.setdefault(pattern, {})[variable.inject_header] = variable.inject_prefix + value
+    return OrganizationSandboxConfig(
+        env=env,
+        allow_hosts=list(egress_host_list(organization=organization).values_list("pattern", flat=True)),
+        secret_headers=secret_headers,
+        backend=organization.sandbox_backend or settings.LIGHTFAST_SANDBOX_BACKEND,
+        allow_loopback_for_tests=loopback_allowed_for_tests(),
+    )
+
+
+@dataclass(frozen=True)
+class OrganizationModelProvider:
+    """The organization's own provider settings, API key decrypted (host side only)."""
+
+    base_url: str
+    api_key: str
+    model_map: dict[str, str]
+
+
+def model_provider_for(organization: Organization) -> OrganizationModelProvider | None:
+    """The organization's provider override, or None when it uses the platform's provider unchanged."""
+    config = ModelProviderConfig.objects.filter(organization=organization).first()
+    if config is None or not (config.base_url or config.model_map):
+        return None
+    api_key = ""
+    if config.api_key_token:
+        try:
+            api_key = secret_decrypt(config.api_key_token)
+        except SecretUnreadable:
+            # The provider answers 401 and the run fails with that clear error.
+            logger.error("model provider key of %s cannot be decrypted", organization.slug)
+    return OrganizationModelProvider(
+        base_url=config.base_url, api_key=api_key, model_map=dict(config.model_map or {})
+    )

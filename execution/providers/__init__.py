@@ -12,6 +12,10 @@ The mapping rule (platform-wide settings now; per-organization settings can over
    (AI Gateway and OpenRouter accept `openai/gpt-4o-mini` as is).
 5. Without a base URL (the embedded default) every model is the demo model, and the run's
    `model` says `demo` so nobody mistakes its answers for a real LLM's.
+
+Per organization (`organizations.ModelProviderConfig`): with its own base URL, the
+organization's URL, key and model map replace the platform's (the platform key never goes to
+an organization's URL); with only a model map, that map is laid over the platform's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from django.conf import settings
 from execution.providers.base import ModelProvider
 from execution.providers.demo import DEMO_MODEL_ID, DemoProvider
 from execution.providers.openai_compatible import OpenAICompatibleProvider
+from organizations.models import Organization
+from organizations.selectors import model_provider_for
 
 
 @dataclass(frozen=True)
@@ -81,16 +87,18 @@ def _openai_compatible(base_url: str, api_key: str) -> OpenAICompatibleProvider:
         return provider
 
 
-def model_resolve(manifest_model: Any) -> ResolvedModel:
+def model_resolve(manifest_model: Any, *, organization: Organization | None = None) -> ResolvedModel:
     """Apply the mapping rule in the module docstring to a manifest `model` value."""
     requested = model_id_from_manifest(manifest_model)
     model_map: dict[str, str] = settings.LIGHTFAST_MODEL_MAP or {}
-    mapped = model_map.get(requested, model_map.get("*", requested))
     base_url: str = settings.LIGHTFAST_MODEL_BASE_URL
+    api_key: str = settings.LIGHTFAST_MODEL_API_KEY
+    override = model_provider_for(organization) if organization is not None else None
+    if override is not None and override.base_url:
+        base_url, api_key, model_map = override.base_url, override.api_key, override.model_map
+    elif override is not None:
+        model_map = {**model_map, **override.model_map}
+    mapped = model_map.get(requested, model_map.get("*", requested))
     if requested == DEMO_MODEL_ID or mapped == DEMO_MODEL_ID or not base_url:
         return ResolvedModel(provider=_demo, model=DEMO_MODEL_ID, requested=requested)
-    return ResolvedModel(
-        provider=_openai_compatible(base_url, settings.LIGHTFAST_MODEL_API_KEY),
-        model=mapped,
-        requested=requested,
-    )
+    return ResolvedModel(provider=_openai_compatible(base_url, api_key), model=mapped, requested=requested)
