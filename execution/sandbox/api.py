@@ -83,7 +83,14 @@ class InvokeResult:
         }
 
 
-_BACKEND_FACTORIES: dict[str, Callable[[], Backend]] = {"local": shared_local_backend}
+def _docker_backend() -> Backend:
+    # Imported on first use: the Docker SDK is only needed where this backend is chosen.
+    from execution.sandbox.docker_backend import shared_docker_backend
+
+    return shared_docker_backend()
+
+
+_BACKEND_FACTORIES: dict[str, Callable[[], Backend]] = {"local": shared_local_backend, "docker": _docker_backend}
 
 
 def register_backend(name: str, factory: Callable[[], Backend]) -> None:
@@ -169,7 +176,9 @@ def sandbox_status(backend: str | None = None) -> dict[str, Any]:
     """Status of the configured backend for /healthz, without starting it."""
     from execution.sandbox import jail
 
-    return {
-        "backend": backend or os.environ.get("LIGHTFAST_SANDBOX_BACKEND") or "local",
-        **jail.sandbox_status(),
-    }
+    chosen = backend or os.environ.get("LIGHTFAST_SANDBOX_BACKEND") or "local"
+    if chosen == "docker":
+        from execution.sandbox.docker_backend import docker_status
+
+        return {"backend": chosen, **docker_status()}
+    return {"backend": chosen, **jail.sandbox_status()}

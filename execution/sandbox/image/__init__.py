@@ -1,0 +1,1 @@
+"""The sandbox runner image: production Dockerfile and an offline root-filesystem builder."""
