@@ -90,7 +90,10 @@ def _docker_backend() -> Backend:
     return shared_docker_backend()
 
 
-_BACKEND_FACTORIES: dict[str, Callable[[], Backend]] = {"local": shared_local_backend, "docker": _docker_backend}
+_BACKEND_FACTORIES: dict[str, Callable[[], Backend]] = {
+    "local": shared_local_backend,
+    "docker": _docker_backend,
+}
 
 
 def register_backend(name: str, factory: Callable[[], Backend]) -> None:

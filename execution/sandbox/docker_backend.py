@@ -118,7 +118,8 @@ def docker_client(timeout: float = 30.0) -> Any:
     except (docker.errors.DockerException, OSError) as exc:
         raise SandboxError(
             SANDBOX_CRASH,
-            f"the Docker engine is unreachable at {os.environ.get('DOCKER_HOST') or 'the default socket'}: {exc}",
+            f"the Docker engine is unreachable at {os.environ.get('DOCKER_HOST') or 'its default socket'}: "
+            f"{exc}",
         ) from exc
     return client
 
@@ -476,7 +477,8 @@ class DockerBackend(LocalJailBackend):
                 if worker.oom_killed:
                     raise SandboxError(
                         MEMORY_LIMIT,
-                        f"the sandbox container ran out of memory ({self.dconfig.memory_mb} MB) and was OOM-killed",
+                        f"the sandbox container ran out of memory ({self.dconfig.memory_mb} MB) "
+                        "and was OOM-killed",
                         {"container_memory_mb": self.dconfig.memory_mb},
                     ) from exc
             elif exc.code in LIMIT_CODES and not worker.dead:
