@@ -33,6 +33,7 @@ from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
 from organizations.models import Organization
+from organizations.quotas import effective_run_limit, quota_run_ended, quota_run_started
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,8 @@ def run_start(
         if not any(part.get("type") == "text" and str(part.get("text", "")).strip() for part in parts):
             raise RunNotStartable("invalid_input", "The message has no text.")
     with transaction.atomic():
+        # Raises QuotaExceeded (403 quota_exceeded); the slot is given back if this transaction fails.
+        quota_run_started(organization=organization)
         if kind == RunKind.CHAT and session is None:
             session = chat_session_get_or_create(
                 organization=organization,
@@ -176,7 +179,7 @@ def run_start(
             session=session,
             kind=kind,
             input={"tool": tool, "input": tool_input} if kind == RunKind.TOOL else {},
-            wall_limit_ms=organization.run_wall_ms,
+            wall_limit_ms=effective_run_limit(organization=organization, field="run_wall_ms"),
             created_by=created_by,
             backend=settings.LIGHTFAST_SANDBOX_BACKEND,
         )
@@ -209,6 +212,7 @@ def run_cancel(*, run: Run) -> Run:
             error_message="The run was cancelled before it started.",
         )
         if ended:
+            quota_run_ended(run_id=run.pk)
             event_append_many(run, [_status_event(RunStatus.CANCELLED)])
         else:
             Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at__isnull=True).update(
@@ -343,6 +347,7 @@ def _run_finish(
         if not ended:
             # The reaper ended it first and wrote the terminal events.
             return
+        quota_run_ended(run_id=run.pk)
         if run.session is not None and parts:
             message_create(
                 session=run.session,
@@ -378,6 +383,7 @@ def run_reap_lost(*, now: datetime | None = None) -> int:
                 status=RunStatus.FAILED, error_type=WORKER_LOST_ERROR, error_message=message, finished_at=now
             )
             if ended:
+                quota_run_ended(run_id=run_id)
                 event_append_many(
                     run_id,
                     [

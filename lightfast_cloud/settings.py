@@ -240,3 +240,19 @@ CELERY_BEAT_SCHEDULE = {
     # Bundle versions whose introspection crashed or was never queued (agents/tasks.py).
     "agents-reap-introspections": {"task": "agents.tasks.reap_stale_introspections", "schedule": 60.0},
 }
+
+# --- rate limits and quotas (organizations/ratelimits.py, organizations/quotas.py) ----------
+# django-ratelimit counts in the shared Redis cache; a broken counter is a refusal, never a pass.
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_FAIL_OPEN = False
+# Redis unreachable: API reads (GET/HEAD/OPTIONS) pass unlimited when true; otherwise every request is a 503.
+LIGHTFAST_RATELIMIT_FAIL_OPEN_READS = env.bool("LIGHTFAST_RATELIMIT_FAIL_OPEN_READS", default=False)
+# How many reverse proxies in front of the app append to X-Forwarded-For (0: use the socket address).
+LIGHTFAST_TRUSTED_PROXY_COUNT = env.int("LIGHTFAST_TRUSTED_PROXY_COUNT", default=0)
+# Failed authentications allowed per client IP.
+LIGHTFAST_AUTH_FAILURE_RATE = env.str("LIGHTFAST_AUTH_FAILURE_RATE", default="30/m")
+# Platform maximums of the per-run limits an operator may give an organization (wall stays below
+# the broker visibility timeout so a long run is never redelivered).
+LIGHTFAST_MAX_RUN_CPU_MS = env.int("LIGHTFAST_MAX_RUN_CPU_MS", default=600_000)
+LIGHTFAST_MAX_RUN_MEMORY_BYTES = env.int("LIGHTFAST_MAX_RUN_MEMORY_BYTES", default=1024 * 1024 * 1024)
+LIGHTFAST_MAX_RUN_WALL_MS = env.int("LIGHTFAST_MAX_RUN_WALL_MS", default=3_000_000)

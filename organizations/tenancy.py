@@ -15,13 +15,20 @@ from typing import Any, ClassVar, TypeVar
 from django.db import models
 from django.http import Http404
 from rest_framework import generics, status
-from rest_framework.exceptions import NotAuthenticated, PermissionDenied
+from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lightfast_cloud.api_errors import ApiError
 from organizations.models import ApiKey, Membership, Organization, Scope
+from organizations.ratelimits import (
+    ratelimit_api_request,
+    ratelimit_apply_headers,
+    ratelimit_auth_failure_record,
+    ratelimit_auth_failures_check,
+)
 from organizations.selectors import membership_count_for_user, membership_for_user
 from organizations.services import Actor
 
@@ -120,10 +127,30 @@ class OrganizationScopedMixin:
         """The caller's organization."""
         return self.tenant.organization
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        """Refuse a client IP that failed authentication too often before trying its credentials."""
+        ratelimit_auth_failures_check(request=request._request)
+        super().initial(request, *args, **kwargs)  # type: ignore[misc]
+
     def check_permissions(self, request: Request) -> None:
-        """Resolve the tenant first: every permission depends on it."""
+        """Resolve the tenant first: every permission depends on it; then count the request's rate limits."""
         self.tenant = tenant_resolve(request)
+        # Here, not in a throttle class: a view cannot opt out of it, and scope refusals count too.
+        ratelimit_api_request(
+            request=request._request, organization=self.tenant.organization, api_key=self.tenant.api_key
+        )
         super().check_permissions(request)  # type: ignore[misc]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        """Count failed authentications against the client IP."""
+        if isinstance(exc, AuthenticationFailed | NotAuthenticated):
+            ratelimit_auth_failure_record(request=self.request._request)  # type: ignore[attr-defined]
+        return super().handle_exception(exc)  # type: ignore[misc, no-any-return]
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        """Every response carries the rate-limit headers of the request's counters."""
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        return ratelimit_apply_headers(request._request, response)  # type: ignore[no-any-return]
 
     def required_scope(self, request: Request) -> str:
         """The scope this request's method needs."""
