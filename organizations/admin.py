@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 
+from organizations.admin_sandbox import SANDBOX_INLINES, sandbox_formset_save
 from organizations.models import ApiKey, AuditLog, Membership, Organization
 from organizations.services import Actor, apikey_revoke, audit_record
 
@@ -33,10 +34,11 @@ class OrganizationAdmin(admin.ModelAdmin):
     list_filter = ["is_active"]
     search_fields = ["slug", "name", "public_id"]
     readonly_fields = ["public_id", "created_at"]
-    inlines = [MembershipInline]
+    inlines = [MembershipInline, *SANDBOX_INLINES]
     fieldsets = [
         (None, {"fields": ["public_id", "slug", "name", "is_active", "created_at"]}),
         ("Plan limits", {"fields": list(Organization.LIMIT_FIELDS)}),
+        ("Sandbox", {"fields": ["sandbox_backend"]}),
     ]
 
     def save_model(self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool) -> None:
@@ -72,8 +74,10 @@ class OrganizationAdmin(admin.ModelAdmin):
         self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool
     ) -> None:
         """Save memberships, recording additions, role changes and removals in the audit log."""
-        instances = formset.save(commit=False)
         actor = _operator(request)
+        if sandbox_formset_save(formset=formset, actor=actor):
+            return
+        instances = formset.save(commit=False)
         for membership in formset.deleted_objects:
             audit_record(
                 actor=actor,

@@ -9,4 +9,9 @@ urlpatterns: list[URLPattern] = [
     path("api-keys", api_views.ApiKeyListView.as_view(), name="api-key-list"),
     path("api-keys/<str:key_id>", api_views.ApiKeyDetailView.as_view(), name="api-key-detail"),
     path("members", api_views.MemberListView.as_view(), name="member-list"),
+    path("variables", api_views.VariableListView.as_view(), name="variable-list"),
+    path("variables/<str:key>", api_views.VariableDetailView.as_view(), name="variable-detail"),
+    path("egress/hosts", api_views.EgressHostListView.as_view(), name="egress-host-list"),
+    path("egress/hosts/<str:pattern>", api_views.EgressHostDetailView.as_view(), name="egress-host-detail"),
+    path("model-provider", api_views.ModelProviderView.as_view(), name="model-provider"),
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
+from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -11,18 +13,37 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from lightfast_cloud.api_errors import ErrorResponseSerializer
-from organizations.models import ApiKey
-from organizations.selectors import apikey_list, membership_list
+from organizations.models import ApiKey, EgressAllowedHost, ModelProviderConfig, OrganizationVariable
+from organizations.selectors import apikey_list, egress_host_list, membership_list, variable_list
 from organizations.serializers import (
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
     ApiKeyListSerializer,
     ApiKeySerializer,
+    EgressHostCreateSerializer,
+    EgressHostListSerializer,
+    EgressHostSerializer,
     MemberListSerializer,
     MemberSerializer,
+    ModelProviderSerializer,
+    ModelProviderWriteSerializer,
     OrganizationSerializer,
+    VariableListSerializer,
+    VariableSerializer,
+    VariableWriteSerializer,
 )
-from organizations.services import apikey_create, apikey_revoke
+from organizations.services import (
+    SettingInvalid,
+    apikey_create,
+    apikey_revoke,
+    egress_host_add,
+    egress_host_clean,
+    egress_host_remove,
+    model_provider_clear,
+    model_provider_set,
+    variable_delete,
+    variable_set,
+)
 from organizations.tenancy import OrganizationScopedAPIView
 
 
@@ -143,3 +164,208 @@ class MemberListView(OrganizationScopedAPIView):
         """Every member with their role."""
         members = membership_list(organization=self.organization)
         return Response({"results": MemberSerializer(members, many=True).data})
+
+
+# Responses about settings that can hold secrets are never cached anywhere.
+NO_STORE = {"Cache-Control": "no-store"}
+VARIABLE_KEY = OpenApiParameter("key", str, OpenApiParameter.PATH, description="The variable's key.")
+HOST_PATTERN = OpenApiParameter("pattern", str, OpenApiParameter.PATH, description="An allowed host.")
+SETTING_ERRORS = {409: _error("A limit on the number of settings was reached (`quota_exceeded`).")}
+
+
+class VariableListView(OrganizationScopedAPIView):
+    """The organization's variables (`process.env` in the sandbox) and secrets (host-injected headers)."""
+
+    @extend_schema(
+        operation_id="variables_list",
+        responses={200: VariableListSerializer, **COMMON_ERRORS},
+        tags=["variables"],
+    )
+    def get(self, request: Request) -> Response:
+        """Every variable and secret; secrets with `value: null`."""
+        variables = variable_list(organization=self.organization)
+        return Response({"results": VariableSerializer(variables, many=True).data}, headers=NO_STORE)
+
+
+class VariableDetailView(OrganizationScopedAPIView):
+    """One variable or secret: read it (never a secret's value), create or replace it, delete it."""
+
+    def _get_variable(self, key: str) -> OrganizationVariable:
+        return self.get_scoped_object_or_404(OrganizationVariable, key=key)
+
+    @extend_schema(
+        operation_id="variables_retrieve",
+        parameters=[VARIABLE_KEY],
+        responses={200: VariableSerializer, **COMMON_ERRORS, **NOT_FOUND},
+        tags=["variables"],
+    )
+    def get(self, request: Request, key: str) -> Response:
+        """The variable; a secret's value is null."""
+        return Response(VariableSerializer(self._get_variable(key)).data, headers=NO_STORE)
+
+    @extend_schema(
+        operation_id="variables_put",
+        parameters=[VARIABLE_KEY],
+        request=VariableWriteSerializer,
+        responses={
+            200: VariableSerializer,
+            201: VariableSerializer,
+            **COMMON_ERRORS,
+            **BODY_ERRORS,
+            **SETTING_ERRORS,
+        },
+        tags=["variables"],
+        description="Creates or replaces the variable. A plain variable is visible to bundles as "
+        "`process.env.KEY`. A secret (`is_secret: true`) never enters the sandbox: the platform adds "
+        "`inject_header: inject_prefix + value` to fetch requests to `inject_hosts` (which must also be "
+        "allowed under /egress/hosts). A secret's value is never returned. Needs the write scope.",
+    )
+    def put(self, request: Request, key: str) -> Response:
+        """Create or replace the variable."""
+        serializer = VariableWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        variable, created = variable_set(
+            organization=self.organization,
+            key=key,
+            value=data.get("value"),
+            is_secret=data["is_secret"],
+            inject_header=data["inject_header"],
+            inject_prefix=data["inject_prefix"],
+            inject_hosts=data["inject_hosts"],
+            actor=self.tenant.actor,
+        )
+        return Response(
+            VariableSerializer(variable).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            headers=NO_STORE,
+        )
+
+    @extend_schema(
+        operation_id="variables_delete",
+        parameters=[VARIABLE_KEY],
+        request=None,
+        responses={204: None, **COMMON_ERRORS, **NOT_FOUND},
+        tags=["variables"],
+    )
+    def delete(self, request: Request, key: str) -> Response:
+        """Delete the variable or secret."""
+        variable_delete(variable=self._get_variable(key), actor=self.tenant.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EgressHostListView(OrganizationScopedAPIView):
+    """The hosts the organization's sandbox code may fetch from; everything else is denied."""
+
+    @extend_schema(
+        operation_id="egress_hosts_list",
+        responses={200: EgressHostListSerializer, **COMMON_ERRORS},
+        tags=["egress"],
+    )
+    def get(self, request: Request) -> Response:
+        """The allow list."""
+        hosts = egress_host_list(organization=self.organization)
+        return Response({"results": EgressHostSerializer(hosts, many=True).data})
+
+    @extend_schema(
+        operation_id="egress_hosts_add",
+        request=EgressHostCreateSerializer,
+        responses={
+            200: EgressHostSerializer,
+            201: EgressHostSerializer,
+            **COMMON_ERRORS,
+            **BODY_ERRORS,
+            **SETTING_ERRORS,
+        },
+        tags=["egress"],
+        description="Allows `api.example.com` (that host only) or `*.example.com` (its subdomains). "
+        "Refused: `*`, whole top-level domains, non-public IP addresses, localhost, ports and URLs. "
+        "Names are checked again after DNS resolution on every request. Needs the write scope.",
+    )
+    def post(self, request: Request) -> Response:
+        """Allow a host; 200 when it was already allowed."""
+        serializer = EgressHostCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        host, created = egress_host_add(
+            organization=self.organization,
+            pattern=serializer.validated_data["pattern"],
+            actor=self.tenant.actor,
+        )
+        return Response(
+            EgressHostSerializer(host).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class EgressHostDetailView(OrganizationScopedAPIView):
+    """One allowed host."""
+
+    @extend_schema(
+        operation_id="egress_hosts_remove",
+        parameters=[HOST_PATTERN],
+        request=None,
+        responses={204: None, **COMMON_ERRORS, **NOT_FOUND},
+        tags=["egress"],
+    )
+    def delete(self, request: Request, pattern: str) -> Response:
+        """Stop allowing the host."""
+        try:
+            cleaned = egress_host_clean(pattern=pattern)
+        except SettingInvalid as exc:
+            raise Http404("No such allowed host.") from exc
+        host = self.get_scoped_object_or_404(EgressAllowedHost, pattern=cleaned)
+        egress_host_remove(host=host, actor=self.tenant.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ModelProviderView(OrganizationScopedAPIView):
+    """The organization's own OpenAI-compatible model provider (its API key is write-only)."""
+
+    def _body(self) -> dict[str, Any]:
+        config = ModelProviderConfig.objects.filter(organization=self.organization).first()
+        if config is None:
+            return {"base_url": "", "model_map": {}, "has_api_key": False, "updated_at": None}
+        return dict(ModelProviderSerializer(config).data)
+
+    @extend_schema(
+        operation_id="model_provider_retrieve",
+        responses={200: ModelProviderSerializer, **COMMON_ERRORS},
+        tags=["model-provider"],
+    )
+    def get(self, request: Request) -> Response:
+        """The provider settings; blank `base_url` means the platform's provider."""
+        return Response(self._body(), headers=NO_STORE)
+
+    @extend_schema(
+        operation_id="model_provider_put",
+        request=ModelProviderWriteSerializer,
+        responses={200: ModelProviderSerializer, **COMMON_ERRORS, **BODY_ERRORS},
+        tags=["model-provider"],
+        description="With `base_url`, this organization's runs use that OpenAI-compatible endpoint, "
+        "`api_key` and `model_map` (bundle model id to provider model id, `*` for the rest) instead of "
+        "the platform's. Without it, `model_map` is laid over the platform's map. Changing `base_url` "
+        "without a new `api_key` drops the stored key. Needs the write scope.",
+    )
+    def put(self, request: Request) -> Response:
+        """Set the provider."""
+        serializer = ModelProviderWriteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        model_provider_set(
+            organization=self.organization,
+            base_url=data["base_url"],
+            api_key=data.get("api_key"),
+            model_map=data["model_map"],
+            actor=self.tenant.actor,
+        )
+        return Response(self._body(), headers=NO_STORE)
+
+    @extend_schema(
+        operation_id="model_provider_clear",
+        request=None,
+        responses={204: None, **COMMON_ERRORS},
+        tags=["model-provider"],
+    )
+    def delete(self, request: Request) -> Response:
+        """Go back to the platform's provider; the stored key is deleted."""
+        model_provider_clear(organization=self.organization, actor=self.tenant.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)

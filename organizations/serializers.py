@@ -8,7 +8,17 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from lightfast_cloud.api_input import StrictSerializer
-from organizations.models import API_KEY_STATUSES, ApiKey, Membership, Organization, Role, Scope
+from organizations.models import (
+    API_KEY_STATUSES,
+    ApiKey,
+    EgressAllowedHost,
+    Membership,
+    ModelProviderConfig,
+    Organization,
+    OrganizationVariable,
+    Role,
+    Scope,
+)
 
 
 class OrganizationLimitsSerializer(serializers.ModelSerializer[Organization]):
@@ -144,3 +154,109 @@ class MemberListSerializer(serializers.Serializer):
     """The organization's members."""
 
     results = MemberSerializer(many=True)
+
+
+class VariableSerializer(serializers.ModelSerializer[OrganizationVariable]):
+    """A variable as listed: a secret's value is never returned (`value` is null)."""
+
+    value = serializers.SerializerMethodField(help_text="The value of a plain variable; null for a secret.")
+    inject_hosts = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    class Meta:
+        model = OrganizationVariable
+        fields = [
+            "key",
+            "is_secret",
+            "value",
+            "inject_header",
+            "inject_prefix",
+            "inject_hosts",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_value(self, variable: OrganizationVariable) -> str | None:
+        return None if variable.is_secret else variable.value
+
+
+class VariableListSerializer(serializers.Serializer):
+    """The organization's variables and secrets."""
+
+    results = VariableSerializer(many=True)
+
+
+class VariableWriteSerializer(StrictSerializer):
+    """Input for creating or replacing a variable (PUT)."""
+
+    value = serializers.CharField(
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        trim_whitespace=False,
+        help_text="Required, except to keep a stored secret's value while changing where it is sent.",
+    )
+    is_secret = serializers.BooleanField(
+        default=False, help_text="Secrets never enter the sandbox and are never shown again."
+    )
+    inject_header = serializers.CharField(
+        allow_blank=True, default="", max_length=100, help_text="Secrets: the header the host adds."
+    )
+    inject_prefix = serializers.CharField(
+        allow_blank=True, default="", max_length=50, trim_whitespace=False, help_text='e.g. "Bearer ".'
+    )
+    inject_hosts = serializers.ListField(
+        child=serializers.CharField(max_length=253),
+        default=list,
+        max_length=100,
+        help_text="Secrets: hosts (exact or *.domain) whose requests get the header.",
+    )
+
+
+class EgressHostSerializer(serializers.ModelSerializer[EgressAllowedHost]):
+    """A host the organization's sandbox code may fetch from."""
+
+    class Meta:
+        model = EgressAllowedHost
+        fields = ["pattern", "created_at"]
+        read_only_fields = fields
+
+
+class EgressHostListSerializer(serializers.Serializer):
+    """The organization's egress allow list (everything else is denied)."""
+
+    results = EgressHostSerializer(many=True)
+
+
+class EgressHostCreateSerializer(StrictSerializer):
+    """Input for allowing a host."""
+
+    pattern = serializers.CharField(max_length=253, help_text="`api.example.com` or `*.example.com`.")
+
+
+class ModelProviderSerializer(serializers.ModelSerializer[ModelProviderConfig]):
+    """The organization's model provider settings, without the API key."""
+
+    has_api_key = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ModelProviderConfig
+        fields = ["base_url", "model_map", "has_api_key", "updated_at"]
+        read_only_fields = fields
+
+
+class ModelProviderWriteSerializer(StrictSerializer):
+    """Input for the organization's model provider."""
+
+    base_url = serializers.CharField(
+        allow_blank=True, default="", max_length=500, help_text="OpenAI-compatible base URL."
+    )
+    api_key = serializers.CharField(
+        allow_blank=True,
+        required=False,
+        write_only=True,
+        trim_whitespace=False,
+        max_length=1000,
+        help_text="Write-only. Omit to keep the key (dropped if base_url changes); blank removes it.",
+    )
+    model_map = serializers.DictField(child=serializers.CharField(max_length=200), default=dict)
