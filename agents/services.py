@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q, Sum
+from django.db.models import F, Max, Q
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -23,7 +23,6 @@ from agents.errors import (
     BundleTooLarge,
     InvalidBundle,
     InvalidUpload,
-    StorageQuotaExceeded,
     UnknownTool,
     VersionNotRunnable,
 )
@@ -47,6 +46,7 @@ from execution.sandbox import api as sandbox_api
 from execution.sandbox.errors import SANDBOX_CRASH, TIMEOUT, SandboxError
 from execution.sandbox.transform import transform
 from organizations.models import Organization
+from organizations.quotas import quota_check_sandbox_cpu, quota_meter_sandbox_cpu, quota_reserve_storage
 from organizations.services import Actor, audit_record
 
 logger = logging.getLogger("agents.services")
@@ -102,13 +102,6 @@ def _existing_identical(*, organization: Organization, slug: str, sha256: str) -
     )
 
 
-def _storage_used(organization: Organization) -> int:
-    used = BundleVersion.objects.filter(organization=organization, files_deleted_at__isnull=True).aggregate(
-        total=Sum("size_bytes")
-    )["total"]
-    return int(used or 0)
-
-
 def bundle_upload(
     *,
     organization: Organization,
@@ -123,7 +116,7 @@ def bundle_upload(
     """Validate and store a new version of bundle `slug` (created unless `must_exist`); queue introspection.
 
     Identical bytes return the existing version. Raises InvalidUpload, BundleTooLarge, InvalidBundle
-    (syntax_error / invalid_bundle with line and column), StorageQuotaExceeded.
+    (syntax_error / invalid_bundle with line and column), QuotaExceeded (bundle_storage_bytes).
     """
     slug = _check_slug(slug)
     limit = int(organization.max_bundle_bytes)
@@ -252,14 +245,9 @@ def _create_version_row(
     identical = BundleVersion.objects.filter(bundle=bundle, sha256=sha256).first()
     if identical is not None:
         return UploadResult(version=identical, created=False)
-    if size + _storage_used(organization) > organization.bundle_storage_bytes:
-        raise StorageQuotaExceeded(
-            detail={
-                "limit_bytes": organization.bundle_storage_bytes,
-                "used_bytes": _storage_used(organization),
-                "bytes": size,
-            }
-        )
+    # Locks the organization's usage row until commit: uploads to its other bundles wait, so two
+    # of them cannot both fit in the last free bytes.
+    quota_reserve_storage(organization=organization, size=size)
     number = (bundle.versions.aggregate(top=Max("number"))["top"] or 0) + 1
     version = BundleVersion.objects.create(
         organization=organization,
@@ -570,6 +558,7 @@ def tool_invoke(
             detail={"bundle": bundle.slug, "number": version.number, "status": version.status},
         )
     agent_key = _agent_for_tool(version=version, tool=tool, agent=agent)
+    quota_check_sandbox_cpu(organization=organization)
     settings_ = sandbox_settings_for(organization)
     limits = tool_limits_for(organization, timeout_ms=timeout_ms)
     context = {"sessionId": str(uuid.uuid4()), "resourceId": organization.public_id}
@@ -586,6 +575,9 @@ def tool_invoke(
         backend=settings_.backend,
     )
     answer = result.to_dict()
+    usage = answer.get("usage") or {}
+    cpu_ms = int(usage.get("cpu_ms", usage.get("cpuMs")) or 0)
+    quota_meter_sandbox_cpu(organization=organization, cpu_ms=cpu_ms)
     error = answer.get("error") or {}
     audit_record(
         actor=actor,

@@ -2,7 +2,7 @@
 
 from django.urls import URLPattern, path
 
-from organizations import api_views
+from organizations import api_views, usage_views
 
 urlpatterns: list[URLPattern] = [
     path("organization", api_views.OrganizationView.as_view(), name="organization"),
@@ -13,5 +13,7 @@ urlpatterns: list[URLPattern] = [
     path("variables/<str:key>", api_views.VariableDetailView.as_view(), name="variable-detail"),
     path("egress/hosts", api_views.EgressHostListView.as_view(), name="egress-host-list"),
     path("egress/hosts/<str:pattern>", api_views.EgressHostDetailView.as_view(), name="egress-host-detail"),
+    path("usage", usage_views.UsageView.as_view(), name="usage"),
+    path("audit", usage_views.AuditLogView.as_view(), name="audit-log"),
     path("model-provider", api_views.ModelProviderView.as_view(), name="model-provider"),
 ]

@@ -1,4 +1,4 @@
-"""`manage.py org`: operator commands for organizations (create, list, apikey; more plug in here)."""
+"""`manage.py org`: operator commands (create, list, apikey, set-limits, suspend, reactivate, usage)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from lightfast_cloud.api_errors import ApiError
 from organizations.models import Organization
+from organizations.operations import org_reactivate, org_set_limits, org_suspend
+from organizations.quotas import usage_report
 from organizations.selectors import organization_get_by_ref, organization_list
 from organizations.services import Actor, apikey_create, org_create, user_get_or_create_by_email
 
@@ -27,7 +29,7 @@ def _organization(ref: str) -> Organization:
 
 
 class Command(BaseCommand):
-    help = "Manage organizations: create, list, apikey."
+    help = "Manage organizations: create, list, apikey, set-limits, suspend, reactivate, usage."
 
     def add_arguments(self, parser: CommandParser) -> None:
         """One subparser per subcommand, each naming its `handle_<name>` method as `handler`."""
@@ -48,6 +50,33 @@ class Command(BaseCommand):
         apikey.add_argument("--name", default="", help="A label for the key.")
         apikey.add_argument("--expires-in-days", type=int, default=None, help="Default: never expires.")
         apikey.set_defaults(handler=self.handle_apikey)
+
+        set_limits = subcommands.add_parser("set-limits", help="Change plan limits (only those given).")
+        set_limits.add_argument("slug")
+        for field in Organization.LIMIT_FIELDS:
+            set_limits.add_argument(
+                f"--{field.replace('_', '-')}",
+                dest=field,
+                type=str if field == "api_rate" else _non_negative_int,
+                default=None,
+                metavar="RATE" if field == "api_rate" else "N",
+            )
+        set_limits.add_argument("--reason", default="", help="Recorded in the audit log.")
+        set_limits.set_defaults(handler=self.handle_set_limits)
+
+        suspend = subcommands.add_parser("suspend", help="Refuse every API call and websocket; cancel runs.")
+        suspend.add_argument("slug")
+        suspend.add_argument("--reason", required=True, help="Recorded in the audit log.")
+        suspend.set_defaults(handler=self.handle_suspend)
+
+        reactivate = subcommands.add_parser("reactivate", help="Lift a suspension.")
+        reactivate.add_argument("slug")
+        reactivate.add_argument("--reason", default="", help="Recorded in the audit log.")
+        reactivate.set_defaults(handler=self.handle_reactivate)
+
+        usage = subcommands.add_parser("usage", help="Usage against every quota, as JSON.")
+        usage.add_argument("slug")
+        usage.set_defaults(handler=self.handle_usage)
 
     def handle(self, *args: Any, **options: Any) -> None:
         """Dispatch to the subcommand; service errors become a one-line CommandError."""
@@ -105,3 +134,42 @@ class Command(BaseCommand):
             f"(scopes: {','.join(api_key.scopes)}{expiry}); it is shown only once:"
         )
         self.stdout.write(raw_key)
+
+    def handle_set_limits(self, options: Namespace) -> None:
+        """Apply the given limits in one audited change and print the new limits as JSON."""
+        organization = _organization(options.slug)
+        changes = {
+            field: getattr(options, field)
+            for field in Organization.LIMIT_FIELDS
+            if getattr(options, field) is not None
+        }
+        if not changes:
+            raise CommandError("give at least one limit, e.g. --api-rate 600/m")
+        organization = org_set_limits(
+            organization=organization, changes=changes, actor=OPERATOR, reason=options.reason
+        )
+        self.stdout.write(json.dumps(organization.limits(), sort_keys=True))
+
+    def handle_suspend(self, options: Namespace) -> None:
+        """Suspend and report how many runs were cancelled."""
+        organization = _organization(options.slug)
+        cancelled = org_suspend(organization=organization, actor=OPERATOR, reason=options.reason)
+        self.stdout.write(f"suspended {organization.slug}; cancelled {cancelled} run(s)")
+
+    def handle_reactivate(self, options: Namespace) -> None:
+        """Lift the suspension."""
+        organization = org_reactivate(
+            organization=_organization(options.slug), actor=OPERATOR, reason=options.reason
+        )
+        self.stdout.write(f"reactivated {organization.slug}")
+
+    def handle_usage(self, options: Namespace) -> None:
+        """The same report as GET /api/v1/usage."""
+        self.stdout.write(json.dumps(usage_report(organization=_organization(options.slug)), indent=2))
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(value)
+    return number

@@ -1,0 +1,90 @@
+"""REST API v1: the organization's usage against its quotas, and its audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from lightfast_cloud.api_errors import ApiError
+from organizations.models import AuditLog
+from organizations.quotas import usage_report
+from organizations.selectors import audit_log_list
+from organizations.tenancy import OrganizationScopedAPIView
+
+AUDIT_PAGE_DEFAULT = 50
+AUDIT_PAGE_MAX = 200
+
+
+class UsageView(OrganizationScopedAPIView):
+    """GET /api/v1/usage."""
+
+    @extend_schema(
+        summary="Usage of the current period against each quota, and daily series for 30 days",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> Response:
+        """Each quota's used / limit / remaining / resets_at, and runs, CPU-ms and tokens per day."""
+        return Response(usage_report(organization=self.organization))
+
+
+class AuditEntrySerializer(serializers.ModelSerializer):
+    """One audit log entry as members see it."""
+
+    actor = serializers.SerializerMethodField()
+    target = serializers.SerializerMethodField()
+
+    class Meta:
+        model = AuditLog
+        fields = ["id", "created_at", "action", "actor", "target", "reason", "metadata"]
+
+    def get_actor(self, entry: AuditLog) -> dict[str, str]:
+        """Who acted: type and label (the label outlives deleted users and keys)."""
+        return {"type": entry.actor_type, "label": entry.actor_label}
+
+    def get_target(self, entry: AuditLog) -> dict[str, str]:
+        """What was acted on."""
+        return {"type": entry.target_type, "id": entry.target_id}
+
+
+class InvalidAuditQuery(ApiError):
+    error_type = "invalid_input"
+    default_detail = "Invalid audit log query."
+
+
+class AuditLogView(OrganizationScopedAPIView):
+    """GET /api/v1/audit."""
+
+    @extend_schema(
+        summary="The organization's audit log, newest first",
+        parameters=[
+            OpenApiParameter(
+                "limit", int, description=f"At most {AUDIT_PAGE_MAX} (default {AUDIT_PAGE_DEFAULT})."
+            ),
+            OpenApiParameter("before", int, description="Only entries with a smaller id (next page)."),
+            OpenApiParameter("action", str, description="Only this action, e.g. `apikey.created`."),
+        ],
+        responses={200: AuditEntrySerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        """A page of entries; `next_before` continues it."""
+        entries = audit_log_list(organization=self.organization)
+        try:
+            limit = min(AUDIT_PAGE_MAX, max(1, int(request.query_params.get("limit", AUDIT_PAGE_DEFAULT))))
+            before = request.query_params.get("before")
+            if before:
+                entries = entries.filter(pk__lt=int(before))
+        except ValueError as exc:
+            raise InvalidAuditQuery("`limit` and `before` must be integers.") from exc
+        action = request.query_params.get("action")
+        if action:
+            entries = entries.filter(action=action)
+        page = list(entries.order_by("-pk")[:limit])
+        body: dict[str, Any] = {
+            "results": AuditEntrySerializer(page, many=True).data,
+            "next_before": page[-1].pk if len(page) == limit else None,
+        }
+        return Response(body)
