@@ -7,6 +7,8 @@ from django.urls import reverse
 
 from organizations.models import ApiKey, AuditLog, Membership, Organization
 
+SETTINGS_INLINES = ("variables", "egress_hosts", "model_provider")
+
 
 @pytest.fixture
 def operator(admin_user, client):
@@ -82,6 +84,8 @@ def test_plan_limits_are_editable_and_audited(operator, alice):
         "memberships-INITIAL_FORMS": len(memberships),
         "memberships-MIN_NUM_FORMS": 0,
         "memberships-MAX_NUM_FORMS": 1000,
+        # The sandbox settings inlines (organizations/admin_sandbox.py), empty here.
+        **{f"{prefix}-{part}": 0 for prefix in SETTINGS_INLINES for part in ("TOTAL_FORMS", "INITIAL_FORMS")},
     }
     for index, membership in enumerate(memberships):
         data.update(
