@@ -44,10 +44,26 @@ def _worker() -> dict[str, Any]:
     return {"answered": sorted(name for reply in replies for name in reply)}
 
 
+def _sandbox(worker: dict[str, Any]) -> dict[str, Any]:
+    """The sandbox pool status that the answering worker published."""
+    from lightfast_cloud.worker_status import sandbox_status_for
+
+    names = worker.get("answered") or []
+    if not names:
+        raise RuntimeError("no worker answered, so no sandbox status")
+    status = sandbox_status_for(names[0])
+    if status is None:
+        raise RuntimeError(f"worker {names[0]} has not published a sandbox status yet")
+    if not status.get("ok", False):
+        raise RuntimeError(f"sandbox unavailable on {names[0]}: {status.get('error')}")
+    return {"worker": names[0], "status": status}
+
+
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
     """Report each dependency; 200 when all are healthy, 503 otherwise."""
     checks = {"database": _timed(_database), "redis": _timed(_redis), "worker": _timed(_worker)}
+    checks["sandbox"] = _timed(lambda: _sandbox(checks["worker"]))
     healthy = all(check["ok"] for check in checks.values())
     body = {"status": "healthy" if healthy else "unhealthy", "checks": checks,
             "sandbox_backend": settings.LIGHTFAST_SANDBOX_BACKEND}
