@@ -291,8 +291,8 @@ def test_unknown_backend_is_a_classified_error() -> None:
     assert "nonesuch" in result.error["message"]
 
 
-def test_status_for_healthz() -> None:
+def test_status_for_healthz(sandbox_backend: str) -> None:
     _invoke(_bundle(SAMPLES / "weather.mjs"), "weather", "getWeather", {"city": "Paris"})
     status = api.sandbox_status()
-    assert status["backend"] == "local" and status["started"] is True
+    assert status["backend"] == sandbox_backend and status["started"] is True
     assert status["engine"] == "ok"
