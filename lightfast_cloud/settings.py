@@ -187,6 +187,9 @@ SPECTACULAR_SETTINGS = {
 # Request bodies above this size get a 413 (uploads stream with their own limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("LIGHTFAST_MAX_JSON_BODY", default=1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Hard cap on any request body, enforced in ASGI before Django spools it to disk;
+# per-organization bundle limits (at most this) are checked while streaming.
+LIGHTFAST_MAX_REQUEST_BYTES = env.int("LIGHTFAST_MAX_REQUEST_BYTES", default=64 * 1024 * 1024)
 
 # --- sandbox ------------------------------------------------------------------
 LIGHTFAST_SANDBOX_BACKEND = env.str("LIGHTFAST_SANDBOX_BACKEND", default="local")
