@@ -17,7 +17,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Any: Django's and Channels' handlers each annotate the ASGI callables a little differently.
+ASGIApp = Callable[..., Awaitable[Any]]
 
 
 def _too_large_body(limit: int) -> bytes:

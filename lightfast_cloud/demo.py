@@ -7,6 +7,7 @@ the first start; later starts say how to make new ones.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -37,6 +38,7 @@ def demo_ensure() -> list[str]:
     lines = _operator_ensure()
     actor = Actor.system("launcher")
     organization = Organization.objects.filter(slug=DEMO_SLUG).first()
+    owner: Any
     if organization is None:
         owner, _ = user_get_or_create_by_email(email=DEMO_OWNER_EMAIL)
         password = secrets.token_urlsafe(12)

@@ -41,7 +41,8 @@ class InnerApp:
 async def run(app, scope, chunks: list[bytes]) -> list[dict]:
     communicator = ApplicationCommunicator(app, scope)
     for i, chunk in enumerate(chunks):
-        await communicator.send_input({"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1})
+        more = i < len(chunks) - 1
+        await communicator.send_input({"type": "http.request", "body": chunk, "more_body": more})
     messages = [await communicator.receive_output(5)]
     if messages[0]["type"] == "http.response.start":
         messages.append(await communicator.receive_output(5))
