@@ -22,11 +22,15 @@ ASGIApp = Callable[..., Awaitable[Any]]
 
 
 def _too_large_body(limit: int) -> bytes:
-    return json.dumps({"error": {
-        "type": "payload_too_large",
-        "message": f"The request body exceeds the platform limit of {limit} bytes.",
-        "detail": {"limit_bytes": limit},
-    }}).encode()
+    return json.dumps(
+        {
+            "error": {
+                "type": "payload_too_large",
+                "message": f"The request body exceeds the platform limit of {limit} bytes.",
+                "detail": {"limit_bytes": limit},
+            }
+        }
+    ).encode()
 
 
 class BodySizeLimit:
@@ -38,10 +42,17 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         body = _too_large_body(self.limit_bytes)
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -25,8 +25,10 @@ def _operator_ensure() -> list[str]:
     """A superuser for the Django admin."""
     user_model = get_user_model()
     if user_model.objects.filter(username=OPERATOR_USERNAME).exists():
-        return [f"Operator login (admin at /admin/): {OPERATOR_USERNAME} (password shown on first start; "
-                f"reset: python manage.py changepassword {OPERATOR_USERNAME})"]
+        return [
+            f"Operator login (admin at /admin/): {OPERATOR_USERNAME} (password shown on first start; "
+            f"reset: python manage.py changepassword {OPERATOR_USERNAME})"
+        ]
     password = secrets.token_urlsafe(12)
     user_model.objects.create_superuser(username=OPERATOR_USERNAME, email="", password=password)
     return [f"Operator login (admin at /admin/): {OPERATOR_USERNAME} / {password}"]
@@ -45,8 +47,13 @@ def demo_ensure() -> list[str]:
         owner.set_password(password)
         owner.save(update_fields=["password"])
         organization = org_create(slug=DEMO_SLUG, name="Demo organization", owner=owner, actor=actor)
-        _, raw_key = apikey_create(organization=organization, name="demo key",
-                                   scopes=["read", "write", "execute"], actor=actor, created_by=owner)
+        _, raw_key = apikey_create(
+            organization=organization,
+            name="demo key",
+            scopes=["read", "write", "execute"],
+            actor=actor,
+            created_by=owner,
+        )
         lines += [
             f"Demo organization '{DEMO_SLUG}', owner login: {DEMO_OWNER_EMAIL} / {password}",
             "Demo API key (shown once, keep it):",
@@ -55,8 +62,10 @@ def demo_ensure() -> list[str]:
     else:
         membership = organization.memberships.filter(role="owner").select_related("user").first()
         owner = membership.user if membership is not None else None
-        lines += [f"Demo organization '{DEMO_SLUG}' exists; owner login: {DEMO_OWNER_EMAIL}. "
-                  f"New API key: python manage.py org apikey {DEMO_SLUG} --scopes read,write,execute"]
+        lines += [
+            f"Demo organization '{DEMO_SLUG}' exists; owner login: {DEMO_OWNER_EMAIL}. "
+            f"New API key: python manage.py org apikey {DEMO_SLUG} --scopes read,write,execute"
+        ]
     version = demo_bundle_ensure(organization, owner)
     lines.append(f"Demo bundle '{version.bundle.slug}' version {version.number}: {version.status}")
     return lines

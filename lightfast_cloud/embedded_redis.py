@@ -77,15 +77,24 @@ def start_embedded_redis(data_dir: Path, *, persistent: bool = True, timeout: fl
     sock.unlink(missing_ok=True)
     args = [
         redis_server_binary(),
-        "--port", "0",
-        "--unixsocket", str(sock),
-        "--unixsocketperm", "700",
-        "--dir", str(data_dir),
-        "--save", "",
-        "--daemonize", "no",
-        "--loglevel", "warning",
-        "--logfile", str(data_dir / "redis.log"),
-        "--maxclients", "10000",
+        "--port",
+        "0",
+        "--unixsocket",
+        str(sock),
+        "--unixsocketperm",
+        "700",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--loglevel",
+        "warning",
+        "--logfile",
+        str(data_dir / "redis.log"),
+        "--maxclients",
+        "10000",
     ]
     # Queued Celery tasks live in this redis: an append-only file keeps them across restarts.
     args += ["--appendonly", "yes", "--appendfsync", "everysec"] if persistent else ["--appendonly", "no"]
@@ -95,7 +104,9 @@ def start_embedded_redis(data_dir: Path, *, persistent: bool = True, timeout: fl
         if socket_answers(sock):
             return EmbeddedRedis(socket_path=sock, process=process)
         if process.poll() is not None:
-            raise EmbeddedRedisError(f"redis-server exited with {process.returncode}; see {data_dir / 'redis.log'}")
+            raise EmbeddedRedisError(
+                f"redis-server exited with {process.returncode}; see {data_dir / 'redis.log'}"
+            )
         time.sleep(0.02)
     process.kill()
     raise EmbeddedRedisError(f"redis-server did not answer on {sock} within {timeout} s")

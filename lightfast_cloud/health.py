@@ -65,6 +65,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _timed(_database), "redis": _timed(_redis), "worker": _timed(_worker)}
     checks["sandbox"] = _timed(lambda: _sandbox(checks["worker"]))
     healthy = all(check["ok"] for check in checks.values())
-    body = {"status": "healthy" if healthy else "unhealthy", "checks": checks,
-            "sandbox_backend": settings.LIGHTFAST_SANDBOX_BACKEND}
+    body = {
+        "status": "healthy" if healthy else "unhealthy",
+        "checks": checks,
+        "sandbox_backend": settings.LIGHTFAST_SANDBOX_BACKEND,
+    }
     return JsonResponse(body, status=200 if healthy else 503)

@@ -77,7 +77,9 @@ class Launcher:
 
     def spawn(self, name: str, args: list[str]) -> Child:
         """Start a child in its own session and remember it."""
-        process = subprocess.Popen(args, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            args, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True
+        )
         child = Child(name=name, process=process)
         self.children.append(child)
         return child
@@ -86,22 +88,53 @@ class Launcher:
         """Start daphne and the Celery worker."""
         # Twisted's endpoint string lets us raise the listen backlog above its default of 50.
         endpoint = f"tcp:port={self.port}:interface={self.host}:backlog=1024"
-        self.spawn("web", [sys.executable, "-m", "daphne", "-e", endpoint, "--proxy-headers",
-                           "lightfast_cloud.asgi:application"])
-        self.spawn("worker", [
-            sys.executable, "-m", "celery", "-A", "lightfast_cloud", "worker",
-            "--queues", "runs,introspect,default", "--pool", "threads", "--without-mingle", "--without-gossip",
-            "--concurrency", str(self.worker_concurrency), "--loglevel", "INFO",
-            "--hostname", f"embedded@{os.uname().nodename}",
-            "--beat", "--schedule", str(self.data_dir / "celerybeat-schedule"),
-        ])
+        self.spawn(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-e",
+                endpoint,
+                "--proxy-headers",
+                "lightfast_cloud.asgi:application",
+            ],
+        )
+        self.spawn(
+            "worker",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "lightfast_cloud",
+                "worker",
+                "--queues",
+                "runs,introspect,default",
+                "--pool",
+                "threads",
+                "--without-mingle",
+                "--without-gossip",
+                "--concurrency",
+                str(self.worker_concurrency),
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"embedded@{os.uname().nodename}",
+                "--beat",
+                "--schedule",
+                str(self.data_dir / "celerybeat-schedule"),
+            ],
+        )
 
     def supervise(self) -> int:
         """Wait until interrupted or until a child dies; return the exit status."""
         while not self.stopping.wait(0.5):
             for child in self.children:
                 if not child.alive():
-                    logger.error("%s exited with status %s; stopping the stack", child.name, child.process.returncode)
+                    logger.error(
+                        "%s exited with status %s; stopping the stack", child.name, child.process.returncode
+                    )
                     return 1
         return 0
 
@@ -116,6 +149,7 @@ class Launcher:
 
     def run(self, prepare: Callable[[], None]) -> int:
         """Start redis, run `prepare` (migrations, demo content), then the services."""
+
         def on_signal(signum: int, frame: object) -> None:
             self.stopping.set()
 
@@ -129,8 +163,10 @@ class Launcher:
             if self.stopping.is_set():
                 return 0
             self.start_services()
-            print(f"\nLightfast Cloud is running at http://{self.host}:{self.port}/  (Ctrl-C stops it)\n",
-                  flush=True)
+            print(
+                f"\nLightfast Cloud is running at http://{self.host}:{self.port}/  (Ctrl-C stops it)\n",
+                flush=True,
+            )
             return self.supervise()
         finally:
             started = time.monotonic()

@@ -83,10 +83,30 @@ def start_celery_worker(queues: str = "runs,introspect,default", timeout: float 
     """Start a worker and wait until it answers a ping."""
     hostname = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "lightfast_cloud", "worker", "--queues", queues,
-         "--pool", "threads", "--concurrency", "8", "--without-mingle", "--without-gossip",
-         "--hostname", hostname, "--loglevel", "WARNING"],
-        env=service_env(), cwd=PROJECT_ROOT, start_new_session=True, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "lightfast_cloud",
+            "worker",
+            "--queues",
+            queues,
+            "--pool",
+            "threads",
+            "--concurrency",
+            "8",
+            "--without-mingle",
+            "--without-gossip",
+            "--hostname",
+            hostname,
+            "--loglevel",
+            "WARNING",
+        ],
+        env=service_env(),
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
     )
     worker = CeleryWorker(process=process, hostname=hostname)
     deadline = time.monotonic() + timeout

@@ -14,10 +14,20 @@ LIMIT = 1000
 
 
 def http_scope(headers: list[tuple[bytes, bytes]]) -> dict:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": "/api/v1/bundles", "raw_path": b"/api/v1/bundles", "query_string": b"",
-            "root_path": "", "headers": [(b"host", b"testserver"), *headers],
-            "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/v1/bundles",
+        "raw_path": b"/api/v1/bundles",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
 
 
 class InnerApp:
@@ -53,8 +63,9 @@ async def run(app, scope, chunks: list[bytes]) -> list[dict]:
 @pytest.mark.asyncio
 async def test_declared_length_over_cap_is_refused_unread() -> None:
     inner = InnerApp()
-    start, body = await run(BodySizeLimit(inner, limit_bytes=LIMIT),
-                            http_scope([(b"content-length", b"5000000000")]), [b"x" * 10])
+    start, body = await run(
+        BodySizeLimit(inner, limit_bytes=LIMIT), http_scope([(b"content-length", b"5000000000")]), [b"x" * 10]
+    )
     assert start["status"] == 413
     error = json.loads(body["body"])["error"]
     assert error["type"] == "payload_too_large" and error["detail"]["limit_bytes"] == LIMIT

@@ -47,8 +47,12 @@ def test_launcher_runs_healthy_and_stops_on_sigint(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(LIGHTFAST_DATA_DIR=str(data_dir), PORT=str(port))
     launcher = subprocess.Popen(
-        [sys.executable, "manage.py", "lightfast", "up"], cwd=PROJECT_ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "manage.py", "lightfast", "up"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 120
