@@ -67,7 +67,8 @@ class VariableAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         """Validate with the same rules as the API (`variable_clean`)."""
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors or not self.has_changed():
             return data
         existing = self.instance if self.instance.pk else None
@@ -136,7 +137,8 @@ class ModelProviderAdminForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         """Validate with the API's rules."""
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if self.errors:
             return data
         try:

@@ -159,7 +159,9 @@ class MemberListSerializer(serializers.Serializer):
 class VariableSerializer(serializers.ModelSerializer[OrganizationVariable]):
     """A variable as listed: a secret's value is never returned (`value` is null)."""
 
-    value = serializers.SerializerMethodField(help_text="The value of a plain variable; null for a secret.")
+    value = serializers.SerializerMethodField(
+        method_name="get_shown_value", help_text="The value of a plain variable; null for a secret."
+    )
     inject_hosts = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
@@ -176,7 +178,7 @@ class VariableSerializer(serializers.ModelSerializer[OrganizationVariable]):
         ]
         read_only_fields = fields
 
-    def get_value(self, variable: OrganizationVariable) -> str | None:
+    def get_shown_value(self, variable: OrganizationVariable) -> str | None:
         return None if variable.is_secret else variable.value
 
 
