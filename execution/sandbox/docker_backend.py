@@ -558,7 +558,11 @@ class DockerBackend(LocalJailBackend):
             engine = f"image {self.dconfig.image!r} missing: run `python manage.py sandbox build-image`"
         except (docker.errors.DockerException, OSError) as exc:
             engine = f"Docker engine unreachable: {exc}"
+        # `ok`/`error` are what /healthz reads from the status each worker publishes.
+        healthy = engine == "ok" and self._status.get("engine", "ok") == "ok"
         return {
+            "ok": healthy,
+            "error": None if healthy else {"type": SANDBOX_CRASH, "message": engine, "detail": {}},
             "backend": self.name,
             "engine": engine if engine != "ok" else self._status.get("engine", "ok"),
             "docker": engine,

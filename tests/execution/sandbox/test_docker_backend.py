@@ -283,7 +283,8 @@ def test_missing_image_and_unreachable_engine_are_classified(
     with pytest.raises(SandboxError) as exc:
         _call(backend, weather, "org_alice", "getWeather", {"city": "Paris"})
     assert exc.value.code == "sandbox_crash" and "build-image" in exc.value.message
-    assert "missing" in backend.status()["engine"]
+    status = backend.status()
+    assert status["ok"] is False and "missing" in status["error"]["message"]
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(SandboxError) as unreachable:
         DockerBackend()
