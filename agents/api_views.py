@@ -266,6 +266,9 @@ class BundleVersionDetailView(BundleAPIView):
 class BundleVersionActivateView(BundleVersionDetailView):
     """Make a ready version the active one."""
 
+    # Only the version lookup is inherited; GET stays on the detail route.
+    http_method_names = ["post", "options"]
+
     @extend_schema(
         operation_id="bundle_versions_activate",
         parameters=[SLUG, NUMBER],
