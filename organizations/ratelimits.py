@@ -1,7 +1,8 @@
 """API rate limits: django-ratelimit counters on the shared Redis cache, and the headers that report them.
 
-Each API request counts once against its organization and once against its API key (both
-at the organization's plan rate `api_rate`); websocket connection attempts and message
+Each API request counts against its organization and, once the organization admitted it,
+against its API key (both at the organization's plan rate `api_rate`, so today the key
+counter reports per-key use; a per-key rate would plug in there); websocket connection attempts and message
 frames have their own counters at the same rate. Failed authentications count against
 the client IP (`LIGHTFAST_AUTH_FAILURE_RATE`). django-ratelimit's counters are fixed
 windows whose key includes the window, created with an atomic add (SET NX) and
@@ -101,17 +102,17 @@ class RateLimitDecision:
 
 @dataclass(frozen=True)
 class RateLimitState:
-    """The decisions of one request: headers report the most restrictive, a 429 the one that refused."""
+    """The decisions of one request: headers report the organization's counter, a 429 the one that refused."""
 
     decisions: tuple[RateLimitDecision, ...]
 
     @property
     def binding(self) -> RateLimitDecision:
-        """The refusing decision, else the one with the fewest requests left."""
+        """The refusing decision, else the first (the organization's, which every request counts against)."""
         limited = [decision for decision in self.decisions if decision.limited]
         if limited:
             return max(limited, key=lambda decision: decision.reset_s)
-        return min(self.decisions, key=lambda decision: (decision.remaining, -decision.reset_s))
+        return self.decisions[0]
 
 
 def parse_rate(rate: str) -> tuple[int, int]:
@@ -160,19 +161,25 @@ def ratelimit_api_request(
     """
     rate = organization.api_rate
     try:
-        decisions = [
-            _count(
-                request=request,
-                policy=POLICY_ORGANIZATION,
-                value=organization.public_id,
-                rate=rate,
-                increment=True,
-            )
-        ]
+        organization_decision = _count(
+            request=request,
+            policy=POLICY_ORGANIZATION,
+            value=organization.public_id,
+            rate=rate,
+            increment=True,
+        )
+        decisions = [organization_decision]
         if api_key is not None:
+            # Counted only once the organization admitted the request: with two counters bumped
+            # independently, interleaved requests could each be refused by a different counter and
+            # fewer than `limit` would pass.
             decisions.append(
                 _count(
-                    request=request, policy=POLICY_API_KEY, value=api_key.lookup_id, rate=rate, increment=True
+                    request=request,
+                    policy=POLICY_API_KEY,
+                    value=api_key.lookup_id,
+                    rate=rate,
+                    increment=not organization_decision.limited,
                 )
             )
     except RateLimitUnavailable:

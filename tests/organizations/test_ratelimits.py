@@ -1,0 +1,208 @@
+"""Rate limits: exact under concurrency on a real HTTP server, per organization, headers, 429/503, auth by IP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from typing import Any
+
+import pytest
+from django.core.servers.basehttp import WSGIServer
+from django.test import override_settings
+
+from organizations.models import Organization
+from organizations.ratelimits import (
+    RateLimited,
+    ratelimit_seconds_to_reset,
+    ratelimit_ws_connect,
+    ratelimit_ws_frame,
+)
+
+ORGANIZATION_URL = "/api/v1/organization"
+
+# The live server listens with a backlog of 10; a burst of 200 connections would then wait on SYN
+# retransmits instead of reaching the rate limiter. Production servers (daphne) get a large backlog too.
+# Set at import, before the session's live server starts listening.
+WSGIServer.request_queue_size = 1024
+UNREACHABLE_CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "unix:///nonexistent/lightfast-test/redis.sock",
+        "KEY_PREFIX": "lf",
+        "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+    }
+}
+
+
+def _set_rate(organization: Organization, rate: str) -> None:
+    Organization.objects.filter(pk=organization.pk).update(api_rate=rate)
+    organization.api_rate = rate
+
+
+def _wait_for_fresh_window(organization: Organization, *, needed_s: int = 15) -> None:
+    """Fixed windows: start a burst well inside one, so all of it is counted in the same window."""
+    left = ratelimit_seconds_to_reset(organization=organization)
+    if left < needed_s:
+        time.sleep(left + 1)
+
+
+def _http_get(url: str, key: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def test_200_concurrent_requests_against_50_per_minute_admit_exactly_50(
+    transactional_db, live_server, alice, bob
+):
+    _set_rate(alice.organization, "50/m")
+    _wait_for_fresh_window(alice.organization)
+    url = live_server.url + ORGANIZATION_URL
+    results: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(200)
+
+    def call() -> None:
+        barrier.wait()
+        result = _http_get(url, alice.keys["read"])
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=call) for _ in range(200)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    statuses = Counter(status for status, _, _ in results)
+    assert statuses == {200: 50, 429: 150}
+    ok = [headers for status, headers, _ in results if status == 200]
+    limited = [(headers, body) for status, headers, body in results if status == 429]
+    # Each admitted request saw a different count: remaining 49, 48, … 0, each exactly once.
+    assert sorted(int(headers["X-RateLimit-Remaining"]) for headers in ok) == list(range(50))
+    for headers in ok + [headers for headers, _ in limited]:
+        assert headers["X-RateLimit-Limit"] == "50"
+        assert 0 < int(headers["X-RateLimit-Reset"]) <= 60
+        assert '"organization";q=50;w=60' in headers["RateLimit-Policy"]
+        assert '"api-key";q=50;w=60' in headers["RateLimit-Policy"]
+    resets = {headers["X-RateLimit-Reset"] for headers in ok + [headers for headers, _ in limited]}
+    # One window: the values differ only by the seconds that ticked during the burst.
+    assert max(map(int, resets)) - min(map(int, resets)) <= 5
+    for headers, body in limited:
+        assert headers["X-RateLimit-Remaining"] == "0"
+        assert int(headers["Retry-After"]) >= 1
+        assert headers["RateLimit"].endswith(f"t={headers['X-RateLimit-Reset']}")
+        assert ";r=0;" in headers["RateLimit"]
+        assert body["error"]["type"] == "rate_limited"
+        assert body["error"]["detail"]["limit"] == 50
+
+    # Bob's organization is not limited by Alice's.
+    status, headers, _ = _http_get(live_server.url + ORGANIZATION_URL, bob.keys["read"])
+    assert status == 200 and headers["X-RateLimit-Limit"] == "600"
+    assert headers["X-RateLimit-Remaining"] == "599"
+
+
+def test_every_api_response_carries_the_headers(alice, api):
+    response = api.get(ORGANIZATION_URL, key=alice.keys["read"])
+    assert response.status_code == 200
+    assert response["X-RateLimit-Limit"] == "600"
+    assert response["X-RateLimit-Remaining"] == "599"
+    assert int(response["X-RateLimit-Reset"]) > 0
+    assert response["RateLimit"].startswith('"organization";r=599;t=')
+    assert response["RateLimit-Policy"] == '"organization";q=600;w=60, "api-key";q=600;w=60'
+    # Errors after tenant resolution count and carry the headers too (a read key cannot write).
+    refused = api.post("/api/v1/api-keys", json={"name": "x", "scopes": ["read"]}, key=alice.keys["read"])
+    assert refused.status_code == 403
+    assert refused["X-RateLimit-Remaining"] == "598"
+
+
+def test_limit_is_per_organization_and_keys_share_it(alice, bob, api):
+    _set_rate(alice.organization, "3/m")
+    _wait_for_fresh_window(alice.organization, needed_s=5)
+    statuses = [
+        api.get(ORGANIZATION_URL, key=alice.keys[name]).status_code for name in ("read", "all", "read")
+    ]
+    assert statuses == [200, 200, 200]
+    # Another key of the same organization: the organization's counter is spent.
+    limited = api.get(ORGANIZATION_URL, key=alice.keys["all"])
+    assert limited.status_code == 429
+    assert limited.json()["error"]["type"] == "rate_limited"
+    assert limited["RateLimit"].startswith('"organization";r=0;')
+    # Sessions of members count against the same organization.
+    assert api.get(ORGANIZATION_URL, user=alice.owner).status_code == 429
+    assert api.get(ORGANIZATION_URL, key=bob.keys["read"]).status_code == 200
+
+
+def test_authentication_failures_are_limited_by_client_ip(alice, api, settings):
+    settings.LIGHTFAST_AUTH_FAILURE_RATE = "3/m"
+    bad_key = "lf_live_aaaaaaaaaaaa_not-a-real-secret"
+    for _ in range(3):
+        response = api.get(ORGANIZATION_URL, key=bad_key)
+        assert response.status_code == 401
+        assert response["RateLimit-Policy"] == '"auth-failures";q=3;w=60'
+    # Now even a valid key is refused from this address: guessing cannot continue.
+    blocked = api.get(ORGANIZATION_URL, key=alice.keys["read"])
+    assert blocked.status_code == 429
+    assert blocked.json()["error"]["type"] == "rate_limited"
+    assert int(blocked["Retry-After"]) >= 1
+
+
+def test_forwarded_for_is_trusted_only_for_configured_proxies(alice, api, settings):
+    settings.LIGHTFAST_AUTH_FAILURE_RATE = "2/m"
+    bad_key = "lf_live_aaaaaaaaaaaa_not-a-real-secret"
+
+    def attempt(forwarded: str, key: str = bad_key) -> int:
+        return api.get(ORGANIZATION_URL, key=key, headers={"X-Forwarded-For": forwarded}).status_code
+
+    # No trusted proxy: a client cannot escape its limit by inventing X-Forwarded-For.
+    settings.LIGHTFAST_TRUSTED_PROXY_COUNT = 0
+    assert [attempt("10.0.0.1"), attempt("10.0.0.2")] == [401, 401]
+    assert attempt("10.0.0.3", alice.keys["read"]) == 429
+    # One trusted proxy: the address it appended is the client; what the client wrote before it is ignored.
+    settings.LIGHTFAST_TRUSTED_PROXY_COUNT = 1
+    assert [attempt("1.1.1.1, 203.0.113.7"), attempt("2.2.2.2, 203.0.113.7")] == [401, 401]
+    assert attempt("3.3.3.3, 203.0.113.7", alice.keys["read"]) == 429
+    assert attempt("203.0.113.8", alice.keys["read"]) == 200
+
+
+def test_redis_unreachable_answers_503_not_unlimited(alice, api):
+    with override_settings(CACHES=UNREACHABLE_CACHES):
+        response = api.get(ORGANIZATION_URL, key=alice.keys["read"])
+        assert response.status_code == 503
+        assert response.json()["error"]["type"] == "rate_limit_unavailable"
+        write = api.post("/api/v1/api-keys", json={"name": "x", "scopes": ["read"]}, key=alice.keys["all"])
+        assert write.status_code == 503
+
+
+def test_redis_unreachable_can_fail_open_for_reads_only(alice, api, settings):
+    settings.LIGHTFAST_RATELIMIT_FAIL_OPEN_READS = True
+    with override_settings(CACHES=UNREACHABLE_CACHES):
+        read = api.get(ORGANIZATION_URL, key=alice.keys["read"])
+        assert read.status_code == 200
+        assert "X-RateLimit-Limit" not in read
+        write = api.post("/api/v1/api-keys", json={"name": "x", "scopes": ["read"]}, key=alice.keys["all"])
+        assert write.status_code == 503
+        assert write.json()["error"]["type"] == "rate_limit_unavailable"
+
+
+def test_websocket_frames_and_connections_are_limited_per_organization(alice, bob):
+    _set_rate(alice.organization, "2/m")
+    _wait_for_fresh_window(alice.organization, needed_s=5)
+    api_key = alice.api_keys["execute"]
+    assert ratelimit_ws_frame(organization=alice.organization, api_key=api_key).remaining == 1
+    assert ratelimit_ws_frame(organization=alice.organization, api_key=api_key).remaining == 0
+    with pytest.raises(RateLimited) as refused:
+        ratelimit_ws_frame(organization=alice.organization, api_key=api_key)
+    frame = refused.value.error_frame()
+    assert frame["type"] == "error" and frame["error"]["type"] == "rate_limited"
+    assert frame["errorText"].startswith("rate_limited: ")
+    # Connection attempts have their own counter; Bob is unaffected.
+    assert ratelimit_ws_connect(organization=alice.organization, api_key=api_key).remaining == 1
+    assert ratelimit_ws_frame(organization=bob.organization).remaining == 599
