@@ -182,6 +182,7 @@ SPECTACULAR_SETTINGS = {
         "ApiKeyStatusEnum": "organizations.models.API_KEY_STATUSES",
         "RoleEnum": "organizations.models.Role",
         "ScopeEnum": "organizations.models.Scope",
+        "RunStatusEnum": "execution.models.RunStatus",
     },
 }
 # Request bodies above this size get a 413 (uploads stream with their own limit).

@@ -15,6 +15,7 @@ api_v1: list[URLPattern | URLResolver] = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("", include("organizations.api_urls")),
     path("", include("agents.api_urls")),
+    path("", include("execution.api_urls")),
 ]
 
 urlpatterns = [

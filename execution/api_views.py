@@ -1,0 +1,357 @@
+"""REST API v1 for runs, their events, chat sessions and websocket tickets; thin wrappers over services."""
+
+from __future__ import annotations
+
+import time
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from execution.events import run_events_after
+from execution.models import ChatSession, Message, Run, RunStatus
+from execution.serializers import (
+    ChatSessionSerializer,
+    MessageSerializer,
+    RunCreateSerializer,
+    RunEventsSerializer,
+    RunSerializer,
+    RunStartedSerializer,
+    WsTicketSerializer,
+)
+from execution.services import run_cancel
+from execution.transport import (
+    REPLAY_BATCH,
+    TransportError,
+    agent_target_parse,
+    chat_run_start,
+    run_get,
+    session_get,
+)
+from execution.ws_auth import ws_ticket_issue
+from lightfast_cloud.api_errors import ApiError, ErrorResponseSerializer
+from organizations.models import Scope
+from organizations.tenancy import OrganizationScopedAPIView, OrganizationScopedGenericAPIView
+
+WAIT_MAX_S = 60.0
+WAIT_POLL_S = 0.05
+
+# HTTP status of each transport error type; anything else is a 400.
+_ERROR_STATUS = {"not_found": 404, "permission_denied": 403, "quota_exceeded": 403, "rate_limited": 429}
+
+
+class RunRequestError(ApiError):
+    """A transport refusal (`not_found`, `invalid_input`, `invalid_bundle`, …) in the API's error format."""
+
+    def __init__(self, exc: TransportError) -> None:
+        self.status_code = _ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST)
+        self.error_type = exc.code
+        super().__init__(exc.message, detail=exc.detail)
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorResponseSerializer, description=description)
+
+
+COMMON_ERRORS = {
+    401: _error("Missing or invalid credentials."),
+    403: _error("The credentials lack the scope (`permission_denied`)."),
+    404: _error("No such run, session or agent in your organization (`not_found`)."),
+}
+RUN_ID = OpenApiParameter("run_id", str, OpenApiParameter.PATH, description="The run's id (UUID).")
+SESSION_ID = OpenApiParameter("session_id", str, OpenApiParameter.PATH, description="The session's id.")
+
+
+class Pagination(LimitOffsetPagination):
+    """`?limit=&offset=`; answers `{count, next, previous, results}`."""
+
+    default_limit = 50
+    max_limit = 500
+
+
+class RunAPIView(OrganizationScopedAPIView):
+    """Looks up the caller's runs; another organization's run is a 404."""
+
+    def get_run(self, run_id: str) -> Run:
+        """The caller's run or a 404."""
+        try:
+            return run_get(organization=self.organization, run_id=run_id)
+        except TransportError as exc:
+            raise RunRequestError(exc) from exc
+
+
+def _wait_seconds(request: Request) -> float:
+    raw = request.query_params.get("wait")
+    if raw in (None, ""):
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ApiError("`wait` must be a number of seconds.", detail={"field": "wait"}) from exc
+    if not 0 <= value <= WAIT_MAX_S:
+        raise ApiError(f"`wait` must be between 0 and {WAIT_MAX_S:g} seconds.", detail={"field": "wait"})
+    return value
+
+
+class RunListView(OrganizationScopedGenericAPIView):
+    """The organization's runs (filtered, paginated); POST starts a chat run."""
+
+    queryset = Run.objects.select_related("bundle_version__bundle", "session")
+    serializer_class = RunSerializer
+    pagination_class = Pagination
+    scope_by_method = {"POST": Scope.EXECUTE}
+
+    def get_queryset(self) -> QuerySet[Run]:
+        """Scoped runs, filtered by `status`, `agent` (`bundle/agentKey`) and `session`."""
+        runs: QuerySet[Run] = super().get_queryset()
+        params = self.request.query_params
+        if params.get("status"):
+            runs = runs.filter(status=params["status"])
+        if params.get("agent"):
+            bundle, _, agent = params["agent"].partition("/")
+            runs = runs.filter(bundle_version__bundle__slug=bundle, agent_key=agent)
+        if params.get("session"):
+            runs = runs.filter(session__public_id=params["session"])
+        return runs
+
+    @extend_schema(
+        operation_id="runs_list",
+        parameters=[
+            OpenApiParameter("status", str, enum=RunStatus.values, description="Only runs with this status."),
+            OpenApiParameter("agent", str, description="Only runs of this agent (`bundle/agentKey`)."),
+            OpenApiParameter("session", str, description="Only runs of this chat session."),
+        ],
+        responses={200: RunSerializer(many=True), **COMMON_ERRORS},
+        tags=["runs"],
+    )
+    def get(self, request: Request) -> Response:
+        """Runs, newest first."""
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(RunSerializer(page, many=True).data)
+
+    @extend_schema(
+        operation_id="runs_create",
+        request=RunCreateSerializer,
+        parameters=[
+            OpenApiParameter(
+                "wait", float, description=f"Wait up to this many seconds (≤ {WAIT_MAX_S:g}) for the end."
+            ),
+        ],
+        responses={
+            202: RunStartedSerializer,
+            200: RunStartedSerializer,
+            400: _error("Invalid body, agent or input (`invalid_input`, `invalid_bundle`)."),
+            **COMMON_ERRORS,
+        },
+        description="Starts a chat run. Answers 202 at once (or 200 with the ended run when `?wait=S` "
+        "saw it end), with URLs to follow its events.",
+        tags=["runs"],
+    )
+    def post(self, request: Request) -> Response:
+        """Start a run."""
+        wait_s = _wait_seconds(request)
+        body = RunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            target = agent_target_parse(organization=self.organization, agent_id=data["agent"])
+            run = chat_run_start(
+                organization=self.organization,
+                target=target,
+                created_by=self.tenant.actor.user,
+                text=data.get("input"),
+                messages=data.get("messages"),
+                session_id=data.get("session"),
+            )
+        except TransportError as exc:
+            raise RunRequestError(exc) from exc
+        deadline = time.monotonic() + wait_s
+        while wait_s and time.monotonic() < deadline:
+            current = Run.objects.filter(pk=run.pk).values_list("status", flat=True).get()
+            if current not in (RunStatus.QUEUED, RunStatus.RUNNING):
+                break
+            time.sleep(WAIT_POLL_S)
+        run = run_get(organization=self.organization, run_id=run.pk)
+        return Response(
+            RunStartedSerializer(run).data,
+            status=status.HTTP_200_OK if run.is_terminal else status.HTTP_202_ACCEPTED,
+            headers={"Location": f"/api/v1/runs/{run.pk}"},
+        )
+
+
+class RunDetailView(RunAPIView):
+    """One run."""
+
+    @extend_schema(
+        operation_id="runs_retrieve",
+        parameters=[RUN_ID],
+        responses={200: RunSerializer, **COMMON_ERRORS},
+        tags=["runs"],
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        """The run with status, error and usage."""
+        return Response(RunSerializer(self.get_run(run_id)).data)
+
+
+class RunEventsView(RunAPIView):
+    """A run's stored events after a seq."""
+
+    @extend_schema(
+        operation_id="runs_events",
+        parameters=[
+            RUN_ID,
+            OpenApiParameter("after", int, description="Only events with a greater seq (default 0)."),
+            OpenApiParameter(
+                "limit", int, description=f"At most this many events (default and max {REPLAY_BATCH})."
+            ),
+        ],
+        responses={200: RunEventsSerializer, 400: _error("Bad `after` or `limit`."), **COMMON_ERRORS},
+        tags=["runs"],
+    )
+    def get(self, request: Request, run_id: str) -> Response:
+        """Events in seq order; poll with `after` = the last seq seen until `done`."""
+        run = self.get_run(run_id)
+        after = _non_negative_int(request, "after", 0)
+        limit = max(1, min(_non_negative_int(request, "limit", REPLAY_BATCH), REPLAY_BATCH))
+        ended = run.is_terminal  # read before the events: a terminal run's events are all committed
+        events = run_events_after(run, after, limit=limit)
+        last_seq = events[-1].seq if events else after
+        body = {
+            "run": run.pk,
+            "status": run.status,
+            "events": [
+                {"seq": event.seq, "type": event.type, "created_at": event.created_at, "chunk": event.chunk()}
+                for event in events
+            ],
+            "last_seq": last_seq,
+            "done": ended and len(events) < limit,
+        }
+        return Response(RunEventsSerializer(body).data)
+
+
+def _non_negative_int(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return default
+    if not raw.isdigit() or len(raw) > 9:
+        raise ApiError(f"`{name}` must be a non-negative integer.", detail={"field": name})
+    return int(raw)
+
+
+class RunCancelView(RunAPIView):
+    """Cancel a run."""
+
+    scope_by_method = {"POST": Scope.EXECUTE}
+
+    @extend_schema(
+        operation_id="runs_cancel",
+        request=None,
+        parameters=[RUN_ID],
+        responses={200: RunSerializer, **COMMON_ERRORS},
+        description="A queued run ends `cancelled` at once; a running one within a second. Cancelling an "
+        "ended run changes nothing.",
+        tags=["runs"],
+    )
+    def post(self, request: Request, run_id: str) -> Response:
+        """Request cancellation."""
+        run = run_cancel(run=self.get_run(run_id))
+        return Response(RunSerializer(run_get(organization=self.organization, run_id=run.pk)).data)
+
+
+class SessionListView(OrganizationScopedGenericAPIView):
+    """The organization's chat sessions, most recently active first."""
+
+    queryset = ChatSession.objects.all()
+    serializer_class = ChatSessionSerializer
+    pagination_class = Pagination
+
+    def get_queryset(self) -> QuerySet[ChatSession]:
+        """Scoped sessions, filtered by `agent`."""
+        sessions: QuerySet[ChatSession] = super().get_queryset()
+        if self.request.query_params.get("agent"):
+            sessions = sessions.filter(agent=self.request.query_params["agent"])
+        return sessions
+
+    @extend_schema(
+        operation_id="sessions_list",
+        parameters=[
+            OpenApiParameter("agent", str, description="Only sessions with this agent (`bundle/agentKey`).")
+        ],
+        responses={200: ChatSessionSerializer(many=True), **COMMON_ERRORS},
+        tags=["sessions"],
+    )
+    def get(self, request: Request) -> Response:
+        """Sessions, paginated."""
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response(ChatSessionSerializer(page, many=True).data)
+
+
+class SessionAPIView(OrganizationScopedGenericAPIView):
+    """Looks up the caller's session by its public id."""
+
+    queryset = ChatSession.objects.all()
+
+    def get_session(self, session_id: str) -> ChatSession:
+        """The caller's session or a 404."""
+        session = session_get(organization=self.organization, public_id=session_id)
+        if session is None:
+            raise RunRequestError(TransportError("not_found", "No such session."))
+        return session
+
+
+class SessionDetailView(SessionAPIView):
+    """One chat session."""
+
+    serializer_class = ChatSessionSerializer
+
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        parameters=[SESSION_ID],
+        responses={200: ChatSessionSerializer, **COMMON_ERRORS},
+        tags=["sessions"],
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        """The session."""
+        return Response(ChatSessionSerializer(self.get_session(session_id)).data)
+
+
+class SessionMessagesView(SessionAPIView):
+    """A session's messages, oldest first."""
+
+    serializer_class = MessageSerializer
+    pagination_class = Pagination
+
+    @extend_schema(
+        operation_id="sessions_messages",
+        parameters=[SESSION_ID],
+        responses={200: MessageSerializer(many=True), **COMMON_ERRORS},
+        tags=["sessions"],
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        """Messages as AI SDK UI messages, paginated."""
+        messages: QuerySet[Message] = self.get_session(session_id).messages.order_by("created_at", "pk")
+        page = self.paginate_queryset(messages)
+        return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+
+class WsTicketView(OrganizationScopedAPIView):
+    """Issue a websocket ticket (for browsers, which cannot send headers on a websocket)."""
+
+    # A ticket carries the caller's own scopes, so any caller may have one.
+    scope_by_method = {"POST": Scope.READ}
+
+    @extend_schema(
+        operation_id="ws_tickets_create",
+        request=None,
+        responses={201: WsTicketSerializer, **COMMON_ERRORS},
+        description="A single-use ticket valid for 30 s: connect to "
+        "`/ws/v1/chat/{bundle}/{agent}/?ticket=…`. It carries the caller's organization and scopes.",
+        tags=["runs"],
+    )
+    def post(self, request: Request) -> Response:
+        """A new ticket."""
+        ticket = ws_ticket_issue(tenant=self.tenant)
+        return Response(WsTicketSerializer(ticket).data, status=status.HTTP_201_CREATED)

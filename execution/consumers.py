@@ -1,0 +1,312 @@
+"""The chat websocket `/ws/v1/chat/{bundle}/{agent}/`: start, cancel and resume runs, stream their events.
+
+Client frames (JSON text, at most `MAX_FRAME_BYTES`):
+`{"type": "message", "text": ..., "session": ...}`, `{"type": "cancel", "run": ...}`,
+`{"type": "resume", "run": ..., "after": seq}`.
+Server frames: every run event as `{"run", "seq", "type", ...chunk}`; `{"type": "run-accepted",
+"run", "session"}` after a message started a run; `{"type": "error", "errorText", "error":
+{"type", "message", "detail"}}` for a refused frame (the connection stays usable).
+
+Outgoing frames pass one bounded queue per connection; a client whose socket does not drain
+(the server's write buffer stays above `MAX_BUFFERED_BYTES` for `SLOW_CLIENT_GRACE_S`) is
+disconnected with close code 4008, so a slow reader costs bounded memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from functools import partial
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from execution.services import run_cancel
+from execution.transport import (
+    AgentTarget,
+    TransportError,
+    agent_target_resolve,
+    chat_run_start,
+    run_event_stream,
+    run_get,
+)
+from execution.ws_auth import WsAuthFailed, accepted_subprotocol, ws_tenant_resolve
+from organizations.models import Scope
+from organizations.tenancy import Tenant
+
+logger = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES = 64 * 1024
+SEND_QUEUE_FRAMES = 256
+MAX_BUFFERED_BYTES = 1024 * 1024
+SLOW_CLIENT_GRACE_S = 5.0
+MAX_STREAMS_PER_CONNECTION = 16
+
+CLOSE_AUTH = 4401
+CLOSE_NOT_FOUND = 4404
+CLOSE_SLOW_CLIENT = 4008
+
+TRANSPORT_SCOPE_KEY = "lightfast.transport"
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+class TransportBacklogMiddleware:
+    """Puts the server's socket transport in the scope so the consumer can see unsent bytes.
+
+    ASGI `send` under daphne never blocks (Twisted buffers whatever is written), so the only way to
+    notice a client that stopped reading is to look at the transport's write buffer.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        protocol = send.args[0] if isinstance(send, partial) and send.args else None
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            scope = dict(scope, **{TRANSPORT_SCOPE_KEY: transport})
+        await self.app(scope, receive, send)
+
+
+def transport_backlog_bytes(transport: Any) -> int:
+    """Bytes written to a Twisted transport but not yet sent to the peer (0 when unknown)."""
+    if transport is None:
+        return 0
+    buffered = getattr(transport, "dataBuffer", b"")
+    offset = int(getattr(transport, "offset", 0) or 0)
+    pending = int(getattr(transport, "_tempDataLen", 0) or 0)
+    return max(0, len(buffered) - offset) + pending
+
+
+class FrameError(Exception):
+    """A client frame the consumer refuses; answered with an `error` frame."""
+
+    def __init__(self, code: str, message: str, *, detail: Any = None, run: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.detail = detail
+        self.run = run
+
+
+def error_frame(code: str, message: str, *, detail: Any = None, run: str | None = None) -> dict[str, Any]:
+    """An `error` frame: the AI SDK's `errorText` plus the API's error object."""
+    frame: dict[str, Any] = {
+        "type": "error",
+        "errorText": f"{code}: {message}",
+        "error": {"type": code, "message": message, "detail": detail},
+    }
+    if run is not None:
+        frame["run"] = run
+    return frame
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    """One client connection to one agent; may stream several runs at once."""
+
+    tenant: Tenant
+    target: AgentTarget
+
+    async def connect(self) -> None:
+        """Authenticate, resolve the agent, accept; refusals are explained in a frame, then closed."""
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue(SEND_QUEUE_FRAMES)
+        self.streams: dict[str, asyncio.Task[None]] = {}
+        self.writer: asyncio.Task[None] | None = None
+        self.closing = False
+        route = self.scope["url_route"]["kwargs"]
+        subprotocol = accepted_subprotocol(self.scope)
+        try:
+            self.tenant = await sync_to_async(ws_tenant_resolve)(self.scope)
+            self.target = await sync_to_async(agent_target_resolve)(
+                organization=self.tenant.organization, bundle=route["bundle"], agent=route["agent"]
+            )
+        except WsAuthFailed as exc:
+            await self._refuse(subprotocol, error_frame(exc.code, exc.message), CLOSE_AUTH)
+            return
+        except TransportError as exc:
+            await self._refuse(
+                subprotocol, error_frame(exc.code, exc.message, detail=exc.detail), CLOSE_NOT_FOUND
+            )
+            return
+        await self.accept(subprotocol)
+        self.writer = asyncio.ensure_future(self._write_loop())
+
+    async def _refuse(self, subprotocol: str | None, frame: dict[str, Any], code: int) -> None:
+        self.closing = True
+        await self.accept(subprotocol)
+        await self.send(text_data=json.dumps(frame))
+        await self.close(code)
+
+    async def disconnect(self, code: int) -> None:
+        """Stop every stream and the writer."""
+        self.closing = True
+        tasks = list(getattr(self, "streams", {}).values())
+        if getattr(self, "writer", None) is not None:
+            tasks.append(self.writer)  # type: ignore[arg-type]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass  # cancelled just above
+
+    # --- client frames ----------------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Parse one client frame and act on it; a bad frame gets an `error` frame."""
+        if self.closing:
+            return
+        try:
+            frame = self._parse(text_data, bytes_data)
+            kind = frame.get("type")
+            if kind == "message":
+                await self._on_message(frame)
+            elif kind == "cancel":
+                await self._on_cancel(frame)
+            elif kind == "resume":
+                await self._on_resume(frame)
+            else:
+                raise FrameError(
+                    "invalid_frame",
+                    "Unknown frame type; expected message, cancel or resume.",
+                    detail={"type": kind if isinstance(kind, str) else None},
+                )
+        except FrameError as exc:
+            await self._enqueue(error_frame(exc.code, exc.message, detail=exc.detail, run=exc.run))
+
+    def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
+        if text_data is None:
+            raise FrameError("invalid_frame", "Frames are JSON text, not binary.")
+        if len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
+            raise FrameError(
+                "invalid_frame",
+                f"The frame exceeds {MAX_FRAME_BYTES} bytes.",
+                detail={"limit_bytes": MAX_FRAME_BYTES},
+            )
+        try:
+            frame = json.loads(text_data)
+        except ValueError as exc:
+            raise FrameError("invalid_frame", "The frame is not valid JSON.") from exc
+        if not isinstance(frame, dict):
+            raise FrameError("invalid_frame", "The frame must be a JSON object.")
+        return frame
+
+    def _require(self, scope: str) -> None:
+        if not self.tenant.has_scope(scope):
+            raise FrameError("permission_denied", f"This needs the `{scope}` scope.")
+
+    async def _on_message(self, frame: dict[str, Any]) -> None:
+        self._require(Scope.EXECUTE)
+        text = frame.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise FrameError("invalid_frame", "`text` must be a non-empty string.")
+        session_id = frame.get("session")
+        if session_id is not None and not isinstance(session_id, str):
+            raise FrameError("invalid_frame", "`session` must be a string.")
+        if len(self.streams) >= MAX_STREAMS_PER_CONNECTION:
+            raise FrameError("invalid_frame", "Too many runs streaming on this connection.")
+        run_id, session_public_id = await sync_to_async(self._start_run)(text, session_id)
+        await self._enqueue({"type": "run-accepted", "run": run_id, "session": session_public_id})
+        self._stream(run_id, after=0)
+
+    def _start_run(self, text: str, session_id: str | None) -> tuple[str, str]:
+        try:
+            run = chat_run_start(
+                organization=self.tenant.organization,
+                target=self.target,
+                created_by=self.tenant.actor.user,
+                text=text,
+                session_id=session_id,
+            )
+        except TransportError as exc:
+            raise FrameError(exc.code, exc.message, detail=exc.detail) from exc
+        assert run.session is not None
+        return str(run.pk), run.session.public_id
+
+    async def _on_cancel(self, frame: dict[str, Any]) -> None:
+        self._require(Scope.EXECUTE)
+        run_id = self._run_field(frame)
+        try:
+            run = await sync_to_async(run_get)(organization=self.tenant.organization, run_id=run_id)
+        except TransportError as exc:
+            raise FrameError(exc.code, exc.message, run=run_id) from exc
+        await sync_to_async(run_cancel)(run=run)
+
+    async def _on_resume(self, frame: dict[str, Any]) -> None:
+        self._require(Scope.READ)
+        run_id = self._run_field(frame)
+        after = frame.get("after", 0)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise FrameError("invalid_frame", "`after` must be a non-negative integer seq.", run=run_id)
+        try:
+            run = await sync_to_async(run_get)(organization=self.tenant.organization, run_id=run_id)
+        except TransportError as exc:
+            raise FrameError(exc.code, exc.message, run=run_id) from exc
+        if len(self.streams) >= MAX_STREAMS_PER_CONNECTION and str(run.pk) not in self.streams:
+            raise FrameError("invalid_frame", "Too many runs streaming on this connection.")
+        self._stream(str(run.pk), after=after)
+
+    @staticmethod
+    def _run_field(frame: dict[str, Any]) -> str:
+        run_id = frame.get("run")
+        if not isinstance(run_id, str) or not run_id:
+            raise FrameError("invalid_frame", "`run` must be a run id.")
+        try:
+            return str(uuid.UUID(run_id))
+        except ValueError as exc:
+            raise FrameError("not_found", "No such run.", run=run_id[:64]) from exc
+
+    # --- streaming ----------------------------------------------------------------------------
+
+    def _stream(self, run_id: str, *, after: int) -> None:
+        """(Re)start streaming a run from `after`; a resume replaces the run's current stream."""
+        previous = self.streams.pop(run_id, None)
+        if previous is not None:
+            previous.cancel()
+        self.streams[run_id] = asyncio.ensure_future(self._pump(run_id, after, previous))
+
+    async def _pump(self, run_id: str, after: int, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:
+            try:
+                await previous
+            except asyncio.CancelledError:
+                pass  # the stream this resume replaces
+        try:
+            async for event in run_event_stream(uuid.UUID(run_id), after=after):
+                await self._enqueue({"run": run_id, "seq": event.seq, **event.chunk})
+        finally:
+            if self.streams.get(run_id) is asyncio.current_task():
+                del self.streams[run_id]
+
+    async def _enqueue(self, frame: dict[str, Any]) -> None:
+        # Waits while the queue is full: that pauses our own database reads, not the client.
+        await self.queue.put(json.dumps(frame))
+
+    async def _write_loop(self) -> None:
+        transport = self.scope.get(TRANSPORT_SCOPE_KEY)
+        limit = int(_setting("LIGHTFAST_WS_MAX_BUFFERED_BYTES", MAX_BUFFERED_BYTES))
+        grace = float(_setting("LIGHTFAST_WS_SLOW_CLIENT_GRACE_S", SLOW_CLIENT_GRACE_S))
+        while True:
+            text = await self.queue.get()
+            if text is None:
+                return
+            waited = 0.0
+            while transport_backlog_bytes(transport) > limit:
+                if waited >= grace:
+                    logger.info("websocket client too slow to read; disconnecting")
+                    self.closing = True
+                    for task in list(self.streams.values()):
+                        task.cancel()
+                    await self.close(CLOSE_SLOW_CLIENT)
+                    return
+                await asyncio.sleep(0.05)
+                waited += 0.05
+            await self.send(text_data=text)

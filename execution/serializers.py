@@ -1,0 +1,153 @@
+"""API shapes of runs, their events, chat sessions and messages, and the requests that start runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from execution.models import ChatSession, Message, Run, RunStatus
+from lightfast_cloud.api_errors import ErrorSerializer
+from lightfast_cloud.api_input import StrictSerializer
+
+
+class RunSerializer(serializers.ModelSerializer[Run]):
+    """A run with its status, error and usage."""
+
+    agent = serializers.SerializerMethodField(help_text="`bundle/agentKey`.")
+    bundle_version = serializers.IntegerField(source="bundle_version.number", read_only=True)
+    session = serializers.SerializerMethodField(help_text="Public id of the chat session, or null.")
+    error = serializers.SerializerMethodField()
+    usage = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "agent",
+            "bundle_version",
+            "kind",
+            "status",
+            "session",
+            "error",
+            "usage",
+            "output",
+            "last_seq",
+            "created_at",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    def get_agent(self, run: Run) -> str:
+        return f"{run.bundle_version.bundle.slug}/{run.agent_key}"
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_session(self, run: Run) -> str | None:
+        return run.session.public_id if run.session is not None else None
+
+    @extend_schema_field(ErrorSerializer(allow_null=True))
+    def get_error(self, run: Run) -> dict[str, str] | None:
+        return run.error_dict()
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_usage(self, run: Run) -> dict[str, Any]:
+        return run.usage()
+
+
+class RunStreamsSerializer(serializers.Serializer[Any]):
+    """Where to follow a run."""
+
+    events = serializers.CharField(help_text="REST: `GET` with `?after=N`.")
+    websocket = serializers.CharField(help_text="Websocket path; send `{type: resume, run, after}`.")
+    sse = serializers.CharField(help_text="SSE path; `GET` with `Last-Event-ID: <run>:<seq>`.")
+
+
+class RunStartedSerializer(RunSerializer):
+    """A run just started, with its stream URLs."""
+
+    streams = serializers.SerializerMethodField()
+
+    class Meta(RunSerializer.Meta):
+        fields = [*RunSerializer.Meta.fields, "streams"]
+        read_only_fields = fields
+
+    @extend_schema_field(RunStreamsSerializer)
+    def get_streams(self, run: Run) -> dict[str, str]:
+        agent = self.get_agent(run)
+        return {
+            "events": f"/api/v1/runs/{run.pk}/events",
+            "websocket": f"/ws/v1/chat/{agent}/",
+            "sse": f"/api/v1/chat/{agent}",
+        }
+
+
+class RunCreateSerializer(StrictSerializer):
+    """Start a chat run: `agent` and either `input` text or `messages`."""
+
+    agent = serializers.CharField(max_length=401, help_text="`bundle/agentKey`.")
+    input = serializers.CharField(required=False, trim_whitespace=False, help_text="The user's message.")
+    messages = serializers.ListField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="AI SDK UI messages (or `{role, content}`); the last one is the user's turn.",
+    )
+    session = serializers.CharField(required=False, max_length=200, help_text="Chat session id to continue.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if ("input" in attrs) == ("messages" in attrs):
+            raise serializers.ValidationError("Send exactly one of `input` and `messages`.")
+        return attrs
+
+
+class RunEventSerializer(serializers.Serializer[Any]):
+    """One event: seq plus the AI SDK UI message stream chunk (`type` and its fields)."""
+
+    seq = serializers.IntegerField()
+    type = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    chunk = serializers.JSONField(help_text="The chunk exactly as SSE sends it.")
+
+
+class RunEventsSerializer(serializers.Serializer[Any]):
+    """A page of a run's events."""
+
+    run = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=RunStatus.choices)
+    events = RunEventSerializer(many=True)
+    last_seq = serializers.IntegerField(help_text="Seq of the last event in this page (or `after`).")
+    done = serializers.BooleanField(
+        help_text="True when the run has ended and no events remain after this page."
+    )
+
+
+class ChatSessionSerializer(serializers.ModelSerializer[ChatSession]):
+    """A chat session."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+
+    class Meta:
+        model = ChatSession
+        fields = ["id", "agent", "resource_id", "created_at", "updated_at"]
+        read_only_fields = fields
+
+
+class MessageSerializer(serializers.ModelSerializer[Message]):
+    """A message as AI SDK UI message parts."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    run = serializers.UUIDField(source="run_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Message
+        fields = ["id", "role", "parts", "run", "created_at"]
+        read_only_fields = fields
+
+
+class WsTicketSerializer(serializers.Serializer[Any]):
+    """A single-use websocket ticket."""
+
+    ticket = serializers.CharField(help_text="Connect with `?ticket=`; works once.")
+    expires_at = serializers.DateTimeField()

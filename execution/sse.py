@@ -1,0 +1,164 @@
+"""Server-Sent Events for AI SDK clients: `useChat` posts here and reads the UI message stream.
+
+`POST /api/v1/chat/{bundle}/{agent}` takes the `useChat` body (`{id, messages}`; `id` names the
+chat session) and streams the run as `id: <run>:<seq>` + `data: <chunk json>` frames, ending
+with `data: [DONE]`. `GET` on the same path with `Last-Event-ID: <run>:<seq>` (or `?run=&after=`)
+resumes after that event; `GET …/{chatId}/stream` (the AI SDK's reconnect) replays the chat's
+active run, or answers 204 when none is running. The views are async, so an open stream holds
+no thread.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
+from rest_framework.request import Request
+
+from execution.models import Run
+from execution.transport import (
+    TransportError,
+    agent_target_resolve,
+    chat_run_start,
+    run_event_stream,
+    run_get,
+    session_get,
+)
+from lightfast_cloud.api_errors import api_exception_handler, error_response
+from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
+from organizations.models import Scope
+from organizations.tenancy import Tenant, tenant_resolve
+
+STREAM_HEADERS = {
+    "x-vercel-ai-ui-message-stream": "v1",
+    "Cache-Control": "no-cache, no-transform",
+    # Proxies such as nginx must not buffer the stream.
+    "X-Accel-Buffering": "no",
+}
+_TRANSPORT_STATUS = {"not_found": 404, "permission_denied": 403}
+
+
+def _tenant_for(request: HttpRequest, scope: str) -> Tenant:
+    """Authenticate like the REST API (bearer key, or session with CSRF) and check `scope`."""
+    drf_request = Request(request, authenticators=[ApiKeyAuthentication(), MemberSessionAuthentication()])
+    tenant = tenant_resolve(drf_request)
+    if not tenant.has_scope(scope):
+        raise PermissionDenied(f"This action needs the `{scope}` scope.")
+    return tenant
+
+
+def _exception_response(exc: Exception) -> HttpResponse:
+    if isinstance(exc, TransportError):
+        return error_response(_TRANSPORT_STATUS.get(exc.code, 400), exc.code, exc.message, exc.detail)
+    response = api_exception_handler(exc, {})
+    if response is None:
+        raise exc
+    json_response = JsonResponse(response.data, status=response.status_code)
+    for header in ("WWW-Authenticate", "Allow"):
+        if response.has_header(header):
+            json_response[header] = response[header]
+    return json_response
+
+
+def sse_frame(run_id: str, seq: int, chunk: dict[str, Any]) -> str:
+    """One SSE event: `id: <run>:<seq>` and the chunk as `data:`."""
+    return f"id: {run_id}:{seq}\ndata: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+
+
+async def _frames(run_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+    async for event in run_event_stream(run_id, after=after):
+        yield sse_frame(str(run_id), event.seq, event.chunk)
+    yield "data: [DONE]\n\n"
+
+
+def _stream(run_id: uuid.UUID, after: int) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_frames(run_id, after), content_type="text/event-stream")
+    for name, value in STREAM_HEADERS.items():
+        response[name] = value
+    return response
+
+
+def _start(request: HttpRequest, bundle: str, agent: str) -> Run:
+    tenant = _tenant_for(request, Scope.EXECUTE)
+    target = agent_target_resolve(organization=tenant.organization, bundle=bundle, agent=agent)
+    try:
+        body = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise TransportError("malformed_json", "The request body is not valid JSON.") from exc
+    if not isinstance(body, dict) or "messages" not in body:
+        raise TransportError("invalid_input", "Expected the useChat body `{id, messages}`.")
+    chat_id = body.get("id")
+    if chat_id is not None and not isinstance(chat_id, str):
+        raise TransportError("invalid_input", "`id` must be a string.")
+    return chat_run_start(
+        organization=tenant.organization,
+        target=target,
+        created_by=tenant.actor.user,
+        messages=body["messages"],
+        session_id=chat_id or None,
+    )
+
+
+def _resume_point(request: HttpRequest, bundle: str, agent: str) -> tuple[uuid.UUID, int]:
+    tenant = _tenant_for(request, Scope.READ)
+    last_event_id = request.headers.get("Last-Event-ID", "").strip()
+    if last_event_id:
+        run_ref, _, seq_text = last_event_id.rpartition(":")
+    else:
+        run_ref, seq_text = request.GET.get("run", ""), request.GET.get("after", "0")
+    if not run_ref:
+        raise TransportError(
+            "invalid_input", "Send `Last-Event-ID: <run>:<seq>` (or `?run=&after=`) to resume."
+        )
+    if not seq_text.isdigit() or len(seq_text) > 9:
+        raise TransportError("invalid_input", "The seq to resume after must be a non-negative integer.")
+    run = run_get(organization=tenant.organization, run_id=run_ref)
+    if run.bundle_version.bundle.slug != bundle or run.agent_key != agent:
+        raise TransportError("not_found", "No such run of this agent.")
+    return run.pk, int(seq_text)
+
+
+def _active_run(request: HttpRequest, bundle: str, agent: str, chat_id: str) -> uuid.UUID | None:
+    tenant = _tenant_for(request, Scope.READ)
+    session = session_get(organization=tenant.organization, public_id=chat_id)
+    if session is None or session.agent != f"{bundle}/{agent}":
+        raise TransportError("not_found", "No such chat.")
+    run = session.runs.order_by("-created_at").first()
+    if run is None or run.is_terminal:
+        return None
+    return run.pk
+
+
+@csrf_exempt  # session callers are CSRF-checked by MemberSessionAuthentication, as in the REST API
+async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponse:
+    """POST: start a chat run from a `useChat` body and stream it; GET: resume after `Last-Event-ID`."""
+    try:
+        if request.method == "POST":
+            run = await sync_to_async(_start)(request, bundle, agent)
+            return _stream(run.pk, 0)
+        if request.method == "GET":
+            run_id, after = await sync_to_async(_resume_point)(request, bundle, agent)
+            return _stream(run_id, after)
+        raise MethodNotAllowed(request.method or "")
+    except (APIException, Http404, TransportError) as exc:
+        return _exception_response(exc)
+
+
+@csrf_exempt
+async def chat_reconnect_view(request: HttpRequest, bundle: str, agent: str, chat_id: str) -> HttpResponse:
+    """The AI SDK's reconnect: the chat's running run from its first event, or 204 when none runs."""
+    try:
+        if request.method != "GET":
+            raise MethodNotAllowed(request.method or "")
+        run_id = await sync_to_async(_active_run)(request, bundle, agent, chat_id)
+    except (APIException, Http404, TransportError) as exc:
+        return _exception_response(exc)
+    if run_id is None:
+        return HttpResponse(status=204)
+    return _stream(run_id, 0)

@@ -1,0 +1,206 @@
+"""Who is on a websocket: single-use tickets, API keys in `Sec-WebSocket-Protocol`, dashboard sessions.
+
+A long-lived key never goes in a URL (URLs end up in logs): browsers that cannot set headers
+either offer the key as a subprotocol (`lightfast.v1, lightfast.key.<key>`; the server echoes
+only `lightfast.v1`) or first `POST /api/v1/ws-tickets` and connect with `?ticket=`. A ticket
+lives `TICKET_TTL_S` seconds in the cache and is consumed atomically (redis GETDEL), so it works
+once. A dashboard session authenticates only when the `Origin` is one of ours (cookies are
+ambient: without the check any site could open a socket as the signed-in user).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http.request import validate_host
+from django.utils import timezone
+
+from organizations.models import ApiKey, Membership, Organization
+from organizations.selectors import membership_for_user
+from organizations.services import Actor, ApiKeyRejected, apikey_authenticate
+from organizations.tenancy import Tenant
+
+TICKET_TTL_S = 30
+TICKET_PREFIX = "lf_wst_"
+SUBPROTOCOL = "lightfast.v1"
+KEY_SUBPROTOCOL_PREFIX = "lightfast.key."
+
+
+class WsAuthFailed(Exception):
+    """The websocket presented no usable credentials; `code` is the error type sent before closing."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class WsTicket:
+    """A ticket as the API returns it."""
+
+    ticket: str
+    expires_at: datetime
+
+
+def _ticket_cache_key(ticket: str) -> str:
+    return cache.make_and_validate_key(f"wsticket:{ticket}")
+
+
+def _redis() -> Any:
+    # Django's cache API has no atomic get-and-delete; the raw client of the same redis has GETDEL.
+    return cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+
+
+def ws_ticket_issue(*, tenant: Tenant) -> WsTicket:
+    """A single-use ticket carrying the tenant's organization, scopes and identity."""
+    ticket = f"{TICKET_PREFIX}{secrets.token_urlsafe(24)}"
+    record = {
+        "organization": tenant.organization.pk,
+        "scopes": sorted(tenant.scopes),
+        "api_key": tenant.api_key.pk if tenant.api_key is not None else None,
+        "user": tenant.membership.user_id if tenant.membership is not None else None,
+    }
+    _redis().set(_ticket_cache_key(ticket), json.dumps(record), ex=TICKET_TTL_S)
+    return WsTicket(ticket=ticket, expires_at=timezone.now() + timedelta(seconds=TICKET_TTL_S))
+
+
+def ws_ticket_consume(*, ticket: str) -> Tenant:
+    """The tenant a ticket was issued to; the ticket is gone afterwards (also when it was refused)."""
+    if not ticket.startswith(TICKET_PREFIX) or len(ticket) > 100:
+        raise WsAuthFailed("authentication_failed", "Invalid websocket ticket.")
+    raw = _redis().getdel(_ticket_cache_key(ticket))
+    if raw is None:
+        raise WsAuthFailed("authentication_failed", "The ticket is unknown, expired or already used.")
+    record = json.loads(raw)
+    organization = Organization.objects.filter(pk=record["organization"]).first()
+    if organization is None:
+        raise WsAuthFailed("authentication_failed", "The ticket's organization no longer exists.")
+    scopes = frozenset(record["scopes"])
+    if record.get("api_key") is not None:
+        api_key = ApiKey.objects.filter(pk=record["api_key"], organization=organization).first()
+        now = timezone.now()
+        if api_key is None or api_key.revoked_at is not None or api_key.is_expired(now):
+            raise WsAuthFailed("authentication_failed", "The API key behind the ticket was revoked.")
+        tenant = Tenant(
+            organization=organization,
+            scopes=scopes & frozenset(api_key.scopes),
+            actor=Actor.for_api_key(api_key),
+            api_key=api_key,
+        )
+    else:
+        membership = (
+            Membership.objects.select_related("user", "organization")
+            .filter(organization=organization, user_id=record.get("user"))
+            .first()
+        )
+        if membership is None:
+            raise WsAuthFailed("authentication_failed", "The ticket's user is no longer a member.")
+        tenant = Tenant(
+            organization=organization,
+            scopes=scopes & membership.scopes,
+            actor=Actor.for_user(membership.user),
+            membership=membership,
+        )
+    return _active(tenant)
+
+
+def _active(tenant: Tenant) -> Tenant:
+    if not tenant.organization.is_active:
+        raise WsAuthFailed("organization_suspended", "This organization is suspended.")
+    return tenant
+
+
+def offered_subprotocols(scope: dict[str, Any]) -> list[str]:
+    """The subprotocols the client offered, in order."""
+    return [str(protocol).strip() for protocol in scope.get("subprotocols") or []]
+
+
+def accepted_subprotocol(scope: dict[str, Any]) -> str | None:
+    """What the server answers: `lightfast.v1` when offered, never the key-carrying one."""
+    return SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(scope) else None
+
+
+def origin_allowed(scope: dict[str, Any]) -> bool:
+    """True when the `Origin` header names this site (ALLOWED_HOSTS or CSRF_TRUSTED_ORIGINS)."""
+    origin = ""
+    for name, value in scope.get("headers") or []:
+        if name == b"origin":
+            origin = value.decode("latin-1")
+    if not origin:
+        return False
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    return validate_host(parts.netloc.rsplit("@", 1)[-1], settings.ALLOWED_HOSTS)
+
+
+def _header(scope: dict[str, Any], wanted: bytes) -> str | None:
+    for name, value in scope.get("headers") or []:
+        if name == wanted:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _key_tenant(raw_key: str) -> Tenant:
+    try:
+        api_key = apikey_authenticate(raw_key=raw_key)
+    except ApiKeyRejected as exc:
+        raise WsAuthFailed("authentication_failed", exc.message) from exc
+    return _active(
+        Tenant(
+            organization=api_key.organization,
+            scopes=frozenset(api_key.scopes),
+            actor=Actor.for_api_key(api_key),
+            api_key=api_key,
+        )
+    )
+
+
+def ws_tenant_resolve(scope: dict[str, Any]) -> Tenant:
+    """The websocket's tenant from a ticket, an API key (subprotocol or Authorization) or a session."""
+    query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
+    if "key" in query or "api_key" in query:
+        raise WsAuthFailed(
+            "authentication_failed",
+            "Never put an API key in a URL; use a ticket or the Sec-WebSocket-Protocol header.",
+        )
+    tickets = query.get("ticket")
+    if tickets:
+        return ws_ticket_consume(ticket=tickets[0])
+    for protocol in offered_subprotocols(scope):
+        if protocol.startswith(KEY_SUBPROTOCOL_PREFIX):
+            return _key_tenant(protocol[len(KEY_SUBPROTOCOL_PREFIX) :])
+    authorization = _header(scope, b"authorization")
+    if authorization:
+        keyword, _, token = authorization.partition(" ")
+        if keyword.lower() == "bearer" and token.strip():
+            return _key_tenant(token.strip())
+    user = scope.get("user")
+    if user is not None and getattr(user, "is_authenticated", False):
+        if not origin_allowed(scope):
+            raise WsAuthFailed("origin_not_allowed", "Session websockets must come from this site.")
+        wanted = query.get("organization", [None])[0]
+        membership = membership_for_user(user=user, organization_ref=wanted)
+        if membership is None:
+            raise WsAuthFailed(
+                "not_found", "No organization of yours matches (name one with ?organization=)."
+            )
+        return _active(
+            Tenant(
+                organization=membership.organization,
+                scopes=membership.scopes,
+                actor=Actor.for_user(membership.user),
+                membership=membership,
+            )
+        )
+    raise WsAuthFailed("not_authenticated", "Authenticate with a ticket, an API key or a session.")
