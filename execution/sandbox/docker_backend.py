@@ -148,7 +148,7 @@ class _ContainerWorker:
         self.oom_killed = False
         self.finished = threading.Event()
         api = backend.client.api
-        config = backend.config
+        config = backend.dconfig
         host_config = api.create_host_config(
             network_mode="none",
             read_only=True,

@@ -183,8 +183,8 @@ def rootfs_build(*, dest: Path) -> Path:
     ldconfig = Path(shutil.which("ldconfig") or "/sbin/ldconfig")
     _copy(ldconfig, dest, Path("/usr/sbin/ldconfig"))
 
-    for relative in RUNNER_FILES:
-        _copy(PROJECT_ROOT / relative, dest, Path("/app") / relative)
+    for runner_file in RUNNER_FILES:
+        _copy(PROJECT_ROOT / runner_file, dest, Path("/app") / runner_file)
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", str(dest / "app")], check=True, capture_output=True
     )
