@@ -1,4 +1,4 @@
-"""Operator controls: `manage.py org set-limits/suspend/reactivate/usage`, audited, and their effect on the API."""
+"""Operator controls: `manage.py org set-limits/suspend/reactivate/usage`, audited, and their effect."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Rate limits: exact under concurrency on a real HTTP server, per organization, headers, 429/503, auth by IP."""
+"""Rate limits: exact under concurrency on a real HTTP server, per organization, headers, 429/503, IPs."""
 
 from __future__ import annotations
 
