@@ -10,7 +10,6 @@ shell, no package manager: it is `docker import`ed, never pulled.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import json
@@ -66,22 +65,6 @@ def interpreter_path() -> Path:
 def image_entrypoint() -> list[str]:
     """Entrypoint of the offline image: this interpreter running the runner module."""
     return [str(interpreter_path()), "-s", "-B", "-m", "execution.sandbox.runner"]
-
-
-def runner_digest() -> str:
-    """Hash of everything the image is made of, so an unchanged image is not rebuilt."""
-    digest = hashlib.sha256()
-    digest.update(sys.version.encode())
-    for relative in RUNNER_FILES:
-        path = PROJECT_ROOT / relative
-        digest.update(relative.encode())
-        digest.update(path.read_bytes() if path.exists() else b"missing")
-    digest.update(DOCKERFILE.read_bytes())
-    digest.update(Path(__file__).read_bytes())
-    for name in VENDORED_MODULES:
-        spec = importlib.util.find_spec(name)
-        digest.update(f"{name}={spec.origin if spec else None}".encode())
-    return digest.hexdigest()[:16]
 
 
 def _check_runtime() -> None:
