@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
 
+from organizations.admin_operator import OrganizationOperatorActions
 from organizations.admin_sandbox import SANDBOX_INLINES, sandbox_formset_save
 from organizations.models import ApiKey, AuditLog, Membership, Organization
 from organizations.services import Actor, apikey_revoke, audit_record
@@ -29,15 +30,16 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
     list_display = ["slug", "name", "public_id", "is_active", "api_rate", "runs_per_month", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["slug", "name", "public_id"]
-    readonly_fields = ["public_id", "created_at"]
+    readonly_fields = ["public_id", "created_at", "usage_panel"]
     inlines = [MembershipInline, *SANDBOX_INLINES]
     fieldsets = [
         (None, {"fields": ["public_id", "slug", "name", "is_active", "created_at"]}),
         ("Plan limits", {"fields": list(Organization.LIMIT_FIELDS)}),
+        ("Usage", {"fields": ["usage_panel"]}),
         ("Sandbox", {"fields": ["sandbox_backend"]}),
     ]
 

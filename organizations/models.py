@@ -383,7 +383,9 @@ class MonthlyUsage(models.Model):
     class Meta:
         ordering = ["organization_id", "-period_start"]
         constraints = [
-            models.UniqueConstraint(fields=["organization", "period_start"], name="monthlyusage_unique_period")
+            models.UniqueConstraint(
+                fields=["organization", "period_start"], name="monthlyusage_unique_period"
+            )
         ]
         verbose_name_plural = "monthly usage"
 

@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from lightfast_cloud.api_errors import ApiError
+from organizations.api_views import COMMON_ERRORS
 from organizations.models import AuditLog
 from organizations.quotas import usage_report
 from organizations.selectors import audit_log_list
@@ -24,7 +25,7 @@ class UsageView(OrganizationScopedAPIView):
 
     @extend_schema(
         summary="Usage of the current period against each quota, and daily series for 30 days",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **COMMON_ERRORS},
     )
     def get(self, request: Request) -> Response:
         """Each quota's used / limit / remaining / resets_at, and runs, CPU-ms and tokens per day."""
@@ -50,6 +51,13 @@ class AuditEntrySerializer(serializers.ModelSerializer):
         return {"type": entry.target_type, "id": entry.target_id}
 
 
+class AuditPageSerializer(serializers.Serializer):
+    """A page of the audit log."""
+
+    results = AuditEntrySerializer(many=True)
+    next_before = serializers.IntegerField(allow_null=True, help_text="Pass as `before` for the next page.")
+
+
 class InvalidAuditQuery(ApiError):
     error_type = "invalid_input"
     default_detail = "Invalid audit log query."
@@ -67,7 +75,7 @@ class AuditLogView(OrganizationScopedAPIView):
             OpenApiParameter("before", int, description="Only entries with a smaller id (next page)."),
             OpenApiParameter("action", str, description="Only this action, e.g. `apikey.created`."),
         ],
-        responses={200: AuditEntrySerializer(many=True)},
+        responses={200: AuditPageSerializer, **COMMON_ERRORS},
     )
     def get(self, request: Request) -> Response:
         """A page of entries; `next_before` continues it."""

@@ -73,3 +73,23 @@ def test_usage_prints_json(alice):
     assert report["organization"] == "alice"
     assert report["quotas"]["concurrent_runs"]["limit"] == alice.organization.concurrent_runs
     assert len(report["daily"]) == 30
+
+
+def test_admin_actions_need_a_reason_and_are_audited(admin_client, alice, api):
+    from django.urls import reverse
+
+    url = reverse("admin:organizations_organization_changelist")
+    selected = {"_selected_action": [alice.organization.pk], "index": 0}
+    admin_client.post(url, {**selected, "action": "suspend", "reason": ""})
+    alice.organization.refresh_from_db()
+    assert alice.organization.is_active  # no reason, no action
+    admin_client.post(url, {**selected, "action": "suspend", "reason": "chargeback"})
+    alice.organization.refresh_from_db()
+    assert not alice.organization.is_active
+    entry = AuditLog.objects.get(action="organization.suspended")
+    assert entry.reason == "chargeback" and entry.actor_type == "operator"
+    assert api.get("/api/v1/organization", key=alice.keys["read"]).status_code == 403
+    admin_client.post(url, {**selected, "action": "reset_quota_period", "reason": "goodwill"})
+    assert AuditLog.objects.get(action="organization.quota_period_reset").reason == "goodwill"
+    page = admin_client.get(reverse("admin:organizations_organization_change", args=[alice.organization.pk]))
+    assert b"runs_per_month: 0 / " in page.content
