@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from organizations.models import ApiKey, Membership, Organization
@@ -141,7 +141,8 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return False
-    return validate_host(parts.netloc.rsplit("@", 1)[-1], settings.ALLOWED_HOSTS)
+    domain, _port = split_domain_port(parts.netloc.rsplit("@", 1)[-1])
+    return bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
 
 
 def _header(scope: dict[str, Any], wanted: bytes) -> str | None:

@@ -1,0 +1,130 @@
+"""A real daphne serving the project for transport tests, and small clients for its websocket and SSE."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from tests.services import PROJECT_ROOT, free_port, service_env
+
+
+@dataclass
+class Daphne:
+    """A running daphne process."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start_daphne(timeout: float = 30.0) -> Daphne:
+    """Start daphne on a free port with the test database and redis; wait until it listens."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "lightfast_cloud.asgi:application",
+        ],
+        env=service_env(),
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    server = Daphne(process=process, port=port)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"daphne exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError("daphne did not listen in time")
+
+
+@pytest.fixture(name="daphne")
+def daphne_fixture(transactional_db: None, redis_server: str, media_root: Any) -> Iterator[Daphne]:
+    """A real daphne on the test database (started after media_root so it sees the same files)."""
+    server = start_daphne()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def key_protocols(key: str) -> list[str]:
+    """The subprotocols a client offers to authenticate with an API key."""
+    return ["lightfast.v1", f"lightfast.key.{key}"]
+
+
+def ws_connect(server: Daphne, path: str, *, key: str | None = None, **kwargs: Any) -> ClientConnection:
+    """A websocket to `path`, authenticated with `key` in the subprotocol header when given."""
+    if key is not None:
+        kwargs.setdefault("subprotocols", key_protocols(key))
+    kwargs.setdefault("proxy", None)
+    return connect(f"{server.ws}{path}", open_timeout=10, **kwargs)
+
+
+def recv_json(ws: ClientConnection, timeout: float = 30.0) -> dict[str, Any]:
+    """The next frame, parsed."""
+    frame: dict[str, Any] = json.loads(ws.recv(timeout=timeout))
+    return frame
+
+
+def recv_until_end(ws: ClientConnection, run_id: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Frames of `run_id` up to and including its terminal `data-status`."""
+    frames: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = recv_json(ws, timeout=max(0.1, deadline - time.monotonic()))
+        if frame.get("run") != run_id:
+            continue
+        frames.append(frame)
+        if frame.get("type") == "data-status" and frame["data"]["status"] not in ("queued", "running"):
+            return frames
+
+
+def closed_with(ws: ClientConnection, timeout: float = 10.0) -> tuple[int | None, list[dict[str, Any]]]:
+    """Read until the server closes; the close code and the frames read before it."""
+    frames: list[dict[str, Any]] = []
+    try:
+        while True:
+            frames.append(json.loads(ws.recv(timeout=timeout)))
+    except ConnectionClosed as exc:
+        return (exc.rcvd.code if exc.rcvd is not None else None), frames
