@@ -27,6 +27,7 @@ that hits a limit is discarded with its child; the zygotes are never touched by 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import os
 import resource
@@ -94,6 +95,13 @@ class FdHostChannel:
 
 
 @dataclass
+class _Spare:
+    pid: int
+    go_w: int
+    done_r: int
+
+
+@dataclass
 class _Zygote:
     pid: int
     command_fd: int
@@ -137,6 +145,8 @@ class Runner:
         self.answered: list[int] = []  # call children that answered and may still be exiting
         # Pipes a zygote holds to its worker; a call child closes them first thing.
         self.own_fds: list[int] = []
+        self.spare: _Spare | None = None  # a forked, jailed call child waiting for its frame
+        self.child_fds: list[int] = []  # our ends of call children's pipes
 
     def _settle(self) -> None:
         """Prepare a state that children will be forked from."""
@@ -148,37 +158,69 @@ class Runner:
 
     def _private_fds(self) -> list[int]:
         """Runner pipes a fresh child must not keep (the other zygotes', its parent's)."""
-        fds = list(self.own_fds)
+        fds = list(self.own_fds) + list(self.child_fds)
         for zygote in self.zygotes.values():
             fds += [zygote.command_fd, zygote.status_fd]
         return fds
 
     # --- children -------------------------------------------------------------------
-    def _run_in_child(self, frame: dict[str, Any], limits: Limits, body: Any) -> None:
-        """Fork a call child that runs `body()` and answers the host itself; wait until it has answered.
+    def _fork_spare(self) -> _Spare:
+        """Fork a call child that jails itself and then waits for its frame on a private pipe.
 
-        The child writes one byte to `done` after its answer: from then on it no longer
-        reads stdin, so the caller may serve the next frame while the child tears down
-        (its exit costs ~0.7 ms here). No byte means it died first: its exit status
-        is then turned into a classified error.
+        A key zygote keeps one spare ready so that the fork (~1 ms here, it scales with the
+        zygote's resident pages) and the seccomp attach happen while the previous call runs or
+        the worker is idle, not on the next call's path. The spare holds nothing of any call
+        until its frame arrives: it is a plain copy of the zygote.
         """
-        self._reap_answered()
+        go_r, go_w = os.pipe()
         done_r, done_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(go_w)
             os.close(done_r)
-            self._child_main(frame, limits, body, done_w)
+            self._spare_main(go_r, done_w)
+        os.close(go_r)
         os.close(done_w)
+        self.child_fds += [go_w, done_r]
+        return _Spare(pid, go_w, done_r)
+
+    def _take_spare(self) -> _Spare:
+        spare = self.spare or self._fork_spare()
+        self.spare = None
+        return spare
+
+    def _run_in_child(self, frame: dict[str, Any], *, prefork: bool = False) -> None:
+        """Hand `frame` to a fresh call child, which answers the host itself; wait until it has.
+
+        The child writes one byte to its `done` pipe after its answer: from then on it no
+        longer reads stdin, so the caller may serve the next frame while the child tears down
+        (its exit costs ~0.7 ms here). No byte means it died first: its exit status is then
+        turned into a classified error. With `prefork`, the next call's child is forked while
+        this one runs.
+        """
+        self._reap_answered()
+        child = self._take_spare()
         try:
-            answered = os.read(done_r, 1) == b"1"
+            write_frame(child.go_w, frame)
+        except OSError:
+            pass  # the spare died before its frame: reported below from its exit status
+        self._close_child_fd(child.go_w)
+        if prefork:
+            self.spare = self._fork_spare()
+        try:
+            answered = os.read(child.done_r, 1) == b"1"
         finally:
-            os.close(done_r)
+            self._close_child_fd(child.done_r)
         if answered:
-            self.answered.append(pid)
+            self.answered.append(child.pid)
             return
-        _, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(child.pid, 0)
         err = _classify_exit(status, what="the call")
         write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict()})
+
+    def _close_child_fd(self, fd: int) -> None:
+        self.child_fds.remove(fd)
+        os.close(fd)
 
     def _reap_answered(self) -> None:
         """Collect call children that answered and have exited since."""
@@ -188,18 +230,33 @@ class Runner:
                 still_running.append(pid)
         self.answered = still_running
 
-    def _child_main(self, frame: dict[str, Any], limits: Limits, body: Any, done_w: int) -> NoReturn:
+    def _spare_main(self, go_r: int, done_w: int) -> NoReturn:
+        frame: dict[str, Any] = {}
         try:
             jail.die_with_parent()
             if self.config.layers.close_fds:
-                _close_all_but({done_w})
+                _close_all_but({go_r, done_w})
             else:
                 for fd in self._private_fds():
                     os.close(fd)
+            # The filter does not depend on the call: attach it before the frame arrives.
+            # The rlimits do (CPU, memory), so they follow the frame.
             jail.apply_call_child_jail(
-                self.config.layers, cpu_ms=limits.cpu_ms, memory_mb=limits.memory_mb, vsize=self.vsize
+                dataclasses.replace(self.config.layers, rlimits=False), cpu_ms=0, memory_mb=0, vsize=0
             )
-            answer = {"type": "result", "id": frame.get("id"), **body()}
+            try:
+                frame = read_frame(go_r)
+            except ProtocolError:
+                _exit(0)  # the zygote dropped this spare (eviction or exit)
+            os.close(go_r)
+            limits = Limits.from_dict(frame.get("limits") or {})
+            jail.apply_call_child_jail(
+                dataclasses.replace(self.config.layers, seccomp=False),
+                cpu_ms=limits.cpu_ms,
+                memory_mb=limits.memory_mb,
+                vsize=self.vsize,
+            )
+            answer = {"type": "result", "id": frame.get("id"), **self._body(frame, limits)}
         except SandboxError as exc:
             answer = {"type": "error", "id": frame.get("id"), "error": exc.to_dict()}
         except MemoryError:
@@ -224,6 +281,36 @@ class Runner:
             _exit(3)  # unserialisable or host gone: the parent reports a crash
         os.write(done_w, b"1")
         _exit(0)
+
+    def _body(self, frame: dict[str, Any], limits: Limits) -> dict[str, Any]:
+        """Do what a call child's frame asks (invoke, introspect or a test probe)."""
+        kind = frame["type"]
+        if kind == "invoke":
+            result: dict[str, Any] = self.engine.invoke(
+                agent=frame["agent"],
+                tool=frame["tool"],
+                input=frame.get("input"),
+                context=dict(frame.get("context") or {}),
+                limits=limits,
+                host=FdHostChannel(frame.get("id")),
+            )
+            return result
+        if kind == "introspect":
+            self.engine.load(
+                frame["script"],
+                env=dict(frame.get("env") or {}),
+                limits=limits,
+                filename=str(frame.get("filename") or "bundle.js"),
+            )
+            return {"ok": True, "manifest": self.engine.introspect()}
+        if kind == "probe" and self.probes:
+            return {
+                "ok": True,
+                "probe": jail.run_probe(
+                    str(frame["probe"]), dict(frame.get("args") or {}), host=FdHostChannel(frame.get("id"))
+                ),
+            }
+        raise SandboxError(SANDBOX_CRASH, f"a call child cannot run a {kind!r} frame")
 
     # --- frame handlers -------------------------------------------------------------
     def handle_load(self, frame: dict[str, Any]) -> None:
@@ -272,6 +359,8 @@ class Runner:
                 _close_all_but({command_r, status_w})
             self.zygotes.clear()
             self.answered = []
+            self.spare = None
+            self.child_fds = []
             self.own_fds = [command_r, status_w]
             # Top-level bundle code runs here once; bound its CPU like a call's.
             _, hard = resource.getrlimit(resource.RLIMIT_CPU)
@@ -303,6 +392,7 @@ class Runner:
             )
             _exit(0)
         write_frame(status_w, {"type": "result", "ok": True})
+        self.spare = self._fork_spare()
         while True:
             try:
                 command = read_frame(command_r)
@@ -312,20 +402,7 @@ class Runner:
             write_frame(status_w, {"type": "result", "ok": True})
 
     def _run_invoke(self, frame: dict[str, Any]) -> None:
-        limits = Limits.from_dict(frame.get("limits") or {})
-
-        def body() -> dict[str, Any]:
-            result: dict[str, Any] = self.engine.invoke(
-                agent=frame["agent"],
-                tool=frame["tool"],
-                input=frame.get("input"),
-                context=dict(frame.get("context") or {}),
-                limits=limits,
-                host=FdHostChannel(frame.get("id")),
-            )
-            return result
-
-        self._run_in_child(frame, limits, body)
+        self._run_in_child(frame, prefork=True)
 
     def handle_invoke(self, frame: dict[str, Any]) -> None:
         """Hand the call to its key zygote, which forks the call child."""
@@ -348,32 +425,11 @@ class Runner:
 
     def handle_introspect(self, frame: dict[str, Any]) -> None:
         """Evaluate the bundle in a throw-away child of the base and return its manifest."""
-        limits = Limits.from_dict(frame.get("limits") or {})
-
-        def body() -> dict[str, Any]:
-            self.engine.load(
-                frame["script"],
-                env=dict(frame.get("env") or {}),
-                limits=limits,
-                filename=str(frame.get("filename") or "bundle.js"),
-            )
-            return {"ok": True, "manifest": self.engine.introspect()}
-
-        self._run_in_child(frame, limits, body)
+        self._run_in_child(frame)
 
     def handle_probe(self, frame: dict[str, Any]) -> None:
         """Test-only: run a named jail probe in a call child."""
-        limits = Limits.from_dict(frame.get("limits") or {})
-        self._run_in_child(
-            frame,
-            limits,
-            lambda: {
-                "ok": True,
-                "probe": jail.run_probe(
-                    str(frame["probe"]), dict(frame.get("args") or {}), host=FdHostChannel(frame.get("id"))
-                ),
-            },
-        )
+        self._run_in_child(frame)
 
     def _evict(self, key: str) -> None:
         zygote = self.zygotes.pop(key, None)
