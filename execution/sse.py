@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
 from rest_framework.request import Request
@@ -136,7 +137,7 @@ def _active_run(request: HttpRequest, bundle: str, agent: str, chat_id: str) -> 
 
 
 @csrf_exempt  # session callers are CSRF-checked by MemberSessionAuthentication, as in the REST API
-async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponse:
+async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponseBase:
     """POST: start a chat run from a `useChat` body and stream it; GET: resume after `Last-Event-ID`."""
     try:
         if request.method == "POST":
@@ -151,7 +152,9 @@ async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpRespon
 
 
 @csrf_exempt
-async def chat_reconnect_view(request: HttpRequest, bundle: str, agent: str, chat_id: str) -> HttpResponse:
+async def chat_reconnect_view(
+    request: HttpRequest, bundle: str, agent: str, chat_id: str
+) -> HttpResponseBase:
     """The AI SDK's reconnect: the chat's running run from its first event, or 204 when none runs."""
     try:
         if request.method != "GET":
