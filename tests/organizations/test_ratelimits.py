@@ -1,4 +1,7 @@
-"""Rate limits: exact under concurrency on a real HTTP server, per organization, headers, 429/503, IPs."""
+"""Rate limits: exact under concurrency on a real HTTP server, per organization, headers, 429/503, IPs.
+
+The counters are django-ratelimit's (same keys and windows), so `get_usage(increment=False)` reads them.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +14,17 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
+from django.core.cache import cache
 from django.core.servers.basehttp import WSGIServer
 from django.test import override_settings
+from django_ratelimit.core import get_usage
 
-from organizations.models import Organization
+from organizations.models import ApiKey, Organization
 from organizations.ratelimits import (
+    POLICY_API_KEY,
+    POLICY_AUTH_FAILURES,
+    POLICY_ORGANIZATION,
     RateLimited,
     ratelimit_seconds_to_reset,
     ratelimit_ws_connect,
@@ -48,6 +57,13 @@ def _wait_for_fresh_window(organization: Organization, *, needed_s: int = 15) ->
     left = ratelimit_seconds_to_reset(organization=organization)
     if left < needed_s:
         time.sleep(left + 1)
+
+
+def _usage(policy: str, value: str, rate: str) -> int:
+    """What django-ratelimit itself reads for this counter (counts nothing)."""
+    usage = get_usage(None, group=policy, key=lambda _group, _request: value, rate=rate, increment=False)
+    assert usage is not None
+    return int(usage["count"])
 
 
 def _http_get(url: str, key: str) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -103,6 +119,11 @@ def test_200_concurrent_requests_against_50_per_minute_admit_exactly_50(
         assert body["error"]["type"] == "rate_limited"
         assert body["error"]["detail"]["limit"] == 50
 
+    # The API key was counted only for the admitted requests; django-ratelimit reads the same counters.
+    api_key = ApiKey.objects.get(pk=alice.api_keys["read"].pk)
+    assert _usage(POLICY_ORGANIZATION, alice.organization.public_id, "50/m") == 200
+    assert _usage(POLICY_API_KEY, api_key.lookup_id, "50/m") == 50
+
     # Bob's organization is not limited by Alice's.
     status, headers, _ = _http_get(live_server.url + ORGANIZATION_URL, bob.keys["read"])
     assert status == 200 and headers["X-RateLimit-Limit"] == "600"
@@ -152,6 +173,14 @@ def test_authentication_failures_are_limited_by_client_ip(alice, api, settings):
     assert blocked.status_code == 429
     assert blocked.json()["error"]["type"] == "rate_limited"
     assert int(blocked["Retry-After"]) >= 1
+    assert blocked["RateLimit-Policy"] == '"auth-failures";q=3;w=60'
+    # A wrong key gets the same 429 (not a 401), so a refused client cannot tell valid keys apart.
+    wrong = api.get(ORGANIZATION_URL, key=bad_key)
+    assert wrong.status_code == 429
+    assert wrong.json()["error"]["detail"]["policy"] == POLICY_AUTH_FAILURES
+    assert api.get(ORGANIZATION_URL).status_code == 429
+    # The refused request with a valid key did not spend the organization's counter.
+    assert _usage(POLICY_ORGANIZATION, alice.organization.public_id, "600/m") == 0
 
 
 def test_forwarded_for_is_trusted_only_for_configured_proxies(alice, api, settings):
@@ -170,6 +199,8 @@ def test_forwarded_for_is_trusted_only_for_configured_proxies(alice, api, settin
     assert [attempt("1.1.1.1, 203.0.113.7"), attempt("2.2.2.2, 203.0.113.7")] == [401, 401]
     assert attempt("3.3.3.3, 203.0.113.7", alice.keys["read"]) == 429
     assert attempt("203.0.113.8", alice.keys["read"]) == 200
+    # Only that one admitted request counted against the organization.
+    assert _usage(POLICY_ORGANIZATION, alice.organization.public_id, "600/m") == 1
 
 
 def test_redis_unreachable_answers_503_not_unlimited(alice, api):
@@ -179,6 +210,13 @@ def test_redis_unreachable_answers_503_not_unlimited(alice, api):
         assert response.json()["error"]["type"] == "rate_limit_unavailable"
         write = api.post("/api/v1/api-keys", json={"name": "x", "scopes": ["read"]}, key=alice.keys["all"])
         assert write.status_code == 503
+
+
+def test_redis_unreachable_keeps_a_failed_authentication_a_401(db, api):
+    with override_settings(CACHES=UNREACHABLE_CACHES):
+        response = api.get(ORGANIZATION_URL, key="lf_live_aaaaaaaaaaaa_not-a-real-secret")
+        assert response.status_code == 401
+        assert "RateLimit-Policy" not in response
 
 
 def test_redis_unreachable_can_fail_open_for_reads_only(alice, api, settings):
@@ -206,3 +244,47 @@ def test_websocket_frames_and_connections_are_limited_per_organization(alice, bo
     # Connection attempts have their own counter; Bob is unaffected.
     assert ratelimit_ws_connect(organization=alice.organization, api_key=api_key).remaining == 1
     assert ratelimit_ws_frame(organization=bob.organization).remaining == 599
+
+
+def test_concurrent_websocket_frames_admit_exactly_the_limit(alice):
+    _set_rate(alice.organization, "50/m")
+    _wait_for_fresh_window(alice.organization)
+    api_key = alice.api_keys["execute"]
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(100)
+
+    def frame() -> None:
+        barrier.wait()
+        try:
+            ratelimit_ws_frame(organization=alice.organization, api_key=api_key)
+            outcome = "sent"
+        except RateLimited:
+            outcome = "limited"
+        with lock:
+            outcomes.append(outcome)
+
+    threads = [threading.Thread(target=frame) for _ in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Counter(outcomes) == {"sent": 50, "limited": 50}
+
+
+def test_counters_expire_with_their_window(alice, api):
+    assert api.get(ORGANIZATION_URL, key=alice.keys["read"]).status_code == 200
+    api.get(ORGANIZATION_URL, key="lf_live_aaaaaaaaaaaa_not-a-real-secret")
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    keys = list(client.scan_iter(match=f"{django_settings.CACHES['default']['KEY_PREFIX']}:*rl:*"))
+    # Organization, API key and the IP's failure counter; each created with its TTL (window + 5 s fudge).
+    assert len(keys) == 3
+    assert all(0 < client.ttl(key) <= 65 for key in keys)
+
+
+def test_counting_survives_a_flushed_script_cache(alice, api):
+    client = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    assert api.get(ORGANIZATION_URL, key=alice.keys["read"])["X-RateLimit-Remaining"] == "599"
+    # A restarted or failed-over Redis has no cached scripts: the counter reloads its script.
+    client.script_flush()
+    assert api.get(ORGANIZATION_URL, key=alice.keys["read"])["X-RateLimit-Remaining"] == "598"
