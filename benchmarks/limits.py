@@ -53,11 +53,13 @@ def command_calls(client: Any) -> dict[str, int]:
     }
 
 
-def commands_per_call(client: Any, call: Callable[[], None], *, times: int = 200) -> dict[str, float]:
-    """Redis commands per `call()`, by command name."""
+def commands_per_call(
+    client: Any, path: Callable[[Any], None], factory: Any, *, times: int = 200
+) -> dict[str, float]:
+    """Redis commands per request through `path`, by command name."""
     before = command_calls(client)
     for _ in range(times):
-        call()
+        path(factory.get("/api/v1/organization"))
     after = command_calls(client)
     after["info"] -= 1  # the second INFO itself
     spent = {name: (count - before.get(name, 0)) / times for name, count in after.items()}
@@ -110,10 +112,7 @@ def main() -> None:
         paths: dict[str, Callable[[Any], None]] = {"one_round_trip": current, "get_usage_reference": previous}
         samples: dict[str, list[float]] = {name: [] for name in paths}
         server = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
-        commands = {
-            name: commands_per_call(server, lambda path=path: path(factory.get("/api/v1/organization")))
-            for name, path in paths.items()
-        }
+        commands = {name: commands_per_call(server, path, factory) for name, path in paths.items()}
         for index in range(args.requests + 200):
             for name, path in paths.items():
                 request = factory.get("/api/v1/organization")
