@@ -97,8 +97,12 @@ class AssistantTurn:
     def flush(self) -> None:
         """Write the buffered events (one transaction, consecutive seqs)."""
         if self._pending:
-            pending, self._pending = self._pending, []
-            event_append_many(self.run, pending)
+            event_append_many(self.run, self.take_pending())
+
+    def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
+        """Hand the buffered events to a caller that writes them in its own transaction."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def start_step(self) -> None:
         """Open a model step."""
@@ -277,8 +281,9 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     resolved = model_resolve(spec.get("model"), organization=run.organization)
     usage.model = resolved.label
     # The demo model answers instantly, so its chunks are written together at the next
-    # blocking point; a network provider's chunks are written as they arrive.
-    flush_every_chunk = not isinstance(resolved.provider, DemoProvider)
+    # blocking point; a network provider blocks before and between chunks, so what is
+    # buffered is written before the request and each chunk as it arrives.
+    network = not isinstance(resolved.provider, DemoProvider)
     history = list(run.session.messages.order_by("created_at", "pk")) if run.session else []
     messages = model_messages(str(spec.get("system") or ""), history)
     tools = tool_specs(spec)
@@ -291,6 +296,8 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
         turn.start_step()
         calls: list[ToolCall] = []
         step_text = ""
+        if network:
+            turn.flush()
         for event in resolved.provider.stream(
             ModelRequest(model=resolved.model, messages=messages, tools=tools), cancel=cancel
         ):
@@ -303,7 +310,7 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
                 finish_reason = event.finish_reason
                 usage.input_tokens += event.input_tokens
                 usage.output_tokens += event.output_tokens
-            if flush_every_chunk:
+            if network:
                 turn.flush()
         _check(cancel)
         turn.end_text()
@@ -337,7 +344,7 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
             _check(cancel)
         turn.finish_step()
-    turn.flush()
+    # What is still buffered goes out with the run's terminal events, in one transaction.
     return LoopResult(text=turn.text, finish_reason=finish_reason, usage=usage)
 
 
@@ -369,7 +376,6 @@ def _run_tool(
         input_error = f"unknown_tool: there is no tool {call.name!r}; tools: {', '.join(sorted(tool_names))}"
     if input_error is not None:
         turn.tool_error(part, input_error)
-        turn.flush()
         return json.dumps({"error": input_error})
     turn.flush()
     result = tool_call(run=run, tool=call.name, tool_input=tool_input, context=context, cancel=cancel)
@@ -381,12 +387,10 @@ def _run_tool(
         )
     if result.ok:
         turn.tool_output(part, result.output)
-        turn.flush()
         return json.dumps(result.output, separators=(",", ":"))
     error = result.error or {"type": "sandbox_crash", "message": "the sandbox gave no error"}
     error_text = f"{error.get('type')}: {error.get('message')}"
     turn.tool_error(part, error_text)
-    turn.flush()
     return json.dumps({"error": error}, separators=(",", ":"))
 
 

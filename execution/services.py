@@ -328,7 +328,7 @@ def _run_finish(
 ) -> None:
     """End a running run once: status, usage, the assistant message and the terminal events."""
     parts = turn.message_parts()
-    turn.flush()
+    pending = turn.take_pending()
     with transaction.atomic():
         ended = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             status=status,
@@ -345,7 +345,7 @@ def _run_finish(
             steps=usage.steps,
         )
         if not ended:
-            # The reaper ended it first and wrote the terminal events.
+            # The reaper ended it first and wrote the terminal events; nothing may follow them.
             return
         quota_run_ended(run_id=run.pk)
         if run.session is not None and parts:
@@ -356,8 +356,10 @@ def _run_finish(
                 run=run,
                 public_id=turn.message_id,
             )
-        run.refresh_from_db()
-        events: list[tuple[str, dict[str, Any]]] = []
+        run.status, run.model, run.wall_ms, run.steps = status, usage.model[:200], wall_ms, usage.steps
+        run.input_tokens, run.output_tokens = usage.input_tokens, usage.output_tokens
+        run.sandbox_cpu_ms, run.tool_calls = usage.sandbox_cpu_ms, usage.tool_calls
+        events: list[tuple[str, dict[str, Any]]] = list(pending)
         if error is not None and status != RunStatus.CANCELLED:
             events.append(("error", {"errorText": f"{error[0]}: {error[1]}"}))
         events.append(("data-usage", {"data": run.usage()}))

@@ -1,0 +1,364 @@
+"""Runs benchmark: first-event latency, sustained runs per second, 1,000 concurrent slow-provider runs.
+
+Prints one JSON object per line. Run from the project root:
+`.venv/bin/python benchmarks/runs.py [--latency-runs 200] [--sustained-runs 1000] [--concurrent 1000]`.
+
+It builds a scratch stack of its own (data directory in /tmp, SQLite unless DATABASE_URL is
+set, a private redis unless REDIS_URL is set), uploads ../shared/bundles/weather.mjs, and
+starts real Celery workers (`--pool threads`). "First event" is when the run's first event
+notification is published to its channel-layer group (what a websocket consumer waits for),
+observed with a redis pattern subscription, measured from just before `run_start`.
+The slow provider is the local OpenAI-compatible stub from tests/execution/fake_openai.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WEATHER = ROOT.parent / "shared" / "bundles" / "weather.mjs"
+TOOL_MESSAGE = 'Weather please: getWeather {"city": "Paris"}'
+
+
+def emit(**figure: Any) -> None:
+    """Print one figure as a JSON line."""
+    print(json.dumps(figure), flush=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of a list of numbers."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+class Observer:
+    """Records when each run's first and terminal notifications reach redis subscribers."""
+
+    def __init__(self, redis_url: str) -> None:
+        import redis
+
+        self.first: dict[str, float] = {}
+        self.done: dict[str, float] = {}
+        self.cond = threading.Condition()
+        # Keep the client referenced: collecting it closes the pub/sub connection too.
+        self._client = redis.Redis.from_url(redis_url)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.psubscribe("*__group__run.*")
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        for message in self._pubsub.listen():
+            now = time.perf_counter()
+            run_hex = message["channel"].decode().rsplit("run.", 1)[1]
+            with self.cond:
+                self.first.setdefault(run_hex, now)
+                if self._is_terminal(message["data"]):
+                    self.done[run_hex] = now
+                    self.cond.notify_all()
+
+    @staticmethod
+    def _is_terminal(data: bytes) -> bool:
+        # Status events are small; their serialized form names the terminal status.
+        return b"data-status" in data and any(
+            s in data for s in (b"succeeded", b"failed", b"cancelled", b"timed_out")
+        )
+
+    def wait_done(self, run_hexes: list[str], timeout: float) -> bool:
+        """Wait until every run in the list has its terminal notification."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not all(h in self.done for h in run_hexes):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self.cond.wait(min(remaining, 1.0))
+        return True
+
+
+def start_worker(concurrency: int, extra_env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    """A real Celery worker on the scratch stack; waits until it answers a ping."""
+    from lightfast_cloud.celery import app as celery_app
+
+    hostname = f"bench-{name}-{os.getpid()}@localhost"
+    env = dict(os.environ)
+    env.update(extra_env)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "lightfast_cloud",
+            "worker",
+            "--queues",
+            "runs,introspect,default",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--hostname",
+            hostname,
+            "--loglevel",
+            "WARNING",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+        if celery_app.control.ping(destination=[hostname], timeout=0.5):
+            return process
+    raise RuntimeError("worker did not answer")
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """Warm shutdown, then kill the group."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def setup_stack(data_dir: Path) -> tuple[Any, Any, Any]:
+    """Django on the scratch stack: migrated database, organization, ready weather version."""
+    os.environ["LIGHTFAST_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lightfast_cloud.settings")
+    os.environ["LIGHTFAST_MEDIA_ROOT"] = str(data_dir / "media")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from lightfast_cloud.embedded_redis import start_embedded_redis
+
+    redis = start_embedded_redis(settings.DATA_DIR, persistent=False) if settings.REDIS_EMBEDDED else None
+    os.environ["REDIS_URL"] = settings.REDIS_URL
+    call_command("migrate", verbosity=0)
+
+    from agents.services import bundle_upload
+    from organizations.models import Organization
+    from organizations.services import Actor
+
+    organization = Organization.objects.create(
+        slug=f"bench-{os.getpid()}", name="Benchmark", concurrent_runs=100_000, runs_per_month=10_000_000
+    )
+    # Introspection runs in the worker (its `introspect` queue), so this process never starts a
+    # sandbox pool of its own.
+    version = bundle_upload(
+        organization=organization, slug="weather", data=WEATHER.read_bytes(), actor=Actor.system("bench")
+    ).version
+    return organization, version, redis
+
+
+def wait_ready(version: Any) -> None:
+    """Wait until the worker introspected the version."""
+    from django.db import connection
+
+    started = time.monotonic()
+    while version.status == "validating" and time.monotonic() - started < 120:
+        # A fresh connection each time: an unfinished statement elsewhere can pin an old SQLite snapshot.
+        connection.close()
+        time.sleep(0.2)
+        version.refresh_from_db()
+    emit(figure="introspect_in_worker_s", seconds=round(time.monotonic() - started, 2))
+    assert version.status == "ready", (version.status, version.error_message)
+
+
+def bench_latency(organization: Any, version: Any, observer: Observer, runs: int) -> None:
+    from execution.models import Run
+    from execution.services import run_start
+
+    latencies: list[float] = []
+    totals: list[float] = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run = run_start(
+            organization=organization, bundle_version=version, agent_key="weather", text=TOOL_MESSAGE
+        )
+        assert observer.wait_done([run.pk.hex], 30), "run did not finish"
+        latencies.append((observer.first[run.pk.hex] - started) * 1000)
+        totals.append((observer.done[run.pk.hex] - started) * 1000)
+    statuses: dict[str, int] = {}
+    for status in Run.objects.filter(organization=organization).values_list("status", flat=True):
+        statuses[status] = statuses.get(status, 0) + 1
+    emit(
+        figure="first_event_latency_ms",
+        model="demo",
+        tool_calls=1,
+        runs=runs,
+        p50=round(percentile(latencies, 0.5), 2),
+        p99=round(percentile(latencies, 0.99), 2),
+        mean=round(statistics.mean(latencies), 2),
+        target_p50=20,
+    )
+    emit(
+        figure="run_total_ms",
+        model="demo",
+        tool_calls=1,
+        runs=runs,
+        p50=round(percentile(totals, 0.5), 2),
+        p99=round(percentile(totals, 0.99), 2),
+        statuses=statuses,
+    )
+
+
+def bench_sustained(
+    organization: Any, version: Any, observer: Observer, runs: int, message: str, label: str
+) -> None:
+    from execution.models import Run
+    from execution.services import run_start
+
+    started = time.perf_counter()
+    ids: list[str] = []
+
+    def start_one(_: int) -> str:
+        from django.db import connection
+
+        try:
+            run = run_start(
+                organization=organization, bundle_version=version, agent_key="weather", text=message
+            )
+            return run.pk.hex
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(start_one, range(runs)))
+    submitted = time.perf_counter()
+    finished = observer.wait_done(ids, 600)
+    elapsed = max(observer.done.get(h, time.perf_counter()) for h in ids) - started
+    failed = Run.objects.filter(pk__in=ids).exclude(status="succeeded").count()
+    emit(
+        figure="sustained_runs_per_s",
+        workload=label,
+        runs=runs,
+        seconds=round(elapsed, 2),
+        runs_per_s=round(runs / elapsed, 1),
+        submit_s=round(submitted - started, 2),
+        all_finished=finished,
+        not_succeeded=failed,
+        target=200,
+    )
+
+
+def bench_concurrent(organization: Any, version: Any, observer: Observer, runs: int, wait_s: float) -> None:
+    from execution.models import Run
+    from execution.services import run_start
+
+    started = time.perf_counter()
+
+    def start_one(_: int) -> str:
+        from django.db import connection
+
+        try:
+            run = run_start(
+                organization=organization,
+                bundle_version=version,
+                agent_key="weather",
+                text=f"slow provider #slow={wait_s}",
+            )
+            return run.pk.hex
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(start_one, range(runs)))
+    submitted = time.perf_counter()
+    finished = observer.wait_done(ids, 600)
+    elapsed = max(observer.done.get(h, time.perf_counter()) for h in ids) - started
+    statuses: dict[str, int] = {}
+    for status in Run.objects.filter(pk__in=ids).values_list("status", flat=True):
+        statuses[status] = statuses.get(status, 0) + 1
+    errors = Run.objects.filter(pk__in=ids).exclude(error_type="").values_list("error_type", flat=True)[:5]
+    emit(
+        figure="concurrent_slow_provider",
+        runs=runs,
+        provider_wait_s=wait_s,
+        seconds=round(elapsed, 2),
+        submit_s=round(submitted - started, 2),
+        all_finished=finished,
+        statuses=statuses,
+        sample_errors=list(errors),
+        ideal_seconds=wait_s,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency-runs", type=int, default=200)
+    parser.add_argument("--sustained-runs", type=int, default=1000)
+    parser.add_argument("--concurrent", type=int, default=1000)
+    parser.add_argument("--ws-runs", type=int, default=200, help="runs timed over a real daphne websocket")
+    parser.add_argument("--concurrency", type=int, default=50, help="threads of the worker for the demo runs")
+    parser.add_argument(
+        "--slow-concurrency", type=int, default=1100, help="threads of the slow-provider worker"
+    )
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="lf-bench-runs-"))
+    organization, version, redis = setup_stack(data_dir)
+    from django.conf import settings
+
+    observer = Observer(settings.REDIS_URL)
+    emit(
+        figure="setup",
+        database=settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
+        cores=os.cpu_count(),
+        worker_pool="threads",
+        worker_concurrency=args.concurrency,
+    )
+    worker = start_worker(args.concurrency, {}, "demo")
+    try:
+        wait_ready(version)
+        # Warm the sandbox zygote and the worker's connections before measuring.
+        bench_latency(organization, version, observer, 5)
+        if args.latency_runs:
+            bench_latency(organization, version, observer, args.latency_runs)
+        if args.ws_runs:
+            from benchmarks.runs_websocket import bench_websocket
+
+            bench_websocket(organization, version, args.ws_runs, emit)
+        if args.sustained_runs:
+            bench_sustained(organization, version, observer, args.sustained_runs, TOOL_MESSAGE, "demo+1 tool")
+            bench_sustained(organization, version, observer, args.sustained_runs, "hello", "demo, no tool")
+    finally:
+        stop_worker(worker)
+    if args.concurrent:
+        from tests.execution.fake_openai import FakeOpenAI
+
+        fake = FakeOpenAI().start()
+        worker = start_worker(args.slow_concurrency, {"LIGHTFAST_MODEL_BASE_URL": fake.base_url}, "slow")
+        try:
+            bench_concurrent(organization, version, observer, args.concurrent, 2.0)
+        finally:
+            stop_worker(worker)
+            fake.stop()
+    if redis is not None:
+        redis.stop()
+
+
+if __name__ == "__main__":
+    main()
