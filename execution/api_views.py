@@ -39,15 +39,12 @@ from organizations.tenancy import OrganizationScopedAPIView, OrganizationScopedG
 WAIT_MAX_S = 60.0
 WAIT_POLL_S = 0.05
 
-# HTTP status of each transport error type; anything else is a 400.
-_ERROR_STATUS = {"not_found": 404, "permission_denied": 403, "quota_exceeded": 403, "rate_limited": 429}
-
 
 class RunRequestError(ApiError):
     """A transport refusal (`not_found`, `invalid_input`, `invalid_bundle`, …) in the API's error format."""
 
     def __init__(self, exc: TransportError) -> None:
-        self.status_code = _ERROR_STATUS.get(exc.code, status.HTTP_400_BAD_REQUEST)
+        self.status_code = exc.http_status
         self.error_type = exc.code
         super().__init__(exc.message, detail=exc.detail)
 
@@ -145,6 +142,10 @@ class RunListView(OrganizationScopedGenericAPIView):
             200: RunStartedSerializer,
             400: _error("Invalid body, agent or input (`invalid_input`, `invalid_bundle`)."),
             **COMMON_ERRORS,
+            403: _error(
+                "The credentials lack the `execute` scope (`permission_denied`), or a quota is used up "
+                "(`quota_exceeded`: the detail names the quota, its limit, what is used and when it resets)."
+            ),
         },
         description="Starts a chat run. Answers 202 at once (or 200 with the ended run when `?wait=S` "
         "saw it end), with URLs to follow its events.",

@@ -7,6 +7,13 @@ Server frames: every run event as `{"run", "seq", "type", ...chunk}`; `{"type": 
 "run", "session"}` after a message started a run; `{"type": "error", "errorText", "error":
 {"type", "message", "detail"}}` for a refused frame (the connection stays usable).
 
+Limits: each connection attempt counts against the organization's (and API key's) websocket
+connect rate, and every client frame against its frame rate (`organizations.ratelimits`); a
+refused attempt gets an `error` frame of type `rate_limited` and close code 4429, a refused frame
+an `error` frame of the same type and is dropped. A frame from a connection whose organization
+was suspended since it connected gets an `organization_suspended` error frame and the connection
+is closed (4403); a suspended organization cannot connect at all (see `execution.ws_auth`).
+
 Outgoing frames pass one bounded queue per connection; a client whose socket does not drain
 (the server's write buffer stays above `MAX_BUFFERED_BYTES` for `SLOW_CLIENT_GRACE_S`) is
 disconnected with close code 4008, so a slow reader costs bounded memory.
@@ -35,7 +42,13 @@ from execution.transport import (
     run_get,
 )
 from execution.ws_auth import WsAuthFailed, accepted_subprotocol, ws_tenant_resolve
-from organizations.models import Scope
+from organizations.models import Organization, Scope
+from organizations.ratelimits import (
+    RateLimited,
+    RateLimitUnavailable,
+    ratelimit_ws_connect,
+    ratelimit_ws_frame,
+)
 from organizations.tenancy import Tenant
 
 logger = logging.getLogger(__name__)
@@ -49,6 +62,10 @@ MAX_STREAMS_PER_CONNECTION = 16
 CLOSE_AUTH = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_SLOW_CLIENT = 4008
+CLOSE_SUSPENDED = 4403
+CLOSE_RATE_LIMITED = 4429
+# RFC 6455 "try again later": the rate-limit store is unreachable.
+CLOSE_TRY_AGAIN_LATER = 1013
 
 TRANSPORT_SCOPE_KEY = "lightfast.transport"
 
@@ -108,6 +125,24 @@ def error_frame(code: str, message: str, *, detail: Any = None, run: str | None 
     return frame
 
 
+def _organization_admit_frame(organization: Organization, api_key: Any) -> None:
+    """Re-read the organization (suspension, rate) and count one frame; raises FrameError or _Suspended."""
+    current = Organization.objects.filter(pk=organization.pk).values("is_active", "api_rate").first()
+    if current is None or not current["is_active"]:
+        raise _Suspended()
+    organization.api_rate = current["api_rate"]
+    try:
+        ratelimit_ws_frame(organization=organization, api_key=api_key)
+    except RateLimited as exc:
+        raise FrameError(exc.error_type, exc.message, detail=exc.extra_detail) from exc
+    except RateLimitUnavailable as exc:
+        raise FrameError(exc.error_type, exc.message) from exc
+
+
+class _Suspended(Exception):
+    """The connection's organization was suspended (or deleted) after it connected."""
+
+
 class ChatConsumer(AsyncWebsocketConsumer):
     """One client connection to one agent; may stream several runs at once."""
 
@@ -116,7 +151,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         """Authenticate, resolve the agent, accept; refusals are explained in a frame, then closed."""
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue(SEND_QUEUE_FRAMES)
+        # Text frames to send; an int is a close code: close once everything before it was sent.
+        self.queue: asyncio.Queue[str | int | None] = asyncio.Queue(SEND_QUEUE_FRAMES)
         self.streams: dict[str, asyncio.Task[None]] = {}
         self.writer: asyncio.Task[None] | None = None
         self.closing = False
@@ -134,6 +170,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._refuse(
                 subprotocol, error_frame(exc.code, exc.message, detail=exc.detail), CLOSE_NOT_FOUND
             )
+            return
+        try:
+            await sync_to_async(ratelimit_ws_connect)(
+                organization=self.tenant.organization, api_key=self.tenant.api_key
+            )
+        except RateLimited as exc:
+            await self._refuse(subprotocol, exc.error_frame(), CLOSE_RATE_LIMITED)
+            return
+        except RateLimitUnavailable as exc:
+            await self._refuse(subprotocol, error_frame(exc.error_type, exc.message), CLOSE_TRY_AGAIN_LATER)
             return
         await self.accept(subprotocol)
         self.writer = asyncio.ensure_future(self._write_loop())
@@ -163,6 +209,16 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Parse one client frame and act on it; a bad frame gets an `error` frame."""
         if self.closing:
+            return
+        try:
+            await sync_to_async(_organization_admit_frame)(self.tenant.organization, self.tenant.api_key)
+        except _Suspended:
+            await self._close_after(
+                error_frame("organization_suspended", "This organization is suspended."), CLOSE_SUSPENDED
+            )
+            return
+        except FrameError as exc:
+            await self._enqueue(error_frame(exc.code, exc.message, detail=exc.detail))
             return
         try:
             frame = self._parse(text_data, bytes_data)
@@ -286,6 +342,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if self.streams.get(run_id) is asyncio.current_task():
                 del self.streams[run_id]
 
+    async def _close_after(self, frame: dict[str, Any], code: int) -> None:
+        """Send `frame`, then close with `code`; nothing else is read or streamed meanwhile."""
+        self.closing = True
+        for task in list(self.streams.values()):
+            task.cancel()
+        await self._enqueue(frame)
+        await self.queue.put(code)
+
     async def _enqueue(self, frame: dict[str, Any]) -> None:
         # Waits while the queue is full: that pauses our own database reads, not the client.
         await self.queue.put(json.dumps(frame))
@@ -297,6 +361,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         while True:
             text = await self.queue.get()
             if text is None:
+                return
+            if isinstance(text, int):
+                await self.close(text)
                 return
             waited = 0.0
             while transport_backlog_bytes(transport) > limit:

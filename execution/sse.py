@@ -34,6 +34,7 @@ from execution.transport import (
 from lightfast_cloud.api_errors import api_exception_handler, error_response
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
+from organizations.ratelimits import ratelimit_api_request, ratelimit_apply_headers
 from organizations.tenancy import Tenant, tenant_resolve
 
 STREAM_HEADERS = {
@@ -42,13 +43,14 @@ STREAM_HEADERS = {
     # Proxies such as nginx must not buffer the stream.
     "X-Accel-Buffering": "no",
 }
-_TRANSPORT_STATUS = {"not_found": 404, "permission_denied": 403}
 
 
 def _tenant_for(request: HttpRequest, scope: str) -> Tenant:
     """Authenticate like the REST API (bearer key, or session with CSRF) and check `scope`."""
     drf_request = Request(request, authenticators=[ApiKeyAuthentication(), MemberSessionAuthentication()])
     tenant = tenant_resolve(drf_request)
+    # The chat route is an API route like any other: it counts against the organization's rate.
+    ratelimit_api_request(request=request, organization=tenant.organization, api_key=tenant.api_key)
     if not tenant.has_scope(scope):
         raise PermissionDenied(f"This action needs the `{scope}` scope.")
     return tenant
@@ -56,7 +58,7 @@ def _tenant_for(request: HttpRequest, scope: str) -> Tenant:
 
 def _exception_response(exc: Exception) -> HttpResponse:
     if isinstance(exc, TransportError):
-        return error_response(_TRANSPORT_STATUS.get(exc.code, 400), exc.code, exc.message, exc.detail)
+        return error_response(exc.http_status, exc.code, exc.message, exc.detail)
     response = api_exception_handler(exc, {})
     if response is None:
         raise exc
@@ -139,16 +141,19 @@ def _active_run(request: HttpRequest, bundle: str, agent: str, chat_id: str) -> 
 @csrf_exempt  # session callers are CSRF-checked by MemberSessionAuthentication, as in the REST API
 async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponseBase:
     """POST: start a chat run from a `useChat` body and stream it; GET: resume after `Last-Event-ID`."""
+    response: HttpResponseBase
     try:
         if request.method == "POST":
             run = await sync_to_async(_start)(request, bundle, agent)
-            return _stream(run.pk, 0)
-        if request.method == "GET":
+            response = _stream(run.pk, 0)
+        elif request.method == "GET":
             run_id, after = await sync_to_async(_resume_point)(request, bundle, agent)
-            return _stream(run_id, after)
-        raise MethodNotAllowed(request.method or "")
+            response = _stream(run_id, after)
+        else:
+            raise MethodNotAllowed(request.method or "")
     except (APIException, Http404, TransportError) as exc:
-        return _exception_response(exc)
+        response = _exception_response(exc)
+    return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]
 
 
 @csrf_exempt
@@ -156,12 +161,12 @@ async def chat_reconnect_view(
     request: HttpRequest, bundle: str, agent: str, chat_id: str
 ) -> HttpResponseBase:
     """The AI SDK's reconnect: the chat's running run from its first event, or 204 when none runs."""
+    response: HttpResponseBase
     try:
         if request.method != "GET":
             raise MethodNotAllowed(request.method or "")
         run_id = await sync_to_async(_active_run)(request, bundle, agent, chat_id)
+        response = HttpResponse(status=204) if run_id is None else _stream(run_id, 0)
     except (APIException, Http404, TransportError) as exc:
-        return _exception_response(exc)
-    if run_id is None:
-        return HttpResponse(status=204)
-    return _stream(run_id, 0)
+        response = _exception_response(exc)
+    return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]

@@ -25,12 +25,23 @@ from agents.selectors import bundle_get
 from execution.events import NOTIFICATION_TYPE, run_events_after
 from execution.models import TERMINAL_STATUSES, ChatSession, Run, run_group_name
 from organizations.models import Organization
+from organizations.quotas import QuotaExceeded
 
 # Without any notification, the database is read this often anyway (a dropped notification
 # of a run's last event would otherwise stall the stream).
 CATCH_UP_INTERVAL_S = 1.0
 # One database read returns at most this many events; the stream reads again for the rest.
 REPLAY_BATCH = 500
+
+
+# HTTP status of each transport error type (REST and SSE); anything else is a 400.
+TRANSPORT_ERROR_STATUS: dict[str, int] = {
+    "not_found": 404,
+    "permission_denied": 403,
+    "quota_exceeded": 403,
+    "organization_suspended": 403,
+    "rate_limited": 429,
+}
 
 
 class TransportError(Exception):
@@ -41,6 +52,11 @@ class TransportError(Exception):
         self.code = code
         self.message = message
         self.detail = detail
+
+    @property
+    def http_status(self) -> int:
+        """The status REST and SSE answer this refusal with."""
+        return TRANSPORT_ERROR_STATUS.get(self.code, 400)
 
 
 @dataclass(frozen=True)
@@ -273,7 +289,9 @@ def chat_run_start(
     """Start a chat run from a text or from a `useChat`-style message list (the last one is the user's turn).
 
     A session named for the first time imports the earlier messages as its history; a known
-    session already holds them, so only the new user message is appended.
+    session already holds them, so only the new user message is appended. Every refusal is a
+    TransportError, a used-up quota included (`quota_exceeded` naming the quota, its limit and
+    reset), so each transport reports it its own way: 403, or an `error` frame.
     """
     from execution.services import RunNotStartable, chat_session_get_or_create, message_create, run_start
 
@@ -321,3 +339,5 @@ def chat_run_start(
             )
         except RunNotStartable as exc:
             raise TransportError(exc.code, exc.message, detail=exc.detail) from exc
+        except QuotaExceeded as exc:
+            raise TransportError(exc.error_type, exc.message, detail=exc.extra_detail) from exc
