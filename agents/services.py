@@ -59,7 +59,8 @@ INTROSPECT_STALE_AFTER = timedelta(seconds=150)
 INTROSPECT_UNCLAIMED_AFTER = timedelta(minutes=10)
 MAX_INTROSPECT_ATTEMPTS = 3
 
-# Sent after a version was quarantined, so the runs app can cancel chats running on it.
+# Sent after a version was quarantined (with `version`, `actor`, `reason`), so the runs app can cancel
+# the runs on it (execution/receivers.py).
 bundle_version_quarantined = Signal()
 
 
@@ -434,7 +435,10 @@ def bundle_version_quarantine(*, version: BundleVersion, actor: Actor, reason: s
         },
     )
     transaction.on_commit(
-        lambda: bundle_version_quarantined.send(sender=BundleVersion, version=version), robust=True
+        lambda: bundle_version_quarantined.send(
+            sender=BundleVersion, version=version, actor=actor, reason=reason
+        ),
+        robust=True,
     )
     return version
 

@@ -75,9 +75,17 @@ class AgentTarget:
 def agent_target_resolve(*, organization: Organization, bundle: str, agent: str) -> AgentTarget:
     """The organization's runnable agent; another organization's (or no) bundle is `not_found`."""
     found = bundle_get(organization=organization, slug=bundle)
-    version = found.active_version if found is not None else None
-    if found is None or version is None:
+    if found is None:
         raise TransportError("not_found", f"No bundle {bundle!r} in your organization.")
+    version = found.active_version
+    if version is None:
+        latest = found.versions.order_by("-number").first()
+        why = f" (version {latest.number} is {latest.status})" if latest is not None else ""
+        raise TransportError(
+            "invalid_bundle",
+            f"Bundle {bundle!r} has no active version to run{why}; activate a ready version.",
+            detail={"status": latest.status if latest is not None else None},
+        )
     if version.status != VersionStatus.READY:
         raise TransportError(
             "invalid_bundle",
