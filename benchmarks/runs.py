@@ -60,6 +60,15 @@ class Observer:
         threading.Thread(target=self._listen, daemon=True).start()
 
     def _listen(self) -> None:
+        from redis import exceptions as redis_errors
+
+        try:
+            self._listen_forever()
+        except (OSError, redis_errors.ConnectionError) as exc:
+            # The scratch redis stops when the benchmark ends.
+            print(f"observer stopped: {exc}", file=sys.stderr)
+
+    def _listen_forever(self) -> None:
         for message in self._pubsub.listen():
             now = time.perf_counter()
             run_hex = message["channel"].decode().rsplit("run.", 1)[1]

@@ -3,7 +3,7 @@
 Transports (websocket, SSE, REST) call `run_start` and `run_cancel`, read events with
 `execution.events.run_events_after`, and subscribe to `run.group_name` (see
 `execution.events` for the delivery contract). The Celery task `execute_run` calls
-`run_execute`; beat calls `run_reap_lost`.
+`run_execute`; beat calls `run_reap_lost` and `run_reap_queued`.
 
 Run lifecycle: `queued` → (claimed by exactly one worker with a conditional UPDATE)
 `running` → `succeeded` | `failed` | `cancelled` | `timed_out`; `queued` → `cancelled`
@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import OperationalError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.models import BundleVersion
@@ -44,6 +44,7 @@ INTERNAL_ERROR = "internal_error"
 # fire if the orchestration itself hangs (prefork pools; the threads pool cannot enforce them).
 TASK_SOFT_LIMIT_MARGIN_S = 30
 TASK_HARD_LIMIT_MARGIN_S = 60
+FINISH_ATTEMPTS = 3
 
 
 class RunNotStartable(Exception):
@@ -329,6 +330,41 @@ def _run_finish(
     """End a running run once: status, usage, the assistant message and the terminal events."""
     parts = turn.message_parts()
     pending = turn.take_pending()
+    for attempt in range(FINISH_ATTEMPTS):
+        try:
+            _run_finish_once(
+                run=run,
+                turn=turn,
+                status=status,
+                error=error,
+                usage=usage,
+                output=output,
+                wall_ms=wall_ms,
+                parts=parts,
+                pending=pending,
+            )
+            return
+        except OperationalError as exc:
+            # Deadlocks and lock timeouts roll the whole transaction back, so trying again is safe;
+            # if every attempt fails the run stops heartbeating and the reaper ends it.
+            if attempt == FINISH_ATTEMPTS - 1:
+                raise
+            logger.warning("ending run %s failed (%s); retrying", run.pk, exc)
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _run_finish_once(
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    status: str,
+    error: tuple[str, str] | None,
+    usage: Usage,
+    output: Any,
+    wall_ms: int,
+    parts: list[dict[str, Any]],
+    pending: list[tuple[str, dict[str, Any]]],
+) -> None:
     with transaction.atomic():
         ended = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             status=status,
@@ -397,3 +433,50 @@ def run_reap_lost(*, now: datetime | None = None) -> int:
     if count:
         logger.warning("reaped %d run(s) whose worker was lost", count)
     return count
+
+
+def run_reap_queued(*, now: datetime | None = None) -> dict[str, int]:
+    """Re-enqueue queued runs no worker claimed in time; fail those queued too long. Returns both counts.
+
+    A run stays `queued` until a worker claims it, holding a concurrent-run slot; if the broker
+    lost its task it would hold the slot forever. Re-enqueueing is safe because the claim is a
+    conditional UPDATE (a duplicate task finds the run claimed and does nothing). A run still
+    queued LIGHTFAST_RUN_QUEUED_MAX_S after it was created fails with `worker_lost`, its slot
+    given back by `quota_run_ended` in the same transaction, like every other terminal update.
+    """
+    now = now or timezone.now()
+    give_up = Q(created_at__lt=now - timedelta(seconds=settings.LIGHTFAST_RUN_QUEUED_MAX_S))
+    failed = 0
+    for run_id in Run.objects.filter(give_up, status=RunStatus.QUEUED).values_list("pk", flat=True):
+        message = (
+            f"No worker started the run within {settings.LIGHTFAST_RUN_QUEUED_MAX_S:g} s "
+            "(its task was lost or the workers are down)."
+        )
+        with transaction.atomic():
+            ended = Run.objects.filter(give_up, pk=run_id, status=RunStatus.QUEUED).update(
+                status=RunStatus.FAILED, error_type=WORKER_LOST_ERROR, error_message=message, finished_at=now
+            )
+            if ended:
+                quota_run_ended(run_id=run_id)
+                event_append_many(
+                    run_id,
+                    [
+                        ("error", {"errorText": f"{WORKER_LOST_ERROR}: {message}"}),
+                        _status_event(RunStatus.FAILED, (WORKER_LOST_ERROR, message)),
+                    ],
+                )
+                failed += 1
+    requeued = 0
+    unclaimed = Run.objects.filter(
+        status=RunStatus.QUEUED, enqueued_at__lt=now - timedelta(seconds=settings.LIGHTFAST_RUN_REQUEUE_S)
+    )
+    for run in unclaimed.only("pk", "wall_limit_ms", "requeue_count"):
+        # Conditional on the count read: of two reapers racing on one run, one re-enqueues it.
+        if Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED, requeue_count=run.requeue_count).update(
+            enqueued_at=now, requeue_count=F("requeue_count") + 1
+        ):
+            _enqueue(run)
+            requeued += 1
+    if failed or requeued:
+        logger.warning("queued runs: %d re-enqueued, %d failed after waiting too long", requeued, failed)
+    return {"requeued": requeued, "failed": failed}
