@@ -129,6 +129,10 @@ class Run(models.Model):
     # Seq of the newest RunEvent; incremented in the same transaction that inserts events.
     last_seq = models.PositiveIntegerField(default=0)
     cancel_requested_at = models.DateTimeField(null=True, blank=True)
+    # When `execute_run` was last sent for this run, and how often the reaper sent it again
+    # because no worker claimed it (its task was lost).
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    requeue_count = models.PositiveSmallIntegerField(default=0)
     # Written every few seconds by the worker process that holds the run; the reaper fails
     # running runs whose heartbeat went stale (their worker died).
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -145,6 +149,7 @@ class Run(models.Model):
             models.Index(fields=["organization", "-created_at"], name="run_org_created"),
             models.Index(fields=["organization", "status"], name="run_org_status"),
             models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
+            models.Index(fields=["status", "enqueued_at"], name="run_status_enqueued"),
         ]
 
     def __str__(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from execution.services import run_execute, run_reap_lost
+from execution.services import run_execute, run_reap_lost, run_reap_queued
 
 
 @shared_task(name="execution.tasks.execute_run", bind=True, acks_late=True, ignore_result=True)
@@ -16,5 +16,6 @@ def execute_run(self: object, run_id: str) -> bool:
 
 @shared_task(name="execution.tasks.reap_runs", ignore_result=True)
 def reap_runs() -> int:
-    """Fail runs whose worker died (stale heartbeat) with `worker_lost`."""
-    return run_reap_lost()
+    """Fail runs whose worker died (stale heartbeat) with `worker_lost`; re-enqueue or fail unclaimed runs."""
+    queued = run_reap_queued()
+    return run_reap_lost() + queued["failed"]

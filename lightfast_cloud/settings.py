@@ -236,6 +236,11 @@ LIGHTFAST_RUN_MAX_STEPS = env.int("LIGHTFAST_RUN_MAX_STEPS", default=20)
 # heartbeat is older than LIGHTFAST_RUN_STALE_S (their worker died).
 LIGHTFAST_RUN_HEARTBEAT_S = env.float("LIGHTFAST_RUN_HEARTBEAT_S", default=5.0)
 LIGHTFAST_RUN_STALE_S = env.float("LIGHTFAST_RUN_STALE_S", default=30.0)
+# A run no worker claimed within LIGHTFAST_RUN_REQUEUE_S of being enqueued is enqueued again (the
+# broker may have lost its task; a duplicate finds it claimed and does nothing); one still queued
+# LIGHTFAST_RUN_QUEUED_MAX_S after it was created fails with `worker_lost` and frees its slot.
+LIGHTFAST_RUN_REQUEUE_S = env.float("LIGHTFAST_RUN_REQUEUE_S", default=60.0)
+LIGHTFAST_RUN_QUEUED_MAX_S = env.float("LIGHTFAST_RUN_QUEUED_MAX_S", default=900.0)
 CELERY_BEAT_SCHEDULE = {
     "execution-reap-runs": {
         "task": "execution.tasks.reap_runs",
