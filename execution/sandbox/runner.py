@@ -22,6 +22,18 @@ inherited through both forks) while its parents block on a status pipe, so resul
 and fetches are not relayed. It adds a stricter seccomp filter (no clone, no file
 opens) and per-call CPU/address-space rlimits before touching untrusted code. A call
 that hits a limit is discarded with its child; the zygotes are never touched by a call.
+
+Speed (measured on the 2-vCPU development VM; `benchmarks/sandbox_floor.py` prints these):
+a key zygote keeps one *spare* call child forked ahead of time. The spare attaches its
+seccomp filter and takes the copy-on-write faults of the Python side of a call
+(`Engine.warm_up`, no JS) while it waits; the call's frame then only adds the rlimits and
+the call itself (~1.0 ms, ~235 page faults for weather.getWeather). The next spare is
+forked while the current call runs. What remains per call is CPU, not latency: fork and
+exit of a zygote with ~16 MB of private memory cost ~1.7 ms of CPU here (page tables:
+~35 us per MB), each copy-on-write fault ~2.5 us, and a whole call ~4.5 ms of CPU over
+worker, zygote and child. Fork-per-call from this zygote is therefore bound to a few
+hundred calls/s on two cores; the way past it is a smaller zygote (a runner without
+Python), not a faster one.
 """
 
 from __future__ import annotations
@@ -125,8 +137,8 @@ def _classify_exit(status: int, *, what: str) -> SandboxError:
     )
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.malloc_trim.argtypes = [ctypes.c_size_t]
+# glibc only; another C library simply keeps its free memory.
+_malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
 
 
 def _compact_for_forking() -> None:
@@ -137,7 +149,8 @@ def _compact_for_forking() -> None:
     (Collapsing the heap into 2 MB pages was measured too: the zygote's own writes between
     forks split them again while a child shares them, so it gained nothing after one call.)
     """
-    _libc.malloc_trim(0)
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def _close_all_but(keep: set[int]) -> None:
