@@ -51,7 +51,10 @@ UPLOAD_ERRORS = {
         "(`invalid_bundle`, `syntax_error` with line and column)."
     ),
     403: _error("Scope missing, or the organization's bundle storage is full (`quota_exceeded`)."),
-    413: _error("Larger than the organization's maximum bundle size (`payload_too_large`)."),
+    413: _error(
+        "Larger than the plan's maximum bundle size (`payload_too_large`; the detail names the quota "
+        "`max_bundle_bytes` and its `limit`)."
+    ),
     415: _error("Neither multipart/form-data nor application/javascript (`unsupported_media_type`)."),
 }
 UPLOAD_DESCRIPTION = (

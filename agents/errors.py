@@ -5,12 +5,34 @@ from __future__ import annotations
 from rest_framework import status
 
 from lightfast_cloud.api_errors import ApiError, PayloadTooLarge
+from organizations.quotas import QUOTA_MAX_BUNDLE
 
 
 class BundleTooLarge(PayloadTooLarge):
-    """The upload is larger than the organization's maximum bundle size."""
+    """The upload is larger than the plan's maximum bundle size: a 413 whose body names the quota.
+
+    Issue 6 reports quotas as `quota_exceeded` (403); an oversized upload stays a 413 (what HTTP
+    clients and proxies expect of a body that is too large), but its detail carries the same
+    fields as a quota error: `quota` (`max_bundle_bytes`), `limit`, and `resets_at` (None: a plan
+    limit does not reset with time), plus `limit_bytes` and, when known, the upload's `bytes`.
+    """
 
     default_detail = "The bundle is larger than this organization's maximum bundle size."
+
+    def __init__(self, *, limit: int, size: int | None = None) -> None:
+        detail: dict[str, object] = {
+            "quota": QUOTA_MAX_BUNDLE,
+            "limit": limit,
+            "limit_bytes": limit,
+            "resets_at": None,
+        }
+        if size is not None:
+            detail["bytes"] = size
+        super().__init__(
+            f"The bundle is larger than this organization's plan limit {QUOTA_MAX_BUNDLE} of {limit} bytes "
+            "(a limit of its plan: an operator can raise it).",
+            detail=detail,
+        )
 
 
 class InvalidBundle(ApiError):

@@ -122,10 +122,7 @@ def bundle_upload(
     slug = _check_slug(slug)
     limit = int(organization.max_bundle_bytes)
     if len(data) > limit:
-        raise BundleTooLarge(
-            f"The bundle is larger than this organization's limit of {limit} bytes.",
-            detail={"limit_bytes": limit, "bytes": len(data)},
-        )
+        raise BundleTooLarge(limit=limit, size=len(data))
     if not data.strip():
         raise InvalidBundle("The bundle file is empty.", detail={"bytes": len(data)})
     _decode_utf8(data)

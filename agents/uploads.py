@@ -18,11 +18,8 @@ FILE_FIELD = "file"
 
 
 def too_large(limit: int) -> BundleTooLarge:
-    """The one 413 every upload path answers."""
-    return BundleTooLarge(
-        f"The bundle is larger than this organization's limit of {limit} bytes.",
-        detail={"limit_bytes": limit},
-    )
+    """The one 413 every upload path answers while the body streams in (its full size is unknown)."""
+    return BundleTooLarge(limit=limit)
 
 
 class Readable(Protocol):
