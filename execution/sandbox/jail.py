@@ -221,12 +221,8 @@ class _PipeFile:
 _call_child_bpf: bytes | None = None
 
 
-def precompile_call_child_filter() -> None:
-    """Compile the per-call filter once in the worker: libseccomp takes ~2 ms per compile."""
-    global _call_child_bpf
-    # Only the additions: the worker's filter stays in force underneath, and a smaller
-    # program attaches faster (attaching is per call).
-    flt = _build_filter(CALL_CHILD_DENIED_SYSCALLS, set_nnp=True, allow_fork=False)
+def _export(flt: seccomp.SyscallFilter) -> bytes:
+    """The compiled BPF program of a filter (an array of struct sock_filter)."""
     read_fd, write_fd = os.pipe()
     try:
         flt.export_bpf(_PipeFile(write_fd))
@@ -239,7 +235,22 @@ def precompile_call_child_filter() -> None:
         os.close(read_fd)
         if write_fd >= 0:
             os.close(write_fd)
-    _call_child_bpf = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def precompile_call_child_filter() -> None:
+    """Compile the per-call filter once in the worker: libseccomp takes ~2 ms per compile."""
+    global _call_child_bpf
+    # Only the additions: the worker's filter stays in force underneath, and a smaller
+    # program attaches faster (attaching is per call).
+    _call_child_bpf = _export(_build_filter(CALL_CHILD_DENIED_SYSCALLS, set_nnp=True, allow_fork=False))
+
+
+def export_filters(layers: JailLayers) -> tuple[bytes, bytes]:
+    """The worker and call-child programs compiled, for a runner that installs them itself (native)."""
+    worker = _export(_build_filter(WORKER_DENIED_SYSCALLS, set_nnp=layers.no_new_privs, allow_fork=True))
+    call_child = _export(_build_filter(CALL_CHILD_DENIED_SYSCALLS, set_nnp=True, allow_fork=False))
+    return worker, call_child
 
 
 def _load_call_child_filter() -> None:
@@ -266,8 +277,12 @@ def _drop_uid(config: JailConfig) -> None:
         raise OSError(errno.EPERM, "uid drop did not stick")
 
 
-def apply_jail(config: JailConfig) -> dict[str, str]:
-    """Jail the current process as configured; return each layer's state."""
+def apply_jail(config: JailConfig, *, defer_seccomp: bool = False) -> dict[str, str]:
+    """Jail the current process as configured; return each layer's state.
+
+    With `defer_seccomp` the filter is not loaded here (its state is "deferred"): the native
+    runner this process execve()s installs it after its own start (execve is denied under it).
+    """
     layers = config.layers
     status: dict[str, str] = {}
 
@@ -306,11 +321,14 @@ def apply_jail(config: JailConfig) -> dict[str, str]:
     attempt("rlimits", layers.rlimits, lambda: _apply_rlimits(config))
     # The filter goes on while still root so it can load without no_new_privs when
     # that layer is off; it denies nothing the uid drop needs.
-    attempt(
-        "seccomp",
-        layers.seccomp,
-        lambda: _load_worker_filter(layers),
-    )
+    if defer_seccomp and layers.seccomp:
+        status["seccomp"] = "deferred"
+    else:
+        attempt(
+            "seccomp",
+            layers.seccomp,
+            lambda: _load_worker_filter(layers),
+        )
     attempt("drop_uid", layers.drop_uid, drop_uid)
     attempt("no_new_privs", layers.no_new_privs, no_new_privs)
     return status

@@ -28,12 +28,39 @@ from execution.sandbox import jail
 from execution.sandbox.egress import EgressPolicy, egress_fetch
 from execution.sandbox.errors import CANCELLED, SANDBOX_CRASH, TIMEOUT, SandboxError
 from execution.sandbox.limits import Limits
+from execution.sandbox.native import native_runner_available
 from execution.sandbox.protocol import ProtocolError, read_frame, wait_readable, write_frame
 
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _CANCEL_POLL_S = 0.05
+RUNNERS = ("python", "native")
+DEFAULT_RUNNER = "python"
+
+
+def runner_from_env() -> str:
+    """The runner LIGHTFAST_SANDBOX_RUNNER asks for (python or native), DEFAULT_RUNNER when unset."""
+    name = (os.environ.get("LIGHTFAST_SANDBOX_RUNNER") or DEFAULT_RUNNER).strip().lower()
+    if name not in RUNNERS:
+        raise ValueError(f"LIGHTFAST_SANDBOX_RUNNER must be one of {', '.join(RUNNERS)}, not {name!r}")
+    return name
+
+
+_runner_fallback_logged = False
+
+
+def resolve_runner(requested: str) -> str:
+    """The runner workers will use: native only when its binary is built (said once in the log)."""
+    global _runner_fallback_logged
+    if requested == "native" and not native_runner_available():
+        if not _runner_fallback_logged:
+            _runner_fallback_logged = True
+            logger.warning(
+                "native sandbox runner requested but not built (run `make setup`); using the Python runner"
+            )
+        return "python"
+    return requested
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,8 @@ class PoolConfig:
     grace_ms: int = 250
     start_timeout_s: float = 60.0
     python: str = sys.executable
+    # python: execution/sandbox/runner.py; native: the C runner (execution/sandbox/native/).
+    runner: str = field(default_factory=runner_from_env)
     # Test-only: accept `probe` frames, and keep these host fds open in the worker.
     test_probes: bool = False
     test_pass_fds: tuple[int, ...] = ()
@@ -56,9 +85,10 @@ class PoolConfig:
 class _Worker:
     """One runner process and what the host knows about it."""
 
-    def __init__(self, config: PoolConfig) -> None:
+    def __init__(self, config: PoolConfig, runner: str) -> None:
         layers = config.jail.layers
-        argv = [config.python, "-m", "execution.sandbox.runner", "--jail", config.jail.to_json()]
+        module = "execution.sandbox.native.launch" if runner == "native" else "execution.sandbox.runner"
+        argv = [config.python, "-m", module, "--jail", config.jail.to_json()]
         if config.test_probes:
             argv.append("--test-probes")
         env = {} if layers.clear_env else dict(os.environ)
@@ -142,6 +172,9 @@ class LocalJailBackend:
 
     def __init__(self, config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
+        if self.config.runner not in RUNNERS:
+            raise ValueError(f"unknown sandbox runner {self.config.runner!r}")
+        self.runner = resolve_runner(self.config.runner)
         self._lock = threading.Condition()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
@@ -158,7 +191,7 @@ class LocalJailBackend:
 
     # --- worker lifecycle ------------------------------------------------------------
     def _start_worker(self) -> _Worker:
-        worker = _Worker(self.config)
+        worker = _Worker(self.config, self.runner)
         try:
             ready = worker.wait_ready(self.config.start_timeout_s)
         except (SandboxError, ProtocolError):
@@ -175,6 +208,7 @@ class LocalJailBackend:
             logger.error("sandbox engine unavailable in workers: %s", ready.get("engine"))
         self._status = {
             "backend": self.name,
+            "runner": self.runner,
             "workers": self.config.workers,
             "layers": layers,
             "missing_layers": sorted(missing),

@@ -1,0 +1,1800 @@
+/*
+ * Native sandbox runner: the C twin of execution/sandbox/runner.py + engine.py.
+ *
+ * Why it exists: a call is a fork of a zygote that already evaluated the runtime (zod) and the
+ * bundle, and fork+exit cost scales with the zygote's private memory. A Python zygote carries
+ * ~16 MB of interpreter on top of the JS heap; this one carries only the JS heap.
+ *
+ * What it is NOT: a jail. All policy (uid, rlimits, netns, fds, env, the seccomp programs) is
+ * decided in Python (execution/sandbox/native/launch.py), which applies it and execve()s this
+ * binary. The launcher hands over, on fd 3, a boot block: [u32 len][JSON config][u32 len][worker
+ * BPF][u32 len][call-child BPF]. This program only installs the two compiled filters: the worker
+ * filter after its own init, the call-child filter in each (pre-forked) call child.
+ *
+ * Protocol: exactly protocol.py (4-byte big-endian length + UTF-8 JSON object with "type").
+ * Process tree: exactly runner.py (base -> key zygote per load -> one call child per invoke, with
+ * one spare call child forked ahead; introspect/probe in a throw-away child of the base).
+ * Engine: exactly engine.py; the JS side (js/dist/runtime.js) is shared, this file only drives
+ * its private API (JSON text in, JSON text out) and services fetches and timers between entries.
+ *
+ * Frames are parsed with QuickJS's own JSON in a separate "wire" runtime, so host data never
+ * lands in the heap that bundle code runs in.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <malloc.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "quickjs.h"
+
+#define MIB (1024 * 1024)
+#define MAX_FRAME_BYTES (64u * 1024 * 1024)
+#define STDIN 0
+#define STDOUT 1
+#define MAX_ZYGOTES 256
+
+extern char **environ;
+
+/* ------------------------------------------------------------------ growable text */
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} Buf;
+
+static void die(const char *what) {
+    dprintf(2, "lightfast-runner: %s: %s\n", what, strerror(errno));
+    _exit(2);
+}
+
+static void buf_add(Buf *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) die("out of memory");
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+
+static void buf_str(Buf *b, const char *s) { buf_add(b, s, strlen(s)); }
+
+static void buf_fmt(Buf *b, const char *fmt, ...) {
+    char tmp[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    buf_add(b, tmp, n < (int)sizeof tmp ? (size_t)n : sizeof tmp - 1);
+}
+
+/* A JSON string literal. QuickJS hands out lone surrogates as 3-byte sequences that are not
+ * UTF-8; they become \u escapes (as JSON.stringify writes them) so the host can always decode. */
+static void buf_json(Buf *b, const char *s, size_t n) {
+    buf_add(b, "\"", 1);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            buf_add(b, esc, 2);
+            i++;
+        } else if (c < 0x20) {
+            buf_fmt(b, "\\u%04x", c);
+            i++;
+        } else if (c < 0x80) {
+            buf_add(b, (const char *)&s[i], 1);
+            i++;
+        } else {
+            size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+            int ok = len && i + len <= n;
+            for (size_t k = 1; ok && k < len; k++) ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
+            if (ok && len == 3 && c == 0xED && (unsigned char)s[i + 1] >= 0xA0) {
+                unsigned cp = ((c & 0x0F) << 12) | (((unsigned char)s[i + 1] & 0x3F) << 6) |
+                              ((unsigned char)s[i + 2] & 0x3F);
+                buf_fmt(b, "\\u%04x", cp);
+            } else if (ok) {
+                buf_add(b, &s[i], len);
+            } else {
+                buf_str(b, "\\ufffd");
+                len = 1;
+            }
+            i += len;
+        }
+    }
+    buf_add(b, "\"", 1);
+}
+
+static void buf_jsons(Buf *b, const char *s) { buf_json(b, s, strlen(s)); }
+
+/* ------------------------------------------------------------------ frames */
+
+static int read_exact(int fd, char *p, size_t n, int at_boundary) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = read(fd, p + got, n - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return (at_boundary && got == 0) ? 0 : -1;
+        got += (size_t)r;
+    }
+    return 1;
+}
+
+/* 1: a frame in *out (NUL-terminated, caller frees); 0: clean EOF; -1: protocol error. */
+static int read_frame(int fd, char **out, size_t *len) {
+    unsigned char h[4];
+    int r = read_exact(fd, (char *)h, 4, 1);
+    if (r <= 0) return r;
+    uint32_t n = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    if (n > MAX_FRAME_BYTES) return -1;
+    char *p = malloc((size_t)n + 1);
+    if (!p) die("out of memory");
+    if (read_exact(fd, p, n, 0) != 1) {
+        free(p);
+        return -1;
+    }
+    p[n] = 0;
+    *out = p;
+    *len = n;
+    return 1;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int write_frame(int fd, const char *text, size_t n) {
+    if (n > MAX_FRAME_BYTES) return -1;
+    unsigned char h[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16), (unsigned char)(n >> 8),
+                          (unsigned char)n};
+    /* One write for small frames: a frame is never interleaved with another writer's anyway
+     * (one process answers at a time), but fewer syscalls are cheaper. */
+    if (n < 65536) {
+        char tmp[65536 + 4];
+        memcpy(tmp, h, 4);
+        memcpy(tmp + 4, text, n);
+        return write_all(fd, tmp, n + 4);
+    }
+    if (write_all(fd, (const char *)h, 4) < 0) return -1;
+    return write_all(fd, text, n);
+}
+
+static int wait_readable(int fd, double timeout_s) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ms = timeout_s <= 0 ? 0 : (int)ceil(timeout_s * 1000);
+    for (;;) {
+        int r = poll(&p, 1, ms);
+        if (r < 0 && errno == EINTR) continue;
+        return r > 0;
+    }
+}
+
+/* ------------------------------------------------------------------ the wire runtime (JSON) */
+
+static JSRuntime *wrt;
+static JSContext *wctx;
+
+static JSValue wire_parse(const char *text, size_t len) {
+    JSValue v = JS_ParseJSON(wctx, text, len, "<frame>");
+    if (JS_IsException(v) || !JS_IsObject(v)) {
+        JS_FreeValue(wctx, JS_GetException(wctx));
+        JS_FreeValue(wctx, v);
+        return JS_EXCEPTION;
+    }
+    return v;
+}
+
+static JSValue wget(JSValueConst obj, const char *key) { return JS_GetPropertyStr(wctx, obj, key); }
+
+/* String(value) as malloc'd UTF-8 (the caller frees). */
+static char *wstr(JSValueConst v) {
+    size_t n;
+    const char *s = JS_ToCStringLen(wctx, &n, v);
+    if (!s) {
+        JS_FreeValue(wctx, JS_GetException(wctx));
+        return strdup("");
+    }
+    char *copy = malloc(n + 1);
+    memcpy(copy, s, n + 1);
+    JS_FreeCString(wctx, s);
+    return copy;
+}
+
+static char *wstr_key(JSValueConst obj, const char *key) {
+    JSValue v = wget(obj, key);
+    char *s = wstr(v);
+    JS_FreeValue(wctx, v);
+    return s;
+}
+
+/* JSON text of a value (undefined -> "null"), malloc'd. */
+static char *wjson(JSValueConst v) {
+    if (JS_IsUndefined(v)) return strdup("null");
+    JSValue t = JS_JSONStringify(wctx, v, JS_UNDEFINED, JS_UNDEFINED);
+    if (JS_IsException(t) || JS_IsUndefined(t)) {
+        JS_FreeValue(wctx, JS_GetException(wctx));
+        return strdup("null");
+    }
+    char *s = wstr(t);
+    JS_FreeValue(wctx, t);
+    return s;
+}
+
+static char *wjson_key(JSValueConst obj, const char *key) {
+    JSValue v = wget(obj, key);
+    char *s = wjson(v);
+    JS_FreeValue(wctx, v);
+    return s;
+}
+
+static int wtype_is(JSValueConst frame, const char *type) {
+    char *t = wstr_key(frame, "type");
+    int same = strcmp(t, type) == 0;
+    free(t);
+    return same;
+}
+
+/* ------------------------------------------------------------------ errors */
+
+typedef struct {
+    const char *code;
+    char message[1024];
+    char *detail; /* JSON object text, malloc'd, or NULL for {} */
+} Err;
+
+static Err g_err;
+
+static const char *const CODES[] = {
+    "syntax_error", "invalid_bundle", "unknown_tool",  "invalid_input",  "tool_error",
+    "timeout",      "cpu_limit",      "memory_limit",  "stack_overflow", "output_limit",
+    "egress_denied", "sandbox_crash", "cancelled",     "quota_exceeded", "rate_limited", NULL};
+
+static const char *known_code(const char *code) {
+    for (int i = 0; CODES[i]; i++)
+        if (strcmp(CODES[i], code) == 0) return CODES[i];
+    return NULL;
+}
+
+static int fail(const char *code, const char *detail, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_err.message, sizeof g_err.message, fmt, ap);
+    va_end(ap);
+    g_err.code = code;
+    free(g_err.detail);
+    g_err.detail = detail ? strdup(detail) : NULL;
+    return -1;
+}
+
+static void err_json(Buf *b) {
+    buf_str(b, "{\"type\":");
+    buf_jsons(b, g_err.code);
+    buf_str(b, ",\"message\":");
+    buf_jsons(b, g_err.message);
+    buf_str(b, ",\"detail\":");
+    buf_str(b, g_err.detail ? g_err.detail : "{}");
+    buf_str(b, "}");
+}
+
+/* SandboxError.from_dict: an error object from the runtime or a frame, normalised. */
+static int fail_from(JSValueConst error) {
+    char *type = JS_IsObject(error) ? wstr_key(error, "type") : strdup("sandbox_crash");
+    char *message = JS_IsObject(error) ? wstr_key(error, "message") : strdup("");
+    JSValue detail = JS_IsObject(error) ? wget(error, "detail") : JS_UNDEFINED;
+    char *detail_json = JS_IsObject(detail) && !JS_IsArray(detail) ? wjson(detail) : NULL;
+    JS_FreeValue(wctx, detail);
+    const char *code = known_code(type);
+    if (code)
+        fail(code, detail_json, "%s", message);
+    else
+        fail("sandbox_crash", detail_json, "unclassified error '%s': %s", type, message);
+    free(type);
+    free(message);
+    free(detail_json);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ limits */
+
+typedef struct {
+    long long memory_mb, cpu_ms, wall_ms, stack_kb, output_bytes, log_bytes, concurrent_fetches,
+        max_fetches, fetch_timeout_ms, fetch_response_bytes, fetch_request_bytes;
+} Limits;
+
+static const char *const LIMIT_NAMES[] = {
+    "memory_mb",   "cpu_ms",           "wall_ms",          "stack_kb",
+    "output_bytes", "log_bytes",       "concurrent_fetches", "max_fetches",
+    "fetch_timeout_ms", "fetch_response_bytes", "fetch_request_bytes", NULL};
+
+static Limits limits_default(void) {
+    return (Limits){64, 5000, 30000, 1024, 1 * MIB, 256 * 1024, 4, 50, 10000, 5 * MIB, 1 * MIB};
+}
+
+/* Limits.from_dict: missing keys take defaults; unknown keys and non-positive values are refused. */
+static int limits_parse(JSValueConst frame, Limits *out) {
+    *out = limits_default();
+    JSValue obj = wget(frame, "limits");
+    int rc = 0;
+    if (JS_IsObject(obj)) {
+        JSPropertyEnum *props;
+        uint32_t count;
+        if (JS_GetOwnPropertyNames(wctx, &props, &count, obj, JS_GPN_STRING_MASK | JS_GPN_ENUM_ONLY) == 0) {
+            for (uint32_t i = 0; i < count && rc == 0; i++) {
+                const char *name = JS_AtomToCString(wctx, props[i].atom);
+                int index = -1;
+                for (int k = 0; LIMIT_NAMES[k]; k++)
+                    if (name && !strcmp(LIMIT_NAMES[k], name)) index = k;
+                JSValue v = JS_GetProperty(wctx, obj, props[i].atom);
+                double d = 0;
+                int numeric = JS_IsNumber(v) && JS_ToFloat64(wctx, &d, v) == 0;
+                if (index < 0)
+                    rc = fail("sandbox_crash", NULL, "runner failure: ValueError: unknown limit(s): %s", name);
+                else if (!numeric || d <= 0 || d != floor(d) || d > 9e15)
+                    rc = fail("sandbox_crash", NULL,
+                              "runner failure: ValueError: limit %s must be a positive integer", name);
+                else
+                    ((long long *)out)[index] = (long long)d;
+                JS_FreeValue(wctx, v);
+                JS_FreeCString(wctx, name);
+            }
+            JS_FreePropertyEnum(wctx, props, count);
+        }
+    }
+    JS_FreeValue(wctx, obj);
+    if (rc == 0 && out->stack_kb > 4096)
+        rc = fail("sandbox_crash", NULL,
+                  "runner failure: ValueError: limit stack_kb must be at most 4096 (half the 8 MiB thread stack)");
+    return rc;
+}
+
+static void limits_json(Buf *b, const Limits *l) {
+    buf_str(b, "{");
+    for (int k = 0; LIMIT_NAMES[k]; k++) buf_fmt(b, "%s\"%s\":%lld", k ? "," : "", LIMIT_NAMES[k], ((const long long *)l)[k]);
+    buf_str(b, "}");
+}
+
+/* ------------------------------------------------------------------ clocks and budget */
+
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static double wall_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+enum { BIND_CPU, BIND_WALL };
+
+typedef struct {
+    Limits lim;
+    double cpu_start, wall_start, cpu_deadline, wall_deadline;
+    int binding;
+    int active; /* an engine entry is running under this budget */
+} Budget;
+
+static Budget B;
+
+static void budget_start(const Limits *lim) {
+    B.lim = *lim;
+    B.cpu_start = cpu_now();
+    B.wall_start = wall_now();
+    B.cpu_deadline = B.cpu_start + (double)lim->cpu_ms / 1000;
+    B.wall_deadline = B.wall_start + (double)lim->wall_ms / 1000;
+    B.binding = BIND_CPU;
+    B.active = 0;
+}
+
+static int budget_exceeded(void) {
+    char detail[64];
+    if (B.binding == BIND_CPU) {
+        snprintf(detail, sizeof detail, "{\"cpu_ms\":%lld}", B.lim.cpu_ms);
+        return fail("cpu_limit", detail, "the CPU time limit of %lld ms was exceeded", B.lim.cpu_ms);
+    }
+    snprintf(detail, sizeof detail, "{\"wall_ms\":%lld}", B.lim.wall_ms);
+    return fail("timeout", detail, "the time limit of %lld ms was exceeded", B.lim.wall_ms);
+}
+
+/* Budget.remaining(): fail with the binding limit when nothing is left. */
+static int budget_check(void) {
+    double cpu_left = B.cpu_deadline - cpu_now();
+    double wall_left = B.wall_deadline - wall_now();
+    B.binding = cpu_left <= wall_left ? BIND_CPU : BIND_WALL;
+    if ((cpu_left < wall_left ? cpu_left : wall_left) <= 0) return budget_exceeded();
+    return 0;
+}
+
+static int on_interrupt(JSRuntime *r, void *opaque) {
+    (void)r;
+    (void)opaque;
+    if (!B.active) return 0;
+    if (cpu_now() >= B.cpu_deadline) {
+        B.binding = BIND_CPU;
+        return 1;
+    }
+    if (wall_now() >= B.wall_deadline) {
+        B.binding = BIND_WALL;
+        return 1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the engine */
+
+enum { F_LOAD, F_AFTER_LOAD, F_INTROSPECT, F_BEGIN, F_POLL, F_FIRE_TIMERS, F_FETCH_DONE, F_FETCH_TIMED_OUT,
+       F_FINISH, F_TAKE_OUTPUT, F_DRAIN_LOGS, F_COUNT };
+static const char *const API_NAMES[F_COUNT] = {"load",       "afterLoad", "introspect",   "begin",
+                                               "poll",       "fireTimers", "fetchDone",   "fetchTimedOut",
+                                               "finish",     "takeOutput", "drainLogs"};
+
+static JSRuntime *rt;
+static JSContext *ctx;
+static JSValue api[F_COUNT];
+/* JSRuntime starts with JSMallocFunctions (5 pointers), then JSMallocState {count, size, limit}:
+ * the same layout engine.py reads, verified against the public API before use. */
+static size_t *malloc_size_field;
+static const double GC_HEADROOM_FRACTION = 0.5;
+static const size_t SALVAGE_MEMORY_BYTES = 16 * MIB;
+static const double SALVAGE_SECONDS = 0.05;
+
+static size_t heap_size(void) {
+    if (malloc_size_field) return *malloc_size_field;
+    JSMemoryUsage u;
+    JS_ComputeMemoryUsage(rt, &u);
+    return (size_t)u.malloc_size;
+}
+
+static void apply_limits(const Limits *l) {
+    JS_SetMemoryLimit(rt, (size_t)l->memory_mb * MIB);
+    JS_SetMaxStackSize(rt, (size_t)l->stack_kb * 1024);
+}
+
+/* Keep call children from collecting (and so copying) the zygote's heap for small calls. */
+static void raise_gc_threshold(const Limits *l) {
+    if (!malloc_size_field) return;
+    size_t used = heap_size(), limit = (size_t)l->memory_mb * MIB;
+    size_t room = limit > used ? limit - used : 0;
+    JS_SetGCThreshold(rt, used + (size_t)((double)room * GC_HEADROOM_FRACTION));
+}
+
+/* Engine._classify: only engine-made errors (interrupt, OOM, stack) or parse errors get here. */
+static int classify(JSContext *c, int during_parse) {
+    JSValue exc = JS_GetException(c);
+    /* Converting the error runs (locked, built-in) JS: give it headroom but keep it bounded. */
+    B.cpu_deadline = cpu_now() + SALVAGE_SECONDS;
+    B.wall_deadline = wall_now() + SALVAGE_SECONDS;
+    int saved_binding = B.binding;
+    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
+    B.active = 1;
+    const char *text = JS_ToCString(c, exc);
+    B.active = 0;
+    B.binding = saved_binding;
+    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB);
+    if (!text) JS_FreeValue(c, JS_GetException(c));
+    JS_FreeValue(c, exc);
+    char first[512];
+    const char *src = text ? text : "(Failed obtaining QuickJS error string. Concurrency issue?)";
+    size_t n = strcspn(src, "\n");
+    if (n > 500) {
+        n = 500;
+        while (n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80) n--; /* whole UTF-8 characters */
+    }
+    memcpy(first, src, n);
+    first[n] = 0;
+    int stack = strstr(src, "stack overflow") || strstr(src, "call stack size exceeded") ||
+                strstr(first, "Maximum call stack size exceeded");
+    int rc;
+    char detail[64];
+    if (strncmp(first, "InternalError: interrupted", 26) == 0) {
+        rc = budget_exceeded();
+    } else if (strstr(first, "out of memory")) {
+        snprintf(detail, sizeof detail, "{\"memory_mb\":%lld}", B.lim.memory_mb);
+        rc = fail("memory_limit", detail, "the memory limit of %lld MB was exceeded", B.lim.memory_mb);
+    } else if (stack) {
+        snprintf(detail, sizeof detail, "{\"stack_kb\":%lld}", B.lim.stack_kb);
+        rc = fail("stack_overflow", detail, "maximum call stack size exceeded");
+    } else if (during_parse) {
+        rc = fail("syntax_error", NULL, "the engine could not parse the bundle: %s", first);
+    } else {
+        rc = fail("sandbox_crash", NULL, "the sandbox runtime failed: %s", first);
+    }
+    if (text) JS_FreeCString(c, text);
+    return rc;
+}
+
+/* Call a runtime API function under the budget; its JSON reply as malloc'd text. */
+static char *call_text(int fn, int argc, JSValueConst *argv, size_t *len) {
+    if (budget_check() < 0) return NULL;
+    JS_UpdateStackTop(rt);
+    B.active = 1;
+    JSValue v = JS_Call(ctx, api[fn], JS_NULL, argc, argv);
+    B.active = 0;
+    if (JS_IsException(v)) {
+        classify(ctx, 0);
+        return NULL;
+    }
+    if (!JS_IsString(v)) {
+        JS_FreeValue(ctx, v);
+        fail("sandbox_crash", NULL, "runtime function %s returned a non-string", API_NAMES[fn]);
+        return NULL;
+    }
+    size_t n;
+    const char *s = JS_ToCStringLen(ctx, &n, v);
+    JS_FreeValue(ctx, v);
+    if (!s) {
+        JS_FreeValue(ctx, JS_GetException(ctx));
+        fail("memory_limit", NULL, "the memory limit of %lld MB was exceeded", B.lim.memory_mb);
+        return NULL;
+    }
+    char *copy = malloc(n + 1);
+    memcpy(copy, s, n + 1);
+    JS_FreeCString(ctx, s);
+    if (len) *len = n;
+    return copy;
+}
+
+/* The same, parsed in the wire runtime (JS_EXCEPTION with g_err set on failure). */
+static JSValue call_json(int fn, int argc, JSValueConst *argv) {
+    size_t n;
+    char *text = call_text(fn, argc, argv, &n);
+    if (!text) return JS_EXCEPTION;
+    JSValue v = wire_parse(text, n);
+    free(text);
+    if (JS_IsException(v)) fail("sandbox_crash", NULL, "runtime function %s returned bad JSON", API_NAMES[fn]);
+    return v;
+}
+
+static JSValue call1(int fn, const char *arg) {
+    JSValue a = JS_NewString(ctx, arg);
+    JSValue r = call_json(fn, 1, (JSValueConst *)&a);
+    JS_FreeValue(ctx, a);
+    return r;
+}
+
+static int reply_ok(JSValueConst reply) {
+    JSValue ok = wget(reply, "ok");
+    int yes = JS_ToBool(wctx, ok) == 1;
+    JS_FreeValue(wctx, ok);
+    return yes;
+}
+
+static int fail_from_reply(JSValueConst reply) {
+    JSValue e = wget(reply, "error");
+    fail_from(e);
+    JS_FreeValue(wctx, e);
+    return -1;
+}
+
+/* Run the promise job queue until it is empty. */
+static int run_jobs(void) {
+    for (;;) {
+        if (budget_check() < 0) return -1;
+        JSContext *c;
+        JS_UpdateStackTop(rt);
+        B.active = 1;
+        int r = JS_ExecutePendingJob(rt, &c);
+        B.active = 0;
+        if (r < 0) return classify(c, 0);
+        if (r == 0) return 0;
+    }
+}
+
+static void random_hex(char out[65]) {
+    unsigned char seed[32];
+    size_t got = 0;
+    while (got < sizeof seed) {
+        ssize_t r = getrandom(seed + got, sizeof seed - got, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) die("getrandom");
+        got += (size_t)r;
+    }
+    for (int i = 0; i < 32; i++) sprintf(out + 2 * i, "%02x", seed[i]);
+}
+
+static char runtime_path[4096];
+
+/* Engine(): evaluate runtime.js and keep its private API; NULL or an error message. */
+static const char *engine_init(char *error, size_t size) {
+    FILE *f = fopen(runtime_path, "rb");
+    if (!f) {
+        snprintf(error, size, "sandbox_crash: %s is missing: run `npm run build:runtime` (make setup)", runtime_path);
+        return error;
+    }
+    Buf src = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_add(&src, chunk, n);
+    fclose(f);
+    rt = JS_NewRuntime();
+    ctx = JS_NewContext(rt);
+    Limits d = limits_default();
+    apply_limits(&d);
+    JS_SetInterruptHandler(rt, on_interrupt, NULL);
+    size_t *fields = (size_t *)(void *)rt;
+    JSMemoryUsage u;
+    JS_ComputeMemoryUsage(rt, &u);
+    if (fields[7] == (size_t)d.memory_mb * MIB && (int64_t)fields[6] == u.malloc_size) malloc_size_field = &fields[6];
+    budget_start(&(Limits){.memory_mb = d.memory_mb, .cpu_ms = 10000, .wall_ms = 60000, .stack_kb = d.stack_kb});
+    B.active = 1;
+    JSValue r = JS_Eval(ctx, src.p, src.n, "<input>", JS_EVAL_TYPE_GLOBAL);
+    B.active = 0;
+    free(src.p);
+    if (JS_IsException(r)) {
+        classify(ctx, 0);
+        snprintf(error, size, "%s: %s", g_err.code, g_err.message);
+        return error;
+    }
+    JS_FreeValue(ctx, r);
+    JSValue global = JS_GetGlobalObject(ctx);
+    JSValue holder = JS_GetPropertyStr(ctx, global, "__lightfastRuntime");
+    for (int i = 0; i < F_COUNT; i++) api[i] = JS_GetPropertyStr(ctx, holder, API_NAMES[i]);
+    JS_FreeValue(ctx, holder);
+    /* Only the engine holds the API: bundle code must not be able to call it. */
+    JSAtom atom = JS_NewAtom(ctx, "__lightfastRuntime");
+    JS_DeleteProperty(ctx, global, atom, 0);
+    JS_FreeAtom(ctx, atom);
+    JS_FreeValue(ctx, global);
+    for (int i = 0; i < F_COUNT; i++)
+        if (!JS_IsFunction(ctx, api[i])) {
+            snprintf(error, size, "sandbox_crash: runtime.js has no API function %s", API_NAMES[i]);
+            return error;
+        }
+    JS_RunGC(rt);
+    return NULL;
+}
+
+/* Engine.load: evaluate a transformed bundle and find its agents. */
+static int engine_load(JSValueConst frame, const Limits *lim) {
+    apply_limits(lim);
+    budget_start(lim);
+    char seed[65];
+    random_hex(seed);
+    Buf args = {0};
+    char *env = wjson_key(frame, "env");
+    JSValue fname = wget(frame, "filename");
+    char *filename = JS_IsString(fname) ? wstr(fname) : strdup("bundle.js");
+    if (!*filename) {
+        free(filename);
+        filename = strdup("bundle.js");
+    }
+    JS_FreeValue(wctx, fname);
+    buf_str(&args, "{\"env\":");
+    buf_str(&args, strcmp(env, "null") ? env : "{}");
+    buf_fmt(&args, ",\"seed\":\"%s\",\"limits\":", seed);
+    limits_json(&args, lim);
+    buf_str(&args, ",\"filename\":");
+    buf_jsons(&args, filename);
+    buf_str(&args, "}");
+    free(env);
+    free(filename);
+    char *script = wstr_key(frame, "script");
+    int rc = -1;
+    JSValue fn = JS_UNDEFINED;
+    if (budget_check() < 0) goto out;
+    JS_UpdateStackTop(rt);
+    B.active = 1;
+    fn = JS_Eval(ctx, script, strlen(script), "<input>", JS_EVAL_TYPE_GLOBAL);
+    B.active = 0;
+    free(script);
+    script = NULL;
+    if (JS_IsException(fn)) {
+        classify(ctx, 1);
+        goto out;
+    }
+    JSValue argv[2] = {fn, JS_NewString(ctx, args.p)};
+    JSValue reply = call_json(F_LOAD, 2, argv);
+    JS_FreeValue(ctx, argv[1]);
+    if (JS_IsException(reply)) goto out;
+    if (!reply_ok(reply)) {
+        fail_from_reply(reply);
+        JS_FreeValue(wctx, reply);
+        goto out;
+    }
+    JS_FreeValue(wctx, reply);
+    if (run_jobs() < 0) goto out;
+    reply = call_json(F_AFTER_LOAD, 0, NULL);
+    if (JS_IsException(reply)) goto out;
+    JS_FreeValue(wctx, reply);
+    JS_FreeValue(ctx, fn);
+    fn = JS_UNDEFINED;
+    JS_RunGC(rt);
+    raise_gc_threshold(lim);
+    rc = 0;
+out:
+    JS_FreeValue(ctx, fn);
+    free(script);
+    free(args.p);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ the host channel (fds 0/1) */
+
+static char *call_id_json; /* the id of the frame being served, as JSON */
+static int fetch_seq;
+
+static int host_start_fetch(const char *request_json) {
+    Buf f = {0};
+    fetch_seq++;
+    buf_str(&f, "{\"type\":\"fetch\",\"id\":");
+    buf_str(&f, call_id_json);
+    buf_fmt(&f, ",\"fetch_id\":%d,\"request\":", fetch_seq);
+    buf_str(&f, request_json);
+    buf_str(&f, "}");
+    if (write_frame(STDOUT, f.p, f.n) < 0) _exit(0); /* the host is gone */
+    free(f.p);
+    return fetch_seq;
+}
+
+typedef int (*FetchHandler)(int fetch_id, const char *result_json, void *opaque);
+
+/* FdHostChannel.poll: wait up to `timeout` s for the first fetch result, then drain. */
+static int host_poll(double timeout, FetchHandler handler, void *opaque) {
+    double wait = timeout > 0 ? timeout : 0;
+    while (wait_readable(STDIN, wait)) {
+        char *text;
+        size_t n;
+        int r = read_frame(STDIN, &text, &n);
+        if (r == 0) _exit(0); /* the host is gone; nobody is left to answer */
+        if (r < 0) die("protocol error on stdin");
+        JSValue frame = wire_parse(text, n);
+        free(text);
+        if (JS_IsException(frame)) die("bad frame on stdin");
+        int rc = 0;
+        if (wtype_is(frame, "cancel")) {
+            rc = fail("cancelled", NULL, "the call was cancelled");
+        } else if (wtype_is(frame, "fetch-result")) {
+            char *id = wjson_key(frame, "id");
+            if (strcmp(id, call_id_json) == 0) {
+                JSValue fid = wget(frame, "fetch_id");
+                int32_t fetch_id = 0;
+                JS_ToInt32(wctx, &fetch_id, fid);
+                JS_FreeValue(wctx, fid);
+                char *result = wjson_key(frame, "result");
+                rc = handler(fetch_id, result, opaque);
+                free(result);
+            }
+            free(id);
+        }
+        JS_FreeValue(wctx, frame);
+        if (rc < 0) return -1;
+        wait = 0;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ one call (engine.py _Call) */
+
+typedef struct {
+    int js_id;
+    char *request;
+} Queued;
+
+typedef struct {
+    int host_id, js_id;
+    double started;
+} InFlight;
+
+typedef struct {
+    Queued *queued;
+    int nqueued, capq;
+    InFlight *flight;
+    int nflight, capf;
+    int fetches;
+    size_t peak;
+} Call;
+
+static void sample_memory(Call *c) {
+    size_t used = heap_size();
+    if (used > c->peak) c->peak = used;
+}
+
+static void start_fetches(Call *c) {
+    while (c->nqueued && c->nflight < B.lim.concurrent_fetches) {
+        Queued q = c->queued[0];
+        memmove(c->queued, c->queued + 1, sizeof(Queued) * (size_t)--c->nqueued);
+        int host_id = host_start_fetch(q.request);
+        free(q.request);
+        if (c->nflight == c->capf) {
+            c->capf = c->capf ? 2 * c->capf : 8;
+            c->flight = realloc(c->flight, sizeof(InFlight) * (size_t)c->capf);
+        }
+        c->flight[c->nflight++] = (InFlight){host_id, q.js_id, wall_now()};
+        c->fetches++;
+    }
+}
+
+static int deliver_fetch(int fetch_id, const char *result_json, void *opaque) {
+    Call *c = opaque;
+    for (int i = 0; i < c->nflight; i++) {
+        if (c->flight[i].host_id != fetch_id) continue;
+        int js_id = c->flight[i].js_id;
+        c->flight[i] = c->flight[--c->nflight];
+        JSValue argv[2] = {JS_NewInt32(ctx, js_id), JS_NewString(ctx, result_json)};
+        JSValue r = call_json(F_FETCH_DONE, 2, argv);
+        JS_FreeValue(ctx, argv[1]);
+        if (JS_IsException(r)) return -1;
+        JS_FreeValue(wctx, r);
+        return 0;
+    }
+    return 0; /* a fetch the call already gave up on (timed out) */
+}
+
+static int call_wait(Call *c, JSValueConst next_timer) {
+    double fetch_timeout = (double)B.lim.fetch_timeout_ms / 1000;
+    double wait = B.wall_deadline - wall_now();
+    if (JS_IsNumber(next_timer)) {
+        double ms;
+        JS_ToFloat64(wctx, &ms, next_timer);
+        if (ms / 1000 < wait) wait = ms / 1000;
+    }
+    double now = wall_now();
+    for (int i = 0; i < c->nflight; i++)
+        if (c->flight[i].started + fetch_timeout - now < wait) wait = c->flight[i].started + fetch_timeout - now;
+    if (wait <= 0 && B.wall_deadline - wall_now() <= 0) {
+        B.binding = BIND_WALL;
+        return budget_exceeded();
+    }
+    sample_memory(c);
+    if (host_poll(wait > 0 ? wait : 0, deliver_fetch, c) < 0) return -1;
+    now = wall_now();
+    for (int i = 0; i < c->nflight;) {
+        if (now - c->flight[i].started >= fetch_timeout) {
+            int js_id = c->flight[i].js_id;
+            c->flight[i] = c->flight[--c->nflight];
+            JSValue a = JS_NewInt32(ctx, js_id);
+            JSValue r = call_json(F_FETCH_TIMED_OUT, 1, (JSValueConst *)&a);
+            if (JS_IsException(r)) return -1;
+            JS_FreeValue(wctx, r);
+        } else {
+            i++;
+        }
+    }
+    start_fetches(c);
+    if (B.wall_deadline - wall_now() <= 0) {
+        B.binding = BIND_WALL;
+        return budget_exceeded();
+    }
+    return 0;
+}
+
+/* Append the body of an engine result: ok, output|error, logs, usage. */
+static void result_body(Buf *out, Call *c, int ok, const char *output, const char *logs) {
+    sample_memory(c);
+    size_t peak = c->peak;
+    if (ok) {
+        buf_str(out, "\"ok\":true,\"output\":");
+        buf_str(out, output);
+    } else {
+        buf_str(out, "\"ok\":false,\"error\":");
+        err_json(out);
+        /* Samples are taken at idle points; the heap reached its limit in between. */
+        if (!strcmp(g_err.code, "memory_limit") && peak < (size_t)B.lim.memory_mb * MIB)
+            peak = (size_t)B.lim.memory_mb * MIB;
+    }
+    buf_str(out, ",\"logs\":");
+    buf_str(out, logs ? logs : "[]");
+    buf_fmt(out, ",\"usage\":{\"cpu_ms\":%lld,\"wall_ms\":%lld,\"peak_memory_bytes\":%zu,\"fetches\":%d}",
+            llround((cpu_now() - B.cpu_start) * 1000), llround((wall_now() - B.wall_start) * 1000), peak,
+            c->fetches);
+}
+
+/* Read the logs after a limit error, with a little extra time and memory to do it. */
+static char *salvage_logs(void) {
+    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
+    double saved_cpu = B.cpu_deadline, saved_wall = B.wall_deadline;
+    Err saved = g_err;
+    g_err.detail = NULL;
+    B.cpu_deadline = cpu_now() + SALVAGE_SECONDS;
+    B.wall_deadline = wall_now() + SALVAGE_SECONDS;
+    JSValue reply = call_json(F_DRAIN_LOGS, 0, NULL);
+    B.cpu_deadline = saved_cpu;
+    B.wall_deadline = saved_wall;
+    free(g_err.detail);
+    g_err = saved;
+    if (JS_IsException(reply))
+        return strdup("[{\"level\":\"warn\",\"message\":\"[logs lost: the sandbox could not return them after the error]\"}]");
+    JSValue logs = wget(reply, "logs");
+    char *text = JS_IsArray(logs) ? wjson(logs) : strdup("[]");
+    JS_FreeValue(wctx, logs);
+    JS_FreeValue(wctx, reply);
+    return text;
+}
+
+static int call_loop(Call *c, const char *args, char **output, char **logs) {
+    JSValue r = call1(F_BEGIN, args);
+    if (JS_IsException(r)) return -1;
+    JS_FreeValue(wctx, r);
+    for (;;) {
+        if (run_jobs() < 0) return -1;
+        JSValue state = call_json(F_POLL, 0, NULL);
+        if (JS_IsException(state)) return -1;
+        JSValue done = wget(state, "done");
+        int is_done = JS_ToBool(wctx, done) == 1;
+        JS_FreeValue(wctx, done);
+        if (is_done) {
+            JS_FreeValue(wctx, state);
+            break;
+        }
+        JSValue fetches = wget(state, "fetches");
+        int64_t count = 0;
+        if (JS_IsArray(fetches)) JS_GetLength(wctx, fetches, &count);
+        for (int64_t i = 0; i < count; i++) {
+            JSValue item = JS_GetPropertyInt64(wctx, fetches, i);
+            JSValue id = wget(item, "id");
+            int32_t js_id = 0;
+            JS_ToInt32(wctx, &js_id, id);
+            JS_FreeValue(wctx, id);
+            if (c->nqueued == c->capq) {
+                c->capq = c->capq ? 2 * c->capq : 8;
+                c->queued = realloc(c->queued, sizeof(Queued) * (size_t)c->capq);
+            }
+            c->queued[c->nqueued++] = (Queued){js_id, wjson_key(item, "request")};
+            JS_FreeValue(wctx, item);
+        }
+        JS_FreeValue(wctx, fetches);
+        start_fetches(c);
+        JSValue next = wget(state, "nextTimerMs");
+        JS_FreeValue(wctx, state);
+        double next_ms = 0;
+        int has_timer = JS_IsNumber(next) && JS_ToFloat64(wctx, &next_ms, next) == 0;
+        if (has_timer && next_ms <= 0) {
+            JS_FreeValue(wctx, next);
+            r = call_json(F_FIRE_TIMERS, 0, NULL);
+            if (JS_IsException(r)) return -1;
+            JS_FreeValue(wctx, r);
+            continue;
+        }
+        if (!has_timer && !c->nflight && !c->nqueued) {
+            JS_FreeValue(wctx, next);
+            return fail("timeout", "{\"reason\":\"nothing_pending\"}",
+                        "the tool's promise can never settle: nothing is pending (no timers, no fetches)");
+        }
+        int rc = call_wait(c, next);
+        JS_FreeValue(wctx, next);
+        if (rc < 0) return -1;
+    }
+    JSValue status = call_json(F_FINISH, 0, NULL);
+    if (JS_IsException(status)) return -1;
+    JSValue logs_v = wget(status, "logs");
+    *logs = JS_IsArray(logs_v) ? wjson(logs_v) : strdup("[]");
+    JS_FreeValue(wctx, logs_v);
+    if (!reply_ok(status)) {
+        fail_from_reply(status);
+        JS_FreeValue(wctx, status);
+        return 1; /* a classified failure of the tool, with its logs */
+    }
+    JS_FreeValue(wctx, status);
+    size_t size;
+    char *text = call_text(F_TAKE_OUTPUT, 0, NULL, &size);
+    if (!text) return -1;
+    if ((long long)size > B.lim.output_bytes) {
+        free(text);
+        char detail[64];
+        snprintf(detail, sizeof detail, "{\"output_bytes\":%lld}", B.lim.output_bytes);
+        fail("output_limit", detail, "output is larger than the limit of %lld bytes", B.lim.output_bytes);
+        return 1;
+    }
+    *output = text;
+    return 0;
+}
+
+/* Engine.invoke: one tool call; appends the result body to `out`. Never fails the frame. */
+static void engine_invoke(JSValueConst frame, const Limits *lim, Buf *out) {
+    budget_start(lim);
+    Call c = {0};
+    char seed[65];
+    random_hex(seed);
+    Buf args = {0};
+    char *agent = wstr_key(frame, "agent"), *tool = wstr_key(frame, "tool");
+    char *input = wjson_key(frame, "input");
+    JSValue cv = wget(frame, "context");
+    char *context = JS_IsObject(cv) && !JS_IsArray(cv) ? wjson(cv) : strdup("{}");
+    JS_FreeValue(wctx, cv);
+    buf_str(&args, "{\"agent\":");
+    buf_jsons(&args, agent);
+    buf_str(&args, ",\"tool\":");
+    buf_jsons(&args, tool);
+    buf_str(&args, ",\"input\":");
+    buf_jsons(&args, input);
+    buf_str(&args, ",\"context\":");
+    buf_str(&args, context);
+    buf_fmt(&args, ",\"seed\":\"%s\",\"limits\":", seed);
+    limits_json(&args, lim);
+    buf_str(&args, "}");
+    free(agent);
+    free(tool);
+    free(input);
+    free(context);
+    apply_limits(lim);
+    /* The call's own limit may differ from the one the zygote loaded with. */
+    raise_gc_threshold(lim);
+    char *output = NULL, *logs = NULL;
+    int rc = call_loop(&c, args.p, &output, &logs);
+    free(args.p);
+    if (rc == 0) {
+        result_body(out, &c, 1, output, logs);
+    } else if (rc > 0) {
+        result_body(out, &c, 0, NULL, logs);
+    } else {
+        free(logs);
+        logs = salvage_logs();
+        result_body(out, &c, 0, NULL, logs);
+    }
+    free(output);
+    free(logs);
+}
+
+/* Engine.introspect after engine_load: the manifest JSON, malloc'd, or NULL with g_err. */
+static char *engine_introspect(void) {
+    Limits d = limits_default();
+    apply_limits(&d);
+    budget_start(&d);
+    JSValue reply = call_json(F_INTROSPECT, 0, NULL);
+    if (JS_IsException(reply)) return NULL;
+    if (!reply_ok(reply)) {
+        fail_from_reply(reply);
+        JS_FreeValue(wctx, reply);
+        return NULL;
+    }
+    char *manifest = wjson_key(reply, "manifest");
+    JS_FreeValue(wctx, reply);
+    return manifest;
+}
+
+/* ------------------------------------------------------------------ jail pieces applied here */
+
+typedef struct {
+    int drop_uid, rlimits, no_new_privs, seccomp, netns, close_fds, clear_env;
+} Layers;
+
+static Layers layers;
+static int probes_enabled;
+static struct sock_fprog worker_filter, call_filter;
+static long vsize_at_settle;
+
+static int install_filter(struct sock_fprog *prog) {
+    if (!prog->len) {
+        errno = ENOSYS;
+        return -1;
+    }
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0) == 0) return 0;
+    if (errno != EACCES) return -1;
+    /* Without CAP_SYS_ADMIN (uid already dropped) the kernel wants no_new_privs first. */
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0);
+}
+
+static void close_all_but(int a, int b) {
+    /* close_range(2): one syscall, cheap enough per call. */
+    int keep[2] = {a < b ? a : b, a < b ? b : a};
+    int start = 3;
+    for (int i = 0; i < 2; i++) {
+        if (keep[i] < start) continue;
+        if (keep[i] > start) syscall(436 /* close_range */, start, keep[i] - 1, 0);
+        start = keep[i] + 1;
+    }
+    syscall(436, start, ~0U, 0);
+}
+
+static long current_vsize(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    long pages = 0;
+    if (f) {
+        if (fscanf(f, "%ld", &pages) != 1) pages = 0;
+        fclose(f);
+    }
+    return pages * sysconf(_SC_PAGESIZE);
+}
+
+/* Return free malloc memory to the kernel: fewer pages for each fork and exit to map. */
+static void settle(void) {
+    malloc_trim(0);
+    vsize_at_settle = current_vsize();
+}
+
+/* jail.apply_call_child_jail's rlimit half (the filter half is attached to the spare early). */
+static void call_child_rlimits(const Limits *lim) {
+    if (!layers.rlimits) return;
+    rlim_t cpu_s = (rlim_t)((lim->cpu_ms + 999) / 1000 + 1);
+    struct rlimit r = {cpu_s, cpu_s + 1};
+    setrlimit(RLIMIT_CPU, &r);
+    rlim_t headroom = (rlim_t)((lim->memory_mb * 2 > 128 ? lim->memory_mb * 2 : 128) + 128) * MIB;
+    struct rlimit as;
+    getrlimit(RLIMIT_AS, &as);
+    rlim_t limit = (rlim_t)vsize_at_settle + headroom;
+    if (as.rlim_max != RLIM_INFINITY && as.rlim_max < limit) limit = as.rlim_max;
+    r = (struct rlimit){limit, limit};
+    setrlimit(RLIMIT_AS, &r);
+    r = (struct rlimit){0, 0};
+    setrlimit(RLIMIT_NPROC, &r);
+}
+
+/* ------------------------------------------------------------------ test probes (--test-probes) */
+
+static void errno_name(Buf *b, int e) {
+    const char *name = strerrorname_np(e);
+    if (name)
+        buf_jsons(b, name);
+    else
+        buf_fmt(b, "\"%d\"", e);
+}
+
+static int probe_fetch_done;
+static char *probe_fetch_result;
+static int probe_fetch_wanted;
+
+static int probe_fetch_handler(int fetch_id, const char *result_json, void *opaque) {
+    (void)opaque;
+    if (fetch_id == probe_fetch_wanted) {
+        probe_fetch_result = strdup(result_json);
+        probe_fetch_done = 1;
+    }
+    return 0;
+}
+
+/* jail.run_probe, in C: a look at the jail from inside a call child. */
+static int run_probe(JSValueConst frame, Buf *out) {
+    char *name = wstr_key(frame, "probe");
+    JSValue args = wget(frame, "args");
+    int rc = 0;
+    if (!strcmp(name, "ids")) {
+        gid_t groups[64];
+        int n = getgroups(64, groups);
+        buf_fmt(out, "{\"uid\":%d,\"euid\":%d,\"gid\":%d,\"groups\":[", getuid(), geteuid(), getgid());
+        for (int i = 0; i < n; i++) buf_fmt(out, "%s%d", i ? "," : "", groups[i]);
+        buf_str(out, "]}");
+    } else if (!strcmp(name, "env")) {
+        buf_str(out, "{");
+        int first = 1;
+        for (char **e = environ; e && *e; e++) {
+            char *eq = strchr(*e, '=');
+            if (!eq) continue;
+            buf_str(out, first ? "" : ",");
+            first = 0;
+            buf_json(out, *e, (size_t)(eq - *e));
+            buf_str(out, ":");
+            buf_jsons(out, eq + 1);
+        }
+        buf_str(out, "}");
+    } else if (!strcmp(name, "fds")) {
+        struct stat st;
+        buf_str(out, "[");
+        int first = 1;
+        for (int fd = 0; fd < 256; fd++)
+            if (fstat(fd, &st) == 0) {
+                buf_fmt(out, "%s%d", first ? "" : ",", fd);
+                first = 0;
+            }
+        buf_str(out, "]");
+    } else if (!strcmp(name, "rlimits")) {
+        static const struct { const char *n; int r; } kinds[] = {{"as", RLIMIT_AS},       {"cpu", RLIMIT_CPU},
+                                                               {"fsize", RLIMIT_FSIZE}, {"nofile", RLIMIT_NOFILE},
+                                                               {"nproc", RLIMIT_NPROC}, {"core", RLIMIT_CORE}};
+        buf_str(out, "{");
+        for (int i = 0; i < 6; i++) {
+            struct rlimit r;
+            getrlimit(kinds[i].r, &r);
+            long long s = r.rlim_cur == RLIM_INFINITY ? -1 : (long long)r.rlim_cur;
+            long long h = r.rlim_max == RLIM_INFINITY ? -1 : (long long)r.rlim_max;
+            buf_fmt(out, "%s\"%s\":[%lld,%lld]", i ? "," : "", kinds[i].n, s, h);
+        }
+        buf_str(out, "}");
+    } else if (!strcmp(name, "socket")) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0)
+            errno_name(out, errno);
+        else {
+            close(s);
+            buf_str(out, "\"ok\"");
+        }
+    } else if (!strcmp(name, "connect")) {
+        char *host = wstr_key(args, "host");
+        JSValue pv = wget(args, "port");
+        int32_t port = 0;
+        JS_ToInt32(wctx, &port, pv);
+        JS_FreeValue(wctx, pv);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0) {
+            errno_name(out, errno);
+        } else {
+            struct timeval tv = {2, 0};
+            setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+            struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+            inet_pton(AF_INET, host, &sa.sin_addr);
+            if (connect(s, (struct sockaddr *)&sa, sizeof sa) == 0)
+                buf_str(out, "\"ok\"");
+            else
+                errno_name(out, errno);
+            close(s);
+        }
+        free(host);
+    } else if (!strcmp(name, "read_file")) {
+        char *path = wstr_key(args, "path");
+        int fd = open(path, O_RDONLY);
+        char byte;
+        if (fd < 0 || read(fd, &byte, 1) < 0)
+            errno_name(out, errno);
+        else
+            buf_str(out, "\"ok\"");
+        if (fd >= 0) close(fd);
+        free(path);
+    } else if (!strcmp(name, "fork")) {
+        pid_t pid = fork();
+        if (pid == 0) _exit(0);
+        if (pid < 0)
+            errno_name(out, errno);
+        else {
+            waitpid(pid, NULL, 0);
+            buf_str(out, "\"ok\"");
+        }
+    } else if (!strcmp(name, "execve")) {
+        char *argv[] = {"probe", NULL};
+        execv("/nonexistent/probe", argv);
+        errno_name(out, errno);
+    } else if (!strcmp(name, "status")) {
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[512];
+        buf_str(out, "{");
+        int first = 1;
+        while (f && fgets(line, sizeof line, f)) {
+            if (strncmp(line, "NoNewPrivs", 10) && strncmp(line, "Seccomp", 7)) continue;
+            char *colon = strchr(line, ':');
+            if (!colon) continue;
+            *colon = 0;
+            char *value = colon + 1;
+            value += strspn(value, " \t");
+            value[strcspn(value, "\n")] = 0;
+            buf_str(out, first ? "" : ",");
+            first = 0;
+            buf_jsons(out, line);
+            buf_str(out, ":");
+            buf_jsons(out, value);
+        }
+        if (f) fclose(f);
+        buf_str(out, "}");
+    } else if (!strcmp(name, "sleep")) {
+        JSValue sv = wget(args, "seconds");
+        double seconds = 0;
+        JS_ToFloat64(wctx, &seconds, sv);
+        JS_FreeValue(wctx, sv);
+        struct timespec ts = {(time_t)seconds, (long)((seconds - floor(seconds)) * 1e9)};
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+        }
+        buf_str(out, "null");
+    } else if (!strcmp(name, "spin")) {
+        for (volatile int spin = 1; spin;) {
+        }
+    } else if (!strcmp(name, "crash")) {
+        kill(getpid(), SIGSEGV);
+    } else if (!strcmp(name, "exit")) {
+        JSValue cv = wget(args, "code");
+        int32_t code = 7;
+        if (!JS_IsUndefined(cv)) JS_ToInt32(wctx, &code, cv);
+        JS_FreeValue(wctx, cv);
+        _exit(code);
+    } else if (!strcmp(name, "fetch")) {
+        char *request = wjson_key(args, "request");
+        probe_fetch_wanted = host_start_fetch(request);
+        free(request);
+        while (!probe_fetch_done && rc == 0) rc = host_poll(1.0, probe_fetch_handler, NULL);
+        if (rc == 0) buf_str(out, probe_fetch_result);
+    } else {
+        rc = fail("sandbox_crash", NULL, "runner failure: KeyError: '%s'", name);
+    }
+    JS_FreeValue(wctx, args);
+    free(name);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ processes (runner.py) */
+
+typedef struct {
+    char *key;
+    pid_t pid;
+    int command_fd, status_fd;
+} Zygote;
+
+typedef struct {
+    pid_t pid;
+    int go_w, done_r;
+} Spare;
+
+static Zygote zygotes[MAX_ZYGOTES];
+static int nzygotes;
+static int own_fds[2] = {-1, -1}; /* a zygote's pipes to its worker */
+static Spare spare = {0, -1, -1};
+static int running_done_r = -1; /* the answering child's pipe while the next spare is forked */
+static pid_t answered[1024];
+static int nanswered;
+static int have_engine;
+
+static void send_error(const char *id_json) {
+    Buf f = {0};
+    buf_str(&f, "{\"type\":\"error\",\"id\":");
+    buf_str(&f, id_json);
+    buf_str(&f, ",\"error\":");
+    err_json(&f);
+    buf_str(&f, "}");
+    write_frame(STDOUT, f.p, f.n);
+    free(f.p);
+}
+
+/* _classify_exit: a child died before answering. */
+static void fail_exit(int status, const char *what) {
+    char detail[64];
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        if (sig == SIGXCPU) {
+            fail("cpu_limit", "{\"signal\":\"SIGXCPU\"}", "%s exceeded its CPU time limit", what);
+            return;
+        }
+        const char *abbrev = sigabbrev_np(sig);
+        snprintf(detail, sizeof detail, "{\"signal\":%d}", sig);
+        fail("sandbox_crash", detail, "%s was killed by signal SIG%s", what, abbrev ? abbrev : "?");
+        return;
+    }
+    snprintf(detail, sizeof detail, "{\"exit_code\":%d}", WEXITSTATUS(status));
+    fail("sandbox_crash", detail, "%s exited with status %d without answering", what, WEXITSTATUS(status));
+}
+
+static void close_private_fds(int keep_a, int keep_b) {
+    if (layers.close_fds) {
+        close_all_but(keep_a, keep_b);
+        return;
+    }
+    for (int i = 0; i < 2; i++)
+        if (own_fds[i] >= 0) close(own_fds[i]);
+    for (int i = 0; i < nzygotes; i++) {
+        close(zygotes[i].command_fd);
+        close(zygotes[i].status_fd);
+    }
+    if (spare.go_w >= 0) close(spare.go_w);
+    if (spare.done_r >= 0) close(spare.done_r);
+    if (running_done_r >= 0) close(running_done_r);
+}
+
+/* The body of a call child's frame: the result frame's fields after "id". */
+static int child_body(JSValueConst frame, const Limits *lim, Buf *out) {
+    if (wtype_is(frame, "invoke")) {
+        engine_invoke(frame, lim, out);
+        return 0;
+    }
+    if (wtype_is(frame, "introspect")) {
+        if (engine_load(frame, lim) < 0) return -1;
+        char *manifest = engine_introspect();
+        if (!manifest) return -1;
+        buf_str(out, "\"ok\":true,\"manifest\":");
+        buf_str(out, manifest);
+        free(manifest);
+        return 0;
+    }
+    if (wtype_is(frame, "probe") && probes_enabled) {
+        Buf probe = {0};
+        int rc = run_probe(frame, &probe);
+        if (rc == 0) {
+            buf_str(out, "\"ok\":true,\"probe\":");
+            buf_str(out, probe.p ? probe.p : "null");
+        }
+        free(probe.p);
+        return rc;
+    }
+    char *kind = wstr_key(frame, "type");
+    fail("sandbox_crash", NULL, "a call child cannot run a '%s' frame", kind);
+    free(kind);
+    return -1;
+}
+
+static __attribute__((noreturn)) void spare_main(int go_r, int done_w) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close_private_fds(go_r, done_w);
+    /* The filter does not depend on the call: attach it before the frame arrives. */
+    if (layers.seccomp && install_filter(&call_filter) < 0) _exit(4);
+    char *text;
+    size_t n;
+    if (read_frame(go_r, &text, &n) != 1) _exit(0); /* the zygote dropped this spare */
+    close(go_r);
+    JSValue frame = wire_parse(text, n);
+    free(text);
+    if (JS_IsException(frame)) _exit(5);
+    call_id_json = wjson_key(frame, "id");
+    Buf out = {0};
+    buf_str(&out, "{\"type\":\"result\",\"id\":");
+    buf_str(&out, call_id_json);
+    buf_str(&out, ",");
+    Limits lim;
+    int rc = limits_parse(frame, &lim);
+    if (rc == 0) {
+        call_child_rlimits(&lim);
+        rc = child_body(frame, &lim, &out);
+    }
+    if (rc < 0) {
+        out.n = 0;
+        buf_str(&out, "{\"type\":\"error\",\"id\":");
+        buf_str(&out, call_id_json);
+        buf_str(&out, ",\"error\":");
+        err_json(&out);
+    }
+    buf_str(&out, "}");
+    if (write_frame(STDOUT, out.p, out.n) < 0) _exit(3);
+    if (write(done_w, "1", 1) != 1) _exit(3);
+    _exit(0);
+}
+
+static Spare fork_spare(void) {
+    int go[2], done[2];
+    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) die("pipe");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        close(go[1]);
+        close(done[0]);
+        spare_main(go[0], done[1]);
+    }
+    close(go[0]);
+    close(done[1]);
+    return (Spare){pid, go[1], done[0]};
+}
+
+static void reap_answered(void) {
+    int kept = 0;
+    for (int i = 0; i < nanswered; i++)
+        if (waitpid(answered[i], NULL, WNOHANG) == 0) answered[kept++] = answered[i];
+    nanswered = kept;
+}
+
+/* Hand a frame to a fresh call child, which answers the host itself; wait until it has. */
+static void run_in_child(const char *text, size_t n, const char *id_json, int prefork) {
+    reap_answered();
+    Spare child = spare.pid ? spare : fork_spare();
+    spare = (Spare){0, -1, -1};
+    write_frame(child.go_w, text, n); /* a dead spare is reported below from its exit status */
+    close(child.go_w);
+    running_done_r = child.done_r;
+    if (prefork) spare = fork_spare();
+    running_done_r = -1;
+    char byte = 0;
+    ssize_t r;
+    do r = read(child.done_r, &byte, 1);
+    while (r < 0 && errno == EINTR);
+    close(child.done_r);
+    if (r == 1 && byte == '1') {
+        if (nanswered == (int)(sizeof answered / sizeof answered[0])) {
+            waitpid(answered[0], NULL, 0);
+            memmove(answered, answered + 1, sizeof(pid_t) * (size_t)--nanswered);
+        }
+        answered[nanswered++] = child.pid;
+        return;
+    }
+    int status = 0;
+    waitpid(child.pid, &status, 0);
+    fail_exit(status, "the call");
+    if (id_json) {
+        send_error(id_json);
+        return;
+    }
+    JSValue frame = wire_parse(text, n);
+    char *id = JS_IsException(frame) ? strdup("null") : wjson_key(frame, "id");
+    JS_FreeValue(wctx, frame);
+    send_error(id);
+    free(id);
+}
+
+static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limits *lim, int command_r, int status_w) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (layers.close_fds) {
+        close_all_but(command_r, status_w);
+    } else {
+        for (int i = 0; i < nzygotes; i++) {
+            close(zygotes[i].command_fd);
+            close(zygotes[i].status_fd);
+        }
+    }
+    nzygotes = 0;
+    nanswered = 0;
+    own_fds[0] = command_r;
+    own_fds[1] = status_w;
+    /* Top-level bundle code runs here once; bound its CPU like a call's. */
+    struct rlimit cpu;
+    getrlimit(RLIMIT_CPU, &cpu);
+    if (layers.rlimits) {
+        rlim_t budget = (rlim_t)((lim->cpu_ms + 999) / 1000 + 1);
+        struct rlimit r = {budget < cpu.rlim_max ? budget : cpu.rlim_max, cpu.rlim_max};
+        setrlimit(RLIMIT_CPU, &r);
+    }
+    if (engine_load(frame, lim) < 0) {
+        Buf f = {0};
+        buf_str(&f, "{\"type\":\"error\",\"ok\":false,\"error\":");
+        err_json(&f);
+        buf_str(&f, "}");
+        write_frame(status_w, f.p, f.n);
+        _exit(0);
+    }
+    if (layers.rlimits) {
+        struct rlimit r = {cpu.rlim_max, cpu.rlim_max};
+        setrlimit(RLIMIT_CPU, &r);
+    }
+    settle();
+    static const char ok[] = "{\"type\":\"result\",\"ok\":true}";
+    write_frame(status_w, ok, sizeof ok - 1);
+    spare = fork_spare();
+    for (;;) {
+        char *text;
+        size_t n;
+        if (read_frame(command_r, &text, &n) != 1) _exit(0); /* the worker dropped us */
+        /* The frame goes to the call child as it came: its id is only read if the child dies. */
+        run_in_child(text, n, NULL, 1);
+        free(text);
+        write_frame(status_w, ok, sizeof ok - 1);
+    }
+}
+
+static void zygote_close(Zygote *z) {
+    close(z->command_fd);
+    close(z->status_fd);
+    free(z->key);
+}
+
+static void zygote_remove(int index) {
+    zygotes[index] = zygotes[--nzygotes];
+}
+
+static int zygote_find(const char *key) {
+    for (int i = 0; i < nzygotes; i++)
+        if (!strcmp(zygotes[i].key, key)) return i;
+    return -1;
+}
+
+static void evict(const char *key) {
+    int i = zygote_find(key);
+    if (i < 0) return;
+    Zygote z = zygotes[i];
+    zygote_remove(i);
+    pid_t pid = z.pid;
+    zygote_close(&z);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+}
+
+static void handle_load(JSValueConst frame, const char *id) {
+    JSValue ev = wget(frame, "evict");
+    int64_t count = 0;
+    if (JS_IsArray(ev)) JS_GetLength(wctx, ev, &count);
+    for (int64_t i = 0; i < count; i++) {
+        JSValue k = JS_GetPropertyInt64(wctx, ev, i);
+        char *key = wstr(k);
+        evict(key);
+        free(key);
+        JS_FreeValue(wctx, k);
+    }
+    JS_FreeValue(wctx, ev);
+    char *key = wstr_key(frame, "key");
+    Buf f = {0};
+    if (zygote_find(key) >= 0) {
+        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":true}", id);
+        write_frame(STDOUT, f.p, f.n);
+        free(f.p);
+        free(key);
+        return;
+    }
+    Limits lim;
+    if (limits_parse(frame, &lim) < 0 || nzygotes == MAX_ZYGOTES) {
+        if (nzygotes == MAX_ZYGOTES) fail("sandbox_crash", NULL, "too many bundle zygotes in one worker");
+        send_error(id);
+        free(key);
+        return;
+    }
+    int command[2], status[2];
+    if (pipe2(command, O_CLOEXEC) < 0 || pipe2(status, O_CLOEXEC) < 0) die("pipe");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        close(command[1]);
+        close(status[0]);
+        zygote_main(frame, &lim, command[0], status[1]);
+    }
+    close(command[0]);
+    close(status[1]);
+    char *text = NULL;
+    size_t n;
+    JSValue reply = JS_UNDEFINED;
+    if (read_frame(status[0], &text, &n) == 1) reply = wire_parse(text, n);
+    free(text);
+    if (!JS_IsObject(reply) || !reply_ok(reply)) {
+        close(command[1]);
+        close(status[0]);
+        int st = 0;
+        waitpid(pid, &st, 0);
+        if (JS_IsObject(reply))
+            fail_from_reply(reply);
+        else
+            fail_exit(st, "loading the bundle");
+        send_error(id);
+    } else {
+        zygotes[nzygotes++] = (Zygote){key, pid, command[1], status[0]};
+        key = NULL;
+        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false}", id);
+        write_frame(STDOUT, f.p, f.n);
+    }
+    JS_FreeValue(wctx, reply);
+    free(f.p);
+    free(key);
+}
+
+static void handle_invoke(JSValueConst frame, const char *text, size_t n, const char *id) {
+    char *key = wstr_key(frame, "key");
+    int i = zygote_find(key);
+    if (i < 0) {
+        fail("sandbox_crash", NULL, "bundle key '%s' is not loaded in this worker", key);
+        send_error(id);
+        free(key);
+        return;
+    }
+    free(key);
+    char *reply = NULL;
+    size_t rn;
+    if (write_frame(zygotes[i].command_fd, text, n) < 0 || read_frame(zygotes[i].status_fd, &reply, &rn) != 1) {
+        Zygote z = zygotes[i];
+        zygote_remove(i);
+        zygote_close(&z);
+        int st = 0;
+        waitpid(z.pid, &st, 0);
+        fail_exit(st, "the bundle's zygote");
+        send_error(id);
+    }
+    free(reply);
+}
+
+static void serve(void) {
+    for (;;) {
+        char *text;
+        size_t n;
+        int r = read_frame(STDIN, &text, &n);
+        if (r == 0) return;
+        if (r < 0) die("protocol error on stdin");
+        JSValue frame = wire_parse(text, n);
+        if (JS_IsException(frame)) die("bad frame on stdin");
+        JSValue tv = wget(frame, "type");
+        if (!JS_IsString(tv)) die("frame without a string type");
+        char *kind = wstr(tv);
+        JS_FreeValue(wctx, tv);
+        char *id = wjson_key(frame, "id");
+        int known = !strcmp(kind, "load") || !strcmp(kind, "invoke") || !strcmp(kind, "introspect") ||
+                    (probes_enabled && !strcmp(kind, "probe"));
+        if (!strcmp(kind, "cancel") || !strcmp(kind, "fetch-result")) {
+            /* late frames for a call that already ended */
+        } else if (!known) {
+            fail("sandbox_crash", NULL, "unknown frame type '%s'", kind);
+            send_error(id);
+        } else if (!have_engine && strcmp(kind, "probe")) {
+            fail("sandbox_crash", NULL, "engine unavailable");
+            send_error(id);
+        } else if (!strcmp(kind, "load")) {
+            handle_load(frame, id);
+        } else if (!strcmp(kind, "invoke")) {
+            handle_invoke(frame, text, n, id);
+        } else {
+            run_in_child(text, n, id, 0);
+        }
+        JS_FreeValue(wctx, frame);
+        free(kind);
+        free(id);
+        free(text);
+    }
+}
+
+/* ------------------------------------------------------------------ boot */
+
+static void *read_block(int fd, uint32_t *len) {
+    unsigned char h[4];
+    if (read_exact(fd, (char *)h, 4, 0) != 1) die("boot block truncated");
+    *len = ((uint32_t)h[0] << 24) | ((uint32_t)h[1] << 16) | ((uint32_t)h[2] << 8) | h[3];
+    if (*len > 16 * MIB) die("boot block too large");
+    char *p = malloc(*len + 1);
+    if (read_exact(fd, p, *len, 0) != 1) die("boot block truncated");
+    p[*len] = 0;
+    return p;
+}
+
+static int wbool(JSValueConst obj, const char *key) {
+    JSValue v = wget(obj, key);
+    int b = JS_ToBool(wctx, v) == 1;
+    JS_FreeValue(wctx, v);
+    return b;
+}
+
+int main(int argc, char **argv) {
+    double started = wall_now();
+    if (argc != 3 || strcmp(argv[1], "--boot-fd")) {
+        dprintf(2, "usage: lightfast-runner --boot-fd N (started by execution/sandbox/native/launch.py)\n");
+        return 2;
+    }
+    int boot_fd = atoi(argv[2]);
+    signal(SIGPIPE, SIG_IGN);
+    wrt = JS_NewRuntime();
+    wctx = JS_NewContext(wrt);
+    /* The boot block from launch.py: config JSON, then the two compiled seccomp programs. */
+    uint32_t len, wlen, clen;
+    char *config_text = read_block(boot_fd, &len);
+    void *wbpf = read_block(boot_fd, &wlen);
+    void *cbpf = read_block(boot_fd, &clen);
+    close(boot_fd);
+    worker_filter = (struct sock_fprog){(unsigned short)(wlen / 8), wbpf};
+    call_filter = (struct sock_fprog){(unsigned short)(clen / 8), cbpf};
+    JSValue config = wire_parse(config_text, len);
+    if (JS_IsException(config)) die("boot config is not JSON");
+    free(config_text);
+    JSValue lv = wget(config, "layers");
+    layers = (Layers){wbool(lv, "drop_uid"), wbool(lv, "rlimits"), wbool(lv, "no_new_privs"), wbool(lv, "seccomp"),
+                      wbool(lv, "netns"),    wbool(lv, "close_fds"), wbool(lv, "clear_env")};
+    JS_FreeValue(wctx, lv);
+    probes_enabled = wbool(config, "probes");
+    char *path = wstr_key(config, "runtime");
+    snprintf(runtime_path, sizeof runtime_path, "%s", path);
+    free(path);
+    /* execve resets the dumpable flag: the no_new_privs layer set it off in the launcher. */
+    if (layers.no_new_privs) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+    char engine_error[4400];
+    const char *engine_failed = engine_init(engine_error, sizeof engine_error);
+    have_engine = engine_failed == NULL;
+    settle();
+
+    char seccomp_state[256] = "off";
+    if (layers.seccomp) {
+        if (install_filter(&worker_filter) == 0)
+            snprintf(seccomp_state, sizeof seccomp_state, "on");
+        else
+            snprintf(seccomp_state, sizeof seccomp_state, "unavailable: %s", strerror(errno));
+    }
+    JSValue status = wget(config, "status");
+    JS_SetPropertyStr(wctx, status, "seccomp", JS_NewString(wctx, seccomp_state));
+    char *status_json = wjson(status);
+    JS_FreeValue(wctx, status);
+    JS_FreeValue(wctx, config);
+
+    Buf ready = {0};
+    buf_str(&ready, "{\"type\":\"log\",\"level\":\"info\",\"message\":\"ready\",\"detail\":{\"layers\":");
+    buf_str(&ready, status_json);
+    buf_str(&ready, ",\"engine\":");
+    buf_jsons(&ready, engine_failed ? engine_failed : "ok");
+    buf_fmt(&ready, ",\"pid\":%d,\"startup_ms\":%.2f,\"runner\":\"native\"}}", getpid(),
+            (wall_now() - started) * 1000);
+    free(status_json);
+    if (write_frame(STDOUT, ready.p, ready.n) < 0) return 1;
+    free(ready.p);
+    serve();
+    return 0;
+}
