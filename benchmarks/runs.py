@@ -273,11 +273,13 @@ def bench_sustained(
     )
 
 
-def bench_concurrent(organization: Any, version: Any, observer: Observer, runs: int, wait_s: float) -> None:
+def bench_concurrent(
+    organization: Any, version: Any, observer: Observer, runs: int, wait_s: float, concurrency: int
+) -> None:
+    """Queue `runs` slow-provider runs, then start one worker and time until all have ended."""
     from execution.models import Run
     from execution.services import run_start
-
-    started = time.perf_counter()
+    from tests.execution.fake_openai import FakeOpenAI
 
     def start_one(_: int) -> str:
         from django.db import connection
@@ -293,11 +295,19 @@ def bench_concurrent(organization: Any, version: Any, observer: Observer, runs: 
         finally:
             connection.close()
 
+    # Queued before the worker starts, so every run is waiting at once instead of trickling in
+    # at the submit rate.
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(start_one, range(runs)))
-    submitted = time.perf_counter()
-    finished = observer.wait_done(ids, 600)
-    elapsed = max(observer.done.get(h, time.perf_counter()) for h in ids) - started
+    fake = FakeOpenAI().start()
+    worker = start_worker(concurrency, {"LIGHTFAST_MODEL_BASE_URL": fake.base_url}, "slow")
+    started = time.perf_counter()
+    try:
+        finished = observer.wait_done(ids, 600)
+        elapsed = max(observer.done.get(h, time.perf_counter()) for h in ids) - started
+    finally:
+        stop_worker(worker)
+        fake.stop()
     statuses: dict[str, int] = {}
     for status in Run.objects.filter(pk__in=ids).values_list("status", flat=True):
         statuses[status] = statuses.get(status, 0) + 1
@@ -306,12 +316,12 @@ def bench_concurrent(organization: Any, version: Any, observer: Observer, runs: 
         figure="concurrent_slow_provider",
         runs=runs,
         provider_wait_s=wait_s,
-        seconds=round(elapsed, 2),
-        submit_s=round(submitted - started, 2),
+        worker_threads=concurrency,
+        seconds_after_worker_ready=round(elapsed, 2),
+        peak_streams_open_at_provider=fake.peak_open_streams,
         all_finished=finished,
         statuses=statuses,
         sample_errors=list(errors),
-        ideal_seconds=wait_s,
     )
 
 
@@ -356,15 +366,7 @@ def main() -> None:
     finally:
         stop_worker(worker)
     if args.concurrent:
-        from tests.execution.fake_openai import FakeOpenAI
-
-        fake = FakeOpenAI().start()
-        worker = start_worker(args.slow_concurrency, {"LIGHTFAST_MODEL_BASE_URL": fake.base_url}, "slow")
-        try:
-            bench_concurrent(organization, version, observer, args.concurrent, 2.0)
-        finally:
-            stop_worker(worker)
-            fake.stop()
+        bench_concurrent(organization, version, observer, args.concurrent, 2.0, args.slow_concurrency)
     if redis is not None:
         redis.stop()
 

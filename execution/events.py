@@ -27,10 +27,11 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from execution.models import Run, RunEvent, run_group_name
@@ -59,6 +60,26 @@ EVENT_TYPES: frozenset[str] = frozenset(
 NOTIFICATION_TYPE = "run.event"
 
 
+_sqlite_writers = threading.RLock()
+
+
+@contextmanager
+def write_transaction() -> Iterator[None]:
+    """`transaction.atomic()` for the run write paths; on SQLite, one writer per process at a time.
+
+    SQLite has one write lock and waits for it by sleeping and polling, so hundreds of threads
+    of one worker contending for it starve each other into "database is locked"; queueing them
+    on a process lock first leaves only a few processes to contend. PostgreSQL locks rows, so
+    there the gate is open.
+    """
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic():
+            yield
+        return
+    with _sqlite_writers, transaction.atomic():
+        yield
+
+
 class UnknownEventType(ValueError):
     """An event type outside the vocabulary above."""
 
@@ -76,7 +97,7 @@ def event_append_many(
         if event_type not in EVENT_TYPES:
             raise UnknownEventType(f"unknown run event type {event_type!r}")
     run_id = run.pk if isinstance(run, Run) else uuid.UUID(str(run))
-    with transaction.atomic():
+    with write_transaction():
         # The UPDATE takes the run's row lock (PostgreSQL) or the write lock (SQLite, IMMEDIATE
         # transactions), so concurrent appenders to one run get disjoint seq ranges; the unique
         # (run, seq) constraint backs this up.

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from agents.models import BundleVersion
 from execution.agent_loop import AssistantTurn, RunCancelled, Usage, agent_loop_run, new_message_id, tool_call
-from execution.events import event_append_many
+from execution.events import event_append_many, write_transaction
 from execution.models import ChatSession, Message, MessageRole, Run, RunKind, RunStatus
 from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
@@ -164,7 +164,7 @@ def run_start(
         parts = parts if parts is not None else text_parts(text or "")
         if not any(part.get("type") == "text" and str(part.get("text", "")).strip() for part in parts):
             raise RunNotStartable("invalid_input", "The message has no text.")
-    with transaction.atomic():
+    with write_transaction():
         # Raises QuotaExceeded (403 quota_exceeded); the slot is given back if this transaction fails.
         quota_run_started(organization=organization)
         if kind == RunKind.CHAT and session is None:
@@ -204,7 +204,7 @@ def _enqueue(run: Run) -> None:
 def run_cancel(*, run: Run) -> Run:
     """Cancel a run: a queued run ends `cancelled` now; a running one within a second (its worker stops)."""
     now = timezone.now()
-    with transaction.atomic():
+    with write_transaction():
         ended = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
             status=RunStatus.CANCELLED,
             cancel_requested_at=now,
@@ -230,7 +230,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery)."""
     now = timezone.now()
     message_id = new_message_id()
-    with transaction.atomic():
+    with write_transaction():
         claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
             status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:200]
         )
@@ -365,7 +365,7 @@ def _run_finish_once(
     parts: list[dict[str, Any]],
     pending: list[tuple[str, dict[str, Any]]],
 ) -> None:
-    with transaction.atomic():
+    with write_transaction():
         ended = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             status=status,
             error_type=error[0] if error else "",
@@ -416,7 +416,7 @@ def run_reap_lost(*, now: datetime | None = None) -> int:
     count = 0
     for run_id in Run.objects.filter(lost, status=RunStatus.RUNNING).values_list("pk", flat=True):
         message = "The worker running this run stopped (crashed or was killed)."
-        with transaction.atomic():
+        with write_transaction():
             ended = Run.objects.filter(lost, pk=run_id, status=RunStatus.RUNNING).update(
                 status=RunStatus.FAILED, error_type=WORKER_LOST_ERROR, error_message=message, finished_at=now
             )
@@ -452,7 +452,7 @@ def run_reap_queued(*, now: datetime | None = None) -> dict[str, int]:
             f"No worker started the run within {settings.LIGHTFAST_RUN_QUEUED_MAX_S:g} s "
             "(its task was lost or the workers are down)."
         )
-        with transaction.atomic():
+        with write_transaction():
             ended = Run.objects.filter(give_up, pk=run_id, status=RunStatus.QUEUED).update(
                 status=RunStatus.FAILED, error_type=WORKER_LOST_ERROR, error_message=message, finished_at=now
             )

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
+from execution.events import write_transaction
 from execution.models import Run, RunStatus
 from execution.providers.base import CancelToken
 
@@ -101,7 +102,8 @@ class RunSupervisor:
     @staticmethod
     def _heartbeat(held: dict[uuid.UUID, _Held], now: float) -> None:
         alive = [run_id for run_id, item in held.items() if now < item.deadline + STUCK_GRACE_S]
-        Run.objects.filter(pk__in=alive, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
+        with write_transaction():
+            Run.objects.filter(pk__in=alive, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
         not_running = Run.objects.filter(pk__in=list(held)).exclude(status=RunStatus.RUNNING)
         for run_id in not_running.values_list("pk", flat=True):
             held[run_id].token.cancel(WORKER_LOST)

@@ -36,6 +36,7 @@ class FakeOpenAI:
         self._ready = threading.Event()
         self._server: asyncio.base_events.Server | None = None
         self.open_streams = 0
+        self.peak_open_streams = 0
 
     @property
     def base_url(self) -> str:
@@ -73,6 +74,7 @@ class FakeOpenAI:
             body["_authorization"] = headers.get("authorization", "")
             self.requests.append(body)
             self.open_streams += 1
+            self.peak_open_streams = max(self.peak_open_streams, self.open_streams)
             try:
                 await self._answer(body, writer)
             finally:
