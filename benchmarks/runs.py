@@ -335,6 +335,9 @@ def main() -> None:
     parser.add_argument(
         "--slow-concurrency", type=int, default=1100, help="threads of the slow-provider worker"
     )
+    parser.add_argument(
+        "--worker-processes", type=int, default=1, help="worker processes for the demo runs (one per core?)"
+    )
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="lf-bench-runs-"))
@@ -348,8 +351,9 @@ def main() -> None:
         cores=os.cpu_count(),
         worker_pool="threads",
         worker_concurrency=args.concurrency,
+        worker_processes=args.worker_processes,
     )
-    worker = start_worker(args.concurrency, {}, "demo")
+    workers = [start_worker(args.concurrency, {}, f"demo{index}") for index in range(args.worker_processes)]
     try:
         wait_ready(version)
         # Warm the sandbox zygote and the worker's connections before measuring.
@@ -364,7 +368,8 @@ def main() -> None:
             bench_sustained(organization, version, observer, args.sustained_runs, TOOL_MESSAGE, "demo+1 tool")
             bench_sustained(organization, version, observer, args.sustained_runs, "hello", "demo, no tool")
     finally:
-        stop_worker(worker)
+        for worker in workers:
+            stop_worker(worker)
     if args.concurrent:
         bench_concurrent(organization, version, observer, args.concurrent, 2.0, args.slow_concurrency)
     if redis is not None:

@@ -227,3 +227,38 @@ def test_cancel_before_a_worker_claims_it(alice: Any) -> None:
     # A worker that receives the task afterwards finds nothing to do.
     assert run_execute(run_id=run.pk) is False
     assert types(run) == ["data-status"]
+
+
+def test_a_live_run_is_heartbeated_and_never_reaped(
+    alice: Any, use_fake_provider: FakeOpenAI, settings: Any
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from execution.services import run_reap_lost
+
+    settings.LIGHTFAST_RUN_HEARTBEAT_S = 0.2
+    version = manifest_version(alice.organization)
+    run = run_start(
+        organization=alice.organization, bundle_version=version, agent_key="weather", text="#hang"
+    )
+    worker = threading.Thread(target=run_execute, kwargs={"run_id": run.pk})
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            run.refresh_from_db()
+            if run.started_at and run.heartbeat_at and run.heartbeat_at > run.started_at:
+                break
+            time.sleep(0.05)
+        assert run.heartbeat_at > run.started_at
+        # Stale only relative to a clock far enough ahead of the last heartbeat.
+        almost_stale = run.heartbeat_at + timedelta(seconds=settings.LIGHTFAST_RUN_STALE_S - 1)
+        assert run_reap_lost(now=almost_stale) == 0
+        assert timezone.now() < almost_stale
+    finally:
+        run_cancel(run=run)
+        worker.join(5)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
