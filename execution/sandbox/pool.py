@@ -26,10 +26,10 @@ from typing import Any
 
 from execution.sandbox import jail
 from execution.sandbox.egress import EgressPolicy, egress_fetch
-from execution.sandbox.errors import CANCELLED, SANDBOX_CRASH, TIMEOUT, SandboxError
+from execution.sandbox.errors import CANCELLED, INVALID_INPUT, SANDBOX_CRASH, TIMEOUT, SandboxError
 from execution.sandbox.limits import Limits
 from execution.sandbox.native import native_runner_available
-from execution.sandbox.protocol import ProtocolError, read_frame, wait_readable, write_frame
+from execution.sandbox.protocol import ProtocolError, encode_frame, read_frame, wait_readable, write_frame
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +302,12 @@ class LocalJailBackend:
         deadline = started + (limits.wall_ms + self.config.grace_ms) / 1000
         pending: dict[int, Future[dict[str, Any]]] = {}
         try:
-            write_frame(worker.stdin, frame)
+            payload = encode_frame(frame)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # Refused before anything reached the worker (e.g. NaN or a too deeply nested input).
+            raise SandboxError(INVALID_INPUT, f"the input is not JSON: {exc}"[:500]) from None
+        try:
+            _write_all(worker.stdin, payload)
             while True:
                 now = time.monotonic()
                 if cancel is not None and cancel.is_set():
@@ -508,6 +513,12 @@ class LocalJailBackend:
         finally:
             self._checkin(worker)
         return reply["probe"]
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    view = memoryview(payload)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _select(fds: list[int], timeout: float) -> list[int]:

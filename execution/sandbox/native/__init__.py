@@ -1,4 +1,4 @@
-"""Native (C) sandbox runner: the same protocol, process tree and engine behaviour as runner.py, without Python.
+"""Native (C) sandbox runner: runner.py's protocol, process tree and engine behaviour, without Python.
 
 `runner.c` drives QuickJS-NG's C library directly and shares the JavaScript runtime
 (`js/dist/runtime.js`) with the Python engine; `launch.py` applies the jail in Python and

@@ -1,4 +1,4 @@
-"""`python -m execution.sandbox.native.launch --jail JSON [--test-probes]`: jail, then become the native runner.
+"""`python -m execution.sandbox.native.launch --jail JSON`: jail this process, then become the native runner.
 
 All jail policy stays in Python: this applies every layer exactly as the Python runner does
 (`jail.apply_jail`), except that the seccomp filters are only compiled here. execve is denied
@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     os.close(write_fd)
     os.set_inheritable(read_fd, True)
     binary = str(BINARY)
-    os.execve(binary, [binary, "--boot-fd", str(read_fd)], dict(os.environ))
+    # The fixed path of our own binary, with no shell: the one process this launcher exists to start.
+    os.execve(binary, [binary, "--boot-fd", str(read_fd)], dict(os.environ))  # noqa: S606
 
 
 if __name__ == "__main__":

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import ipaddress
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from execution.sandbox.engine import Engine
-from execution.sandbox.errors import SandboxError
+from execution.sandbox.errors import INVALID_INPUT, LIMIT_CODES, SandboxError
+from execution.sandbox.jail import JailConfig, JailLayers
 from execution.sandbox.limits import Limits
+from execution.sandbox.pool import resolve_runner, runner_from_env
+from execution.sandbox.protocol import encode_frame, read_frame, wait_readable, write_frame
 from execution.sandbox.transform import transform
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
@@ -85,14 +91,133 @@ def bundle_bytes(name: str) -> bytes:
     return shared.read_bytes() if shared.exists() else (FIXTURES / name).read_bytes()
 
 
-def loaded_engine(name: str, *, env: dict[str, str] | None = None, limits: Limits | None = None) -> Engine:
-    """A new engine with the named bundle transformed and loaded."""
+class NativeEngine:
+    """A native runner process (through its launcher and jail) with one bundle loaded in a zygote.
+
+    Stands in for a loaded `Engine` when LIGHTFAST_SANDBOX_RUNNER=native, so the engine tests
+    exercise the C engine through its real protocol, zygote and call children. `broken` is
+    derived the way the Python engine sets it: a call that ended with a limit error.
+    """
+
+    def __init__(self, script: str, *, env: dict[str, str], limits: Limits | None) -> None:
+        layers = (
+            JailLayers()
+            if os.geteuid() == 0
+            else JailLayers.only("rlimits", "seccomp", "close_fds", "clear_env")
+        )
+        self.script = script
+        self.env = env
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "execution.sandbox.native.launch",
+                "--jail",
+                JailConfig(layers=layers).to_json(),
+            ],
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={},
+            start_new_session=True,
+        )
+        atexit.register(self.close)
+        assert self.proc.stdin and self.proc.stdout
+        self.stdin = self.proc.stdin.fileno()
+        self.stdout = self.proc.stdout.fileno()
+        self.next_id = 0
+        ready = read_frame(self.stdout)
+        assert ready.get("message") == "ready" and ready["detail"]["engine"] == "ok", ready
+        frame = {
+            "type": "load",
+            "key": "test",
+            "script": script,
+            "env": env,
+            "filename": "bundle.js",
+            "evict": [],
+        }
+        self._request({**frame, "limits": (limits or Limits()).to_dict()}, CannedHost())
+
+    def close(self) -> None:
+        """Kill the runner and everything under it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def _request(self, frame: dict[str, Any], host: CannedHost) -> dict[str, Any]:
+        self.next_id += 1
+        call_id = self.next_id
+        write_frame(self.stdin, {**frame, "id": call_id})
+        fetch_ids: dict[int, int] = {}  # host's id -> runner's fetch_id
+        cancelled = False
+        first = True  # the host is asked at once: a call child reads stdin only when it waits
+        while True:
+            if first or not wait_readable(self.stdout, 0.01):
+                first = False
+                if not cancelled:
+                    try:
+                        done = host.poll(0.0)
+                    except SandboxError:
+                        write_frame(self.stdin, {"type": "cancel", "id": call_id})
+                        cancelled = True
+                        continue
+                    for host_id, result in done:
+                        fetch_id = fetch_ids.pop(host_id)
+                        write_frame(
+                            self.stdin,
+                            {"type": "fetch-result", "id": call_id, "fetch_id": fetch_id, "result": result},
+                        )
+                continue
+            reply = read_frame(self.stdout)
+            if reply["type"] == "fetch":
+                fetch_ids[host.start_fetch(reply["request"])] = reply["fetch_id"]
+            elif reply["type"] == "error":
+                raise SandboxError.from_dict(reply["error"])
+            elif reply["type"] == "result":
+                assert reply.pop("id") == call_id
+                del reply["type"]
+                return reply
+
+    def introspect(self) -> dict[str, Any]:
+        """The manifest, from a throw-away child of the runner's base."""
+        frame = {"type": "introspect", "script": self.script, "env": self.env, "filename": "bundle.js"}
+        manifest: dict[str, Any] = self._request(frame, CannedHost())["manifest"]
+        return manifest
+
+    def invoke(self, *, host: CannedHost, **call: Any) -> dict[str, Any]:
+        """One call in a fresh call child of the zygote; the result as Engine.invoke returns it."""
+        limits: Limits = call.pop("limits")
+        frame = {"type": "invoke", "key": "test", **call, "limits": limits.to_dict()}
+        try:
+            encode_frame(frame)
+        except (TypeError, ValueError, RecursionError) as exc:
+            # The host refuses such a request before any runner sees it (pool.py does the same).
+            error = SandboxError(INVALID_INPUT, f"the input is not JSON: {exc}").to_dict()
+            return {"ok": False, "error": error, "logs": [], "usage": {}}
+        result = self._request(frame, host)
+        result["broken"] = not result["ok"] and result["error"]["type"] in LIMIT_CODES
+        return result
+
+
+def native_requested() -> bool:
+    """Whether this test run asked for the native runner (LIGHTFAST_SANDBOX_RUNNER=native, binary built)."""
+    return resolve_runner(runner_from_env()) == "native"
+
+
+def loaded_engine(
+    name: str, *, env: dict[str, str] | None = None, limits: Limits | None = None
+) -> Engine | NativeEngine:
+    """A new engine with the named bundle transformed and loaded (a native runner when requested)."""
+    if native_requested():
+        return NativeEngine(transform(bundle_bytes(name)).script, env=env or {}, limits=limits)
     engine = Engine()
     engine.load(transform(bundle_bytes(name)).script, env=env or {}, limits=limits)
     return engine
 
 
-def invoke_in_fork(engine: Engine, *, host: CannedHost | None = None, **call: Any) -> dict[str, Any]:
+def invoke_in_fork(
+    engine: Engine | NativeEngine, *, host: CannedHost | None = None, **call: Any
+) -> dict[str, Any]:
     """Fork, invoke once in the child (as the worker pool does), and return its result.
 
     The result gains "broken" (engine.broken in the child afterwards) and "host" (what the host saw).
@@ -101,6 +226,10 @@ def invoke_in_fork(engine: Engine, *, host: CannedHost | None = None, **call: An
     call.setdefault("limits", Limits())
     call.setdefault("input", {})
     host = host or CannedHost()
+    if isinstance(engine, NativeEngine):
+        result = engine.invoke(host=host, **call)
+        result["host"] = {"requests": host.requests, "max_in_flight": host.max_in_flight}
+        return result
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never return into pytest

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from execution.sandbox.jail import JailConfig, JailLayers
+from execution.sandbox.pool import resolve_runner, runner_from_env
 from execution.sandbox.protocol import (
     MAX_FRAME_BYTES,
     PeerClosed,
@@ -81,8 +82,13 @@ def runner() -> Iterator[subprocess.Popen[bytes]]:
     layers = (
         JailLayers() if os.geteuid() == 0 else JailLayers.only("rlimits", "seccomp", "close_fds", "clear_env")
     )
+    module = (
+        "execution.sandbox.native.launch"
+        if resolve_runner(runner_from_env()) == "native"
+        else "execution.sandbox.runner"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "execution.sandbox.runner", "--jail", JailConfig(layers=layers).to_json()],
+        [sys.executable, "-m", module, "--jail", JailConfig(layers=layers).to_json()],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
