@@ -46,10 +46,6 @@ _FINISH_REASONS = {
 }
 
 
-class StreamCancelled(Exception):
-    """The run was cancelled while the provider was streaming."""
-
-
 class OpenAICompatibleProvider:
     """One configured endpoint: base URL, key, timeouts and retry policy."""
 
