@@ -6,10 +6,11 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 RUNTIME := execution/sandbox/js/dist/runtime.js
+NATIVE_RUNNER := execution/sandbox/native/build/lightfast-runner
 
 .PHONY: setup run test lint bench clean
 
-setup: $(VENV)/.installed node_modules/.installed $(RUNTIME)
+setup: $(VENV)/.installed node_modules/.installed $(RUNTIME) $(NATIVE_RUNNER)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +24,10 @@ node_modules/.installed: package.json package-lock.json
 
 $(RUNTIME): node_modules/.installed $(wildcard execution/sandbox/js/*.mjs execution/sandbox/js/src/*)
 	npm run --silent build:runtime
+
+# The sandbox's native runner: gcc + the QuickJS-NG sources of the installed wheel's version.
+$(NATIVE_RUNNER): $(VENV)/.installed execution/sandbox/native/runner.c execution/sandbox/native/Makefile
+	$(MAKE) -C execution/sandbox/native PYTHON=$(CURDIR)/$(PY)
 
 run: setup
 	$(PY) manage.py lightfast up
@@ -38,4 +43,4 @@ bench: setup
 	$(PY) benchmarks/sandbox.py
 
 clean:
-	rm -rf $(VENV) node_modules execution/sandbox/js/dist var .pytest_cache
+	rm -rf $(VENV) node_modules execution/sandbox/js/dist execution/sandbox/native/build var .pytest_cache

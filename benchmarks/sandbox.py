@@ -1,7 +1,9 @@
 """Sandbox benchmark: introspect time, jailed invoke latency/throughput, and vm2 NodeVM for comparison.
 
 Prints one JSON object per line. Run from the project root:
-`.venv/bin/python benchmarks/sandbox.py [--backend local] [--calls 2000] [--skip-vm2]`.
+`.venv/bin/python benchmarks/sandbox.py [--backend local] [--runner both] [--calls 2000] [--skip-vm2]`.
+With the local backend, the jailed figures are measured once per runner (both by default, one pool
+after the other) and carry `runner`.
 vm2 is installed with npm into a scratch temp folder by this script (never into the project).
 """
 
@@ -37,21 +39,27 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def bench_jailed(args: argparse.Namespace) -> None:
+def bench_jailed(args: argparse.Namespace, runner: str | None = None) -> None:
     from execution.sandbox import api
     from execution.sandbox.egress import EgressPolicy
     from execution.sandbox.limits import Limits
     from execution.sandbox.pool import shared_local_backend
     from execution.sandbox.transform import transform
 
+    tags: dict[str, Any] = {}
     if (args.backend or "local") == "local":
         started = time.perf_counter()
-        shared_local_backend(workers=args.workers)
+        pool = shared_local_backend(workers=args.workers)
+        tags = {"runner": pool.runner}
+        if runner and pool.runner != runner:
+            emit(figure="runner_unavailable", requested=runner, using=pool.runner)
+            return
         emit(
             figure="pool_start",
             backend="local",
             workers=args.workers,
             ms=round((time.perf_counter() - started) * 1000, 1),
+            **tags,
         )
 
     for sample in sorted(SAMPLES.glob("*.mjs")):
@@ -69,6 +77,7 @@ def bench_jailed(args: argparse.Namespace) -> None:
             agents=sorted(manifest.get("agents", {})),
             median_ms=round(statistics.median(times), 2),
             min_ms=round(min(times), 2),
+            **tags,
         )
 
     bundle = transform((SAMPLES / "weather.mjs").read_bytes())
@@ -110,6 +119,7 @@ def bench_jailed(args: argparse.Namespace) -> None:
         p50_ms=round(percentile(latencies, 0.5), 3),
         p99_ms=round(percentile(latencies, 0.99), 3),
         output=first.output,
+        **tags,
     )
 
     count = 0
@@ -143,6 +153,7 @@ def bench_jailed(args: argparse.Namespace) -> None:
         seconds=round(elapsed, 2),
         calls=count,
         calls_per_s=round(count / elapsed, 1),
+        **tags,
     )
 
 
@@ -336,9 +347,23 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--threads", type=int, default=2 * (os.cpu_count() or 2))
     parser.add_argument("--skip-vm2", action="store_true")
+    parser.add_argument(
+        "--runner",
+        choices=("both", "python", "native"),
+        default="both",
+        help="local: which runner(s)",
+    )
     parser.add_argument("--cold-calls", type=int, default=20, help="docker: fresh-container calls")
     args = parser.parse_args()
-    bench_jailed(args)
+    if (args.backend or "local") == "local":
+        from execution.sandbox.pool import shutdown_shared_backend
+
+        for runner in ("python", "native") if args.runner == "both" else (args.runner,):
+            os.environ["LIGHTFAST_SANDBOX_RUNNER"] = runner
+            bench_jailed(args, runner)
+            shutdown_shared_backend()
+    else:
+        bench_jailed(args)
     if args.backend == "docker":
         bench_docker_cold(args)
     if not args.skip_vm2:

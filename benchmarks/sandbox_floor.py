@@ -1,7 +1,7 @@
 """Where a jailed sandbox call's time goes: the cost floor of fork-per-call from a QuickJS zygote.
 
 Prints one JSON object per line. Run from the project root:
-`.venv/bin/python benchmarks/sandbox_floor.py [--calls 300] [--threads 4]`.
+`.venv/bin/python benchmarks/sandbox_floor.py [--calls 300] [--threads 4] [--runner both|python|native]`.
 
 Figures (CPU time, so that other load on the machine inflates them less than wall time):
 
@@ -11,7 +11,9 @@ Figures (CPU time, so that other load on the machine inflates them less than wal
   spare takes while idle (`Engine.warm_up`) and the call itself: wall ms and copy-on-write
   (minor) page faults.
 * ``pool_cpu``: CPU per call summed over the host process and every runner process under it
-  (workers, zygotes, call children), and the calls/s that this CPU allows on this machine's cores.
+  (workers, zygotes, call children), and the calls/s that this CPU allows on this machine's cores;
+  once per runner (python, native), each with ``zygote_anonymous_kb``: the private memory of the
+  key zygote that every call is forked from.
 """
 
 from __future__ import annotations
@@ -153,13 +155,32 @@ def _tree_cpu(pids: list[int]) -> float:
     return total
 
 
-def bench_pool(calls: int, threads: int) -> None:
+def _zygote_anonymous_kb(worker_pid: int) -> int | None:
+    """Private anonymous memory of the worker's first child that is still alive (its key zygote)."""
+    try:
+        with open(f"/proc/{worker_pid}/task/{worker_pid}/children") as children:
+            pids = [int(child) for child in children.read().split()]
+        for pid in pids:
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Anonymous:"):
+                        return int(line.split()[1])
+    except (FileNotFoundError, PermissionError, ValueError):
+        return None
+    return None
+
+
+def bench_pool(calls: int, threads: int, runner: str) -> None:
     """pool_cpu: CPU per call through the jailed pool, host and runners together."""
     from execution.sandbox.limits import Limits
     from execution.sandbox.pool import LocalJailBackend, PoolConfig
     from execution.sandbox.transform import transform
 
-    pool = LocalJailBackend(PoolConfig())
+    pool = LocalJailBackend(PoolConfig(runner=runner))
+    if pool.runner != runner:
+        emit(figure="runner_unavailable", requested=runner, using=pool.runner)
+        pool.shutdown()
+        return
     bundle = transform(WEATHER.read_bytes())
     limits = Limits()
 
@@ -182,6 +203,7 @@ def bench_pool(calls: int, threads: int) -> None:
         for _ in range(50):
             call()
         workers = [worker.proc.pid for worker in pool._all]
+        zygote_kb = _zygote_anonymous_kb(workers[0])
         runners_before = _tree_cpu(list(workers))
         host = resource.getrusage(resource.RUSAGE_SELF)
         host_before = host.ru_utime + host.ru_stime
@@ -205,6 +227,8 @@ def bench_pool(calls: int, threads: int) -> None:
         cores = os.cpu_count() or 1
         emit(
             figure="pool_cpu",
+            runner=runner,
+            zygote_anonymous_kb=zygote_kb,
             threads=threads,
             workers=len(workers),
             calls=done,
@@ -224,9 +248,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--pool-calls", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2 * (os.cpu_count() or 2))
+    parser.add_argument("--runner", choices=("both", "python", "native"), default="both")
     args = parser.parse_args()
     bench_in_process(args.calls)
-    bench_pool(args.pool_calls, args.threads)
+    for runner in ("python", "native") if args.runner == "both" else (args.runner,):
+        bench_pool(args.pool_calls, args.threads, runner)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ each call's wall limit itself (plus a small grace) and serves the runner's `fetc
 frames through the egress policy, so a wedged runner can never hold a caller.
 A call that hits a limit inside the engine is already discarded with its forked call
 child (see runner.py); the worker and its zygotes never ran that call, so it stays.
+
+Workers run the native runner (execution/sandbox/native/) unless LIGHTFAST_SANDBOX_RUNNER=python
+or its binary is not built (then the Python runner, said once in the log); /healthz shows which.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _CANCEL_POLL_S = 0.05
 RUNNERS = ("python", "native")
-DEFAULT_RUNNER = "python"
+# native: the C runner (execution/sandbox/native/), same protocol and jail, a fraction of the CPU per
+# call; python (execution/sandbox/runner.py) stays as the fallback when the binary is not built.
+DEFAULT_RUNNER = "native"
 
 
 def runner_from_env() -> str:

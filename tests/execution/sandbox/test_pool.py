@@ -10,14 +10,17 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.errors import SandboxError
+from execution.sandbox.jail import sandbox_status
 from execution.sandbox.limits import Limits
-from execution.sandbox.pool import LocalJailBackend, PoolConfig
+from execution.sandbox.native import native_runner_available
+from execution.sandbox.pool import LocalJailBackend, PoolConfig, runner_from_env
 
 SECRET = "sk-pool-secret"
 
@@ -156,3 +159,34 @@ def test_fetch_frames_go_through_the_egress_policy(pool: LocalJailBackend, echo_
     assert denied == {"ok": False, "error": {"type": "egress_denied", "message": denied["error"]["message"]}}
     no_policy = pool.probe("fetch", {"request": request})
     assert no_policy["ok"] is False and no_policy["error"]["type"] == "egress_denied"
+
+
+def test_runner_choice_falls_back_to_python_when_the_native_binary_is_missing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from execution.sandbox import native
+
+    monkeypatch.setattr(native, "BINARY", tmp_path / "not-built")
+    backend = LocalJailBackend(PoolConfig(workers=1, runner="native", test_probes=True))
+    try:
+        assert backend.status()["runner"] == "python"
+        assert backend.probe("env") == {}
+    finally:
+        backend.shutdown()
+
+
+@pytest.mark.skipif(not native_runner_available(), reason="the native runner is not built (make setup)")
+def test_native_runner_is_reported_for_healthz() -> None:
+    backend = LocalJailBackend(PoolConfig(workers=1, runner="native", test_probes=True))
+    try:
+        assert backend.status()["runner"] == "native"
+        assert sandbox_status()["runner"] == "native"
+        assert backend.probe("ids")["uid"] == 65534 or os.geteuid() != 0
+    finally:
+        backend.shutdown()
+
+
+def test_unknown_runner_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIGHTFAST_SANDBOX_RUNNER", "rust")
+    with pytest.raises(ValueError):
+        runner_from_env()
