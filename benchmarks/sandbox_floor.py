@@ -155,18 +155,19 @@ def _tree_cpu(pids: list[int]) -> float:
     return total
 
 
-def _zygote_anonymous_kb(worker_pid: int) -> int | None:
-    """Private anonymous memory of the worker's first child that is still alive (its key zygote)."""
-    try:
-        with open(f"/proc/{worker_pid}/task/{worker_pid}/children") as children:
-            pids = [int(child) for child in children.read().split()]
-        for pid in pids:
-            with open(f"/proc/{pid}/smaps_rollup") as rollup:
-                for line in rollup:
-                    if line.startswith("Anonymous:"):
-                        return int(line.split()[1])
-    except (FileNotFoundError, PermissionError, ValueError):
-        return None
+def _zygote_anonymous_kb(worker_pids: list[int]) -> int | None:
+    """Anonymous memory of the first worker child found (a key zygote: only loaded workers have one)."""
+    for worker_pid in worker_pids:
+        try:
+            with open(f"/proc/{worker_pid}/task/{worker_pid}/children") as children:
+                pids = [int(child) for child in children.read().split()]
+            for pid in pids:
+                with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                    for line in rollup:
+                        if line.startswith("Anonymous:"):
+                            return int(line.split()[1])
+        except (FileNotFoundError, PermissionError, ValueError):
+            continue  # a child that exited between the listing and the read
     return None
 
 
@@ -203,7 +204,7 @@ def bench_pool(calls: int, threads: int, runner: str) -> None:
         for _ in range(50):
             call()
         workers = [worker.proc.pid for worker in pool._all]
-        zygote_kb = _zygote_anonymous_kb(workers[0])
+        zygote_kb = _zygote_anonymous_kb(workers)
         runners_before = _tree_cpu(list(workers))
         host = resource.getrusage(resource.RUSAGE_SELF)
         host_before = host.ru_utime + host.ru_stime

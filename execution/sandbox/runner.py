@@ -33,7 +33,8 @@ exit of a zygote with ~16 MB of private memory cost ~1.7 ms of CPU here (page ta
 ~35 us per MB), each copy-on-write fault ~2.5 us, and a whole call ~4.5 ms of CPU over
 worker, zygote and child. Fork-per-call from this zygote is therefore bound to a few
 hundred calls/s on two cores; the way past it is a smaller zygote (a runner without
-Python), not a faster one.
+Python), not a faster one. That runner exists: execution/sandbox/native/ (same protocol,
+process tree and jail; the pool's default, this module is its fallback).
 """
 
 from __future__ import annotations

@@ -1790,8 +1790,8 @@ int main(int argc, char **argv) {
     buf_str(&ready, status_json);
     buf_str(&ready, ",\"engine\":");
     buf_jsons(&ready, engine_failed ? engine_failed : "ok");
-    buf_fmt(&ready, ",\"pid\":%d,\"startup_ms\":%.2f,\"runner\":\"native\"}}", getpid(),
-            (wall_now() - started) * 1000);
+    buf_fmt(&ready, ",\"pid\":%d,\"startup_ms\":%.2f,\"runner\":\"native\",\"heap_probe\":%s}}", getpid(),
+            (wall_now() - started) * 1000, malloc_size_field ? "true" : "false");
     free(status_json);
     if (write_frame(STDOUT, ready.p, ready.n) < 0) return 1;
     free(ready.p);
