@@ -227,9 +227,9 @@ def invoke_in_fork(
     call.setdefault("input", {})
     host = host or CannedHost()
     if isinstance(engine, NativeEngine):
-        result = engine.invoke(host=host, **call)
-        result["host"] = {"requests": host.requests, "max_in_flight": host.max_in_flight}
-        return result
+        answer = engine.invoke(host=host, **call)
+        answer["host"] = {"requests": host.requests, "max_in_flight": host.max_in_flight}
+        return answer
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: never return into pytest
