@@ -290,6 +290,7 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     tool_names = {tool.name for tool in tools}
     context = _tool_context(run)
     finish_reason = "stop"
+    step_texts: list[str] = []
     for _ in range(step_limit(spec)):
         _check(cancel)
         usage.steps += 1
@@ -314,6 +315,8 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
                 turn.flush()
         _check(cancel)
         turn.end_text()
+        if step_text.strip():
+            step_texts.append(step_text.strip())
         if not calls:
             turn.finish_step()
             break
@@ -345,7 +348,9 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
             _check(cancel)
         turn.finish_step()
     # What is still buffered goes out with the run's terminal events, in one transaction.
-    return LoopResult(text=turn.text, finish_reason=finish_reason, usage=usage)
+    # Steps are separate utterances ("calling getWeather." / "getWeather returned …"): a blank line
+    # between them, as a chat client shows separate text parts.
+    return LoopResult(text="\n\n".join(step_texts), finish_reason=finish_reason, usage=usage)
 
 
 def _tool_context(run: Run) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q, QuerySet
+from django.db.models.sql import UpdateQuery
 
 from execution.models import Run, RunEvent, run_group_name
 
@@ -64,16 +65,17 @@ _sqlite_writers = threading.RLock()
 
 
 @contextmanager
-def write_transaction() -> Iterator[None]:
+def write_transaction(*, savepoint: bool = True) -> Iterator[None]:
     """`transaction.atomic()` for the run write paths; on SQLite, one writer per process at a time.
 
     SQLite has one write lock and waits for it by sleeping and polling, so hundreds of threads
     of one worker contending for it starve each other into "database is locked"; queueing them
     on a process lock first leaves only a few processes to contend. PostgreSQL locks rows, so
-    there the gate is open.
+    there the gate is open. `savepoint=False` skips the savepoint when nested, for a step that
+    is part of its caller's transaction (an error in it fails the whole transaction anyway).
     """
     if connection.vendor != "sqlite" or connection.in_atomic_block:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             yield
         return
     with _sqlite_writers, transaction.atomic():
@@ -93,16 +95,37 @@ def event_append_many(
     run: Run | uuid.UUID | str, events: Sequence[tuple[str, dict[str, Any]]]
 ) -> list[RunEvent]:
     """Store several events in one transaction with consecutive seqs, then notify each in order."""
+    rows = run_update_with_events(run, events)
+    assert rows is not None, "an unconditional append always finds its run"
+    return rows
+
+
+def run_update_with_events(
+    run: Run | uuid.UUID | str,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    where: Q | None = None,
+    changes: dict[str, Any] | None = None,
+) -> list[RunEvent] | None:
+    """Update the run if it matches `where` and append `events` after it; None (nothing written) if not.
+
+    One statement (`UPDATE … SET <changes>, last_seq = last_seq + n … RETURNING last_seq`) applies
+    the conditional change and reserves the seqs, so a claim or an ending costs no extra
+    round trips for its events. The UPDATE takes the run's row lock (PostgreSQL) or the write
+    lock (SQLite, IMMEDIATE transactions) until commit, so concurrent appenders to one run get
+    disjoint seq ranges; the unique (run, seq) constraint backs this up.
+    """
     for event_type, _ in events:
         if event_type not in EVENT_TYPES:
             raise UnknownEventType(f"unknown run event type {event_type!r}")
     run_id = run.pk if isinstance(run, Run) else uuid.UUID(str(run))
-    with write_transaction():
-        # The UPDATE takes the run's row lock (PostgreSQL) or the write lock (SQLite, IMMEDIATE
-        # transactions), so concurrent appenders to one run get disjoint seq ranges; the unique
-        # (run, seq) constraint backs this up.
-        Run.objects.filter(pk=run_id).update(last_seq=F("last_seq") + len(events))
-        last_seq = Run.objects.filter(pk=run_id).values_list("last_seq", flat=True).get()
+    with write_transaction(savepoint=False):
+        last_seq = _update_returning_last_seq(
+            Run.objects.filter(where or Q(), pk=run_id),
+            {**(changes or {}), "last_seq": F("last_seq") + len(events)},
+        )
+        if last_seq is None:
+            return None
         first = last_seq - len(events) + 1
         rows = RunEvent.objects.bulk_create(
             [
@@ -110,10 +133,27 @@ def event_append_many(
                 for index, (event_type, payload) in enumerate(events)
             ]
         )
-        transaction.on_commit(lambda: _notify(run_id, rows))
+        if rows:
+            transaction.on_commit(lambda: _notify(run_id, rows))
     if isinstance(run, Run):
         run.last_seq = last_seq
     return rows
+
+
+def _update_returning_last_seq(queryset: QuerySet[Run], values: dict[str, Any]) -> int | None:
+    """`queryset.update(**values)` for one run, returning its new last_seq (None: no row matched).
+
+    Django's update() returns only a row count; the compiler's SQL plus RETURNING (PostgreSQL,
+    SQLite >= 3.35) saves the SELECT that would read the value back.
+    """
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    last_seq_column = connection.ops.quote_name(Run._meta.get_field("last_seq").column)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {last_seq_column}", params)
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])
 
 
 def run_events_after(run: Run | uuid.UUID | str, seq: int, *, limit: int | None = None) -> list[RunEvent]:

@@ -21,19 +21,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.models import BundleVersion
 from execution.agent_loop import AssistantTurn, RunCancelled, Usage, agent_loop_run, new_message_id, tool_call
-from execution.events import event_append_many, write_transaction
+from execution.events import run_update_with_events, write_transaction
 from execution.models import ChatSession, Message, MessageRole, Run, RunKind, RunStatus
 from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
 from organizations.models import Organization
-from organizations.quotas import effective_run_limit, quota_run_ended, quota_run_started
+from organizations.quotas import effective_run_limit, quota_run_ended, quota_run_released, quota_run_started
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ INTERNAL_ERROR = "internal_error"
 # fire if the orchestration itself hangs (prefork pools; the threads pool cannot enforce them).
 TASK_SOFT_LIMIT_MARGIN_S = 30
 TASK_HARD_LIMIT_MARGIN_S = 60
-FINISH_ATTEMPTS = 3
 
 
 class RunNotStartable(Exception):
@@ -88,8 +87,9 @@ def message_create(
     parts: list[dict[str, Any]],
     run: Run | None = None,
     public_id: str = "",
+    session_is_new: bool = False,
 ) -> Message:
-    """Append a message (AI SDK UI parts) to a session."""
+    """Append a message (AI SDK UI parts) to a session (`session_is_new`: created just now, no bump)."""
     now = timezone.now()
     message = Message.objects.create(
         session=session,
@@ -99,7 +99,8 @@ def message_create(
         public_id=public_id or f"msg_{uuid.uuid4().hex}",
         created_at=now,
     )
-    ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+    if not session_is_new:
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
     return message
 
 
@@ -167,7 +168,8 @@ def run_start(
     with write_transaction():
         # Raises QuotaExceeded (403 quota_exceeded); the slot is given back if this transaction fails.
         quota_run_started(organization=organization)
-        if kind == RunKind.CHAT and session is None:
+        session_is_new = kind == RunKind.CHAT and session is None
+        if session_is_new:
             session = chat_session_get_or_create(
                 organization=organization,
                 agent=f"{bundle_version.bundle.slug}/{agent_key}",
@@ -185,7 +187,13 @@ def run_start(
             backend=settings.LIGHTFAST_SANDBOX_BACKEND,
         )
         if kind == RunKind.CHAT and session is not None:
-            message_create(session=session, role=MessageRole.USER, parts=list(parts or []), run=run)
+            message_create(
+                session=session,
+                role=MessageRole.USER,
+                parts=list(parts or []),
+                run=run,
+                session_is_new=session_is_new,
+            )
         transaction.on_commit(lambda: _enqueue(run))
     return run
 
@@ -205,16 +213,21 @@ def run_cancel(*, run: Run) -> Run:
     """Cancel a run: a queued run ends `cancelled` now; a running one within a second (its worker stops)."""
     now = timezone.now()
     with write_transaction():
-        ended = Run.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
-            status=RunStatus.CANCELLED,
-            cancel_requested_at=now,
-            finished_at=now,
-            error_type=CANCELLED,
-            error_message="The run was cancelled before it started.",
+        ended = run_update_with_events(
+            run,
+            [_status_event(RunStatus.CANCELLED)],
+            where=Q(status=RunStatus.QUEUED),
+            changes={
+                "status": RunStatus.CANCELLED,
+                "cancel_requested_at": now,
+                "finished_at": now,
+                "error_type": CANCELLED,
+                "error_message": "The run was cancelled before it started.",
+            },
         )
-        if ended:
-            quota_run_ended(run_id=run.pk)
-            event_append_many(run, [_status_event(RunStatus.CANCELLED)])
+        if ended is not None:
+            # A queued run has used nothing yet: only its slot comes back.
+            quota_run_released(organization_id=run.organization_id, sandbox_cpu_ms=0, model_tokens=0)
         else:
             Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING, cancel_requested_at__isnull=True).update(
                 cancel_requested_at=now
@@ -230,14 +243,15 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery)."""
     now = timezone.now()
     message_id = new_message_id()
-    with write_transaction():
-        claimed = Run.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker[:200]
-        )
-        if not claimed:
-            return False
-        # The first events go out in the claim's transaction: one commit until the client sees `start`.
-        event_append_many(run_id, [("start", {"messageId": message_id}), _status_event(RunStatus.RUNNING)])
+    # The claim and the first events are one statement and one commit until the client sees `start`.
+    claimed = run_update_with_events(
+        run_id,
+        [("start", {"messageId": message_id}), _status_event(RunStatus.RUNNING)],
+        where=Q(status=RunStatus.QUEUED),
+        changes={"status": RunStatus.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker[:200]},
+    )
+    if claimed is None:
+        return False
     run = Run.objects.select_related("organization", "bundle_version__bundle", "session").get(pk=run_id)
     turn = AssistantTurn(run, message_id=message_id)
     usage = Usage()
@@ -327,63 +341,51 @@ def _run_finish(
     output: Any,
     wall_ms: int,
 ) -> None:
-    """End a running run once: status, usage, the assistant message and the terminal events."""
+    """End a running run once: status, usage, the slot, the assistant message and the terminal events.
+
+    One transaction whose first statement is the conditional status update (which also reserves
+    the events' seqs), then the quota rows in their fixed order (see organizations.quotas), so
+    it cannot deadlock with run starts or other endings.
+    """
     parts = turn.message_parts()
-    pending = turn.take_pending()
-    for attempt in range(FINISH_ATTEMPTS):
-        try:
-            _run_finish_once(
-                run=run,
-                turn=turn,
-                status=status,
-                error=error,
-                usage=usage,
-                output=output,
-                wall_ms=wall_ms,
-                parts=parts,
-                pending=pending,
-            )
-            return
-        except OperationalError as exc:
-            # Deadlocks and lock timeouts roll the whole transaction back, so trying again is safe;
-            # if every attempt fails the run stops heartbeating and the reaper ends it.
-            if attempt == FINISH_ATTEMPTS - 1:
-                raise
-            logger.warning("ending run %s failed (%s); retrying", run.pk, exc)
-            time.sleep(0.05 * (attempt + 1))
-
-
-def _run_finish_once(
-    *,
-    run: Run,
-    turn: AssistantTurn,
-    status: str,
-    error: tuple[str, str] | None,
-    usage: Usage,
-    output: Any,
-    wall_ms: int,
-    parts: list[dict[str, Any]],
-    pending: list[tuple[str, dict[str, Any]]],
-) -> None:
+    run.status, run.model, run.wall_ms, run.steps = status, usage.model[:200], wall_ms, usage.steps
+    run.input_tokens, run.output_tokens = usage.input_tokens, usage.output_tokens
+    run.sandbox_cpu_ms, run.tool_calls = usage.sandbox_cpu_ms, usage.tool_calls
+    events: list[tuple[str, dict[str, Any]]] = turn.take_pending()
+    if error is not None and status != RunStatus.CANCELLED:
+        events.append(("error", {"errorText": f"{error[0]}: {error[1]}"}))
+    events.append(("data-usage", {"data": run.usage()}))
+    if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+        events.append(("finish", {}))
+    events.append(_status_event(status, error))
     with write_transaction():
-        ended = Run.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
-            status=status,
-            error_type=error[0] if error else "",
-            error_message=error[1] if error else "",
-            finished_at=timezone.now(),
-            output=output,
-            model=usage.model[:200],
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            sandbox_cpu_ms=usage.sandbox_cpu_ms,
-            wall_ms=wall_ms,
-            tool_calls=usage.tool_calls,
-            steps=usage.steps,
+        ended = run_update_with_events(
+            run,
+            events,
+            where=Q(status=RunStatus.RUNNING),
+            changes={
+                "status": status,
+                "error_type": error[0] if error else "",
+                "error_message": error[1] if error else "",
+                "finished_at": timezone.now(),
+                "output": output,
+                "model": usage.model[:200],
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "sandbox_cpu_ms": usage.sandbox_cpu_ms,
+                "wall_ms": wall_ms,
+                "tool_calls": usage.tool_calls,
+                "steps": usage.steps,
+            },
         )
-        if not ended:
+        if ended is None:
             # The reaper ended it first and wrote the terminal events; nothing may follow them.
             return
-        quota_run_ended(run_id=run.pk)
+        quota_run_released(
+            organization_id=run.organization_id,
+            sandbox_cpu_ms=usage.sandbox_cpu_ms,
+            model_tokens=usage.input_tokens + usage.output_tokens,
+        )
         if run.session is not None and parts:
             message_create(
                 session=run.session,
@@ -392,17 +394,6 @@ def _run_finish_once(
                 run=run,
                 public_id=turn.message_id,
             )
-        run.status, run.model, run.wall_ms, run.steps = status, usage.model[:200], wall_ms, usage.steps
-        run.input_tokens, run.output_tokens = usage.input_tokens, usage.output_tokens
-        run.sandbox_cpu_ms, run.tool_calls = usage.sandbox_cpu_ms, usage.tool_calls
-        events: list[tuple[str, dict[str, Any]]] = list(pending)
-        if error is not None and status != RunStatus.CANCELLED:
-            events.append(("error", {"errorText": f"{error[0]}: {error[1]}"}))
-        events.append(("data-usage", {"data": run.usage()}))
-        if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
-            events.append(("finish", {}))
-        events.append(_status_event(status, error))
-        event_append_many(run, events)
 
 
 # --- reaping ---------------------------------------------------------------------------------
@@ -416,20 +407,8 @@ def run_reap_lost(*, now: datetime | None = None) -> int:
     count = 0
     for run_id in Run.objects.filter(lost, status=RunStatus.RUNNING).values_list("pk", flat=True):
         message = "The worker running this run stopped (crashed or was killed)."
-        with write_transaction():
-            ended = Run.objects.filter(lost, pk=run_id, status=RunStatus.RUNNING).update(
-                status=RunStatus.FAILED, error_type=WORKER_LOST_ERROR, error_message=message, finished_at=now
-            )
-            if ended:
-                quota_run_ended(run_id=run_id)
-                event_append_many(
-                    run_id,
-                    [
-                        ("error", {"errorText": f"{WORKER_LOST_ERROR}: {message}"}),
-                        _status_event(RunStatus.FAILED, (WORKER_LOST_ERROR, message)),
-                    ],
-                )
-                count += 1
+        if _run_end_with_worker_lost(run_id, Q(lost, status=RunStatus.RUNNING), message, now):
+            count += 1
     if count:
         logger.warning("reaped %d run(s) whose worker was lost", count)
     return count
@@ -452,20 +431,8 @@ def run_reap_queued(*, now: datetime | None = None) -> dict[str, int]:
             f"No worker started the run within {settings.LIGHTFAST_RUN_QUEUED_MAX_S:g} s "
             "(its task was lost or the workers are down)."
         )
-        with write_transaction():
-            ended = Run.objects.filter(give_up, pk=run_id, status=RunStatus.QUEUED).update(
-                status=RunStatus.FAILED, error_type=WORKER_LOST_ERROR, error_message=message, finished_at=now
-            )
-            if ended:
-                quota_run_ended(run_id=run_id)
-                event_append_many(
-                    run_id,
-                    [
-                        ("error", {"errorText": f"{WORKER_LOST_ERROR}: {message}"}),
-                        _status_event(RunStatus.FAILED, (WORKER_LOST_ERROR, message)),
-                    ],
-                )
-                failed += 1
+        if _run_end_with_worker_lost(run_id, Q(give_up, status=RunStatus.QUEUED), message, now):
+            failed += 1
     requeued = 0
     unclaimed = Run.objects.filter(
         status=RunStatus.QUEUED, enqueued_at__lt=now - timedelta(seconds=settings.LIGHTFAST_RUN_REQUEUE_S)
@@ -480,3 +447,26 @@ def run_reap_queued(*, now: datetime | None = None) -> dict[str, int]:
     if failed or requeued:
         logger.warning("queued runs: %d re-enqueued, %d failed after waiting too long", requeued, failed)
     return {"requeued": requeued, "failed": failed}
+
+
+def _run_end_with_worker_lost(run_id: uuid.UUID, still: Q, message: str, now: datetime) -> bool:
+    """Fail one run with `worker_lost` if it still matches `still`; gives back its slot. True if it ended."""
+    with write_transaction():
+        ended = run_update_with_events(
+            run_id,
+            [
+                ("error", {"errorText": f"{WORKER_LOST_ERROR}: {message}"}),
+                _status_event(RunStatus.FAILED, (WORKER_LOST_ERROR, message)),
+            ],
+            where=still,
+            changes={
+                "status": RunStatus.FAILED,
+                "error_type": WORKER_LOST_ERROR,
+                "error_message": message,
+                "finished_at": now,
+            },
+        )
+        if ended is None:
+            return False
+        quota_run_ended(run_id=run_id)
+        return True

@@ -10,6 +10,11 @@ transaction, and `quota_run_ended` in the same transaction as the run's terminal
 update (cancel, finish, reaper), reading the usage the run row carries. The daily series is
 computed from Run rows. Bundle storage is the sum of stored versions' sizes, computed while
 the organization's usage row is locked, so it cannot drift from the files either.
+
+Lock order: a transaction that writes both counter rows of an organization writes its
+`MonthlyUsage` row first and its `OrganizationUsage` row second (starting, ending and resetting
+runs alike), so two such transactions on PostgreSQL wait for each other instead of deadlocking.
+A run's own row, when it is locked too (a terminal status update), comes before both.
 """
 
 from __future__ import annotations
@@ -120,10 +125,13 @@ def quota_run_started(*, organization: Organization, now: datetime | None = None
     """Take a concurrent-run slot and count a run this month, or raise QuotaExceeded naming the quota.
 
     Call inside the transaction that creates the run, so a failed start gives both back.
+    Monthly row first, then the slot (the module's lock order).
     """
     start = period_start(now)
     limits = {name: int(getattr(organization, name)) for name in MONTHLY_COLUMNS}
     below_limits = Q(**{f"{column}__lt": limits[name] for name, column in MONTHLY_COLUMNS.items()})
+    # A savepoint when nested: a caller that catches the refusal keeps its transaction, and the
+    # monthly count taken before a refused slot is given back.
     with transaction.atomic():
         monthly = MonthlyUsage.objects.filter(below_limits, organization=organization, period_start=start)
         if not monthly.update(runs=F("runs") + 1):
@@ -153,6 +161,7 @@ def quota_run_ended(*, run_id: uuid.UUID | str, now: datetime | None = None) -> 
     """Give back the run's slot and meter its CPU and tokens; call in the run's terminal-update transaction.
 
     Call it only when the conditional status update actually ended the run, so it runs once per run.
+    Reads the usage the run row carries; `quota_run_released` is the same for a caller that has it.
     """
     from django.apps import apps
 
@@ -164,15 +173,24 @@ def quota_run_ended(*, run_id: uuid.UUID | str, now: datetime | None = None) -> 
     )
     if row is None:
         return
-    organization_id = row["organization_id"]
-    OrganizationUsage.objects.filter(organization_id=organization_id, active_runs__gt=0).update(
-        active_runs=F("active_runs") - 1
-    )
-    _meter(
-        organization_id=organization_id,
+    quota_run_released(
+        organization_id=row["organization_id"],
         sandbox_cpu_ms=int(row["sandbox_cpu_ms"] or 0),
         model_tokens=int(row["input_tokens"] or 0) + int(row["output_tokens"] or 0),
         now=now,
+    )
+
+
+def quota_run_released(
+    *, organization_id: int, sandbox_cpu_ms: int, model_tokens: int, now: datetime | None = None
+) -> None:
+    """Meter a run that just ended and give back its slot, in the module's lock order (monthly, then slot).
+
+    Call in the transaction of the run's terminal update, with the usage that update wrote.
+    """
+    _meter(organization_id=organization_id, sandbox_cpu_ms=sandbox_cpu_ms, model_tokens=model_tokens, now=now)
+    OrganizationUsage.objects.filter(organization_id=organization_id, active_runs__gt=0).update(
+        active_runs=F("active_runs") - 1
     )
 
 
@@ -180,10 +198,15 @@ def _meter(*, organization_id: int, sandbox_cpu_ms: int, model_tokens: int, now:
     if not sandbox_cpu_ms and not model_tokens:
         return
     start = period_start(now)
-    _ensure_monthly_row(organization_id, start)
-    MonthlyUsage.objects.filter(organization_id=organization_id, period_start=start).update(
-        sandbox_cpu_ms=F("sandbox_cpu_ms") + sandbox_cpu_ms, model_tokens=F("model_tokens") + model_tokens
-    )
+    monthly = MonthlyUsage.objects.filter(organization_id=organization_id, period_start=start)
+    changes = {
+        "sandbox_cpu_ms": F("sandbox_cpu_ms") + sandbox_cpu_ms,
+        "model_tokens": F("model_tokens") + model_tokens,
+    }
+    # The row exists unless the month turned since the run started: create it only then.
+    if not monthly.update(**changes):
+        _ensure_monthly_row(organization_id, start)
+        monthly.update(**changes)
 
 
 # --- direct tool calls and uploads ---------------------------------------------------------------------
@@ -398,8 +421,9 @@ def quota_period_reset(*, organization: Organization, now: datetime | None = Non
     start = period_start(now)
     _ensure_monthly_row(organization.pk, start)
     _ensure_usage_row(organization.pk)
-    usage = OrganizationUsage.objects.select_for_update().get(organization=organization)
+    # The module's lock order: monthly row, then the usage row.
     monthly = MonthlyUsage.objects.select_for_update().get(organization=organization, period_start=start)
+    usage = OrganizationUsage.objects.select_for_update().get(organization=organization)
     before = {column: int(getattr(monthly, column)) for column in MONTHLY_COLUMNS.values()}
     before["active_runs"] = usage.active_runs
     MonthlyUsage.objects.filter(pk=monthly.pk).update(
