@@ -345,6 +345,10 @@ def current_vsize() -> int:
         return int(statm.read().split()[0]) * resource.getpagesize()
 
 
+# How long past its CPU limit a call child may run before the kernel's profiling timer kills it.
+CPU_BACKSTOP_MS = 60
+
+
 def apply_call_child_jail(layers: JailLayers, *, cpu_ms: int, memory_mb: int, vsize: int) -> None:
     """Tighten a freshly forked per-call child: CPU/AS/process rlimits and a stricter filter.
 
@@ -354,6 +358,12 @@ def apply_call_child_jail(layers: JailLayers, *, cpu_ms: int, memory_mb: int, vs
     if layers.rlimits:
         cpu_s = -(-cpu_ms // 1000) + 1
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+        # The engine's interrupt handler stops JS at the CPU limit, but one native builtin
+        # (JSON.parse or String.prototype.repeat on tens of MB) never checks it. A profiling
+        # timer kills the child CPU_BACKSTOP_MS later whatever it is doing (SIGPROF's default
+        # action), so a call overruns its limit by a bounded amount; the parent reports cpu_limit.
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_PROF, (cpu_ms + CPU_BACKSTOP_MS) / 1000)
         headroom = (max(2 * memory_mb, 128) + 128) * 1024 * 1024
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
         limit = vsize + headroom if hard == resource.RLIM_INFINITY else min(vsize + headroom, hard)

@@ -126,8 +126,9 @@ def _classify_exit(status: int, *, what: str) -> SandboxError:
     """Turn a child's wait status (it died before answering) into a classified error."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        if sig == signal.SIGXCPU:
-            return SandboxError(CPU_LIMIT, f"{what} exceeded its CPU time limit", {"signal": "SIGXCPU"})
+        if sig in (signal.SIGXCPU, signal.SIGPROF):
+            name = signal.Signals(sig).name
+            return SandboxError(CPU_LIMIT, f"{what} exceeded its CPU time limit", {"signal": name})
         return SandboxError(
             SANDBOX_CRASH, f"{what} was killed by signal {signal.Signals(sig).name}", {"signal": sig}
         )

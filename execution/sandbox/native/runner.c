@@ -39,6 +39,7 @@
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -1131,6 +1132,13 @@ static void call_child_rlimits(const Limits *lim) {
     rlim_t cpu_s = (rlim_t)((lim->cpu_ms + 999) / 1000 + 1);
     struct rlimit r = {cpu_s, cpu_s + 1};
     setrlimit(RLIMIT_CPU, &r);
+    /* jail.CPU_BACKSTOP_MS: the interrupt handler stops JS at the CPU limit, but a single native
+     * builtin (JSON.parse, String.prototype.repeat on tens of MB) never checks it; SIGPROF's default
+     * action kills the child a bounded time later and the zygote reports cpu_limit. */
+    long backstop_ms = (long)lim->cpu_ms + 60;
+    struct itimerval prof = {{0, 0}, {backstop_ms / 1000, (backstop_ms % 1000) * 1000}};
+    signal(SIGPROF, SIG_DFL);
+    setitimer(ITIMER_PROF, &prof, NULL);
     rlim_t headroom = (rlim_t)((lim->memory_mb * 2 > 128 ? lim->memory_mb * 2 : 128) + 128) * MIB;
     struct rlimit as;
     getrlimit(RLIMIT_AS, &as);
@@ -1357,8 +1365,9 @@ static void fail_exit(int status, const char *what) {
     char detail[64];
     if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
-        if (sig == SIGXCPU) {
-            fail("cpu_limit", "{\"signal\":\"SIGXCPU\"}", "%s exceeded its CPU time limit", what);
+        if (sig == SIGXCPU || sig == SIGPROF) {
+            fail("cpu_limit", sig == SIGXCPU ? "{\"signal\":\"SIGXCPU\"}" : "{\"signal\":\"SIGPROF\"}",
+                 "%s exceeded its CPU time limit", what);
             return;
         }
         const char *abbrev = sigabbrev_np(sig);

@@ -194,7 +194,12 @@ class NativeEngine:
             # The host refuses such a request before any runner sees it (pool.py does the same).
             error = SandboxError(INVALID_INPUT, f"the input is not JSON: {exc}").to_dict()
             return {"ok": False, "error": error, "logs": [], "usage": {}}
-        result = self._request(frame, host)
+        try:
+            result = self._request(frame, host)
+        except SandboxError as exc:
+            # The zygote answered for a call child that died (e.g. killed by the CPU backstop).
+            return {"ok": False, "error": exc.to_dict(), "logs": [], "usage": {}, "broken": True,
+                    "child_killed": True}
         result["broken"] = not result["ok"] and result["error"]["type"] in LIMIT_CODES
         return result
 

@@ -35,6 +35,12 @@ def _run(engine: Engine, tool: str, *, agent: str = "hostile", limits: Limits = 
 
 
 def _assert_within_limits(result, limits: Limits = LIMITS):
+    if result.get("child_killed"):
+        # A native builtin the interrupt handler cannot stop: the kernel's profiling timer killed
+        # the call child CPU_BACKSTOP_MS past its CPU limit.
+        assert result["error"]["type"] == "cpu_limit", result
+        assert result["error"]["detail"] == {"signal": "SIGPROF"}, result
+        return
     usage = result["usage"]
     # CPU-bound tools are held to the CPU limit, waiting ones to the wall limit (each plus 100 ms).
     assert usage["cpu_ms"] <= limits.cpu_ms + SLACK_MS, usage
@@ -337,3 +343,12 @@ export default createLightfast({ agents: { a } });
     for tool in ("deep", "deepJSON"):
         result = invoke_in_fork(engine, agent="a", tool=tool, limits=Limits(stack_kb=4096, cpu_ms=2000))
         assert result["error"]["type"] in {"stack_overflow", "tool_error"}, result
+
+
+@pytest.mark.skipif(not native_requested(), reason="the CPU backstop lives in the call child of the runner")
+def test_native_builtin_past_the_cpu_limit_is_killed_by_the_backstop(extra):
+    # One JSON.parse of ~60 MB never reaches an interrupt check; 20 ms of CPU is far less than it needs.
+    result = _run(extra, "hugeJSONString", limits=Limits(cpu_ms=20, wall_ms=5000, memory_mb=256))
+    assert result["ok"] is False
+    assert result["error"]["type"] == "cpu_limit"
+    _assert_within_limits(result, Limits(cpu_ms=20, wall_ms=5000, memory_mb=256))
