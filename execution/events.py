@@ -24,7 +24,9 @@ Delivery contract for transports (websocket consumer, SSE):
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -62,24 +64,44 @@ NOTIFICATION_TYPE = "run.event"
 
 
 _sqlite_writers = threading.RLock()
+_sqlite_lock_files: dict[str, int] = {}
 
 
 @contextmanager
 def write_transaction(*, savepoint: bool = True) -> Iterator[None]:
-    """`transaction.atomic()` for the run write paths; on SQLite, one writer per process at a time.
+    """`transaction.atomic()` for the run write paths; on SQLite, writers queue for the write lock.
 
-    SQLite has one write lock and waits for it by sleeping and polling, so hundreds of threads
-    of one worker contending for it starve each other into "database is locked"; queueing them
-    on a process lock first leaves only a few processes to contend. PostgreSQL locks rows, so
-    there the gate is open. `savepoint=False` skips the savepoint when nested, for a step that
-    is part of its caller's transaction (an error in it fails the whole transaction anyway).
+    SQLite has one write lock and waits for it by sleeping and polling (1, 2, 5, 10… ms), so
+    hundreds of threads contending for it starve each other into "database is locked", and
+    two busy processes (web and worker) lose milliseconds per collision to those sleeps. Run
+    writers therefore queue first on a process lock, then on an `flock` of a file next to
+    the database, which wakes the next waiter the moment the holder commits. PostgreSQL locks
+    rows, so there the gates are open. `savepoint=False` skips the savepoint when nested, for
+    a step that is part of its caller's transaction (an error in it fails the whole transaction).
     """
     if connection.vendor != "sqlite" or connection.in_atomic_block:
         with transaction.atomic(savepoint=savepoint):
             yield
         return
-    with _sqlite_writers, transaction.atomic():
+    with _sqlite_writers, _sqlite_file_lock(), transaction.atomic():
         yield
+
+
+@contextmanager
+def _sqlite_file_lock() -> Iterator[None]:
+    name = str(connection.settings_dict.get("NAME") or "")
+    if not name or name == ":memory:" or name.startswith("file:"):
+        yield
+        return
+    fd = _sqlite_lock_files.get(name)
+    if fd is None:
+        fd = os.open(f"{name}.writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _sqlite_lock_files[name] = fd
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class UnknownEventType(ValueError):
