@@ -166,8 +166,6 @@ def run_start(
         if not any(part.get("type") == "text" and str(part.get("text", "")).strip() for part in parts):
             raise RunNotStartable("invalid_input", "The message has no text.")
     with write_transaction():
-        # Raises QuotaExceeded (403 quota_exceeded); the slot is given back if this transaction fails.
-        quota_run_started(organization=organization)
         session_is_new = kind == RunKind.CHAT and session is None
         if session_is_new:
             session = chat_session_get_or_create(
@@ -194,6 +192,10 @@ def run_start(
                 run=run,
                 session_is_new=session_is_new,
             )
+        # Raises QuotaExceeded (403 quota_exceeded), rolling the rows above back. Last, so the
+        # organization's counter rows (hot: every start and end takes them) stay locked only
+        # until the commit that follows.
+        quota_run_started(organization=organization)
         transaction.on_commit(lambda: _enqueue(run))
     return run
 
@@ -341,11 +343,11 @@ def _run_finish(
     output: Any,
     wall_ms: int,
 ) -> None:
-    """End a running run once: status, usage, the slot, the assistant message and the terminal events.
+    """End a running run once: status, usage, the assistant message, the terminal events and the slot.
 
     One transaction whose first statement is the conditional status update (which also reserves
-    the events' seqs), then the quota rows in their fixed order (see organizations.quotas), so
-    it cannot deadlock with run starts or other endings.
+    the events' seqs) and whose last are the quota rows in their fixed order (see
+    organizations.quotas), so it cannot deadlock with run starts or other endings.
     """
     parts = turn.message_parts()
     run.status, run.model, run.wall_ms, run.steps = status, usage.model[:200], wall_ms, usage.steps
@@ -381,11 +383,6 @@ def _run_finish(
         if ended is None:
             # The reaper ended it first and wrote the terminal events; nothing may follow them.
             return
-        quota_run_released(
-            organization_id=run.organization_id,
-            sandbox_cpu_ms=usage.sandbox_cpu_ms,
-            model_tokens=usage.input_tokens + usage.output_tokens,
-        )
         if run.session is not None and parts:
             message_create(
                 session=run.session,
@@ -394,6 +391,12 @@ def _run_finish(
                 run=run,
                 public_id=turn.message_id,
             )
+        # Last, so the organization's hot counter rows stay locked only until the commit.
+        quota_run_released(
+            organization_id=run.organization_id,
+            sandbox_cpu_ms=usage.sandbox_cpu_ms,
+            model_tokens=usage.input_tokens + usage.output_tokens,
+        )
 
 
 # --- reaping ---------------------------------------------------------------------------------
