@@ -34,6 +34,18 @@ def _run(engine: Engine, tool: str, *, agent: str = "hostile", limits: Limits = 
     return result
 
 
+def _classified_as(result, allowed: set[str], limits: Limits = LIMITS) -> bool:
+    """Whether the error type is one of `allowed`. On a starved machine the wall limit can fire
+    before a spinning call has had its CPU limit of the cores; `timeout` is then the correct
+    classification of a call that would otherwise end `cpu_limit`."""
+    error_type = result["error"]["type"]
+    if error_type in allowed:
+        return True
+    usage = result.get("usage") or {}
+    starved = usage.get("cpu_ms", limits.cpu_ms) < limits.cpu_ms <= usage.get("wall_ms", 0)
+    return error_type == "timeout" and "cpu_limit" in allowed and starved
+
+
 def _assert_within_limits(result, limits: Limits = LIMITS):
     if result.get("child_killed"):
         # A native builtin the interrupt handler cannot stop: the kernel's profiling timer killed
@@ -87,7 +99,7 @@ def test_shared_hostile_tool(hostile, tool):
     else:
         assert result["ok"] is False
         allowed = expected if isinstance(expected, set) else {expected}
-        assert result["error"]["type"] in allowed, result["error"]
+        assert _classified_as(result, allowed), result
         assert result["error"]["message"]
     _assert_within_limits(result)
 
@@ -225,7 +237,7 @@ def test_extra_hostile_tool(extra, tool):
         assert result["ok"] is True, result
     else:
         allowed = expected if isinstance(expected, set) else {expected}
-        assert result["ok"] is False and result["error"]["type"] in allowed, result
+        assert result["ok"] is False and _classified_as(result, allowed), result
     _assert_within_limits(result)
 
 
@@ -234,7 +246,7 @@ def test_error_conversion_hooks_cannot_hang_the_engine(extra):
     # the interrupt must still come back as cpu_limit within the limit.
     for tool in ("errorToStringThenLoop", "objectToPrimitiveThenLoop", "internalErrorToStringThenLoop"):
         result = _run(extra, tool)
-        assert result["error"]["type"] == "cpu_limit", result
+        assert _classified_as(result, {"cpu_limit"}), result
         assert result["elapsed_ms"] < CPU_MS + 1000
 
 
