@@ -53,10 +53,9 @@ def start_daphne(timeout: float = 30.0) -> Daphne:
             sys.executable,
             "-m",
             "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
+            # As the launcher does: a burst of connections must not wait on SYN retransmits.
+            "-e",
+            f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
             "lightfast_cloud.asgi:application",
         ],
         env=service_env(),

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
-from django.core.servers.basehttp import WSGIServer
 from django.test import override_settings
 from django_ratelimit.core import get_usage
 
 from organizations.models import ApiKey, Organization
+from tests.execution.live_transport import Daphne, start_daphne
 from organizations.ratelimits import (
     POLICY_API_KEY,
     POLICY_AUTH_FAILURES,
@@ -33,10 +33,6 @@ from organizations.ratelimits import (
 
 ORGANIZATION_URL = "/api/v1/organization"
 
-# The live server listens with a backlog of 10; a burst of 200 connections would then wait on SYN
-# retransmits instead of reaching the rate limiter. Production servers (daphne) get a large backlog too.
-# Set at import, before the session's live server starts listening.
-WSGIServer.request_queue_size = 1024
 UNREACHABLE_CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -66,22 +62,33 @@ def _usage(policy: str, value: str, rate: str) -> int:
     return int(usage["count"])
 
 
-def _http_get(url: str, key: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+def _http_get(url: str, key: str) -> tuple[int, Any, dict[str, Any]]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
+            return response.status, response.headers, json.loads(response.read())  # case-insensitive
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read())
+        return exc.code, exc.headers, json.loads(exc.read())
+
+
+@pytest.fixture
+def daphne_server(transactional_db, redis_server):
+    """The production ASGI server on the test database (Django's threaded test server would open
+    one database connection per concurrent request, past PostgreSQL's connection limit)."""
+    server = start_daphne()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def test_200_concurrent_requests_against_50_per_minute_admit_exactly_50(
-    transactional_db, live_server, alice, bob
+    daphne_server: Daphne, alice, bob
 ):
     _set_rate(alice.organization, "50/m")
     _wait_for_fresh_window(alice.organization)
-    url = live_server.url + ORGANIZATION_URL
-    results: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+    url = daphne_server.http + ORGANIZATION_URL
+    results: list[tuple[int, Any, dict[str, Any]]] = []
     lock = threading.Lock()
     barrier = threading.Barrier(200)
 
@@ -125,7 +132,7 @@ def test_200_concurrent_requests_against_50_per_minute_admit_exactly_50(
     assert _usage(POLICY_API_KEY, api_key.lookup_id, "50/m") == 50
 
     # Bob's organization is not limited by Alice's.
-    status, headers, _ = _http_get(live_server.url + ORGANIZATION_URL, bob.keys["read"])
+    status, headers, _ = _http_get(url, bob.keys["read"])
     assert status == 200 and headers["X-RateLimit-Limit"] == "600"
     assert headers["X-RateLimit-Remaining"] == "599"
 
