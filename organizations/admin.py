@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from organizations.admin_operator import OrganizationOperatorActions
 from organizations.admin_sandbox import SANDBOX_INLINES, sandbox_formset_save
@@ -34,14 +37,74 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
     list_display = ["slug", "name", "public_id", "is_active", "api_rate", "runs_per_month", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["slug", "name", "public_id"]
-    readonly_fields = ["public_id", "created_at", "usage_panel"]
+    readonly_fields = ["public_id", "created_at", "usage_panel", "activity_panel"]
     inlines = [MembershipInline, *SANDBOX_INLINES]
     fieldsets = [
         (None, {"fields": ["public_id", "slug", "name", "is_active", "created_at"]}),
         ("Plan limits", {"fields": list(Organization.LIMIT_FIELDS)}),
         ("Usage", {"fields": ["usage_panel"]}),
+        ("API keys, bundles and recent runs", {"fields": ["activity_panel"]}),
         ("Sandbox", {"fields": ["sandbox_backend"]}),
     ]
+
+    @admin.display(description="Activity")
+    def activity_panel(self, obj: Organization) -> str:
+        """The organization's API keys, bundles and last runs, linking to their admin pages."""
+        if obj.pk is None:
+            return "—"
+        # Looked up by name: organizations sits below agents and execution in the dependency order.
+        bundle_model = apps.get_model("agents", "Bundle")
+        run_model = apps.get_model("execution", "Run")
+        keys = format_html_join(
+            "<br>",
+            '<a href="{}">{}</a> {} ({})',
+            (
+                (
+                    reverse("admin:organizations_apikey_change", args=[key.pk]),
+                    key.display_prefix,
+                    ",".join(key.scopes),
+                    key.status,
+                )
+                for key in obj.api_keys.order_by("-created_at")[:20]
+            ),
+        )
+        bundles = format_html_join(
+            "<br>",
+            '<a href="{}">{}</a> active version: {}',
+            (
+                (
+                    reverse("admin:agents_bundle_change", args=[bundle.pk]),
+                    bundle.slug,
+                    bundle.active_version.number if bundle.active_version else "none",
+                )
+                for bundle in bundle_model.objects.filter(organization=obj, deleted_at__isnull=True)
+                .select_related("active_version")
+                .order_by("slug")[:50]
+            ),
+        )
+        runs = format_html_join(
+            "<br>",
+            '<a href="{}">{}</a> {} {} {}',
+            (
+                (
+                    reverse("admin:execution_run_change", args=[run.pk]),
+                    str(run.pk)[:8],
+                    run.agent_key,
+                    run.status,
+                    run.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                )
+                for run in run_model.objects.filter(organization=obj).order_by("-created_at")[:20]
+            ),
+        )
+        all_runs = reverse("admin:execution_run_changelist") + f"?organization__id__exact={obj.pk}"
+        return format_html(
+            "<b>API keys</b><br>{}<br><br><b>Bundles</b><br>{}<br><br><b>Recent runs</b> "
+            '(<a href="{}">all</a>)<br>{}',
+            keys or "none",
+            bundles or "none",
+            all_runs,
+            runs or "none",
+        )
 
     def save_model(self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool) -> None:
         """Save, recording creation or which fields changed (with old and new values) in the audit log."""

@@ -109,3 +109,15 @@ def test_staff_without_the_change_permission_cannot_cancel(client: Any, runs: di
     client.post(reverse(RUNS), form)
     runs["queued"].refresh_from_db()
     assert runs["queued"].status == RunStatus.QUEUED
+
+
+def test_organization_page_lists_its_keys_bundles_and_recent_runs_only(
+    admin_client: Any, alice: Any, runs: dict[str, Run]
+) -> None:
+    page = admin_client.get(reverse("admin:organizations_organization_change", args=[alice.organization.pk]))
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert alice.api_keys["read"].display_prefix in text
+    assert reverse("admin:agents_bundle_change", args=[runs["queued"].bundle_version.bundle.pk]) in text
+    assert reverse("admin:execution_run_change", args=[runs["failed"].pk]) in text
+    assert reverse("admin:execution_run_change", args=[runs["other"].pk]) not in text, "Bob's run"
