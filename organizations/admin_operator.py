@@ -6,6 +6,7 @@ audit log by the operations it calls. The change page also shows usage against e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, cast
 
 from django import forms
@@ -47,7 +48,7 @@ class OrganizationOperatorActions:
     """Mixed into OrganizationAdmin: the operator actions and the usage panel."""
 
     action_form = ReasonActionForm
-    actions = ["suspend", "reactivate", "reset_quota_period", "cancel_active_runs"]
+    actions: Sequence[Any] | None = ["suspend", "reactivate", "reset_quota_period", "cancel_active_runs"]
 
     def _each(self, request: HttpRequest, queryset: QuerySet[Organization], verb: str, call: Any) -> None:
         reason = _reason(request)

@@ -381,7 +381,7 @@ def usage_daily_series(
     series = []
     for offset in range(days):
         day = first + timedelta(days=offset)
-        row = by_day.get(day) or {}
+        row: dict[str, Any] = dict(by_day.get(day) or {})
         series.append(
             {
                 "date": day.isoformat(),

@@ -20,7 +20,6 @@ from django.test import override_settings
 from django_ratelimit.core import get_usage
 
 from organizations.models import ApiKey, Organization
-from tests.execution.live_transport import Daphne, start_daphne
 from organizations.ratelimits import (
     POLICY_API_KEY,
     POLICY_AUTH_FAILURES,
@@ -30,6 +29,7 @@ from organizations.ratelimits import (
     ratelimit_ws_connect,
     ratelimit_ws_frame,
 )
+from tests.execution.live_transport import Daphne, start_daphne
 
 ORGANIZATION_URL = "/api/v1/organization"
 
