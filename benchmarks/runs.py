@@ -97,6 +97,66 @@ class Observer:
         return True
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """Live children of every thread of a process (each thread's forks are listed under it)."""
+    children: list[int] = []
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return children
+    for thread in threads:
+        try:
+            with open(f"/proc/{pid}/task/{thread}/children") as handle:
+                children.extend(int(child) for child in handle.read().split())
+        except OSError:
+            continue
+    return children
+
+
+def _cpu_s(pid: int, *, with_reaped: bool) -> float:
+    """utime+stime of a process (plus its reaped children's with `with_reaped`), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # After the ")" field 3 (state) is index 0: utime=14, stime=15, cutime=16, cstime=17.
+    ticks = int(fields[11]) + int(fields[12])
+    if with_reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICKS
+
+
+def cpu_snapshot(worker_pids: list[int], redis_pid: int | None) -> dict[str, float]:
+    """CPU seconds so far of this process, the workers, the workers' descendants (sandbox) and redis.
+
+    A worker's own figure excludes its reaped children; each descendant's includes the children
+    it reaped (the sandbox zygote forks one child per call and reaps it), so nothing counts twice
+    as long as the descendants outlive the measurement.
+    """
+    sandbox = 0.0
+    for worker in worker_pids:
+        stack = _children(worker)
+        while stack:
+            pid = stack.pop()
+            sandbox += _cpu_s(pid, with_reaped=True)
+            stack.extend(_children(pid))
+    return {
+        "benchmark": _cpu_s(os.getpid(), with_reaped=False),
+        "worker": sum(_cpu_s(pid, with_reaped=False) for pid in worker_pids),
+        "sandbox": sandbox,
+        "redis": _cpu_s(redis_pid, with_reaped=True) if redis_pid else 0.0,
+    }
+
+
+def cpu_per_run_ms(before: dict[str, float], after: dict[str, float], runs: int) -> dict[str, float]:
+    """CPU milliseconds per run of each process group between two snapshots."""
+    return {key: round((after[key] - before[key]) * 1000 / runs, 2) for key in before}
+
+
 def start_worker(concurrency: int, extra_env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     """A real Celery worker on the scratch stack; waits until it answers a ping."""
     from lightfast_cloud.celery import app as celery_app
@@ -235,11 +295,19 @@ def bench_latency(organization: Any, version: Any, observer: Observer, runs: int
 
 
 def bench_sustained(
-    organization: Any, version: Any, observer: Observer, runs: int, message: str, label: str
+    organization: Any,
+    version: Any,
+    observer: Observer,
+    runs: int,
+    message: str,
+    label: str,
+    worker_pids: list[int],
+    redis_pid: int | None,
 ) -> None:
     from execution.models import Run
     from execution.services import run_start
 
+    cpu_before = cpu_snapshot(worker_pids, redis_pid)
     started = time.perf_counter()
     ids: list[str] = []
 
@@ -259,6 +327,7 @@ def bench_sustained(
     submitted = time.perf_counter()
     finished = observer.wait_done(ids, 600)
     elapsed = max(observer.done.get(h, time.perf_counter()) for h in ids) - started
+    cpu_after = cpu_snapshot(worker_pids, redis_pid)
     failed = Run.objects.filter(pk__in=ids).exclude(status="succeeded").count()
     emit(
         figure="sustained_runs_per_s",
@@ -270,6 +339,75 @@ def bench_sustained(
         all_finished=finished,
         not_succeeded=failed,
         target=200,
+    )
+    emit(figure="cpu_ms_per_run", workload=label, runs=runs, **cpu_per_run_ms(cpu_before, cpu_after, runs))
+
+
+def bench_celery_noop(tasks: int, worker_pids: list[int], redis_pid: int | None) -> None:
+    """Celery's own cost: `tasks` built-in no-op tasks through the same broker, queue and worker."""
+    import redis as redis_client
+    from django.conf import settings
+
+    from lightfast_cloud.celery import app as celery_app
+
+    client = redis_client.Redis.from_url(settings.REDIS_URL)
+    cpu_before = cpu_snapshot(worker_pids, redis_pid)
+    started = time.perf_counter()
+    with celery_app.producer_or_acquire() as producer:
+        for _ in range(tasks):
+            celery_app.send_task("celery.accumulate", args=(1,), queue="runs", producer=producer)
+    submitted = time.perf_counter()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (client.llen("runs") or client.hlen("unacked")):
+        time.sleep(0.005)
+    elapsed = time.perf_counter() - started
+    cpu_after = cpu_snapshot(worker_pids, redis_pid)
+    emit(
+        figure="celery_noop_tasks_per_s",
+        tasks=tasks,
+        seconds=round(elapsed, 2),
+        tasks_per_s=round(tasks / elapsed, 1),
+        submit_s=round(submitted - started, 2),
+        cpu_ms_per_task=cpu_per_run_ms(cpu_before, cpu_after, tasks),
+    )
+
+
+def bench_queries(organization: Any, version: Any, runs: int) -> None:
+    """Queries per run, web side (`run_start`) and worker side (`run_execute`, run in this process).
+
+    Runs after the workers stopped: this process claims the runs itself, so it starts a sandbox
+    pool of its own; the tasks left in the broker find their runs claimed.
+    """
+    from django.db import connection
+
+    from execution.models import Run
+    from execution.services import run_execute, run_start
+
+    counts = {"start": 0, "execute": 0}
+    phase = ["start"]
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        counts[phase[0]] += 1
+        return execute(sql, params, many, context)
+
+    ids = []
+    with connection.execute_wrapper(count):
+        for _ in range(runs):
+            phase[0] = "start"
+            run = run_start(
+                organization=organization, bundle_version=version, agent_key="weather", text=TOOL_MESSAGE
+            )
+            ids.append(run.pk)
+            phase[0] = "execute"
+            run_execute(run_id=run.pk, worker="bench-queries")
+    statuses = sorted(set(Run.objects.filter(pk__in=ids).values_list("status", flat=True)))
+    emit(
+        figure="queries_per_run",
+        workload="demo+1 tool",
+        runs=runs,
+        web_run_start=round(counts["start"] / runs, 1),
+        worker_run_execute=round(counts["execute"] / runs, 1),
+        statuses=statuses,
     )
 
 
@@ -330,6 +468,8 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=200)
     parser.add_argument("--sustained-runs", type=int, default=1000)
     parser.add_argument("--concurrent", type=int, default=1000)
+    parser.add_argument("--noop-tasks", type=int, default=2000, help="Celery no-op tasks (its own overhead)")
+    parser.add_argument("--query-runs", type=int, default=20, help="runs whose queries are counted")
     parser.add_argument("--ws-runs", type=int, default=200, help="runs timed over a real daphne websocket")
     parser.add_argument("--concurrency", type=int, default=50, help="threads of the worker for the demo runs")
     parser.add_argument(
@@ -365,11 +505,39 @@ def main() -> None:
 
             bench_websocket(organization, version, args.ws_runs, emit)
         if args.sustained_runs:
-            bench_sustained(organization, version, observer, args.sustained_runs, TOOL_MESSAGE, "demo+1 tool")
-            bench_sustained(organization, version, observer, args.sustained_runs, "hello", "demo, no tool")
+            pids = [worker.pid for worker in workers]
+            redis_pid = redis.process.pid if redis is not None else None
+            bench_sustained(
+                organization,
+                version,
+                observer,
+                args.sustained_runs,
+                TOOL_MESSAGE,
+                "demo+1 tool",
+                pids,
+                redis_pid,
+            )
+            bench_sustained(
+                organization,
+                version,
+                observer,
+                args.sustained_runs,
+                "hello",
+                "demo, no tool",
+                pids,
+                redis_pid,
+            )
+        if args.noop_tasks:
+            bench_celery_noop(
+                args.noop_tasks,
+                [worker.pid for worker in workers],
+                redis.process.pid if redis is not None else None,
+            )
     finally:
         for worker in workers:
             stop_worker(worker)
+    if args.query_runs:
+        bench_queries(organization, version, args.query_runs)
     if args.concurrent:
         bench_concurrent(organization, version, observer, args.concurrent, 2.0, args.slow_concurrency)
     if redis is not None:

@@ -255,6 +255,10 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     if claimed is None:
         return False
     run = Run.objects.select_related("organization", "bundle_version__bundle", "session").get(pk=run_id)
+    if run.bundle_version.organization_id == run.organization_id:
+        # run_start only pairs a run with its own organization's versions; sharing the loaded row
+        # saves the query the sandbox cache key (version_bundle_key) would make for it.
+        run.bundle_version.organization = run.organization
     turn = AssistantTurn(run, message_id=message_id)
     usage = Usage()
     started = time.monotonic()
