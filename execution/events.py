@@ -31,7 +31,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
@@ -168,10 +168,10 @@ def _update_returning_last_seq(queryset: QuerySet[Run], values: dict[str, Any]) 
     Django's update() returns only a row count; the compiler's SQL plus RETURNING (PostgreSQL,
     SQLite >= 3.35) saves the SELECT that would read the value back.
     """
-    query = queryset.query.chain(UpdateQuery)
+    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
     query.add_update_values(values)
     sql, params = query.get_compiler(queryset.db).as_sql()
-    last_seq_column = connection.ops.quote_name(Run._meta.get_field("last_seq").column)
+    last_seq_column = connection.ops.quote_name(Run._meta.get_field("last_seq").column or "last_seq")
     with connection.cursor() as cursor:
         cursor.execute(f"{sql} RETURNING {last_seq_column}", params)
         row = cursor.fetchone()
