@@ -68,14 +68,6 @@ class UnsupportedUploadType(ApiError):
     )
 
 
-class StorageQuotaExceeded(ApiError):
-    """The organization's bundle storage would exceed its plan."""
-
-    status_code = status.HTTP_403_FORBIDDEN
-    error_type = "quota_exceeded"
-    default_detail = "This organization's bundle storage quota is used up."
-
-
 class VersionNotRunnable(ApiError):
     """The version (or the bundle's lack of one) cannot run or be made active."""
 

@@ -233,13 +233,6 @@ def quota_meter_sandbox_cpu(*, organization: Organization, cpu_ms: int, now: dat
     _meter(organization_id=organization.pk, sandbox_cpu_ms=max(0, int(cpu_ms)), model_tokens=0, now=now)
 
 
-def quota_check_bundle_size(*, organization: Organization, size: int) -> None:
-    """Raise QuotaExceeded when one bundle is larger than the organization's maximum bundle size."""
-    limit = int(organization.max_bundle_bytes)
-    if size > limit:
-        raise QuotaExceeded(quota=QUOTA_MAX_BUNDLE, limit=limit, used=size, resets_at=None)
-
-
 def quota_reserve_storage(*, organization: Organization, size: int) -> None:
     """Raise QuotaExceeded unless `size` more bytes fit; call in the transaction that inserts the version.
 
