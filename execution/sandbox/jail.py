@@ -459,6 +459,7 @@ def run_probe(name: str, args: dict[str, Any], *, host: Any = None) -> Any:
         "read_file": lambda: attempt(read_file),
         "fork": lambda: attempt(fork),
         "execve": lambda: attempt(lambda: os.execv("/nonexistent/probe", ["probe"])),  # noqa: S606
+        "itimer": lambda: signal.getitimer(signal.ITIMER_PROF)[0],
         "status": lambda: {
             line.split(":")[0]: line.split(":", 1)[1].strip()
             for line in open("/proc/self/status").read().splitlines()  # noqa: SIM115

@@ -85,6 +85,9 @@ class PoolConfig:
     # Test-only: accept `probe` frames, and keep these host fds open in the worker.
     test_probes: bool = False
     test_pass_fds: tuple[int, ...] = ()
+    # Test-only (native runner): a zygote checks its restored JS heap against the snapshot after
+    # every call and dies on any difference.
+    test_verify_restore: bool = False
 
 
 class _Worker:
@@ -96,6 +99,8 @@ class _Worker:
         argv = [config.python, "-m", module, "--jail", config.jail.to_json()]
         if config.test_probes:
             argv.append("--test-probes")
+        if config.test_verify_restore and runner == "native":
+            argv.append("--test-verify-restore")
         env = {} if layers.clear_env else dict(os.environ)
         self.proc = subprocess.Popen(
             argv,
@@ -351,6 +356,9 @@ class LocalJailBackend:
                 elif kind == "result" and reply.get("id") == call_id:
                     return reply
                 elif kind == "error" and reply.get("id") == call_id:
+                    if reply.get("zygote_lost"):
+                        # The bundle's zygote died (CPU backstop, crash): the next call loads it again.
+                        worker.loaded.pop(str(frame.get("key")), None)
                     raise SandboxError.from_dict(dict(reply.get("error") or {}))
                 else:
                     raise ProtocolError(f"unexpected {kind!r} frame for call {call_id}")

@@ -3,7 +3,8 @@
 All jail policy stays in Python: this applies every layer exactly as the Python runner does
 (`jail.apply_jail`), except that the seccomp filters are only compiled here. execve is denied
 under the worker filter, so the native runner installs it itself after its own start, and the
-stricter call-child filter in every call child. It receives them, with its configuration, as a
+stricter call filter in every process that runs calls (each bundle zygote once it has loaded, each
+throw-away introspect/probe child). It receives them, with its configuration, as a
 boot block on an inherited pipe: three length-prefixed blocks (config JSON, worker BPF,
 call-child BPF), each a 4-byte big-endian length and the bytes.
 """
@@ -25,7 +26,9 @@ from execution.sandbox.native import BINARY
 _PIPE_CAPACITY = 65536
 
 
-def boot_block(config: jail.JailConfig, status: dict[str, str], *, probes: bool) -> bytes:
+def boot_block(
+    config: jail.JailConfig, status: dict[str, str], *, probes: bool, verify_restore: bool = False
+) -> bytes:
     """The bytes the native runner reads from its boot fd."""
     worker_bpf, call_bpf = jail.export_filters(config.layers) if config.layers.seccomp else (b"", b"")
     settings = json.dumps(
@@ -33,6 +36,7 @@ def boot_block(config: jail.JailConfig, status: dict[str, str], *, probes: bool)
             "layers": dataclasses.asdict(config.layers),
             "status": status,
             "probes": probes,
+            "verify_restore": verify_restore,
             "runtime": str(RUNTIME_PATH),
         }
     ).encode()
@@ -44,10 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="execution.sandbox.native.launch")
     parser.add_argument("--jail", default=jail.JailConfig().to_json(), help="JailConfig as JSON")
     parser.add_argument("--test-probes", action="store_true", help=argparse.SUPPRESS)
+    # Test-only: after every call a zygote compares its restored JS heap with the snapshot, byte
+    # for byte, and aborts on any difference.
+    parser.add_argument("--test-verify-restore", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = jail.JailConfig.from_json(args.jail)
     status = jail.apply_jail(config, defer_seccomp=True)
-    block = boot_block(config, status, probes=args.test_probes)
+    block = boot_block(config, status, probes=args.test_probes, verify_restore=args.test_verify_restore)
     if len(block) >= _PIPE_CAPACITY:
         print(f"native runner boot block of {len(block)} bytes does not fit a pipe", file=sys.stderr)
         return 2

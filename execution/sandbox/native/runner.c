@@ -1,24 +1,37 @@
 /*
  * Native sandbox runner: the C twin of execution/sandbox/runner.py + engine.py.
  *
- * Why it exists: a call is a fork of a zygote that already evaluated the runtime (zod) and the
- * bundle, and fork+exit cost scales with the zygote's private memory. A Python zygote carries
- * ~16 MB of interpreter on top of the JS heap; this one carries only the JS heap.
+ * Process model: base worker (evaluated runtime.js once) -> one zygote per bundle key, forked
+ * from the base, that evaluates the bundle and then runs every invoke of that key IN ITSELF.
+ * Clean JS state per call does not come from fork: the bundle runtime (rt/ctx) allocates only
+ * from one arena (see "the JS heap arena"); after the load the zygote copies the used part of
+ * the arena aside (the snapshot), and after each call it copies the snapshot back and zeroes
+ * whatever the call used beyond it, so the next call starts from the same bytes: globals,
+ * prototypes, timers, module state, allocator state. A per-call seed still reseeds the JS
+ * random generators. The fork-per-call model it replaces paid ~300 copy-on-write page faults
+ * per call (QuickJS writes reference counts all over the heap), the fork's page-table copy and
+ * the child's exit; a memcpy of a few MB of already-mapped memory costs a fraction of that.
+ * Introspect and test probes still run in a throw-away child of the base.
  *
  * What it is NOT: a jail. All policy (uid, rlimits, netns, fds, env, the seccomp programs) is
  * decided in Python (execution/sandbox/native/launch.py), which applies it and execve()s this
  * binary. The launcher hands over, on fd 3, a boot block: [u32 len][JSON config][u32 len][worker
- * BPF][u32 len][call-child BPF]. This program only installs the two compiled filters: the worker
- * filter after its own init, the call-child filter in each (pre-forked) call child.
+ * BPF][u32 len][call BPF]. This program only installs the two compiled filters: the worker
+ * filter after its own init, the call filter (no clone, no file opens) in each zygote once it has
+ * loaded and in each throw-away child, for the rest of that process's life. Per call, a zygote
+ * arms ITIMER_PROF at the CPU limit + jail.CPU_BACKSTOP_MS (RLIMIT_CPU counts a process's whole
+ * life, so it stays the jail's lifetime guard) and sets its RLIMIT_AS soft limit.
  *
  * Protocol: exactly protocol.py (4-byte big-endian length + UTF-8 JSON object with "type").
- * Process tree: exactly runner.py (base -> key zygote per load -> one call child per invoke, with
- * one spare call child forked ahead; introspect/probe in a throw-away child of the base).
+ * The base forwards an invoke to its key's zygote, which answers the host on stdout itself and
+ * reads fetch results and cancels from stdin while the call runs, then tells the base (one byte)
+ * that it answered. A zygote that died (CPU backstop, crash) is reported on the failing call's
+ * error frame with "zygote_lost": true, and the host loads the key again for the next call.
  * Engine: exactly engine.py; the JS side (js/dist/runtime.js) is shared, this file only drives
  * its private API (JSON text in, JSON text out) and services fetches and timers between entries.
  *
- * Frames are parsed with QuickJS's own JSON in a separate "wire" runtime, so host data never
- * lands in the heap that bundle code runs in.
+ * Frames are parsed with QuickJS's own JSON in a separate "wire" runtime (system malloc, never
+ * restored), so host data never lands in the heap that bundle code runs in.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -453,6 +467,260 @@ static int on_interrupt(JSRuntime *r, void *opaque) {
     return 0;
 }
 
+/* ------------------------------------------------------------------ the JS heap arena
+ *
+ * The bundle runtime (rt/ctx, never the wire runtime) allocates only from here, through
+ * JS_NewRuntime2. The arena is one private anonymous mapping made at boot; everything the
+ * allocator knows (bump pointer, free lists, high-water mark) lives in its first bytes, so a
+ * memcpy of [arena, arena + snap_len) puts back the whole JS heap, allocator included, exactly
+ * as it was when the snapshot was taken. QuickJS carves its small objects out of 4 KB slabs it
+ * gets from here and enforces the memory limit itself (malloc_state), so this allocator only
+ * has to be fast, keep 16-byte alignment, and return NULL at its end.
+ *
+ * Blocks carry a 16-byte header (class, requested size). Size classes, by total size: every multiple of 16 up to
+ * 4096 + 16 (QuickJS's slab size plus the header, so slabs waste nothing), then eight classes
+ * per power of two. A free block goes on its class's list, or gives its space back to the bump
+ * pointer when it is the topmost block; realloc stays in place when the class still fits or
+ * the block is topmost (growing strings and arrays). */
+
+#define ARENA_MAGIC 0x4c46415245e4a001ull
+#define ARENA_BLOCK_TAG 0x4c46424bu
+#define ARENA_SMALL_MAX 4112u
+#define ARENA_SMALL_CLASSES (ARENA_SMALL_MAX / 16 + 1)
+#define ARENA_CLASSES (ARENA_SMALL_CLASSES + 8 * (48 - 12))
+/* Virtual reservation at boot (MAP_NORESERVE: pages cost nothing until touched). A call may use
+ * max(2 x memory_mb, 256 MB) + 64 MB of it: the limit's worth of live data and room for the
+ * size classes' rounding and free-list fragmentation. */
+#define ARENA_RESERVE ((size_t)2048 * MIB + (size_t)64 * MIB)
+#define ARENA_MIN_RESERVE ((size_t)256 * MIB)
+/* Above this, the part of the arena a call used beyond the snapshot is handed back to the
+ * kernel (zero-filled on next touch) instead of being cleared with memset. */
+#define ARENA_MADVISE_BYTES ((size_t)8 * MIB)
+
+typedef struct {
+    /* What the caller asked for: QuickJS counts usable sizes against the memory limit after the
+     * allocation succeeded, so reporting the class size would overshoot the limit by up to 12.5%. */
+    uint64_t usable;
+    uint32_t cls;
+    uint32_t tag;
+} ArenaBlock;
+
+typedef struct {
+    uint64_t magic;
+    char *bump;     /* first byte never handed out since the last restore (or the topmost free) */
+    char *hw;       /* highest bump so far: everything at and above it is zero */
+    void *free[ARENA_CLASSES];
+} ArenaHeader;
+
+static ArenaHeader *arena;       /* == the mapping's first byte */
+static char *arena_end;          /* end of the mapping */
+static char *arena_cap;          /* where the current load or call must stop */
+static char *arena_snapshot;     /* copy of [arena, arena + snap_len), outside the arena */
+static size_t snap_len;
+static char *arena_dirty_max;    /* highest hw ever seen in this process (for the verify mode) */
+static int verify_restore;       /* test mode: compare the arena with the snapshot after each restore */
+
+static int arena_create(void) {
+    size_t size = ARENA_RESERVE;
+    void *p = MAP_FAILED;
+    while (size >= ARENA_MIN_RESERVE) {
+        p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p != MAP_FAILED) break;
+        size /= 2;
+    }
+    if (p == MAP_FAILED) return -1;
+    arena = p;
+    arena_end = (char *)p + size;
+    arena_cap = arena_end;
+    arena->magic = ARENA_MAGIC;
+    arena->bump = (char *)p + ((sizeof(ArenaHeader) + 63) & ~(size_t)63);
+    arena->hw = arena->bump;
+    arena_dirty_max = arena->bump;
+    return 0;
+}
+
+/* The part of the arena a load or call with this memory limit may use. */
+static void arena_set_cap(long long memory_mb) {
+    size_t room = (size_t)(memory_mb * 2 > 256 ? memory_mb * 2 : 256) * MIB + (size_t)64 * MIB;
+    size_t avail = (size_t)(arena_end - (char *)arena);
+    arena_cap = (char *)arena + (room < avail ? room : avail);
+}
+
+static inline unsigned arena_class(size_t total, size_t *rounded) {
+    if (total <= ARENA_SMALL_MAX) {
+        *rounded = total;
+        return (unsigned)(total >> 4);
+    }
+    unsigned lg = 63u - (unsigned)__builtin_clzll(total - 1); /* 2^lg < total <= 2^(lg+1) */
+    size_t step = (size_t)1 << (lg - 3);
+    size_t r = (total + step - 1) & ~(step - 1);
+    *rounded = r;
+    return ARENA_SMALL_CLASSES + (lg - 12) * 8 + (unsigned)(r >> (lg - 3)) - 9;
+}
+
+/* Total bytes of a class's blocks, header included. */
+static inline size_t arena_class_size(unsigned cls) {
+    if (cls < ARENA_SMALL_CLASSES) return (size_t)cls << 4;
+    unsigned index = cls - ARENA_SMALL_CLASSES, lg = 12 + index / 8;
+    return (size_t)(index % 8 + 9) << (lg - 3);
+}
+
+static inline size_t arena_total(size_t size) {
+    size_t total = (size + sizeof(ArenaBlock) + 15) & ~(size_t)15;
+    return total < 32 ? 32 : total;
+}
+
+/* A block of at least `size` bytes; *fresh says whether it is known to be zero. */
+static void *arena_alloc(size_t size, int *fresh) {
+    if (size > (size_t)(arena_end - (char *)arena)) return NULL;
+    size_t total;
+    unsigned cls = arena_class(arena_total(size), &total);
+    if (cls >= ARENA_CLASSES) return NULL;
+    ArenaBlock *b = arena->free[cls];
+    if (b) {
+        arena->free[cls] = *(void **)(b + 1);
+        *fresh = 0;
+    } else {
+        char *at = arena->bump;
+        if ((size_t)(arena_cap - at) < total) return NULL;
+        *fresh = at >= arena->hw;
+        arena->bump = at + total;
+        if (arena->bump > arena->hw) arena->hw = arena->bump;
+        b = (ArenaBlock *)(void *)at;
+        b->cls = cls;
+    }
+    b->usable = size;
+    b->tag = ARENA_BLOCK_TAG;
+    return b + 1;
+}
+
+static inline ArenaBlock *arena_block(const void *ptr) {
+    ArenaBlock *b = (ArenaBlock *)ptr - 1;
+    if (b->tag != ARENA_BLOCK_TAG) {
+        dprintf(2, "lightfast-runner: arena block header damaged at %p\n", ptr);
+        abort();
+    }
+    return b;
+}
+
+static void *arena_malloc(void *opaque, size_t size) {
+    (void)opaque;
+    int fresh;
+    return arena_alloc(size, &fresh);
+}
+
+static void *arena_calloc(void *opaque, size_t count, size_t size) {
+    (void)opaque;
+    if (size && count > SIZE_MAX / size) return NULL;
+    int fresh;
+    void *p = arena_alloc(count * size, &fresh);
+    if (p && !fresh) memset(p, 0, count * size);
+    return p;
+}
+
+static void arena_free(void *opaque, void *ptr) {
+    (void)opaque;
+    if (!ptr) return;
+    ArenaBlock *b = arena_block(ptr);
+    b->tag = 0;
+    if ((char *)b + arena_class_size(b->cls) == arena->bump) {
+        arena->bump = (char *)b;
+        return;
+    }
+    *(void **)ptr = arena->free[b->cls];
+    arena->free[b->cls] = b;
+}
+
+static void *arena_realloc(void *opaque, void *ptr, size_t size) {
+    if (!ptr) return arena_malloc(opaque, size);
+    if (!size) {
+        arena_free(opaque, ptr);
+        return NULL;
+    }
+    ArenaBlock *b = arena_block(ptr);
+    size_t total;
+    unsigned cls = arena_class(arena_total(size), &total);
+    if (cls >= ARENA_CLASSES) return NULL;
+    size_t have = arena_class_size(b->cls);
+    int top = (char *)b + have == arena->bump;
+    if (total <= have && !(top && total < have)) {
+        b->usable = size;
+        return ptr;
+    }
+    if (top && (size_t)(arena_cap - (char *)b) >= total) {
+        /* The topmost block grows or shrinks where it is. */
+        b->usable = size;
+        b->cls = cls;
+        arena->bump = (char *)b + total;
+        if (arena->bump > arena->hw) arena->hw = arena->bump;
+        return ptr;
+    }
+    int fresh;
+    void *p = arena_alloc(size, &fresh);
+    if (!p) return NULL;
+    memcpy(p, ptr, b->usable);
+    arena_free(opaque, ptr);
+    return p;
+}
+
+static size_t arena_usable_size(const void *ptr) {
+    return ptr ? ((const ArenaBlock *)ptr - 1)->usable : 0;
+}
+
+static const JSMallocFunctions arena_functions = {arena_calloc, arena_malloc, arena_free, arena_realloc,
+                                                  arena_usable_size};
+
+/* Record the loaded state: every call of this process starts from exactly these bytes. */
+static int arena_take_snapshot(void) {
+    /* Space the load used and gave back above the bump pointer is cleared, so that the
+     * snapshot's "zero from hw on" holds from the first call. */
+    memset(arena->bump, 0, (size_t)(arena->hw - arena->bump));
+    arena->hw = arena->bump;
+    if (arena->hw > arena_dirty_max) arena_dirty_max = arena->hw;
+    snap_len = (size_t)(arena->bump - (char *)arena);
+    size_t mapped = (snap_len + 4095) & ~(size_t)4095;
+    void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return -1;
+    arena_snapshot = p;
+    memcpy(arena_snapshot, arena, snap_len);
+    return 0;
+}
+
+static int all_zero(const char *p, size_t n) {
+    static const char zeros[4096];
+    while (n) {
+        size_t k = n < sizeof zeros ? n : sizeof zeros;
+        if (memcmp(p, zeros, k)) return 0;
+        p += k;
+        n -= k;
+    }
+    return 1;
+}
+
+/* Put the arena back to the snapshot: the loaded bytes copied over, everything a call used
+ * beyond them zeroed, so the next call cannot see a single byte of this one. */
+static void arena_restore(void) {
+    char *hw = arena->hw; /* read before the copy puts the snapshot's value back */
+    char *snap_end = (char *)arena + snap_len;
+    if (hw > arena_dirty_max) arena_dirty_max = hw;
+    memcpy(arena, arena_snapshot, snap_len);
+    if (hw > snap_end) {
+        size_t used = (size_t)(hw - snap_end);
+        if (used > ARENA_MADVISE_BYTES) {
+            char *page = (char *)(((uintptr_t)snap_end + 4095) & ~(uintptr_t)4095);
+            memset(snap_end, 0, (size_t)(page - snap_end));
+            if (madvise(page, (size_t)(hw - page), MADV_DONTNEED) != 0) memset(page, 0, (size_t)(hw - page));
+        } else {
+            memset(snap_end, 0, used);
+        }
+    }
+    if (verify_restore && (memcmp(arena, arena_snapshot, snap_len) ||
+                           !all_zero(snap_end, (size_t)(arena_dirty_max - snap_end)))) {
+        dprintf(2, "lightfast-runner: the restored arena differs from its snapshot\n");
+        abort();
+    }
+}
+
 /* ------------------------------------------------------------------ the engine */
 
 enum { F_LOAD, F_AFTER_LOAD, F_INTROSPECT, F_BEGIN, F_POLL, F_FIRE_TIMERS, F_FETCH_DONE, F_FETCH_TIMED_OUT,
@@ -479,6 +747,7 @@ static size_t heap_size(void) {
 }
 
 static void apply_limits(const Limits *l) {
+    arena_set_cap(l->memory_mb);
     JS_SetMemoryLimit(rt, (size_t)l->memory_mb * MIB);
     JS_SetMaxStackSize(rt, (size_t)l->stack_kb * 1024);
 }
@@ -639,8 +908,16 @@ static const char *engine_init(char *error, size_t size) {
     size_t n;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_add(&src, chunk, n);
     fclose(f);
-    rt = JS_NewRuntime();
-    ctx = JS_NewContext(rt);
+    if (!arena) {
+        snprintf(error, size, "sandbox_crash: could not map the JS heap arena: %s", strerror(errno));
+        return error;
+    }
+    rt = JS_NewRuntime2(&arena_functions, arena);
+    ctx = rt ? JS_NewContext(rt) : NULL;
+    if (!ctx) {
+        snprintf(error, size, "sandbox_crash: could not create the JS runtime in its arena");
+        return error;
+    }
     Limits d = limits_default();
     apply_limits(&d);
     JS_SetInterruptHandler(rt, on_interrupt, NULL);
@@ -1056,6 +1333,10 @@ static void engine_invoke(JSValueConst frame, const Limits *lim, Buf *out) {
     }
     free(output);
     free(logs);
+    /* The zygote serves call after call: what the call kept on the C side goes too. */
+    for (int i = 0; i < c.nqueued; i++) free(c.queued[i].request);
+    free(c.queued);
+    free(c.flight);
 }
 
 /* Engine.introspect after engine_load: the manifest JSON, malloc'd, or NULL with g_err. */
@@ -1126,28 +1407,50 @@ static void settle(void) {
     vsize_at_settle = current_vsize();
 }
 
-/* jail.apply_call_child_jail's rlimit half (the filter half is attached to the spare early). */
-static void call_child_rlimits(const Limits *lim) {
+/* jail.apply_call_child_jail, applied once to a process that runs calls (a zygote after its
+ * load and snapshot, a throw-away introspect/probe child): no new processes, the stricter
+ * call filter (no clone, no file opens). It stays in force for the process's whole life. */
+static rlim_t as_hard;     /* the jail's RLIMIT_AS hard limit */
+static rlim_t as_soft_now; /* the RLIMIT_AS soft limit this process last set (0: not yet) */
+
+static int jail_for_calls(void) {
+    if (layers.rlimits) {
+        struct rlimit r = {0, 0};
+        setrlimit(RLIMIT_NPROC, &r);
+        getrlimit(RLIMIT_AS, &r);
+        as_hard = r.rlim_max;
+    }
+    signal(SIGPROF, SIG_DFL);
+    if (layers.seccomp && install_filter(&call_filter) < 0) return -1;
+    return 0;
+}
+
+/* The per-call half, around each call: the address-space limit for this call's memory limit
+ * (soft, so a later call with a larger memory limit can have it; the jail's hard limit stays)
+ * and the CPU backstop. RLIMIT_CPU counts the whole life of a process that serves many calls,
+ * so it stays the jail's lifetime guard; the per-call CPU backstop is ITIMER_PROF. */
+static void call_limits_begin(const Limits *lim) {
     if (!layers.rlimits) return;
-    rlim_t cpu_s = (rlim_t)((lim->cpu_ms + 999) / 1000 + 1);
-    struct rlimit r = {cpu_s, cpu_s + 1};
-    setrlimit(RLIMIT_CPU, &r);
     /* jail.CPU_BACKSTOP_MS: the interrupt handler stops JS at the CPU limit, but a single native
      * builtin (JSON.parse, String.prototype.repeat on tens of MB) never checks it; SIGPROF's default
-     * action kills the child a bounded time later and the zygote reports cpu_limit. */
+     * action kills the process a bounded time later and its parent reports cpu_limit. */
     long backstop_ms = (long)lim->cpu_ms + 60;
     struct itimerval prof = {{0, 0}, {backstop_ms / 1000, (backstop_ms % 1000) * 1000}};
-    signal(SIGPROF, SIG_DFL);
     setitimer(ITIMER_PROF, &prof, NULL);
+    /* The JS heap is in the arena (already mapped, so already counted); this bounds what the
+     * runner itself allocates for the call (frames, output and log text). */
     rlim_t headroom = (rlim_t)((lim->memory_mb * 2 > 128 ? lim->memory_mb * 2 : 128) + 128) * MIB;
-    struct rlimit as;
-    getrlimit(RLIMIT_AS, &as);
     rlim_t limit = (rlim_t)vsize_at_settle + headroom;
-    if (as.rlim_max != RLIM_INFINITY && as.rlim_max < limit) limit = as.rlim_max;
-    r = (struct rlimit){limit, limit};
-    setrlimit(RLIMIT_AS, &r);
-    r = (struct rlimit){0, 0};
-    setrlimit(RLIMIT_NPROC, &r);
+    if (as_hard != RLIM_INFINITY && as_hard < limit) limit = as_hard;
+    if (limit == as_soft_now) return;
+    struct rlimit r = {limit, as_hard};
+    if (setrlimit(RLIMIT_AS, &r) == 0) as_soft_now = limit;
+}
+
+static void call_limits_end(void) {
+    if (!layers.rlimits) return;
+    static const struct itimerval off = {{0, 0}, {0, 0}};
+    setitimer(ITIMER_PROF, &off, NULL);
 }
 
 /* ------------------------------------------------------------------ test probes (--test-probes) */
@@ -1272,6 +1575,10 @@ static int run_probe(JSValueConst frame, Buf *out) {
         char *argv[] = {"probe", NULL};
         execv("/nonexistent/probe", argv);
         errno_name(out, errno);
+    } else if (!strcmp(name, "itimer")) {
+        struct itimerval prof;
+        getitimer(ITIMER_PROF, &prof);
+        buf_fmt(out, "%.6f", (double)prof.it_value.tv_sec + (double)prof.it_value.tv_usec / 1e6);
     } else if (!strcmp(name, "status")) {
         FILE *f = fopen("/proc/self/status", "r");
         char line[512];
@@ -1335,32 +1642,29 @@ typedef struct {
     int command_fd, status_fd;
 } Zygote;
 
-typedef struct {
-    pid_t pid;
-    int go_w, done_r;
-} Spare;
-
 static Zygote zygotes[MAX_ZYGOTES];
 static int nzygotes;
 static int own_fds[2] = {-1, -1}; /* a zygote's pipes to its worker */
-static Spare spare = {0, -1, -1};
-static int running_done_r = -1; /* the answering child's pipe while the next spare is forked */
-static pid_t answered[1024];
+static pid_t answered[1024];      /* throw-away children that answered and are not reaped yet */
 static int nanswered;
 static int have_engine;
 
-static void send_error(const char *id_json) {
+/* An error frame for request `id_json` from g_err. `zygote_lost`: the bundle's zygote is gone
+ * (or was never there), so the host must send `load` again before the next invoke of its key. */
+static void send_error_frame(const char *id_json, int zygote_lost) {
     Buf f = {0};
     buf_str(&f, "{\"type\":\"error\",\"id\":");
     buf_str(&f, id_json);
     buf_str(&f, ",\"error\":");
     err_json(&f);
-    buf_str(&f, "}");
+    buf_str(&f, zygote_lost ? ",\"zygote_lost\":true}" : "}");
     write_frame(STDOUT, f.p, f.n);
     free(f.p);
 }
 
-/* _classify_exit: a child died before answering. */
+static void send_error(const char *id_json) { send_error_frame(id_json, 0); }
+
+/* _classify_exit: a process died before answering. */
 static void fail_exit(int status, const char *what) {
     char detail[64];
     if (WIFSIGNALED(status)) {
@@ -1390,17 +1694,10 @@ static void close_private_fds(int keep_a, int keep_b) {
         close(zygotes[i].command_fd);
         close(zygotes[i].status_fd);
     }
-    if (spare.go_w >= 0) close(spare.go_w);
-    if (spare.done_r >= 0) close(spare.done_r);
-    if (running_done_r >= 0) close(running_done_r);
 }
 
-/* The body of a call child's frame: the result frame's fields after "id". */
+/* The body of a throw-away child's frame: the result frame's fields after "id". */
 static int child_body(JSValueConst frame, const Limits *lim, Buf *out) {
-    if (wtype_is(frame, "invoke")) {
-        engine_invoke(frame, lim, out);
-        return 0;
-    }
     if (wtype_is(frame, "introspect")) {
         if (engine_load(frame, lim) < 0) return -1;
         char *manifest = engine_introspect();
@@ -1421,24 +1718,17 @@ static int child_body(JSValueConst frame, const Limits *lim, Buf *out) {
         return rc;
     }
     char *kind = wstr_key(frame, "type");
-    fail("sandbox_crash", NULL, "a call child cannot run a '%s' frame", kind);
+    fail("sandbox_crash", NULL, "a throw-away child cannot run a '%s' frame", kind);
     free(kind);
     return -1;
 }
 
-static __attribute__((noreturn)) void spare_main(int go_r, int done_w) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    close_private_fds(go_r, done_w);
-    /* The filter does not depend on the call: attach it before the frame arrives. */
-    if (layers.seccomp && install_filter(&call_filter) < 0) _exit(4);
-    char *text;
-    size_t n;
-    if (read_frame(go_r, &text, &n) != 1) _exit(0); /* the zygote dropped this spare */
-    close(go_r);
-    JSValue frame = wire_parse(text, n);
-    free(text);
-    if (JS_IsException(frame)) _exit(5);
+/* Answer one frame on stdout under the call jail and limits: an introspect or probe in a
+ * throw-away child, an invoke in a zygote (`invoke`). */
+static void answer_frame(JSValueConst frame, int invoke) {
+    free(call_id_json);
     call_id_json = wjson_key(frame, "id");
+    fetch_seq = 0;
     Buf out = {0};
     buf_str(&out, "{\"type\":\"result\",\"id\":");
     buf_str(&out, call_id_json);
@@ -1446,8 +1736,12 @@ static __attribute__((noreturn)) void spare_main(int go_r, int done_w) {
     Limits lim;
     int rc = limits_parse(frame, &lim);
     if (rc == 0) {
-        call_child_rlimits(&lim);
-        rc = child_body(frame, &lim, &out);
+        call_limits_begin(&lim);
+        if (invoke)
+            engine_invoke(frame, &lim, &out);
+        else
+            rc = child_body(frame, &lim, &out);
+        call_limits_end();
     }
     if (rc < 0) {
         out.n = 0;
@@ -1458,23 +1752,23 @@ static __attribute__((noreturn)) void spare_main(int go_r, int done_w) {
     }
     buf_str(&out, "}");
     if (write_frame(STDOUT, out.p, out.n) < 0) _exit(3);
-    if (write(done_w, "1", 1) != 1) _exit(3);
-    _exit(0);
+    free(out.p);
 }
 
-static Spare fork_spare(void) {
-    int go[2], done[2];
-    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) die("pipe");
-    pid_t pid = fork();
-    if (pid < 0) die("fork");
-    if (pid == 0) {
-        close(go[1]);
-        close(done[0]);
-        spare_main(go[0], done[1]);
-    }
-    close(go[0]);
-    close(done[1]);
-    return (Spare){pid, go[1], done[0]};
+static __attribute__((noreturn)) void child_main(int go_r, int done_w) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close_private_fds(go_r, done_w);
+    if (jail_for_calls() < 0) _exit(4);
+    char *text;
+    size_t n;
+    if (read_frame(go_r, &text, &n) != 1) _exit(0);
+    close(go_r);
+    JSValue frame = wire_parse(text, n);
+    free(text);
+    if (JS_IsException(frame)) _exit(5);
+    answer_frame(frame, 0);
+    if (write(done_w, "1", 1) != 1) _exit(3);
+    _exit(0);
 }
 
 static void reap_answered(void) {
@@ -1484,43 +1778,53 @@ static void reap_answered(void) {
     nanswered = kept;
 }
 
-/* Hand a frame to a fresh call child, which answers the host itself; wait until it has. */
-static void run_in_child(const char *text, size_t n, const char *id_json, int prefork) {
+/* Hand an introspect or probe frame to a throw-away child of the base, which answers the host
+ * itself; wait until it has (its exit is reaped later, off the answer's path). */
+static void run_in_child(const char *text, size_t n, const char *id_json) {
     reap_answered();
-    Spare child = spare.pid ? spare : fork_spare();
-    spare = (Spare){0, -1, -1};
-    write_frame(child.go_w, text, n); /* a dead spare is reported below from its exit status */
-    close(child.go_w);
-    running_done_r = child.done_r;
-    if (prefork) spare = fork_spare();
-    running_done_r = -1;
+    int go[2], done[2];
+    if (pipe2(go, O_CLOEXEC) < 0 || pipe2(done, O_CLOEXEC) < 0) die("pipe");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        close(go[1]);
+        close(done[0]);
+        child_main(go[0], done[1]);
+    }
+    close(go[0]);
+    close(done[1]);
+    write_frame(go[1], text, n); /* a dead child is reported below from its exit status */
+    close(go[1]);
     char byte = 0;
     ssize_t r;
-    do r = read(child.done_r, &byte, 1);
+    do r = read(done[0], &byte, 1);
     while (r < 0 && errno == EINTR);
-    close(child.done_r);
+    close(done[0]);
     if (r == 1 && byte == '1') {
         if (nanswered == (int)(sizeof answered / sizeof answered[0])) {
             waitpid(answered[0], NULL, 0);
             memmove(answered, answered + 1, sizeof(pid_t) * (size_t)--nanswered);
         }
-        answered[nanswered++] = child.pid;
+        answered[nanswered++] = pid;
         return;
     }
     int status = 0;
-    waitpid(child.pid, &status, 0);
+    waitpid(pid, &status, 0);
     fail_exit(status, "the call");
-    if (id_json) {
-        send_error(id_json);
-        return;
-    }
-    JSValue frame = wire_parse(text, n);
-    char *id = JS_IsException(frame) ? strdup("null") : wjson_key(frame, "id");
-    JS_FreeValue(wctx, frame);
-    send_error(id);
-    free(id);
+    send_error(id_json);
 }
 
+static void zygote_load_failed(int status_w) {
+    Buf f = {0};
+    buf_str(&f, "{\"type\":\"error\",\"ok\":false,\"error\":");
+    err_json(&f);
+    buf_str(&f, "}");
+    write_frame(status_w, f.p, f.n);
+    _exit(0);
+}
+
+/* A bundle's zygote: loads the bundle once, snapshots the JS heap, jails itself for calls, then
+ * runs every invoke of its key in this process and puts the heap back after each one. */
 static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limits *lim, int command_r, int status_w) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (layers.close_fds) {
@@ -1543,30 +1847,36 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
         struct rlimit r = {budget < cpu.rlim_max ? budget : cpu.rlim_max, cpu.rlim_max};
         setrlimit(RLIMIT_CPU, &r);
     }
-    if (engine_load(frame, lim) < 0) {
-        Buf f = {0};
-        buf_str(&f, "{\"type\":\"error\",\"ok\":false,\"error\":");
-        err_json(&f);
-        buf_str(&f, "}");
-        write_frame(status_w, f.p, f.n);
-        _exit(0);
-    }
+    if (engine_load(frame, lim) < 0) zygote_load_failed(status_w);
     if (layers.rlimits) {
+        /* From here on RLIMIT_CPU is only the lifetime guard the jail set (it counts every call
+         * this process will run); each call has its own ITIMER_PROF backstop. */
         struct rlimit r = {cpu.rlim_max, cpu.rlim_max};
         setrlimit(RLIMIT_CPU, &r);
     }
     settle();
+    if (arena_take_snapshot() < 0) {
+        fail("sandbox_crash", NULL, "could not snapshot the loaded JS heap: %s", strerror(errno));
+        zygote_load_failed(status_w);
+    }
+    if (jail_for_calls() < 0) {
+        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
+        zygote_load_failed(status_w);
+    }
     static const char ok[] = "{\"type\":\"result\",\"ok\":true}";
     write_frame(status_w, ok, sizeof ok - 1);
-    spare = fork_spare();
     for (;;) {
         char *text;
         size_t n;
         if (read_frame(command_r, &text, &n) != 1) _exit(0); /* the worker dropped us */
-        /* The frame goes to the call child as it came: its id is only read if the child dies. */
-        run_in_child(text, n, NULL, 1);
+        JSValue call = wire_parse(text, n);
         free(text);
-        write_frame(status_w, ok, sizeof ok - 1);
+        if (JS_IsException(call)) _exit(5);
+        answer_frame(call, 1);
+        JS_FreeValue(wctx, call);
+        /* Answered: the worker may read stdin again while the heap is put back. */
+        if (write(status_w, "1", 1) != 1) _exit(0);
+        arena_restore();
     }
 }
 
@@ -1662,28 +1972,34 @@ static void handle_load(JSValueConst frame, const char *id) {
     free(key);
 }
 
+/* Forward an invoke to its key's zygote, which answers the host itself; wait until it has. */
 static void handle_invoke(JSValueConst frame, const char *text, size_t n, const char *id) {
     char *key = wstr_key(frame, "key");
     int i = zygote_find(key);
     if (i < 0) {
         fail("sandbox_crash", NULL, "bundle key '%s' is not loaded in this worker", key);
-        send_error(id);
+        send_error_frame(id, 1);
         free(key);
         return;
     }
     free(key);
-    char *reply = NULL;
-    size_t rn;
-    if (write_frame(zygotes[i].command_fd, text, n) < 0 || read_frame(zygotes[i].status_fd, &reply, &rn) != 1) {
-        Zygote z = zygotes[i];
-        zygote_remove(i);
-        zygote_close(&z);
-        int st = 0;
-        waitpid(z.pid, &st, 0);
-        fail_exit(st, "the bundle's zygote");
-        send_error(id);
+    char byte = 0;
+    ssize_t r = -1;
+    if (write_frame(zygotes[i].command_fd, text, n) == 0) {
+        do r = read(zygotes[i].status_fd, &byte, 1);
+        while (r < 0 && errno == EINTR);
     }
-    free(reply);
+    if (r == 1 && byte == '1') return;
+    /* The zygote died: in this call (CPU backstop, crash), or putting the heap back after the
+     * previous one. Its key is dropped; the host loads it again for the next call. */
+    Zygote z = zygotes[i];
+    zygote_remove(i);
+    zygote_close(&z);
+    kill(z.pid, SIGKILL);
+    int st = 0;
+    waitpid(z.pid, &st, 0);
+    fail_exit(st, "the call");
+    send_error_frame(id, 1);
 }
 
 static void serve(void) {
@@ -1715,7 +2031,7 @@ static void serve(void) {
         } else if (!strcmp(kind, "invoke")) {
             handle_invoke(frame, text, n, id);
         } else {
-            run_in_child(text, n, id, 0);
+            run_in_child(text, n, id);
         }
         JS_FreeValue(wctx, frame);
         free(kind);
@@ -1770,13 +2086,19 @@ int main(int argc, char **argv) {
                       wbool(lv, "netns"),    wbool(lv, "close_fds"), wbool(lv, "clear_env")};
     JS_FreeValue(wctx, lv);
     probes_enabled = wbool(config, "probes");
+    verify_restore = wbool(config, "verify_restore");
     char *path = wstr_key(config, "runtime");
     snprintf(runtime_path, sizeof runtime_path, "%s", path);
     free(path);
     /* execve resets the dumpable flag: the no_new_privs layer set it off in the launcher. */
     if (layers.no_new_privs) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
+    /* Large runner-side buffers (frames, output text) get their own mappings and go back to the
+     * kernel when freed: a zygote serves many calls and must not keep the largest one's heap. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 1 * MIB);
     char engine_error[4400];
+    if (arena_create() < 0) arena = NULL;
     const char *engine_failed = engine_init(engine_error, sizeof engine_error);
     have_engine = engine_failed == NULL;
     settle();

@@ -95,8 +95,11 @@ class NativeEngine:
     """A native runner process (through its launcher and jail) with one bundle loaded in a zygote.
 
     Stands in for a loaded `Engine` when LIGHTFAST_SANDBOX_RUNNER=native, so the engine tests
-    exercise the C engine through its real protocol, zygote and call children. `broken` is
-    derived the way the Python engine sets it: a call that ended with a limit error.
+    exercise the C engine through its real protocol and zygote, which runs every call in place and
+    restores its JS heap afterwards; the runner is started in its verify mode, so every restore is
+    also compared with the snapshot byte for byte. `broken` is derived the way the Python engine
+    sets it: a call that ended with a limit error. When a call killed the zygote (the runner says
+    `zygote_lost`), the next call loads the bundle again, as the worker pool does.
     """
 
     def __init__(self, script: str, *, env: dict[str, str], limits: Limits | None) -> None:
@@ -114,6 +117,7 @@ class NativeEngine:
                 "execution.sandbox.native.launch",
                 "--jail",
                 JailConfig(layers=layers).to_json(),
+                "--test-verify-restore",
             ],
             cwd=PROJECT_ROOT,
             stdin=subprocess.PIPE,
@@ -128,15 +132,23 @@ class NativeEngine:
         self.next_id = 0
         ready = read_frame(self.stdout)
         assert ready.get("message") == "ready" and ready["detail"]["engine"] == "ok", ready
-        frame = {
+        self.load_frame = {
             "type": "load",
             "key": "test",
             "script": script,
             "env": env,
             "filename": "bundle.js",
             "evict": [],
+            "limits": (limits or Limits()).to_dict(),
         }
-        self._request({**frame, "limits": (limits or Limits()).to_dict()}, CannedHost())
+        self.zygote_lost = False
+        self.loads = 0
+        self._load()
+
+    def _load(self) -> None:
+        self._request(self.load_frame, CannedHost())
+        self.zygote_lost = False
+        self.loads += 1
 
     def close(self) -> None:
         """Kill the runner and everything under it."""
@@ -150,7 +162,7 @@ class NativeEngine:
         write_frame(self.stdin, {**frame, "id": call_id})
         fetch_ids: dict[int, int] = {}  # host's id -> runner's fetch_id
         cancelled = False
-        first = True  # the host is asked at once: a call child reads stdin only when it waits
+        first = True  # the host is asked at once: the zygote reads stdin only when the call waits
         while True:
             if first or not wait_readable(self.stdout, 0.01):
                 first = False
@@ -172,6 +184,8 @@ class NativeEngine:
             if reply["type"] == "fetch":
                 fetch_ids[host.start_fetch(reply["request"])] = reply["fetch_id"]
             elif reply["type"] == "error":
+                if reply.get("zygote_lost"):
+                    self.zygote_lost = True
                 raise SandboxError.from_dict(reply["error"])
             elif reply["type"] == "result":
                 assert reply.pop("id") == call_id
@@ -185,8 +199,10 @@ class NativeEngine:
         return manifest
 
     def invoke(self, *, host: CannedHost, **call: Any) -> dict[str, Any]:
-        """One call in a fresh call child of the zygote; the result as Engine.invoke returns it."""
+        """One call in the zygote (loaded again first if the last call killed it); Engine.invoke's result."""
         limits: Limits = call.pop("limits")
+        if self.zygote_lost:
+            self._load()
         frame = {"type": "invoke", "key": "test", **call, "limits": limits.to_dict()}
         try:
             encode_frame(frame)
@@ -197,7 +213,7 @@ class NativeEngine:
         try:
             result = self._request(frame, host)
         except SandboxError as exc:
-            # The zygote answered for a call child that died (e.g. killed by the CPU backstop).
+            # The worker answered for a zygote that died in the call (e.g. killed by the CPU backstop).
             return {"ok": False, "error": exc.to_dict(), "logs": [], "usage": {}, "broken": True,
                     "child_killed": True}
         result["broken"] = not result["ok"] and result["error"]["type"] in LIMIT_CODES

@@ -1,4 +1,4 @@
-"""Pre-forked call children: each call still starts from the zygote's clean state, limits still hold."""
+"""Calls in a bundle's zygote: each one still starts from the zygote's clean state, limits still hold."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def bundle() -> TransformedBundle:
 
 @pytest.fixture
 def pool() -> Iterator[LocalJailBackend]:
-    """One jailed worker, so that every call goes through the same key zygote and its spares."""
+    """One jailed worker, so that every call goes through the same key zygote."""
     backend = LocalJailBackend(PoolConfig(workers=1))
     try:
         yield backend

@@ -159,7 +159,7 @@ def test_top_level_loop_hits_the_load_limit():
 @pytest.mark.skipif(
     native_requested(),
     reason="the one-load/one-invoke contract of the in-process Python Engine class; "
-    "the native runner has no such object (it forks a child per call by construction)",
+    "the native runner has no such object (its zygote restores the heap after every call by construction)",
 )
 def test_an_engine_loads_one_bundle_and_runs_one_call(weather):
     with pytest.raises(RuntimeError):

@@ -49,7 +49,7 @@ def _classified_as(result, allowed: set[str], limits: Limits = LIMITS) -> bool:
 def _assert_within_limits(result, limits: Limits = LIMITS):
     if result.get("child_killed"):
         # A native builtin the interrupt handler cannot stop: the kernel's profiling timer killed
-        # the call child CPU_BACKSTOP_MS past its CPU limit.
+        # the process running the call CPU_BACKSTOP_MS past its CPU limit.
         assert result["error"]["type"] == "cpu_limit", result
         assert result["error"]["detail"] == {"signal": "SIGPROF"}, result
         return
@@ -162,7 +162,7 @@ def test_pollution_does_not_survive_into_the_next_forked_call(hostile):
 @pytest.mark.skipif(
     native_requested(),
     reason="the one-invoke contract of the in-process Python Engine class; "
-    "the native runner has no such object (it forks a child per call by construction)",
+    "the native runner has no such object (its zygote restores the heap after every call by construction)",
 )
 def test_pollution_and_check_in_one_process_would_leak_so_reuse_is_refused(hostile):
     # Documented contract: one invoke per engine. Without fork, the second call is refused instead of
@@ -357,7 +357,7 @@ export default createLightfast({ agents: { a } });
         assert result["error"]["type"] in {"stack_overflow", "tool_error"}, result
 
 
-@pytest.mark.skipif(not native_requested(), reason="the CPU backstop lives in the call child of the runner")
+@pytest.mark.skipif(not native_requested(), reason="the CPU backstop lives in the runner's zygote")
 def test_native_builtin_past_the_cpu_limit_is_killed_by_the_backstop(extra):
     # One JSON.parse of ~60 MB never reaches an interrupt check; 20 ms of CPU is far less than it needs.
     result = _run(extra, "hugeJSONString", limits=Limits(cpu_ms=20, wall_ms=5000, memory_mb=256))

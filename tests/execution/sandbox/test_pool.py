@@ -61,7 +61,7 @@ def test_crash_is_classified_and_the_pool_stays_healthy(pool: LocalJailBackend) 
     with pytest.raises(SandboxError) as exited:
         pool.probe("exit", {"code": 7})
     assert exited.value.code == "sandbox_crash"
-    # A call child dying leaves its worker intact: the next calls work at once.
+    # A throw-away child dying leaves its worker intact: the next calls work at once.
     assert pool.probe("ids")["uid"] == 65534
     _wait_healthy(pool)
 
