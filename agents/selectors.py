@@ -7,15 +7,18 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from threading import Lock
-from typing import Any
+from typing import Any, cast
 
+from django.conf import settings
+from django.db import connection, models
 from django.db.models import QuerySet
 
 from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.storage import storage_read
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.limits import Limits
-from organizations.models import MIB, Organization
+from organizations.host_patterns import loopback_allowed_for_tests
+from organizations.models import MIB, EgressAllowedHost, Organization, OrganizationVariable
 from organizations.selectors import sandbox_config_for
 
 # Introspection evaluates top-level code only: a real 2 MB bundle needs well under a second.
@@ -55,9 +58,30 @@ def sandbox_settings_for(organization: Organization) -> SandboxSettings:
     `env` is the non-secret variables (`process.env`); the egress policy carries the allow
     list and the secret headers, which the host adds and the sandbox never sees; `backend`
     is the organization's choice or the platform default.
+
+    Every call reads the organization's variable and allow-list rows (one plain SELECT), so a
+    change applies from the next call on; the settings built from them (secrets decrypted,
+    the policy assembled: most of the cost) are reused while those rows are identical. The
+    cache is keyed by the organization and the rows' full content, never shared across
+    organizations, and is the read-only input of every call (the sandbox API copies `env`).
     """
+    key = (
+        organization.pk,
+        organization.sandbox_backend,
+        settings.LIGHTFAST_SANDBOX_BACKEND,
+        loopback_allowed_for_tests(),
+        # Secrets are decrypted with these: a different key must not reuse what the old one read.
+        settings.SECRET_KEY,
+        tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ()),
+        _sandbox_setting_rows(organization.pk),
+    )
+    with _sandbox_settings_lock:
+        cached = _sandbox_settings_cache.get(key)
+        if cached is not None:
+            _sandbox_settings_cache.move_to_end(key)
+            return cached
     config = sandbox_config_for(organization)
-    return SandboxSettings(
+    built = SandboxSettings(
         env=config.env,
         egress=EgressPolicy(
             allow_hosts=config.allow_hosts,
@@ -66,6 +90,52 @@ def sandbox_settings_for(organization: Organization) -> SandboxSettings:
         ),
         backend=config.backend,
     )
+    with _sandbox_settings_lock:
+        _sandbox_settings_cache[key] = built
+        while len(_sandbox_settings_cache) > _SETTINGS_CACHE_SIZE:
+            _sandbox_settings_cache.popitem(last=False)
+    return built
+
+
+_SETTINGS_CACHE_SIZE = 256
+_sandbox_settings_cache: OrderedDict[tuple[Any, ...], SandboxSettings] = OrderedDict()
+_sandbox_settings_lock = Lock()
+
+
+def _sandbox_setting_rows(organization_id: int) -> tuple[tuple[Any, ...], ...]:
+    """Every column `sandbox_config_for` builds from: the organization's variables and allowed hosts."""
+    quote = connection.ops.quote_name
+
+    def columns(model: type[models.Model], *names: str) -> list[str]:
+        fields = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in names]
+        return [quote(field.column or field.attname) for field in fields]
+
+    variable = columns(
+        OrganizationVariable,
+        "id",
+        "key",
+        "is_secret",
+        "value",
+        "secret_token",
+        "inject_header",
+        "inject_prefix",
+        "inject_hosts",
+        "updated_at",
+        "organization",
+    )
+    host = columns(EgressAllowedHost, "id", "pattern", "organization")
+    # Both tables in one round trip; "v"/"h" tell the rows apart, NULLs pad the hosts' rows.
+    # Identifiers from model metadata; the organization id is a parameter.
+    sql = (
+        f"SELECT 'v', {', '.join(variable[:-1])} FROM {quote(OrganizationVariable._meta.db_table)}"  # noqa: S608
+        f" WHERE {variable[-1]} = %s"
+        f" UNION ALL SELECT 'h', {host[0]}, {host[1]}, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
+        f" FROM {quote(EgressAllowedHost._meta.db_table)} WHERE {host[-1]} = %s"
+        " ORDER BY 1, 2"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [organization_id, organization_id])
+        return tuple(tuple(row) for row in cursor.fetchall())
 
 
 def tool_limits_for(organization: Organization, *, timeout_ms: int | None = None) -> Limits:

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from agents.models import BundleVersion
 from agents.selectors import sandbox_settings_for, tool_limits_for, transformed_bundle_for, version_bundle_key
-from execution.events import event_append_many
+from execution import statements
+from execution.events import run_update_with_events
 from execution.models import Message, MessageRole, Run
 from execution.providers import model_resolve
 from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDelta, ToolCall, ToolSpec
@@ -95,9 +97,9 @@ class AssistantTurn:
         self._pending.append((event_type, payload or {}))
 
     def flush(self) -> None:
-        """Write the buffered events (one transaction, consecutive seqs)."""
+        """Write the buffered events (one transaction, consecutive seqs, one notification)."""
         if self._pending:
-            event_append_many(self.run, self.take_pending())
+            run_update_with_events(self.run, self.take_pending())
 
     def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
         """Hand the buffered events to a caller that writes them in its own transaction."""
@@ -203,19 +205,33 @@ def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
     return specs
 
 
-def model_messages(system: str, history: list[Message]) -> list[dict[str, Any]]:
-    """Chat-completions messages for the system prompt and the session's UI messages."""
+def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(role, UI parts) of the session's messages, oldest first (one plain SELECT)."""
+    sql = "SELECT {}, {} FROM {} WHERE {} = %s ORDER BY {}, {}".format(  # noqa: S608 - identifiers only
+        statements.column(Message, "role"),
+        statements.column(Message, "parts"),
+        statements.table(Message),
+        statements.column(Message, "session"),
+        statements.column(Message, "created_at"),
+        statements.column(Message, "id"),
+    )
+    parts = statements.converter(Message, "parts")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [session_id])
+        return [(str(role), parts(value)) for role, value in cursor.fetchall()]
+
+
+def model_messages(system: str, history: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Chat-completions messages for the system prompt and the session's UI messages (role, parts)."""
     messages: list[dict[str, Any]] = []
     if system:
         messages.append({"role": "system", "content": system})
-    for message in history:
-        if message.role == MessageRole.ASSISTANT:
-            messages.extend(_assistant_messages(message.parts))
+    for role, parts in history:
+        if role == MessageRole.ASSISTANT:
+            messages.extend(_assistant_messages(parts))
         else:
-            text = "".join(part.get("text", "") for part in message.parts if part.get("type") == "text")
-            messages.append(
-                {"role": "system" if message.role == MessageRole.SYSTEM else "user", "content": text}
-            )
+            text = "".join(part.get("text", "") for part in parts if part.get("type") == "text")
+            messages.append({"role": "system" if role == MessageRole.SYSTEM else "user", "content": text})
     return messages
 
 
@@ -284,7 +300,7 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     # blocking point; a network provider blocks before and between chunks, so what is
     # buffered is written before the request and each chunk as it arrives.
     network = not isinstance(resolved.provider, DemoProvider)
-    history = list(run.session.messages.order_by("created_at", "pk")) if run.session else []
+    history = session_history(run.session_id) if run.session_id is not None else []
     messages = model_messages(str(spec.get("system") or ""), history)
     tools = tool_specs(spec)
     tool_names = {tool.name for tool in tools}

@@ -13,10 +13,11 @@ Delivery contract for transports (websocket consumer, SSE):
 
 * The database is the truth. `event_append` assigns the next `seq` (1, 2, 3… without gaps)
   and commits the row *before* it notifies.
-* Then it publishes, best effort, to the group `run_group_name(run_id)` a message
-  `{"type": "run.event", "run": id, "seq": n, "event": chunk}` (handler `run_event`).
-  Notifications may be lost or arrive late; a consumer keeps the last seq it delivered,
-  forwards a notification whose seq is last+1, and otherwise reads
+* Then it publishes, best effort, to the group `run_group_name(run_id)` one message for the
+  events committed together: `{"type": "run.events", "run": id, "seq": n, "events": [chunk,
+  …]}` (handler `run_events`), the chunks having seqs n, n+1, …. Notifications may be lost
+  or arrive late; a consumer keeps the last seq it delivered, forwards the chunks after it
+  when a notification starts at or before last+1, and otherwise reads
   `run_events_after(run, last)` — so replay-then-tail has neither gaps nor duplicates.
   Subscribe to the group first, then replay from the database.
 """
@@ -31,13 +32,17 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.sql import UpdateQuery
+from django.utils import timezone
 
+from execution import statements
 from execution.models import Run, RunEvent, run_group_name
+from execution.statements import update_row
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +64,10 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "data-status",
     }
 )
-# The channel-layer message type; Channels calls the consumer method `run_event`.
-NOTIFICATION_TYPE = "run.event"
+# The channel-layer message type; Channels calls the consumer method `run_events`.
+NOTIFICATION_TYPE = "run.events"
+# Events of one flush go out as one notification, split above this many (a bounded message size).
+NOTIFICATION_MAX_EVENTS = 100
 
 
 _sqlite_writers = threading.RLock()
@@ -108,6 +115,16 @@ class UnknownEventType(ValueError):
     """An event type outside the vocabulary above."""
 
 
+@dataclass(frozen=True)
+class RunUpdate:
+    """A run update that matched: the seqs its events got and the columns it asked back."""
+
+    first_seq: int
+    last_seq: int
+    # The `returning` columns as the driver gave them (`statements.convert` makes Python values).
+    returned: tuple[Any, ...]
+
+
 def event_append(run: Run | uuid.UUID | str, type: str, payload: dict[str, Any] | None = None) -> RunEvent:  # noqa: A002
     """Store one event with the run's next seq, then notify the run's group."""
     return event_append_many(run, [(type, payload or {})])[0]
@@ -116,66 +133,115 @@ def event_append(run: Run | uuid.UUID | str, type: str, payload: dict[str, Any] 
 def event_append_many(
     run: Run | uuid.UUID | str, events: Sequence[tuple[str, dict[str, Any]]]
 ) -> list[RunEvent]:
-    """Store several events in one transaction with consecutive seqs, then notify each in order."""
-    rows = run_update_with_events(run, events)
-    assert rows is not None, "an unconditional append always finds its run"
-    return rows
+    """Store several events in one transaction with consecutive seqs, then notify them together."""
+    update = run_update_with_events(run, events)
+    assert update is not None, "an unconditional append always finds its run"
+    run_id = _run_id(run)
+    return [
+        RunEvent(run_id=run_id, seq=update.first_seq + index, type=event_type, payload=payload)
+        for index, (event_type, payload) in enumerate(events)
+    ]
 
 
 def run_update_with_events(
     run: Run | uuid.UUID | str,
     events: Sequence[tuple[str, dict[str, Any]]],
     *,
+    status: str | None = None,
     where: Q | None = None,
     changes: dict[str, Any] | None = None,
-) -> list[RunEvent] | None:
-    """Update the run if it matches `where` and append `events` after it; None (nothing written) if not.
+    returning: Sequence[str] = (),
+) -> RunUpdate | None:
+    """Update the run if it has `status` (and matches `where`) and append `events` after it; None if not.
 
-    One statement (`UPDATE … SET <changes>, last_seq = last_seq + n … RETURNING last_seq`) applies
-    the conditional change and reserves the seqs, so a claim or an ending costs no extra
-    round trips for its events. The UPDATE takes the run's row lock (PostgreSQL) or the write
-    lock (SQLite, IMMEDIATE transactions) until commit, so concurrent appenders to one run get
-    disjoint seq ranges; the unique (run, seq) constraint backs this up.
+    One statement (`UPDATE … SET <changes>, last_seq = last_seq + n … RETURNING last_seq, …`)
+    applies the conditional change and reserves the seqs, so a claim or an ending costs no
+    extra round trips for its events (nor for the columns in `returning`). The UPDATE takes
+    the run's row lock (PostgreSQL) or the write lock (SQLite, IMMEDIATE transactions) until
+    commit, so concurrent appenders to one run get disjoint seq ranges; the unique (run, seq)
+    constraint backs this up. The events go in with one executemany and, once committed, out
+    to the channel layer as one notification. `where` (a Q, compiled by the ORM) is for the
+    rare paths such as the reapers; the hot paths use `status` only.
     """
     for event_type, _ in events:
         if event_type not in EVENT_TYPES:
             raise UnknownEventType(f"unknown run event type {event_type!r}")
-    run_id = run.pk if isinstance(run, Run) else uuid.UUID(str(run))
+    run_id = _run_id(run)
+    columns = ("last_seq", *returning)
     with write_transaction(savepoint=False):
-        last_seq = _update_returning_last_seq(
-            Run.objects.filter(where or Q(), pk=run_id),
-            {**(changes or {}), "last_seq": F("last_seq") + len(events)},
-        )
-        if last_seq is None:
+        if where is None:
+            row = update_row(
+                Run,
+                run_id,
+                changes=changes,
+                increments={"last_seq": len(events)},
+                where={"status": status} if status is not None else None,
+                returning=columns,
+            )
+        else:
+            queryset = Run.objects.filter(where, pk=run_id)
+            if status is not None:
+                queryset = queryset.filter(status=status)
+            row = _update_returning(
+                queryset, {**(changes or {}), "last_seq": F("last_seq") + len(events)}, columns
+            )
+        if row is None:
             return None
-        first = last_seq - len(events) + 1
-        rows = RunEvent.objects.bulk_create(
-            [
-                RunEvent(run_id=run_id, seq=first + index, type=event_type, payload=payload)
-                for index, (event_type, payload) in enumerate(events)
-            ]
-        )
-        if rows:
-            transaction.on_commit(lambda: _notify(run_id, rows))
+        last_seq = int(row[0])
+        first_seq = last_seq - len(events) + 1
+        if events:
+            _insert_events(run_id, first_seq, events)
+            transaction.on_commit(lambda: _notify(run_id, first_seq, events))
     if isinstance(run, Run):
         run.last_seq = last_seq
-    return rows
+    return RunUpdate(first_seq=first_seq, last_seq=last_seq, returned=tuple(row[1:]))
 
 
-def _update_returning_last_seq(queryset: QuerySet[Run], values: dict[str, Any]) -> int | None:
-    """`queryset.update(**values)` for one run, returning its new last_seq (None: no row matched).
+def _run_id(run: Run | uuid.UUID | str) -> uuid.UUID:
+    if isinstance(run, Run):
+        return cast(uuid.UUID, run.pk)
+    return run if isinstance(run, uuid.UUID) else uuid.UUID(str(run))
+
+
+def _insert_events(run_id: uuid.UUID, first_seq: int, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    sql = _insert_events_sql.get(connection.vendor)
+    if sql is None:
+        names = ("run", "seq", "type", "payload", "created_at")
+        sql = _insert_events_sql[connection.vendor] = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
+            statements.table(RunEvent),
+            ", ".join(statements.column(RunEvent, name) for name in names),
+            ", ".join(["%s"] * len(names)),
+        )
+    run_value = statements.db_value(RunEvent, "run", run_id)
+    created = statements.db_value(RunEvent, "created_at", timezone.now())
+    payload = RunEvent._meta.get_field("payload")
+    rows = [
+        (run_value, first_seq + index, event_type, payload.get_db_prep_save(data, connection), created)
+        for index, (event_type, data) in enumerate(events)
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+_insert_events_sql: dict[str, str] = {}
+
+
+def _update_returning(
+    queryset: QuerySet[Run], values: dict[str, Any], columns: Sequence[str]
+) -> tuple[Any, ...] | None:
+    """`queryset.update(**values)` for one run, returning `columns` of the updated row (None: no match).
 
     Django's update() returns only a row count; the compiler's SQL plus RETURNING (PostgreSQL,
-    SQLite >= 3.35) saves the SELECT that would read the value back.
+    SQLite >= 3.35) saves the SELECT that would read the values back.
     """
     query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
     query.add_update_values(values)
     sql, params = query.get_compiler(queryset.db).as_sql()
-    last_seq_column = connection.ops.quote_name(Run._meta.get_field("last_seq").column or "last_seq")
+    returned = ", ".join(statements.column(Run, name) for name in columns)
     with connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {last_seq_column}", params)
+        cursor.execute(f"{sql} RETURNING {returned}", params)
         row = cursor.fetchone()
-    return None if row is None else int(row[0])
+    return None if row is None else tuple(row)
 
 
 def run_events_after(run: Run | uuid.UUID | str, seq: int, *, limit: int | None = None) -> list[RunEvent]:
@@ -187,15 +253,17 @@ def run_events_after(run: Run | uuid.UUID | str, seq: int, *, limit: int | None 
     return list(queryset)
 
 
-def notification_for(event: RunEvent) -> dict[str, Any]:
-    """The channel-layer message announcing one event."""
-    return {"type": NOTIFICATION_TYPE, "run": str(event.run_id), "seq": event.seq, "event": event.chunk()}
+def notification_for(run_id: uuid.UUID | str, first_seq: int, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The channel-layer message announcing consecutive events (their chunks) from `first_seq` on."""
+    return {"type": NOTIFICATION_TYPE, "run": str(run_id), "seq": first_seq, "events": chunks}
 
 
-def _notify(run_id: uuid.UUID, rows: list[RunEvent]) -> None:
+def _notify(run_id: uuid.UUID, first_seq: int, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
     group = run_group_name(run_id)
-    for row in rows:
-        _notifier().publish(group, notification_for(row))
+    chunks = [{"type": event_type, **payload} for event_type, payload in events]
+    step = NOTIFICATION_MAX_EVENTS
+    for start in range(0, len(chunks), step):
+        _notifier().publish(group, notification_for(run_id, first_seq + start, chunks[start : start + step]))
 
 
 class _Notifier:

@@ -21,16 +21,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.models import BundleVersion
+from execution import statements
 from execution.agent_loop import AssistantTurn, RunCancelled, Usage, agent_loop_run, new_message_id, tool_call
 from execution.events import run_update_with_events, write_transaction
 from execution.models import ChatSession, Message, MessageRole, Run, RunKind, RunStatus
 from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
+from execution.statements import insert_row, update_row
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
 from organizations.models import Organization
 from organizations.quotas import effective_run_limit, quota_run_ended, quota_run_released, quota_run_started
@@ -75,8 +77,8 @@ def chat_session_get_or_create(
             defaults={"agent": agent, "resource_id": resource_id, "created_by": created_by},
         )
         return session
-    return ChatSession.objects.create(
-        organization=organization, agent=agent, resource_id=resource_id, created_by=created_by
+    return insert_row(
+        ChatSession(organization=organization, agent=agent, resource_id=resource_id, created_by=created_by)
     )
 
 
@@ -91,16 +93,18 @@ def message_create(
 ) -> Message:
     """Append a message (AI SDK UI parts) to a session (`session_is_new`: created just now, no bump)."""
     now = timezone.now()
-    message = Message.objects.create(
-        session=session,
-        role=role,
-        parts=parts,
-        run=run,
-        public_id=public_id or f"msg_{uuid.uuid4().hex}",
-        created_at=now,
+    message = insert_row(
+        Message(
+            session=session,
+            role=role,
+            parts=parts,
+            run=run,
+            public_id=public_id or f"msg_{uuid.uuid4().hex}",
+            created_at=now,
+        )
     )
     if not session_is_new:
-        ChatSession.objects.filter(pk=session.pk).update(updated_at=now)
+        update_row(ChatSession, session.pk, changes={"updated_at": now})
     return message
 
 
@@ -173,16 +177,18 @@ def run_start(
                 agent=f"{bundle_version.bundle.slug}/{agent_key}",
                 created_by=created_by,
             )
-        run = Run.objects.create(
-            organization=organization,
-            bundle_version=bundle_version,
-            agent_key=agent_key,
-            session=session,
-            kind=kind,
-            input={"tool": tool, "input": tool_input} if kind == RunKind.TOOL else {},
-            wall_limit_ms=effective_run_limit(organization=organization, field="run_wall_ms"),
-            created_by=created_by,
-            backend=settings.LIGHTFAST_SANDBOX_BACKEND,
+        run = insert_row(
+            Run(
+                organization=organization,
+                bundle_version=bundle_version,
+                agent_key=agent_key,
+                session=session,
+                kind=kind,
+                input={"tool": tool, "input": tool_input} if kind == RunKind.TOOL else {},
+                wall_limit_ms=effective_run_limit(organization=organization, field="run_wall_ms"),
+                created_by=created_by,
+                backend=settings.LIGHTFAST_SANDBOX_BACKEND,
+            )
         )
         if kind == RunKind.CHAT and session is not None:
             message_create(
@@ -192,10 +198,11 @@ def run_start(
                 run=run,
                 session_is_new=session_is_new,
             )
-        # Raises QuotaExceeded (403 quota_exceeded), rolling the rows above back. Last, so the
-        # organization's counter rows (hot: every start and end takes them) stay locked only
-        # until the commit that follows.
-        quota_run_started(organization=organization)
+        # Raises QuotaExceeded (403 quota_exceeded), rolling the rows above back (this
+        # transaction, or the savepoint of a caller's, ends with it: no savepoint of its own).
+        # Last, so the organization's counter rows (hot: every start and end takes them) stay
+        # locked only until the commit that follows.
+        quota_run_started(organization=organization, savepoint=False)
         transaction.on_commit(lambda: _enqueue(run))
     return run
 
@@ -218,7 +225,7 @@ def run_cancel(*, run: Run) -> Run:
         ended = run_update_with_events(
             run,
             [_status_event(RunStatus.CANCELLED)],
-            where=Q(status=RunStatus.QUEUED),
+            status=RunStatus.QUEUED,
             changes={
                 "status": RunStatus.CANCELLED,
                 "cancel_requested_at": now,
@@ -241,6 +248,47 @@ def run_cancel(*, run: Run) -> Run:
 # --- executing (called by the Celery task) ---------------------------------------------------
 
 
+# What the worker reads of a run, its organization, version and session: the claim returns
+# the run's columns, one SELECT the others (fresh for every run, so a suspension or a
+# quarantine committed before the claim is seen by it). Everything else stays deferred.
+CLAIM_FIELDS = (
+    "id",
+    "organization",
+    "bundle_version",
+    "agent_key",
+    "session",
+    "kind",
+    "input",
+    "wall_limit_ms",
+)
+ORGANIZATION_FIELDS = (
+    "id",
+    "public_id",
+    "slug",
+    "is_active",
+    "run_cpu_ms",
+    "run_memory_bytes",
+    "run_wall_ms",
+    "sandbox_backend",
+)
+VERSION_FIELDS = (
+    "id",
+    "organization",
+    "bundle",
+    "number",
+    "sha256",
+    "size_bytes",
+    "script_file",
+    "source_map_file",
+    "imports",
+    "manifest",
+    "status",
+)
+SESSION_FIELDS = ("id", "public_id", "resource_id")
+# A run whose organization was suspended after it was queued ends `cancelled` with this reason.
+SUSPENDED = "organization_suspended"
+
+
 def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery)."""
     now = timezone.now()
@@ -249,16 +297,15 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     claimed = run_update_with_events(
         run_id,
         [("start", {"messageId": message_id}), _status_event(RunStatus.RUNNING)],
-        where=Q(status=RunStatus.QUEUED),
+        status=RunStatus.QUEUED,
         changes={"status": RunStatus.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker[:200]},
+        returning=CLAIM_FIELDS,
     )
     if claimed is None:
         return False
-    run = Run.objects.select_related("organization", "bundle_version__bundle", "session").get(pk=run_id)
-    if run.bundle_version.organization_id == run.organization_id:
-        # run_start only pairs a run with its own organization's versions; sharing the loaded row
-        # saves the query the sandbox cache key (version_bundle_key) would make for it.
-        run.bundle_version.organization = run.organization
+    run = statements.instance(Run, CLAIM_FIELDS, claimed.returned)
+    run.status, run.started_at, run.heartbeat_at, run.last_seq = RunStatus.RUNNING, now, now, claimed.last_seq
+    _run_load_related(run)
     turn = AssistantTurn(run, message_id=message_id)
     usage = Usage()
     started = time.monotonic()
@@ -267,6 +314,8 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     output: Any = None
     with supervisor.hold(run.pk, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
         try:
+            if not run.organization.is_active:
+                raise RunCancelled(SUSPENDED)
             if not run.bundle_version.is_runnable:
                 raise SandboxError(
                     "invalid_bundle",
@@ -284,6 +333,8 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
                 )
             elif exc.reason == WORKER_LOST:
                 status, error = RunStatus.FAILED, (WORKER_LOST_ERROR, "The run was ended by the reaper.")
+            elif exc.reason == SUSPENDED:
+                status, error = RunStatus.CANCELLED, (CANCELLED, "The organization is suspended.")
             else:
                 status, error = RunStatus.CANCELLED, (CANCELLED, "The run was cancelled.")
         except ProviderError as exc:
@@ -303,6 +354,38 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
         wall_ms=int((time.monotonic() - started) * 1000),
     )
     return True
+
+
+def _run_load_related(run: Run) -> None:
+    """Attach the run's organization, version and session, read with one SELECT (always fresh)."""
+    version_id = statements.column(BundleVersion, "id")
+    session_id = statements.column(ChatSession, "id")
+    # Identifiers from model metadata; the ids are parameters.
+    sql = (
+        f"SELECT {statements.select_columns(Organization, ORGANIZATION_FIELDS, 'o')},"  # noqa: S608
+        f" {statements.select_columns(BundleVersion, VERSION_FIELDS, 'v')},"
+        f" {statements.select_columns(ChatSession, SESSION_FIELDS, 's')}"
+        f" FROM {statements.table(Organization)} o"
+        f" INNER JOIN {statements.table(BundleVersion)} v ON v.{version_id} = %s"
+        f" LEFT JOIN {statements.table(ChatSession)} s ON s.{session_id} = %s"
+        f" WHERE o.{statements.column(Organization, 'id')} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [run.bundle_version_id, run.session_id, run.organization_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Run.DoesNotExist(f"run {run.pk}: its organization or version is gone")
+    split = len(ORGANIZATION_FIELDS)
+    organization = statements.instance(Organization, ORGANIZATION_FIELDS, row[:split])
+    version = statements.instance(BundleVersion, VERSION_FIELDS, row[split : split + len(VERSION_FIELDS)])
+    run.organization = organization
+    if version.organization_id == organization.pk:
+        # run_start only pairs a run with its own organization's versions; sharing the loaded row
+        # saves the query the sandbox cache key (version_bundle_key) would make for it.
+        version.organization = organization
+    run.bundle_version = version
+    if run.session_id is not None:
+        run.session = statements.instance(ChatSession, SESSION_FIELDS, row[split + len(VERSION_FIELDS) :])
 
 
 def _execute_tool_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> Any:
@@ -368,7 +451,7 @@ def _run_finish(
         ended = run_update_with_events(
             run,
             events,
-            where=Q(status=RunStatus.RUNNING),
+            status=RunStatus.RUNNING,
             changes={
                 "status": status,
                 "error_type": error[0] if error else "",

@@ -2,9 +2,10 @@
 gap-free replay-then-tail stream of a run's events.
 
 Delivery (see `execution.events`): subscribe to the run's group first, then read the database
-after the last seq delivered; a notification whose seq is exactly last+1 is forwarded as is,
-any other one (or a quiet period) triggers a database read after the last seq. So events arrive
-exactly once and in order even when pub/sub drops or reorders notifications.
+after the last seq delivered; the events of a notification that follow the last seq delivered
+are forwarded as they are, as long as it leaves no gap; a gap (or a quiet period) triggers a
+database read after the last seq. So events arrive exactly once and in order even when pub/sub
+drops or reorders notifications.
 """
 
 from __future__ import annotations
@@ -185,21 +186,23 @@ async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncIterato
                 continue
             if ended:
                 return
-            # Wait for notifications; forward consecutive ones directly, read the DB otherwise.
+            # Wait for notifications; forward the events that follow `last` directly, read the DB
+            # when one would leave a gap.
             while True:
                 message = await notifications.next(CATCH_UP_INTERVAL_S)
                 if message is None or message.get("type") != NOTIFICATION_TYPE:
                     break
-                seq = int(message.get("seq", 0))
-                if seq <= last:
-                    continue  # already delivered from the database
-                if seq != last + 1:
+                first = int(message.get("seq", 0))
+                if first > last + 1:
                     break
-                event = StreamedEvent(seq=seq, chunk=message["event"])
-                last = seq
-                yield event
-                if event.terminal:
-                    return
+                for seq, chunk in enumerate(message.get("events") or [], start=first):
+                    if seq <= last:
+                        continue  # already delivered from the database
+                    event = StreamedEvent(seq=seq, chunk=chunk)
+                    last = seq
+                    yield event
+                    if event.terminal:
+                        return
     finally:
         await notifications.close()
 

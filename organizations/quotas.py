@@ -22,11 +22,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db import connection, models, transaction
+from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 from rest_framework import status
@@ -121,22 +121,23 @@ def _ensure_usage_row(organization_id: int) -> None:
 # --- runs -----------------------------------------------------------------------------------------
 
 
-def quota_run_started(*, organization: Organization, now: datetime | None = None) -> None:
+def quota_run_started(
+    *, organization: Organization, now: datetime | None = None, savepoint: bool = True
+) -> None:
     """Take a concurrent-run slot and count a run this month, or raise QuotaExceeded naming the quota.
 
     Call inside the transaction that creates the run, so a failed start gives both back.
-    Monthly row first, then the slot (the module's lock order).
+    Monthly row first, then the slot (the module's lock order). With `savepoint` (the default)
+    a caller that catches the refusal keeps its transaction, and the monthly count taken before
+    a refused slot is given back; `savepoint=False` is for a caller whose whole transaction
+    fails with the refusal anyway (`run_start`), and saves the savepoint's two statements.
     """
     start = period_start(now)
     limits = {name: int(getattr(organization, name)) for name in MONTHLY_COLUMNS}
-    below_limits = Q(**{f"{column}__lt": limits[name] for name, column in MONTHLY_COLUMNS.items()})
-    # A savepoint when nested: a caller that catches the refusal keeps its transaction, and the
-    # monthly count taken before a refused slot is given back.
-    with transaction.atomic():
-        monthly = MonthlyUsage.objects.filter(below_limits, organization=organization, period_start=start)
-        if not monthly.update(runs=F("runs") + 1):
+    with transaction.atomic(savepoint=savepoint):
+        if not _monthly_count_run(organization.pk, start, limits):
             _ensure_monthly_row(organization.pk, start)
-            if not monthly.update(runs=F("runs") + 1):
+            if not _monthly_count_run(organization.pk, start, limits):
                 row = MonthlyUsage.objects.get(organization=organization, period_start=start)
                 for name, column in MONTHLY_COLUMNS.items():
                     used = int(getattr(row, column))
@@ -146,15 +147,83 @@ def quota_run_started(*, organization: Organization, now: datetime | None = None
                         )
                 raise AssertionError("conditional update refused a row below every limit")
         concurrent_limit = int(organization.concurrent_runs)
-        slots = OrganizationUsage.objects.filter(organization=organization, active_runs__lt=concurrent_limit)
-        if not slots.update(active_runs=F("active_runs") + 1):
+        if not _slot_take(organization.pk, concurrent_limit):
             _ensure_usage_row(organization.pk)
-            if not slots.update(active_runs=F("active_runs") + 1):
+            if not _slot_take(organization.pk, concurrent_limit):
                 used = OrganizationUsage.objects.get(organization=organization).active_runs
                 # No fixed reset time: a slot frees as soon as one of the running runs ends.
                 raise QuotaExceeded(
                     quota=QUOTA_CONCURRENT_RUNS, limit=concurrent_limit, used=used, resets_at=None
                 )
+
+
+# The counter updates below run on every run start and end, so they are plain SQL (the ORM
+# compiling `filter().update(F() + 1)` cost more CPU than the statement itself); each is the
+# same conditional UPDATE the module docstring describes. Identifiers come from the models'
+# metadata and every value is a parameter (hence the S608 exemptions).
+
+
+def _quoted(model: type[models.Model], *names: str) -> list[str]:
+    quote = connection.ops.quote_name
+    fields = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in names]
+    return [quote(model._meta.db_table)] + [quote(field.column or field.attname) for field in fields]
+
+
+def _execute(sql: str, params: list[Any]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+def _period_param(start: date) -> Any:
+    return cast("models.Field[Any, Any]", MonthlyUsage._meta.get_field("period_start")).get_db_prep_save(
+        start, connection
+    )
+
+
+def _monthly_count_run(organization_id: int, start: date, limits: dict[str, int]) -> bool:
+    """runs + 1 on the organization's row of the period, if every monthly quota is below its limit."""
+    table, runs, cpu, tokens, org, period = _quoted(
+        MonthlyUsage, "runs", "sandbox_cpu_ms", "model_tokens", "organization", "period_start"
+    )
+    sql = (
+        f"UPDATE {table} SET {runs} = {runs} + 1 WHERE {org} = %s AND {period} = %s"  # noqa: S608
+        f" AND {runs} < %s AND {cpu} < %s AND {tokens} < %s"
+    )
+    params = [
+        organization_id,
+        _period_param(start),
+        limits[QUOTA_RUNS_PER_MONTH],
+        limits[QUOTA_SANDBOX_CPU_MS],
+        limits[QUOTA_MODEL_TOKENS],
+    ]
+    return _execute(sql, params) > 0
+
+
+def _slot_take(organization_id: int, limit: int) -> bool:
+    """active_runs + 1 if below `limit`."""
+    table, active, org = _quoted(OrganizationUsage, "active_runs", "organization")
+    sql = f"UPDATE {table} SET {active} = {active} + 1 WHERE {org} = %s AND {active} < %s"  # noqa: S608
+    return _execute(sql, [organization_id, limit]) > 0
+
+
+def _slot_release(organization_id: int) -> None:
+    """active_runs - 1, never below zero."""
+    table, active, org = _quoted(OrganizationUsage, "active_runs", "organization")
+    sql = f"UPDATE {table} SET {active} = {active} - 1 WHERE {org} = %s AND {active} > 0"  # noqa: S608
+    _execute(sql, [organization_id])
+
+
+def _monthly_add(organization_id: int, start: date, sandbox_cpu_ms: int, model_tokens: int) -> bool:
+    """Add metered CPU and tokens to the organization's row of the period; False when it has none."""
+    table, cpu, tokens, org, period = _quoted(
+        MonthlyUsage, "sandbox_cpu_ms", "model_tokens", "organization", "period_start"
+    )
+    sql = (
+        f"UPDATE {table} SET {cpu} = {cpu} + %s, {tokens} = {tokens} + %s"  # noqa: S608
+        f" WHERE {org} = %s AND {period} = %s"
+    )
+    return _execute(sql, [sandbox_cpu_ms, model_tokens, organization_id, _period_param(start)]) > 0
 
 
 def quota_run_ended(*, run_id: uuid.UUID | str, now: datetime | None = None) -> None:
@@ -189,24 +258,17 @@ def quota_run_released(
     Call in the transaction of the run's terminal update, with the usage that update wrote.
     """
     _meter(organization_id=organization_id, sandbox_cpu_ms=sandbox_cpu_ms, model_tokens=model_tokens, now=now)
-    OrganizationUsage.objects.filter(organization_id=organization_id, active_runs__gt=0).update(
-        active_runs=F("active_runs") - 1
-    )
+    _slot_release(organization_id)
 
 
 def _meter(*, organization_id: int, sandbox_cpu_ms: int, model_tokens: int, now: datetime | None) -> None:
     if not sandbox_cpu_ms and not model_tokens:
         return
     start = period_start(now)
-    monthly = MonthlyUsage.objects.filter(organization_id=organization_id, period_start=start)
-    changes = {
-        "sandbox_cpu_ms": F("sandbox_cpu_ms") + sandbox_cpu_ms,
-        "model_tokens": F("model_tokens") + model_tokens,
-    }
     # The row exists unless the month turned since the run started: create it only then.
-    if not monthly.update(**changes):
+    if not _monthly_add(organization_id, start, sandbox_cpu_ms, model_tokens):
         _ensure_monthly_row(organization_id, start)
-        monthly.update(**changes)
+        _monthly_add(organization_id, start, sandbox_cpu_ms, model_tokens)
 
 
 # --- direct tool calls and uploads ---------------------------------------------------------------------

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
+from django.db import connection
+from django.db.models import Field
 
 from execution.providers.base import ModelProvider
 from execution.providers.demo import DEMO_MODEL_ID, DemoProvider
 from execution.providers.openai_compatible import OpenAICompatibleProvider
-from organizations.models import Organization
-from organizations.selectors import model_provider_for
+from organizations.models import ModelProviderConfig, Organization
+from organizations.selectors import OrganizationModelProvider, model_provider_for
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,55 @@ def _openai_compatible(base_url: str, api_key: str) -> OpenAICompatibleProvider:
         return provider
 
 
+_overrides: dict[tuple[Any, ...], OrganizationModelProvider | None] = {}
+_overrides_lock = threading.Lock()
+_OVERRIDES_MAX = 1024
+
+
+def _organization_provider(organization: Organization) -> OrganizationModelProvider | None:
+    """`model_provider_for`, reused while the organization's provider row is unchanged.
+
+    Every call reads the row (one plain SELECT), so a change applies to the next run; what was
+    built from an identical row (the key decrypted) is reused. Keyed by the organization and the
+    row's full content, never shared across organizations.
+    """
+    quote = connection.ops.quote_name
+    meta = ModelProviderConfig._meta
+    fields = [
+        cast("Field[Any, Any]", meta.get_field(name))
+        for name in ("id", "base_url", "api_key_token", "model_map", "updated_at", "organization")
+    ]
+    columns = [quote(field.column or field.attname) for field in fields]
+    # Identifiers from model metadata; the organization id is a parameter.
+    sql = f"SELECT {', '.join(columns[:-1])} FROM {quote(meta.db_table)} WHERE {columns[-1]} = %s"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [organization.pk])
+        row = cursor.fetchone()
+    key = (
+        organization.pk,
+        None if row is None else tuple(row),
+        # The key is decrypted with these: a different key must not reuse what the old one read.
+        settings.SECRET_KEY,
+        tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ()),
+    )
+    with _overrides_lock:
+        if key in _overrides:
+            return _overrides[key]
+    override = model_provider_for(organization)
+    with _overrides_lock:
+        if len(_overrides) >= _OVERRIDES_MAX:
+            _overrides.clear()
+        _overrides[key] = override
+    return override
+
+
 def model_resolve(manifest_model: Any, *, organization: Organization | None = None) -> ResolvedModel:
     """Apply the mapping rule in the module docstring to a manifest `model` value."""
     requested = model_id_from_manifest(manifest_model)
     model_map: dict[str, str] = settings.LIGHTFAST_MODEL_MAP or {}
     base_url: str = settings.LIGHTFAST_MODEL_BASE_URL
     api_key: str = settings.LIGHTFAST_MODEL_API_KEY
-    override = model_provider_for(organization) if organization is not None else None
+    override = _organization_provider(organization) if organization is not None else None
     if override is not None and override.base_url:
         base_url, api_key, model_map = override.base_url, override.api_key, override.model_map
     elif override is not None:

@@ -10,7 +10,13 @@ import pytest
 from channels.layers import get_channel_layer
 from django.db import connection
 
-from execution.events import UnknownEventType, event_append, event_append_many, run_events_after
+from execution.events import (
+    NOTIFICATION_MAX_EVENTS,
+    UnknownEventType,
+    event_append,
+    event_append_many,
+    run_events_after,
+)
 from execution.models import Run
 from execution.services import run_start
 from tests.execution.conftest import manifest_version
@@ -66,26 +72,50 @@ def test_concurrent_appenders_get_distinct_consecutive_seqs(alice: Any) -> None:
     assert [event.seq for event in run_events_after(run, 0)] == list(range(1, 151))
 
 
-def test_events_notify_the_run_group_after_commit(alice: Any) -> None:
-    run = new_run(alice.organization)
+def _listen_to(run: Run, count: int) -> tuple[threading.Thread, list[dict[str, Any]]]:
+    """A thread that collects `count` notifications of the run's group (started and subscribed)."""
     layer = get_channel_layer()
     received: list[dict[str, Any]] = []
+    ready = threading.Event()
 
     async def listen() -> None:
         channel = await layer.new_channel()
         await layer.group_add(run.group_name, channel)
         ready.set()
-        while len(received) < 2:
+        while len(received) < count:
             received.append(await asyncio.wait_for(layer.receive(channel), 10))
 
-    ready = threading.Event()
     listener = threading.Thread(target=lambda: asyncio.run(listen()))
     listener.start()
     assert ready.wait(10)
+    return listener, received
+
+
+def test_events_written_together_are_one_notification_after_commit(alice: Any) -> None:
+    run = new_run(alice.organization)
+    listener, received = _listen_to(run, 2)
     event_append_many(run, [("start", {"messageId": "m"}), ("text-start", {"id": "t"})])
+    event_append_many(run, [("text-delta", {"id": "t", "delta": "a"})])
     listener.join(15)
+    # One message per transaction, carrying its events in seq order from `seq` on.
     assert [(m["type"], m["run"], m["seq"]) for m in received] == [
-        ("run.event", str(run.pk), 1),
-        ("run.event", str(run.pk), 2),
+        ("run.events", str(run.pk), 1),
+        ("run.events", str(run.pk), 3),
     ]
-    assert received[1]["event"] == {"type": "text-start", "id": "t"}
+    assert received[0]["events"] == [{"type": "start", "messageId": "m"}, {"type": "text-start", "id": "t"}]
+    assert received[1]["events"] == [{"type": "text-delta", "id": "t", "delta": "a"}]
+
+
+def test_a_large_flush_is_split_into_bounded_notifications(alice: Any) -> None:
+    run = new_run(alice.organization)
+    total = NOTIFICATION_MAX_EVENTS * 2 + 5
+    listener, received = _listen_to(run, 3)
+    event_append_many(run, [("data-log", {"data": {"i": index}}) for index in range(total)])
+    listener.join(15)
+    assert [(m["seq"], len(m["events"])) for m in received] == [
+        (1, NOTIFICATION_MAX_EVENTS),
+        (NOTIFICATION_MAX_EVENTS + 1, NOTIFICATION_MAX_EVENTS),
+        (NOTIFICATION_MAX_EVENTS * 2 + 1, 5),
+    ]
+    chunks = [chunk for message in received for chunk in message["events"]]
+    assert [chunk["data"]["i"] for chunk in chunks] == list(range(total))
