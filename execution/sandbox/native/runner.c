@@ -520,6 +520,22 @@ static size_t snap_len;
 static char *arena_dirty_max;    /* highest hw ever seen in this process (for the verify mode) */
 static int verify_restore;       /* test mode: compare the arena with the snapshot after each restore */
 
+/* What a restore copies back. Free blocks of the snapshot (holes: what the load allocated and
+ * gave back, e.g. the compiler's per-function state) are written by nobody but the allocator
+ * handing them out again, so a restore copies only the live extents between the holes, plus
+ * every free block the allocator popped since the last restore (logged below). */
+typedef struct {
+    size_t offset, len;
+} ArenaExtent;
+#define ARENA_HOLE_MIN 256
+#define ARENA_POP_LOG 4096
+static ArenaExtent *live_extents;
+static int nlive_extents;
+static size_t live_bytes;
+static ArenaExtent popped[ARENA_POP_LOG]; /* offset and size of each popped block */
+static int npopped;         /* -1: the log overflowed, the next restore copies everything */
+static int logging_pops;    /* set once the snapshot exists */
+
 static int arena_create(void) {
     size_t size = ARENA_RESERVE;
     void *p = MAP_FAILED;
@@ -580,6 +596,12 @@ static void *arena_alloc(size_t size, int *fresh) {
     if (b) {
         arena->free[cls] = *(void **)(b + 1);
         *fresh = 0;
+        if (logging_pops && npopped >= 0) {
+            if (npopped < ARENA_POP_LOG)
+                popped[npopped++] = (ArenaExtent){(size_t)((char *)b - (char *)arena), total};
+            else
+                npopped = -1;
+        }
     } else {
         char *at = arena->bump;
         if ((size_t)(arena_cap - at) < total) return NULL;
@@ -678,11 +700,48 @@ static int arena_take_snapshot(void) {
     arena->hw = arena->bump;
     if (arena->hw > arena_dirty_max) arena_dirty_max = arena->hw;
     snap_len = (size_t)(arena->bump - (char *)arena);
+    /* Walk the blocks (they tile the arena up to the bump pointer): the live extents are what
+     * lies between holes of at least ARENA_HOLE_MIN bytes. Hole bodies are cleared, so memory a
+     * call gets from a hole holds zeros, as memory from the bump pointer does. */
+    int cap = 64;
+    live_extents = malloc(sizeof(ArenaExtent) * (size_t)cap);
+    if (!live_extents) return -1;
+    nlive_extents = 0;
+    live_bytes = 0;
+    char *start = (char *)arena, *block = (char *)arena + ((sizeof(ArenaHeader) + 63) & ~(size_t)63);
+    while (block < arena->bump) {
+        ArenaBlock *b = (ArenaBlock *)(void *)block;
+        size_t size = arena_class_size(b->cls);
+        if (b->tag != ARENA_BLOCK_TAG && size >= ARENA_HOLE_MIN) {
+            memset((char *)(b + 1) + sizeof(void *), 0, size - sizeof(ArenaBlock) - sizeof(void *));
+            if (block > start) {
+                if (nlive_extents == cap) {
+                    cap *= 2;
+                    ArenaExtent *grown = realloc(live_extents, sizeof(ArenaExtent) * (size_t)cap);
+                    if (!grown) return -1;
+                    live_extents = grown;
+                }
+                live_extents[nlive_extents++] = (ArenaExtent){(size_t)(start - (char *)arena), (size_t)(block - start)};
+                live_bytes += (size_t)(block - start);
+            }
+            start = block + size;
+        }
+        block += size;
+    }
+    if (start < arena->bump) {
+        ArenaExtent *grown = realloc(live_extents, sizeof(ArenaExtent) * (size_t)(nlive_extents + 1));
+        if (!grown) return -1;
+        live_extents = grown;
+        live_extents[nlive_extents++] = (ArenaExtent){(size_t)(start - (char *)arena), (size_t)(arena->bump - start)};
+        live_bytes += (size_t)(arena->bump - start);
+    }
     size_t mapped = (snap_len + 4095) & ~(size_t)4095;
     void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return -1;
     arena_snapshot = p;
     memcpy(arena_snapshot, arena, snap_len);
+    npopped = 0;
+    logging_pops = 1;
     return 0;
 }
 
@@ -703,7 +762,22 @@ static void arena_restore(void) {
     char *hw = arena->hw; /* read before the copy puts the snapshot's value back */
     char *snap_end = (char *)arena + snap_len;
     if (hw > arena_dirty_max) arena_dirty_max = hw;
-    memcpy(arena, arena_snapshot, snap_len);
+    if (npopped < 0) {
+        memcpy(arena, arena_snapshot, snap_len);
+    } else {
+        for (int i = 0; i < nlive_extents; i++)
+            memcpy((char *)arena + live_extents[i].offset, arena_snapshot + live_extents[i].offset,
+                   live_extents[i].len);
+        /* Holes handed out since the last restore (or blocks freed and reused in the call: those
+         * are in live extents already, copying them again is harmless). */
+        for (int i = 0; i < npopped; i++) {
+            size_t offset = popped[i].offset, len = popped[i].len;
+            if (offset >= snap_len) continue; /* above the snapshot: cleared below */
+            if (len > snap_len - offset) len = snap_len - offset;
+            memcpy((char *)arena + offset, arena_snapshot + offset, len);
+        }
+    }
+    npopped = 0;
     if (hw > snap_end) {
         size_t used = (size_t)(hw - snap_end);
         if (used > ARENA_MADVISE_BYTES) {
