@@ -520,21 +520,23 @@ static size_t snap_len;
 static char *arena_dirty_max;    /* highest hw ever seen in this process (for the verify mode) */
 static int verify_restore;       /* test mode: compare the arena with the snapshot after each restore */
 
-/* What a restore copies back. Free blocks of the snapshot (holes: what the load allocated and
- * gave back, e.g. the compiler's per-function state) are written by nobody but the allocator
- * handing them out again, so a restore copies only the live extents between the holes, plus
- * every free block the allocator popped since the last restore (logged below). */
-typedef struct {
-    size_t offset, len;
-} ArenaExtent;
+/* Which pages a restore copies back. A weather call writes ~130 of the ~2,200 pages of its
+ * snapshot (QuickJS reference counts, the objects it touches, the allocator's header), and a
+ * memcpy costs the same per page whether the page changed or not; comparing first costs as
+ * much as copying. So after the snapshot the zygote write-protects the snapshot's pages; the
+ * first write to one faults, the SIGSEGV handler makes it writable and marks it hot, and from
+ * then on every restore copies exactly the hot pages (plus the partial last page). A write to a
+ * page that is not hot always faults first, so nothing a call writes can escape the copy. Every
+ * ARENA_COOL_CALLS calls the hot set is cleared and the pages protected again, so one
+ * unusual call (a collection touching the whole heap) does not make every later restore copy
+ * everything. */
+#define ARENA_PAGE 4096u
+#define ARENA_COOL_CALLS 1024
 #define ARENA_HOLE_MIN 256
-#define ARENA_POP_LOG 4096
-static ArenaExtent *live_extents;
-static int nlive_extents;
-static size_t live_bytes;
-static ArenaExtent popped[ARENA_POP_LOG]; /* offset and size of each popped block */
-static int npopped;         /* -1: the log overflowed, the next restore copies everything */
-static int logging_pops;    /* set once the snapshot exists */
+static char *prot_start, *prot_end; /* the write-protected (or hot) whole pages of the snapshot */
+static uint64_t *hot_bits;          /* one bit per page of [prot_start, prot_end) */
+static size_t hot_words;
+static int restores_since_cool;
 
 static int arena_create(void) {
     size_t size = ARENA_RESERVE;
@@ -596,12 +598,6 @@ static void *arena_alloc(size_t size, int *fresh) {
     if (b) {
         arena->free[cls] = *(void **)(b + 1);
         *fresh = 0;
-        if (logging_pops && npopped >= 0) {
-            if (npopped < ARENA_POP_LOG)
-                popped[npopped++] = (ArenaExtent){(size_t)((char *)b - (char *)arena), total};
-            else
-                npopped = -1;
-        }
     } else {
         char *at = arena->bump;
         if ((size_t)(arena_cap - at) < total) return NULL;
@@ -692,6 +688,30 @@ static size_t arena_usable_size(const void *ptr) {
 static const JSMallocFunctions arena_functions = {arena_calloc, arena_malloc, arena_free, arena_realloc,
                                                   arena_usable_size};
 
+static void on_arena_write_fault(int sig, siginfo_t *info, void *context) {
+    (void)context;
+    char *at = info->si_addr;
+    /* The arena is mapped read-write: a permission fault inside the snapshot's pages can only be
+     * a write to a page protected here. */
+    if (info->si_code == SEGV_ACCERR && at >= prot_start && at < prot_end) {
+        size_t page = (size_t)(at - prot_start) / ARENA_PAGE;
+        if (mprotect(prot_start + page * ARENA_PAGE, ARENA_PAGE, PROT_READ | PROT_WRITE) == 0) {
+            hot_bits[page / 64] |= 1ull << (page % 64);
+            return; /* the write is retried on a writable page */
+        }
+    }
+    /* A real crash: let the default action kill the process (its parent reports it). */
+    signal(sig, SIG_DFL);
+}
+
+/* Clear the hot set: every page of the snapshot read-only again. */
+static int arena_protect(void) {
+    if (prot_end > prot_start && mprotect(prot_start, (size_t)(prot_end - prot_start), PROT_READ) != 0) return -1;
+    memset(hot_bits, 0, hot_words * sizeof(uint64_t));
+    restores_since_cool = 0;
+    return 0;
+}
+
 /* Record the loaded state: every call of this process starts from exactly these bytes. */
 static int arena_take_snapshot(void) {
     /* Space the load used and gave back above the bump pointer is cleared, so that the
@@ -700,58 +720,58 @@ static int arena_take_snapshot(void) {
     arena->hw = arena->bump;
     if (arena->hw > arena_dirty_max) arena_dirty_max = arena->hw;
     snap_len = (size_t)(arena->bump - (char *)arena);
-    /* Walk the blocks (they tile the arena up to the bump pointer): the live extents are what
-     * lies between holes of at least ARENA_HOLE_MIN bytes. Hole bodies are cleared, so memory a
-     * call gets from a hole holds zeros, as memory from the bump pointer does. */
-    int cap = 64;
-    live_extents = malloc(sizeof(ArenaExtent) * (size_t)cap);
-    if (!live_extents) return -1;
-    nlive_extents = 0;
-    live_bytes = 0;
-    char *start = (char *)arena, *block = (char *)arena + ((sizeof(ArenaHeader) + 63) & ~(size_t)63);
+    /* Free blocks the load left behind (e.g. the compiler's per-function state) get zeroed
+     * bodies, so memory a call gets from one holds zeros, as memory from the bump pointer does.
+     * The blocks tile the arena up to the bump pointer. */
+    char *block = (char *)arena + ((sizeof(ArenaHeader) + 63) & ~(size_t)63);
     while (block < arena->bump) {
         ArenaBlock *b = (ArenaBlock *)(void *)block;
         size_t size = arena_class_size(b->cls);
-        if (b->tag != ARENA_BLOCK_TAG && size >= ARENA_HOLE_MIN) {
+        if (b->tag != ARENA_BLOCK_TAG && size >= ARENA_HOLE_MIN)
             memset((char *)(b + 1) + sizeof(void *), 0, size - sizeof(ArenaBlock) - sizeof(void *));
-            if (block > start) {
-                if (nlive_extents == cap) {
-                    cap *= 2;
-                    ArenaExtent *grown = realloc(live_extents, sizeof(ArenaExtent) * (size_t)cap);
-                    if (!grown) return -1;
-                    live_extents = grown;
-                }
-                live_extents[nlive_extents++] = (ArenaExtent){(size_t)(start - (char *)arena), (size_t)(block - start)};
-                live_bytes += (size_t)(block - start);
-            }
-            start = block + size;
-        }
         block += size;
     }
-    if (start < arena->bump) {
-        ArenaExtent *grown = realloc(live_extents, sizeof(ArenaExtent) * (size_t)(nlive_extents + 1));
-        if (!grown) return -1;
-        live_extents = grown;
-        live_extents[nlive_extents++] = (ArenaExtent){(size_t)(start - (char *)arena), (size_t)(arena->bump - start)};
-        live_bytes += (size_t)(arena->bump - start);
-    }
-    size_t mapped = (snap_len + 4095) & ~(size_t)4095;
+    size_t mapped = (snap_len + ARENA_PAGE - 1) & ~(size_t)(ARENA_PAGE - 1);
     void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return -1;
     arena_snapshot = p;
     memcpy(arena_snapshot, arena, snap_len);
-    npopped = 0;
-    logging_pops = 1;
-    return 0;
+    /* Nothing writes the snapshot again: a stray write into it faults instead of corrupting it. */
+    if (mprotect(arena_snapshot, mapped, PROT_READ) != 0) return -1;
+    prot_start = (char *)arena;
+    prot_end = (char *)arena + (snap_len & ~(size_t)(ARENA_PAGE - 1));
+    size_t pages = (size_t)(prot_end - prot_start) / ARENA_PAGE;
+    hot_words = (pages + 63) / 64;
+    hot_bits = calloc(hot_words ? hot_words : 1, sizeof(uint64_t));
+    if (!hot_bits) return -1;
+    struct sigaction sa = {0};
+    sa.sa_sigaction = on_arena_write_fault;
+    sa.sa_flags = SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGSEGV, &sa, NULL) != 0) return -1;
+    return arena_protect();
 }
 
-static int all_zero(const char *p, size_t n) {
-    static const char zeros[4096];
+/* Whether [p, end) holds only zeros; whole pages the kernel does not have are zero by definition
+ * and are not read (reading them would map them). */
+static int all_zero(const char *p, const char *end) {
+    static const char zeros[ARENA_PAGE];
+    unsigned char resident[256];
+    const char *page = (const char *)(((uintptr_t)p + ARENA_PAGE - 1) & ~(uintptr_t)(ARENA_PAGE - 1));
+    if (page >= end) return end <= p || !memcmp(p, zeros, (size_t)(end - p));
+    if (memcmp(p, zeros, (size_t)(page - p))) return 0;
+    p = page;
+    size_t n = (size_t)(end - p);
     while (n) {
-        size_t k = n < sizeof zeros ? n : sizeof zeros;
-        if (memcmp(p, zeros, k)) return 0;
-        p += k;
-        n -= k;
+        size_t pages = (n + ARENA_PAGE - 1) / ARENA_PAGE;
+        if (pages > sizeof resident) pages = sizeof resident;
+        if (mincore((void *)p, pages * ARENA_PAGE, resident) != 0) memset(resident, 1, sizeof resident);
+        for (size_t i = 0; i < pages && n; i++) {
+            size_t k = n < ARENA_PAGE ? n : ARENA_PAGE;
+            if ((resident[i] & 1) && memcmp(p, zeros, k)) return 0;
+            p += k;
+            n -= k;
+        }
     }
     return 1;
 }
@@ -762,22 +782,21 @@ static void arena_restore(void) {
     char *hw = arena->hw; /* read before the copy puts the snapshot's value back */
     char *snap_end = (char *)arena + snap_len;
     if (hw > arena_dirty_max) arena_dirty_max = hw;
-    if (npopped < 0) {
-        memcpy(arena, arena_snapshot, snap_len);
-    } else {
-        for (int i = 0; i < nlive_extents; i++)
-            memcpy((char *)arena + live_extents[i].offset, arena_snapshot + live_extents[i].offset,
-                   live_extents[i].len);
-        /* Holes handed out since the last restore (or blocks freed and reused in the call: those
-         * are in live extents already, copying them again is harmless). */
-        for (int i = 0; i < npopped; i++) {
-            size_t offset = popped[i].offset, len = popped[i].len;
-            if (offset >= snap_len) continue; /* above the snapshot: cleared below */
-            if (len > snap_len - offset) len = snap_len - offset;
-            memcpy((char *)arena + offset, arena_snapshot + offset, len);
+    /* The hot pages, in runs of neighbours, and the partial page after the protected ones. */
+    size_t pages = (size_t)(prot_end - prot_start) / ARENA_PAGE;
+    for (size_t i = 0; i < pages;) {
+        uint64_t word = hot_bits[i / 64] >> (i % 64);
+        if (!word) {
+            i = (i / 64 + 1) * 64;
+            continue;
         }
+        i += (size_t)__builtin_ctzll(word);
+        size_t end = i;
+        while (end < pages && (hot_bits[end / 64] >> (end % 64) & 1)) end++;
+        memcpy(prot_start + i * ARENA_PAGE, arena_snapshot + i * ARENA_PAGE, (end - i) * ARENA_PAGE);
+        i = end;
     }
-    npopped = 0;
+    memcpy(prot_end, arena_snapshot + (prot_end - (char *)arena), (size_t)(snap_end - prot_end));
     if (hw > snap_end) {
         size_t used = (size_t)(hw - snap_end);
         if (used > ARENA_MADVISE_BYTES) {
@@ -788,8 +807,13 @@ static void arena_restore(void) {
             memset(snap_end, 0, used);
         }
     }
+    if (++restores_since_cool >= ARENA_COOL_CALLS && arena_protect() != 0) {
+        /* Could not protect again (e.g. out of memory maps): stop serving rather than miss writes. */
+        dprintf(2, "lightfast-runner: could not write-protect the arena: %s\n", strerror(errno));
+        abort();
+    }
     if (verify_restore && (memcmp(arena, arena_snapshot, snap_len) ||
-                           !all_zero(snap_end, (size_t)(arena_dirty_max - snap_end)))) {
+                           !all_zero(snap_end, arena_dirty_max))) {
         dprintf(2, "lightfast-runner: the restored arena differs from its snapshot\n");
         abort();
     }
