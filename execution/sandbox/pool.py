@@ -14,6 +14,7 @@ or its binary is not built (then the Python runner, said once in the log); /heal
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import os
 import signal
@@ -434,7 +435,7 @@ class LocalJailBackend:
                     "script": script,
                     "env": env,
                     "filename": filename,
-                    "limits": limits.to_dict(),
+                    "limits": _limits_dict(limits),
                 },
                 limits=limits,
                 cancel=cancel,
@@ -476,7 +477,7 @@ class LocalJailBackend:
                         "env": env,
                         "filename": filename,
                         "evict": evict,
-                        "limits": limits.to_dict(),
+                        "limits": _limits_dict(limits),
                     },
                     limits=limits,
                     cancel=cancel,
@@ -494,7 +495,7 @@ class LocalJailBackend:
                     "tool": tool,
                     "input": input,
                     "context": context,
-                    "limits": limits.to_dict(),
+                    "limits": _limits_dict(limits),
                 },
                 limits=limits,
                 cancel=cancel,
@@ -518,7 +519,7 @@ class LocalJailBackend:
         try:
             reply = self._exchange(
                 worker,
-                {"type": "probe", "probe": name, "args": args or {}, "limits": limits.to_dict()},
+                {"type": "probe", "probe": name, "args": args or {}, "limits": _limits_dict(limits)},
                 limits=limits,
                 cancel=cancel,
                 egress=egress,
@@ -526,6 +527,15 @@ class LocalJailBackend:
         finally:
             self._checkin(worker)
         return reply["probe"]
+
+
+@functools.lru_cache(maxsize=256)
+def _limits_dict(limits: Limits) -> dict[str, int]:
+    """`limits.to_dict()`, once per distinct (frozen) limits: asdict costs ~20 us, a call ~300 us.
+
+    The dict is shared between frames: it is only ever encoded, never changed.
+    """
+    return limits.to_dict()
 
 
 def _write_all(fd: int, payload: bytes) -> None:
