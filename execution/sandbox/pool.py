@@ -4,8 +4,13 @@ Workers are sized to the cores, reused across calls and replaced (in the backgro
 when one crashed, timed out, was cancelled or broke the protocol. The host enforces
 each call's wall limit itself (plus a small grace) and serves the runner's `fetch`
 frames through the egress policy, so a wedged runner can never hold a caller.
-A call that hits a limit inside the engine is already discarded with its forked call
-child (see runner.py); the worker and its zygotes never ran that call, so it stays.
+Each worker keeps one zygote per bundle key (`load`), and every call of that key starts from
+the zygote's post-load state: the native runner runs the call in the zygote and copies its
+JS heap back from a snapshot afterwards (execution/sandbox/native/runner.c), the Python runner
+forks a call child per call (runner.py). A call that hits a limit inside the engine leaves
+the worker and its zygotes as they were. A zygote that died in a call (the kernel's CPU
+backstop, a crash) comes back as that call's classified error with `zygote_lost`; the key is
+forgotten here, so the next call of it sends `load` again.
 
 Workers run the native runner (execution/sandbox/native/) unless LIGHTFAST_SANDBOX_RUNNER=python
 or its binary is not built (then the Python runner, said once in the log); /healthz shows which.
@@ -89,6 +94,8 @@ class PoolConfig:
     # Test-only (native runner): a zygote checks its restored JS heap against the snapshot after
     # every call and dies on any difference.
     test_verify_restore: bool = False
+    # Test-only (native runner): restores copy nothing back (proves that the verify mode notices).
+    test_break_restore: bool = False
 
 
 class _Worker:
@@ -100,8 +107,10 @@ class _Worker:
         argv = [config.python, "-m", module, "--jail", config.jail.to_json()]
         if config.test_probes:
             argv.append("--test-probes")
-        if config.test_verify_restore and runner == "native":
+        if runner == "native" and config.test_verify_restore:
             argv.append("--test-verify-restore")
+        if runner == "native" and config.test_break_restore:
+            argv.append("--test-break-restore")
         env = {} if layers.clear_env else dict(os.environ)
         self.proc = subprocess.Popen(
             argv,
@@ -461,7 +470,7 @@ class LocalJailBackend:
         egress: EgressPolicy | None,
         cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
-        """Run one tool call in a fresh child of the bundle's zygote; return the engine's result dict."""
+        """Run one tool call from the zygote state of its bundle (loaded first if needed); the result dict."""
         worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
         try:
             if key not in worker.loaded:

@@ -27,7 +27,12 @@ _PIPE_CAPACITY = 65536
 
 
 def boot_block(
-    config: jail.JailConfig, status: dict[str, str], *, probes: bool, verify_restore: bool = False
+    config: jail.JailConfig,
+    status: dict[str, str],
+    *,
+    probes: bool,
+    verify_restore: bool = False,
+    break_restore: bool = False,
 ) -> bytes:
     """The bytes the native runner reads from its boot fd."""
     worker_bpf, call_bpf = jail.export_filters(config.layers) if config.layers.seccomp else (b"", b"")
@@ -37,6 +42,7 @@ def boot_block(
             "status": status,
             "probes": probes,
             "verify_restore": verify_restore,
+            "break_restore": break_restore,
             "runtime": str(RUNTIME_PATH),
         }
     ).encode()
@@ -51,10 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     # Test-only: after every call a zygote compares its restored JS heap with the snapshot, byte
     # for byte, and aborts on any difference.
     parser.add_argument("--test-verify-restore", action="store_true", help=argparse.SUPPRESS)
+    # Test-only: restores copy nothing back, to prove that the verify mode notices.
+    parser.add_argument("--test-break-restore", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = jail.JailConfig.from_json(args.jail)
     status = jail.apply_jail(config, defer_seccomp=True)
-    block = boot_block(config, status, probes=args.test_probes, verify_restore=args.test_verify_restore)
+    block = boot_block(
+        config,
+        status,
+        probes=args.test_probes,
+        verify_restore=args.test_verify_restore,
+        break_restore=args.test_break_restore,
+    )
     if len(block) >= _PIPE_CAPACITY:
         print(f"native runner boot block of {len(block)} bytes does not fit a pipe", file=sys.stderr)
         return 2

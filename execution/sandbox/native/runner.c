@@ -538,6 +538,7 @@ static char *arena_snapshot;     /* copy of [arena, arena + snap_len), outside t
 static size_t snap_len;
 static char *arena_dirty_max;    /* highest hw ever seen in this process (for the verify mode) */
 static int verify_restore;       /* test mode: compare the arena with the snapshot after each restore */
+static int break_restore;        /* test mode: copy nothing back (to prove the verify mode notices) */
 
 /* Which pages a restore copies back. A weather call writes ~130 of the ~2,200 pages of its
  * snapshot (QuickJS reference counts, the objects it touches, the allocator's header), and a
@@ -545,16 +546,20 @@ static int verify_restore;       /* test mode: compare the arena with the snapsh
  * much as copying. So after the snapshot the zygote write-protects the snapshot's pages; the
  * first write to one faults, the SIGSEGV handler makes it writable and marks it hot, and from
  * then on every restore copies exactly the hot pages (plus the partial last page). A write to a
- * page that is not hot always faults first, so nothing a call writes can escape the copy. Every
- * ARENA_COOL_CALLS calls the hot set is cleared and the pages protected again, so one
- * unusual call (a collection touching the whole heap) does not make every later restore copy
- * everything. */
+ * page that is not hot always faults first, so nothing a call writes can escape the copy. When
+ * more than a quarter of the pages are hot (a cycle collection in one call touches the whole
+ * heap), the hot set is cleared and the pages protected again, at most every
+ * ARENA_COOL_MIN_CALLS restores so a workload that does touch everything pays its faults
+ * rarely; and every ARENA_COOL_MAX_CALLS restores in any case, to shed pages only old calls
+ * wrote. Re-learning a weather call's hot set costs ~130 faults, once. */
 #define ARENA_PAGE 4096u
-#define ARENA_COOL_CALLS 1024
+#define ARENA_COOL_MIN_CALLS 256
+#define ARENA_COOL_MAX_CALLS 16384
 #define ARENA_HOLE_MIN 256
 static char *prot_start, *prot_end; /* the write-protected (or hot) whole pages of the snapshot */
 static uint64_t *hot_bits;          /* one bit per page of [prot_start, prot_end) */
 static size_t hot_words;
+static size_t hot_pages;            /* bits set in hot_bits */
 static int restores_since_cool;
 
 static int arena_create(void) {
@@ -715,7 +720,9 @@ static void on_arena_write_fault(int sig, siginfo_t *info, void *context) {
     if (info->si_code == SEGV_ACCERR && at >= prot_start && at < prot_end) {
         size_t page = (size_t)(at - prot_start) / ARENA_PAGE;
         if (mprotect(prot_start + page * ARENA_PAGE, ARENA_PAGE, PROT_READ | PROT_WRITE) == 0) {
-            hot_bits[page / 64] |= 1ull << (page % 64);
+            uint64_t bit = 1ull << (page % 64);
+            hot_pages += !(hot_bits[page / 64] & bit);
+            hot_bits[page / 64] |= bit;
             return; /* the write is retried on a writable page */
         }
     }
@@ -727,6 +734,7 @@ static void on_arena_write_fault(int sig, siginfo_t *info, void *context) {
 static int arena_protect(void) {
     if (prot_end > prot_start && mprotect(prot_start, (size_t)(prot_end - prot_start), PROT_READ) != 0) return -1;
     memset(hot_bits, 0, hot_words * sizeof(uint64_t));
+    hot_pages = 0;
     restores_since_cool = 0;
     return 0;
 }
@@ -803,7 +811,7 @@ static void arena_restore(void) {
     if (hw > arena_dirty_max) arena_dirty_max = hw;
     /* The hot pages, in runs of neighbours, and the partial page after the protected ones. */
     size_t pages = (size_t)(prot_end - prot_start) / ARENA_PAGE;
-    for (size_t i = 0; i < pages;) {
+    for (size_t i = break_restore ? pages : 0; i < pages;) {
         uint64_t word = hot_bits[i / 64] >> (i % 64);
         if (!word) {
             i = (i / 64 + 1) * 64;
@@ -826,7 +834,11 @@ static void arena_restore(void) {
             memset(snap_end, 0, used);
         }
     }
-    if (++restores_since_cool >= ARENA_COOL_CALLS && arena_protect() != 0) {
+    restores_since_cool++;
+    /* The verify mode also re-protects every third restore, so tests exercise that path too. */
+    int cool = restores_since_cool >= (verify_restore ? 3 : ARENA_COOL_MAX_CALLS) ||
+               (restores_since_cool >= ARENA_COOL_MIN_CALLS && hot_pages > pages / 4);
+    if (cool && arena_protect() != 0) {
         /* Could not protect again (e.g. out of memory maps): stop serving rather than miss writes. */
         dprintf(2, "lightfast-runner: could not write-protect the arena: %s\n", strerror(errno));
         abort();
@@ -2209,6 +2221,7 @@ int main(int argc, char **argv) {
     JS_FreeValue(wctx, lv);
     probes_enabled = wbool(config, "probes");
     verify_restore = wbool(config, "verify_restore");
+    break_restore = wbool(config, "break_restore");
     char *path = wstr_key(config, "runtime");
     snprintf(runtime_path, sizeof runtime_path, "%s", path);
     free(path);

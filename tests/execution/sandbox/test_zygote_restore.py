@@ -245,3 +245,18 @@ def test_verified_restores_over_a_mixed_workload(pool: LocalJailBackend, bundle:
             _invoke(pool, bundle, tool, input, **limits)
         assert _invoke(pool, bundle, "observe")["output"] == CLEAN
     assert _zygote_pids(pool) == [zygote]
+
+
+def test_verify_mode_notices_a_restore_that_misses_a_page(bundle: TransformedBundle) -> None:
+    # The control for every test above: with restores that copy nothing back, the first restore
+    # after a call that wrote to the heap differs from the snapshot and the zygote is gone.
+    broken = LocalJailBackend(PoolConfig(workers=1, test_verify_restore=True, test_break_restore=True))
+    try:
+        assert _invoke(broken, bundle, "pollute", {"secret": "x"})["output"] == "polluted"
+        with pytest.raises(SandboxError) as lost:
+            _invoke(broken, bundle, "observe")
+        assert lost.value.code == "sandbox_crash"
+        assert "SIGABRT" in lost.value.message
+        assert KEY not in next(iter(broken._all)).loaded
+    finally:
+        broken.shutdown()
