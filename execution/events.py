@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -72,6 +72,8 @@ NOTIFICATION_MAX_EVENTS = 100
 
 _sqlite_writers = threading.RLock()
 _sqlite_lock_files: dict[str, int] = {}
+# Per thread: the callbacks of a committed SQLite write transaction, run once its gate is open.
+_gated = threading.local()
 
 
 @contextmanager
@@ -85,13 +87,41 @@ def write_transaction(*, savepoint: bool = True) -> Iterator[None]:
     the database, which wakes the next waiter the moment the holder commits. PostgreSQL locks
     rows, so there the gates are open. `savepoint=False` skips the savepoint when nested, for
     a step that is part of its caller's transaction (an error in it fails the whole transaction).
+
+    Every writer waits for the holder, so the gate is held for the transaction only: what
+    `after_commit` registered runs once the gate is open again (a Celery publish or a
+    channel-layer notification would otherwise keep every other writer waiting on redis).
     """
     if connection.vendor != "sqlite" or connection.in_atomic_block:
         with transaction.atomic(savepoint=savepoint):
             yield
         return
-    with _sqlite_writers, _sqlite_file_lock(), transaction.atomic():
-        yield
+    callbacks: list[Callable[[], None]] = []
+    _gated.callbacks = callbacks
+    try:
+        with _sqlite_writers, _sqlite_file_lock(), transaction.atomic():
+            yield
+    finally:
+        _gated.callbacks = None
+    for callback in callbacks:
+        callback()
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """`transaction.on_commit(callback)`, run after `write_transaction` released the SQLite write gate.
+
+    Django decides whether and when the callback runs (savepoints rolled back drop it); an
+    outermost `write_transaction` only moves the call from inside its gate to right after it.
+    """
+    transaction.on_commit(lambda: _run_after_gate(callback))
+
+
+def _run_after_gate(callback: Callable[[], None]) -> None:
+    callbacks: list[Callable[[], None]] | None = getattr(_gated, "callbacks", None)
+    if callbacks is None:
+        callback()
+    else:
+        callbacks.append(callback)
 
 
 @contextmanager
@@ -191,7 +221,7 @@ def run_update_with_events(
         first_seq = last_seq - len(events) + 1
         if events:
             _insert_events(run_id, first_seq, events)
-            transaction.on_commit(lambda: _notify(run_id, first_seq, events))
+            after_commit(lambda: _notify(run_id, first_seq, events))
     if isinstance(run, Run):
         run.last_seq = last_seq
     return RunUpdate(first_seq=first_seq, last_seq=last_seq, returned=tuple(row[1:]))

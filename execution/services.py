@@ -21,14 +21,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.models import BundleVersion
 from execution import statements
 from execution.agent_loop import AssistantTurn, RunCancelled, Usage, agent_loop_run, new_message_id, tool_call
-from execution.events import run_update_with_events, write_transaction
+from execution.events import after_commit, run_update_with_events, write_transaction
 from execution.models import ChatSession, Message, MessageRole, Run, RunKind, RunStatus
 from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
@@ -203,7 +203,7 @@ def run_start(
         # Last, so the organization's counter rows (hot: every start and end takes them) stay
         # locked only until the commit that follows.
         quota_run_started(organization=organization, savepoint=False)
-        transaction.on_commit(lambda: _enqueue(run))
+        after_commit(lambda: _enqueue(run))
     return run
 
 

@@ -96,11 +96,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # IMMEDIATE takes the write lock up front so concurrent writers queue on
     # the busy timeout instead of failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        # Processes that write runs checkpoint the WAL in a thread of their own, outside the
+        # write gate (execution/events.py); SQLite's own checkpoint in a commit stays the backstop.
+        "init_command": (
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;"
+        ),
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    # A thread keeps its connection (a request thread of daphne, a thread of the worker's pool):
+    # opening one costs more CPU than a run's statements (init_command, Django's SQL functions),
+    # and a local file has no server side to go stale.
+    DATABASES["default"]["CONN_MAX_AGE"] = None
 else:
     # Under ASGI every concurrent request runs in a thread of its own, and Celery's thread pool
     # holds hundreds of runs: without a pool each opens its own connection and a burst exhausts
@@ -150,6 +158,10 @@ SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 
 # --- celery ------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=celery_broker_url(REDIS_URL))
+# Celery's Django fixup closes the database connection before and after every task unless this
+# is set. On SQLite the threads keep theirs (see CONN_MAX_AGE); with PostgreSQL's pool a task
+# must give its connection back, since the worker has more threads than the pool connections.
+CELERY_DB_REUSE_MAX = 1000 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" else None
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
