@@ -1770,14 +1770,26 @@ static int run_probe(JSValueConst frame, Buf *out) {
 
 /* ------------------------------------------------------------------ processes (runner.py) */
 
+/* Shared between the worker and one zygote (MAP_SHARED, one page): the call the zygote is
+ * running, so that the worker can answer for it if the zygote dies in it. */
+typedef struct {
+    volatile int running;
+    char id[4088]; /* the call's id as JSON; empty: the call the worker forwarded */
+} CallSlot;
+
 typedef struct {
     char *key;
     pid_t pid;
     int command_fd, status_fd;
+    CallSlot *slot;
+    char *forwarded_id; /* id of the last call the worker forwarded to it */
+    int dead, dead_status; /* it died between calls: the next invoke of its key says so */
 } Zygote;
 
 static Zygote zygotes[MAX_ZYGOTES];
 static int nzygotes;
+static int stdin_owner = -1;      /* the zygote that reads stdin now (-1: the worker) */
+static CallSlot *call_slot;       /* in a zygote: its slot */
 static int own_fds[2] = {-1, -1}; /* a zygote's pipes to its worker */
 static pid_t answered[1024];      /* throw-away children that answered and are not reaped yet */
 static int nanswered;
@@ -1825,9 +1837,17 @@ static void close_private_fds(int keep_a, int keep_b) {
     for (int i = 0; i < 2; i++)
         if (own_fds[i] >= 0) close(own_fds[i]);
     for (int i = 0; i < nzygotes; i++) {
+        if (zygotes[i].dead) continue; /* closed when it died */
         close(zygotes[i].command_fd);
         close(zygotes[i].status_fd);
     }
+}
+
+/* A process forked from the worker keeps nothing of the worker's zygotes. */
+static void forget_zygotes(int keep_a, int keep_b) {
+    close_private_fds(keep_a, keep_b);
+    for (int i = 0; i < nzygotes; i++) munmap(zygotes[i].slot, sizeof(CallSlot));
+    nzygotes = 0;
 }
 
 /* The body of a throw-away child's frame: the result frame's fields after "id". */
@@ -1863,6 +1883,14 @@ static void answer_frame(JSValueConst frame, int invoke) {
     free(call_id_json);
     call_id_json = wjson_key(frame, "id");
     fetch_seq = 0;
+    if (call_slot) {
+        size_t n = strlen(call_id_json);
+        if (n < sizeof call_slot->id)
+            memcpy(call_slot->id, call_id_json, n + 1);
+        else
+            call_slot->id[0] = 0;
+        call_slot->running = 1;
+    }
     Buf out = {0};
     buf_str(&out, "{\"type\":\"result\",\"id\":");
     buf_str(&out, call_id_json);
@@ -1886,12 +1914,13 @@ static void answer_frame(JSValueConst frame, int invoke) {
     }
     buf_str(&out, "}");
     if (write_frame(STDOUT, out.p, out.n) < 0) _exit(3);
+    if (call_slot) call_slot->running = 0;
     free(out.p);
 }
 
 static __attribute__((noreturn)) void child_main(int go_r, int done_w) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    close_private_fds(go_r, done_w);
+    forget_zygotes(go_r, done_w);
     if (jail_for_calls() < 0) _exit(4);
     char *text;
     size_t n;
@@ -1957,14 +1986,49 @@ static void zygote_load_failed(int status_w) {
     _exit(0);
 }
 
+/* A key's invoke in its zygote: answered on stdout, then the heap put back. */
+static void zygote_call(JSValue frame) {
+    answer_frame(frame, 1);
+    JS_FreeValue(wctx, frame);
+    arena_restore();
+}
+
+/* The frame just read from stdin, if the zygote runs it itself: an invoke of its own key (with
+ * an id that fits its slot). Late frames of ended calls are dropped (*drop). */
+static JSValue zygote_takes(const char *text, size_t n, const char *key, int *drop) {
+    *drop = 0;
+    JSValue frame = wire_parse(text, n);
+    if (JS_IsException(frame)) return JS_EXCEPTION; /* the worker says why */
+    char *kind = wstr_key(frame, "type");
+    int mine = 0;
+    if (!strcmp(kind, "cancel") || !strcmp(kind, "fetch-result")) {
+        *drop = 1;
+    } else if (!strcmp(kind, "invoke")) {
+        char *k = wstr_key(frame, "key"), *id = wjson_key(frame, "id");
+        mine = !strcmp(k, key) && strlen(id) < sizeof call_slot->id;
+        free(k);
+        free(id);
+    }
+    free(kind);
+    if (mine) return frame;
+    JS_FreeValue(wctx, frame);
+    return JS_EXCEPTION;
+}
+
 /* A bundle's zygote: loads the bundle once, snapshots the JS heap, jails itself for calls, then
- * runs every invoke of its key in this process and puts the heap back after each one. */
-static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limits *lim, int command_r, int status_w) {
+ * runs the invokes of its key in this process and puts the heap back after each one. The
+ * worker hands it a call (and stdin) on the command pipe; from then on it reads stdin itself,
+ * serving its own key's invokes without the worker, until a frame for anything else arrives,
+ * which it hands back (and stdin with it) on the status pipe. */
+static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limits *lim, const char *key,
+                                                 CallSlot *slot, int command_r, int status_w) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    for (int i = 0; i < nzygotes; i++) munmap(zygotes[i].slot, sizeof(CallSlot));
     if (layers.close_fds) {
         close_all_but(command_r, status_w);
     } else {
         for (int i = 0; i < nzygotes; i++) {
+            if (zygotes[i].dead) continue;
             close(zygotes[i].command_fd);
             close(zygotes[i].status_fd);
         }
@@ -1999,6 +2063,7 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
     }
     static const char ok[] = "{\"type\":\"result\",\"ok\":true}";
     write_frame(status_w, ok, sizeof ok - 1);
+    call_slot = slot;
     for (;;) {
         char *text;
         size_t n;
@@ -2006,17 +2071,32 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
         JSValue call = wire_parse(text, n);
         free(text);
         if (JS_IsException(call)) _exit(5);
-        answer_frame(call, 1);
-        JS_FreeValue(wctx, call);
-        /* Answered: the worker may read stdin again while the heap is put back. */
-        if (write(status_w, "1", 1) != 1) _exit(0);
-        arena_restore();
+        zygote_call(call);
+        for (;;) {
+            int r = read_frame(STDIN, &text, &n);
+            if (r == 0) _exit(0); /* the host closed stdin; the worker sees us go and exits too */
+            if (r < 0) die("protocol error on stdin");
+            int drop;
+            JSValue mine = zygote_takes(text, n, key, &drop);
+            if (!JS_IsException(mine)) {
+                free(text);
+                zygote_call(mine);
+                continue;
+            }
+            if (!drop && write_frame(status_w, text, n) < 0) _exit(0);
+            free(text);
+            if (!drop) break;
+        }
     }
 }
 
 static void zygote_close(Zygote *z) {
-    close(z->command_fd);
-    close(z->status_fd);
+    if (!z->dead) {
+        close(z->command_fd);
+        close(z->status_fd);
+    }
+    munmap(z->slot, sizeof(CallSlot));
+    free(z->forwarded_id);
     free(z->key);
 }
 
@@ -2035,10 +2115,37 @@ static void evict(const char *key) {
     if (i < 0) return;
     Zygote z = zygotes[i];
     zygote_remove(i);
-    pid_t pid = z.pid;
     zygote_close(&z);
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
+    if (z.dead) return;
+    kill(z.pid, SIGKILL);
+    waitpid(z.pid, NULL, 0);
+}
+
+/* Zygote `i` closed its status pipe: it died. If it was in a call, that call gets its classified
+ * error here (`id_json` when the worker knows which call it is); otherwise its key is marked,
+ * and the next invoke of it says how it died. */
+static void zygote_died(int i, const char *id_json) {
+    Zygote *z = &zygotes[i];
+    int st = 0;
+    kill(z->pid, SIGKILL);
+    waitpid(z->pid, &st, 0);
+    close(z->command_fd);
+    close(z->status_fd);
+    if (!id_json && z->slot->running) {
+        z->slot->id[sizeof z->slot->id - 1] = 0;
+        id_json = z->slot->id[0] ? z->slot->id : z->forwarded_id ? z->forwarded_id : "null";
+    }
+    if (id_json) {
+        fail_exit(st, "the call");
+        send_error_frame(id_json, 1);
+        z->dead = 1;
+        Zygote gone = *z;
+        zygote_remove(i);
+        zygote_close(&gone);
+        return;
+    }
+    z->dead = 1;
+    z->dead_status = st;
 }
 
 static void handle_load(JSValueConst frame, const char *id) {
@@ -2055,7 +2162,14 @@ static void handle_load(JSValueConst frame, const char *id) {
     JS_FreeValue(wctx, ev);
     char *key = wstr_key(frame, "key");
     Buf f = {0};
-    if (zygote_find(key) >= 0) {
+    int found = zygote_find(key);
+    if (found >= 0 && zygotes[found].dead) {
+        Zygote gone = zygotes[found];
+        zygote_remove(found);
+        zygote_close(&gone);
+        found = -1;
+    }
+    if (found >= 0) {
         buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":true}", id);
         write_frame(STDOUT, f.p, f.n);
         free(f.p);
@@ -2071,12 +2185,14 @@ static void handle_load(JSValueConst frame, const char *id) {
     }
     int command[2], status[2];
     if (pipe2(command, O_CLOEXEC) < 0 || pipe2(status, O_CLOEXEC) < 0) die("pipe");
+    CallSlot *slot = mmap(NULL, sizeof(CallSlot), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (slot == MAP_FAILED) die("mmap");
     pid_t pid = fork();
     if (pid < 0) die("fork");
     if (pid == 0) {
         close(command[1]);
         close(status[0]);
-        zygote_main(frame, &lim, command[0], status[1]);
+        zygote_main(frame, &lim, key, slot, command[0], status[1]);
     }
     close(command[0]);
     close(status[1]);
@@ -2090,13 +2206,14 @@ static void handle_load(JSValueConst frame, const char *id) {
         close(status[0]);
         int st = 0;
         waitpid(pid, &st, 0);
+        munmap(slot, sizeof(CallSlot));
         if (JS_IsObject(reply))
             fail_from_reply(reply);
         else
             fail_exit(st, "loading the bundle");
         send_error(id);
     } else {
-        zygotes[nzygotes++] = (Zygote){key, pid, command[1], status[0]};
+        zygotes[nzygotes++] = (Zygote){key, pid, command[1], status[0], slot, NULL, 0, 0};
         key = NULL;
         buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false}", id);
         write_frame(STDOUT, f.p, f.n);
@@ -2106,7 +2223,8 @@ static void handle_load(JSValueConst frame, const char *id) {
     free(key);
 }
 
-/* Forward an invoke to its key's zygote, which answers the host itself; wait until it has. */
+/* Forward an invoke to its key's zygote, which answers the host itself and reads stdin from then
+ * on (the worker waits for it to hand stdin back, see serve). */
 static void handle_invoke(JSValueConst frame, const char *text, size_t n, const char *id) {
     char *key = wstr_key(frame, "key");
     int i = zygote_find(key);
@@ -2117,59 +2235,74 @@ static void handle_invoke(JSValueConst frame, const char *text, size_t n, const 
         return;
     }
     free(key);
-    char byte = 0;
-    ssize_t r = -1;
-    if (write_frame(zygotes[i].command_fd, text, n) == 0) {
-        do r = read(zygotes[i].status_fd, &byte, 1);
-        while (r < 0 && errno == EINTR);
+    if (zygotes[i].dead) {
+        /* It died after its last answer (putting the heap back, or killed while idle). */
+        fail_exit(zygotes[i].dead_status, "the bundle's zygote");
+        send_error_frame(id, 1);
+        Zygote gone = zygotes[i];
+        zygote_remove(i);
+        zygote_close(&gone);
+        return;
     }
-    if (r == 1 && byte == '1') return;
-    /* The zygote died: in this call (CPU backstop, crash), or putting the heap back after the
-     * previous one. Its key is dropped; the host loads it again for the next call. */
-    Zygote z = zygotes[i];
-    zygote_remove(i);
-    zygote_close(&z);
-    kill(z.pid, SIGKILL);
-    int st = 0;
-    waitpid(z.pid, &st, 0);
-    fail_exit(st, "the call");
-    send_error_frame(id, 1);
+    if (write_frame(zygotes[i].command_fd, text, n) < 0) {
+        zygote_died(i, id);
+        return;
+    }
+    free(zygotes[i].forwarded_id);
+    zygotes[i].forwarded_id = strdup(id);
+    stdin_owner = i;
 }
 
+static void handle_frame(const char *text, size_t n) {
+    JSValue frame = wire_parse(text, n);
+    if (JS_IsException(frame)) die("bad frame on stdin");
+    JSValue tv = wget(frame, "type");
+    if (!JS_IsString(tv)) die("frame without a string type");
+    char *kind = wstr(tv);
+    JS_FreeValue(wctx, tv);
+    char *id = wjson_key(frame, "id");
+    int known = !strcmp(kind, "load") || !strcmp(kind, "invoke") || !strcmp(kind, "introspect") ||
+                (probes_enabled && !strcmp(kind, "probe"));
+    if (!strcmp(kind, "cancel") || !strcmp(kind, "fetch-result")) {
+        /* late frames for a call that already ended */
+    } else if (!known) {
+        fail("sandbox_crash", NULL, "unknown frame type '%s'", kind);
+        send_error(id);
+    } else if (!have_engine && strcmp(kind, "probe")) {
+        fail("sandbox_crash", NULL, "engine unavailable");
+        send_error(id);
+    } else if (!strcmp(kind, "load")) {
+        handle_load(frame, id);
+    } else if (!strcmp(kind, "invoke")) {
+        handle_invoke(frame, text, n, id);
+    } else {
+        run_in_child(text, n, id);
+    }
+    JS_FreeValue(wctx, frame);
+    free(kind);
+    free(id);
+}
+
+/* The worker's loop. Exactly one process reads stdin at a time: the worker, or the zygote it
+ * last handed a call to, until that zygote hands back a frame that is not its own (or dies). */
 static void serve(void) {
     for (;;) {
         char *text;
         size_t n;
-        int r = read_frame(STDIN, &text, &n);
-        if (r == 0) return;
-        if (r < 0) die("protocol error on stdin");
-        JSValue frame = wire_parse(text, n);
-        if (JS_IsException(frame)) die("bad frame on stdin");
-        JSValue tv = wget(frame, "type");
-        if (!JS_IsString(tv)) die("frame without a string type");
-        char *kind = wstr(tv);
-        JS_FreeValue(wctx, tv);
-        char *id = wjson_key(frame, "id");
-        int known = !strcmp(kind, "load") || !strcmp(kind, "invoke") || !strcmp(kind, "introspect") ||
-                    (probes_enabled && !strcmp(kind, "probe"));
-        if (!strcmp(kind, "cancel") || !strcmp(kind, "fetch-result")) {
-            /* late frames for a call that already ended */
-        } else if (!known) {
-            fail("sandbox_crash", NULL, "unknown frame type '%s'", kind);
-            send_error(id);
-        } else if (!have_engine && strcmp(kind, "probe")) {
-            fail("sandbox_crash", NULL, "engine unavailable");
-            send_error(id);
-        } else if (!strcmp(kind, "load")) {
-            handle_load(frame, id);
-        } else if (!strcmp(kind, "invoke")) {
-            handle_invoke(frame, text, n, id);
+        if (stdin_owner >= 0) {
+            int i = stdin_owner;
+            int r = read_frame(zygotes[i].status_fd, &text, &n);
+            stdin_owner = -1;
+            if (r != 1) {
+                zygote_died(i, NULL);
+                continue;
+            }
         } else {
-            run_in_child(text, n, id);
+            int r = read_frame(STDIN, &text, &n);
+            if (r == 0) return;
+            if (r < 0) die("protocol error on stdin");
         }
-        JS_FreeValue(wctx, frame);
-        free(kind);
-        free(id);
+        handle_frame(text, n);
         free(text);
     }
 }

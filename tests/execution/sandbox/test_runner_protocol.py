@@ -139,3 +139,78 @@ def test_runner_ignores_late_frames_and_exits_on_eof(runner: subprocess.Popen[by
     write_frame(runner.stdin.fileno(), {"type": "fetch-result", "id": 9, "fetch_id": 1, "result": {}})
     runner.stdin.close()
     assert runner.wait(timeout=10) == 0
+
+
+def test_runner_serves_interleaved_keys_late_frames_and_introspect(runner: subprocess.Popen[bytes]) -> None:
+    # The native runner's zygote reads stdin itself after a call until a frame for another key or
+    # of another type comes; every kind of frame must still reach the right process, in order.
+    from execution.sandbox.transform import transform
+
+    assert runner.stdout
+    read_frame(runner.stdout.fileno())
+    weather = transform((ROOT.parent / "shared" / "bundles" / "weather.mjs").read_bytes()).script
+    for key in ("a", "b"):
+        loaded = _send(
+            runner,
+            {
+                "type": "load",
+                "id": f"load-{key}",
+                "key": key,
+                "script": weather,
+                "env": {},
+                "filename": "w.js",
+                "evict": [],
+            },
+        )
+        assert loaded["ok"] is True, loaded
+    call = {"type": "invoke", "agent": "weather", "tool": "getWeather", "context": {"resourceId": "r"}}
+    plan = ["a", "a", "b", "late", "b", "a", "introspect", "a", "cached-load", "b", "late", "a"]
+    for number, step in enumerate(plan):
+        if step == "late":
+            assert runner.stdin
+            write_frame(runner.stdin.fileno(), {"type": "cancel", "id": number - 1})
+            write_frame(
+                runner.stdin.fileno(), {"type": "fetch-result", "id": number - 1, "fetch_id": 1, "result": {}}
+            )
+        elif step == "introspect":
+            reply = _send(
+                runner, {"type": "introspect", "id": number, "script": weather, "env": {}, "filename": "w.js"}
+            )
+            assert reply["id"] == number and "weather" in reply["manifest"]["agents"], reply
+        elif step == "cached-load":
+            reply = _send(
+                runner,
+                {
+                    "type": "load",
+                    "id": number,
+                    "key": "b",
+                    "script": weather,
+                    "env": {},
+                    "filename": "w.js",
+                    "evict": [],
+                },
+            )
+            assert reply == {"type": "result", "id": number, "ok": True, "cached": True}
+        else:
+            city = f"City{number}"
+            reply = _send(runner, {**call, "id": number, "key": step, "input": {"city": city}})
+            assert reply["id"] == number and reply["output"]["city"] == city, reply
+    evicted = _send(
+        runner,
+        {
+            "type": "load",
+            "id": "load-c",
+            "key": "c",
+            "script": weather,
+            "env": {},
+            "filename": "w.js",
+            "evict": ["a"],
+        },
+    )
+    assert evicted["ok"] is True
+    gone = _send(runner, {**call, "id": "after-evict", "key": "a", "input": {"city": "X"}})
+    assert gone["type"] == "error" and gone["error"]["type"] == "sandbox_crash", gone
+    assert _send(runner, {**call, "id": "c", "key": "c", "input": {"city": "Y"}})["output"]["city"] == "Y"
+    assert runner.stdin
+    runner.stdin.close()
+    assert runner.wait(timeout=10) == 0
