@@ -1,19 +1,27 @@
-"""Where a jailed sandbox call's time goes: the cost floor of fork-per-call from a QuickJS zygote.
+"""Where a jailed sandbox call's time goes: the cost floor of each runner's way to a clean JS state.
 
 Prints one JSON object per line. Run from the project root:
 `.venv/bin/python benchmarks/sandbox_floor.py [--calls 300] [--threads 4] [--runner both|python|native]`.
 
+The Python runner forks a call child from the bundle's zygote per call; the native runner runs the
+call in the zygote and copies back the pages of its JS heap that the call wrote, from a snapshot
+taken after the load (execution/sandbox/native/runner.c).
+
 Figures (CPU time, so that other load on the machine inflates them less than wall time):
 
-* ``fork_exit``: fork + `_exit` + wait of a process holding the loaded weather bundle (what every
-  call pays before running any JS), with the process's private anonymous memory.
-* ``call_child``: one call in a forked child of that process, split into the part a pre-forked
-  spare takes while idle (`Engine.warm_up`) and the call itself: wall ms and copy-on-write
-  (minor) page faults.
+* ``fork_exit`` (Python runner's model): fork + `_exit` + wait of a process holding the loaded
+  weather bundle (what every call pays before running any JS), with the process's private
+  anonymous memory.
+* ``call_child`` (Python runner's model): one call in a forked child of that process, split into
+  the part a pre-forked spare takes while idle (`Engine.warm_up`) and the call itself: wall ms and
+  copy-on-write (minor) page faults.
 * ``pool_cpu``: CPU per call summed over the host process and every runner process under it
   (workers, zygotes, call children), and the calls/s that this CPU allows on this machine's cores;
   once per runner (python, native), each with ``zygote_anonymous_kb``: the private memory of the
-  key zygote that every call is forked from.
+  key zygote. For the native runner also the restore figures of that zygote (the `arena` test
+  probe): ``snapshot_kb`` (the used arena after the load), ``snapshot_pages``, ``hot_pages`` (pages
+  the calls wrote, copied back after each call), ``faults_per_call`` (first writes to a protected
+  page) and ``restore_us`` (mean time to put the heap back).
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 WEATHER = ROOT.parent / "shared" / "bundles" / "weather.mjs"
 INPUT = {"city": "Paris", "unit": "celsius"}
 CONTEXT = {"sessionId": "bench", "resourceId": "bench-org"}
+KEY = "bench-org:weather-1"
 
 
 def emit(**figure: Any) -> None:
@@ -177,7 +186,8 @@ def bench_pool(calls: int, threads: int, runner: str) -> None:
     from execution.sandbox.pool import LocalJailBackend, PoolConfig
     from execution.sandbox.transform import transform
 
-    pool = LocalJailBackend(PoolConfig(runner=runner))
+    # test_probes: the native zygote's `arena` probe (restore figures); no effect on the calls.
+    pool = LocalJailBackend(PoolConfig(runner=runner, test_probes=True))
     if pool.runner != runner:
         emit(figure="runner_unavailable", requested=runner, using=pool.runner)
         pool.shutdown()
@@ -187,7 +197,7 @@ def bench_pool(calls: int, threads: int, runner: str) -> None:
 
     def call() -> None:
         result = pool.invoke(
-            key="bench-org:weather-1",
+            key=KEY,
             script=bundle.script,
             env={},
             filename="weather.js",
@@ -226,6 +236,16 @@ def bench_pool(calls: int, threads: int, runner: str) -> None:
         host = resource.getrusage(resource.RUSAGE_SELF)
         host_ms = (host.ru_utime + host.ru_stime - host_before) / done * 1000
         cores = os.cpu_count() or 1
+        restore: dict[str, Any] = {}
+        if runner == "native":
+            arena = pool.probe("arena", key=KEY)
+            restore = {
+                "snapshot_kb": arena["snapshot_bytes"] // 1024,
+                "snapshot_pages": arena["pages"],
+                "hot_pages": arena["hot_pages"],
+                "faults_per_call": round(arena["faults"] / max(1, arena["restores"]), 2),
+                "restore_us": round(arena["restore_ns"] / max(1, arena["restores"]) / 1000, 1),
+            }
         emit(
             figure="pool_cpu",
             runner=runner,
@@ -239,6 +259,7 @@ def bench_pool(calls: int, threads: int, runner: str) -> None:
             cores=cores,
             cpu_bound_calls_per_s=round(cores * 1000 / (runners_ms + host_ms), 1),
             load_average=os.getloadavg()[0],
+            **restore,
         )
     finally:
         pool.shutdown()

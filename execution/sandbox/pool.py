@@ -521,18 +521,20 @@ class LocalJailBackend:
         limits: Limits | None = None,
         egress: EgressPolicy | None = None,
         cancel: threading.Event | None = None,
+        key: str | None = None,
     ) -> Any:
-        """Test-only: run a jail probe in a call child (needs `test_probes=True`)."""
+        """Test-only: run a jail probe in a throw-away child under the call jail (needs `test_probes=True`).
+
+        With `key` (native runner, probe "arena"): the restore figures of that key's zygote, from
+        a worker that has it loaded.
+        """
         limits = limits or Limits(wall_ms=10_000)
-        worker = self._checkout(None, time.monotonic() + limits.wall_ms / 1000)
+        worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
+        frame = {"type": "probe", "probe": name, "args": args or {}, "limits": _limits_dict(limits)}
+        if key is not None:
+            frame["key"] = key
         try:
-            reply = self._exchange(
-                worker,
-                {"type": "probe", "probe": name, "args": args or {}, "limits": _limits_dict(limits)},
-                limits=limits,
-                cancel=cancel,
-                egress=egress,
-            )
+            reply = self._exchange(worker, frame, limits=limits, cancel=cancel, egress=egress)
         finally:
             self._checkin(worker)
         return reply["probe"]

@@ -5,13 +5,14 @@
  * from the base, that evaluates the bundle and then runs every invoke of that key IN ITSELF.
  * Clean JS state per call does not come from fork: the bundle runtime (rt/ctx) allocates only
  * from one arena (see "the JS heap arena"); after the load the zygote copies the used part of
- * the arena aside (the snapshot), and after each call it copies the snapshot back and zeroes
- * whatever the call used beyond it, so the next call starts from the same bytes: globals,
- * prototypes, timers, module state, allocator state. A per-call seed still reseeds the JS
- * random generators. The fork-per-call model it replaces paid ~300 copy-on-write page faults
- * per call (QuickJS writes reference counts all over the heap), the fork's page-table copy and
- * the child's exit; a memcpy of a few MB of already-mapped memory costs a fraction of that.
- * Introspect and test probes still run in a throw-away child of the base.
+ * the arena aside (the snapshot), and after each call it copies back every page the call wrote
+ * (write-protection faults mark them) and zeroes whatever the call used beyond the snapshot, so
+ * the next call starts from the same bytes: globals, prototypes, timers, module state,
+ * allocator state. A per-call seed still reseeds the JS random generators. The fork-per-call
+ * model this replaces paid ~300 copy-on-write faults per call (QuickJS writes reference counts
+ * all over the heap), the fork's page-table copy and the child's exit (~2.1 ms of runner CPU
+ * per weather call); now a weather call costs ~0.18 ms of runner CPU, ~30 us of it the restore
+ * of ~130 pages. Introspect and test probes still run in a throw-away child of the base.
  *
  * What it is NOT: a jail. All policy (uid, rlimits, netns, fds, env, the seccomp programs) is
  * decided in Python (execution/sandbox/native/launch.py), which applies it and execve()s this
@@ -23,15 +24,18 @@
  * life, so it stays the jail's lifetime guard) and sets its RLIMIT_AS soft limit.
  *
  * Protocol: exactly protocol.py (4-byte big-endian length + UTF-8 JSON object with "type").
- * The base forwards an invoke to its key's zygote, which answers the host on stdout itself and
- * reads fetch results and cancels from stdin while the call runs, then tells the base (one byte)
- * that it answered. A zygote that died (CPU backstop, crash) is reported on the failing call's
- * error frame with "zygote_lost": true, and the host loads the key again for the next call.
+ * Exactly one process reads stdin at a time. The base forwards an invoke to its key's zygote,
+ * which answers the host on stdout itself (reading fetch results and cancels from stdin while
+ * the call runs) and then keeps reading stdin: further invokes of its key run without the base,
+ * anything else is handed back to the base with stdin (see serve). A zygote that died in a call
+ * (CPU backstop, crash) is reported on that call's error frame with "zygote_lost": true, and the
+ * host loads the key again for the next call.
  * Engine: exactly engine.py; the JS side (js/dist/runtime.js) is shared, this file only drives
  * its private API (JSON text in, JSON text out) and services fetches and timers between entries.
  *
  * Frames are parsed with QuickJS's own JSON in a separate "wire" runtime (system malloc, never
- * restored), so host data never lands in the heap that bundle code runs in.
+ * restored), so host data never lands in the heap that bundle code runs in. Nothing else of a
+ * call survives in C: the budget, the error, the fetch tables and the call id are reset per call.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -561,6 +565,10 @@ static uint64_t *hot_bits;          /* one bit per page of [prot_start, prot_end
 static size_t hot_words;
 static size_t hot_pages;            /* bits set in hot_bits */
 static int restores_since_cool;
+/* For the `arena` test probe (benchmarks/sandbox_floor.py, tests): what restores cost. */
+static struct {
+    unsigned long long restores, restore_ns, faults, cools;
+} arena_stats;
 
 static int arena_create(void) {
     size_t size = ARENA_RESERVE;
@@ -723,6 +731,7 @@ static void on_arena_write_fault(int sig, siginfo_t *info, void *context) {
             uint64_t bit = 1ull << (page % 64);
             hot_pages += !(hot_bits[page / 64] & bit);
             hot_bits[page / 64] |= bit;
+            arena_stats.faults++;
             return; /* the write is retried on a writable page */
         }
     }
@@ -806,6 +815,8 @@ static int all_zero(const char *p, const char *end) {
 /* Put the arena back to the snapshot: the loaded bytes copied over, everything a call used
  * beyond them zeroed, so the next call cannot see a single byte of this one. */
 static void arena_restore(void) {
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
     char *hw = arena->hw; /* read before the copy puts the snapshot's value back */
     char *snap_end = (char *)arena + snap_len;
     if (hw > arena_dirty_max) arena_dirty_max = hw;
@@ -843,6 +854,12 @@ static void arena_restore(void) {
         dprintf(2, "lightfast-runner: could not write-protect the arena: %s\n", strerror(errno));
         abort();
     }
+    arena_stats.cools += (unsigned long long)cool;
+    struct timespec done;
+    clock_gettime(CLOCK_MONOTONIC, &done);
+    arena_stats.restores++;
+    arena_stats.restore_ns +=
+        (unsigned long long)((done.tv_sec - started.tv_sec) * 1000000000LL + (done.tv_nsec - started.tv_nsec));
     if (verify_restore && (memcmp(arena, arena_snapshot, snap_len) ||
                            !all_zero(snap_end, arena_dirty_max))) {
         dprintf(2, "lightfast-runner: the restored arena differs from its snapshot\n");
@@ -1988,6 +2005,21 @@ static void zygote_load_failed(int status_w) {
 
 /* A key's invoke in its zygote: answered on stdout, then the heap put back. */
 static void zygote_call(JSValue frame) {
+    if (probes_enabled && wtype_is(frame, "probe")) {
+        /* The `arena` test probe: what this zygote's restores cost so far (nothing to restore). */
+        char *id = wjson_key(frame, "id");
+        Buf f = {0};
+        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"probe\":", id);
+        buf_fmt(&f, "{\"snapshot_bytes\":%zu,\"pages\":%zu,\"hot_pages\":%zu,\"restores\":%llu,", snap_len,
+                (snap_len + ARENA_PAGE - 1) / ARENA_PAGE, hot_pages, arena_stats.restores);
+        buf_fmt(&f, "\"restore_ns\":%llu,\"faults\":%llu,\"cools\":%llu}}", arena_stats.restore_ns,
+                arena_stats.faults, arena_stats.cools);
+        write_frame(STDOUT, f.p, f.n);
+        free(f.p);
+        free(id);
+        JS_FreeValue(wctx, frame);
+        return;
+    }
     answer_frame(frame, 1);
     JS_FreeValue(wctx, frame);
     arena_restore();
@@ -2003,7 +2035,7 @@ static JSValue zygote_takes(const char *text, size_t n, const char *key, int *dr
     int mine = 0;
     if (!strcmp(kind, "cancel") || !strcmp(kind, "fetch-result")) {
         *drop = 1;
-    } else if (!strcmp(kind, "invoke")) {
+    } else if (!strcmp(kind, "invoke") || (probes_enabled && !strcmp(kind, "probe"))) {
         char *k = wstr_key(frame, "key"), *id = wjson_key(frame, "id");
         mine = !strcmp(k, key) && strlen(id) < sizeof call_slot->id;
         free(k);
@@ -2253,6 +2285,13 @@ static void handle_invoke(JSValueConst frame, const char *text, size_t n, const 
     stdin_owner = i;
 }
 
+static int has_key(JSValueConst frame) {
+    JSValue key = wget(frame, "key");
+    int present = JS_IsString(key);
+    JS_FreeValue(wctx, key);
+    return present;
+}
+
 static void handle_frame(const char *text, size_t n) {
     JSValue frame = wire_parse(text, n);
     if (JS_IsException(frame)) die("bad frame on stdin");
@@ -2275,6 +2314,8 @@ static void handle_frame(const char *text, size_t n) {
         handle_load(frame, id);
     } else if (!strcmp(kind, "invoke")) {
         handle_invoke(frame, text, n, id);
+    } else if (!strcmp(kind, "probe") && has_key(frame)) {
+        handle_invoke(frame, text, n, id); /* the `arena` probe, answered by the key's zygote */
     } else {
         run_in_child(text, n, id);
     }

@@ -110,7 +110,7 @@ def bundle() -> TransformedBundle:
 @pytest.fixture
 def pool() -> Iterator[LocalJailBackend]:
     """One worker, so every call goes through the same zygote; restores verified byte for byte."""
-    backend = LocalJailBackend(PoolConfig(workers=1, test_verify_restore=True))
+    backend = LocalJailBackend(PoolConfig(workers=1, test_verify_restore=True, test_probes=True))
     try:
         yield backend
     finally:
@@ -182,6 +182,23 @@ def test_random_values_differ_between_calls(pool: LocalJailBackend, bundle: Tran
     draws = [_invoke(pool, bundle, "random")["output"] for _ in range(6)]
     assert len({draw["math"] for draw in draws}) == 6
     assert len({tuple(draw["bytes"]) for draw in draws}) == 6
+
+
+def test_restores_copy_back_only_the_pages_calls_wrote(
+    pool: LocalJailBackend, bundle: TransformedBundle
+) -> None:
+    for _ in range(20):
+        _invoke(pool, bundle, "random")
+    _invoke(pool, bundle, "observe")
+    # The zygote reads the probe after it restored the heap of the last call.
+    stats = pool.probe("arena", key=KEY)
+    assert stats["restores"] == 21
+    assert stats["snapshot_bytes"] > 1_000_000
+    # A written page faults once and is hot (copied back) until the pages are protected again,
+    # which the verify mode does every third restore: so each restore copied only a few pages.
+    assert stats["cools"] == 7
+    assert 0 < stats["faults"] / stats["restores"] < stats["pages"] / 10
+    assert stats["hot_pages"] < stats["pages"] / 10
 
 
 def test_backstop_kills_the_zygote_and_the_next_call_loads_it_again(
