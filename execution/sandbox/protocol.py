@@ -13,8 +13,10 @@ Host → runner:
   listed keys first. Answered by ``result {id, ok: true}`` or ``error``.
 * ``introspect {id, script, env, filename}`` – evaluate the bundle in a throw-away
   child and return ``result {id, ok: true, manifest}``.
-* ``invoke {id, key, agent, tool, input, context, limits}`` – run one tool call in a
-  fresh child of the zygote ``key``; answered by ``result {id, ...engine result}``.
+* ``invoke {id, key, agent, tool, input, context, limits}`` – run one tool call from the
+  zygote ``key``'s post-load state (a forked child of it in the Python runner; the zygote
+  itself in the native runner, which restores its heap afterwards); answered by
+  ``result {id, ...engine result}``.
 * ``fetch-result {id, fetch_id, result}`` – the host's answer to a ``fetch`` frame.
 * ``cancel {id}`` – stop call ``id``; the runner answers with an ``error`` of type
   ``cancelled`` if it still can (the local host also kills the worker).
@@ -26,12 +28,15 @@ Runner → host:
 * ``fetch {id, fetch_id, request}`` – JS called ``fetch``; ``request`` is
   ``{url, method, headers: [[k, v]...], body_b64}``.
 * ``result {id, ...}`` – the final answer to ``load``/``introspect``/``invoke``.
-* ``error {id, error: {type, message, detail}}`` – the request failed with a
-  classified error (taxonomy code in ``type``).
+* ``error {id, error: {type, message, detail}, zygote_lost?}`` – the request failed with a
+  classified error (taxonomy code in ``type``); ``zygote_lost: true`` (native runner) says
+  the invoke's zygote is gone (it died in this call, or earlier), so the host must ``load``
+  the key again before its next invoke.
 
 Reads and writes use raw ``os.read``/``os.write`` on file descriptors, never buffered
-streams: a forked call child and its parent share the same descriptors, and a
-buffered reader could swallow bytes of the next frame into a process that exits.
+streams: a forked call child and its parent share the same descriptors (in the native
+runner a zygote and its worker take turns reading stdin), and a buffered reader could
+swallow bytes of the next frame into the wrong process.
 """
 
 from __future__ import annotations
