@@ -771,7 +771,18 @@ static int arena_take_snapshot(void) {
     void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return -1;
     arena_snapshot = p;
-    memcpy(arena_snapshot, arena, snap_len);
+    /* Whole pages of zeros (mostly inside the load's free blocks) are left out of the snapshot's
+     * memory and handed back to the kernel in the arena: both read as zeros, neither takes RAM. */
+    static const char zeros[ARENA_PAGE];
+    size_t whole = snap_len & ~(size_t)(ARENA_PAGE - 1);
+    for (size_t offset = 0; offset < whole; offset += ARENA_PAGE) {
+        char *page = (char *)arena + offset;
+        if (memcmp(page, zeros, ARENA_PAGE))
+            memcpy(arena_snapshot + offset, page, ARENA_PAGE);
+        else
+            madvise(page, ARENA_PAGE, MADV_DONTNEED);
+    }
+    memcpy(arena_snapshot + whole, (char *)arena + whole, snap_len - whole);
     /* Nothing writes the snapshot again: a stray write into it faults instead of corrupting it. */
     if (mprotect(arena_snapshot, mapped, PROT_READ) != 0) return -1;
     prot_start = (char *)arena;
@@ -2084,11 +2095,11 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
         struct rlimit r = {cpu.rlim_max, cpu.rlim_max};
         setrlimit(RLIMIT_CPU, &r);
     }
-    settle();
     if (arena_take_snapshot() < 0) {
         fail("sandbox_crash", NULL, "could not snapshot the loaded JS heap: %s", strerror(errno));
         zygote_load_failed(status_w);
     }
+    settle();
     if (jail_for_calls() < 0) {
         fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
         zygote_load_failed(status_w);
