@@ -500,9 +500,9 @@ static int on_interrupt(JSRuntime *r, void *opaque) {
  * gets from here and enforces the memory limit itself (malloc_state), so this allocator only
  * has to be fast, keep 16-byte alignment, and return NULL at its end.
  *
- * Blocks carry a 16-byte header (class, requested size). Size classes, by total size: every multiple of 16 up to
- * 4096 + 16 (QuickJS's slab size plus the header, so slabs waste nothing), then eight classes
- * per power of two. A free block goes on its class's list, or gives its space back to the bump
+ * Blocks carry a 16-byte header (class, requested size). Size classes, by total size: every
+ * multiple of 16 up to 4096 + 16 (QuickJS's slab size plus the header, so slabs waste nothing),
+ * then eight classes per power of two. A free block goes on its class's list, or gives its space back to the bump
  * pointer when it is the topmost block; realloc stays in place when the class still fits or
  * the block is topmost (growing strings and arrays). */
 
@@ -2018,8 +2018,17 @@ static void zygote_load_failed(int status_w) {
 static void zygote_call(JSValue frame) {
     if (probes_enabled && wtype_is(frame, "probe")) {
         /* The `arena` test probe: what this zygote's restores cost so far (nothing to restore). */
-        char *id = wjson_key(frame, "id");
+        char *id = wjson_key(frame, "id"), *name = wstr_key(frame, "probe");
         Buf f = {0};
+        if (strcmp(name, "arena")) {
+            fail("sandbox_crash", NULL, "a bundle zygote answers only the 'arena' probe, not '%s'", name);
+            send_error(id);
+            free(id);
+            free(name);
+            JS_FreeValue(wctx, frame);
+            return;
+        }
+        free(name);
         buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"probe\":", id);
         buf_fmt(&f, "{\"snapshot_bytes\":%zu,\"pages\":%zu,\"hot_pages\":%zu,\"restores\":%llu,", snap_len,
                 (snap_len + ARENA_PAGE - 1) / ARENA_PAGE, hot_pages, arena_stats.restores);
