@@ -727,7 +727,10 @@ static void on_arena_write_fault(int sig, siginfo_t *info, void *context) {
      * a write to a page protected here. */
     if (info->si_code == SEGV_ACCERR && at >= prot_start && at < prot_end) {
         size_t page = (size_t)(at - prot_start) / ARENA_PAGE;
-        if (mprotect(prot_start + page * ARENA_PAGE, ARENA_PAGE, PROT_READ | PROT_WRITE) == 0) {
+        int saved_errno = errno; /* the interrupted code may be about to read it */
+        int made_writable = mprotect(prot_start + page * ARENA_PAGE, ARENA_PAGE, PROT_READ | PROT_WRITE) == 0;
+        errno = saved_errno;
+        if (made_writable) {
             uint64_t bit = 1ull << (page % 64);
             hot_pages += !(hot_bits[page / 64] & bit);
             hot_bits[page / 64] |= bit;
