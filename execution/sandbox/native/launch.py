@@ -6,7 +6,7 @@ under the worker filter, so the native runner installs it itself after its own s
 stricter call filter in every process that runs calls (each bundle zygote once it has loaded, each
 throw-away introspect/probe child). It receives them, with its configuration, as a
 boot block on an inherited pipe: three length-prefixed blocks (config JSON, worker BPF,
-call-child BPF), each a 4-byte big-endian length and the bytes.
+call BPF), each a 4-byte big-endian length and the bytes.
 """
 
 from __future__ import annotations
