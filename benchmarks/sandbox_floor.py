@@ -20,7 +20,8 @@ Figures (CPU time, so that other load on the machine inflates them less than wal
   once per runner (python, native), each with ``zygote_anonymous_kb``: the private memory of the
   key zygote. For the native runner also the restore figures of that zygote (the `arena` test
   probe): ``snapshot_kb`` (the used arena after the load), ``snapshot_pages``, ``hot_pages`` (pages
-  the calls wrote, copied back after each call), ``faults_per_call`` (first writes to a protected
+  the calls wrote, copied back after each call), ``saved_pages`` (pages whose loaded bytes the
+  snapshot had to keep: those ever written), ``faults_per_call`` (first writes to a protected
   page) and ``restore_us`` (mean time to put the heap back).
 """
 
@@ -243,6 +244,7 @@ def bench_pool(calls: int, threads: int, runner: str) -> None:
                 "snapshot_kb": arena["snapshot_bytes"] // 1024,
                 "snapshot_pages": arena["pages"],
                 "hot_pages": arena["hot_pages"],
+                "saved_pages": arena["saved_pages"],
                 "faults_per_call": round(arena["faults"] / max(1, arena["restores"]), 2),
                 "restore_us": round(arena["restore_ns"] / max(1, arena["restores"]) / 1000, 1),
             }

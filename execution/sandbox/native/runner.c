@@ -562,8 +562,11 @@ static int break_restore;        /* test mode: copy nothing back (to prove the v
 #define ARENA_HOLE_MIN 256
 static char *prot_start, *prot_end; /* the write-protected (or hot) whole pages of the snapshot */
 static uint64_t *hot_bits;          /* one bit per page of [prot_start, prot_end) */
+static uint64_t *saved_bits;        /* pages whose loaded bytes the snapshot holds */
 static size_t hot_words;
 static size_t hot_pages;            /* bits set in hot_bits */
+static size_t saved_pages;          /* bits set in saved_bits */
+static char *verify_copy;           /* verify mode: the whole loaded state, copied at snapshot time */
 static int restores_since_cool;
 /* For the `arena` test probe (benchmarks/sandbox_floor.py, tests): what restores cost. */
 static struct {
@@ -727,11 +730,23 @@ static void on_arena_write_fault(int sig, siginfo_t *info, void *context) {
      * a write to a page protected here. */
     if (info->si_code == SEGV_ACCERR && at >= prot_start && at < prot_end) {
         size_t page = (size_t)(at - prot_start) / ARENA_PAGE;
+        uint64_t bit = 1ull << (page % 64);
+        char *arena_page = prot_start + page * ARENA_PAGE, *saved_page = arena_snapshot + page * ARENA_PAGE;
         int saved_errno = errno; /* the interrupted code may be about to read it */
-        int made_writable = mprotect(prot_start + page * ARENA_PAGE, ARENA_PAGE, PROT_READ | PROT_WRITE) == 0;
+        int ok = 1;
+        if (!(saved_bits[page / 64] & bit)) {
+            /* First write since the snapshot: the page still holds its loaded bytes; keep them. */
+            ok = mprotect(saved_page, ARENA_PAGE, PROT_READ | PROT_WRITE) == 0;
+            if (ok) {
+                memcpy(saved_page, arena_page, ARENA_PAGE);
+                ok = mprotect(saved_page, ARENA_PAGE, PROT_READ) == 0;
+                saved_bits[page / 64] |= bit;
+                saved_pages++;
+            }
+        }
+        ok = ok && mprotect(arena_page, ARENA_PAGE, PROT_READ | PROT_WRITE) == 0;
         errno = saved_errno;
-        if (made_writable) {
-            uint64_t bit = 1ull << (page % 64);
+        if (ok) {
             hot_pages += !(hot_bits[page / 64] & bit);
             hot_bits[page / 64] |= bit;
             arena_stats.faults++;
@@ -751,7 +766,40 @@ static int arena_protect(void) {
     return 0;
 }
 
-/* Record the loaded state: every call of this process starts from exactly these bytes. */
+static int page_is_zero(const char *page) {
+    static const char zeros[ARENA_PAGE];
+    return !memcmp(page, zeros, ARENA_PAGE);
+}
+
+/* Free blocks (holes) get zeroed bodies, so memory a call gets from one holds zeros, as memory
+ * from the bump pointer does; whole pages of zeros go back to the kernel. Only what is not zero
+ * yet is written: in a zygote, the pages it shares with the worker (copy-on-write) stay shared.
+ * The blocks tile the arena up to the bump pointer. */
+static void arena_clear_free_space(void) {
+    static const char zeros[ARENA_PAGE];
+    char *block = (char *)arena + ((sizeof(ArenaHeader) + 63) & ~(size_t)63);
+    while (block < arena->bump) {
+        ArenaBlock *b = (ArenaBlock *)(void *)block;
+        size_t size = arena_class_size(b->cls);
+        if (b->tag != ARENA_BLOCK_TAG && size >= ARENA_HOLE_MIN) {
+            char *body = (char *)(b + 1) + sizeof(void *), *end = block + size;
+            while (body < end) {
+                size_t k = (size_t)(end - body) < sizeof zeros ? (size_t)(end - body) : sizeof zeros;
+                if (memcmp(body, zeros, k)) memset(body, 0, k);
+                body += k;
+            }
+        }
+        block += size;
+    }
+    char *first = (char *)arena + ARENA_PAGE; /* the header page is never all zeros */
+    for (char *page = first; page + ARENA_PAGE <= arena->bump; page += ARENA_PAGE)
+        if (page_is_zero(page)) madvise(page, ARENA_PAGE, MADV_DONTNEED);
+}
+
+/* Record the loaded state: every call of this process starts from exactly these bytes. The
+ * snapshot keeps a page's loaded bytes only once a call first writes it (the fault handler
+ * saves it then); until then the arena page itself is the loaded state, read-only, and most
+ * of it stays shared with the worker. */
 static int arena_take_snapshot(void) {
     /* Space the load used and gave back above the bump pointer is cleared, so that the
      * snapshot's "zero from hw on" holds from the first call. */
@@ -759,41 +807,30 @@ static int arena_take_snapshot(void) {
     arena->hw = arena->bump;
     if (arena->hw > arena_dirty_max) arena_dirty_max = arena->hw;
     snap_len = (size_t)(arena->bump - (char *)arena);
-    /* Free blocks the load left behind (e.g. the compiler's per-function state) get zeroed
-     * bodies, so memory a call gets from one holds zeros, as memory from the bump pointer does.
-     * The blocks tile the arena up to the bump pointer. */
-    char *block = (char *)arena + ((sizeof(ArenaHeader) + 63) & ~(size_t)63);
-    while (block < arena->bump) {
-        ArenaBlock *b = (ArenaBlock *)(void *)block;
-        size_t size = arena_class_size(b->cls);
-        if (b->tag != ARENA_BLOCK_TAG && size >= ARENA_HOLE_MIN)
-            memset((char *)(b + 1) + sizeof(void *), 0, size - sizeof(ArenaBlock) - sizeof(void *));
-        block += size;
-    }
+    arena_clear_free_space();
     size_t mapped = (snap_len + ARENA_PAGE - 1) & ~(size_t)(ARENA_PAGE - 1);
     void *p = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return -1;
     arena_snapshot = p;
-    /* Whole pages of zeros (mostly inside the load's free blocks) are left out of the snapshot's
-     * memory and handed back to the kernel in the arena: both read as zeros, neither takes RAM. */
-    static const char zeros[ARENA_PAGE];
-    size_t whole = snap_len & ~(size_t)(ARENA_PAGE - 1);
-    for (size_t offset = 0; offset < whole; offset += ARENA_PAGE) {
-        char *page = (char *)arena + offset;
-        if (memcmp(page, zeros, ARENA_PAGE))
-            memcpy(arena_snapshot + offset, page, ARENA_PAGE);
-        else
-            madvise(page, ARENA_PAGE, MADV_DONTNEED);
-    }
-    memcpy(arena_snapshot + whole, (char *)arena + whole, snap_len - whole);
-    /* Nothing writes the snapshot again: a stray write into it faults instead of corrupting it. */
-    if (mprotect(arena_snapshot, mapped, PROT_READ) != 0) return -1;
     prot_start = (char *)arena;
     prot_end = (char *)arena + (snap_len & ~(size_t)(ARENA_PAGE - 1));
+    /* The partial last page is never protected: it is kept now and copied back every time. */
+    memcpy(arena_snapshot + (prot_end - prot_start), prot_end, (size_t)(snap_len - (size_t)(prot_end - prot_start)));
+    if (verify_restore) {
+        /* Test mode: a full copy to check every restore against, made independently of the
+         * fault handler that fills the snapshot. */
+        verify_copy = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (verify_copy == MAP_FAILED) return -1;
+        memcpy(verify_copy, arena, snap_len);
+        if (mprotect(verify_copy, mapped, PROT_READ) != 0) return -1;
+    }
+    /* Nothing but the fault handler writes the snapshot: a stray write into it faults instead. */
+    if (mprotect(arena_snapshot, mapped, PROT_READ) != 0) return -1;
     size_t pages = (size_t)(prot_end - prot_start) / ARENA_PAGE;
     hot_words = (pages + 63) / 64;
     hot_bits = calloc(hot_words ? hot_words : 1, sizeof(uint64_t));
-    if (!hot_bits) return -1;
+    saved_bits = calloc(hot_words ? hot_words : 1, sizeof(uint64_t));
+    if (!hot_bits || !saved_bits) return -1;
     struct sigaction sa = {0};
     sa.sa_sigaction = on_arena_write_fault;
     sa.sa_flags = SA_SIGINFO;
@@ -874,7 +911,7 @@ static void arena_restore(void) {
     arena_stats.restores++;
     arena_stats.restore_ns +=
         (unsigned long long)((done.tv_sec - started.tv_sec) * 1000000000LL + (done.tv_nsec - started.tv_nsec));
-    if (verify_restore && (memcmp(arena, arena_snapshot, snap_len) ||
+    if (verify_restore && (memcmp(arena, verify_copy, snap_len) ||
                            !all_zero(snap_end, arena_dirty_max))) {
         dprintf(2, "lightfast-runner: the restored arena differs from its snapshot\n");
         abort();
@@ -2033,8 +2070,9 @@ static void zygote_call(JSValue frame) {
         }
         free(name);
         buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"probe\":", id);
-        buf_fmt(&f, "{\"snapshot_bytes\":%zu,\"pages\":%zu,\"hot_pages\":%zu,\"restores\":%llu,", snap_len,
-                (snap_len + ARENA_PAGE - 1) / ARENA_PAGE, hot_pages, arena_stats.restores);
+        buf_fmt(&f, "{\"snapshot_bytes\":%zu,\"pages\":%zu,\"hot_pages\":%zu,\"saved_pages\":%zu,", snap_len,
+                (snap_len + ARENA_PAGE - 1) / ARENA_PAGE, hot_pages, saved_pages);
+        buf_fmt(&f, "\"restores\":%llu,", arena_stats.restores);
         buf_fmt(&f, "\"restore_ns\":%llu,\"faults\":%llu,\"cools\":%llu}}", arena_stats.restore_ns,
                 arena_stats.faults, arena_stats.cools);
         write_frame(STDOUT, f.p, f.n);
@@ -2433,6 +2471,8 @@ int main(int argc, char **argv) {
     if (arena_create() < 0) arena = NULL;
     const char *engine_failed = engine_init(engine_error, sizeof engine_error);
     have_engine = engine_failed == NULL;
+    /* Cleared once here, the runtime's free space stays shared by every zygote forked later. */
+    if (have_engine) arena_clear_free_space();
     settle();
 
     char seccomp_state[256] = "off";
