@@ -11,8 +11,9 @@
  * allocator state. A per-call seed still reseeds the JS random generators. The fork-per-call
  * model this replaces paid ~300 copy-on-write faults per call (QuickJS writes reference counts
  * all over the heap), the fork's page-table copy and the child's exit (~2.1 ms of runner CPU
- * per weather call); now a weather call costs ~0.18 ms of runner CPU, ~30 us of it the restore
- * of ~130 pages. Introspect and test probes still run in a throw-away child of the base.
+ * per weather call); now a weather call costs ~0.2 ms of runner CPU, ~35 us of it the restore
+ * of the ~180 pages such calls write. Introspect and test probes still run in a throw-away child
+ * of the base.
  *
  * What it is NOT: a jail. All policy (uid, rlimits, netns, fds, env, the seccomp programs) is
  * decided in Python (execution/sandbox/native/launch.py), which applies it and execve()s this
@@ -317,7 +318,7 @@ static int fail(const char *code, const char *detail, const char *fmt, ...) {
 
 static void err_json(Buf *b) {
     buf_str(b, "{\"type\":");
-    buf_jsons(b, g_err.code);
+    buf_jsons(b, g_err.code ? g_err.code : "sandbox_crash"); /* every failure path sets it */
     buf_str(b, ",\"message\":");
     buf_jsons(b, g_err.message);
     buf_str(b, ",\"detail\":");
@@ -1381,7 +1382,7 @@ static void result_body(Buf *out, Call *c, int ok, const char *output, const cha
         buf_str(out, "\"ok\":false,\"error\":");
         err_json(out);
         /* Samples are taken at idle points; the heap reached its limit in between. */
-        if (!strcmp(g_err.code, "memory_limit") && peak < (size_t)B.lim.memory_mb * MIB)
+        if (g_err.code && !strcmp(g_err.code, "memory_limit") && peak < (size_t)B.lim.memory_mb * MIB)
             peak = (size_t)B.lim.memory_mb * MIB;
     }
     buf_str(out, ",\"logs\":");
@@ -1948,6 +1949,9 @@ static int child_body(JSValueConst frame, const Limits *lim, Buf *out) {
 /* Answer one frame on stdout under the call jail and limits: an introspect or probe in a
  * throw-away child, an invoke in a zygote (`invoke`). */
 static void answer_frame(JSValueConst frame, int invoke) {
+    /* A zygote answers call after call: nothing of the last one's C state is reused. */
+    free(g_err.detail);
+    g_err = (Err){0};
     free(call_id_json);
     call_id_json = wjson_key(frame, "id");
     fetch_seq = 0;
