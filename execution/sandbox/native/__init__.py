@@ -12,9 +12,10 @@ falls back to the Python runner when the binary is missing.
 Measured on the 2-vCPU development VM (weather.getWeather, other load on the machine):
 benchmarks/sandbox.py p50 0.23 ms, ~5,000 calls/s through the jailed pool, against 1.84 ms and
 947 calls/s when each call was a forked child of the zygote; benchmarks/sandbox_floor.py runner
-CPU 0.22 ms per call (was 2.1 ms), of which the restore is ~40 us (~180 of the snapshot's
-~2,200 pages are copied back). To run the sandbox tests against it: the default;
-`LIGHTFAST_SANDBOX_RUNNER=python` for the other.
+CPU 0.21 ms per call (was 2.1 ms), of which the restore is ~35 us (~180 of the snapshot's
+~2,200 pages are copied back); a weather zygote holds ~8.6 MB of anonymous memory (5.5 MB
+before, when every call also had a child of its own). To run the sandbox tests against it:
+the default; `LIGHTFAST_SANDBOX_RUNNER=python` for the other.
 """
 
 from __future__ import annotations
