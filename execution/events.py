@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from execution import statements
 from execution.models import Run, RunEvent, run_group_name
-from execution.statements import update_row
+from execution.statements import update
 
 logger = logging.getLogger(__name__)
 
@@ -193,38 +193,88 @@ def run_update_with_events(
     to the channel layer as one notification. `where` (a Q, compiled by the ORM) is for the
     rare paths such as the reapers; the hot paths use `status` only.
     """
+    prepared = run_update_prepare(
+        run, events, status=status, where=where, changes=changes, returning=returning
+    )
+    with write_transaction(savepoint=False):
+        return prepared.execute()
+
+
+def run_update_prepare(
+    run: Run | uuid.UUID | str,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    status: str | None = None,
+    where: Q | None = None,
+    changes: dict[str, Any] | None = None,
+    returning: Sequence[str] = (),
+) -> PreparedRunUpdate:
+    """`run_update_with_events` prepared (statements built, events serialised) for a caller's transaction."""
     for event_type, _ in events:
         if event_type not in EVENT_TYPES:
             raise UnknownEventType(f"unknown run event type {event_type!r}")
-    run_id = _run_id(run)
-    columns = ("last_seq", *returning)
-    with write_transaction(savepoint=False):
-        if where is None:
-            row = update_row(
+    return PreparedRunUpdate(run, events, status=status, where=where, changes=changes, returning=returning)
+
+
+class PreparedRunUpdate:
+    """A run update with events whose statements are built; `execute` runs them in the current transaction."""
+
+    def __init__(
+        self,
+        run: Run | uuid.UUID | str,
+        events: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        status: str | None,
+        where: Q | None,
+        changes: dict[str, Any] | None,
+        returning: Sequence[str],
+    ) -> None:
+        self.run = run
+        self.run_id = _run_id(run)
+        self.events = events
+        self.where = where
+        self.status = status
+        self.changes = changes or {}
+        self.columns = ("last_seq", *returning)
+        self.update = (
+            update(
                 Run,
-                run_id,
-                changes=changes,
+                self.run_id,
+                changes=self.changes,
                 increments={"last_seq": len(events)},
                 where={"status": status} if status is not None else None,
-                returning=columns,
+                returning=self.columns,
             )
+            if where is None
+            else None
+        )
+        self.rows = _event_rows(self.run_id, events)
+
+    def execute(self) -> RunUpdate | None:
+        """Run the update and insert the events (in a write transaction); None when the run did not match."""
+        assert connection.in_atomic_block, "a run update with events runs inside a write transaction"
+        if self.update is not None:
+            row = self.update.execute()
         else:
-            queryset = Run.objects.filter(where, pk=run_id)
-            if status is not None:
-                queryset = queryset.filter(status=status)
-            row = _update_returning(
-                queryset, {**(changes or {}), "last_seq": F("last_seq") + len(events)}, columns
-            )
+            queryset = Run.objects.filter(self.where or Q(), pk=self.run_id)
+            if self.status is not None:
+                queryset = queryset.filter(status=self.status)
+            values = {**self.changes, "last_seq": F("last_seq") + len(self.events)}
+            row = _update_returning(queryset, values, self.columns)
         if row is None:
             return None
         last_seq = int(row[0])
-        first_seq = last_seq - len(events) + 1
-        if events:
-            _insert_events(run_id, first_seq, events)
+        first_seq = last_seq - len(self.events) + 1
+        if self.rows:
+            for index, event_row in enumerate(self.rows):
+                event_row[1] = first_seq + index
+            with connection.cursor() as cursor:
+                cursor.executemany(_insert_events_sql(), self.rows)
+            run_id, events = self.run_id, self.events
             after_commit(lambda: _notify(run_id, first_seq, events))
-    if isinstance(run, Run):
-        run.last_seq = last_seq
-    return RunUpdate(first_seq=first_seq, last_seq=last_seq, returned=tuple(row[1:]))
+        if isinstance(self.run, Run):
+            self.run.last_seq = last_seq
+        return RunUpdate(first_seq=first_seq, last_seq=last_seq, returned=tuple(row[1:]))
 
 
 def _run_id(run: Run | uuid.UUID | str) -> uuid.UUID:
@@ -233,27 +283,32 @@ def _run_id(run: Run | uuid.UUID | str) -> uuid.UUID:
     return run if isinstance(run, uuid.UUID) else uuid.UUID(str(run))
 
 
-def _insert_events(run_id: uuid.UUID, first_seq: int, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
-    sql = _insert_events_sql.get(connection.vendor)
+def _event_rows(run_id: uuid.UUID, events: Sequence[tuple[str, dict[str, Any]]]) -> list[list[Any]]:
+    """The INSERT parameters of the events (their seq, known once the run's update ran, is filled in then)."""
+    if not events:
+        return []
+    run_value = statements.db_value(RunEvent, "run", run_id)
+    created = statements.db_value(RunEvent, "created_at", timezone.now())
+    payload = RunEvent._meta.get_field("payload")
+    return [
+        [run_value, 0, event_type, payload.get_db_prep_save(data, connection), created]
+        for event_type, data in events
+    ]
+
+
+def _insert_events_sql() -> str:
+    sql = _insert_events_cache.get(connection.vendor)
     if sql is None:
         names = ("run", "seq", "type", "payload", "created_at")
-        sql = _insert_events_sql[connection.vendor] = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
+        sql = _insert_events_cache[connection.vendor] = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
             statements.table(RunEvent),
             ", ".join(statements.column(RunEvent, name) for name in names),
             ", ".join(["%s"] * len(names)),
         )
-    run_value = statements.db_value(RunEvent, "run", run_id)
-    created = statements.db_value(RunEvent, "created_at", timezone.now())
-    payload = RunEvent._meta.get_field("payload")
-    rows = [
-        (run_value, first_seq + index, event_type, payload.get_db_prep_save(data, connection), created)
-        for index, (event_type, data) in enumerate(events)
-    ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, rows)
+    return sql
 
 
-_insert_events_sql: dict[str, str] = {}
+_insert_events_cache: dict[str, str] = {}
 
 
 def _update_returning(

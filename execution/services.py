@@ -28,11 +28,11 @@ from django.utils import timezone
 from agents.models import BundleVersion
 from execution import statements
 from execution.agent_loop import AssistantTurn, RunCancelled, Usage, agent_loop_run, new_message_id, tool_call
-from execution.events import after_commit, run_update_with_events, write_transaction
+from execution.events import after_commit, run_update_prepare, run_update_with_events, write_transaction
 from execution.models import ChatSession, Message, MessageRole, Run, RunKind, RunStatus
 from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
-from execution.statements import insert_row, update_row
+from execution.statements import insert_row
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
 from organizations.models import Organization
 from organizations.quotas import effective_run_limit, quota_run_ended, quota_run_released, quota_run_started
@@ -92,9 +92,27 @@ def message_create(
     session_is_new: bool = False,
 ) -> Message:
     """Append a message (AI SDK UI parts) to a session (`session_is_new`: created just now, no bump)."""
-    now = timezone.now()
-    message = insert_row(
-        Message(
+    prepared = PreparedMessage(
+        session=session, role=role, parts=parts, run=run, public_id=public_id, session_is_new=session_is_new
+    )
+    return prepared.execute()
+
+
+class PreparedMessage:
+    """`message_create` with its statements built ahead of the (write) transaction that runs them."""
+
+    def __init__(
+        self,
+        *,
+        session: ChatSession,
+        role: str,
+        parts: list[dict[str, Any]],
+        run: Run | None = None,
+        public_id: str = "",
+        session_is_new: bool = False,
+    ) -> None:
+        now = timezone.now()
+        self.message = Message(
             session=session,
             role=role,
             parts=parts,
@@ -102,10 +120,24 @@ def message_create(
             public_id=public_id or f"msg_{uuid.uuid4().hex}",
             created_at=now,
         )
-    )
-    if not session_is_new:
-        update_row(ChatSession, session.pk, changes={"updated_at": now})
-    return message
+        self.insert = statements.insert(self.message)
+        self.bump = (
+            None
+            if session_is_new
+            else statements.update(ChatSession, session.pk, changes={"updated_at": now})
+        )
+
+    def session_saved(self, session: ChatSession) -> None:
+        """The session was inserted after this was prepared (same transaction): take its primary key."""
+        self.message.session = session
+        self.insert.refresh("session")
+
+    def execute(self) -> Message:
+        """Insert the message and bump its session."""
+        self.insert.execute()
+        if self.bump is not None:
+            self.bump.execute()
+        return self.message
 
 
 def text_parts(text: str) -> list[dict[str, Any]]:
@@ -169,35 +201,49 @@ def run_start(
         parts = parts if parts is not None else text_parts(text or "")
         if not any(part.get("type") == "text" and str(part.get("text", "")).strip() for part in parts):
             raise RunNotStartable("invalid_input", "The message has no text.")
-    with write_transaction():
-        session_is_new = kind == RunKind.CHAT and session is None
-        if session_is_new:
-            session = chat_session_get_or_create(
-                organization=organization,
-                agent=f"{bundle_version.bundle.slug}/{agent_key}",
-                created_by=created_by,
-            )
-        run = insert_row(
-            Run(
-                organization=organization,
-                bundle_version=bundle_version,
-                agent_key=agent_key,
-                session=session,
-                kind=kind,
-                input={"tool": tool, "input": tool_input} if kind == RunKind.TOOL else {},
-                wall_limit_ms=effective_run_limit(organization=organization, field="run_wall_ms"),
-                created_by=created_by,
-                backend=settings.LIGHTFAST_SANDBOX_BACKEND,
-            )
+    # Rows and statements are built first: inside the transaction (on SQLite, while every other
+    # writer waits) only the statements run.
+    new_session: statements.Insert | None = None
+    if kind == RunKind.CHAT and session is None:
+        session = ChatSession(
+            organization=organization,
+            agent=f"{bundle_version.bundle.slug}/{agent_key}",
+            created_by=created_by,
         )
-        if kind == RunKind.CHAT and session is not None:
-            message_create(
-                session=session,
-                role=MessageRole.USER,
-                parts=list(parts or []),
-                run=run,
-                session_is_new=session_is_new,
-            )
+        new_session = statements.insert(session)
+    run = Run(
+        organization=organization,
+        bundle_version=bundle_version,
+        agent_key=agent_key,
+        session=session,
+        kind=kind,
+        input={"tool": tool, "input": tool_input} if kind == RunKind.TOOL else {},
+        wall_limit_ms=effective_run_limit(organization=organization, field="run_wall_ms"),
+        created_by=created_by,
+        backend=settings.LIGHTFAST_SANDBOX_BACKEND,
+    )
+    run_insert = statements.insert(run)
+    message = (
+        PreparedMessage(
+            session=session,
+            role=MessageRole.USER,
+            parts=list(parts or []),
+            run=run,
+            session_is_new=new_session is not None,
+        )
+        if kind == RunKind.CHAT and session is not None
+        else None
+    )
+    with write_transaction():
+        if new_session is not None:
+            assert session is not None and message is not None
+            new_session.execute()
+            run.session = session
+            run_insert.refresh("session")
+            message.session_saved(session)
+        run_insert.execute()
+        if message is not None:
+            message.execute()
         # Raises QuotaExceeded (403 quota_exceeded), rolling the rows above back (this
         # transaction, or the savepoint of a caller's, ends with it: no savepoint of its own).
         # Last, so the organization's counter rows (hot: every start and end takes them) stay
@@ -447,37 +493,39 @@ def _run_finish(
     if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
         events.append(("finish", {}))
     events.append(_status_event(status, error))
-    with write_transaction():
-        ended = run_update_with_events(
-            run,
-            events,
-            status=RunStatus.RUNNING,
-            changes={
-                "status": status,
-                "error_type": error[0] if error else "",
-                "error_message": error[1] if error else "",
-                "finished_at": timezone.now(),
-                "output": output,
-                "model": usage.model[:200],
-                "input_tokens": usage.input_tokens,
-                "output_tokens": usage.output_tokens,
-                "sandbox_cpu_ms": usage.sandbox_cpu_ms,
-                "wall_ms": wall_ms,
-                "tool_calls": usage.tool_calls,
-                "steps": usage.steps,
-            },
+    # Built before the transaction, which then only runs the statements.
+    update = run_update_prepare(
+        run,
+        events,
+        status=RunStatus.RUNNING,
+        changes={
+            "status": status,
+            "error_type": error[0] if error else "",
+            "error_message": error[1] if error else "",
+            "finished_at": timezone.now(),
+            "output": output,
+            "model": usage.model[:200],
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "sandbox_cpu_ms": usage.sandbox_cpu_ms,
+            "wall_ms": wall_ms,
+            "tool_calls": usage.tool_calls,
+            "steps": usage.steps,
+        },
+    )
+    message = (
+        PreparedMessage(
+            session=run.session, role=MessageRole.ASSISTANT, parts=parts, run=run, public_id=turn.message_id
         )
-        if ended is None:
+        if run.session is not None and parts
+        else None
+    )
+    with write_transaction():
+        if update.execute() is None:
             # The reaper ended it first and wrote the terminal events; nothing may follow them.
             return
-        if run.session is not None and parts:
-            message_create(
-                session=run.session,
-                role=MessageRole.ASSISTANT,
-                parts=parts,
-                run=run,
-                public_id=turn.message_id,
-            )
+        if message is not None:
+            message.execute()
         # Last, so the organization's hot counter rows stay locked only until the commit.
         quota_run_released(
             organization_id=run.organization_id,

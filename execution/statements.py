@@ -55,8 +55,58 @@ def db_value(model: type[Model], name: str, value: Any) -> Any:
     return _field(model, name).get_db_prep_save(value, connection)
 
 
-def insert_row(obj: ModelT) -> ModelT:
-    """INSERT every concrete field of `obj` (an auto primary key comes back with RETURNING), like save()."""
+class Statement:
+    """SQL text with its driver parameters, prepared before a transaction so that only running it is inside.
+
+    SQLite writers take turns on one write lock (`execution.events.write_transaction`); what is
+    adapted, serialised and compiled here is work the other writers do not wait for.
+    """
+
+    def __init__(self, sql: str, params: list[Any], *, returning: bool = False) -> None:
+        self.sql = sql
+        self.params = params
+        self.returning = returning
+
+    def execute(self) -> tuple[Any, ...] | None:
+        """Run it: the RETURNING row (None: no row), else () if a row was affected and None if none was."""
+        with connection.cursor() as cursor:
+            cursor.execute(self.sql, self.params)
+            if self.returning:
+                row = cursor.fetchone()
+                return None if row is None else tuple(row)
+            return () if cursor.rowcount else None
+
+
+class Insert(Statement):
+    """The INSERT of one model instance; `execute` sets an auto primary key from RETURNING, like save()."""
+
+    def __init__(self, obj: Model, sql: str, fields: list[Field[Any, Any]], *, returning: bool) -> None:
+        self.obj = obj
+        self.fields = fields
+        super().__init__(sql, [self._value(field) for field in fields], returning=returning)
+
+    def _value(self, field: Field[Any, Any]) -> Any:
+        return field.get_db_prep_save(field.pre_save(self.obj, True), connection)
+
+    def refresh(self, name: str) -> None:
+        """Adapt one field again, once the instance has its value (a row inserted in the same transaction)."""
+        field = _field(type(self.obj), name)
+        index = self.fields.index(field)
+        self.params[index] = self._value(field)
+
+    def execute(self) -> tuple[Any, ...] | None:
+        """Insert the row (the instance is saved afterwards: not `adding`, with its primary key)."""
+        row = super().execute()
+        if self.returning:
+            assert row is not None
+            self.obj.pk = row[0]
+        self.obj._state.adding = False
+        self.obj._state.db = connection.alias
+        return row
+
+
+def insert(obj: Model) -> Insert:
+    """The prepared INSERT of every concrete field of `obj` (an auto primary key comes back by RETURNING)."""
     model = type(obj)
     key = (connection.vendor, model)
     compiled = _insert_sql.get(key)
@@ -72,18 +122,16 @@ def insert_row(obj: ModelT) -> ModelT:
             sql += f" RETURNING {_quoted_column(pk)}"
         compiled = _insert_sql[key] = (sql, fields, auto_pk)
     sql, fields, auto_pk = compiled
-    params = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if auto_pk:
-            row = cursor.fetchone()
-            obj.pk = row[0]
-    obj._state.adding = False
-    obj._state.db = connection.alias
+    return Insert(obj, sql, fields, returning=auto_pk)
+
+
+def insert_row(obj: ModelT) -> ModelT:
+    """INSERT `obj` now (see `insert`); returns it, saved."""
+    insert(obj).execute()
     return obj
 
 
-def update_row(
+def update(
     model: type[Model],
     pk: Any,
     *,
@@ -91,11 +139,11 @@ def update_row(
     increments: dict[str, int] | None = None,
     where: dict[str, Any] | None = None,
     returning: Sequence[str] = (),
-) -> tuple[Any, ...] | None:
-    """`UPDATE … SET changes, col = col + n … WHERE pk AND field = value … RETURNING …` for one row.
+) -> Statement:
+    """The prepared `UPDATE … SET changes, col = col + n … WHERE pk AND field = value … RETURNING …`.
 
-    Returns the RETURNING values as the driver gives them (`convert` turns them into Python
-    values), an empty tuple without `returning`, or None when no row matched.
+    Its `execute` returns the RETURNING values as the driver gives them (`convert` turns them
+    into Python values), an empty tuple without `returning`, or None when no row matched.
     """
     changes = changes or {}
     increments = increments or {}
@@ -119,12 +167,21 @@ def update_row(
     params += list(increments.values())
     params.append(model._meta.pk.get_db_prep_save(pk, connection))  # type: ignore[union-attr]
     params += [db_value(model, name, value) for name, value in where.items()]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        if returning:
-            row = cursor.fetchone()
-            return None if row is None else tuple(row)
-        return () if cursor.rowcount else None
+    return Statement(sql, params, returning=bool(returning))
+
+
+def update_row(
+    model: type[Model],
+    pk: Any,
+    *,
+    changes: dict[str, Any] | None = None,
+    increments: dict[str, int] | None = None,
+    where: dict[str, Any] | None = None,
+    returning: Sequence[str] = (),
+) -> tuple[Any, ...] | None:
+    """Run `update(...)` now."""
+    statement = update(model, pk, changes=changes, increments=increments, where=where, returning=returning)
+    return statement.execute()
 
 
 def converter(model: type[Model], name: str) -> Converter:

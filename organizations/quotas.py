@@ -19,6 +19,7 @@ A run's own row, when it is locked too (a terminal status update), comes before 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -163,10 +164,16 @@ def quota_run_started(
 # metadata and every value is a parameter (hence the S608 exemptions).
 
 
-def _quoted(model: type[models.Model], *names: str) -> list[str]:
+def _quoted(model: type[models.Model], *names: str) -> tuple[str, ...]:
+    """The quoted table and columns (resolved once per database vendor: these run inside the write lock)."""
+    return _quoted_for(connection.vendor, model, names)
+
+
+@functools.cache
+def _quoted_for(vendor: str, model: type[models.Model], names: tuple[str, ...]) -> tuple[str, ...]:
     quote = connection.ops.quote_name
     fields = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in names]
-    return [quote(model._meta.db_table)] + [quote(field.column or field.attname) for field in fields]
+    return (quote(model._meta.db_table), *(quote(field.column or field.attname) for field in fields))
 
 
 def _execute(sql: str, params: list[Any]) -> int:
