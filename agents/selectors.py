@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import OrderedDict
@@ -104,6 +105,13 @@ _sandbox_settings_lock = Lock()
 
 def _sandbox_setting_rows(organization_id: int) -> tuple[tuple[Any, ...], ...]:
     """Every column `sandbox_config_for` builds from: the organization's variables and allowed hosts."""
+    with connection.cursor() as cursor:
+        cursor.execute(_sandbox_setting_rows_sql(connection.vendor), [organization_id, organization_id])
+        return tuple(tuple(row) for row in cursor.fetchall())
+
+
+@functools.cache
+def _sandbox_setting_rows_sql(vendor: str) -> str:
     quote = connection.ops.quote_name
 
     def columns(model: type[models.Model], *names: str) -> list[str]:
@@ -126,16 +134,13 @@ def _sandbox_setting_rows(organization_id: int) -> tuple[tuple[Any, ...], ...]:
     host = columns(EgressAllowedHost, "id", "pattern", "organization")
     # Both tables in one round trip; "v"/"h" tell the rows apart, NULLs pad the hosts' rows.
     # Identifiers from model metadata; the organization id is a parameter.
-    sql = (
+    return (
         f"SELECT 'v', {', '.join(variable[:-1])} FROM {quote(OrganizationVariable._meta.db_table)}"  # noqa: S608
         f" WHERE {variable[-1]} = %s"
         f" UNION ALL SELECT 'h', {host[0]}, {host[1]}, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
         f" FROM {quote(EgressAllowedHost._meta.db_table)} WHERE {host[-1]} = %s"
         " ORDER BY 1, 2"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [organization_id, organization_id])
-        return tuple(tuple(row) for row in cursor.fetchall())
 
 
 def tool_limits_for(organization: Organization, *, timeout_ms: int | None = None) -> Limits:

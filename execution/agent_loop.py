@@ -20,6 +20,7 @@ final events; this module never changes `Run.status`.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from agents.models import BundleVersion
@@ -207,7 +207,15 @@ def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
 
 def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]]]]:
     """(role, UI parts) of the session's messages, oldest first (one plain SELECT)."""
-    sql = "SELECT {}, {} FROM {} WHERE {} = %s ORDER BY {}, {}".format(  # noqa: S608 - identifiers only
+    parts = statements.converter(Message, "parts")
+    with statements.database().cursor() as cursor:
+        cursor.execute(_history_sql(statements.vendor()), [session_id])
+        return [(str(role), parts(value)) for role, value in cursor.fetchall()]
+
+
+@functools.cache
+def _history_sql(vendor: str) -> str:
+    return "SELECT {}, {} FROM {} WHERE {} = %s ORDER BY {}, {}".format(  # noqa: S608 - identifiers only
         statements.column(Message, "role"),
         statements.column(Message, "parts"),
         statements.table(Message),
@@ -215,10 +223,6 @@ def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]]]]:
         statements.column(Message, "created_at"),
         statements.column(Message, "id"),
     )
-    parts = statements.converter(Message, "parts")
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [session_id])
-        return [(str(role), parts(value)) for role, value in cursor.fetchall()]
 
 
 def model_messages(system: str, history: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -269,7 +270,7 @@ class PreparedRunUpdate:
             for index, event_row in enumerate(self.rows):
                 event_row[1] = first_seq + index
             with connection.cursor() as cursor:
-                cursor.executemany(_insert_events_sql(), self.rows)
+                cursor.executemany(_insert_events_sql(statements.vendor()), self.rows)
             run_id, events = self.run_id, self.events
             after_commit(lambda: _notify(run_id, first_seq, events))
         if isinstance(self.run, Run):
@@ -287,28 +288,23 @@ def _event_rows(run_id: uuid.UUID, events: Sequence[tuple[str, dict[str, Any]]])
     """The INSERT parameters of the events (their seq, known once the run's update ran, is filled in then)."""
     if not events:
         return []
-    run_value = statements.db_value(RunEvent, "run", run_id)
-    created = statements.db_value(RunEvent, "created_at", timezone.now())
-    payload = RunEvent._meta.get_field("payload")
+    db = statements.database()
+    run_value = statements.field_of(RunEvent, "run").get_db_prep_save(run_id, db)
+    created = statements.field_of(RunEvent, "created_at").get_db_prep_save(timezone.now(), db)
+    payload = statements.field_of(RunEvent, "payload")
     return [
-        [run_value, 0, event_type, payload.get_db_prep_save(data, connection), created]
-        for event_type, data in events
+        [run_value, 0, event_type, payload.get_db_prep_save(data, db), created] for event_type, data in events
     ]
 
 
-def _insert_events_sql() -> str:
-    sql = _insert_events_cache.get(connection.vendor)
-    if sql is None:
-        names = ("run", "seq", "type", "payload", "created_at")
-        sql = _insert_events_cache[connection.vendor] = "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
-            statements.table(RunEvent),
-            ", ".join(statements.column(RunEvent, name) for name in names),
-            ", ".join(["%s"] * len(names)),
-        )
-    return sql
-
-
-_insert_events_cache: dict[str, str] = {}
+@functools.cache
+def _insert_events_sql(vendor: str) -> str:
+    names = ("run", "seq", "type", "payload", "created_at")
+    return "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
+        statements.table(RunEvent),
+        ", ".join(statements.column(RunEvent, name) for name in names),
+        ", ".join(["%s"] * len(names)),
+    )
 
 
 def _update_returning(

@@ -14,6 +14,7 @@ terminal events exactly once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -21,7 +22,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -404,20 +404,10 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
 
 def _run_load_related(run: Run) -> None:
     """Attach the run's organization, version and session, read with one SELECT (always fresh)."""
-    version_id = statements.column(BundleVersion, "id")
-    session_id = statements.column(ChatSession, "id")
-    # Identifiers from model metadata; the ids are parameters.
-    sql = (
-        f"SELECT {statements.select_columns(Organization, ORGANIZATION_FIELDS, 'o')},"  # noqa: S608
-        f" {statements.select_columns(BundleVersion, VERSION_FIELDS, 'v')},"
-        f" {statements.select_columns(ChatSession, SESSION_FIELDS, 's')}"
-        f" FROM {statements.table(Organization)} o"
-        f" INNER JOIN {statements.table(BundleVersion)} v ON v.{version_id} = %s"
-        f" LEFT JOIN {statements.table(ChatSession)} s ON s.{session_id} = %s"
-        f" WHERE o.{statements.column(Organization, 'id')} = %s"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [run.bundle_version_id, run.session_id, run.organization_id])
+    with statements.database().cursor() as cursor:
+        cursor.execute(
+            _related_sql(statements.vendor()), [run.bundle_version_id, run.session_id, run.organization_id]
+        )
         row = cursor.fetchone()
     if row is None:
         raise Run.DoesNotExist(f"run {run.pk}: its organization or version is gone")
@@ -432,6 +422,22 @@ def _run_load_related(run: Run) -> None:
     run.bundle_version = version
     if run.session_id is not None:
         run.session = statements.instance(ChatSession, SESSION_FIELDS, row[split + len(VERSION_FIELDS) :])
+
+
+@functools.cache
+def _related_sql(vendor: str) -> str:
+    version_id = statements.column(BundleVersion, "id")
+    session_id = statements.column(ChatSession, "id")
+    # Identifiers from model metadata; the ids are parameters.
+    return (
+        f"SELECT {statements.select_columns(Organization, ORGANIZATION_FIELDS, 'o')},"  # noqa: S608
+        f" {statements.select_columns(BundleVersion, VERSION_FIELDS, 'v')},"
+        f" {statements.select_columns(ChatSession, SESSION_FIELDS, 's')}"
+        f" FROM {statements.table(Organization)} o"
+        f" INNER JOIN {statements.table(BundleVersion)} v ON v.{version_id} = %s"
+        f" LEFT JOIN {statements.table(ChatSession)} s ON s.{session_id} = %s"
+        f" WHERE o.{statements.column(Organization, 'id')} = %s"
+    )
 
 
 def _execute_tool_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> Any:

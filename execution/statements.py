@@ -7,44 +7,65 @@ text once, adapt values with the fields' own `get_db_prep_save` and convert resu
 backend's and fields' converters, so SQLite and PostgreSQL get exactly what the ORM would
 send and read. They run through Django's cursor (transactions, error wrapping, execute
 wrappers); they send no model signals (the run models have no receivers).
+
+Names, columns and converters are resolved once per database vendor (`functools.cache`), and
+the database wrapper is looked up once per call rather than through the `connection` proxy
+at every attribute (measured: ~150 proxy lookups per run before).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import functools
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 ModelT = TypeVar("ModelT", bound=Model)
 Converter = Callable[[Any], Any]
 
-_insert_sql: dict[tuple[str, type[Model]], tuple[str, list[Field[Any, Any]], bool]] = {}
-_update_sql: dict[tuple[Any, ...], str] = {}
-_converters: dict[tuple[str, type[Model], str], Converter] = {}
+
+def database() -> BaseDatabaseWrapper:
+    """This thread's default database connection (the object behind `django.db.connection`)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def vendor() -> str:
+    """The default database's vendor (`sqlite`, `postgresql`): the key of everything cached here."""
+    return str(database().vendor)
 
 
 def quote(name: str) -> str:
     """A quoted identifier for the current connection."""
-    return str(connection.ops.quote_name(name))
+    return str(database().ops.quote_name(name))
 
 
 def table(model: type[Model]) -> str:
     """The model's quoted table name."""
-    return quote(model._meta.db_table)
+    return _table(vendor(), model)
 
 
 def column(model: type[Model], name: str) -> str:
     """The quoted column of a field (by name or attname) of the model."""
-    return _quoted_column(_field(model, name))
+    return _column(vendor(), model, name)
 
 
-def _quoted_column(field: Field[Any, Any]) -> str:
+@functools.cache
+def _table(vendor: str, model: type[Model]) -> str:
+    return quote(model._meta.db_table)
+
+
+@functools.cache
+def _column(vendor: str, model: type[Model], name: str) -> str:
+    field = field_of(model, name)
     return quote(field.column or field.attname)
 
 
-def _field(model: type[Model], name: str) -> Field[Any, Any]:
+@functools.cache
+def field_of(model: type[Model], name: str) -> Field[Any, Any]:
+    """The concrete field of the model with this name (or attname)."""
     field = model._meta.get_field(name)
     assert isinstance(field, Field) and field.concrete, f"{model.__name__}.{name} is not a column"
     return field
@@ -52,7 +73,12 @@ def _field(model: type[Model], name: str) -> Field[Any, Any]:
 
 def db_value(model: type[Model], name: str, value: Any) -> Any:
     """A Python value of a field as the driver takes it (what the ORM would send)."""
-    return _field(model, name).get_db_prep_save(value, connection)
+    return field_of(model, name).get_db_prep_save(value, database())
+
+
+def select_columns(model: type[Model], names: Sequence[str], alias: str) -> str:
+    """`alias.col, …` for the named fields."""
+    return ", ".join(f"{alias}.{column(model, name)}" for name in names)
 
 
 class Statement:
@@ -69,7 +95,7 @@ class Statement:
 
     def execute(self) -> tuple[Any, ...] | None:
         """Run it: the RETURNING row (None: no row), else () if a row was affected and None if none was."""
-        with connection.cursor() as cursor:
+        with database().cursor() as cursor:
             cursor.execute(self.sql, self.params)
             if self.returning:
                 row = cursor.fetchone()
@@ -83,16 +109,16 @@ class Insert(Statement):
     def __init__(self, obj: Model, sql: str, fields: list[Field[Any, Any]], *, returning: bool) -> None:
         self.obj = obj
         self.fields = fields
-        super().__init__(sql, [self._value(field) for field in fields], returning=returning)
+        db = database()
+        super().__init__(sql, [self._value(field, db) for field in fields], returning=returning)
 
-    def _value(self, field: Field[Any, Any]) -> Any:
-        return field.get_db_prep_save(field.pre_save(self.obj, True), connection)
+    def _value(self, field: Field[Any, Any], db: BaseDatabaseWrapper) -> Any:
+        return field.get_db_prep_save(field.pre_save(self.obj, True), db)
 
     def refresh(self, name: str) -> None:
         """Adapt one field again, once the instance has its value (a row inserted in the same transaction)."""
-        field = _field(type(self.obj), name)
-        index = self.fields.index(field)
-        self.params[index] = self._value(field)
+        field = field_of(type(self.obj), name)
+        self.params[self.fields.index(field)] = self._value(field, database())
 
     def execute(self) -> tuple[Any, ...] | None:
         """Insert the row (the instance is saved afterwards: not `adding`, with its primary key)."""
@@ -101,28 +127,28 @@ class Insert(Statement):
             assert row is not None
             self.obj.pk = row[0]
         self.obj._state.adding = False
-        self.obj._state.db = connection.alias
+        self.obj._state.db = DEFAULT_DB_ALIAS
         return row
 
 
 def insert(obj: Model) -> Insert:
     """The prepared INSERT of every concrete field of `obj` (an auto primary key comes back by RETURNING)."""
-    model = type(obj)
-    key = (connection.vendor, model)
-    compiled = _insert_sql.get(key)
-    if compiled is None:
-        pk = model._meta.pk
-        assert pk is not None
-        auto_pk = bool(pk.db_returning)
-        fields = [field for field in model._meta.concrete_fields if not (auto_pk and field is pk)]
-        columns = ", ".join(_quoted_column(field) for field in fields)
-        # Identifiers from model metadata; every value is a parameter.
-        sql = f"INSERT INTO {table(model)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-        if auto_pk:
-            sql += f" RETURNING {_quoted_column(pk)}"
-        compiled = _insert_sql[key] = (sql, fields, auto_pk)
-    sql, fields, auto_pk = compiled
+    sql, fields, auto_pk = _insert_shape(vendor(), type(obj))
     return Insert(obj, sql, fields, returning=auto_pk)
+
+
+@functools.cache
+def _insert_shape(vendor: str, model: type[Model]) -> tuple[str, list[Field[Any, Any]], bool]:
+    pk = model._meta.pk
+    assert pk is not None
+    auto_pk = bool(pk.db_returning)
+    fields = [field for field in model._meta.concrete_fields if not (auto_pk and field is pk)]
+    columns = ", ".join(_column(vendor, model, field.name) for field in fields)
+    # Identifiers from model metadata; every value is a parameter.
+    sql = f"INSERT INTO {_table(vendor, model)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+    if auto_pk:
+        sql += f" RETURNING {_column(vendor, model, pk.name)}"
+    return sql, fields, auto_pk
 
 
 def insert_row(obj: ModelT) -> ModelT:
@@ -148,26 +174,40 @@ def update(
     changes = changes or {}
     increments = increments or {}
     where = where or {}
-    key = (connection.vendor, model, tuple(changes), tuple(increments), tuple(where), tuple(returning))
-    sql = _update_sql.get(key)
-    if sql is None:
-        assigns = [f"{column(model, name)} = %s" for name in changes]
-        assigns += [f"{column(model, name)} = {column(model, name)} + %s" for name in increments]
-        pk_field = model._meta.pk
-        assert pk_field is not None
-        conditions = [f"{_quoted_column(pk_field)} = %s"] + [f"{column(model, name)} = %s" for name in where]
-        # Identifiers from model metadata; every value is a parameter.
-        sql = "UPDATE {} SET {} WHERE {}".format(  # noqa: S608
-            table(model), ", ".join(assigns), " AND ".join(conditions)
-        )
-        if returning:
-            sql += " RETURNING " + ", ".join(column(model, name) for name in returning)
-        _update_sql[key] = sql
-    params = [db_value(model, name, value) for name, value in changes.items()]
+    db = database()
+    sql = _update_sql(
+        str(db.vendor), model, tuple(changes), tuple(increments), tuple(where), tuple(returning)
+    )
+    params = [field_of(model, name).get_db_prep_save(value, db) for name, value in changes.items()]
     params += list(increments.values())
-    params.append(model._meta.pk.get_db_prep_save(pk, connection))  # type: ignore[union-attr]
-    params += [db_value(model, name, value) for name, value in where.items()]
+    params.append(model._meta.pk.get_db_prep_save(pk, db))  # type: ignore[union-attr]
+    params += [field_of(model, name).get_db_prep_save(value, db) for name, value in where.items()]
     return Statement(sql, params, returning=bool(returning))
+
+
+@functools.cache
+def _update_sql(
+    vendor: str,
+    model: type[Model],
+    changes: tuple[str, ...],
+    increments: tuple[str, ...],
+    where: tuple[str, ...],
+    returning: tuple[str, ...],
+) -> str:
+    def col(name: str) -> str:
+        return _column(vendor, model, name)
+
+    assigns = [f"{col(name)} = %s" for name in changes] + [
+        f"{col(name)} = {col(name)} + %s" for name in increments
+    ]
+    pk = model._meta.pk
+    assert pk is not None
+    conditions = [f"{col(pk.name)} = %s"] + [f"{col(name)} = %s" for name in where]
+    # Identifiers from model metadata; every value is a parameter.
+    sql = f"UPDATE {_table(vendor, model)} SET {', '.join(assigns)} WHERE {' AND '.join(conditions)}"  # noqa: S608
+    if returning:
+        sql += " RETURNING " + ", ".join(col(name) for name in returning)
+    return sql
 
 
 def update_row(
@@ -186,30 +226,34 @@ def update_row(
 
 def converter(model: type[Model], name: str) -> Converter:
     """The function that turns a driver value of a field into its Python value (as a queryset would)."""
-    key = (connection.vendor, model, name)
-    found = _converters.get(key)
-    if found is None:
-        field = _field(model, name)
-        expression = field.get_col(model._meta.db_table)
-        steps = connection.ops.get_db_converters(expression) + expression.get_db_converters(connection)
-
-        def found(value: Any, steps: list[Any] = steps, expression: Any = expression) -> Any:
-            for step in steps:
-                value = step(value, expression, connection)
-            return value
-
-        _converters[key] = found
-    return found
+    return _converter(vendor(), model, name)
 
 
-def convert(model: type[Model], names: Iterable[str], values: Iterable[Any]) -> list[Any]:
+@functools.cache
+def _converter(vendor: str, model: type[Model], name: str) -> Converter:
+    field = field_of(model, name)
+    expression = field.get_col(model._meta.db_table)
+    db = database()
+    steps = db.ops.get_db_converters(expression) + expression.get_db_converters(db)
+    if not steps:
+        return _unchanged
+
+    def convert(value: Any) -> Any:
+        # Converters take the connection only for its vendor's settings: any thread's will do.
+        for step in steps:
+            value = step(value, expression, db)
+        return value
+
+    return convert
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def convert(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
     """Driver values of the named fields, converted to Python values."""
     return [converter(model, name)(value) for name, value in zip(names, values, strict=True)]
-
-
-def select_columns(model: type[Model], names: Sequence[str], alias: str) -> str:
-    """`alias.col, …` for the named fields."""
-    return ", ".join(f"{alias}.{column(model, name)}" for name in names)
 
 
 def instance(model: type[ModelT], names: Sequence[str], values: Sequence[Any]) -> ModelT:
@@ -218,7 +262,21 @@ def instance(model: type[ModelT], names: Sequence[str], values: Sequence[Any]) -
     The other fields are deferred: reading one would query the database, so the hot path only
     reads what it loaded.
     """
-    converted = convert(model, names, values)
-    loaded = {_field(model, name).attname: value for name, value in zip(names, converted, strict=True)}
-    attnames = [field.attname for field in model._meta.concrete_fields if field.attname in loaded]
-    return model.from_db(connection.alias, attnames, [loaded[attname] for attname in attnames])
+    attnames, order, converters = _instance_shape(vendor(), model, tuple(names))
+    loaded = [converters[index](values[index]) for index in order]
+    return model.from_db(DEFAULT_DB_ALIAS, attnames, loaded)
+
+
+@functools.cache
+def _instance_shape(
+    vendor: str, model: type[Model], names: tuple[str, ...]
+) -> tuple[list[str], list[int], list[Converter]]:
+    """The loaded fields' attnames in concrete-field order, the positions of their values, converters."""
+    position = {field_of(model, name).attname: index for index, name in enumerate(names)}
+    attnames = [field.attname for field in model._meta.concrete_fields if field.attname in position]
+    assert len(attnames) == len(names), f"{model.__name__}: a field named twice or not a column"
+    return (
+        attnames,
+        [position[attname] for attname in attnames],
+        [_converter(vendor, model, name) for name in names],
+    )

@@ -20,14 +20,14 @@ an organization's URL); with only a model map, that map is laid over the platfor
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.db import connection
-from django.db.models import Field
 
+from execution import statements
 from execution.providers.base import ModelProvider
 from execution.providers.demo import DEMO_MODEL_ID, DemoProvider
 from execution.providers.openai_compatible import OpenAICompatibleProvider
@@ -101,17 +101,8 @@ def _organization_provider(organization: Organization) -> OrganizationModelProvi
     built from an identical row (the key decrypted) is reused. Keyed by the organization and the
     row's full content, never shared across organizations.
     """
-    quote = connection.ops.quote_name
-    meta = ModelProviderConfig._meta
-    fields = [
-        cast("Field[Any, Any]", meta.get_field(name))
-        for name in ("id", "base_url", "api_key_token", "model_map", "updated_at", "organization")
-    ]
-    columns = [quote(field.column or field.attname) for field in fields]
-    # Identifiers from model metadata; the organization id is a parameter.
-    sql = f"SELECT {', '.join(columns[:-1])} FROM {quote(meta.db_table)} WHERE {columns[-1]} = %s"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [organization.pk])
+    with statements.database().cursor() as cursor:
+        cursor.execute(_provider_row_sql(statements.vendor()), [organization.pk])
         row = cursor.fetchone()
     key = (
         organization.pk,
@@ -129,6 +120,17 @@ def _organization_provider(organization: Organization) -> OrganizationModelProvi
             _overrides.clear()
         _overrides[key] = override
     return override
+
+
+@functools.cache
+def _provider_row_sql(vendor: str) -> str:
+    columns = ", ".join(
+        statements.column(ModelProviderConfig, name)
+        for name in ("id", "base_url", "api_key_token", "model_map", "updated_at")
+    )
+    organization = statements.column(ModelProviderConfig, "organization")
+    # Identifiers from model metadata; the organization id is a parameter.
+    return f"SELECT {columns} FROM {statements.table(ModelProviderConfig)} WHERE {organization} = %s"  # noqa: S608
 
 
 def model_resolve(manifest_model: Any, *, organization: Organization | None = None) -> ResolvedModel:
