@@ -30,13 +30,14 @@ import functools
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
-from django.db import connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
@@ -73,6 +74,7 @@ NOTIFICATION_MAX_EVENTS = 100
 
 _sqlite_writers = threading.RLock()
 _sqlite_lock_files: dict[str, int] = {}
+CHECKPOINT_INTERVAL_S = 0.2
 # Per thread: the callbacks of a committed SQLite write transaction, run once its gate is open.
 _gated = threading.local()
 
@@ -135,11 +137,33 @@ def _sqlite_file_lock() -> Iterator[None]:
     if fd is None:
         fd = os.open(f"{name}.writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         _sqlite_lock_files[name] = fd
+        threading.Thread(target=_sqlite_checkpoint_loop, name="sqlite-checkpointer", daemon=True).start()
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _sqlite_checkpoint_loop() -> None:
+    """Copy the WAL into the database every CHECKPOINT_INTERVAL_S, outside the write gate.
+
+    SQLite's own checkpoint runs inside the commit that crosses `wal_autocheckpoint` pages, and
+    syncs the file: measured here, 1 % of the run commits took 10-14 ms that way, every writer
+    of every process waiting behind them. A PASSIVE checkpoint neither waits for nor blocks
+    readers and writers, so this thread (one per process that writes runs) keeps the WAL short
+    and the commits cheap; the settings raise `wal_autocheckpoint` so that it stays the backstop.
+    """
+    while True:
+        time.sleep(CHECKPOINT_INTERVAL_S)
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except DatabaseError as exc:
+            logger.warning("SQLite checkpoint failed: %s", exc)
+            close_old_connections()
+        except Exception:  # noqa: BLE001 - the backstop (wal_autocheckpoint) stays; keep checkpointing
+            logger.exception("SQLite checkpoint failed")
 
 
 class UnknownEventType(ValueError):

@@ -1,24 +1,31 @@
-"""The event log: gap-free seqs under concurrent appenders, reads after a seq, channel-layer notifications."""
+"""The event log: gap-free seqs under concurrent appenders, reads after a seq, channel-layer notifications,
+the SQLite write gate, and the replay-then-tail stream over batched notifications."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection
 
 from execution.events import (
     NOTIFICATION_MAX_EVENTS,
     UnknownEventType,
+    after_commit,
     event_append,
     event_append_many,
+    notification_for,
     run_events_after,
+    write_transaction,
 )
-from execution.models import Run
+from execution.models import Run, RunEvent
 from execution.services import run_start
+from execution.transport import run_event_stream
 from tests.execution.conftest import manifest_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -119,3 +126,122 @@ def test_a_large_flush_is_split_into_bounded_notifications(alice: Any) -> None:
     ]
     chunks = [chunk for message in received for chunk in message["events"]]
     assert [chunk["data"]["i"] for chunk in chunks] == list(range(total))
+
+
+def test_callbacks_after_commit_run_once_the_write_gate_is_open(alice: Any) -> None:
+    run = new_run(alice.organization)
+    outcomes: list[str] = []
+
+    def other_writer() -> None:
+        try:
+            with write_transaction():
+                Run.objects.filter(pk=run.pk).update(worker="second")
+            outcomes.append("second writer committed")
+        finally:
+            connection.close()
+
+    def callback() -> None:
+        # A Celery publish or a notification here must not keep other writers waiting.
+        writer = threading.Thread(target=other_writer)
+        writer.start()
+        writer.join(10)
+        outcomes.append("second writer waited" if writer.is_alive() else "callback done")
+
+    with write_transaction():
+        Run.objects.filter(pk=run.pk).update(worker="first")
+        after_commit(callback)
+        assert outcomes == []
+    assert outcomes == ["second writer committed", "callback done"]
+    run.refresh_from_db()
+    assert run.worker == "second"
+
+
+def test_callbacks_after_commit_do_not_run_when_the_transaction_rolls_back(alice: Any) -> None:
+    run = new_run(alice.organization)
+    ran: list[int] = []
+    with pytest.raises(RuntimeError), write_transaction():
+        Run.objects.filter(pk=run.pk).update(worker="rolled back")
+        after_commit(lambda: ran.append(1))
+        raise RuntimeError("abort")
+    assert ran == []
+    assert Run.objects.get(pk=run.pk).worker == ""
+
+
+def test_sqlite_writers_checkpoint_the_wal_in_a_thread_of_their_own(alice: Any) -> None:
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL has no WAL file to checkpoint")
+    event_append(new_run(alice.organization), "start", {"messageId": "m"})
+    assert any(thread.name == "sqlite-checkpointer" and thread.is_alive() for thread in threading.enumerate())
+
+
+def _stream_in_thread(run: Run) -> tuple[threading.Thread, list[tuple[int, dict[str, Any]]]]:
+    """Collect run_event_stream(run) in a thread of its own until the run's terminal event."""
+    streamed: list[tuple[int, dict[str, Any]]] = []
+
+    async def consume() -> None:
+        async for event in run_event_stream(run.pk, after=0):
+            streamed.append((event.seq, event.chunk))
+
+    def main() -> None:
+        try:
+            asyncio.run(asyncio.wait_for(consume(), 15))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    return thread, streamed
+
+
+def _wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def _store_quietly(run: Run, seq: int, chunk: dict[str, Any]) -> None:
+    """An event in the database without a notification (as if the notification were lost)."""
+    payload = {key: value for key, value in chunk.items() if key != "type"}
+    RunEvent.objects.create(run=run, seq=seq, type=chunk["type"], payload=payload)
+    Run.objects.filter(pk=run.pk).update(last_seq=seq)
+
+
+def _notify(run: Run, first_seq: int, chunks: list[dict[str, Any]]) -> None:
+    async_to_sync(get_channel_layer().group_send)(run.group_name, notification_for(run.pk, first_seq, chunks))
+
+
+SUCCEEDED = {"type": "data-status", "data": {"status": "succeeded"}, "transient": True}
+
+
+def test_a_stream_forwards_the_new_events_of_a_notification_that_overlaps_what_it_delivered(
+    alice: Any,
+) -> None:
+    run = new_run(alice.organization)
+    event_append_many(run, [("start", {"messageId": "m"}), ("text-start", {"id": "t"})])
+    thread, streamed = _stream_in_thread(run)
+    _wait_until(lambda: len(streamed) == 2)
+    from_db = {"type": "text-delta", "id": "t", "delta": "from the database"}
+    _store_quietly(run, 3, from_db)
+    _store_quietly(run, 4, SUCCEEDED)
+    # Seq 2 was delivered already: only 3 and 4 of this notification are new.
+    from_notification = {"type": "text-delta", "id": "t", "delta": "from the notification"}
+    _notify(run, 2, [{"type": "text-start", "id": "t"}, from_notification, SUCCEEDED])
+    thread.join(15)
+    assert [seq for seq, _ in streamed] == [1, 2, 3, 4]
+    assert streamed[2][1] == from_notification
+
+
+def test_a_stream_reads_the_database_when_a_notification_would_leave_a_gap(alice: Any) -> None:
+    run = new_run(alice.organization)
+    event_append_many(run, [("start", {"messageId": "m"})])
+    thread, streamed = _stream_in_thread(run)
+    _wait_until(lambda: len(streamed) == 1)
+    from_db = {"type": "text-start", "id": "t"}
+    _store_quietly(run, 2, from_db)
+    _store_quietly(run, 3, SUCCEEDED)
+    # Starts at 3: seq 2's notification was lost, so the stream must read 2 from the database.
+    _notify(run, 3, [SUCCEEDED])
+    thread.join(15)
+    assert [seq for seq, _ in streamed] == [1, 2, 3]
+    assert streamed[1][1] == from_db
