@@ -9,6 +9,12 @@ starts real Celery workers (`--pool threads`). "First event" is when the run's f
 notification is published to its channel-layer group (what a websocket consumer waits for),
 observed with a redis pattern subscription, measured from just before `run_start`.
 The slow provider is the local OpenAI-compatible stub from tests/execution/fake_openai.py.
+
+The sustained figures run once per worker layout (`--layouts`, default `1x50,2x4`: the embedded
+stack's single worker with 50 threads, then one process per core); `cpu_ms_per_run` splits the
+CPU by process group: `benchmark` (this process: `start_side`, the run_start calls, plus the
+observer), `worker`, `sandbox` (the workers' descendants), `redis`, and their sum.
+The machine is shared and small: run it more than once and compare medians.
 """
 
 from __future__ import annotations
@@ -258,7 +264,9 @@ def wait_ready(version: Any) -> None:
     assert version.status == "ready", (version.status, version.error_message)
 
 
-def bench_latency(organization: Any, version: Any, observer: Observer, runs: int) -> None:
+def bench_latency(
+    organization: Any, version: Any, observer: Observer, runs: int, *, emit_figures: bool = True
+) -> None:
     from execution.models import Run
     from execution.services import run_start
 
@@ -272,6 +280,8 @@ def bench_latency(organization: Any, version: Any, observer: Observer, runs: int
         assert observer.wait_done([run.pk.hex], 30), "run did not finish"
         latencies.append((observer.first[run.pk.hex] - started) * 1000)
         totals.append((observer.done[run.pk.hex] - started) * 1000)
+    if not emit_figures:
+        return
     statuses: dict[str, int] = {}
     for status in Run.objects.filter(organization=organization).values_list("status", flat=True):
         statuses[status] = statuses.get(status, 0) + 1
@@ -305,6 +315,7 @@ def bench_sustained(
     label: str,
     worker_pids: list[int],
     redis_pid: int | None,
+    layout: dict[str, int],
 ) -> None:
     from execution.models import Run
     from execution.services import run_start
@@ -346,6 +357,7 @@ def bench_sustained(
         all_finished=finished,
         not_succeeded=failed,
         target=200,
+        **layout,
     )
     per_run = cpu_per_run_ms(cpu_before, cpu_after, runs)
     emit(
@@ -357,6 +369,7 @@ def bench_sustained(
         start_side=round(sum(start_cpu) * 1000 / runs, 2),
         all_processes=round(sum(per_run.values()), 2),
         target_all_processes=10,
+        **layout,
     )
 
 
@@ -480,6 +493,15 @@ def bench_concurrent(
     )
 
 
+def parse_layouts(text: str) -> list[tuple[int, int]]:
+    """`1x50,2x4` -> [(1, 50), (2, 4)]: worker processes x threads each."""
+    layouts = []
+    for item in text.split(","):
+        processes, _, threads = item.strip().partition("x")
+        layouts.append((int(processes), int(threads)))
+    return layouts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency-runs", type=int, default=200)
@@ -488,71 +510,76 @@ def main() -> None:
     parser.add_argument("--noop-tasks", type=int, default=2000, help="Celery no-op tasks (its own overhead)")
     parser.add_argument("--query-runs", type=int, default=20, help="runs whose queries are counted")
     parser.add_argument("--ws-runs", type=int, default=200, help="runs timed over a real daphne websocket")
-    parser.add_argument("--concurrency", type=int, default=50, help="threads of the worker for the demo runs")
+    parser.add_argument(
+        "--layouts",
+        default="1x50,2x4",
+        help="worker layouts for the demo runs, PROCESSESxTHREADS, comma-separated: the first one serves "
+        "every figure, the others repeat the sustained ones (default: the embedded stack's single worker "
+        "with 50 threads, then one process per core with 4 threads each)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, help="threads per worker: one layout with --worker-processes"
+    )
     parser.add_argument(
         "--slow-concurrency", type=int, default=1100, help="threads of the slow-provider worker"
     )
     parser.add_argument(
-        "--worker-processes", type=int, default=1, help="worker processes for the demo runs (one per core?)"
+        "--worker-processes", type=int, help="worker processes: one layout with --concurrency"
     )
     args = parser.parse_args()
+    layouts = parse_layouts(args.layouts)
+    if args.worker_processes or args.concurrency:
+        layouts = [(args.worker_processes or 1, args.concurrency or 50)]
 
     data_dir = Path(tempfile.mkdtemp(prefix="lf-bench-runs-"))
     organization, version, redis = setup_stack(data_dir)
     from django.conf import settings
 
     observer = Observer(settings.REDIS_URL)
+    redis_pid = redis.process.pid if redis is not None else None
     emit(
         figure="setup",
         database=settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
         cores=os.cpu_count(),
         worker_pool="threads",
-        worker_concurrency=args.concurrency,
-        worker_processes=args.worker_processes,
+        worker_concurrency=layouts[0][1],
+        worker_processes=layouts[0][0],
+        layouts=[f"{processes}x{threads}" for processes, threads in layouts],
     )
-    workers = [start_worker(args.concurrency, {}, f"demo{index}") for index in range(args.worker_processes)]
-    try:
-        wait_ready(version)
-        # Warm the sandbox zygote and the worker's connections before measuring.
-        bench_latency(organization, version, observer, 5)
-        if args.latency_runs:
-            bench_latency(organization, version, observer, args.latency_runs)
-        if args.ws_runs:
-            from benchmarks.runs_websocket import bench_websocket
+    for index, (processes, threads) in enumerate(layouts):
+        first = index == 0
+        layout = {"worker_processes": processes, "worker_threads": threads}
+        workers = [start_worker(threads, {}, f"demo{index}-{number}") for number in range(processes)]
+        try:
+            if first:
+                wait_ready(version)
+            # Warm the sandbox zygotes and the workers' connections before measuring.
+            bench_latency(organization, version, observer, 5 * processes, emit_figures=first)
+            if first and args.latency_runs:
+                bench_latency(organization, version, observer, args.latency_runs)
+            if first and args.ws_runs:
+                from benchmarks.runs_websocket import bench_websocket
 
-            bench_websocket(organization, version, args.ws_runs, emit)
-        if args.sustained_runs:
-            pids = [worker.pid for worker in workers]
-            redis_pid = redis.process.pid if redis is not None else None
-            bench_sustained(
-                organization,
-                version,
-                observer,
-                args.sustained_runs,
-                TOOL_MESSAGE,
-                "demo+1 tool",
-                pids,
-                redis_pid,
-            )
-            bench_sustained(
-                organization,
-                version,
-                observer,
-                args.sustained_runs,
-                "hello",
-                "demo, no tool",
-                pids,
-                redis_pid,
-            )
-        if args.noop_tasks:
-            bench_celery_noop(
-                args.noop_tasks,
-                [worker.pid for worker in workers],
-                redis.process.pid if redis is not None else None,
-            )
-    finally:
-        for worker in workers:
-            stop_worker(worker)
+                bench_websocket(organization, version, args.ws_runs, emit)
+            if args.sustained_runs:
+                pids = [worker.pid for worker in workers]
+                for message, label in ((TOOL_MESSAGE, "demo+1 tool"), ("hello", "demo, no tool")):
+                    bench_sustained(
+                        organization,
+                        version,
+                        observer,
+                        args.sustained_runs,
+                        message,
+                        label,
+                        pids,
+                        redis_pid,
+                        layout,
+                    )
+            if first and args.noop_tasks:
+                bench_celery_noop(args.noop_tasks, [worker.pid for worker in workers], redis_pid)
+        finally:
+            for worker in workers:
+                stop_worker(worker)
     if args.query_runs:
         bench_queries(organization, version, args.query_runs)
     if args.concurrent:
