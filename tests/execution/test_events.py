@@ -182,9 +182,14 @@ def _stream_in_thread(run: Run) -> tuple[threading.Thread, list[tuple[int, dict[
         async for event in run_event_stream(run.pk, after=0):
             streamed.append((event.seq, event.chunk))
 
+    async def consume_in_time() -> None:
+        await asyncio.wait_for(consume(), 15)
+
     def main() -> None:
+        # Through async_to_sync the stream's database reads run in this thread, which then
+        # gives its connection back.
         try:
-            asyncio.run(asyncio.wait_for(consume(), 15))
+            async_to_sync(consume_in_time)()
         finally:
             connection.close()
 
