@@ -8,7 +8,8 @@ One call of `agent_loop_run` drives one claimed chat run to its outcome:
 * each step streams `start-step`, `text-start`/`text-delta`/`text-end`, tool calls as
   `tool-input-available` followed by `tool-output-available` or `tool-output-error`
   (also for arguments that are not JSON or name no tool: the model sees the error and can
-  correct itself), then `finish-step`;
+  correct itself), then `finish-step`; several calls of one step are all announced, then run
+  in the sandbox together (bounded), their outputs in call order;
 * steps continue while the model calls tools, up to the bundle's `stopWhen` step count,
   never more than LIGHTFAST_RUN_MAX_STEPS;
 * the cancel token is checked between chunks and handed to the sandbox, and its abort
@@ -25,6 +26,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +34,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents.models import BundleVersion
-from agents.selectors import sandbox_settings_for, tool_limits_for, transformed_bundle_for, version_bundle_key
+from agents.selectors import (
+    SandboxSettings,
+    sandbox_settings_for,
+    tool_limits_for,
+    transformed_bundle_for,
+    version_bundle_key,
+)
 from execution import statements
 from execution.events import run_update_with_events
 from execution.models import Message, MessageRole, Run
@@ -45,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 # Log lines of one tool call forwarded as a `data-log` event (the sandbox already caps bytes).
 MAX_LOG_ENTRIES = 100
+# Tool calls of one model step that run in the sandbox at the same time (the pool is sized to
+# the cores; more would only queue there).
+MAX_PARALLEL_TOOL_CALLS = 4
 
 
 class RunCancelled(Exception):
@@ -354,18 +365,18 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
                 ],
             }
         )
-        for call in calls:
-            result = _run_tool(
-                run=run,
-                turn=turn,
-                call=call,
-                tool_names=tool_names,
-                context=context,
-                cancel=cancel,
-                usage=usage,
-            )
+        results = _run_tools(
+            run=run,
+            turn=turn,
+            calls=calls,
+            tool_names=tool_names,
+            context=context,
+            cancel=cancel,
+            usage=usage,
+        )
+        for call, result in zip(calls, results, strict=True):
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
-            _check(cancel)
+        _check(cancel)
         turn.finish_step()
     # What is still buffered goes out with the run's terminal events, in one transaction.
     # Steps are separate utterances ("calling getWeather." / "getWeather returned …"): a blank line
@@ -379,17 +390,68 @@ def _tool_context(run: Run) -> dict[str, Any]:
     return {"sessionId": session_id, "resourceId": resource_id}
 
 
-def _run_tool(
+@dataclass
+class _ToolRequest:
+    """One tool call of a step: its announced part, parsed input, or the error the model sees instead."""
+
+    call: ToolCall
+    part: dict[str, Any]
+    tool_input: Any
+    error: str | None
+
+
+def _run_tools(
     *,
     run: Run,
     turn: AssistantTurn,
-    call: ToolCall,
+    calls: list[ToolCall],
     tool_names: set[str],
     context: dict[str, Any],
     cancel: CancelToken,
     usage: Usage,
-) -> str:
-    """Run one tool call the model asked for; returns the text the model sees as its result."""
+) -> list[str]:
+    """Run the tool calls of one model step; returns, in call order, the texts the model sees as results.
+
+    Every call is announced first (`tool-input-available`, or the error of a call whose
+    arguments are not JSON or name no tool), written before anything runs; when the model
+    asked for several, they run in the sandbox together, at most MAX_PARALLEL_TOOL_CALLS at a
+    time, each bounded by the run's limits and cancel token; their outputs follow in call order.
+    The calling threads touch no database (the sandbox settings are read here, once per step).
+    """
+    requests = [_tool_request(turn, call, tool_names) for call in calls]
+    runnable = [request for request in requests if request.error is None]
+    results: dict[int, sandbox_api.InvokeResult] = {}
+    if runnable:
+        turn.flush()
+        settings_now = sandbox_settings_for(run.organization)
+
+        def invoke(request: _ToolRequest) -> sandbox_api.InvokeResult:
+            return tool_call(
+                run=run,
+                tool=request.call.name,
+                tool_input=request.tool_input,
+                context=context,
+                cancel=cancel,
+                sandbox_settings=settings_now,
+            )
+
+        if len(runnable) == 1:
+            results[id(runnable[0])] = invoke(runnable[0])
+        else:
+            with ThreadPoolExecutor(min(len(runnable), MAX_PARALLEL_TOOL_CALLS)) as pool:
+                futures = {id(request): pool.submit(invoke, request) for request in runnable}
+                results = {key: future.result() for key, future in futures.items()}
+    texts = []
+    for request in requests:
+        if request.error is not None:
+            texts.append(json.dumps({"error": request.error}))
+            continue
+        texts.append(_tool_result(turn, request, results[id(request)], usage))
+    return texts
+
+
+def _tool_request(turn: AssistantTurn, call: ToolCall, tool_names: set[str]) -> _ToolRequest:
+    """Parse and announce one call; a call that cannot run gets its tool error at once."""
     try:
         tool_input: Any = json.loads(call.arguments) if call.arguments.strip() else {}
         input_error = None
@@ -401,31 +463,43 @@ def _run_tool(
         input_error = f"unknown_tool: there is no tool {call.name!r}; tools: {', '.join(sorted(tool_names))}"
     if input_error is not None:
         turn.tool_error(part, input_error)
-        return json.dumps({"error": input_error})
-    turn.flush()
-    result = tool_call(run=run, tool=call.name, tool_input=tool_input, context=context, cancel=cancel)
+    return _ToolRequest(call=call, part=part, tool_input=tool_input, error=input_error)
+
+
+def _tool_result(
+    turn: AssistantTurn, request: _ToolRequest, result: sandbox_api.InvokeResult, usage: Usage
+) -> str:
+    """Record one sandbox call's outcome as events and usage; returns the text the model sees."""
     usage.add_sandbox(result.usage)
     if result.logs:
-        turn.emit(
-            "data-log",
-            {"data": {"toolCallId": call.id, "logs": result.logs[:MAX_LOG_ENTRIES]}, "transient": True},
-        )
+        logs = result.logs[:MAX_LOG_ENTRIES]
+        turn.emit("data-log", {"data": {"toolCallId": request.call.id, "logs": logs}, "transient": True})
     if result.ok:
-        turn.tool_output(part, result.output)
+        turn.tool_output(request.part, result.output)
         return json.dumps(result.output, separators=(",", ":"))
     error = result.error or {"type": "sandbox_crash", "message": "the sandbox gave no error"}
     error_text = f"{error.get('type')}: {error.get('message')}"
-    turn.tool_error(part, error_text)
+    turn.tool_error(request.part, error_text)
     return json.dumps({"error": error}, separators=(",", ":"))
 
 
 def tool_call(
-    *, run: Run, tool: str, tool_input: Any, context: dict[str, Any], cancel: CancelToken
+    *,
+    run: Run,
+    tool: str,
+    tool_input: Any,
+    context: dict[str, Any],
+    cancel: CancelToken,
+    sandbox_settings: SandboxSettings | None = None,
 ) -> sandbox_api.InvokeResult:
-    """One sandbox call for the run, bounded by the plan's limits and the run's remaining wall time."""
+    """One sandbox call for the run, bounded by the plan's limits and the run's remaining wall time.
+
+    `sandbox_settings` are read for the call when not given (the caller read them just before).
+    """
     version = run.bundle_version
     organization = run.organization
-    sandbox_settings = sandbox_settings_for(organization)
+    if sandbox_settings is None:
+        sandbox_settings = sandbox_settings_for(organization)
     remaining_ms = _remaining_ms(run)
     limits = tool_limits_for(organization, timeout_ms=max(1, remaining_ms))
     started = time.monotonic()

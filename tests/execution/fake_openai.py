@@ -9,6 +9,7 @@ answers is scripted by markers in the newest user message:
 * `#hang` — send one text chunk, then nothing (until the client goes away);
 * `#malformed` — send a chunk that is not JSON;
 * `#call=NAME ARGS` — call tool NAME with ARGS (the rest of that line, valid JSON or not);
+  several such lines are several tool calls of one step;
 * otherwise — after tool results, `Tool result: <content>`; else `Echo: <text>`.
 
 Runs on its own asyncio loop in a daemon thread, so it holds thousands of slow streams at once.
@@ -111,29 +112,27 @@ class FakeOpenAI:
             await self._chunk(writer, {"content": "Thinking"})
             await asyncio.sleep(3600)
             return
-        call = re.search(r"#call=(\w+) ?([^\n]*)", user_text)
-        if call and last.get("role") == "user":
+        calls = re.findall(r"#call=(\w+) ?([^\n]*)", user_text)
+        if calls and last.get("role") == "user":
             await self._chunk(writer, {"content": "Calling a tool."})
-            await self._chunk(
-                writer,
-                {
-                    "tool_calls": [
-                        {
-                            "index": 0,
-                            "id": f"call_{int(time.time() * 1000)}",
-                            "type": "function",
-                            "function": {"name": call.group(1), "arguments": ""},
-                        }
-                    ]
-                },
-            )
-            # Arguments arrive in pieces, as real providers send them.
-            arguments = call.group(2)
-            for start in range(0, len(arguments), 7):
+            for index, (name, arguments) in enumerate(calls):
                 await self._chunk(
                     writer,
-                    {"tool_calls": [{"index": 0, "function": {"arguments": arguments[start : start + 7]}}]},
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": f"call_{int(time.time() * 1000)}_{index}",
+                                "type": "function",
+                                "function": {"name": name, "arguments": ""},
+                            }
+                        ]
+                    },
                 )
+                # Arguments arrive in pieces, as real providers send them.
+                for start in range(0, len(arguments), 7):
+                    piece = {"index": index, "function": {"arguments": arguments[start : start + 7]}}
+                    await self._chunk(writer, {"tool_calls": [piece]})
             await self._finish(writer, "tool_calls", messages)
             return
         text = f"Tool result: {last.get('content')}" if last.get("role") == "tool" else f"Echo: {user_text}"

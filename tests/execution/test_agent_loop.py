@@ -12,7 +12,7 @@ import pytest
 from execution.events import run_events_after
 from execution.models import Message, Run, RunStatus
 from execution.services import run_cancel, run_execute, run_start
-from tests.execution.conftest import manifest_version, weather_manifest
+from tests.execution.conftest import manifest_version, uploaded_version, weather_manifest
 from tests.execution.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -158,6 +158,35 @@ def test_unknown_tool_becomes_a_tool_error(alice: Any, use_fake_provider: FakeOp
     error = next(event for event in run_events_after(run, 0) if event.type == "tool-output-error")
     assert error.payload["errorText"].startswith("unknown_tool")
     assert run.tool_calls == 0
+
+
+def test_several_tool_calls_of_one_step_are_announced_then_run_together_in_call_order(
+    alice: Any, use_fake_provider: FakeOpenAI, media_root: Any
+) -> None:
+    version = uploaded_version(alice.organization)
+    text = '#call=getWeather {"city": "Paris"}\n#call=nope {}\n#call=getWeather {"city": "Oslo"}'
+    run = start_and_execute(alice.organization, text, version=version)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    events = run_events_after(run, 0)
+    kinds = [event.type for event in events]
+    inputs = [event for event in events if event.type == "tool-input-available"]
+    assert [event.payload["toolName"] for event in inputs] == ["getWeather", "nope", "getWeather"]
+    # Every call is announced before any of them answers; the answers follow in call order.
+    first_output = kinds.index("tool-output-available")
+    assert max(events.index(event) for event in inputs) < first_output
+    answers = [event for event in events if event.type in ("tool-output-available", "tool-output-error")]
+    assert [event.payload["toolCallId"] for event in answers] == [
+        inputs[1].payload["toolCallId"],  # the unknown tool's error comes with its announcement
+        inputs[0].payload["toolCallId"],
+        inputs[2].payload["toolCallId"],
+    ]
+    assert answers[0].payload["errorText"].startswith("unknown_tool")
+    assert [answer.payload["output"]["city"] for answer in answers[1:]] == ["Paris", "Oslo"]
+    assert run.tool_calls == 2 and run.steps == 2
+    # The model got the three results in the order it asked for them.
+    tool_messages = [m for m in use_fake_provider.requests[-1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tool_messages] == [event.payload["toolCallId"] for event in inputs]
+    assert '"city":"Paris"' in tool_messages[0]["content"] and '"city":"Oslo"' in tool_messages[2]["content"]
 
 
 def test_platform_step_cap_ends_the_loop(alice: Any, use_fake_provider: FakeOpenAI, settings: Any) -> None:
