@@ -210,20 +210,6 @@ def _update_sql(
     return sql
 
 
-def update_row(
-    model: type[Model],
-    pk: Any,
-    *,
-    changes: dict[str, Any] | None = None,
-    increments: dict[str, int] | None = None,
-    where: dict[str, Any] | None = None,
-    returning: Sequence[str] = (),
-) -> tuple[Any, ...] | None:
-    """Run `update(...)` now."""
-    statement = update(model, pk, changes=changes, increments=increments, where=where, returning=returning)
-    return statement.execute()
-
-
 def converter(model: type[Model], name: str) -> Converter:
     """The function that turns a driver value of a field into its Python value (as a queryset would)."""
     return _converter(vendor(), model, name)

@@ -169,7 +169,7 @@ def test_callbacks_after_commit_do_not_run_when_the_transaction_rolls_back(alice
 
 def test_sqlite_writers_checkpoint_the_wal_in_a_thread_of_their_own(alice: Any) -> None:
     if connection.vendor != "sqlite":
-        pytest.skip("PostgreSQL has no WAL file to checkpoint")
+        pytest.skip(reason="PostgreSQL has no WAL file to checkpoint")
     event_append(new_run(alice.organization), "start", {"messageId": "m"})
     assert any(thread.name == "sqlite-checkpointer" and thread.is_alive() for thread in threading.enumerate())
 
