@@ -24,11 +24,11 @@ Delivery contract for transports (websocket consumer, SSE):
 
 from __future__ import annotations
 
-import asyncio
 import fcntl
 import functools
 import logging
 import os
+import queue
 import threading
 import time
 import uuid
@@ -37,10 +37,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
+import redis
+import redis.sentinel
+from channels_redis.utils import _consistent_hash, decode_hosts
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
+from redis import exceptions as redis_exceptions
 
 from execution import statements
 from execution.models import Run, RunEvent, run_group_name
@@ -368,74 +374,106 @@ def _notify(run_id: uuid.UUID, first_seq: int, events: Sequence[tuple[str, dict[
     chunks = [{"type": event_type, **payload} for event_type, payload in events]
     step = NOTIFICATION_MAX_EVENTS
     for start in range(0, len(chunks), step):
-        _notifier().publish(group, notification_for(run_id, first_seq + start, chunks[start : start + step]))
+        _publisher().publish(group, notification_for(run_id, first_seq + start, chunks[start : start + step]))
 
 
-class _Notifier:
-    """A background event loop that publishes notifications in order without blocking the caller.
+class _Publisher:
+    """A daemon thread that publishes notifications in order without blocking the caller.
 
-    Sync code cannot await the channel layer cheaply (async_to_sync would build a loop and a
-    redis connection per call), and the orchestrating thread must not wait on redis: one
-    daemon thread per process owns the layer's connection and drains a bounded queue.
+    The orchestrating thread only queues (no redis wait, no event loop); this thread takes
+    everything queued and sends it in one pipelined round trip per shard, with the layer's
+    own serializer and group channel names, so a Channels consumer cannot tell it from
+    `group_send`. Measured under load: the event loop + `group_send` path cost ~0.3 ms of CPU
+    per notification (a loop wake-up, one round trip each, redis.asyncio's per-command timeout,
+    pool and retry wrappers); a pipelined batch costs a few µs per message.
     """
 
     QUEUE_SIZE = 100_000
+    MAX_BATCH = 500
 
     def __init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] | None = None
-        self._ready = threading.Event()
-        self._dropped = 0
-        self._thread = threading.Thread(target=self._run, name="run-event-notifier", daemon=True)
-        self._thread.start()
-        self._ready.wait(5)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._queue = asyncio.Queue(self.QUEUE_SIZE)
-        self._loop.create_task(self._drain())
-        self._ready.set()
-        self._loop.run_forever()
-
-    async def _drain(self) -> None:
         from channels.layers import get_channel_layer
 
-        layer = get_channel_layer()
-        assert self._queue is not None
-        while True:
-            group, message = await self._queue.get()
-            if layer is None:
-                continue
-            try:
-                await layer.group_send(group, message)
-            except (TimeoutError, OSError, ConnectionError) as exc:
-                # Best effort by design: the event is committed; consumers catch up from the DB.
-                logger.warning("run event notification to %s failed: %s", group, exc)
-            except Exception:  # noqa: BLE001 - a layer bug must not stop later notifications
-                logger.exception("run event notification to %s failed", group)
+        self._layer = get_channel_layer()
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        self._dropped = 0
+        self._shards, self._prefix = _layer_shards()
+        self._thread = threading.Thread(target=self._run, name="run-event-publisher", daemon=True)
+        self._thread.start()
 
-    def _enqueue(self, group: str, message: dict[str, Any]) -> None:
-        assert self._queue is not None
-        try:
-            self._queue.put_nowait((group, message))
-        except asyncio.QueueFull:
+    def publish(self, group: str, message: dict[str, Any]) -> None:
+        """Queue one notification; returns at once (drops it, logged, when the queue is full)."""
+        if self._queue.qsize() >= self.QUEUE_SIZE:
             self._dropped += 1
             if self._dropped % 1000 == 1:
                 logger.warning("run event notifications dropped (queue full): %d so far", self._dropped)
+            return
+        self._queue.put((group, message))
 
-    def publish(self, group: str, message: dict[str, Any]) -> None:
-        """Queue one notification; returns at once."""
-        self._loop.call_soon_threadsafe(self._enqueue, group, message)
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._send(batch)
+            except (TimeoutError, OSError, redis_exceptions.RedisError) as exc:
+                # Best effort by design: the events are committed; consumers catch up from the DB.
+                logger.warning("%d run event notification(s) failed: %s", len(batch), exc)
+            except Exception:  # noqa: BLE001 - a serializer bug must not stop later notifications
+                logger.exception("%d run event notification(s) failed", len(batch))
+
+    def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        if self._layer is None:
+            return
+        pipes: dict[int, Any] = {}
+        for group, message in batch:
+            channel = f"{self._prefix}__group__{group}"
+            shard = _consistent_hash(channel, len(self._shards))
+            if shard not in pipes:
+                pipes[shard] = self._shards[shard].pipeline(transaction=False)
+            pipes[shard].publish(channel, self._layer.serialize(message))
+        for pipe in pipes.values():
+            pipe.execute()
 
 
-_notifier_instance: _Notifier | None = None
-_notifier_lock = threading.Lock()
+def _layer_shards() -> tuple[list[redis.Redis], str]:
+    """Sync clients for the hosts of the configured RedisPubSubChannelLayer, and its prefix.
+
+    The same host forms as channels_redis (`address` URL, sentinel, connection kwargs), as
+    synchronous connection pools.
+    """
+    layer: dict[str, Any] = settings.CHANNEL_LAYERS["default"]
+    config: dict[str, Any] = layer.get("CONFIG", {})
+    backend = layer["BACKEND"]
+    if backend != "channels_redis.pubsub.RedisPubSubChannelLayer":
+        raise ImproperlyConfigured(f"run events publish to a RedisPubSubChannelLayer, not {backend}")
+    shards = []
+    for host in decode_hosts(config.get("hosts")):
+        host = dict(host)
+        if "address" in host:
+            pool = redis.ConnectionPool.from_url(host.pop("address"), **host)
+        elif "master_name" in host:
+            sentinels, sentinel_kwargs = host.pop("sentinels"), host.pop("sentinel_kwargs", None)
+            sentinel = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
+            pool = redis.sentinel.SentinelConnectionPool(host.pop("master_name"), sentinel, **host)
+        else:
+            pool = redis.ConnectionPool(**host)
+        shards.append(redis.Redis(connection_pool=pool))
+    return shards, str(config.get("prefix", "asgi"))
 
 
-def _notifier() -> _Notifier:
-    global _notifier_instance
-    if _notifier_instance is None:
-        with _notifier_lock:
-            if _notifier_instance is None:
-                _notifier_instance = _Notifier()
-    return _notifier_instance
+_publisher_instance: _Publisher | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publisher() -> _Publisher:
+    global _publisher_instance
+    if _publisher_instance is None:
+        with _publisher_lock:
+            if _publisher_instance is None:
+                _publisher_instance = _Publisher()
+    return _publisher_instance
