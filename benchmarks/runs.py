@@ -10,8 +10,9 @@ notification is published to its channel-layer group (what a websocket consumer 
 observed with a redis pattern subscription, measured from just before `run_start`.
 The slow provider is the local OpenAI-compatible stub from tests/execution/fake_openai.py.
 
-The sustained figures run once per worker layout (`--layouts`, default `1x50,2x4`: the embedded
-stack's single worker with 50 threads, then one process per core); `cpu_ms_per_run` splits the
+The sustained figures run once per worker layout (`--layouts`, default: the embedded launcher's,
+one process per core with LIGHTFAST_WORKER_THREADS (50) threads each, then one process per core
+with 4 threads each); `cpu_ms_per_run` splits the
 CPU by process group: `benchmark` (this process: `start_side`, the run_start calls, plus the
 observer), `worker`, `sandbox` (the workers' descendants), `redis`, and their sum.
 The machine is shared and small: run it more than once and compare medians.
@@ -510,12 +511,15 @@ def main() -> None:
     parser.add_argument("--noop-tasks", type=int, default=2000, help="Celery no-op tasks (its own overhead)")
     parser.add_argument("--query-runs", type=int, default=20, help="runs whose queries are counted")
     parser.add_argument("--ws-runs", type=int, default=200, help="runs timed over a real daphne websocket")
+    from lightfast_cloud.launcher import worker_processes_default, worker_threads_default
+
+    launcher_layout = f"{worker_processes_default()}x{worker_threads_default()}"
     parser.add_argument(
         "--layouts",
-        default="1x50,2x4",
+        default=f"{launcher_layout},{worker_processes_default()}x4",
         help="worker layouts for the demo runs, PROCESSESxTHREADS, comma-separated: the first one serves "
-        "every figure, the others repeat the sustained ones (default: the embedded stack's single worker "
-        "with 50 threads, then one process per core with 4 threads each)",
+        "every figure, the others repeat the sustained ones (default: the embedded launcher's, "
+        f"{launcher_layout}, then one process per core with 4 threads each)",
     )
     parser.add_argument(
         "--concurrency", type=int, help="threads per worker: one layout with --worker-processes"

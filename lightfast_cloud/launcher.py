@@ -1,4 +1,4 @@
-"""The embedded stack: private redis, migrations, demo content, daphne and a Celery worker.
+"""The embedded stack: private redis, migrations, demo content, daphne and Celery workers (one per core).
 
 `python manage.py lightfast up` runs it. Every child starts in its own session
 so a Ctrl-C reaches only the launcher, which then stops the children in order
@@ -55,6 +55,16 @@ class Child:
         self.signal_group(signal.SIGKILL)
 
 
+def worker_processes_default() -> int:
+    """Celery worker processes of the embedded stack: LIGHTFAST_WORKER_PROCESSES, else one per core."""
+    return max(1, int(os.environ.get("LIGHTFAST_WORKER_PROCESSES") or os.cpu_count() or 1))
+
+
+def worker_threads_default() -> int:
+    """Threads (runs held at once) of each worker process: LIGHTFAST_WORKER_THREADS, else 50."""
+    return max(1, int(os.environ.get("LIGHTFAST_WORKER_THREADS") or 50))
+
+
 @dataclass
 class Launcher:
     """Runs the embedded stack until interrupted."""
@@ -62,7 +72,9 @@ class Launcher:
     data_dir: Path
     host: str
     port: int
-    worker_concurrency: int = 50
+    # Defaults: LIGHTFAST_WORKER_PROCESSES (the cores) and LIGHTFAST_WORKER_THREADS (runs held by each).
+    worker_processes: int = field(default_factory=lambda: worker_processes_default())
+    worker_threads: int = field(default_factory=lambda: worker_threads_default())
     redis: EmbeddedRedis | None = None
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -85,7 +97,7 @@ class Launcher:
         return child
 
     def start_services(self) -> None:
-        """Start daphne and the Celery worker."""
+        """Start daphne and the Celery workers."""
         # Twisted's endpoint string lets us raise the listen backlog above its default of 50.
         endpoint = f"tcp:port={self.port}:interface={self.host}:backlog=1024"
         self.spawn(
@@ -100,32 +112,34 @@ class Launcher:
                 "lightfast_cloud.asgi:application",
             ],
         )
-        self.spawn(
-            "worker",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "lightfast_cloud",
-                "worker",
-                "--queues",
-                "runs,introspect,default",
-                "--pool",
-                "threads",
-                "--without-mingle",
-                "--without-gossip",
-                "--concurrency",
-                str(self.worker_concurrency),
-                "--loglevel",
-                "INFO",
-                "--hostname",
-                f"embedded@{os.uname().nodename}",
-                "--beat",
-                "--schedule",
-                str(self.data_dir / "celerybeat-schedule"),
-            ],
-        )
+        for index in range(self.worker_processes):
+            # One worker process per core: run orchestration is Python under one GIL per process,
+            # so a single process uses one core however many threads it has. Beat runs in the first.
+            beat = ["--beat", "--schedule", str(self.data_dir / "celerybeat-schedule")] if index == 0 else []
+            self.spawn(
+                f"worker-{index + 1}",
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "lightfast_cloud",
+                    "worker",
+                    "--queues",
+                    "runs,introspect,default",
+                    "--pool",
+                    "threads",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--concurrency",
+                    str(self.worker_threads),
+                    "--loglevel",
+                    "INFO",
+                    "--hostname",
+                    f"embedded-{index + 1}@{os.uname().nodename}",
+                    *beat,
+                ],
+            )
 
     def supervise(self) -> int:
         """Wait until interrupted or until a child dies; return the exit status."""

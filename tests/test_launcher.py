@@ -32,6 +32,14 @@ def processes_with_env(key: str, value: str) -> list[int]:
     return found
 
 
+def cmdline(pid: int) -> list[str]:
+    """A process's argv (empty when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
 def get_json(url: str) -> tuple[int, dict]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -45,7 +53,7 @@ def test_launcher_runs_healthy_and_stops_on_sigint(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(LIGHTFAST_DATA_DIR=str(data_dir), PORT=str(port))
+    env.update(LIGHTFAST_DATA_DIR=str(data_dir), PORT=str(port), LIGHTFAST_WORKER_PROCESSES="2")
     launcher = subprocess.Popen(
         [sys.executable, "manage.py", "lightfast", "up"],
         cwd=PROJECT_ROOT,
@@ -70,7 +78,18 @@ def test_launcher_runs_healthy_and_stops_on_sigint(tmp_path: Path) -> None:
         assert health.get("status") == "healthy", health
         assert health["checks"]["database"]["vendor"] == "sqlite"
         assert (data_dir / "redis.sock").exists()
-        assert processes_with_env("LIGHTFAST_DATA_DIR", str(data_dir)), "the stack's processes were not found"
+        stack = processes_with_env("LIGHTFAST_DATA_DIR", str(data_dir))
+        assert stack, "the stack's processes were not found"
+        # One Celery worker per LIGHTFAST_WORKER_PROCESSES, each with its own hostname (the first
+        # also runs beat, in a child process with the same command line).
+        hostnames = sorted(
+            {
+                argv[argv.index("--hostname") + 1].split("@")[0]
+                for argv in map(cmdline, stack)
+                if "celery" in argv and "worker" in argv and "--hostname" in argv
+            }
+        )
+        assert hostnames == ["embedded-1", "embedded-2"], hostnames
     finally:
         launcher.send_signal(signal.SIGINT)
         output, _ = launcher.communicate(timeout=60)
