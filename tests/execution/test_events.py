@@ -250,3 +250,30 @@ def test_a_stream_reads_the_database_when_a_notification_would_leave_a_gap(alice
     thread.join(15)
     assert [seq for seq, _ in streamed] == [1, 2, 3]
     assert streamed[1][1] == from_db
+
+
+def test_a_failed_notification_batch_is_logged_and_later_batches_still_go_out(
+    alice: Any, tmp_path: Any, caplog: Any, settings: Any
+) -> None:
+    from execution.events import _Publisher
+
+    run = new_run(alice.organization)
+    good = settings.CHANNEL_LAYERS
+    settings.CHANNEL_LAYERS = {
+        "default": {**good["default"], "CONFIG": {"hosts": [{"address": f"unix://{tmp_path}/no-redis.sock"}]}}
+    }
+    broken = _Publisher()
+    settings.CHANNEL_LAYERS = good
+    working = _Publisher()
+    listener, received = _listen_to(run, 1)
+    with caplog.at_level("WARNING", logger="execution.events"):
+        broken.publish(run.group_name, notification_for(run.pk, 1, [{"type": "start"}]))
+        deadline = time.monotonic() + 10
+        while "run event notification(s) failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert "1 run event notification(s) failed" in caplog.text
+    # The publisher's thread survives the failure (redis may come back); the events stay in the DB.
+    assert broken._thread.is_alive()
+    working.publish(run.group_name, notification_for(run.pk, 2, [{"type": "start-step"}]))
+    listener.join(15)
+    assert [(m["seq"], m["events"]) for m in received] == [(2, [{"type": "start-step"}])]
