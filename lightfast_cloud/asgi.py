@@ -22,3 +22,12 @@ application = ProtocolTypeRouter(
         "websocket": execution_routing.websocket_application(websocket_urlpatterns),
     }
 )
+
+# Import every view now (Django loads the URLconf at the first request), then freeze what
+# start-up built out of the garbage collector's scans (lightfast_cloud.gc_freeze).
+from django.urls import get_resolver  # noqa: E402
+
+from lightfast_cloud.gc_freeze import freeze_startup_objects  # noqa: E402
+
+get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view module
+freeze_startup_objects("web")
