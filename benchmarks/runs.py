@@ -169,31 +169,13 @@ def cpu_per_run_ms(before: dict[str, float], after: dict[str, float], runs: int)
 def start_worker(concurrency: int, extra_env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
     """A real Celery worker on the scratch stack; waits until it answers a ping."""
     from lightfast_cloud.celery import app as celery_app
+    from lightfast_cloud.launcher import celery_worker_argv
 
     hostname = f"bench-{name}-{os.getpid()}@localhost"
     env = dict(os.environ)
     env.update(extra_env)
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lightfast_cloud",
-            "worker",
-            "--queues",
-            "runs,introspect,default",
-            "--pool",
-            "threads",
-            "--concurrency",
-            str(concurrency),
-            "--hostname",
-            hostname,
-            "--loglevel",
-            "WARNING",
-            "--without-mingle",
-            "--without-gossip",
-        ],
+        celery_worker_argv(threads=concurrency, hostname=hostname),
         env=env,
         cwd=ROOT,
         start_new_session=True,

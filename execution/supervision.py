@@ -91,7 +91,9 @@ class RunSupervisor:
             except DatabaseError as exc:
                 # Keep supervising: a database hiccup must not strand the runs this process holds.
                 logger.warning("run supervisor could not reach the database: %s", exc)
-                close_old_connections()
+            # Like a request's end: PostgreSQL's pooled connection goes back to the pool between
+            # polls (this thread lives as long as the process); SQLite's is kept (CONN_MAX_AGE).
+            close_old_connections()
 
     @staticmethod
     def _poll_cancels(held: dict[uuid.UUID, _Held]) -> None:

@@ -65,6 +65,38 @@ def worker_threads_default() -> int:
     return max(1, int(os.environ.get("LIGHTFAST_WORKER_THREADS") or 50))
 
 
+def celery_worker_argv(
+    *,
+    threads: int,
+    hostname: str,
+    queues: str = "runs,introspect,default",
+    loglevel: str = "WARNING",
+    extra: list[str] | None = None,
+) -> list[str]:
+    """The command line of a Celery worker of this project: the threads pool, `threads` runs at once."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "lightfast_cloud",
+        "worker",
+        "--queues",
+        queues,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(threads),
+        "--without-mingle",
+        "--without-gossip",
+        "--hostname",
+        hostname,
+        "--loglevel",
+        loglevel,
+        *(extra or []),
+    ]
+
+
 @dataclass
 class Launcher:
     """Runs the embedded stack until interrupted."""
@@ -118,27 +150,12 @@ class Launcher:
             beat = ["--beat", "--schedule", str(self.data_dir / "celerybeat-schedule")] if index == 0 else []
             self.spawn(
                 f"worker-{index + 1}",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "lightfast_cloud",
-                    "worker",
-                    "--queues",
-                    "runs,introspect,default",
-                    "--pool",
-                    "threads",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--concurrency",
-                    str(self.worker_threads),
-                    "--loglevel",
-                    "INFO",
-                    "--hostname",
-                    f"embedded-{index + 1}@{os.uname().nodename}",
-                    *beat,
-                ],
+                celery_worker_argv(
+                    threads=self.worker_threads,
+                    hostname=f"embedded-{index + 1}@{os.uname().nodename}",
+                    loglevel="INFO",
+                    extra=beat,
+                ),
             )
 
     def supervise(self) -> int:

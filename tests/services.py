@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from lightfast_cloud.celery import app as celery_app
+from lightfast_cloud.launcher import celery_worker_argv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED_BUNDLES = PROJECT_ROOT.parent / "shared" / "bundles"
@@ -83,26 +83,7 @@ def start_celery_worker(queues: str = "runs,introspect,default", timeout: float 
     """Start a worker and wait until it answers a ping."""
     hostname = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "lightfast_cloud",
-            "worker",
-            "--queues",
-            queues,
-            "--pool",
-            "threads",
-            "--concurrency",
-            "8",
-            "--without-mingle",
-            "--without-gossip",
-            "--hostname",
-            hostname,
-            "--loglevel",
-            "WARNING",
-        ],
+        celery_worker_argv(threads=8, hostname=hostname, queues=queues),
         env=service_env(),
         cwd=PROJECT_ROOT,
         start_new_session=True,
