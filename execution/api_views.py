@@ -176,9 +176,11 @@ class RunListView(OrganizationScopedGenericAPIView):
                 break
             time.sleep(WAIT_POLL_S)
         run = run_get(organization=self.organization, run_id=run.pk)
+        # Without `wait` the answer is always 202, even when a fast run already ended by the time
+        # it is read back: the status code must not depend on that race.
         return Response(
             RunStartedSerializer(run).data,
-            status=status.HTTP_200_OK if run.is_terminal else status.HTTP_202_ACCEPTED,
+            status=status.HTTP_200_OK if wait_s and run.is_terminal else status.HTTP_202_ACCEPTED,
             headers={"Location": f"/api/v1/runs/{run.pk}"},
         )
 
