@@ -395,10 +395,11 @@ class _Publisher:
     def __init__(self) -> None:
         from channels.layers import get_channel_layer
 
+        # _layer_shards() refuses any layer but channels_redis's pub/sub one.
+        self._shards, self._prefix = _layer_shards()
         self._layer = get_channel_layer()
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
         self._dropped = 0
-        self._shards, self._prefix = _layer_shards()
         self._thread = threading.Thread(target=self._run, name="run-event-publisher", daemon=True)
         self._thread.start()
 
@@ -428,8 +429,6 @@ class _Publisher:
                 logger.exception("%d run event notification(s) failed", len(batch))
 
     def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
-        if self._layer is None:
-            return
         pipes: dict[int, Any] = {}
         for group, message in batch:
             channel = f"{self._prefix}__group__{group}"

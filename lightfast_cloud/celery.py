@@ -28,4 +28,5 @@ def _resolve_configuration(sender: Celery, source: Any, **kwargs: object) -> Non
 @app.on_after_finalize.connect
 def _connect_worker_signals(sender: Celery, **kwargs: object) -> None:
     # Imported late: it needs Django's cache, configured once the app is finalized.
+    import lightfast_cloud.gc_freeze  # noqa: F401
     import lightfast_cloud.worker_status  # noqa: F401

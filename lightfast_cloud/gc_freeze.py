@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import gc
 import logging
+from typing import Any
+
+from celery.signals import worker_ready
 
 logger = logging.getLogger(__name__)
 
@@ -21,3 +24,9 @@ def freeze_startup_objects(what: str) -> None:
     gc.collect()
     gc.freeze()
     logger.info("%s: %d start-up objects frozen out of garbage collection", what, gc.get_freeze_count())
+
+
+@worker_ready.connect
+def _on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
+    # The worker imported its tasks (and through them the whole project) before it is ready.
+    freeze_startup_objects(f"worker {getattr(sender, 'hostname', None) or 'worker'}")

@@ -105,8 +105,8 @@ class Launcher:
     host: str
     port: int
     # Defaults: LIGHTFAST_WORKER_PROCESSES (the cores) and LIGHTFAST_WORKER_THREADS (runs held by each).
-    worker_processes: int = field(default_factory=lambda: worker_processes_default())
-    worker_threads: int = field(default_factory=lambda: worker_threads_default())
+    worker_processes: int = field(default_factory=worker_processes_default)
+    worker_threads: int = field(default_factory=worker_threads_default)
     redis: EmbeddedRedis | None = None
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)

@@ -55,9 +55,6 @@ def _publish_forever(hostname: str) -> None:
 def _on_worker_ready(sender: Any = None, **kwargs: Any) -> None:
     hostname = getattr(sender, "hostname", None) or "worker"
     threading.Thread(target=_publish_forever, args=(hostname,), name="sandbox-status", daemon=True).start()
-    from lightfast_cloud.gc_freeze import freeze_startup_objects
-
-    freeze_startup_objects(f"worker {hostname}")
 
 
 @worker_shutdown.connect
