@@ -4,4 +4,4 @@ Sandbox tests here run against the backend LIGHTFAST_TEST_SANDBOX_BACKEND names 
 default, docker in .ci/docker-tests), with the same fixtures as tests/execution/sandbox.
 """
 
-from tests.execution.sandbox.conftest import *  # noqa: F401,F403
+from tests.execution.sandbox.conftest import _use_sandbox_backend, sandbox_backend  # noqa: F401
