@@ -2065,6 +2065,17 @@ static void zygote_call(JSValue frame) {
         /* The `arena` test probe: what this zygote's restores cost so far (nothing to restore). */
         char *id = wjson_key(frame, "id"), *name = wstr_key(frame, "probe");
         Buf f = {0};
+        if (!strcmp(name, "garbage")) {
+            /* Test-only: what a zygote that lost control of its output would send (a header
+             * announcing more than follows, then bytes that are not JSON): the host must drop
+             * this zygote and nothing else. */
+            static const char junk[] = "\x00\x00\x00\x10{\"type\":\"result\",";
+            write_all(STDOUT, junk, sizeof junk - 1);
+            free(id);
+            free(name);
+            JS_FreeValue(wctx, frame);
+            return;
+        }
         if (strcmp(name, "arena")) {
             fail("sandbox_crash", NULL, "a bundle zygote answers only the 'arena' probe, not '%s'", name);
             send_error(id);
