@@ -12,6 +12,18 @@ the worker and its zygotes as they were. A zygote that died in a call (the kerne
 backstop, a crash) comes back as that call's classified error with `zygote_lost`; the key is
 forgotten here, so the next call of it sends `load` again.
 
+With the native runner every zygote owns its own channel: on `load` the worker forks the zygote
+on a fresh pipe pair and passes the host's ends over its stdin (a unix socket) with SCM_RIGHTS;
+the host then serves that zygote's load answer, invokes, fetches and cancels directly, and the
+worker's own channel carries only `load` (a fork), `evict`, `reap` (how a zygote died), introspect
+(in a throw-away zygote) and test probes. Calls of different keys on one worker run side by side;
+a key has at most one zygote per worker. Anything unexpected in an exchange (a broken frame, a
+timeout, a cancel, an exception on this side) kills what the exchange touched (that zygote, or
+the worker when its own channel broke), never hands it back. Idle zygotes are measured from
+/proc and reaped above the per-zygote, per-organization and pool resident budgets (PoolConfig).
+The Python runner and the Docker backend (attached stdio cannot carry fds; one container pool
+per organization) keep the relay mode: load and invoke over the worker's stdio.
+
 Workers run the native runner (execution/sandbox/native/) unless LIGHTFAST_SANDBOX_RUNNER=python
 or its binary is not built (then the Python runner, said once in the log); /healthz shows which.
 """
