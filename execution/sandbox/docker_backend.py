@@ -33,7 +33,7 @@ from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.errors import LIMIT_CODES, MEMORY_LIMIT, SANDBOX_CRASH, TIMEOUT, SandboxError
 from execution.sandbox.image.rootfs import DEFAULT_IMAGE, RUNNER_UID
 from execution.sandbox.limits import Limits
-from execution.sandbox.pool import LocalJailBackend
+from execution.sandbox.pool import LocalJailBackend, organization_of
 from execution.sandbox.protocol import ProtocolError, read_frame, wait_readable
 
 logger = logging.getLogger(__name__)
@@ -78,11 +78,6 @@ class DockerConfig:
     grace_ms: int = 100
     zygotes_per_worker: int = 16
     workers: int = 0
-
-
-def organization_of(key: str) -> str:
-    """The organization a zygote key belongs to: everything before the first ':'."""
-    return key.split("|", 1)[0].split(":", 1)[0]
 
 
 def owner_label() -> str:
@@ -332,6 +327,8 @@ class DockerBackend(LocalJailBackend):
         self._status: dict[str, Any] = {}
         self._fetches = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-egress")
         self._local = threading.local()
+        # Attached stdio cannot carry fds: the runner relays, and each container is one organization's.
+        self._zygote_channels = False
         self.client = client or docker_client()
         self.cleanup_orphans()
         self._reaper_stop = threading.Event()

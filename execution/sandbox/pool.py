@@ -12,6 +12,18 @@ the worker and its zygotes as they were. A zygote that died in a call (the kerne
 backstop, a crash) comes back as that call's classified error with `zygote_lost`; the key is
 forgotten here, so the next call of it sends `load` again.
 
+With the native runner every zygote owns its own channel: on `load` the worker forks the zygote
+on a fresh pipe pair and passes the host's ends over its stdin (a unix socket) with SCM_RIGHTS;
+the host then serves that zygote's load answer, invokes, fetches and cancels directly, and the
+worker's own channel carries only `load` (a fork), `evict`, `reap` (how a zygote died), introspect
+(in a throw-away zygote) and test probes. Calls of different keys on one worker run side by side;
+a key has at most one zygote per worker. Anything unexpected in an exchange (a broken frame, a
+timeout, a cancel, an exception on this side) kills what the exchange touched (that zygote, or
+the worker when its own channel broke), never hands it back. Idle zygotes are measured from
+/proc and reaped above the per-zygote, per-organization and pool resident budgets (PoolConfig).
+The Python runner and the Docker backend (attached stdio cannot carry fds; one container pool
+per organization) keep the relay mode: load and invoke over the worker's stdio.
+
 Workers run the native runner (execution/sandbox/native/) unless LIGHTFAST_SANDBOX_RUNNER=python
 or its binary is not built (then the Python runner, said once in the log); /healthz shows which.
 """
@@ -23,10 +35,12 @@ import functools
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +52,7 @@ from execution.sandbox.egress import EgressPolicy, egress_fetch
 from execution.sandbox.errors import CANCELLED, INVALID_INPUT, SANDBOX_CRASH, TIMEOUT, SandboxError
 from execution.sandbox.limits import Limits
 from execution.sandbox.native import native_runner_available
-from execution.sandbox.protocol import ProtocolError, encode_frame, read_frame, wait_readable, write_frame
+from execution.sandbox.protocol import PeerClosed, ProtocolError, encode_frame, read_frame, wait_readable
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +110,44 @@ class PoolConfig:
     test_verify_restore: bool = False
     # Test-only (native runner): restores copy nothing back (proves that the verify mode notices).
     test_break_restore: bool = False
+    # Resident memory of the zygotes (private pages, measured by the host from /proc): the pool's
+    # total, one organization's share of it, and one zygote's cap. Idle zygotes above a bound are
+    # reaped (least recently used first); the next call of their key loads it again.
+    memory_budget_mb: int = field(default_factory=lambda: _env_mb("LIGHTFAST_SANDBOX_MEMORY_BUDGET_MB", 2048))
+    organization_memory_mb: int = field(
+        default_factory=lambda: _env_mb("LIGHTFAST_SANDBOX_ORGANIZATION_MEMORY_MB", 1024)
+    )
+    zygote_resident_mb: int = field(
+        default_factory=lambda: _env_mb("LIGHTFAST_SANDBOX_ZYGOTE_RESIDENT_MB", 128)
+    )
+    # How often idle zygotes are measured (0: only when `sweep_memory` is called).
+    memory_sweep_s: float = 1.0
+
+
+def _env_mb(name: str, default: int) -> int:
+    value = int(os.environ.get(name) or default)
+    if value <= 0:
+        raise ValueError(f"{name} must be a positive number of MB, not {value}")
+    return value
+
+
+def organization_of(key: str) -> str:
+    """The organization a zygote key belongs to: everything before the first ':'."""
+    return key.split("|", 1)[0].split(":", 1)[0]
+
+
+INTROSPECT_KEY_PREFIX = "-introspect-:"
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _private_resident_bytes(pid: int) -> int | None:
+    """Resident pages of `pid` that are not file-backed or shared memory (None: it is gone)."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as statm:
+            fields = statm.read().split()
+    except OSError:
+        return None
+    return max(0, int(fields[1]) - int(fields[2])) * _PAGE_SIZE
 
 
 class _Worker:
@@ -111,22 +163,41 @@ class _Worker:
             argv.append("--test-verify-restore")
         if runner == "native" and config.test_break_restore:
             argv.append("--test-break-restore")
+        # Zygote channels (native runner): stdin is a unix socket over which the worker passes
+        # the host its end of each zygote's own channel (see "zygote channels" in runner.c).
+        self.channels = runner == "native"
+        self.sock: socket.socket | None = None
+        stdin: int = subprocess.PIPE
+        if self.channels:
+            argv.append("--zygote-channels")
+            self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            stdin = theirs.fileno()
         env = {} if layers.clear_env else dict(os.environ)
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            close_fds=True,
-            pass_fds=config.test_pass_fds,
-            start_new_session=True,
-        )
-        assert self.proc.stdin and self.proc.stdout and self.proc.stderr  # noqa: S101 - pipes requested above
-        self.stdin = self.proc.stdin.fileno()
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                cwd=PROJECT_ROOT,
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                pass_fds=config.test_pass_fds,
+                start_new_session=True,
+            )
+        finally:
+            if self.sock is not None:
+                theirs.close()
+        assert self.proc.stdout and self.proc.stderr  # noqa: S101 - pipes requested above
+        if self.sock is not None:
+            self.stdin = self.sock.fileno()
+        else:
+            assert self.proc.stdin  # noqa: S101 - pipe requested above
+            self.stdin = self.proc.stdin.fileno()
         self.stdout = self.proc.stdout.fileno()
-        self.loaded: OrderedDict[str, None] = OrderedDict()
+        # Keys loaded in this worker (channel mode: with their zygotes), least recently used first.
+        self.loaded: OrderedDict[str, Any] = OrderedDict()
+        self.pending_evict: list[str] = []  # keys the host dropped that the worker still has to reap
         self.next_id = 0
         self.dead = False
         self.wake_r, self.wake_w = os.pipe()
@@ -169,6 +240,8 @@ class _Worker:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream:
                 stream.close()
+        if self.sock is not None:
+            self.sock.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
 
@@ -179,10 +252,56 @@ class _Worker:
         try:
             if self.proc.stdin:
                 self.proc.stdin.close()
+            if self.sock is not None:
+                self.sock.shutdown(socket.SHUT_WR)
             self.proc.wait(timeout)
         except (OSError, subprocess.TimeoutExpired):
             logger.warning("sandbox worker %s did not exit on EOF; killing it", self.proc.pid)
         self.kill()
+
+
+@dataclass(frozen=True)
+class _ZygoteProc:
+    pid: int
+
+
+class _Zygote:
+    """A bundle key's zygote in one worker, reached over its own channel (channel mode).
+
+    Its owner (the thread that marked it busy) is the only one that reads or writes its fds;
+    whoever kills an idle one closes them, the owner closes them when it lets a dead one go.
+    """
+
+    def __init__(self, worker: _Worker, key: str, pid: int, to_zygote: int, from_zygote: int) -> None:
+        self.worker = worker
+        self.key = key
+        self.organization = organization_of(key)
+        self.proc = _ZygoteProc(pid)
+        self.stdin = to_zygote
+        self.stdout = from_zygote
+        # A zygote that stops reading must not block the host's writes past the call's deadline.
+        os.set_blocking(to_zygote, False)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        self.next_id = 0
+        self.busy = True
+        self.dead = False
+        self.closed = False
+        self.last_used = time.monotonic()
+        self.resident = 0  # bytes, last measured
+
+    def new_id(self) -> int:
+        """Next frame id on this channel."""
+        self.next_id += 1
+        return self.next_id
+
+    def close(self) -> None:
+        """Drop the host's ends of the channel (the zygote reads EOF and exits if still alive)."""
+        if self.closed:
+            return
+        self.closed = True
+        for fd in (self.stdin, self.stdout, self.wake_r, self.wake_w):
+            os.close(fd)
 
 
 class LocalJailBackend:
@@ -195,6 +314,8 @@ class LocalJailBackend:
         if self.config.runner not in RUNNERS:
             raise ValueError(f"unknown sandbox runner {self.config.runner!r}")
         self.runner = resolve_runner(self.config.runner)
+        # Native workers give each zygote its own channel; the Python runner relays (see invoke).
+        self._zygote_channels = self.runner == "native"
         self._lock = threading.Condition()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
@@ -204,10 +325,14 @@ class LocalJailBackend:
         self._fetches = ThreadPoolExecutor(
             max_workers=max(4, self.config.workers * 4), thread_name_prefix="sandbox-egress"
         )
+        self._zygotes: dict[str, list[_Zygote]] = {}  # live zygotes by key (channel mode)
         first = self._start_worker()  # fail fast (and refuse) before starting the rest
         self._add(first)
         for _ in range(self.config.workers - 1):
             self._add(self._start_worker())
+        self._sweeper_stop = threading.Event()
+        if first.channels and self.config.memory_sweep_s > 0:
+            threading.Thread(target=self._sweep_loop, name="sandbox-memory", daemon=True).start()
 
     # --- worker lifecycle ------------------------------------------------------------
     def _start_worker(self) -> _Worker:
@@ -251,10 +376,17 @@ class LocalJailBackend:
             self._lock.notify()
 
     def _replace(self, worker: _Worker) -> None:
-        """Kill a worker and start its successor in the background."""
+        """Kill a worker (and every zygote of it) and start its successor in the background."""
         worker.kill()
         with self._lock:
             self._all.discard(worker)
+            if worker in self._idle:
+                self._idle.remove(worker)
+            for zygote in list(worker.loaded.values()) if worker.channels else ():
+                self._forget_zygote(zygote)
+                if not zygote.busy:
+                    zygote.close()
+            self._lock.notify_all()
             if self._closed:
                 return
 
@@ -286,12 +418,30 @@ class LocalJailBackend:
             if worker.dead or self._closed:
                 return
             self._idle.append(worker)
-            self._lock.notify()
+            self._lock.notify_all()
+
+    def _checkout_this(self, worker: _Worker, deadline: float) -> bool:
+        """Take the control channel of one given worker (False: it died, or not within the deadline)."""
+        with self._lock:
+            while worker not in self._idle:
+                remaining = deadline - time.monotonic()
+                if worker.dead or self._closed or remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+            self._idle.remove(worker)
+            return True
 
     def status(self) -> dict[str, Any]:
         """Jail layers, engine state and worker counts, for /healthz."""
         with self._lock:
-            return {**self._status, "idle": len(self._idle), "alive": len(self._all)}
+            zygotes = [zygote for group in self._zygotes.values() for zygote in group]
+            return {
+                **self._status,
+                "idle": len(self._idle),
+                "alive": len(self._all),
+                "zygotes": len(zygotes),
+                "zygote_resident_mb": round(sum(zygote.resident for zygote in zygotes) / 2**20, 1),
+            }
 
     def shutdown(self) -> None:
         """Stop every worker (no orphans); further calls fail."""
@@ -301,6 +451,7 @@ class LocalJailBackend:
             self._all.clear()
             self._idle.clear()
             self._lock.notify_all()
+        self._sweeper_stop.set()
         for worker in workers:
             worker.stop()
         self._fetches.shutdown(wait=False, cancel_futures=True)
@@ -308,34 +459,54 @@ class LocalJailBackend:
     # --- one exchange ------------------------------------------------------------------
     def _exchange(
         self,
-        worker: _Worker,
+        worker: Any,
         frame: dict[str, Any],
         *,
         limits: Limits,
         cancel: threading.Event | None,
         egress: EgressPolicy | None,
     ) -> dict[str, Any]:
-        """Send one request frame and serve the runner until its result; raise SandboxError on failure."""
+        """Send one request frame on a channel (a worker's or a zygote's) and serve it until its result.
+
+        Raises SandboxError on failure. Whatever goes wrong on the host's side of the exchange
+        (a broken frame, a timeout, a cancel, a bug here) kills what the exchange touched, the
+        zygote or the worker, so nothing is ever handed back in an unknown state.
+        """
         call_id = worker.new_id()
         frame = {**frame, "id": call_id}
-        started = time.monotonic()
-        deadline = started + (limits.wall_ms + self.config.grace_ms) / 1000
-        pending: dict[int, Future[dict[str, Any]]] = {}
+        deadline = time.monotonic() + (limits.wall_ms + self.config.grace_ms) / 1000
         try:
             payload = encode_frame(frame)
         except (TypeError, ValueError, RecursionError) as exc:
             # Refused before anything reached the worker (e.g. NaN or a too deeply nested input).
             raise SandboxError(INVALID_INPUT, f"the input is not JSON: {exc}"[:500]) from None
+        return self._serve(
+            worker, call_id, payload, limits=limits, cancel=cancel, egress=egress, deadline=deadline
+        )
+
+    def _serve(
+        self,
+        channel: Any,
+        call_id: int,
+        payload: bytes | None,
+        *,
+        limits: Limits,
+        cancel: threading.Event | None,
+        egress: EgressPolicy | None,
+        deadline: float,
+    ) -> dict[str, Any]:
+        """Write `payload` (if any), then serve the runner's frames until call `call_id`'s answer."""
+        pending: dict[int, Future[dict[str, Any]]] = {}
+        answer: dict[str, Any] | SandboxError
         try:
-            _write_all(worker.stdin, payload)
+            if payload is not None:
+                _write_all(channel.stdin, payload, deadline)
             while True:
                 now = time.monotonic()
                 if cancel is not None and cancel.is_set():
-                    self._send_quietly(worker, {"type": "cancel", "id": call_id})
-                    self._replace(worker)
+                    self._send_quietly(channel, {"type": "cancel", "id": call_id})
                     raise SandboxError(CANCELLED, "the call was cancelled")
                 if now >= deadline:
-                    self._replace(worker)
                     raise SandboxError(
                         TIMEOUT,
                         f"the sandbox did not answer within {limits.wall_ms} ms",
@@ -344,51 +515,83 @@ class LocalJailBackend:
                 timeout = deadline - now
                 if cancel is not None:
                     timeout = min(timeout, _CANCEL_POLL_S)
-                fds = [worker.stdout, worker.wake_r] if pending else [worker.stdout]
+                fds = [channel.stdout, channel.wake_r] if pending else [channel.stdout]
                 readable = _select(fds, timeout)
-                if worker.wake_r in readable:
-                    self._deliver_fetches(worker, call_id, pending)
-                if worker.stdout not in readable:
+                if channel.wake_r in readable:
+                    self._deliver_fetches(channel, call_id, pending, deadline)
+                if channel.stdout not in readable:
                     continue
-                reply = read_frame(worker.stdout)
+                reply = read_frame(channel.stdout)
                 kind = reply.get("type")
                 if kind == "log":
                     logger.info(
                         "sandbox worker %s: %s %s",
-                        worker.proc.pid,
+                        channel.proc.pid,
                         reply.get("message"),
                         reply.get("detail") or "",
                     )
                 elif kind == "fetch" and reply.get("id") == call_id:
                     pending[int(reply["fetch_id"])] = self._start_fetch(
-                        worker, reply, egress, limits, deadline
+                        channel, reply, egress, limits, deadline
                     )
                 elif kind == "result" and reply.get("id") == call_id:
-                    return reply
+                    answer = reply
+                    break
                 elif kind == "error" and reply.get("id") == call_id:
-                    if reply.get("zygote_lost"):
-                        # The bundle's zygote died (CPU backstop, crash): the next call loads it again.
-                        worker.loaded.pop(str(frame.get("key")), None)
-                    raise SandboxError.from_dict(dict(reply.get("error") or {}))
+                    # A classified failure the runner reported: the channel itself is fine.
+                    error_class = _ZygoteLost if reply.get("zygote_lost") else SandboxError
+                    answer = error_class.from_dict(dict(reply.get("error") or {}))
+                    break
                 else:
                     raise ProtocolError(f"unexpected {kind!r} frame for call {call_id}")
-        except (ProtocolError, OSError) as exc:
-            self._replace(worker)
+        except PeerClosed as exc:
+            if isinstance(channel, _Zygote):
+                raise self._zygote_lost(channel) from exc
+            self._discard(channel)
             raise SandboxError(SANDBOX_CRASH, f"the sandbox worker failed: {exc}") from exc
+        except SandboxError:
+            self._discard(channel)  # a timeout or cancel: the call is still running in there
+            raise
+        except _WriteStalled as exc:
+            self._discard(channel)
+            raise SandboxError(
+                TIMEOUT,
+                f"the sandbox did not read its request within {limits.wall_ms} ms",
+                {"wall_ms": limits.wall_ms},
+            ) from exc
+        except Exception as exc:
+            # A broken frame, a dead pipe, or a bug on this side: nobody knows what state the
+            # other end is in, so it is killed, never handed to the next call.
+            self._discard(channel)
+            raise SandboxError(
+                SANDBOX_CRASH, f"the sandbox exchange failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        except BaseException:
+            self._discard(channel)
+            raise
         finally:
             for future in pending.values():
                 future.cancel()
+        if isinstance(answer, SandboxError):
+            raise answer
+        return answer
 
-    @staticmethod
-    def _send_quietly(worker: _Worker, frame: dict[str, Any]) -> None:
+    def _discard(self, channel: Any) -> None:
+        """Kill what an exchange touched: the zygote on its own channel, else the whole worker."""
+        if isinstance(channel, _Zygote):
+            self._kill_zygote(channel)
+        else:
+            self._replace(channel)
+
+    def _send_quietly(self, channel: Any, frame: dict[str, Any]) -> None:
         try:
-            write_frame(worker.stdin, frame)
-        except OSError:
-            return  # the worker is being killed anyway; the frame was a courtesy
+            _write_all(channel.stdin, encode_frame(frame), time.monotonic() + 0.05)
+        except (OSError, _WriteStalled):
+            return  # it is being killed anyway; the frame was a courtesy
 
     def _start_fetch(
         self,
-        worker: _Worker,
+        worker: Any,
         reply: dict[str, Any],
         egress: EgressPolicy | None,
         limits: Limits,
@@ -398,18 +601,19 @@ class LocalJailBackend:
         request = dict(reply.get("request") or {})
         budget_s = max(0.0, min(limits.fetch_timeout_ms / 1000, deadline - time.monotonic() - 0.05))
         future = self._fetches.submit(egress_fetch, request, policy=policy, timeout_s=budget_s, limits=limits)
+        wake_w = worker.wake_w
 
         def wake(_: Future[dict[str, Any]]) -> None:
             try:
-                os.write(worker.wake_w, b"x")
+                os.write(wake_w, b"x")
             except OSError:
-                return  # the worker was replaced; nobody waits for this fetch any more
+                return  # the channel was closed; nobody waits for this fetch any more
 
         future.add_done_callback(wake)
         return future
 
     def _deliver_fetches(
-        self, worker: _Worker, call_id: int, pending: dict[int, Future[dict[str, Any]]]
+        self, worker: Any, call_id: int, pending: dict[int, Future[dict[str, Any]]], deadline: float
     ) -> None:
         try:
             os.read(worker.wake_r, 4096)
@@ -419,10 +623,237 @@ class LocalJailBackend:
             if future.done():
                 del pending[fetch_id]
                 result = future.result()
-                write_frame(
-                    worker.stdin,
-                    {"type": "fetch-result", "id": call_id, "fetch_id": fetch_id, "result": result},
+                payload = encode_frame(
+                    {"type": "fetch-result", "id": call_id, "fetch_id": fetch_id, "result": result}
                 )
+                _write_all(worker.stdin, payload, deadline)
+
+    # --- zygotes on their own channels (native runner) -------------------------------------
+    def _forget_zygote(self, zygote: _Zygote) -> None:
+        """Under the lock: the zygote is dead to the pool (its worker may still have to reap it)."""
+        zygote.dead = True
+        if zygote.worker.loaded.get(zygote.key) is zygote:
+            del zygote.worker.loaded[zygote.key]
+        group = self._zygotes.get(zygote.key, [])
+        if zygote in group:
+            group.remove(zygote)
+            if not group:
+                del self._zygotes[zygote.key]
+        self._lock.notify_all()
+
+    def _kill_zygote(self, zygote: _Zygote) -> None:
+        """Kill a zygote: forget it, drop its channel, and have its worker kill and reap it now."""
+        with self._lock:
+            if zygote.dead:
+                return
+            self._forget_zygote(zygote)
+            worker = zygote.worker
+        if not zygote.busy:
+            zygote.close()  # a busy one is closed by its owner when it lets it go
+        self._evict_on(worker, [zygote.key])
+
+    def _evict_on(self, worker: _Worker, keys: list[str]) -> None:
+        """Have a worker kill and reap zygotes; queued for its next load if it stays busy."""
+        if not self._checkout_this(worker, time.monotonic() + 2.0):
+            worker.pending_evict.extend(keys)
+            return
+        try:
+            keys = worker.pending_evict + keys
+            worker.pending_evict = []
+            self._exchange(
+                worker, {"type": "evict", "evict": keys}, limits=_CONTROL_LIMITS, cancel=None, egress=None
+            )
+        except SandboxError as exc:
+            logger.warning("sandbox worker %s could not evict zygotes: %s", worker.proc.pid, exc)
+        finally:
+            self._checkin(worker)
+
+    def _zygote_lost(self, zygote: _Zygote) -> SandboxError:
+        """The zygote's channel closed in an exchange: it died. Its worker says how (and reaps it)."""
+        with self._lock:
+            was_alive = not zygote.dead
+            self._forget_zygote(zygote)
+        worker = zygote.worker
+        if was_alive and self._checkout_this(worker, time.monotonic() + 2.0):
+            try:
+                self._exchange(
+                    worker,
+                    {"type": "reap", "key": zygote.key},
+                    limits=_CONTROL_LIMITS,
+                    cancel=None,
+                    egress=None,
+                )
+            except SandboxError as exc:
+                return exc
+            finally:
+                self._checkin(worker)
+        elif was_alive:
+            worker.pending_evict.append(zygote.key)
+        return _ZygoteLost(SANDBOX_CRASH, "the bundle's zygote died")
+
+    def _release_zygote(self, zygote: _Zygote) -> None:
+        with self._lock:
+            zygote.busy = False
+            zygote.last_used = time.monotonic()
+            if not zygote.dead:
+                self._lock.notify_all()
+                return
+        zygote.close()
+
+    def _acquire(self, key: str, deadline: float) -> _Zygote | _Worker:
+        """A warm idle zygote of `key` (now busy), or a worker (control channel taken) to load it on."""
+        with self._lock:
+            while True:
+                if self._closed:
+                    raise SandboxError(SANDBOX_CRASH, "the sandbox pool is shut down")
+                for zygote in reversed(self._zygotes.get(key, [])):
+                    if not zygote.busy:
+                        zygote.busy = True
+                        zygote.worker.loaded.move_to_end(key)
+                        return zygote
+                # One zygote per key per worker: load on an idle worker that lacks it, the emptiest.
+                free = [worker for worker in self._idle if key not in worker.loaded]
+                if free:
+                    worker = min(free, key=lambda candidate: len(candidate.loaded))
+                    self._idle.remove(worker)
+                    return worker
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._lock.wait(remaining):
+                    if deadline - time.monotonic() <= 0:
+                        raise SandboxError(TIMEOUT, "no sandbox zygote became free within the wall limit")
+
+    def _start_load(
+        self, worker: _Worker, key: str, frame: dict[str, Any], limits: Limits, cancel: threading.Event | None
+    ) -> tuple[_Zygote, int, float]:
+        """On a worker whose control channel we hold: fork the key's zygote and take its channel."""
+        evict = worker.pending_evict
+        worker.pending_evict = []
+        with self._lock:
+            idle = [zygote for zygote in worker.loaded.values() if not zygote.busy]
+            while len(worker.loaded) >= self.config.zygotes_per_worker and idle:
+                victim = idle.pop(0)  # least recently used first
+                self._forget_zygote(victim)
+                victim.close()
+                evict.append(victim.key)
+        deadline = time.monotonic() + (limits.wall_ms + self.config.grace_ms) / 1000
+        reply = self._exchange(
+            worker,
+            {**frame, "type": "load", "key": key, "evict": evict, "limits": _limits_dict(limits)},
+            limits=limits,
+            cancel=cancel,
+            egress=None,
+        )
+        try:
+            assert worker.sock is not None  # noqa: S101 - channel mode has the socket
+            worker.sock.settimeout(5.0)
+            _, fds, _, _ = socket.recv_fds(worker.sock, 1, 2)
+        except OSError as exc:
+            self._replace(worker)
+            raise SandboxError(SANDBOX_CRASH, f"the sandbox worker sent no zygote channel: {exc}") from exc
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            self._replace(worker)
+            raise SandboxError(SANDBOX_CRASH, "the sandbox worker sent a malformed zygote channel")
+        zygote = _Zygote(worker, key, int(reply["pid"]), fds[0], fds[1])
+        with self._lock:
+            worker.loaded[key] = zygote
+            self._zygotes.setdefault(key, []).append(zygote)
+        return zygote, int(reply["id"]), deadline
+
+    def _zygote_for(
+        self,
+        *,
+        key: str,
+        frame: dict[str, Any],
+        limits: Limits,
+        cancel: threading.Event | None,
+    ) -> _Zygote:
+        """A busy (ours) zygote of `key`, loaded first if no warm one is free."""
+        taken = self._acquire(key, time.monotonic() + limits.wall_ms / 1000)
+        if isinstance(taken, _Zygote):
+            return taken
+        try:
+            zygote, load_id, deadline = self._start_load(taken, key, frame, limits, cancel)
+        finally:
+            self._checkin(taken)
+        try:
+            self._serve(zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline)
+        except BaseException:
+            self._kill_zygote(zygote)
+            self._release_zygote(zygote)
+            raise
+        return zygote
+
+    # --- memory (finding: resident memory nobody limits) ----------------------------------
+    def _sweep_loop(self) -> None:
+        while not self._sweeper_stop.wait(self.config.memory_sweep_s):
+            try:
+                self.sweep_memory()
+            except Exception:  # noqa: BLE001 - the sweeper must outlive one bad pass; said in the log
+                logger.exception("sandbox memory sweep failed")
+
+    def sweep_memory(self) -> list[str]:
+        """Measure idle zygotes' private resident memory and reap those over a bound; the keys reaped.
+
+        Bounds: a zygote above `zygote_resident_mb`; an organization above `organization_memory_mb`
+        (its least recently used idle zygotes); the pool above `memory_budget_mb` (the least
+        recently used idle zygotes of organizations above their fair share of it, so an
+        organization within its share keeps its zygotes). Busy zygotes count with their last
+        figure and are never reaped mid-call: RLIMIT_AS and the arena cap bound a call.
+        """
+        mib = 2**20
+        now = time.monotonic()
+        with self._lock:
+            zygotes = [zygote for group in self._zygotes.values() for zygote in group]
+        for zygote in zygotes:
+            # A zygote puts its heap back just after it answers: measure it once it settled.
+            if not zygote.busy and now - zygote.last_used >= 0.02:
+                resident = _private_resident_bytes(zygote.proc.pid)
+                if resident is not None:
+                    zygote.resident = resident
+        victims: list[_Zygote] = []
+        with self._lock:
+            live = [zygote for group in self._zygotes.values() for zygote in group if not zygote.dead]
+            by_org: dict[str, int] = {}
+            for zygote in live:
+                by_org[zygote.organization] = by_org.get(zygote.organization, 0) + zygote.resident
+            total = sum(by_org.values())
+            idle = sorted((zygote for zygote in live if not zygote.busy), key=lambda zygote: zygote.last_used)
+
+            def reap(zygote: _Zygote) -> None:
+                nonlocal total
+                victims.append(zygote)
+                by_org[zygote.organization] -= zygote.resident
+                total -= zygote.resident
+                self._forget_zygote(zygote)
+
+            for zygote in idle:
+                if zygote.resident > self.config.zygote_resident_mb * mib:
+                    reap(zygote)
+            for zygote in idle:
+                if not zygote.dead and by_org[zygote.organization] > self.config.organization_memory_mb * mib:
+                    reap(zygote)
+            if total > self.config.memory_budget_mb * mib:
+                share = self.config.memory_budget_mb * mib / max(1, len([o for o, b in by_org.items() if b]))
+                for zygote in idle:
+                    if total <= self.config.memory_budget_mb * mib:
+                        break
+                    if not zygote.dead and by_org[zygote.organization] > share:
+                        reap(zygote)
+        by_worker: dict[_Worker, list[str]] = {}
+        for zygote in victims:
+            logger.info(
+                "sandbox zygote %s of %s reaped: %d MB resident",
+                zygote.proc.pid,
+                zygote.organization,
+                zygote.resident // mib,
+            )
+            zygote.close()
+            by_worker.setdefault(zygote.worker, []).append(zygote.key)
+        for worker, keys in by_worker.items():
+            self._evict_on(worker, keys)
+        return [zygote.key for zygote in victims]
 
     # --- operations -----------------------------------------------------------------------
     def introspect(
@@ -434,26 +865,31 @@ class LocalJailBackend:
         limits: Limits,
         cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
-        """Evaluate a bundle in a throw-away child and return its manifest."""
+        """Evaluate a bundle in a throw-away child (a throw-away zygote) and return its manifest."""
         worker = self._checkout(None, time.monotonic() + limits.wall_ms / 1000)
+        frame = {"script": script, "env": env, "filename": filename, "limits": _limits_dict(limits)}
+        if not worker.channels:
+            try:
+                reply = self._exchange(
+                    worker, {**frame, "type": "introspect"}, limits=limits, cancel=cancel, egress=None
+                )
+            finally:
+                self._checkin(worker)
+            return dict(reply["manifest"])
+        # Bundle code never runs on a worker's own channel: a hostile bundle breaks only this zygote.
         try:
-            reply = self._exchange(
-                worker,
-                {
-                    "type": "introspect",
-                    "script": script,
-                    "env": env,
-                    "filename": filename,
-                    "limits": _limits_dict(limits),
-                },
-                limits=limits,
-                cancel=cancel,
-                egress=None,
+            zygote, load_id, deadline = self._start_load(
+                worker, f"{INTROSPECT_KEY_PREFIX}{uuid.uuid4().hex}", frame, limits, cancel
             )
         finally:
             self._checkin(worker)
-        manifest: dict[str, Any] = reply["manifest"]
-        return manifest
+        try:
+            self._serve(zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline)
+            reply = self._exchange(zygote, {"type": "introspect"}, limits=limits, cancel=cancel, egress=None)
+        finally:
+            self._kill_zygote(zygote)
+            self._release_zygote(zygote)
+        return dict(reply["manifest"])
 
     def invoke(
         self,
@@ -471,6 +907,46 @@ class LocalJailBackend:
         cancel: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Run one tool call from the zygote state of its bundle (loaded first if needed); the result dict."""
+        call = {
+            "type": "invoke",
+            "key": key,
+            "agent": agent,
+            "tool": tool,
+            "input": input,
+            "context": context,
+            "limits": _limits_dict(limits),
+        }
+        if not self._zygote_channels:
+            return self._invoke_on_worker(
+                key=key,
+                script=script,
+                env=env,
+                filename=filename,
+                call=call,
+                limits=limits,
+                egress=egress,
+                cancel=cancel,
+            )
+        load = {"script": script, "env": env, "filename": filename}
+        zygote = self._zygote_for(key=key, frame=load, limits=limits, cancel=cancel)
+        try:
+            return self._exchange(zygote, call, limits=limits, cancel=cancel, egress=egress)
+        finally:
+            self._release_zygote(zygote)
+
+    def _invoke_on_worker(
+        self,
+        *,
+        key: str,
+        script: str,
+        env: dict[str, str],
+        filename: str,
+        call: dict[str, Any],
+        limits: Limits,
+        egress: EgressPolicy | None,
+        cancel: threading.Event | None,
+    ) -> dict[str, Any]:
+        """Relay mode (the Python runner, the Docker backend): load and invoke over the worker's own stdio."""
         worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
         try:
             if key not in worker.loaded:
@@ -495,21 +971,12 @@ class LocalJailBackend:
                 worker.loaded[key] = None
             else:
                 worker.loaded.move_to_end(key)
-            return self._exchange(
-                worker,
-                {
-                    "type": "invoke",
-                    "key": key,
-                    "agent": agent,
-                    "tool": tool,
-                    "input": input,
-                    "context": context,
-                    "limits": _limits_dict(limits),
-                },
-                limits=limits,
-                cancel=cancel,
-                egress=egress,
-            )
+            try:
+                return self._exchange(worker, call, limits=limits, cancel=cancel, egress=egress)
+            except _ZygoteLost:
+                # The bundle's zygote died (CPU backstop, crash): the next call loads it again.
+                worker.loaded.pop(key, None)
+                raise
         finally:
             self._checkin(worker)
 
@@ -525,12 +992,24 @@ class LocalJailBackend:
     ) -> Any:
         """Test-only: run a jail probe in a throw-away child under the call jail (needs `test_probes=True`).
 
-        With `key` (native runner, probe "arena"): the restore figures of that key's zygote, from
-        a worker that has it loaded.
+        With `key` (native runner, probe "arena"): the restore figures of that key's zygote.
         """
         limits = limits or Limits(wall_ms=10_000)
-        worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
         frame = {"type": "probe", "probe": name, "args": args or {}, "limits": _limits_dict(limits)}
+        if key is not None and self._zygote_channels:
+            with self._lock:
+                idle = [zygote for zygote in self._zygotes.get(key, []) if not zygote.busy]
+                if not idle:
+                    raise SandboxError(SANDBOX_CRASH, f"no idle zygote of {key!r}")
+                zygote = idle[-1]
+                zygote.busy = True
+            try:
+                return self._exchange(
+                    zygote, {**frame, "key": key}, limits=limits, cancel=cancel, egress=egress
+                )["probe"]
+            finally:
+                self._release_zygote(zygote)
+        worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
         if key is not None:
             frame["key"] = key
         try:
@@ -538,6 +1017,18 @@ class LocalJailBackend:
         finally:
             self._checkin(worker)
         return reply["probe"]
+
+
+# The worker's own control frames (load's fork, evict, reap) answer within microseconds.
+_CONTROL_LIMITS = Limits(wall_ms=5000)
+
+
+class _ZygoteLost(SandboxError):
+    """A classified error after which the key's zygote is gone (the next call loads it again)."""
+
+
+class _WriteStalled(Exception):
+    """The other end did not read a frame before the deadline."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -549,10 +1040,18 @@ def _limits_dict(limits: Limits) -> dict[str, int]:
     return limits.to_dict()
 
 
-def _write_all(fd: int, payload: bytes) -> None:
+def _write_all(fd: int, payload: bytes, deadline: float) -> None:
+    """Write all of `payload`; on a non-blocking fd, wait for room until `deadline` (else _WriteStalled)."""
+    import select
+
     view = memoryview(payload)
     while view:
-        view = view[os.write(fd, view) :]
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+                raise _WriteStalled(f"{len(view)} bytes unread at the deadline") from None
 
 
 def _select(fds: list[int], timeout: float) -> list[int]:

@@ -33,6 +33,7 @@ def boot_block(
     probes: bool,
     verify_restore: bool = False,
     break_restore: bool = False,
+    channels: bool = False,
 ) -> bytes:
     """The bytes the native runner reads from its boot fd."""
     worker_bpf, call_bpf = jail.export_filters(config.layers) if config.layers.seccomp else (b"", b"")
@@ -43,6 +44,7 @@ def boot_block(
             "probes": probes,
             "verify_restore": verify_restore,
             "break_restore": break_restore,
+            "channels": channels,
             "runtime": str(RUNTIME_PATH),
         }
     ).encode()
@@ -59,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-verify-restore", action="store_true", help=argparse.SUPPRESS)
     # Test-only: restores copy nothing back, to prove that the verify mode notices.
     parser.add_argument("--test-break-restore", action="store_true", help=argparse.SUPPRESS)
+    # The local pool's mode: stdin is a unix socket, and each zygote gets its own channel to the
+    # host, passed over it (see "zygote channels" in runner.c).
+    parser.add_argument("--zygote-channels", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     config = jail.JailConfig.from_json(args.jail)
     status = jail.apply_jail(config, defer_seccomp=True)
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         probes=args.test_probes,
         verify_restore=args.test_verify_restore,
         break_restore=args.test_break_restore,
+        channels=args.zygote_channels,
     )
     if len(block) >= _PIPE_CAPACITY:
         print(f"native runner boot block of {len(block)} bytes does not fit a pipe", file=sys.stderr)

@@ -1906,7 +1906,7 @@ static void close_private_fds(int keep_a, int keep_b) {
     for (int i = 0; i < 2; i++)
         if (own_fds[i] >= 0) close(own_fds[i]);
     for (int i = 0; i < nzygotes; i++) {
-        if (zygotes[i].dead) continue; /* closed when it died */
+        if (zygotes[i].dead || zygotes[i].command_fd < 0) continue; /* closed when it died, or none */
         close(zygotes[i].command_fd);
         close(zygotes[i].status_fd);
     }
@@ -1915,7 +1915,8 @@ static void close_private_fds(int keep_a, int keep_b) {
 /* A process forked from the worker keeps nothing of the worker's zygotes. */
 static void forget_zygotes(int keep_a, int keep_b) {
     close_private_fds(keep_a, keep_b);
-    for (int i = 0; i < nzygotes; i++) munmap(zygotes[i].slot, sizeof(CallSlot));
+    for (int i = 0; i < nzygotes; i++)
+        if (zygotes[i].slot) munmap(zygotes[i].slot, sizeof(CallSlot));
     nzygotes = 0;
 }
 
@@ -2064,6 +2065,17 @@ static void zygote_call(JSValue frame) {
         /* The `arena` test probe: what this zygote's restores cost so far (nothing to restore). */
         char *id = wjson_key(frame, "id"), *name = wstr_key(frame, "probe");
         Buf f = {0};
+        if (!strcmp(name, "garbage")) {
+            /* Test-only: what a zygote that lost control of its output would send (a header
+             * announcing more than follows, then bytes that are not JSON): the host must drop
+             * this zygote and nothing else. */
+            static const char junk[] = "\x00\x00\x00\x10{\"type\":\"result\",";
+            write_all(STDOUT, junk, sizeof junk - 1);
+            free(id);
+            free(name);
+            JS_FreeValue(wctx, frame);
+            return;
+        }
         if (strcmp(name, "arena")) {
             fail("sandbox_crash", NULL, "a bundle zygote answers only the 'arena' probe, not '%s'", name);
             send_error(id);
@@ -2188,11 +2200,11 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
 }
 
 static void zygote_close(Zygote *z) {
-    if (!z->dead) {
+    if (!z->dead && z->command_fd >= 0) {
         close(z->command_fd);
         close(z->status_fd);
     }
-    munmap(z->slot, sizeof(CallSlot));
+    if (z->slot) munmap(z->slot, sizeof(CallSlot));
     free(z->forwarded_id);
     free(z->key);
 }
@@ -2350,6 +2362,233 @@ static void handle_invoke(JSValueConst frame, const char *text, size_t n, const 
     stdin_owner = i;
 }
 
+static int has_key(JSValueConst frame);
+
+/* ------------------------------------------------------------------ zygote channels (boot "channels")
+ *
+ * The local pool's mode: each zygote gets its own pair of pipes to the host, dup'ed onto the
+ * zygote's fds 0/1 at fork, and the host's ends are sent to the host over the worker's stdin
+ * (a unix socket in this mode) with SCM_RIGHTS. The host then talks to the zygote directly for
+ * everything of its key (load result, invokes, fetch results, cancels); the zygote never holds
+ * the worker's stdin or stdout, so a zygote that misbehaves can only break its own channel. The
+ * worker only forks (load), kills (evict) and reports how a zygote died (reap). Without the
+ * mode (the Docker backend's attached stdio cannot carry fds) the stdin hand-off above serves. */
+
+static int channels;
+
+/* Send the host's ends of a new zygote's channel over fd 0: one byte carrying both fds. */
+static int send_channel(int to_zygote, int from_zygote) {
+    char byte = 'z';
+    struct iovec iov = {&byte, 1};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = {0};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf;
+    msg.msg_controllen = sizeof control.buf;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+    int fds[2] = {to_zygote, from_zygote};
+    memcpy(CMSG_DATA(c), fds, sizeof fds);
+    ssize_t r;
+    do r = sendmsg(STDIN, &msg, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r == 1 ? 0 : -1;
+}
+
+/* The introspect frame in a (throw-away) zygote that loaded the bundle: its manifest. */
+static void zygote_introspect(JSValue frame) {
+    char *id = wjson_key(frame, "id");
+    free(g_err.detail);
+    g_err = (Err){0};
+    char *manifest = engine_introspect();
+    Buf f = {0};
+    if (manifest) {
+        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"manifest\":", id);
+        buf_str(&f, manifest);
+        buf_str(&f, "}");
+        if (write_frame(STDOUT, f.p, f.n) < 0) _exit(3);
+    } else {
+        send_error(id);
+    }
+    free(manifest);
+    free(f.p);
+    free(id);
+    JS_FreeValue(wctx, frame);
+}
+
+/* A zygote on its own channel (fds 0/1 are its pipes to the host): load, answer the load frame
+ * itself, then serve the frames of its key until the host closes the channel. */
+static __attribute__((noreturn)) void zygote_channel_main(JSValueConst frame, const Limits *lim) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (layers.close_fds) close_all_but(STDIN, STDOUT);
+    nzygotes = 0;
+    nanswered = 0;
+    char *load_id = wjson_key(frame, "id");
+    struct rlimit cpu;
+    getrlimit(RLIMIT_CPU, &cpu);
+    if (layers.rlimits) {
+        rlim_t budget = (rlim_t)((lim->cpu_ms + 999) / 1000 + 1);
+        struct rlimit r = {budget < cpu.rlim_max ? budget : cpu.rlim_max, cpu.rlim_max};
+        setrlimit(RLIMIT_CPU, &r);
+    }
+    int loaded = engine_load(frame, lim) == 0;
+    if (loaded && layers.rlimits) {
+        struct rlimit r = {cpu.rlim_max, cpu.rlim_max};
+        setrlimit(RLIMIT_CPU, &r);
+    }
+    if (loaded && arena_take_snapshot() < 0) {
+        fail("sandbox_crash", NULL, "could not snapshot the loaded JS heap: %s", strerror(errno));
+        loaded = 0;
+    }
+    if (loaded) settle();
+    if (loaded && jail_for_calls() < 0) {
+        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
+        loaded = 0;
+    }
+    if (!loaded) {
+        send_error(load_id);
+        _exit(0);
+    }
+    Buf ok = {0};
+    buf_fmt(&ok, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false}", load_id);
+    if (write_frame(STDOUT, ok.p, ok.n) < 0) _exit(0);
+    free(ok.p);
+    free(load_id);
+    for (;;) {
+        char *text;
+        size_t n;
+        int r = read_frame(STDIN, &text, &n);
+        if (r == 0) _exit(0); /* the host dropped this zygote */
+        if (r < 0) _exit(5);
+        JSValue f = wire_parse(text, n);
+        free(text);
+        if (JS_IsException(f)) _exit(5);
+        if (wtype_is(f, "invoke") || (probes_enabled && wtype_is(f, "probe"))) {
+            zygote_call(f);
+        } else if (wtype_is(f, "introspect")) {
+            zygote_introspect(f);
+        } else if (wtype_is(f, "cancel") || wtype_is(f, "fetch-result")) {
+            JS_FreeValue(wctx, f); /* late frames of a call that already ended */
+        } else {
+            char *id = wjson_key(f, "id");
+            fail("sandbox_crash", NULL, "a bundle zygote does not serve this frame type");
+            send_error(id);
+            free(id);
+            JS_FreeValue(wctx, f);
+        }
+    }
+}
+
+static void evict_listed(JSValueConst frame) {
+    JSValue ev = wget(frame, "evict");
+    int64_t count = 0;
+    if (JS_IsArray(ev)) JS_GetLength(wctx, ev, &count);
+    for (int64_t i = 0; i < count; i++) {
+        JSValue k = JS_GetPropertyInt64(wctx, ev, i);
+        char *key = wstr(k);
+        evict(key);
+        free(key);
+        JS_FreeValue(wctx, k);
+    }
+    JS_FreeValue(wctx, ev);
+}
+
+/* `load` in channel mode: fork the zygote on a new channel, send the host its ends and answer
+ * at once with the zygote's pid; the zygote answers the load itself on its channel. */
+static void handle_load_channel(JSValueConst frame, const char *id) {
+    evict_listed(frame);
+    char *key = wstr_key(frame, "key");
+    evict(key); /* a key the host loads again is one whose channel it gave up */
+    Limits lim;
+    if (limits_parse(frame, &lim) < 0 || nzygotes == MAX_ZYGOTES) {
+        if (nzygotes == MAX_ZYGOTES) fail("sandbox_crash", NULL, "too many bundle zygotes in one worker");
+        send_error(id);
+        free(key);
+        return;
+    }
+    int in[2], out[2];
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) die("pipe");
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        if (dup2(in[0], STDIN) < 0 || dup2(out[1], STDOUT) < 0) _exit(6);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        zygote_channel_main(frame, &lim);
+    }
+    close(in[0]);
+    close(out[1]);
+    int sent = send_channel(in[1], out[0]);
+    close(in[1]);
+    close(out[0]);
+    if (sent < 0) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        fail("sandbox_crash", NULL, "could not pass the zygote's channel to the host: %s", strerror(errno));
+        send_error(id);
+        free(key);
+        return;
+    }
+    zygotes[nzygotes++] = (Zygote){key, pid, -1, -1, NULL, NULL, 0, 0};
+    Buf f = {0};
+    buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"pid\":%d}", id, (int)pid);
+    write_frame(STDOUT, f.p, f.n);
+    free(f.p);
+}
+
+/* `reap {key}`: the host saw the zygote's channel close; say how it died (and reap it). */
+static void handle_reap(JSValueConst frame, const char *id) {
+    char *key = wstr_key(frame, "key");
+    int i = zygote_find(key);
+    free(key);
+    if (i < 0) {
+        fail("sandbox_crash", NULL, "the bundle's zygote is gone");
+        send_error_frame(id, 1);
+        return;
+    }
+    Zygote z = zygotes[i];
+    zygote_remove(i);
+    int st = 0;
+    if (waitpid(z.pid, &st, WNOHANG) == 0) {
+        kill(z.pid, SIGKILL);
+        waitpid(z.pid, &st, 0);
+    }
+    z.dead = 1; /* no pipes to close */
+    zygote_close(&z);
+    fail_exit(st, "the call");
+    send_error_frame(id, 1);
+}
+
+/* The frames only channel mode has (or serves differently); 0 when `kind` is not one. */
+static int handle_channel_frame(const char *kind, JSValueConst frame, const char *id) {
+    if (!strcmp(kind, "load")) {
+        handle_load_channel(frame, id);
+    } else if (!strcmp(kind, "reap")) {
+        handle_reap(frame, id);
+    } else if (!strcmp(kind, "evict")) {
+        evict_listed(frame);
+        Buf f = {0};
+        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true}", id);
+        write_frame(STDOUT, f.p, f.n);
+        free(f.p);
+    } else if (!strcmp(kind, "invoke") || (!strcmp(kind, "probe") && has_key(frame))) {
+        fail("sandbox_crash", NULL, "a '%s' frame goes to its zygote's own channel", kind);
+        send_error_frame(id, 1);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 static int has_key(JSValueConst frame) {
     JSValue key = wget(frame, "key");
     int present = JS_IsString(key);
@@ -2366,7 +2605,8 @@ static void handle_frame(const char *text, size_t n) {
     JS_FreeValue(wctx, tv);
     char *id = wjson_key(frame, "id");
     int known = !strcmp(kind, "load") || !strcmp(kind, "invoke") || !strcmp(kind, "introspect") ||
-                (probes_enabled && !strcmp(kind, "probe"));
+                (probes_enabled && !strcmp(kind, "probe")) ||
+                (channels && (!strcmp(kind, "reap") || !strcmp(kind, "evict")));
     if (!strcmp(kind, "cancel") || !strcmp(kind, "fetch-result")) {
         /* late frames for a call that already ended */
     } else if (!known) {
@@ -2375,6 +2615,8 @@ static void handle_frame(const char *text, size_t n) {
     } else if (!have_engine && strcmp(kind, "probe")) {
         fail("sandbox_crash", NULL, "engine unavailable");
         send_error(id);
+    } else if (channels && handle_channel_frame(kind, frame, id)) {
+        /* answered */
     } else if (!strcmp(kind, "load")) {
         handle_load(frame, id);
     } else if (!strcmp(kind, "invoke")) {
@@ -2459,6 +2701,7 @@ int main(int argc, char **argv) {
                       wbool(lv, "netns"),    wbool(lv, "close_fds"), wbool(lv, "clear_env")};
     JS_FreeValue(wctx, lv);
     probes_enabled = wbool(config, "probes");
+    channels = wbool(config, "channels");
     verify_restore = wbool(config, "verify_restore");
     break_restore = wbool(config, "break_restore");
     char *path = wstr_key(config, "runtime");
