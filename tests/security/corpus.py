@@ -72,6 +72,7 @@ def hostile_bundle(tools: dict[str, str], *, top_level: str = "") -> Transformed
 # built-in or foreign environment left by an earlier call shows up as a difference.
 VICTIM_TOOLS = {
     "fingerprint": """async (input, context) => {
+    if (input && input.waitMs) await new Promise((resolve) => setTimeout(resolve, input.waitMs));
     const names = (o) => Object.getOwnPropertyNames(o).sort();
     const symbols = (o) => Object.getOwnPropertySymbols(o).map(String).sort();
     const enumerated = (o) => { const keys = []; for (const k in o) keys.push(k); return keys; };
@@ -198,6 +199,13 @@ class CorpusSandbox:
         self.assert_victim_unaffected(f"after {tool}")
         return result
 
+    def assert_fresh_for(self, bundle: TransformedBundle, *, org: str = ATTACKER, wait_ms: int = 0) -> None:
+        """`org`'s own next call of `bundle` (its `fingerprint` tool) starts from a fresh sandbox."""
+        result = self.invoke(bundle, "fingerprint", {"waitMs": wait_ms}, org=org, limits=Limits(cpu_ms=2000, wall_ms=5000))
+        assert result.ok, f"{org}'s next call failed: {result.error}"
+        ignored = {"echo": None, "env": None, "resourceId": None}
+        assert {**result.output, **ignored} == {**self.baseline, **ignored}, _difference(self.baseline, result.output)
+
     def assert_victim_unaffected(self, marker: str) -> None:
         """The victim's next call (same worker where the pool has one) sees a fresh sandbox."""
         seen = self.victim_call(marker)
@@ -212,7 +220,7 @@ class CorpusSandbox:
 
 
 def _difference(expected: dict[str, Any], seen: dict[str, Any]) -> str:
-    changed = {key: seen.get(key) for key in set(expected) | set(seen) if key != "echo" and expected.get(key) != seen.get(key)}
+    changed = {key: seen.get(key) for key in set(expected) | set(seen) if key not in {"echo", "env", "resourceId"} and expected.get(key) != seen.get(key)}
     return f"the victim's state differs from a fresh sandbox: {json.dumps(changed, default=str)[:2000]}"
 
 
