@@ -296,12 +296,19 @@ class RecordingHandler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         type(self).seen.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 1 << 20))
+        # /redirect?[status=N&]to=URL, /loop (to itself), /hops/N (N more hops, then 200).
         if self.path.startswith("/redirect"):
-            target = self.path.split("to=", 1)[1]
-            self.send_response(302)
-            self.send_header("Location", target)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            status = int(self.path.split("status=", 1)[1].split("&", 1)[0]) if "status=" in self.path else 302
+            self._redirect(status, self.path.split("to=", 1)[1])
+            return
+        if self.path == "/loop":
+            self._redirect(302, "/loop")
+            return
+        if self.path.startswith("/hops/") and int(self.path.rsplit("/", 1)[1]) > 0:
+            self._redirect(302, f"/hops/{int(self.path.rsplit('/', 1)[1]) - 1}")
             return
         body = json.dumps({"path": self.path}).encode()
         self.send_response(200)
@@ -309,6 +316,12 @@ class RecordingHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _redirect(self, status: int, location: str) -> None:
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _answer  # noqa: N815
 
