@@ -259,7 +259,7 @@ def assert_within_limits(result: api.InvokeResult, *, limits: Limits, elapsed_s:
         assert usage["peak_memory_bytes"] <= limits.memory_mb * MIB, usage
     if "fetches" in usage:
         assert usage["fetches"] <= limits.max_fetches, usage
-    log_bytes = sum(len(str(entry.get("message", "")).encode()) for entry in result.logs)
+    log_bytes = sum(len(str(entry.get("message", "")).encode("utf-8", "surrogatepass")) for entry in result.logs)
     assert log_bytes <= limits.log_bytes + LOG_MARKER_BYTES, f"{log_bytes} bytes of logs"
     assert len(result.logs) <= limits.log_bytes, f"{len(result.logs)} log entries"
     if result.ok:
