@@ -79,9 +79,13 @@ VICTIM_TOOLS = {
     const natives = {};
     for (const [label, fn] of Object.entries({
       stringify: JSON.stringify, parse: JSON.parse, push: Array.prototype.push, then: Promise.prototype.then,
-      resolve: Promise.resolve, keys: Object.keys, toStr: Object.prototype.toString, call: Function.prototype.call,
+      resolve: Promise.resolve, keys: Object.keys, toStr: Object.prototype.toString,
+      call: Function.prototype.call,
       hasOwn: Object.prototype.hasOwnProperty, map: Array.prototype.map, join: Array.prototype.join,
-    })) natives[label] = typeof fn === "function" && Function.prototype.toString.call(fn).includes("[native code]");
+    })) {
+      const source = typeof fn === "function" ? Function.prototype.toString.call(fn) : "";
+      natives[label] = source.includes("[native code]");
+    }
     const timer = await new Promise((resolve) => setTimeout(() => resolve("fired"), 1));
     const a = [];
     a.push(1, 2);
@@ -201,10 +205,14 @@ class CorpusSandbox:
 
     def assert_fresh_for(self, bundle: TransformedBundle, *, org: str = ATTACKER, wait_ms: int = 0) -> None:
         """`org`'s own next call of `bundle` (its `fingerprint` tool) starts from a fresh sandbox."""
-        result = self.invoke(bundle, "fingerprint", {"waitMs": wait_ms}, org=org, limits=Limits(cpu_ms=2000, wall_ms=5000))
+        result = self.invoke(
+            bundle, "fingerprint", {"waitMs": wait_ms}, org=org, limits=Limits(cpu_ms=2000, wall_ms=5000)
+        )
         assert result.ok, f"{org}'s next call failed: {result.error}"
         ignored = {"echo": None, "env": None, "resourceId": None}
-        assert {**result.output, **ignored} == {**self.baseline, **ignored}, _difference(self.baseline, result.output)
+        assert {**result.output, **ignored} == {**self.baseline, **ignored}, _difference(
+            self.baseline, result.output
+        )
 
     def assert_victim_unaffected(self, marker: str) -> None:
         """The victim's next call (same worker where the pool has one) sees a fresh sandbox."""
@@ -220,7 +228,11 @@ class CorpusSandbox:
 
 
 def _difference(expected: dict[str, Any], seen: dict[str, Any]) -> str:
-    changed = {key: seen.get(key) for key in set(expected) | set(seen) if key not in {"echo", "env", "resourceId"} and expected.get(key) != seen.get(key)}
+    changed = {
+        key: seen.get(key)
+        for key in set(expected) | set(seen)
+        if key not in {"echo", "env", "resourceId"} and expected.get(key) != seen.get(key)
+    }
     return f"the victim's state differs from a fresh sandbox: {json.dumps(changed, default=str)[:2000]}"
 
 
@@ -232,7 +244,9 @@ def assert_classified(
 ) -> None:
     """The call ended with one of the expected error types, or with a result proving nothing happened."""
     if errors is not None:
-        assert not result.ok, f"expected one of {sorted(errors)}, the call succeeded with {result.output!r:.500}"
+        assert not result.ok, (
+            f"expected one of {sorted(errors)}, the call succeeded with {result.output!r:.500}"
+        )
         assert result.error is not None
         assert set(result.error) == {"type", "message", "detail"}, result.error
         assert result.error["type"] in CODES, result.error
@@ -244,9 +258,13 @@ def assert_classified(
         assert harmless(result.output) is not False, f"the result shows an effect: {result.output!r:.1000}"
 
 
-def assert_within_limits(result: api.InvokeResult, *, limits: Limits, elapsed_s: float, grace_ms: int) -> None:
+def assert_within_limits(
+    result: api.InvokeResult, *, limits: Limits, elapsed_s: float, grace_ms: int
+) -> None:
     """The call's own usage figures, logs, output and fetch count stay inside the call's limits."""
-    assert elapsed_s < (limits.wall_ms + grace_ms) / 1000 + HOST_SLACK_S, f"the call held its caller {elapsed_s:.1f} s"
+    assert elapsed_s < (limits.wall_ms + grace_ms) / 1000 + HOST_SLACK_S, (
+        f"the call held its caller {elapsed_s:.1f} s"
+    )
     usage = result.usage
     if result.error is not None and result.error["type"] == "cpu_limit":
         # Finding 5: a call ended by the CPU backstop must still meter what it spent.
@@ -259,11 +277,15 @@ def assert_within_limits(result: api.InvokeResult, *, limits: Limits, elapsed_s:
         assert usage["peak_memory_bytes"] <= limits.memory_mb * MIB, usage
     if "fetches" in usage:
         assert usage["fetches"] <= limits.max_fetches, usage
-    log_bytes = sum(len(str(entry.get("message", "")).encode("utf-8", "surrogatepass")) for entry in result.logs)
+    log_bytes = sum(
+        len(str(entry.get("message", "")).encode("utf-8", "surrogatepass")) for entry in result.logs
+    )
     assert log_bytes <= limits.log_bytes + LOG_MARKER_BYTES, f"{log_bytes} bytes of logs"
     assert len(result.logs) <= limits.log_bytes, f"{len(result.logs)} log entries"
     if result.ok:
-        size = len(json.dumps(result.output, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass"))
+        size = len(
+            json.dumps(result.output, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
+        )
         assert size <= limits.output_bytes, f"{size} bytes of output"
 
 

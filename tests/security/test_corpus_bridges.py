@@ -3,6 +3,8 @@ engine loop, C or the host (fetch, timers, crypto, TextEncoder/Decoder, console,
 URL, atob/btoa, Response). Every call ends classified within its limits, and the pool survives it.
 """
 
+# ruff: noqa: E501 - the cases are JavaScript sources, kept one statement a line
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -11,7 +13,14 @@ from typing import Any
 import pytest
 
 from execution.sandbox.egress import EgressPolicy
-from tests.security.corpus import FAST, CorpusSandbox, RecordingHandler, corpus_sandbox, hostile_bundle, recording_server
+from tests.security.corpus import (
+    FAST,
+    CorpusSandbox,
+    RecordingHandler,
+    corpus_sandbox,
+    hostile_bundle,
+    recording_server,
+)
 
 SPIN = "() => { while (true) {} }"
 
@@ -19,85 +28,140 @@ SPIN = "() => { while (true) {} }"
 CASES: dict[str, tuple[str, set[str] | None]] = {
     # ---- fetch
     # The server refuses these (431) or the sandbox does (TypeError): either way a report comes back.
-    "fetchHugeHeader": ("""async ({ url }) => {
+    "fetchHugeHeader": (
+        """async ({ url }) => {
         try { return (await fetch(url, { headers: { 'x-big': 'a'.repeat(2000000) } })).status; } catch (e) { return e.name; } }""",
-                        None),
-    "fetchManyHeaders": ("""async ({ url }) => {
+        None,
+    ),
+    "fetchManyHeaders": (
+        """async ({ url }) => {
         const headers = {}; for (let i = 0; i < 20000; i++) headers['x-h' + i] = 'v';
-        try { return (await fetch(url, { headers })).status; } catch (e) { return e.name; } }""", None),
-    "fetchHeaderInjection": ("""async ({ url }) => {
+        try { return (await fetch(url, { headers })).status; } catch (e) { return e.name; } }""",
+        None,
+    ),
+    "fetchHeaderInjection": (
+        """async ({ url }) => {
         const outcomes = [];
         for (const [k, v] of [["x-a", "1\\r\\nInjected: yes"], ["x-b\\r\\nInjected", "yes"], ["x-c", "1\\nInjected: yes"],
                               ["x-d", "1\\u0000Injected"], ["host", "evil.example"], ["transfer-encoding", "chunked"]]) {
           try { outcomes.push((await fetch(url, { headers: [[k, v]] })).status); } catch (e) { outcomes.push(e && e.name); }
         }
-        return outcomes; }""", None),
-    "fetchOddMethods": ("""async ({ url }) => {
+        return outcomes; }""",
+        None,
+    ),
+    "fetchOddMethods": (
+        """async ({ url }) => {
         const outcomes = [];
         for (const method of ["TRACE", "CONNECT", "TRACK", "GET\\r\\nInjected: yes", "", "a".repeat(100000), "G ET", "\\u0100"]) {
           try { outcomes.push((await fetch(url, { method })).status); } catch (e) { outcomes.push(e && e.name); }
         }
-        return outcomes; }""", None),
-    "fetchNonStringUrls": ("""async () => {
+        return outcomes; }""",
+        None,
+    ),
+    "fetchNonStringUrls": (
+        """async () => {
         const outcomes = [];
         for (const input of [123, null, undefined, {}, [], true, () => 1, new Proxy({}, {}), Object.create(null)]) {
           try { await fetch(input); outcomes.push("fetched"); } catch (e) { outcomes.push(e && e.name); }
         }
         try { await fetch(Symbol("s")); outcomes.push("fetched"); } catch (e) { outcomes.push(e && e.name); }
-        return outcomes; }""", None),
-    "fetchUrlToStringThrows": ("async () => fetch({ toString() { throw new Error('boom from toString'); } })", {"tool_error"}),
+        return outcomes; }""",
+        None,
+    ),
+    "fetchUrlToStringThrows": (
+        "async () => fetch({ toString() { throw new Error('boom from toString'); } })",
+        {"tool_error"},
+    ),
     "fetchUrlToStringSpins": (f"async () => fetch({{ toString: {SPIN} }})", {"cpu_limit", "timeout"}),
-    "fetchInitGetterThrows": ("async ({ url }) => fetch(url, { get method() { throw new Error('getter'); } })", {"tool_error"}),
-    "fetchHeadersProxyThrows": ("""async ({ url }) => fetch(url, { headers: new Proxy({}, {
-        ownKeys() { throw new Error('trap'); }, get() { throw new Error('trap'); } }) })""", {"tool_error"}),
-    "fetchHugeBody": ("async ({ url }) => (await fetch(url, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) })).status",
-                      {"tool_error", "egress_denied", "memory_limit"}),
-    "fetchBodyKinds": ("""async ({ url }) => {
+    "fetchInitGetterThrows": (
+        "async ({ url }) => fetch(url, { get method() { throw new Error('getter'); } })",
+        {"tool_error"},
+    ),
+    "fetchHeadersProxyThrows": (
+        """async ({ url }) => fetch(url, { headers: new Proxy({}, {
+        ownKeys() { throw new Error('trap'); }, get() { throw new Error('trap'); } }) })""",
+        {"tool_error"},
+    ),
+    "fetchHugeBody": (
+        "async ({ url }) => (await fetch(url, { method: 'POST', body: 'x'.repeat(2 * 1024 * 1024) })).status",
+        {"tool_error", "egress_denied", "memory_limit"},
+    ),
+    "fetchBodyKinds": (
+        """async ({ url }) => {
         const outcomes = [];
         for (const body of [{ toString() { throw new Error('b'); } }, Symbol('s'), new Proxy({}, { get() { throw new Error('p'); } }),
                             new Uint8Array(16), new ArrayBuffer(8), new DataView(new ArrayBuffer(4)), 123n]) {
           try { outcomes.push((await fetch(url, { method: 'POST', body })).status); } catch (e) { outcomes.push(e && e.name); }
         }
-        return outcomes; }""", None),
-    "fetchHugeUrl": ("async ({ url }) => (await fetch(url + '?q=' + 'a'.repeat(4 * 1024 * 1024))).status",
-                     {"egress_denied", "tool_error", "memory_limit"}),
-    "fetchResponseAbuse": ("""async ({ url }) => {
+        return outcomes; }""",
+        None,
+    ),
+    "fetchHugeUrl": (
+        "async ({ url }) => (await fetch(url + '?q=' + 'a'.repeat(4 * 1024 * 1024))).status",
+        {"egress_denied", "tool_error", "memory_limit"},
+    ),
+    "fetchResponseAbuse": (
+        """async ({ url }) => {
         const r = await fetch(url);
         const outcomes = [];
         for (const f of [() => r.text(), () => r.text(), () => r.json(), () => r.arrayBuffer(), () => r.clone()]) {
           try { await f(); outcomes.push("ok"); } catch (e) { outcomes.push(e && e.name); }
         }
-        return outcomes; }""", None),
+        return outcomes; }""",
+        None,
+    ),
     # ---- timers
-    "timerOddDelays": ("""async () => {
+    "timerOddDelays": (
+        """async () => {
         const delays = [NaN, -1, -Infinity, "abc", null, {}, [], "10", -0, 0.0001];
         const fired = await Promise.all(delays.map((d) => new Promise((r) => setTimeout(() => r(true), d))));
-        return fired.every(Boolean); }""", None),
-    "timerHugeDelays": ("""async () => {
+        return fired.every(Boolean); }""",
+        None,
+    ),
+    "timerHugeDelays": (
+        """async () => {
         const outcomes = [];
         for (const d of [Infinity, 1e308, 2 ** 53, 2 ** 31, Number.MAX_VALUE]) {
           const huge = new Promise((r) => setTimeout(() => r("fired"), d));
           const short = new Promise((r) => setTimeout(() => r("short"), 5));
           outcomes.push(await Promise.race([huge, short]));
         }
-        return outcomes; }""", None),
-    "timerDelayValueOfThrows": ("() => setTimeout(() => {}, { valueOf() { throw new Error('delay'); } })", {"tool_error"}),
-    "timerDelayValueOfSpins": (f"() => setTimeout(() => {{}}, {{ valueOf: {SPIN} }})", {"cpu_limit", "timeout"}),
-    "timerStringCallback": ("""() => {
+        return outcomes; }""",
+        None,
+    ),
+    "timerDelayValueOfThrows": (
+        "() => setTimeout(() => {}, { valueOf() { throw new Error('delay'); } })",
+        {"tool_error"},
+    ),
+    "timerDelayValueOfSpins": (
+        f"() => setTimeout(() => {{}}, {{ valueOf: {SPIN} }})",
+        {"cpu_limit", "timeout"},
+    ),
+    "timerStringCallback": (
+        """() => {
         const outcomes = [];
         for (const cb of ["globalThis.evaluated = 1", null, 42, {}]) {
           try { setTimeout(cb, 0); outcomes.push("accepted"); } catch (e) { outcomes.push(e && e.name); }
           try { setInterval(cb, 0); outcomes.push("accepted"); } catch (e) { outcomes.push(e && e.name); }
         }
-        return outcomes; }""", None),
-    "timerClearOddIds": ("""() => {
+        return outcomes; }""",
+        None,
+    ),
+    "timerClearOddIds": (
+        """() => {
         for (const id of [NaN, -1, Infinity, null, undefined, {}, "1", 2 ** 60]) { clearTimeout(id); clearInterval(id); }
-        return "cleared"; }""", None),
+        return "cleared"; }""",
+        None,
+    ),
     "timerClearIdValueOfSpins": (f"() => clearTimeout({{ valueOf: {SPIN} }})", {"cpu_limit", "timeout"}),
-    "timerZeroIntervalChurn": ("""() => new Promise((resolve) => {
-        let n = 0; const id = setInterval(() => { n++; if (n === 100) { clearInterval(id); resolve(n); } }, 0); })""", None),
+    "timerZeroIntervalChurn": (
+        """() => new Promise((resolve) => {
+        let n = 0; const id = setInterval(() => { n++; if (n === 100) { clearInterval(id); resolve(n); } }, 0); })""",
+        None,
+    ),
     # ---- crypto
-    "cryptoHostileArrays": ("""() => {
+    "cryptoHostileArrays": (
+        """() => {
         const outcomes = [];
         const inputs = [() => new Uint8Array(1e6), () => new Uint32Array(1e7), () => new Float64Array(8), () => null, () => ({ length: 8 }),
                         () => new DataView(new ArrayBuffer(8)), () => new Proxy(new Uint8Array(8), {}), () => new BigUint64Array(4),
@@ -105,13 +169,24 @@ CASES: dict[str, tuple[str, set[str] | None]] = {
         for (const make of inputs) {
           try { const a = make(); crypto.getRandomValues(a); outcomes.push("filled"); } catch (e) { outcomes.push(e && e.name); }
         }
-        return outcomes; }""", None),
-    "cryptoUuidFlood": ("() => { const s = new Set(); for (let i = 0; i < 2000; i++) s.add(crypto.randomUUID()); return s.size; }", None),
+        return outcomes; }""",
+        None,
+    ),
+    "cryptoUuidFlood": (
+        "() => { const s = new Set(); for (let i = 0; i < 2000; i++) s.add(crypto.randomUUID()); return s.size; }",
+        None,
+    ),
     # ---- TextEncoder / TextDecoder
-    "textEncodeGiant": ("() => new TextEncoder().encode('x'.repeat(64 * 1024 * 1024)).length", {"memory_limit"}),
-    "textDecodeGiant": ("() => new TextDecoder().decode(new Uint8Array(40 * 1024 * 1024)).length",
-                        {"memory_limit", "cpu_limit", "timeout"}),
-    "textOddInputs": ("""() => {
+    "textEncodeGiant": (
+        "() => new TextEncoder().encode('x'.repeat(64 * 1024 * 1024)).length",
+        {"memory_limit"},
+    ),
+    "textDecodeGiant": (
+        "() => new TextDecoder().decode(new Uint8Array(40 * 1024 * 1024)).length",
+        {"memory_limit", "cpu_limit", "timeout"},
+    ),
+    "textOddInputs": (
+        """() => {
         const outcomes = [];
         const tries = [
           () => new TextEncoder().encode("\\ud800\\udfff\\ud800").length,
@@ -127,24 +202,42 @@ CASES: dict[str, tuple[str, set[str] | None]] = {
           () => atob("A".repeat(4 * 1024 * 1024)).length,
         ];
         for (const f of tries) { try { const v = f(); outcomes.push(typeof v); } catch (e) { outcomes.push(e && e.name); } }
-        return outcomes; }""", None),
+        return outcomes; }""",
+        None,
+    ),
     # ---- console
-    "consoleCyclic": ("() => { const a = { n: 1 }; a.self = a; a.list = [a, [a]]; console.log(a); console.dir(a); console.table(a); return 'logged'; }", None),
-    "consoleProxyThrows": ("""() => {
+    "consoleCyclic": (
+        "() => { const a = { n: 1 }; a.self = a; a.list = [a, [a]]; console.log(a); console.dir(a); console.table(a); return 'logged'; }",
+        None,
+    ),
+    "consoleProxyThrows": (
+        """() => {
         const p = new Proxy({}, { get() { throw new Error('get'); }, ownKeys() { throw new Error('keys'); },
                                   getPrototypeOf() { throw new Error('proto'); }, has() { throw new Error('has'); } });
         const { proxy, revoke } = Proxy.revocable({}, {}); revoke();
         console.log(p, proxy, [p], { p });
         console.error(p); console.warn(proxy);
-        return 'logged'; }""", None),
-    "consoleGettersThrow": ("""() => {
+        return 'logged'; }""",
+        None,
+    ),
+    "consoleGettersThrow": (
+        """() => {
         const o = { get boom() { throw new Error('getter'); }, get message() { throw new Error('m'); } };
         const e = new Error('x'); Object.defineProperty(e, 'message', { get() { throw new Error('msg'); } });
         console.log(o, e, { nested: o });
-        return 'logged'; }""", None),
-    "consoleProxySpins": (f"() => {{ console.log(new Proxy({{}}, {{ ownKeys: {SPIN} }})); return 'logged'; }}", {"cpu_limit", "timeout"}),
-    "consoleGetterSpins": (f"() => {{ console.log({{ get slow() {{ while (true) {{}} }} }}); return 'logged'; }}", {"cpu_limit", "timeout"}),
-    "consoleHostileLabels": ("""() => {
+        return 'logged'; }""",
+        None,
+    ),
+    "consoleProxySpins": (
+        f"() => {{ console.log(new Proxy({{}}, {{ ownKeys: {SPIN} }})); return 'logged'; }}",
+        {"cpu_limit", "timeout"},
+    ),
+    "consoleGetterSpins": (
+        "() => { console.log({ get slow() { while (true) {} } }); return 'logged'; }",
+        {"cpu_limit", "timeout"},
+    ),
+    "consoleHostileLabels": (
+        """() => {
         const outcomes = [];
         const labels = [{ toString() { throw new Error('label'); } }, Symbol('s'), null, {}, "x".repeat(100000)];
         for (const label of labels) {
@@ -153,17 +246,26 @@ CASES: dict[str, tuple[str, set[str] | None]] = {
           }
         }
         try { console.assert(false, { toString() { throw new Error('a'); } }); outcomes.push("ok"); } catch (e) { outcomes.push(e && e.name); }
-        return outcomes.length; }""", None),
-    "consoleHugeArray": ("() => { console.log(new Array(1e6).fill('abc')); console.log(new Uint8Array(1e6)); return 'logged'; }", None),
+        return outcomes.length; }""",
+        None,
+    ),
+    "consoleHugeArray": (
+        "() => { console.log(new Array(1e6).fill('abc')); console.log(new Uint8Array(1e6)); return 'logged'; }",
+        None,
+    ),
     # ---- structuredClone, URL, Response
-    "structuredCloneHostile": ("""() => {
+    "structuredCloneHostile": (
+        """() => {
         const outcomes = [];
         const a = { x: 1 }; a.self = a;
         const inputs = [a, new Proxy({}, { get() { throw new Error('p'); } }), () => 1, Symbol('s'),
                         { get boom() { throw new Error('g'); } }, new Array(100000).fill({ a: 1 })];
         for (const v of inputs) { try { structuredClone(v); outcomes.push("cloned"); } catch (e) { outcomes.push(e && e.name); } }
-        return outcomes; }""", None),
-    "urlHostile": ("""() => {
+        return outcomes; }""",
+        None,
+    ),
+    "urlHostile": (
+        """() => {
         const outcomes = [];
         const tries = [
           () => new URLSearchParams("a=1&".repeat(20000)).getAll("a").length,
@@ -175,8 +277,11 @@ CASES: dict[str, tuple[str, set[str] | None]] = {
           () => new URL("http://x/%" + "%".repeat(100000)).href.length,
         ];
         for (const f of tries) { try { f(); outcomes.push("ok"); } catch (e) { outcomes.push(e && e.name); } }
-        return outcomes; }""", None),
-    "responseHostile": ("""async () => {
+        return outcomes; }""",
+        None,
+    ),
+    "responseHostile": (
+        """async () => {
         const outcomes = [];
         const tries = [
           () => new Response("x".repeat(512 * 1024)).text().then((t) => t.length),
@@ -188,15 +293,20 @@ CASES: dict[str, tuple[str, set[str] | None]] = {
           () => Response.redirect("http://127.0.0.1/", 302).headers.get("location"),
         ];
         for (const f of tries) { try { await f(); outcomes.push("ok"); } catch (e) { outcomes.push(e && e.name); } }
-        return outcomes; }""", None),
-    "queueMicrotaskHostile": ("""async () => {
+        return outcomes; }""",
+        None,
+    ),
+    "queueMicrotaskHostile": (
+        """async () => {
         const outcomes = [];
         for (const cb of [null, "code", {}, () => { throw { toString() { while (true) {} } }; }]) {
           try { queueMicrotask(cb); outcomes.push("queued"); } catch (e) { outcomes.push(e && e.name); }
         }
         process.nextTick(() => { throw new Error('tick'); });
         await null; await null;
-        return outcomes; }""", None),
+        return outcomes; }""",
+        None,
+    ),
 }
 
 TOOLS = {name: source for name, (source, _) in CASES.items()}
@@ -237,7 +347,9 @@ def test_bridge_called_with_hostile_arguments(
     egress = EgressPolicy(allow_hosts=["localhost"], unsafe_allow_loopback_for_tests=True)
     url = f"http://localhost:{port}/bridge"
     if errors is None:
-        result = sandbox.attack(bundle, tool, {"url": url}, egress=egress, harmless=lambda out: out is not None)
+        result = sandbox.attack(
+            bundle, tool, {"url": url}, egress=egress, harmless=lambda out: out is not None
+        )
     else:
         result = sandbox.attack(bundle, tool, {"url": url}, egress=egress, errors=errors)
     _no_injection(handler)

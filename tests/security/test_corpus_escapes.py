@@ -4,8 +4,11 @@ QuickJS's std/os, WebAssembly, bytecode, the host's environment and files.
 Each tool reports what it reached; the harmless check proves it reached nothing of the host.
 """
 
+# ruff: noqa: E501 - the cases are JavaScript sources, kept one statement a line
+
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,23 +21,56 @@ from tests.security.corpus import SAMPLES, CorpusSandbox, corpus_sandbox, hostil
 # Names through which an embedding usually exposes the host: QuickJS's own modules and helpers,
 # Node/Deno/Bun objects, the runtime's private API, engine debugging hooks.
 HOST_NAMES = [
-    "std", "os", "bjson", "scriptArgs", "print", "gc", "__loadScript", "load", "read", "readFile",
-    "readbuffer", "quit", "evalScript", "require", "module", "exports", "__filename", "__dirname",
-    "Buffer", "Deno", "Bun", "global", "__lightfastRuntime", "__lightfast", "lightfast", "host",
-    "WebAssembly", "XMLHttpRequest", "WebSocket", "importScripts", "Worker", "SharedWorker",
-    "navigator", "location", "document", "open", "system", "spawn", "exec", "_native", "native",
+    "std",
+    "os",
+    "bjson",
+    "scriptArgs",
+    "print",
+    "gc",
+    "__loadScript",
+    "load",
+    "read",
+    "readFile",
+    "readbuffer",
+    "quit",
+    "evalScript",
+    "require",
+    "module",
+    "exports",
+    "__filename",
+    "__dirname",
+    "Buffer",
+    "Deno",
+    "Bun",
+    "global",
+    "__lightfastRuntime",
+    "__lightfast",
+    "lightfast",
+    "host",
+    "WebAssembly",
+    "XMLHttpRequest",
+    "WebSocket",
+    "importScripts",
+    "Worker",
+    "SharedWorker",
+    "navigator",
+    "location",
+    "document",
+    "open",
+    "system",
+    "spawn",
+    "exec",
+    "_native",
+    "native",
 ]
 
 # zod (a module the platform provides inside the sandbox) keeps its registries on `__zod_*` globals.
-PROBE_GLOBAL = (
-    """(g) => {
-      const names = %s;
+PROBE_GLOBAL = """(g) => {
+      const names = HOST_NAMES_JSON;
       const found = names.filter((n) => { try { return typeof g[n] !== "undefined"; } catch (e) { return true; } });
       const odd = Object.getOwnPropertyNames(g).filter((n) => /^__(?!zod_)|native|host|lightfast|runtime|bridge|engine/i.test(n));
       return { found, odd };
-    }"""
-    % repr(HOST_NAMES).replace("'", '"')
-)
+    }""".replace("HOST_NAMES_JSON", json.dumps(HOST_NAMES))
 
 TOOLS: dict[str, str] = {
     "objectConstructorChain": f"""function () {{
@@ -203,7 +239,9 @@ def _nothing_found(output: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "tool", ["objectConstructorChain", "asyncFunctionConstructor", "generatorConstructors", "globalProbe"]
 )
-def test_constructor_chains_reach_only_the_sandbox_global(sandbox: CorpusSandbox, bundle: Any, tool: str) -> None:
+def test_constructor_chains_reach_only_the_sandbox_global(
+    sandbox: CorpusSandbox, bundle: Any, tool: str
+) -> None:
     result = sandbox.attack(bundle, tool, harmless=_nothing_found)
     if tool == "asyncFunctionConstructor":
         assert result.output["env"] == []
@@ -235,7 +273,9 @@ def test_dynamic_import_loads_no_host_module(sandbox: CorpusSandbox, bundle: Any
 
 def test_require_reaches_only_the_platform_modules(sandbox: CorpusSandbox, bundle: Any) -> None:
     sandbox.attack(
-        bundle, "requireHostModules", harmless=lambda out: out["loaded"] == [] and out["viaFunction"] in {"undefined", "blocked"}
+        bundle,
+        "requireHostModules",
+        harmless=lambda out: out["loaded"] == [] and out["viaFunction"] in {"undefined", "blocked"},
     )
 
 
@@ -244,9 +284,7 @@ def test_no_quickjs_std_or_os(sandbox: CorpusSandbox, bundle: Any) -> None:
 
 
 def test_no_webassembly(sandbox: CorpusSandbox, bundle: Any) -> None:
-    sandbox.attack(
-        bundle, "webAssembly", harmless=lambda out: set(out.values()) == {"undefined"}
-    )
+    sandbox.attack(bundle, "webAssembly", harmless=lambda out: set(out.values()) == {"undefined"})
 
 
 def test_engine_accepts_source_only_never_bytecode(sandbox: CorpusSandbox, bundle: Any) -> None:
@@ -277,7 +315,9 @@ def test_no_file_or_proc_reads(sandbox: CorpusSandbox, bundle: Any) -> None:
         assert all(" -> " not in attempt for attempt in output["attempts"]), output
 
     sandbox.attack(bundle, "procAndFileReads", harmless=check)
-    sandbox.attack(bundle, "procViaFetchUncaught", errors={"egress_denied"}, egress=EgressPolicy(allow_hosts=["*"]))
+    sandbox.attack(
+        bundle, "procViaFetchUncaught", errors={"egress_denied"}, egress=EgressPolicy(allow_hosts=["*"])
+    )
 
 
 def test_reachable_strings_hold_no_host_secret_or_path(sandbox: CorpusSandbox, bundle: Any) -> None:

@@ -2,6 +2,8 @@
 arrays, JSON bombs. Small limits keep each case short; each ends at its limit, classified.
 """
 
+# ruff: noqa: E501 - the cases are JavaScript sources, kept one statement a line
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -11,7 +13,13 @@ import pytest
 
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.limits import Limits
-from tests.security.corpus import CorpusSandbox, RecordingHandler, corpus_sandbox, hostile_bundle, recording_server
+from tests.security.corpus import (
+    CorpusSandbox,
+    RecordingHandler,
+    corpus_sandbox,
+    hostile_bundle,
+    recording_server,
+)
 
 LIMIT_ENDED = {"cpu_limit", "timeout"}
 MEMORY_ENDED = {"memory_limit"}
@@ -20,58 +28,120 @@ MEMORY_ENDED = {"memory_limit"}
 CASES: dict[str, tuple[str, set[str] | None]] = {
     # ---- logs
     "logsManySmall": ("() => { for (let i = 0; i < 100000; i++) console.log('x', i); return 'done'; }", None),
-    "logsFewHuge": ("() => { const s = 'x'.repeat(4 * 1024 * 1024); for (let i = 0; i < 3; i++) console.log(s); return 'done'; }", None),
+    "logsFewHuge": (
+        "() => { const s = 'x'.repeat(4 * 1024 * 1024); for (let i = 0; i < 3; i++) console.log(s); return 'done'; }",
+        None,
+    ),
     "logsEmpty": ("() => { for (let i = 0; i < 20000; i++) console.log(); return 'done'; }", None),
     "logsEmptyStrings": ("() => { for (let i = 0; i < 20000; i++) console.log(''); return 'done'; }", None),
     "logsManyArguments": ("() => { console.log(...new Array(60000).fill('x')); return 'done'; }", None),
     "logsEndless": ("() => { for (let i = 0; ; i++) console.log('line', i, 'z'.repeat(100)); }", LIMIT_ENDED),
-    "logsCountFlood": ("() => { for (let i = 0; i < 50000; i++) console.count('label' + i); return 'done'; }", None),
-    "logsTimeLabelsFlood": ("() => { for (let i = 0; i < 100000; i++) console.time('t' + i); return 'done'; }", None),
+    "logsCountFlood": (
+        "() => { for (let i = 0; i < 50000; i++) console.count('label' + i); return 'done'; }",
+        None,
+    ),
+    "logsTimeLabelsFlood": (
+        "() => { for (let i = 0; i < 100000; i++) console.time('t' + i); return 'done'; }",
+        None,
+    ),
     # ---- timers
-    "timeouts100k": ("""() => { let refused = 0;
+    "timeouts100k": (
+        """() => { let refused = 0;
         for (let i = 0; i < 100000; i++) { try { setTimeout(() => {}, 1e9); } catch (e) { refused++; } }
-        return refused; }""", None),
-    "intervals100k": ("""() => { let refused = 0;
+        return refused; }""",
+        None,
+    ),
+    "intervals100k": (
+        """() => { let refused = 0;
         for (let i = 0; i < 100000; i++) { try { setInterval(() => {}, 0); } catch (e) { refused++; } }
-        return refused; }""", None),
-    "timersSelfDoubling": ("() => new Promise(() => { const f = () => { setTimeout(f, 0); setTimeout(f, 0); }; f(); })",
-                           LIMIT_ENDED | MEMORY_ENDED),
-    "intervalsKeepRunning": ("() => new Promise(() => { for (let i = 0; i < 1000; i++) setInterval(() => {}, 0); })", LIMIT_ENDED),
+        return refused; }""",
+        None,
+    ),
+    "timersSelfDoubling": (
+        "() => new Promise(() => { const f = () => { setTimeout(f, 0); setTimeout(f, 0); }; f(); })",
+        LIMIT_ENDED | MEMORY_ENDED,
+    ),
+    "intervalsKeepRunning": (
+        "() => new Promise(() => { for (let i = 0; i < 1000; i++) setInterval(() => {}, 0); })",
+        LIMIT_ENDED,
+    ),
     # ---- promises
-    "microtaskChainForever": ("() => { const f = () => Promise.resolve().then(f); f(); return new Promise(() => {}); }",
-                              LIMIT_ENDED | MEMORY_ENDED),
+    "microtaskChainForever": (
+        "() => { const f = () => Promise.resolve().then(f); f(); return new Promise(() => {}); }",
+        LIMIT_ENDED | MEMORY_ENDED,
+    ),
     "awaitLoopForever": ("async () => { for (;;) await null; }", LIMIT_ENDED),
-    "promiseAllMillion": ("() => Promise.all(Array.from({ length: 1e7 }, (_, i) => Promise.resolve(i))).then((a) => a.length)",
-                          LIMIT_ENDED | MEMORY_ENDED),
+    "promiseAllMillion": (
+        "() => Promise.all(Array.from({ length: 1e7 }, (_, i) => Promise.resolve(i))).then((a) => a.length)",
+        LIMIT_ENDED | MEMORY_ENDED,
+    ),
     "promiseCycle": ("() => { let p; p = Promise.resolve().then(() => p); return p; }", {"tool_error"}),
-    "queueMicrotaskForever": ("() => { const f = () => queueMicrotask(f); f(); return new Promise(() => {}); }", LIMIT_ENDED),
-    "nextTickForever": ("() => { const f = () => process.nextTick(f); f(); return new Promise(() => {}); }", LIMIT_ENDED),
+    "queueMicrotaskForever": (
+        "() => { const f = () => queueMicrotask(f); f(); return new Promise(() => {}); }",
+        LIMIT_ENDED,
+    ),
+    "nextTickForever": (
+        "() => { const f = () => process.nextTick(f); f(); return new Promise(() => {}); }",
+        LIMIT_ENDED,
+    ),
     # ---- memory
     "memoryArrays": ("() => { const a = []; for (;;) a.push(new Array(1e5).fill(1)); }", MEMORY_ENDED),
-    "memoryStrings": ("() => { const a = []; for (let i = 0; ; i++) a.push('x'.repeat(1e5) + i); }", MEMORY_ENDED),
+    "memoryStrings": (
+        "() => { const a = []; for (let i = 0; ; i++) a.push('x'.repeat(1e5) + i); }",
+        MEMORY_ENDED,
+    ),
     "memoryTypedArrays": ("() => { const a = []; for (;;) a.push(new Uint8Array(1 << 20)); }", MEMORY_ENDED),
     "memoryOneHugeBuffer": ("() => new ArrayBuffer(4e9).byteLength", MEMORY_ENDED | {"tool_error"}),
     # Map growth may reach the CPU limit before the heap limit (rehashing is native work).
-    "memoryMaps": ("() => { const m = new Map(); for (let i = 0; ; i++) m.set(i, { i }); }", MEMORY_ENDED | LIMIT_ENDED),
+    "memoryMaps": (
+        "() => { const m = new Map(); for (let i = 0; ; i++) m.set(i, { i }); }",
+        MEMORY_ENDED | LIMIT_ENDED,
+    ),
     "memoryDoublingString": ("() => { let s = 'ab'; for (;;) s += s; }", MEMORY_ENDED),
-    "memoryInAsyncLoop": ("async () => { const a = []; for (;;) { a.push(new Array(1e5).fill(0)); await null; } }", MEMORY_ENDED),
-    "memoryInTimerCallback": ("""() => new Promise(() => {
-        setTimeout(() => { const a = []; for (;;) a.push(new Array(1e5).fill(0)); }, 0); })""", MEMORY_ENDED),
-    "memoryInPromiseCallback": ("() => Promise.resolve().then(() => { const a = []; for (;;) a.push(new Array(1e5).fill(0)); })",
-                                MEMORY_ENDED),
+    "memoryInAsyncLoop": (
+        "async () => { const a = []; for (;;) { a.push(new Array(1e5).fill(0)); await null; } }",
+        MEMORY_ENDED,
+    ),
+    "memoryInTimerCallback": (
+        """() => new Promise(() => {
+        setTimeout(() => { const a = []; for (;;) a.push(new Array(1e5).fill(0)); }, 0); })""",
+        MEMORY_ENDED,
+    ),
+    "memoryInPromiseCallback": (
+        "() => Promise.resolve().then(() => { const a = []; for (;;) a.push(new Array(1e5).fill(0)); })",
+        MEMORY_ENDED,
+    ),
     # ---- stack
     "stackRecursion": ("() => { const f = (n) => f(n + 1) + 1; return f(0); }", {"stack_overflow"}),
     "stackAsyncRecursion": ("() => { const f = async (n) => f(n + 1); return f(0); }", {"stack_overflow"}),
-    "stackGetterRecursion": ("() => { const o = { get x() { return this.x; } }; return o.x; }", {"stack_overflow"}),
-    "stackProxyRecursion": ("() => { const p = new Proxy({}, { get: (t, k, r) => r[k] }); return p.x; }", {"stack_overflow"}),
-    "stackToStringRecursion": ("() => { const o = { toString() { return `${o}`; } }; return String(o); }", {"stack_overflow"}),
-    "stackInTimerCallback": ("""() => new Promise((resolve, reject) => {
-        setTimeout(() => { try { const f = (n) => f(n + 1); f(0); } catch (e) { reject(e); } }, 0); })""", {"stack_overflow"}),
+    "stackGetterRecursion": (
+        "() => { const o = { get x() { return this.x; } }; return o.x; }",
+        {"stack_overflow"},
+    ),
+    "stackProxyRecursion": (
+        "() => { const p = new Proxy({}, { get: (t, k, r) => r[k] }); return p.x; }",
+        {"stack_overflow"},
+    ),
+    "stackToStringRecursion": (
+        "() => { const o = { toString() { return `${o}`; } }; return String(o); }",
+        {"stack_overflow"},
+    ),
+    "stackInTimerCallback": (
+        """() => new Promise((resolve, reject) => {
+        setTimeout(() => { try { const f = (n) => f(n + 1); f(0); } catch (e) { reject(e); } }, 0); })""",
+        {"stack_overflow"},
+    ),
     # ---- regular expressions
     "regexNestedQuantifier": ("() => /(a+)+b/.test('a'.repeat(40))", LIMIT_ENDED),
     "regexAlternation": ("() => /(a|a)*b/.test('a'.repeat(40))", LIMIT_ENDED),
-    "regexBackreference": ("() => /^(\\w+\\s?)*$/.test('an apple a day keeps '.repeat(5) + '!')", LIMIT_ENDED),
-    "regexReplaceHuge": ("() => 'a'.repeat(1e6).replace(/a/g, () => 'bb'.repeat(100)).length", LIMIT_ENDED | MEMORY_ENDED),
+    "regexBackreference": (
+        "() => /^(\\w+\\s?)*$/.test('an apple a day keeps '.repeat(5) + '!')",
+        LIMIT_ENDED,
+    ),
+    "regexReplaceHuge": (
+        "() => 'a'.repeat(1e6).replace(/a/g, () => 'bb'.repeat(100)).length",
+        LIMIT_ENDED | MEMORY_ENDED,
+    ),
     # ---- giant strings and arrays
     "stringRepeatHuge": ("() => 'x'.repeat(2 ** 29).length", MEMORY_ENDED),
     "stringRepeatTooLong": ("() => 'x'.repeat(2 ** 30).length", MEMORY_ENDED | {"tool_error"}),
@@ -82,14 +152,27 @@ CASES: dict[str, tuple[str, set[str] | None]] = {
     "arrayJoinBillion": ("() => new Array(1e9).join('x').length", MEMORY_ENDED | LIMIT_ENDED),
     "arrayTooLong": ("() => new Array(2 ** 32).length", {"tool_error"}),
     # ---- JSON bombs
-    "jsonDeepNesting": ("() => JSON.parse('['.repeat(200000) + ']'.repeat(200000)).length", {"stack_overflow", "tool_error"}),
-    "jsonDeepObjects": ("() => JSON.parse('{\"a\":'.repeat(100000) + '1' + '}'.repeat(100000)).a !== undefined",
-                        {"stack_overflow", "tool_error"}),
-    "jsonHugeDocument": ("() => JSON.parse('[' + '1,'.repeat(30000000) + '1]').length", MEMORY_ENDED | LIMIT_ENDED),
+    "jsonDeepNesting": (
+        "() => JSON.parse('['.repeat(200000) + ']'.repeat(200000)).length",
+        {"stack_overflow", "tool_error"},
+    ),
+    "jsonDeepObjects": (
+        "() => JSON.parse('{\"a\":'.repeat(100000) + '1' + '}'.repeat(100000)).a !== undefined",
+        {"stack_overflow", "tool_error"},
+    ),
+    "jsonHugeDocument": (
+        "() => JSON.parse('[' + '1,'.repeat(30000000) + '1]').length",
+        MEMORY_ENDED | LIMIT_ENDED,
+    ),
     "jsonReviverSpins": ("() => JSON.parse('[1,2,3]', () => { while (true) {} })", LIMIT_ENDED),
-    "jsonStringifyDeep": ("() => { let a = []; for (let i = 0; i < 100000; i++) a = [a]; return JSON.stringify(a).length; }",
-                          {"stack_overflow", "tool_error"}),
-    "jsonStringifyHuge": ("() => JSON.stringify(new Array(1e7).fill('xxxxxxxx')).length", MEMORY_ENDED | LIMIT_ENDED),
+    "jsonStringifyDeep": (
+        "() => { let a = []; for (let i = 0; i < 100000; i++) a = [a]; return JSON.stringify(a).length; }",
+        {"stack_overflow", "tool_error"},
+    ),
+    "jsonStringifyHuge": (
+        "() => JSON.stringify(new Array(1e7).fill('xxxxxxxx')).length",
+        MEMORY_ENDED | LIMIT_ENDED,
+    ),
 }
 
 FETCH_TOOLS = {
@@ -157,8 +240,14 @@ def test_fetches_past_max_fetches_never_reach_the_network(
     egress = EgressPolicy(allow_hosts=["localhost"], unsafe_allow_loopback_for_tests=True)
     for tool in ("fetchPastMax", "fetchConcurrent", "fetchNeverAwaited"):
         handler.seen.clear()
-        result = sandbox.attack(bundle, tool, {"url": f"http://localhost:{port}/n"}, limits=limits, egress=egress,
-                                harmless=lambda out: out is not None)
+        result = sandbox.attack(
+            bundle,
+            tool,
+            {"url": f"http://localhost:{port}/n"},
+            limits=limits,
+            egress=egress,
+            harmless=lambda out: out is not None,
+        )
         assert len(handler.seen) <= limits.max_fetches, (tool, handler.seen)
         assert result.usage.get("fetches", 0) <= limits.max_fetches, result.usage
         if tool != "fetchNeverAwaited":
@@ -168,6 +257,7 @@ def test_fetches_past_max_fetches_never_reach_the_network(
 
 def test_denied_fetch_flood_is_capped(sandbox: CorpusSandbox, bundle: Any) -> None:
     limits = Limits(cpu_ms=1000, wall_ms=3000, max_fetches=5)
-    result = sandbox.attack(bundle, "fetchDeniedFlood", limits=limits, harmless=lambda out: out >= 2000 - limits.max_fetches)
+    result = sandbox.attack(
+        bundle, "fetchDeniedFlood", limits=limits, harmless=lambda out: out >= 2000 - limits.max_fetches
+    )
     assert result.usage.get("fetches", 0) <= limits.max_fetches
-

@@ -3,6 +3,8 @@
 same organization, and the next call of another organization, must see a fresh sandbox.
 """
 
+# ruff: noqa: E501 - the cases are JavaScript sources, kept one statement a line
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from execution.sandbox.limits import Limits
-from tests.security.corpus import FAST, VICTIM_TOOLS, CorpusSandbox, corpus_sandbox, hostile_bundle
+from tests.security.corpus import VICTIM_TOOLS, CorpusSandbox, corpus_sandbox, hostile_bundle
 
 # Each snippet pollutes, then the tool returns "polluted" (unless the case ends at a limit).
 POLLUTERS: dict[str, str] = {
@@ -105,7 +107,10 @@ POLLUTE_THEN_FAIL: dict[str, tuple[str, set[str]]] = {
         f"() => {{ {POLLUTE} const a = []; while (true) a[a.length] = new Array(1e5).fill(1); }}",
         {"memory_limit"},
     ),
-    "thenStackOverflow": (f"() => {{ {POLLUTE} const f = (n) => f(n + 1) + 1; return f(0); }}", {"stack_overflow"}),
+    "thenStackOverflow": (
+        f"() => {{ {POLLUTE} const f = (n) => f(n + 1) + 1; return f(0); }}",
+        {"stack_overflow"},
+    ),
     "thenThrow": (f"() => {{ {POLLUTE} throw new Error('after polluting'); }}", {"tool_error"}),
     "thenNeverSettles": (f"() => {{ {POLLUTE} return new Promise(() => {{}}); }}", {"timeout"}),
     "thenLeavesTimersBehind": (
@@ -168,7 +173,9 @@ def test_pollution_never_reaches_the_next_call_of_either_organization(
 
 
 @pytest.mark.parametrize("tool", sorted(POLLUTE_THEN_FAIL))
-def test_pollution_by_a_call_that_ends_at_a_limit_is_gone(sandbox: CorpusSandbox, bundle: Any, tool: str) -> None:
+def test_pollution_by_a_call_that_ends_at_a_limit_is_gone(
+    sandbox: CorpusSandbox, bundle: Any, tool: str
+) -> None:
     errors = POLLUTE_THEN_FAIL[tool][1]
     limits = Limits(cpu_ms=300, wall_ms=800, memory_mb=48)
     if errors:
@@ -195,7 +202,9 @@ def test_load_time_pollution_neither_breaks_the_runtime_nor_leaves_its_organizat
     sandbox: CorpusSandbox, polluter: str
 ) -> None:
     """Org A's bundle pollutes at top level; its calls still run, org B's calls on the worker see nothing."""
-    polluted = hostile_bundle({"probe": "() => 'loaded'"}, top_level=POLLUTERS[polluter] + "\nglobalThis.loadLeak = 1;\n")
+    polluted = hostile_bundle(
+        {"probe": "() => 'loaded'"}, top_level=POLLUTERS[polluter] + "\nglobalThis.loadLeak = 1;\n"
+    )
     for _ in range(2):
         sandbox.attack(polluted, "probe", harmless=lambda out: out == "loaded")
 

@@ -3,6 +3,8 @@ chains, fetched from bundle code. Each is refused with a classified egress error
 server on 127.0.0.1 never sees the request, even when the policy allow-lists the spelling itself.
 """
 
+# ruff: noqa: E501 - the cases are JavaScript sources, kept one statement a line
+
 from __future__ import annotations
 
 import socket
@@ -13,7 +15,13 @@ import pytest
 
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.limits import Limits
-from tests.security.corpus import CorpusSandbox, RecordingHandler, corpus_sandbox, hostile_bundle, recording_server
+from tests.security.corpus import (
+    CorpusSandbox,
+    RecordingHandler,
+    corpus_sandbox,
+    hostile_bundle,
+    recording_server,
+)
 
 LIMITS = Limits(cpu_ms=400, wall_ms=2000, memory_mb=48, fetch_timeout_ms=1000)
 
@@ -149,10 +157,19 @@ def server() -> Iterator[tuple[int, type[RecordingHandler]]]:
     yield from recording_server()
 
 
-def _refused(sandbox: CorpusSandbox, bundle: Any, url: str, server: tuple[int, type[RecordingHandler]],
-             *, egress: EgressPolicy, errors: set[str] | None = None) -> None:
+def _refused(
+    sandbox: CorpusSandbox,
+    bundle: Any,
+    url: str,
+    server: tuple[int, type[RecordingHandler]],
+    *,
+    egress: EgressPolicy,
+    errors: set[str] | None = None,
+) -> None:
     port, handler = server
-    sandbox.attack(bundle, "fetchUrl", {"url": url}, errors=errors or {"egress_denied"}, limits=LIMITS, egress=egress)
+    sandbox.attack(
+        bundle, "fetchUrl", {"url": url}, errors=errors or {"egress_denied"}, limits=LIMITS, egress=egress
+    )
     assert handler.seen == [], f"{url} reached the server: {handler.seen}"
 
 
@@ -169,15 +186,27 @@ def test_spellings_the_url_parser_may_refuse_are_refused(
     sandbox: CorpusSandbox, bundle: Any, server: tuple[int, type[RecordingHandler]], template: str
 ) -> None:
     url = _spell(template, server[0])
-    _refused(sandbox, bundle, url, server, egress=EgressPolicy(allow_hosts=_allow_list_for(url) + ["*"]),
-             errors={"egress_denied", "tool_error"})
+    _refused(
+        sandbox,
+        bundle,
+        url,
+        server,
+        egress=EgressPolicy(allow_hosts=_allow_list_for(url) + ["*"]),
+        errors={"egress_denied", "tool_error"},
+    )
 
 
 def test_wildcard_allow_list_does_not_open_internal_addresses(
     sandbox: CorpusSandbox, bundle: Any, server: tuple[int, type[RecordingHandler]]
 ) -> None:
     for template in ("http://127.0.0.1:{port}/", "http://localhost:{port}/", "http://[::1]:{port}/"):
-        _refused(sandbox, bundle, _spell(template, server[0]), server, egress=EgressPolicy(allow_hosts=["*", "*.*"]))
+        _refused(
+            sandbox,
+            bundle,
+            _spell(template, server[0]),
+            server,
+            egress=EgressPolicy(allow_hosts=["*", "*.*"]),
+        )
 
 
 # ------------------------------------------------------------------------- redirect chains
@@ -219,8 +248,14 @@ def test_redirect_out_of_the_policy_is_refused(
 ) -> None:
     port, handler = server
     url = f"http://localhost:{port}/redirect?to={_spell(target, port)}"
-    sandbox.attack(bundle, "fetchUrl", {"url": url}, errors={"egress_denied"}, limits=LIMITS,
-                   egress=_redirect_policy(*extra_hosts))
+    sandbox.attack(
+        bundle,
+        "fetchUrl",
+        {"url": url},
+        errors={"egress_denied"},
+        limits=LIMITS,
+        egress=_redirect_policy(*extra_hosts),
+    )
     assert [hit for hit in handler.seen if "landed" in hit and not hit.startswith("GET /redirect")] == []
     assert len(handler.seen) == 1, handler.seen
 
@@ -231,15 +266,29 @@ def test_redirect_chain_ending_off_policy_is_refused(
     port, handler = server
     final = "http://169.254.169.254/latest/meta-data/"
     url = f"http://localhost:{port}/redirect?to=/redirect?to=/redirect?to={final}"
-    sandbox.attack(bundle, "fetchUrl", {"url": url}, errors={"egress_denied"}, limits=LIMITS,
-                   egress=_redirect_policy("169.254.169.254"))
+    sandbox.attack(
+        bundle,
+        "fetchUrl",
+        {"url": url},
+        errors={"egress_denied"},
+        limits=LIMITS,
+        egress=_redirect_policy("169.254.169.254"),
+    )
     assert len(handler.seen) == 3, handler.seen
 
 
-def test_redirect_loop_is_refused(sandbox: CorpusSandbox, bundle: Any, server: tuple[int, type[RecordingHandler]]) -> None:
+def test_redirect_loop_is_refused(
+    sandbox: CorpusSandbox, bundle: Any, server: tuple[int, type[RecordingHandler]]
+) -> None:
     port, handler = server
-    sandbox.attack(bundle, "fetchUrl", {"url": f"http://localhost:{port}/loop"}, errors={"egress_denied"},
-                   limits=LIMITS, egress=_redirect_policy(max_redirects=5))
+    sandbox.attack(
+        bundle,
+        "fetchUrl",
+        {"url": f"http://localhost:{port}/loop"},
+        errors={"egress_denied"},
+        limits=LIMITS,
+        egress=_redirect_policy(max_redirects=5),
+    )
     assert 1 <= len(handler.seen) <= 6, handler.seen
 
 
@@ -248,13 +297,25 @@ def test_more_hops_than_allowed_are_refused_and_the_limit_itself_works(
 ) -> None:
     port, handler = server
     policy = _redirect_policy(max_redirects=3)
-    sandbox.attack(bundle, "fetchUrl", {"url": f"http://localhost:{port}/hops/4"}, errors={"egress_denied"},
-                   limits=LIMITS, egress=policy)
+    sandbox.attack(
+        bundle,
+        "fetchUrl",
+        {"url": f"http://localhost:{port}/hops/4"},
+        errors={"egress_denied"},
+        limits=LIMITS,
+        egress=policy,
+    )
     assert len(handler.seen) <= 4, handler.seen
     handler.seen.clear()
     # Control: exactly max_redirects hops are followed, so the refusal above was the hop count.
-    sandbox.attack(bundle, "fetchUrl", {"url": f"http://localhost:{port}/hops/3"}, limits=LIMITS, egress=policy,
-                   harmless=lambda out: out["status"] == 200 and "/hops/0" in out["body"])
+    sandbox.attack(
+        bundle,
+        "fetchUrl",
+        {"url": f"http://localhost:{port}/hops/3"},
+        limits=LIMITS,
+        egress=policy,
+        harmless=lambda out: out["status"] == 200 and "/hops/0" in out["body"],
+    )
     assert len(handler.seen) == 4, handler.seen
 
 
@@ -264,6 +325,12 @@ def test_every_redirect_status_is_checked(
 ) -> None:
     port, handler = server
     url = f"http://localhost:{port}/redirect?status={status}&to=http://169.254.169.254/"
-    sandbox.attack(bundle, "fetchUrl", {"url": url, "method": "POST"}, errors={"egress_denied"}, limits=LIMITS,
-                   egress=_redirect_policy("169.254.169.254"))
+    sandbox.attack(
+        bundle,
+        "fetchUrl",
+        {"url": url, "method": "POST"},
+        errors={"egress_denied"},
+        limits=LIMITS,
+        egress=_redirect_policy("169.254.169.254"),
+    )
     assert len(handler.seen) == 1, handler.seen
