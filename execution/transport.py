@@ -261,8 +261,6 @@ class _Notifications:
 
 # --- credentials of live connections -------------------------------------------------------------
 
-CREDENTIAL_RECHECK_S = 5.0
-
 
 class CredentialWatch:
     """Tells a live connection (websocket, SSE stream) when the credentials it was opened with stop holding.
@@ -306,7 +304,7 @@ class CredentialWatch:
             self._notifications = None
 
     def _delay(self) -> float:
-        interval = float(getattr(settings, "LIGHTFAST_CREDENTIAL_RECHECK_S", CREDENTIAL_RECHECK_S))
+        interval = float(settings.LIGHTFAST_CREDENTIAL_RECHECK_S)
         expires_at = self.tenant.expires_at
         if expires_at is not None:
             until = (expires_at - timezone.now()).total_seconds()

@@ -285,8 +285,11 @@ RATELIMIT_FAIL_OPEN = False
 LIGHTFAST_RATELIMIT_FAIL_OPEN_READS = env.bool("LIGHTFAST_RATELIMIT_FAIL_OPEN_READS", default=False)
 # How many reverse proxies in front of the app append to X-Forwarded-For (0: use the socket address).
 LIGHTFAST_TRUSTED_PROXY_COUNT = env.int("LIGHTFAST_TRUSTED_PROXY_COUNT", default=0)
-# Failed authentications allowed per client IP.
+# Failed authentications allowed per client IP (REST, SSE and websockets alike).
 LIGHTFAST_AUTH_FAILURE_RATE = env.str("LIGHTFAST_AUTH_FAILURE_RATE", default="30/m")
+# Open websockets and SSE streams re-check their credentials this often even when no revocation
+# message reached them (they are told at once otherwise; execution.transport.CredentialWatch).
+LIGHTFAST_CREDENTIAL_RECHECK_S = env.float("LIGHTFAST_CREDENTIAL_RECHECK_S", default=5.0)
 # Platform maximums of the per-run limits an operator may give an organization (wall stays below
 # the broker visibility timeout so a long run is never redelivered).
 LIGHTFAST_MAX_RUN_CPU_MS = env.int("LIGHTFAST_MAX_RUN_CPU_MS", default=600_000)
