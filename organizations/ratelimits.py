@@ -15,11 +15,15 @@ in the same atomic call. django-ratelimit's own `get_usage` costs two to three r
 counter (SET NX, then INCR, which Django's RedisCache does as EXISTS + INCR); eight for a request.
 Atomic INCR keeps it exact: N concurrent requests against a limit L admit exactly L.
 
-The tenant base view (organizations/tenancy.py) calls `ratelimit_api_request` right
-after resolving the organization, so no tenant API view can skip it, counts failed
-authentications with `ratelimit_auth_failure_record` (which turns the 401 into a 429 once the IP
-is over its limit, so a blocked client learns nothing about the credentials it tries), and
-attaches `ratelimit_headers` to every response it renders.
+Every authentication entry point passes the same per-IP gate: `organizations.tenancy.tenant_admit`
+(the tenant REST views and the SSE chat routes) and `execution.ws_auth.ws_tenant_resolve`
+(websockets: ticket, subprotocol key, Authorization header, session). A refused credential is
+counted with `ratelimit_auth_failure` (which turns the 401/4401 into a 429/4429 once the IP is
+over its limit), accepted credentials are admitted by `ratelimit_api_request` or
+`ratelimit_ws_connect`, which check the IP in their own round trip, and the refusals that follow
+a valid credential (suspended organization, no such membership) check it with
+`ratelimit_auth_blocked`; so a blocked client gets the same 429 whatever it presents. The tenant
+base view attaches `ratelimit_headers` to every response it renders.
 """
 
 from __future__ import annotations
