@@ -10,9 +10,14 @@ Server frames: every run event as `{"run", "seq", "type", ...chunk}`; `{"type": 
 Limits: each connection attempt counts against the organization's (and API key's) websocket
 connect rate, and every client frame against its frame rate (`organizations.ratelimits`); a
 refused attempt gets an `error` frame of type `rate_limited` and close code 4429, a refused frame
-an `error` frame of the same type and is dropped. A frame from a connection whose organization
-was suspended since it connected gets an `organization_suspended` error frame and the connection
-is closed (4403); a suspended organization cannot connect at all (see `execution.ws_auth`).
+an `error` frame of the same type and is dropped. A client IP over its failed-authentication limit
+is refused the same way (4429), whatever credentials it presents.
+
+Credentials are held to account for the whole connection, not only at connect: when the API key
+is revoked, deleted or expires, or the member is removed, changes role or is deactivated, the
+connection gets an `error` frame (`credentials_revoked` or `credentials_expired`) and is closed
+with 4401 within a second (`execution.transport.CredentialWatch`); when the organization is
+suspended, `organization_suspended` and 4403. Every client frame re-checks them too.
 
 Outgoing frames pass one bounded queue per connection; a client whose socket does not drain
 (the server's write buffer stays above `MAX_BUFFERED_BYTES` for `SLOW_CLIENT_GRACE_S`) is
@@ -35,6 +40,7 @@ from django.conf import settings
 from execution.services import run_cancel
 from execution.transport import (
     AgentTarget,
+    CredentialWatch,
     TransportError,
     agent_target_resolve,
     chat_run_start,
@@ -42,14 +48,15 @@ from execution.transport import (
     run_get,
 )
 from execution.ws_auth import WsAuthFailed, accepted_subprotocol, ws_tenant_resolve
-from organizations.models import Organization, Scope
+from organizations.models import Scope
 from organizations.ratelimits import (
     RateLimited,
     RateLimitUnavailable,
+    client_ip_of_scope,
     ratelimit_ws_connect,
     ratelimit_ws_frame,
 )
-from organizations.tenancy import Tenant
+from organizations.tenancy import CredentialsRevoked, Tenant, tenant_recheck
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +67,8 @@ SLOW_CLIENT_GRACE_S = 5.0
 MAX_STREAMS_PER_CONNECTION = 16
 
 CLOSE_AUTH = 4401
+# The credentials the connection was opened with stopped holding (revoked, expired, member removed).
+CLOSE_CREDENTIALS_REVOKED = CLOSE_AUTH
 CLOSE_NOT_FOUND = 4404
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_SUSPENDED = 4403
@@ -125,22 +134,19 @@ def error_frame(code: str, message: str, *, detail: Any = None, run: str | None 
     return frame
 
 
-def _organization_admit_frame(organization: Organization, api_key: Any) -> None:
-    """Re-read the organization (suspension, rate) and count one frame; raises FrameError or _Suspended."""
-    current = Organization.objects.filter(pk=organization.pk).values("is_active", "api_rate").first()
-    if current is None or not current["is_active"]:
-        raise _Suspended()
-    organization.api_rate = current["api_rate"]
+def _admit_frame(tenant: Tenant) -> None:
+    """Re-check the credentials (raises CredentialsRevoked) and count one frame (raises FrameError)."""
+    organization = tenant_recheck(tenant)
     try:
-        ratelimit_ws_frame(organization=organization, api_key=api_key)
+        ratelimit_ws_frame(organization=organization, api_key=tenant.api_key)
     except RateLimited as exc:
         raise FrameError(exc.error_type, exc.message, detail=exc.extra_detail) from exc
     except RateLimitUnavailable as exc:
         raise FrameError(exc.error_type, exc.message) from exc
 
 
-class _Suspended(Exception):
-    """The connection's organization was suspended (or deleted) after it connected."""
+def _revoked_close_code(exc: CredentialsRevoked) -> int:
+    return CLOSE_SUSPENDED if exc.code == "organization_suspended" else CLOSE_CREDENTIALS_REVOKED
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -155,34 +161,59 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.queue: asyncio.Queue[str | int | None] = asyncio.Queue(SEND_QUEUE_FRAMES)
         self.streams: dict[str, asyncio.Task[None]] = {}
         self.writer: asyncio.Task[None] | None = None
+        self.watcher: asyncio.Task[None] | None = None
+        self.groups: list[str] = []
         self.closing = False
         route = self.scope["url_route"]["kwargs"]
         subprotocol = accepted_subprotocol(self.scope)
+        ip = client_ip_of_scope(self.scope)
+        # Credentials, then the IP's and organization's limits, then anything that depends on them:
+        # a blocked IP gets the same 4429 whatever it presents (see ws_tenant_resolve).
         try:
-            self.tenant = await sync_to_async(ws_tenant_resolve)(self.scope)
+            self.tenant = await sync_to_async(ws_tenant_resolve)(self.scope, ip=ip)
+            await sync_to_async(ratelimit_ws_connect)(
+                organization=self.tenant.organization, api_key=self.tenant.api_key, ip=ip
+            )
             self.target = await sync_to_async(agent_target_resolve)(
                 organization=self.tenant.organization, bundle=route["bundle"], agent=route["agent"]
             )
         except WsAuthFailed as exc:
             await self._refuse(subprotocol, error_frame(exc.code, exc.message), CLOSE_AUTH)
             return
-        except TransportError as exc:
-            await self._refuse(
-                subprotocol, error_frame(exc.code, exc.message, detail=exc.detail), CLOSE_NOT_FOUND
-            )
-            return
-        try:
-            await sync_to_async(ratelimit_ws_connect)(
-                organization=self.tenant.organization, api_key=self.tenant.api_key
-            )
         except RateLimited as exc:
             await self._refuse(subprotocol, exc.error_frame(), CLOSE_RATE_LIMITED)
             return
         except RateLimitUnavailable as exc:
             await self._refuse(subprotocol, error_frame(exc.error_type, exc.message), CLOSE_TRY_AGAIN_LATER)
             return
+        except TransportError as exc:
+            await self._refuse(
+                subprotocol, error_frame(exc.code, exc.message, detail=exc.detail), CLOSE_NOT_FOUND
+            )
+            return
         await self.accept(subprotocol)
         self.writer = asyncio.ensure_future(self._write_loop())
+        # Join the credential groups, then check once (CredentialWatch.revoked starts with a read), so a
+        # revocation that committed after the credentials were resolved is not missed.
+        self.watch = CredentialWatch(self.tenant)
+        if self.channel_layer is not None:
+            for group in self.tenant.connection_groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self.groups.append(group)
+        self.watcher = asyncio.ensure_future(self._watch_credentials())
+
+    async def credentials_changed(self, message: dict[str, Any]) -> None:
+        """Channel-layer handler of `credentials.changed`: re-check the credentials now."""
+        watch: CredentialWatch | None = getattr(self, "watch", None)
+        if watch is not None:
+            watch.nudge()
+
+    async def _watch_credentials(self) -> None:
+        revoked = await self.watch.revoked()
+        if self.closing:
+            return
+        logger.info("closing a websocket: %s", revoked.code)
+        await self._close_after(error_frame(revoked.code, revoked.message), _revoked_close_code(revoked))
 
     async def _refuse(self, subprotocol: str | None, frame: dict[str, Any], code: int) -> None:
         self.closing = True
@@ -194,8 +225,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         """Stop every stream and the writer."""
         self.closing = True
         tasks = list(getattr(self, "streams", {}).values())
-        if getattr(self, "writer", None) is not None:
-            tasks.append(self.writer)  # type: ignore[arg-type]
+        for name in ("writer", "watcher"):
+            task = getattr(self, name, None)
+            if task is not None:
+                tasks.append(task)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -203,6 +236,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await task
             except asyncio.CancelledError:
                 pass  # cancelled just above
+        for group in getattr(self, "groups", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
 
     # --- client frames ----------------------------------------------------------------------
 
@@ -211,11 +246,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         try:
-            await sync_to_async(_organization_admit_frame)(self.tenant.organization, self.tenant.api_key)
-        except _Suspended:
-            await self._close_after(
-                error_frame("organization_suspended", "This organization is suspended."), CLOSE_SUSPENDED
-            )
+            await sync_to_async(_admit_frame)(self.tenant)
+        except CredentialsRevoked as exc:
+            await self._close_after(error_frame(exc.code, exc.message), _revoked_close_code(exc))
             return
         except FrameError as exc:
             await self._enqueue(error_frame(exc.code, exc.message, detail=exc.detail))

@@ -369,6 +369,26 @@ def notification_for(run_id: uuid.UUID | str, first_seq: int, chunks: list[dict[
     return {"type": NOTIFICATION_TYPE, "run": str(run_id), "seq": first_seq, "events": chunks}
 
 
+# The channel-layer message telling live connections to re-check their credentials now
+# (handler `credentials_changed`); it carries nothing to trust: the connection reads the database.
+CREDENTIALS_CHANGED_TYPE = "credentials.changed"
+
+
+def credentials_changed_notify(groups: Sequence[str]) -> None:
+    """Publish `credentials.changed` to each group now, in the caller's thread (one round trip per shard).
+
+    Not queued like run events: a revocation is rare, and a short-lived process (a management
+    command) may exit before a queue drains. Best effort all the same: connections also re-check
+    on their own every LIGHTFAST_CREDENTIAL_RECHECK_S.
+    """
+    if not groups:
+        return
+    try:
+        _publisher().send_now([(group, {"type": CREDENTIALS_CHANGED_TYPE}) for group in groups])
+    except (TimeoutError, OSError, redis_exceptions.RedisError) as exc:
+        logger.warning("credential change notification to %d group(s) failed: %s", len(groups), exc)
+
+
 def _notify(run_id: uuid.UUID, first_seq: int, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
     group = run_group_name(run_id)
     chunks = [{"type": event_type, **payload} for event_type, payload in events]
@@ -427,6 +447,10 @@ class _Publisher:
                 logger.warning("%d run event notification(s) failed: %s", len(batch), exc)
             except Exception:  # noqa: BLE001 - a serializer bug must not stop later notifications
                 logger.exception("%d run event notification(s) failed", len(batch))
+
+    def send_now(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish `batch` in the caller's thread (the clients' pools are thread-safe); raises on failure."""
+        self._send(batch)
 
     def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         pipes: dict[int, Any] = {}

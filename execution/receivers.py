@@ -1,4 +1,4 @@
-"""Signal receivers of the runs app: runs react to what happens to the bundle versions they run on."""
+"""Signal receivers of the runs app: runs react to their bundle versions, connections to their credentials."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from django.dispatch import receiver
 
 from agents.models import BundleVersion
 from agents.services import bundle_version_quarantined
+from execution.events import credentials_changed_notify
 from execution.models import Run
 from organizations.operations import org_cancel_runs
 from organizations.quotas import ACTIVE_RUN_STATUSES
-from organizations.services import Actor
+from organizations.services import Actor, credentials_changed
 
 
 @receiver(bundle_version_quarantined, dispatch_uid="execution.cancel_runs_of_quarantined_version")
@@ -31,3 +32,9 @@ def cancel_runs_of_quarantined_version(sender: Any, *, version: BundleVersion, *
     )
     # org_cancel_runs goes through run_cancel: a queued run ends now, a running one within a second.
     return org_cancel_runs(organization=version.organization, actor=actor, reason=reason, run_ids=run_ids)
+
+
+@receiver(credentials_changed, dispatch_uid="execution.notify_connections_of_changed_credentials")
+def notify_connections_of_changed_credentials(sender: Any, *, groups: list[str], **kwargs: Any) -> None:
+    """Websockets and SSE streams of these credential groups re-check them now (and close if revoked)."""
+    credentials_changed_notify(groups)

@@ -6,14 +6,22 @@ with `data: [DONE]`. `GET` on the same path with `Last-Event-ID: <run>:<seq>` (o
 resumes after that event; `GET …/{chatId}/stream` (the AI SDK's reconnect) replays the chat's
 active run, or answers 204 when none is running. The views are async, so an open stream holds
 no thread.
+
+A stream lives only as long as the credentials that opened it: once the API key is revoked or
+expires, the member is removed or the organization suspended, the stream sends an `error` chunk
+(`errorText: "credentials_revoked: …"`) and ends without `[DONE]`
+(`execution.transport.CredentialWatch`). Authentication passes the client IP's
+failed-authentication limit like the REST API (`organizations.tenancy.tenant_admit`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -24,6 +32,8 @@ from rest_framework.request import Request
 
 from execution.models import Run
 from execution.transport import (
+    CredentialWatch,
+    StreamedEvent,
     TransportError,
     agent_target_resolve,
     chat_run_start,
@@ -34,8 +44,8 @@ from execution.transport import (
 from lightfast_cloud.api_errors import api_exception_handler, error_response
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
-from organizations.ratelimits import ratelimit_api_request, ratelimit_apply_headers
-from organizations.tenancy import Tenant, tenant_resolve
+from organizations.ratelimits import ratelimit_apply_headers
+from organizations.tenancy import Tenant, tenant_admit
 
 STREAM_HEADERS = {
     "x-vercel-ai-ui-message-stream": "v1",
@@ -48,9 +58,9 @@ STREAM_HEADERS = {
 def _tenant_for(request: HttpRequest, scope: str) -> Tenant:
     """Authenticate like the REST API (bearer key, or session with CSRF) and check `scope`."""
     drf_request = Request(request, authenticators=[ApiKeyAuthentication(), MemberSessionAuthentication()])
-    tenant = tenant_resolve(drf_request)
-    # The chat route is an API route like any other: it counts against the organization's rate.
-    ratelimit_api_request(request=request, organization=tenant.organization, api_key=tenant.api_key)
+    # The chat route is an API route like any other: the client IP's failed authentications and
+    # the organization's rate apply.
+    tenant = tenant_admit(drf_request)
     if not tenant.has_scope(scope):
         raise PermissionDenied(f"This action needs the `{scope}` scope.")
     return tenant
@@ -74,20 +84,47 @@ def sse_frame(run_id: str, seq: int, chunk: dict[str, Any]) -> str:
     return f"id: {run_id}:{seq}\ndata: {json.dumps(chunk, separators=(',', ':'))}\n\n"
 
 
-async def _frames(run_id: uuid.UUID, after: int) -> AsyncIterator[str]:
-    async for event in run_event_stream(run_id, after=after):
-        yield sse_frame(str(run_id), event.seq, event.chunk)
-    yield "data: [DONE]\n\n"
+async def _frames(run_id: uuid.UUID, after: int, tenant: Tenant) -> AsyncIterator[str]:
+    watch = CredentialWatch(tenant)
+    await watch.subscribe()
+    events = cast(AsyncGenerator[StreamedEvent, None], run_event_stream(run_id, after=after))
+    revoked = asyncio.ensure_future(watch.revoked())
+    following: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait({following, revoked}, return_when=asyncio.FIRST_COMPLETED)
+            if revoked in done:
+                exc = revoked.result()
+                chunk = {"type": "error", "errorText": f"{exc.code}: {exc.message}"}
+                yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+                return
+            try:
+                event = following.result()
+            except StopAsyncIteration:
+                break
+            finally:
+                following = None
+            yield sse_frame(str(run_id), event.seq, event.chunk)
+        yield "data: [DONE]\n\n"
+    finally:
+        for task in (following, revoked):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await task
+        await events.aclose()
+        await watch.close()
 
 
-def _stream(run_id: uuid.UUID, after: int) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_frames(run_id, after), content_type="text/event-stream")
+def _stream(run_id: uuid.UUID, after: int, tenant: Tenant) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_frames(run_id, after, tenant), content_type="text/event-stream")
     for name, value in STREAM_HEADERS.items():
         response[name] = value
     return response
 
 
-def _start(request: HttpRequest, bundle: str, agent: str) -> Run:
+def _start(request: HttpRequest, bundle: str, agent: str) -> tuple[Run, Tenant]:
     tenant = _tenant_for(request, Scope.EXECUTE)
     target = agent_target_resolve(organization=tenant.organization, bundle=bundle, agent=agent)
     try:
@@ -99,16 +136,17 @@ def _start(request: HttpRequest, bundle: str, agent: str) -> Run:
     chat_id = body.get("id")
     if chat_id is not None and not isinstance(chat_id, str):
         raise TransportError("invalid_input", "`id` must be a string.")
-    return chat_run_start(
+    run = chat_run_start(
         organization=tenant.organization,
         target=target,
         created_by=tenant.actor.user,
         messages=body["messages"],
         session_id=chat_id or None,
     )
+    return run, tenant
 
 
-def _resume_point(request: HttpRequest, bundle: str, agent: str) -> tuple[uuid.UUID, int]:
+def _resume_point(request: HttpRequest, bundle: str, agent: str) -> tuple[uuid.UUID, int, Tenant]:
     tenant = _tenant_for(request, Scope.READ)
     last_event_id = request.headers.get("Last-Event-ID", "").strip()
     if last_event_id:
@@ -124,18 +162,20 @@ def _resume_point(request: HttpRequest, bundle: str, agent: str) -> tuple[uuid.U
     run = run_get(organization=tenant.organization, run_id=run_ref)
     if run.bundle_version.bundle.slug != bundle or run.agent_key != agent:
         raise TransportError("not_found", "No such run of this agent.")
-    return run.pk, int(seq_text)
+    return run.pk, int(seq_text), tenant
 
 
-def _active_run(request: HttpRequest, bundle: str, agent: str, chat_id: str) -> uuid.UUID | None:
+def _active_run(
+    request: HttpRequest, bundle: str, agent: str, chat_id: str
+) -> tuple[uuid.UUID | None, Tenant]:
     tenant = _tenant_for(request, Scope.READ)
     session = session_get(organization=tenant.organization, public_id=chat_id)
     if session is None or session.agent != f"{bundle}/{agent}":
         raise TransportError("not_found", "No such chat.")
     run = session.runs.order_by("-created_at").first()
     if run is None or run.is_terminal:
-        return None
-    return run.pk
+        return None, tenant
+    return run.pk, tenant
 
 
 @csrf_exempt  # session callers are CSRF-checked by MemberSessionAuthentication, as in the REST API
@@ -144,11 +184,11 @@ async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpRespon
     response: HttpResponseBase
     try:
         if request.method == "POST":
-            run = await sync_to_async(_start)(request, bundle, agent)
-            response = _stream(run.pk, 0)
+            run, tenant = await sync_to_async(_start)(request, bundle, agent)
+            response = _stream(run.pk, 0, tenant)
         elif request.method == "GET":
-            run_id, after = await sync_to_async(_resume_point)(request, bundle, agent)
-            response = _stream(run_id, after)
+            run_id, after, tenant = await sync_to_async(_resume_point)(request, bundle, agent)
+            response = _stream(run_id, after, tenant)
         else:
             raise MethodNotAllowed(request.method or "")
     except (APIException, Http404, TransportError) as exc:
@@ -165,8 +205,8 @@ async def chat_reconnect_view(
     try:
         if request.method != "GET":
             raise MethodNotAllowed(request.method or "")
-        run_id = await sync_to_async(_active_run)(request, bundle, agent, chat_id)
-        response = HttpResponse(status=204) if run_id is None else _stream(run_id, 0)
+        run_id, tenant = await sync_to_async(_active_run)(request, bundle, agent, chat_id)
+        response = HttpResponse(status=204) if run_id is None else _stream(run_id, 0, tenant)
     except (APIException, Http404, TransportError) as exc:
         response = _exception_response(exc)
     return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]

@@ -1,5 +1,5 @@
-"""What the run transports (websocket, SSE, REST) share: agent and run lookup per organization, and the
-gap-free replay-then-tail stream of a run's events.
+"""What the run transports (websocket, SSE, REST) share: agent and run lookup per organization, the
+gap-free replay-then-tail stream of a run's events, and the watch on a live connection's credentials.
 
 Delivery (see `execution.events`): subscribe to the run's group first, then read the database
 after the last seq delivered; the events of a notification that follow the last seq delivered
@@ -18,8 +18,10 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
+from django.utils import timezone
 
 from agents.models import BundleVersion, VersionStatus
 from agents.selectors import bundle_get
@@ -27,6 +29,7 @@ from execution.events import NOTIFICATION_TYPE, run_events_after
 from execution.models import TERMINAL_STATUSES, ChatSession, Run, run_group_name
 from organizations.models import Organization
 from organizations.quotas import QuotaExceeded
+from organizations.tenancy import CredentialsRevoked, Tenant, tenant_recheck
 
 # Without any notification, the database is read this often anyway (a dropped notification
 # of a run's last event would otherwise stall the stream).
@@ -208,24 +211,25 @@ async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncIterato
 
 
 class _Notifications:
-    """A private channel in a run's group with one receive always pending.
+    """A private channel in some groups (a run's, a credential's) with one receive always pending.
 
     `RedisPubSubChannelLayer.receive` unsubscribes its channel when cancelled, so a timeout must
     never cancel it: a single receive task is kept and waited on with `asyncio.wait`.
     """
 
-    def __init__(self, group: str) -> None:
-        self.group = group
+    def __init__(self, *groups: str) -> None:
+        self.groups = groups
         self.layer = get_channel_layer()
         self.channel: str | None = None
         self._pending: asyncio.Future[Any] | None = None
 
     async def subscribe(self) -> None:
-        """Join the group (before the first database read, so nothing falls between the two)."""
+        """Join the groups (before the first database read, so nothing falls between the two)."""
         if self.layer is None:
             return
         self.channel = await self.layer.new_channel()
-        await self.layer.group_add(self.group, self.channel)
+        for group in self.groups:
+            await self.layer.group_add(group, self.channel)
 
     async def next(self, timeout: float) -> dict[str, Any] | None:
         """The next notification, or None after `timeout` seconds."""
@@ -251,7 +255,72 @@ class _Notifications:
                 pass  # the receive we cancelled ourselves
             self._pending = None
         if self.layer is not None and self.channel is not None:
-            await self.layer.group_discard(self.group, self.channel)
+            for group in self.groups:
+                await self.layer.group_discard(group, self.channel)
+
+
+# --- credentials of live connections -------------------------------------------------------------
+
+
+class CredentialWatch:
+    """Tells a live connection (websocket, SSE stream) when the credentials it was opened with stop holding.
+
+    Whatever revokes a key, removes a member, changes a role or suspends an organization sends
+    `credentials.changed` to the credential's `connections_group` once it commits (see
+    `organizations.receivers`); a watch woken by it re-reads the database (`tenant_recheck`),
+    so a forged or stale message closes nothing that still holds. A lost message is caught by
+    the re-check every LIGHTFAST_CREDENTIAL_RECHECK_S, and a key's expiry by a re-check at
+    that moment. The websocket consumer receives the message on its own channel and calls
+    `nudge`; an SSE stream has no channel, so `subscribe` opens one.
+    """
+
+    def __init__(self, tenant: Tenant) -> None:
+        self.tenant = tenant
+        self._nudged = asyncio.Event()
+        self._notifications: _Notifications | None = None
+
+    async def subscribe(self) -> None:
+        """Listen on the tenant's credential groups through a channel of the watch's own."""
+        self._notifications = _Notifications(*self.tenant.connection_groups)
+        await self._notifications.subscribe()
+
+    def nudge(self) -> None:
+        """Re-check now (a `credentials.changed` message arrived)."""
+        self._nudged.set()
+
+    async def revoked(self) -> CredentialsRevoked:
+        """Wait until the credentials stop holding and say why; checks once at once (join, then read)."""
+        while True:
+            try:
+                await sync_to_async(tenant_recheck)(self.tenant)
+            except CredentialsRevoked as exc:
+                return exc
+            await self._wait(self._delay())
+
+    async def close(self) -> None:
+        """Leave the groups `subscribe` joined."""
+        if self._notifications is not None:
+            await self._notifications.close()
+            self._notifications = None
+
+    def _delay(self) -> float:
+        interval = float(settings.LIGHTFAST_CREDENTIAL_RECHECK_S)
+        expires_at = self.tenant.expires_at
+        if expires_at is not None:
+            until = (expires_at - timezone.now()).total_seconds()
+            if until > 0:
+                return min(interval, until + 0.01)
+        return interval
+
+    async def _wait(self, timeout: float) -> None:
+        if self._notifications is not None:
+            await self._notifications.next(timeout)  # any message on a credential group is a nudge
+            return
+        try:
+            await asyncio.wait_for(self._nudged.wait(), timeout)
+        except TimeoutError:
+            pass  # the periodic re-check
+        self._nudged.clear()
 
 
 # --- starting chat runs from transport requests ------------------------------------------------

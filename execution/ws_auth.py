@@ -6,6 +6,10 @@ only `lightfast.v1`) or first `POST /api/v1/ws-tickets` and connect with `?ticke
 lives `TICKET_TTL_S` seconds in the cache and is consumed atomically (redis GETDEL), so it works
 once. A dashboard session authenticates only when the `Origin` is one of ours (cookies are
 ambient: without the check any site could open a socket as the signed-in user).
+
+Every refused credential (ticket, key, none at all) counts against the client IP's
+failed-authentication limit, as on the REST API; an IP over it is refused with `rate_limited`
+whatever it presents (`ratelimit_ws_connect` checks it for the credentials that do hold).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
 from organizations.models import ApiKey, Membership, Organization
+from organizations.ratelimits import ratelimit_auth_blocked, ratelimit_auth_failure
 from organizations.selectors import membership_for_user
 from organizations.services import Actor, ApiKeyRejected, apikey_authenticate
 from organizations.tenancy import Tenant
 
+# WsAuthFailed codes that mean "these credentials do not authenticate": they count against the IP.
+CREDENTIAL_FAILURES = frozenset({"authentication_failed", "not_authenticated"})
 TICKET_TTL_S = 30
 TICKET_PREFIX = "lf_wst_"
 SUBPROTOCOL = "lightfast.v1"
@@ -167,8 +174,26 @@ def _key_tenant(raw_key: str) -> Tenant:
     )
 
 
-def ws_tenant_resolve(scope: dict[str, Any]) -> Tenant:
-    """The websocket's tenant from a ticket, an API key (subprotocol or Authorization) or a session."""
+def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
+    """The websocket's tenant from a ticket, an API key (subprotocol or Authorization) or a session.
+
+    Raises WsAuthFailed, or RateLimited when the client IP `ip` is over its failed-authentication
+    limit (then for every refusal alike, so a blocked client learns nothing about what it sent).
+    """
+    try:
+        return _resolve(scope)
+    except WsAuthFailed as exc:
+        refusal = (
+            ratelimit_auth_failure(ip=ip)
+            if exc.code in CREDENTIAL_FAILURES
+            else ratelimit_auth_blocked(ip=ip)
+        )
+        if refusal is not None:
+            raise refusal from exc
+        raise
+
+
+def _resolve(scope: dict[str, Any]) -> Tenant:
     query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
     if "key" in query or "api_key" in query:
         raise WsAuthFailed(

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightfast_cloud.data_dir import PRIVATE_UMASK, data_dir_secure
 from lightfast_cloud.embedded_redis import EmbeddedRedis, start_embedded_redis
 
 logger = logging.getLogger(__name__)
@@ -130,7 +131,10 @@ class Launcher:
 
     def start_services(self) -> None:
         """Start daphne and the Celery workers."""
-        # Twisted's endpoint string lets us raise the listen backlog above its default of 50.
+        # Twisted's endpoint string lets us raise the listen backlog above its default of 50. No
+        # --proxy-headers: daphne would take the client address from the first (client-written)
+        # X-Forwarded-For entry, and any client could pick the IP its failed logins count against;
+        # the rate limits read X-Forwarded-For per LIGHTFAST_TRUSTED_PROXY_COUNT instead.
         endpoint = f"tcp:port={self.port}:interface={self.host}:backlog=1024"
         self.spawn(
             "web",
@@ -140,7 +144,6 @@ class Launcher:
                 "daphne",
                 "-e",
                 endpoint,
-                "--proxy-headers",
                 "lightfast_cloud.asgi:application",
             ],
         )
@@ -186,6 +189,9 @@ class Launcher:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
+        # Inherited by redis, daphne and the workers: what they create in the data dir is private.
+        os.umask(PRIVATE_UMASK)
+        data_dir_secure(self.data_dir)
         try:
             if "REDIS_URL" not in os.environ:
                 self.redis = start_embedded_redis(self.data_dir)

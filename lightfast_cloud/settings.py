@@ -14,12 +14,15 @@ from urllib.parse import urlsplit
 
 import environ
 
+from lightfast_cloud.data_dir import data_dir_secure, sqlite_file_create
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 
 DATA_DIR = Path(env.str("LIGHTFAST_DATA_DIR", default=str(BASE_DIR / "var"))).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+# 0700, its files 0600: the database, secret key and redis live here (lightfast_cloud/data_dir.py).
+data_dir_secure(DATA_DIR)
 
 
 def _secret_key_from_data_dir(data_dir: Path) -> str:
@@ -105,6 +108,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    # Created 0600 before SQLite creates it with the umask; its -wal and -shm files take its mode.
+    sqlite_file_create(str(DATABASES["default"]["NAME"]))
     # A thread keeps its connection (a request thread of daphne, a thread of the worker's pool):
     # opening one costs more CPU than a run's statements (init_command, Django's SQL functions),
     # and a local file has no server side to go stale.
@@ -207,6 +212,9 @@ SPECTACULAR_SETTINGS = {
 # Request bodies above this size get a 413 (uploads stream with their own limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("LIGHTFAST_MAX_JSON_BODY", default=1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+# Stored bundles are private to the platform's user (Django's default would make them 0644).
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 # Hard cap on any request body, enforced in ASGI before Django spools it to disk;
 # per-organization bundle limits (at most this) are checked while streaming.
 LIGHTFAST_MAX_REQUEST_BYTES = env.int("LIGHTFAST_MAX_REQUEST_BYTES", default=64 * 1024 * 1024)
@@ -277,8 +285,11 @@ RATELIMIT_FAIL_OPEN = False
 LIGHTFAST_RATELIMIT_FAIL_OPEN_READS = env.bool("LIGHTFAST_RATELIMIT_FAIL_OPEN_READS", default=False)
 # How many reverse proxies in front of the app append to X-Forwarded-For (0: use the socket address).
 LIGHTFAST_TRUSTED_PROXY_COUNT = env.int("LIGHTFAST_TRUSTED_PROXY_COUNT", default=0)
-# Failed authentications allowed per client IP.
+# Failed authentications allowed per client IP (REST, SSE and websockets alike).
 LIGHTFAST_AUTH_FAILURE_RATE = env.str("LIGHTFAST_AUTH_FAILURE_RATE", default="30/m")
+# Open websockets and SSE streams re-check their credentials this often even when no revocation
+# message reached them (they are told at once otherwise; execution.transport.CredentialWatch).
+LIGHTFAST_CREDENTIAL_RECHECK_S = env.float("LIGHTFAST_CREDENTIAL_RECHECK_S", default=5.0)
 # Platform maximums of the per-run limits an operator may give an organization (wall stays below
 # the broker visibility timeout so a long run is never redelivered).
 LIGHTFAST_MAX_RUN_CPU_MS = env.int("LIGHTFAST_MAX_RUN_CPU_MS", default=600_000)

@@ -105,7 +105,9 @@ class ApiKeyListView(OrganizationScopedAPIView):
         responses={201: ApiKeyCreatedSerializer, **COMMON_ERRORS, **BODY_ERRORS},
         tags=["api-keys"],
         description="Creates a key and returns it in `key`. The full key is never shown again. "
-        "Needs the write scope; a key can only create keys with scopes it has itself.",
+        "Needs the write scope. A key never outranks its creator: its scopes are within the calling "
+        "key's scopes or member's role (else 403 `scope_escalation`), and a key created by an expiring "
+        "key needs `expires_in_days` ending no later than it (else 403 `expiry_escalation`).",
     )
     def post(self, request: Request) -> Response:
         """Create a key; the response is the only place its secret ever appears."""
@@ -118,6 +120,7 @@ class ApiKeyListView(OrganizationScopedAPIView):
             scopes=serializer.validated_data["scopes"],
             expires_at=timezone.now() + timedelta(days=days) if days else None,
             actor=self.tenant.actor,
+            creator_scopes=self.tenant.scopes,
         )
         body = ApiKeyCreatedSerializer(api_key, context={"raw_key": raw_key}).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"})

@@ -112,6 +112,11 @@ class Organization(models.Model):
         """The plan limits as a dict, keyed by field name."""
         return {name: getattr(self, name) for name in self.LIMIT_FIELDS}
 
+    @property
+    def connections_group(self) -> str:
+        """Channel-layer group of every live connection of the organization (told when it is suspended)."""
+        return f"credentials.organization.{self.pk}"
+
 
 class Role(models.TextChoices):
     OWNER = "owner", "Owner"
@@ -157,6 +162,11 @@ class Membership(models.Model):
         """The API scopes this role grants."""
         return ROLE_SCOPES[self.role]
 
+    @property
+    def connections_group(self) -> str:
+        """Channel-layer group of the live connections opened with this membership (a dashboard session)."""
+        return f"credentials.membership.{self.pk}"
+
 
 class ApiKey(models.Model):
     """An organization's API key; only its SHA-256 is stored, the secret is shown once at creation."""
@@ -186,6 +196,11 @@ class ApiKey(models.Model):
     def display_prefix(self) -> str:
         """What the UI shows for the key: enough to recognise it, useless to authenticate."""
         return f"{API_KEY_PREFIX}{self.lookup_id}_…"
+
+    @property
+    def connections_group(self) -> str:
+        """Channel-layer group of the live connections opened with this key (told when it is revoked)."""
+        return f"credentials.apikey.{self.pk}"
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """True once expires_at has passed."""

@@ -9,7 +9,13 @@ from django.db import transaction
 
 from organizations.models import Organization
 from organizations.quotas import ACTIVE_RUN_STATUSES, quota_check_run_limits, quota_period_reset
-from organizations.services import Actor, TenancyError, audit_record, org_update_limits
+from organizations.services import (
+    Actor,
+    TenancyError,
+    audit_record,
+    credentials_changed_on_commit,
+    org_update_limits,
+)
 
 
 class ReasonRequired(TenancyError):
@@ -39,6 +45,7 @@ def org_suspend(*, organization: Organization, actor: Actor, reason: str) -> int
     with transaction.atomic():
         Organization.objects.filter(pk=organization.pk).update(is_active=False)
         organization.is_active = False
+        credentials_changed_on_commit(groups=[organization.connections_group])
         audit_record(
             actor=actor,
             action="organization.suspended",

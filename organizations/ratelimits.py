@@ -15,11 +15,15 @@ in the same atomic call. django-ratelimit's own `get_usage` costs two to three r
 counter (SET NX, then INCR, which Django's RedisCache does as EXISTS + INCR); eight for a request.
 Atomic INCR keeps it exact: N concurrent requests against a limit L admit exactly L.
 
-The tenant base view (organizations/tenancy.py) calls `ratelimit_api_request` right
-after resolving the organization, so no tenant API view can skip it, counts failed
-authentications with `ratelimit_auth_failure_record` (which turns the 401 into a 429 once the IP
-is over its limit, so a blocked client learns nothing about the credentials it tries), and
-attaches `ratelimit_headers` to every response it renders.
+Every authentication entry point passes the same per-IP gate: `organizations.tenancy.tenant_admit`
+(the tenant REST views and the SSE chat routes) and `execution.ws_auth.ws_tenant_resolve`
+(websockets: ticket, subprotocol key, Authorization header, session). A refused credential is
+counted with `ratelimit_auth_failure` (which turns the 401/4401 into a 429/4429 once the IP is
+over its limit), accepted credentials are admitted by `ratelimit_api_request` or
+`ratelimit_ws_connect`, which check the IP in their own round trip, and the refusals that follow
+a valid credential (suspended organization, no such membership) check it with
+`ratelimit_auth_blocked`; so a blocked client gets the same 429 whatever it presents. The tenant
+base view attaches `ratelimit_headers` to every response it renders.
 """
 
 from __future__ import annotations
@@ -242,7 +246,7 @@ def ratelimit_api_request(
         # refused by a different counter and fewer than `limit` would pass.
         counted.append(_counter(policy=POLICY_API_KEY, value=api_key.lookup_id, rate=rate))
     try:
-        ip_decision, *decisions = _count(check=_auth_failures_counter(request), counted=counted)
+        ip_decision, *decisions = _count(check=_auth_failures_counter(client_ip(request)), counted=counted)
     except RateLimitUnavailable:
         if _fail_open(request.method or "GET"):
             return None
@@ -267,16 +271,30 @@ def ratelimit_seconds_to_reset(*, organization: Organization) -> int:
 
 
 def client_ip(request: HttpRequest) -> str:
-    """The client address: REMOTE_ADDR, or the address LIGHTFAST_TRUSTED_PROXY_COUNT proxies reported.
+    """The client address of an HTTP request (see `client_ip_from`)."""
+    return client_ip_from(
+        remote=str(request.META.get("REMOTE_ADDR") or ""),
+        forwarded_for=str(request.META.get("HTTP_X_FORWARDED_FOR") or ""),
+    )
+
+
+def client_ip_of_scope(scope: dict[str, Any]) -> str:
+    """The client address of an ASGI connection scope (a websocket), as `client_ip` reads a request."""
+    client = scope.get("client") or ("", 0)
+    forwarded = b",".join(value for name, value in scope.get("headers") or [] if name == b"x-forwarded-for")
+    return client_ip_from(remote=str(client[0] or ""), forwarded_for=forwarded.decode("latin-1"))
+
+
+def client_ip_from(*, remote: str, forwarded_for: str) -> str:
+    """The client address: the socket's, or the one LIGHTFAST_TRUSTED_PROXY_COUNT proxies reported.
 
     With N trusted proxies, the N-th address from the right of X-Forwarded-For is the one the
     outermost trusted proxy saw; anything further left is client-supplied and not trusted.
     """
-    remote = str(request.META.get("REMOTE_ADDR") or "")
     trusted = int(settings.LIGHTFAST_TRUSTED_PROXY_COUNT)
     if trusted <= 0:
         return remote
-    forwarded = [part.strip() for part in str(request.META.get("HTTP_X_FORWARDED_FOR") or "").split(",")]
+    forwarded = [part.strip() for part in forwarded_for.split(",")]
     forwarded = [part for part in forwarded if part]
     if len(forwarded) < trusted:
         return forwarded[0] if forwarded else remote
@@ -287,50 +305,75 @@ def client_ip(request: HttpRequest) -> str:
         return remote
 
 
-def _auth_failures_counter(request: HttpRequest) -> _Counter:
-    return _counter(
-        policy=POLICY_AUTH_FAILURES, value=client_ip(request), rate=settings.LIGHTFAST_AUTH_FAILURE_RATE
+def _auth_failures_counter(ip: str) -> _Counter:
+    return _counter(policy=POLICY_AUTH_FAILURES, value=ip, rate=settings.LIGHTFAST_AUTH_FAILURE_RATE)
+
+
+def _blocked(decision: RateLimitDecision) -> RateLimited:
+    """The refusal of a client IP whose failure count reached its limit; this request is one more."""
+    return RateLimited(
+        RateLimitDecision(
+            policy=decision.policy,
+            limit=decision.limit,
+            window_s=decision.window_s,
+            count=decision.count + 1,
+            reset_s=decision.reset_s,
+        )
     )
 
 
 def _refuse_blocked_ip(request: HttpRequest, decision: RateLimitDecision) -> None:
-    """Raise RateLimited for a client IP whose failure count reached its limit; this request is one more."""
-    blocked = RateLimitDecision(
-        policy=decision.policy,
-        limit=decision.limit,
-        window_s=decision.window_s,
-        count=decision.count + 1,
-        reset_s=decision.reset_s,
-    )
-    setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(blocked,)))
-    raise RateLimited(blocked)
+    refusal = _blocked(decision)
+    setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(refusal.decision,)))
+    raise refusal
+
+
+def ratelimit_auth_blocked(*, ip: str) -> RateLimited | None:
+    """The refusal (429) for a client IP that has failed authentication too often, else None; counts nothing.
+
+    For refusals that must not tell a blocked client more than a 429 (a valid key of a suspended
+    organization, a websocket's other refusals). The admitting counters (`ratelimit_api_request`,
+    `ratelimit_ws_connect`) make this check in their own round trip. Redis unreachable: None
+    (the caller's own limits apply the fail-open/closed policy).
+    """
+    try:
+        [decision] = _count(check=_auth_failures_counter(ip), counted=())
+    except RateLimitUnavailable:
+        return None
+    return _blocked(decision) if decision.count >= decision.limit else None
 
 
 def ratelimit_auth_failures_check(*, request: HttpRequest) -> None:
-    """Refuse (429) a client IP that has failed authentication too often; counts nothing.
+    """`ratelimit_auth_blocked` for an HTTP request: raises the refusal, its headers on the response."""
+    refusal = ratelimit_auth_blocked(ip=client_ip(request))
+    if refusal is not None:
+        setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(refusal.decision,)))
+        raise refusal
 
-    For entry points that do not count a request afterwards: `ratelimit_api_request` already
-    makes this check in its own round trip. Redis unreachable: no refusal (the caller's own
-    limits apply the fail-open/closed policy).
-    """
+
+def _auth_failure_count(ip: str) -> RateLimitDecision | None:
     try:
-        [decision] = _count(check=_auth_failures_counter(request), counted=())
+        [decision] = _count(check=None, counted=[_auth_failures_counter(ip)])
     except RateLimitUnavailable:
-        return
-    if decision.count >= decision.limit:
-        _refuse_blocked_ip(request, decision)
+        return None  # the attempt is refused anyway (401); do not turn it into a 503
+    return decision
+
+
+def ratelimit_auth_failure(*, ip: str) -> RateLimited | None:
+    """Count one failed authentication against the client IP: every entry point calls this on a refusal.
+
+    Returns a RateLimited for the caller to answer instead of its 401 (or websocket 4401) once
+    the IP is over its limit, so a refused client gets the same 429 whether or not its
+    credentials were valid. Redis unreachable: None.
+    """
+    decision = _auth_failure_count(ip)
+    return RateLimited(decision) if decision is not None and decision.limited else None
 
 
 def ratelimit_auth_failure_record(*, request: HttpRequest) -> RateLimited | None:
-    """Count one failed authentication against the client IP; headers then report that policy.
-
-    Returns a RateLimited for the caller to answer instead of its 401 once the IP is over its
-    limit, so a refused client gets the same 429 whether or not its credentials were valid.
-    """
-    try:
-        [decision] = _count(check=None, counted=[_auth_failures_counter(request)])
-    except RateLimitUnavailable:
-        # The request is refused anyway (401); do not turn it into a 503.
+    """`ratelimit_auth_failure` for an HTTP request; the response's headers then report that policy."""
+    decision = _auth_failure_count(client_ip(request))
+    if decision is None:
         return None
     setattr(request, REQUEST_ATTRIBUTE, RateLimitState(decisions=(decision,)))
     return RateLimited(decision) if decision.limited else None
@@ -339,9 +382,25 @@ def ratelimit_auth_failure_record(*, request: HttpRequest) -> RateLimited | None
 # --- websockets ----------------------------------------------------------------------------------------
 
 
-def ratelimit_ws_connect(*, organization: Organization, api_key: ApiKey | None = None) -> RateLimitDecision:
-    """Count a websocket connection attempt; raises RateLimited (refuse it) or RateLimitUnavailable."""
-    return _ws(POLICY_WS_CONNECT, organization=organization, api_key=api_key)
+def ratelimit_ws_connect(
+    *, organization: Organization, api_key: ApiKey | None = None, ip: str | None = None
+) -> RateLimitDecision:
+    """Count a websocket connection attempt; raises RateLimited (refuse it) or RateLimitUnavailable.
+
+    With `ip`, the client IP's authentication failures are checked first in the same round trip
+    (as `ratelimit_api_request` does): a blocked IP is refused even with valid credentials.
+    """
+    counter = _ws_counter(POLICY_WS_CONNECT, organization=organization, api_key=api_key)
+    if ip is None:
+        [decision] = _count(check=None, counted=[counter])
+    else:
+        ip_decision, *decisions = _count(check=_auth_failures_counter(ip), counted=[counter])
+        if not decisions:
+            raise _blocked(ip_decision)
+        [decision] = decisions
+    if decision.limited:
+        raise RateLimited(decision)
+    return decision
 
 
 def ratelimit_ws_frame(*, organization: Organization, api_key: ApiKey | None = None) -> RateLimitDecision:
@@ -349,11 +408,13 @@ def ratelimit_ws_frame(*, organization: Organization, api_key: ApiKey | None = N
     return _ws(POLICY_WS_FRAME, organization=organization, api_key=api_key)
 
 
-def _ws(policy: str, *, organization: Organization, api_key: ApiKey | None) -> RateLimitDecision:
+def _ws_counter(policy: str, *, organization: Organization, api_key: ApiKey | None) -> _Counter:
     value = organization.public_id if api_key is None else f"{organization.public_id}:{api_key.lookup_id}"
-    [decision] = _count(
-        check=None, counted=[_counter(policy=policy, value=value, rate=organization.api_rate)]
-    )
+    return _counter(policy=policy, value=value, rate=organization.api_rate)
+
+
+def _ws(policy: str, *, organization: Organization, api_key: ApiKey | None) -> RateLimitDecision:
+    [decision] = _count(check=None, counted=[_ws_counter(policy, organization=organization, api_key=api_key)])
     if decision.limited:
         raise RateLimited(decision)
     return decision

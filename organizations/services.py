@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, models, transaction
+from django.dispatch import Signal
 from django.utils import timezone
 from rest_framework import status
 
@@ -62,8 +63,14 @@ class InvalidScopes(TenancyError):
 
 class ScopeEscalation(TenancyError):
     status_code = status.HTTP_403_FORBIDDEN
-    error_type = "permission_denied"
-    default_detail = "A key cannot create a key with scopes it does not have itself."
+    error_type = "scope_escalation"
+    default_detail = "A key can only have scopes its creator has (an API key's scopes or a member's role)."
+
+
+class ExpiryEscalation(TenancyError):
+    status_code = status.HTTP_403_FORBIDDEN
+    error_type = "expiry_escalation"
+    default_detail = "A key created by an expiring key must expire no later than the key that creates it."
 
 
 class LastOwner(TenancyError):
@@ -139,6 +146,19 @@ def audit_record(
         reason=reason,
         metadata=metadata or {},
     )
+
+
+# Sent once the transaction commits, with `groups`: the channel-layer groups (`connections_group` of
+# an API key, membership or organization) whose live connections must re-check their credentials.
+# The runs app publishes it (execution/receivers.py); organizations does not talk to the layer.
+credentials_changed = Signal()
+
+
+def credentials_changed_on_commit(*, groups: Iterable[str]) -> None:
+    """Tell the live connections of `groups` to re-check their credentials once this transaction commits."""
+    names = sorted(set(groups))
+    if names:
+        transaction.on_commit(lambda: credentials_changed.send(sender=None, groups=names))
 
 
 def user_get_or_create_by_email(*, email: str) -> tuple[User, bool]:
@@ -286,13 +306,33 @@ def apikey_create(
     actor: Actor,
     expires_at: datetime | None = None,
     created_by: User | None = None,
+    creator_scopes: Iterable[str] | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key; returns it with the full secret, which is never retrievable again."""
+    """Create a key; returns it with the full secret, which is never retrievable again.
+
+    A key never outranks its creator: its scopes are within `creator_scopes` (the calling
+    member's role or key) and within the acting key's own; a key created by an expiring key
+    expires no later than it (a key without expiry may create any). Operators pass neither.
+    """
     scope_list = apikey_parse_scopes(scopes)
-    if actor.api_key is not None and not set(scope_list) <= set(actor.api_key.scopes):
-        raise ScopeEscalation()
+    ceilings = [set(creator_scopes)] if creator_scopes is not None else []
+    if actor.api_key is not None:
+        ceilings.append(set(actor.api_key.scopes))
+    for ceiling in ceilings:
+        if not set(scope_list) <= ceiling:
+            raise ScopeEscalation(
+                detail={"allowed": [s for s in Scope.values if s in ceiling], "requested": scope_list}
+            )
     if expires_at is not None and expires_at <= timezone.now():
         raise TenancyError("expires_at must be in the future.")
+    parent_expiry = actor.api_key.expires_at if actor.api_key is not None else None
+    if parent_expiry is not None and (expires_at is None or expires_at > parent_expiry):
+        raise ExpiryEscalation(
+            detail={
+                "max_expires_at": parent_expiry.isoformat(),
+                "requested": expires_at.isoformat() if expires_at else None,
+            }
+        )
     lookup_id = random_token(API_KEY_LOOKUP_LENGTH)
     raw_key = f"{API_KEY_PREFIX}{lookup_id}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(
@@ -324,6 +364,7 @@ def apikey_revoke(*, api_key: ApiKey, actor: Actor, reason: str = "") -> ApiKey:
     updated = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     api_key.refresh_from_db(fields=["revoked_at"])
     if updated:
+        credentials_changed_on_commit(groups=[api_key.connections_group])
         audit_record(
             actor=actor,
             action="apikey.revoked",

@@ -10,10 +10,12 @@ deliberately conspicuous, way around that.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, TypeVar
 
 from django.db import models
 from django.http import Http404
+from django.utils import timezone
 from rest_framework import generics, status
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -27,6 +29,7 @@ from organizations.ratelimits import (
     ratelimit_api_request,
     ratelimit_apply_headers,
     ratelimit_auth_failure_record,
+    ratelimit_auth_failures_check,
 )
 from organizations.selectors import membership_count_for_user, membership_for_user
 from organizations.services import Actor
@@ -62,6 +65,75 @@ class Tenant:
         """True when the caller holds `scope`."""
         return scope in self.scopes
 
+    @property
+    def connection_groups(self) -> list[str]:
+        """Channel-layer groups told when this tenant's credentials stop holding (see `tenant_recheck`)."""
+        groups = [self.organization.connections_group]
+        if self.api_key is not None:
+            groups.append(self.api_key.connections_group)
+        if self.membership is not None:
+            groups.append(self.membership.connections_group)
+        return groups
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the credentials expire on their own (an API key's expiry), else None."""
+        return self.api_key.expires_at if self.api_key is not None else None
+
+
+class CredentialsRevoked(Exception):
+    """The credentials a live connection was opened with no longer hold; `code` is the error type."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organization:
+    """Re-read the tenant's credentials in one query; raises CredentialsRevoked when they stopped holding.
+
+    For connections that outlive their authentication (websockets, SSE streams): the key must
+    still exist, unrevoked and unexpired; the member must still be one, with the same role (the
+    scopes were fixed at connect) and an active user; the organization must be active. Returns
+    the organization with its current `api_rate`.
+    """
+    now = now or timezone.now()
+    organization = tenant.organization
+    active: bool
+    api_rate: str
+    if tenant.api_key is not None:
+        key = (
+            ApiKey.objects.filter(pk=tenant.api_key.pk, organization=organization)
+            .values_list("revoked_at", "expires_at", "organization__is_active", "organization__api_rate")
+            .first()
+        )
+        if key is None or key[0] is not None:
+            raise CredentialsRevoked("credentials_revoked", "The API key was revoked.")
+        if key[1] is not None and key[1] <= now:
+            raise CredentialsRevoked("credentials_expired", "The API key has expired.")
+        active, api_rate = key[2], key[3]
+    elif tenant.membership is not None:
+        member = (
+            Membership.objects.filter(pk=tenant.membership.pk, organization=organization)
+            .values_list("role", "user__is_active", "organization__is_active", "organization__api_rate")
+            .first()
+        )
+        if member is None or not member[1]:
+            raise CredentialsRevoked("credentials_revoked", "You are no longer a member of the organization.")
+        if member[0] != tenant.membership.role:
+            raise CredentialsRevoked("credentials_revoked", "Your role changed; connect again.")
+        active, api_rate = member[2], member[3]
+    else:
+        current = Organization.objects.filter(pk=organization.pk).values_list("is_active", "api_rate").first()
+        if current is None:
+            raise CredentialsRevoked("credentials_revoked", "The organization no longer exists.")
+        active, api_rate = current
+    if not active:
+        raise CredentialsRevoked("organization_suspended", "This organization is suspended.")
+    organization.api_rate = api_rate
+    return organization
+
 
 def tenant_resolve(request: Request) -> Tenant:
     """The caller's organization from its API key or session membership; raises 401/403/404 errors."""
@@ -92,6 +164,27 @@ def tenant_resolve(request: Request) -> Tenant:
         )
     if not tenant.organization.is_active:
         raise OrganizationSuspended()
+    return tenant
+
+
+def tenant_admit(request: Request) -> Tenant:
+    """Authenticate and resolve the caller, then count the request: every HTTP tenant entry point calls this.
+
+    The client IP's failed authentications are the gate (LIGHTFAST_AUTH_FAILURE_RATE): a refused
+    credential counts against it, and an IP over the limit gets the same 429 whatever it presents
+    (an unknown key, a valid one, a valid one of a suspended organization), so it cannot tell them
+    apart. Websockets apply the same gate in `execution.ws_auth.ws_tenant_resolve`.
+    """
+    django_request = request._request
+    try:
+        tenant = tenant_resolve(request)
+    except (AuthenticationFailed, NotAuthenticated) as exc:
+        raise ratelimit_auth_failure_record(request=django_request) or exc from exc
+    except (OrganizationSuspended, OrganizationRequired, Http404):
+        ratelimit_auth_failures_check(request=django_request)
+        raise
+    # Checks the IP first, in the same round trip as the organization's and key's counters.
+    ratelimit_api_request(request=django_request, organization=tenant.organization, api_key=tenant.api_key)
     return tenant
 
 
@@ -126,21 +219,14 @@ class OrganizationScopedMixin:
         """The caller's organization."""
         return self.tenant.organization
 
+    def perform_authentication(self, request: Request) -> None:
+        """Authenticate lazily, inside `tenant_admit`, so every failure passes the client IP's gate."""
+
     def check_permissions(self, request: Request) -> None:
         """Resolve the tenant first: every permission depends on it; then count the request's rate limits."""
-        self.tenant = tenant_resolve(request)
         # Here, not in a throttle class: a view cannot opt out of it, and scope refusals count too.
-        ratelimit_api_request(
-            request=request._request, organization=self.tenant.organization, api_key=self.tenant.api_key
-        )
+        self.tenant = tenant_admit(request)
         super().check_permissions(request)  # type: ignore[misc]
-
-    def handle_exception(self, exc: Exception) -> Response:
-        """Count failed authentications against the client IP."""
-        if isinstance(exc, AuthenticationFailed | NotAuthenticated):
-            # Over the IP's limit: 429 as for valid credentials (ratelimit_api_request checks the IP).
-            exc = ratelimit_auth_failure_record(request=self.request._request) or exc  # type: ignore[attr-defined]
-        return super().handle_exception(exc)  # type: ignore[misc, no-any-return]
 
     def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
         """Every response carries the rate-limit headers of the request's counters."""

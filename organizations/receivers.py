@@ -1,0 +1,65 @@
+"""Signal receivers of tenancy: a credential that stops holding tells its live connections.
+
+Model signals catch every path that saves or deletes (services, the admin, cascades such as a
+deleted user's memberships); the services whose `QuerySet.update()` sends no signal
+(`apikey_revoke`, `org_suspend`) call `credentials_changed_on_commit` themselves. Connections
+re-check the database when told, so a message about a change that grants nothing closes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from organizations.models import ApiKey, Membership, Organization
+from organizations.services import credentials_changed_on_commit
+
+
+@receiver(post_save, sender=ApiKey, dispatch_uid="organizations.apikey_saved")
+def apikey_saved(sender: Any, instance: ApiKey, created: bool, **kwargs: Any) -> None:
+    """A key saved revoked or expired (e.g. expires_at moved to the past)."""
+    if not created and (instance.revoked_at is not None or instance.is_expired()):
+        credentials_changed_on_commit(groups=[instance.connections_group])
+
+
+@receiver(post_delete, sender=ApiKey, dispatch_uid="organizations.apikey_deleted")
+def apikey_deleted(sender: Any, instance: ApiKey, **kwargs: Any) -> None:
+    """A deleted key (also through its organization's deletion)."""
+    credentials_changed_on_commit(groups=[instance.connections_group])
+
+
+@receiver(post_save, sender=Membership, dispatch_uid="organizations.membership_saved")
+def membership_saved(sender: Any, instance: Membership, created: bool, **kwargs: Any) -> None:
+    """A changed role: connections opened with the old role's scopes close (the client reconnects)."""
+    if not created:
+        credentials_changed_on_commit(groups=[instance.connections_group])
+
+
+@receiver(post_delete, sender=Membership, dispatch_uid="organizations.membership_deleted")
+def membership_deleted(sender: Any, instance: Membership, **kwargs: Any) -> None:
+    """A removed member (the service, the admin, or the user's or organization's deletion)."""
+    credentials_changed_on_commit(groups=[instance.connections_group])
+
+
+@receiver(post_save, sender=Organization, dispatch_uid="organizations.organization_saved")
+def organization_saved(sender: Any, instance: Organization, created: bool, **kwargs: Any) -> None:
+    """An organization saved suspended (the admin form)."""
+    if not created and not instance.is_active:
+        credentials_changed_on_commit(groups=[instance.connections_group])
+
+
+@receiver(post_delete, sender=Organization, dispatch_uid="organizations.organization_deleted")
+def organization_deleted(sender: Any, instance: Organization, **kwargs: Any) -> None:
+    """A deleted organization."""
+    credentials_changed_on_commit(groups=[instance.connections_group])
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="organizations.user_saved")
+def user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A deactivated user: the sessions of every membership of theirs."""
+    if not created and not instance.is_active:
+        groups = [m.connections_group for m in Membership.objects.filter(user=instance).only("pk")]
+        credentials_changed_on_commit(groups=groups)
