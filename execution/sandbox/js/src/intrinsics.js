@@ -32,6 +32,8 @@ export const TypeErrorCtor = TypeError;
 export const RangeErrorCtor = RangeError;
 export const InternalErrorCtor = globalThis.InternalError;
 export const RangeErrorPrototype = RangeError.prototype;
+// True only for objects with the [[ErrorData]] slot (never a Proxy); false everywhere without it.
+export const ErrorIsError = typeof Error.isError === "function" ? Error.isError : () => false;
 export const InternalErrorPrototype = typeof InternalError === "function" ? InternalError.prototype : null;
 export const RegExpExec = uncurry(RegExp.prototype.exec);
 export const ErrorPrototypeToString = Error.prototype.toString;

@@ -419,10 +419,12 @@ function errorFrom(error, fallbackType, prefix = "") {
 
 // Returns JSON text; the fallback never touches the thrown value, so nothing a bundle throws here
 // can escape to the engine. Arguments are passed one by one (a spread would use an iterator).
+// Replies built by concatenation can be rope strings, which the Python binding cannot convert:
+// slicing the whole of one flattens it (and returns a flat string as it is).
 function guarded(fn) {
   return (a, b) => {
     try {
-      return fn(a, b);
+      return StringSlice(fn(a, b), 0);
     } catch (error) {
       try {
         return failureText(errorFrom(error, "sandbox_crash"));
@@ -515,7 +517,7 @@ async function runCall(args) {
   if (!checked.ok) {
     let issues;
     try {
-      issues = toJSONText(checked.issues, 65536, DETAIL_DEPTH);
+      issues = toJSONText(checked.issues, 65536, DETAIL_DEPTH, true);
     } catch {
       issues = "[]";
     }

@@ -5,6 +5,7 @@ import {
   ArrayJoin,
   ArrayPush,
   ErrorCtor,
+  ErrorIsError,
   InternalErrorPrototype,
   JSONStringify,
   ObjectGetOwnPropertyDescriptor,
@@ -48,10 +49,11 @@ export function faultOf(error) {
 }
 
 // The message an engine-made error carries as an own data property (undefined otherwise): read
-// without getters, instanceof or Symbol.hasInstance, none of which a bundle can then replace.
+// without getters, instanceof or Symbol.hasInstance, none of which a bundle can then replace, and
+// never from a Proxy (whose traps could answer anything).
 function engineMessage(error, prototype) {
   try {
-    if (error === null || typeof error !== "object" || ObjectGetPrototypeOf(error) !== prototype) return undefined;
+    if (!ErrorIsError(error) || ObjectGetPrototypeOf(error) !== prototype) return undefined;
     const d = ObjectGetOwnPropertyDescriptor(error, "message");
     return d && hasOwn(d, "value") && typeof d.value === "string" ? d.value : undefined;
   } catch {
@@ -73,8 +75,9 @@ export function isOutOfMemory(error) {
 // and it stops (output_limit) as soon as the text exceeds maxChars or nests deeper than maxDepth.
 // The text is valid JSON whatever the bundle did to built-in prototypes: it is assembled in a
 // prototype-less list from primitives only. Bundle values keep JSON semantics (toJSON, getters,
-// proxies run here, inside the call's budget); with `plain` (values the runtime got from
-// JSON.parse, the manifest) no toJSON is looked up, so Object.prototype.toJSON cannot rewrite them.
+// proxies run here, inside the call's budget); with `plain` (the manifest, schema issues: data the
+// runtime describes, not a value the tool returned) no toJSON is looked up, so a bundle's
+// Object.prototype.toJSON cannot rewrite them.
 export function toJSONText(value, maxChars, maxDepth = MAX_DEPTH, plain = false) {
   const parts = list();
   const ancestors = new SetCtor();
