@@ -235,6 +235,7 @@ const clearTimeout = (id) => {
 };
 
 function nextTimerDelay() {
+  if (MapSize(call.timers) === 0) return null;
   let next = Infinity;
   const timers = mapEntries(call.timers);
   for (let i = 0; i < timers.length; i++) if (timers[i][1].due < next) next = timers[i][1].due;
@@ -242,6 +243,7 @@ function nextTimerDelay() {
 }
 
 function fireDueTimers() {
+  if (MapSize(call.timers) === 0) return;
   const now = performanceNow();
   const due = list();
   const timers = mapEntries(call.timers);
@@ -553,7 +555,7 @@ function begin(argsJSON) {
 // against max_fetches when fetch() accepted them; the count is checked again here.
 function poll() {
   const fetches = call.outbox;
-  call.outbox = list();
+  if (fetches.length > 0) call.outbox = list();
   if (fetches.length > call.limits.max_fetches) fetches.length = call.limits.max_fetches;
   const next = nextTimerDelay();
   return (
