@@ -432,7 +432,9 @@ class _Call:
             state = engine._call(budget, "poll")
             if state.get("done"):
                 break
-            self.queued.extend(state.get("fetches", []))
+            # The runtime counts fetches against max_fetches itself; this holds even if it did not.
+            room = limits.max_fetches - self.fetches - len(self.queued)
+            self.queued.extend(state.get("fetches", [])[: max(room, 0)])
             self._start_fetches(limits)
             next_timer_ms = state.get("nextTimerMs")
             if next_timer_ms is not None and next_timer_ms <= 0:

@@ -11,11 +11,13 @@ export const ObjectGetOwnPropertyNames = Object.getOwnPropertyNames;
 export const ObjectGetPrototypeOf = Object.getPrototypeOf;
 export const ObjectPrototype = Object.prototype;
 export const ObjectIs = Object.is;
+export const ObjectSetPrototypeOf = Object.setPrototypeOf;
 export const hasOwn = Object.hasOwn;
 export const ArrayIsArray = Array.isArray;
 export const JSONStringify = JSON.stringify;
 export const JSONParse = JSON.parse;
 export const StringCtor = String;
+export const NumberCtor = Number;
 export const NumberIsFinite = Number.isFinite;
 export const MathFloor = Math.floor;
 export const MathMin = Math.min;
@@ -29,6 +31,11 @@ export const ErrorCtor = Error;
 export const TypeErrorCtor = TypeError;
 export const RangeErrorCtor = RangeError;
 export const InternalErrorCtor = globalThis.InternalError;
+export const RangeErrorPrototype = RangeError.prototype;
+// True only for objects with the [[ErrorData]] slot (never a Proxy); false everywhere without it.
+export const ErrorIsError = typeof Error.isError === "function" ? Error.isError : () => false;
+export const InternalErrorPrototype = typeof InternalError === "function" ? InternalError.prototype : null;
+export const RegExpExec = uncurry(RegExp.prototype.exec);
 export const ErrorPrototypeToString = Error.prototype.toString;
 export const ArrayPush = uncurry(Array.prototype.push);
 export const ArrayJoin = uncurry(Array.prototype.join);
@@ -44,6 +51,9 @@ export const MapGet = uncurry(Map.prototype.get);
 export const MapSet = uncurry(Map.prototype.set);
 export const MapHas = uncurry(Map.prototype.has);
 export const MapDelete = uncurry(Map.prototype.delete);
+export const MapEntries = uncurry(Map.prototype.entries);
+export const MapSize = uncurry(Object.getOwnPropertyDescriptor(Map.prototype, "size").get);
+export const MapIteratorNext = uncurry(Object.getPrototypeOf(new Map().entries()).next);
 export const SetCtor = Set;
 export const SetAdd = uncurry(Set.prototype.add);
 export const SetHas = uncurry(Set.prototype.has);
@@ -71,6 +81,32 @@ const arrayBufferByteLengthGetter = Object.getOwnPropertyDescriptor(ArrayBuffer.
 export const arrayBufferByteLength = uncurry(arrayBufferByteLengthGetter);
 export const queueMicrotaskNative = globalThis.queueMicrotask;
 export { uncurry };
+
+// An array for the runtime's own use: with no prototype, no index accessor, iterator or toJSON a
+// bundle defines on Array.prototype or Object.prototype can see or change what is stored in it.
+export function list() {
+  const a = [];
+  ObjectSetPrototypeOf(a, null);
+  return a;
+}
+
+// Entries of a Map as [key, value] pairs, iterated with the built-ins captured above.
+export function mapEntries(map) {
+  const out = list();
+  const it = MapEntries(map);
+  for (;;) {
+    const step = MapIteratorNext(it);
+    if (step.done) return out;
+    ArrayPush(out, step.value);
+  }
+}
+
+const typedArrayTag = uncurry(Object.getOwnPropertyDescriptor(TypedArrayPrototype, Symbol.toStringTag).get);
+
+// A genuine Uint8Array, read from its internal slot (a subclass instance counts, a look-alike not).
+export function isUint8Array(value) {
+  return value !== null && typeof value === "object" && typedArrayTag(value) === "Uint8Array";
+}
 
 export function isDate(value) {
   // The internal slot check: getTime throws on anything that is not a real Date.

@@ -1,27 +1,61 @@
 // The sandbox runtime evaluated once per engine: it captures built-ins, hardens error conversion,
 // installs the globals bundles expect and hands the engine a private API object. Every API function
 // takes and returns JSON text and never throws anything but engine-made errors (interrupt, OOM).
+// Replies are written by reply.js from state only the runtime holds: bundle code runs in the same
+// heap and may have rewritten every built-in prototype by the time a reply is written.
 import {
   ArrayPush,
+  ArraySort,
   JSONParse,
-  JSONStringify,
   MapCtor,
   MapDelete,
   MapGet,
   MapSet,
+  MapSize,
+  MathMax,
+  NumberCtor,
+  NumberIsFinite,
   ObjectDefineProperty,
   ObjectKeys,
   PromiseCtor,
-  PromiseResolve,
   PromiseThen,
+  RangeErrorCtor,
+  ReflectApply,
+  StringCtor,
   StringSlice,
   TypeErrorCtor,
   ArrayJoin,
   hasOwn,
+  isUint8Array,
+  list,
+  mapEntries,
   performanceNow,
+  toBase64,
+  typedArrayLength,
 } from "./intrinsics.js";
 import { hardenErrors, hardenJobs } from "./harden.js";
-import { describeError, fault, faultOf, inspect, isOutOfMemory, isStackOverflow, toJSONText } from "./serialize.js";
+import {
+  MAX_DEPTH,
+  describeError,
+  fault,
+  faultOf,
+  inspect,
+  isOutOfMemory,
+  isStackOverflow,
+  toJSONText,
+} from "./serialize.js";
+import {
+  DETAIL_DEPTH,
+  errorText,
+  failureText,
+  fetchRequestText,
+  manifestText,
+  numberText,
+  quote,
+  sliceWhole,
+  stringListText,
+  utf8Length,
+} from "./reply.js";
 import { randomFloat, seedRandom } from "./random.js";
 import {
   Headers,
@@ -32,8 +66,9 @@ import {
   URL,
   URLSearchParams,
   base64ToBytes,
-  bytesToBase64,
   crypto,
+  headerPairs,
+  requestState,
   structuredClone,
 } from "./web.js";
 import {
@@ -49,15 +84,39 @@ hardenErrors();
 
 const MAX_TIMERS = 10000;
 
+// The limits the engine passes, as numbers the runtime checked (a missing or odd field takes its
+// default rather than a value some prototype getter supplies).
+const DEFAULT_LIMITS = {
+  __proto__: null,
+  log_bytes: 262144,
+  output_bytes: 1048576,
+  max_fetches: 50,
+  fetch_request_bytes: 1048576,
+  fetch_response_bytes: 5242880,
+};
+
+function checkedLimits(given) {
+  const out = { __proto__: null };
+  const keys = ObjectKeys(DEFAULT_LIMITS);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
+    const v = given !== null && typeof given === "object" && hasOwn(given, k) ? given[k] : undefined;
+    out[k] = typeof v === "number" && NumberIsFinite(v) && v >= 0 ? v : DEFAULT_LIMITS[k];
+  }
+  return out;
+}
+
 // Everything one load or call accumulates; reset by begin() (in a forked child it starts empty).
+// Logs and queued fetches are kept as JSON text, written when they happen.
 const call = {
-  limits: { log_bytes: 262144, output_bytes: 1048576, max_fetches: 50, fetch_request_bytes: 1048576, fetch_response_bytes: 5242880 },
-  logs: [],
+  __proto__: null,
+  limits: checkedLimits(null),
+  logs: list(),
   logBytes: 0,
   logsTruncated: false,
   timers: new MapCtor(),
   nextTimerId: 1,
-  outbox: [],
+  outbox: list(),
   pendingFetches: new MapCtor(),
   nextFetchId: 1,
   fetchCount: 0,
@@ -69,10 +128,18 @@ const call = {
 
 // ---------------------------------------------------------------- console
 
+const LOG_LEVELS = { __proto__: null, log: true, info: true, debug: true, warn: true, error: true };
+
+function logEntryText(level, message) {
+  return '{"level":"' + level + '","message":' + quote(message) + "}";
+}
+
+// A log line is charged the UTF-8 size of its JSON entry, so the logs' JSON text stays within
+// log_bytes (plus the one truncation notice) however short or escaped the lines are.
 function addLog(level, args) {
-  if (call.logsTruncated) return;
+  if (call.logsTruncated || LOG_LEVELS[level] !== true) return;
   const budget = call.limits.log_bytes - call.logBytes;
-  const pieces = [];
+  const pieces = list();
   let size = 0;
   for (let i = 0; i < args.length && size <= budget; i++) {
     const text = inspect(args[i], budget - size + 1);
@@ -80,15 +147,33 @@ function addLog(level, args) {
     ArrayPush(pieces, text);
   }
   let message = ArrayJoin(pieces, " ");
-  if (message.length > budget) {
-    message = StringSlice(message, 0, budget > 0 ? budget : 0);
+  let entry = logEntryText(level, message);
+  let cost = utf8Length(entry) + 1;
+  if (cost > budget) {
     call.logsTruncated = true;
+    const overhead = utf8Length(logEntryText(level, "")) + 1;
+    let keep = message.length;
+    while (keep > 0 && cost > budget) {
+      // Each round keeps a share of the message in proportion to the room left: a few rounds.
+      const next = (keep * MathMax(budget - overhead, 0)) / (cost - overhead + 1);
+      keep = next < keep ? next - (next % 1) : keep - 1;
+      message = sliceWhole(message, keep);
+      entry = logEntryText(level, message);
+      cost = utf8Length(entry) + 1;
+    }
+    if (cost > budget) entry = null;
   }
-  call.logBytes += message.length;
-  ArrayPush(call.logs, { level, message });
+  if (entry !== null) {
+    call.logBytes += cost;
+    ArrayPush(call.logs, entry);
+  }
   if (call.logsTruncated) {
-    ArrayPush(call.logs, { level: "warn", message: `[logs truncated: limit of ${call.limits.log_bytes} bytes reached]` });
+    ArrayPush(call.logs, logEntryText("warn", `[logs truncated: limit of ${call.limits.log_bytes} bytes reached]`));
   }
+}
+
+function logsText() {
+  return "[" + ArrayJoin(call.logs, ",") + "]";
 }
 
 function reportUncaught(error) {
@@ -134,36 +219,44 @@ const consoleObject = {
 
 function addTimer(callback, delay, args, repeat) {
   if (typeof callback !== "function") throw new TypeErrorCtor("timer callback must be a function");
-  if (call.timers.size >= MAX_TIMERS) throw new RangeError(`more than ${MAX_TIMERS} pending timers`);
-  const ms = Number(delay) > 0 ? Number(delay) : 0;
+  if (MapSize(call.timers) >= MAX_TIMERS) throw new RangeErrorCtor(`more than ${MAX_TIMERS} pending timers`);
+  const n = NumberCtor(delay);
+  const ms = n > 0 && NumberIsFinite(n) ? n : n > 0 ? 2147483647 : 0;
   const id = call.nextTimerId++;
-  MapSet(call.timers, id, { due: performanceNow() + ms, callback, args, repeat: repeat ? Math.max(ms, 1) : 0, seq: id });
+  const timer = { __proto__: null, due: performanceNow() + ms, callback, args, repeat: repeat ? MathMax(ms, 1) : 0, seq: id };
+  MapSet(call.timers, id, timer);
   return id;
 }
 
 const setTimeout = (callback, delay = 0, ...args) => addTimer(callback, delay, args, false);
 const setInterval = (callback, delay = 0, ...args) => addTimer(callback, delay, args, true);
 const clearTimeout = (id) => {
-  MapDelete(call.timers, Number(id));
+  MapDelete(call.timers, NumberCtor(id));
 };
 
 function nextTimerDelay() {
+  if (MapSize(call.timers) === 0) return null;
   let next = Infinity;
-  for (const timer of call.timers.values()) if (timer.due < next) next = timer.due;
-  return next === Infinity ? null : Math.max(0, next - performanceNow());
+  const timers = mapEntries(call.timers);
+  for (let i = 0; i < timers.length; i++) if (timers[i][1].due < next) next = timers[i][1].due;
+  return next === Infinity ? null : MathMax(0, next - performanceNow());
 }
 
 function fireDueTimers() {
+  if (MapSize(call.timers) === 0) return;
   const now = performanceNow();
-  const due = [];
-  for (const [id, timer] of call.timers) if (timer.due <= now) ArrayPush(due, [id, timer]);
-  due.sort((a, b) => a[1].due - b[1].due || a[1].seq - b[1].seq);
-  for (const [id, timer] of due) {
+  const due = list();
+  const timers = mapEntries(call.timers);
+  for (let i = 0; i < timers.length; i++) if (timers[i][1].due <= now) ArrayPush(due, timers[i]);
+  ArraySort(due, (a, b) => a[1].due - b[1].due || a[1].seq - b[1].seq);
+  for (let i = 0; i < due.length; i++) {
+    const id = due[i][0];
+    const timer = due[i][1];
     if (MapGet(call.timers, id) !== timer) continue; // cleared by an earlier callback
     if (timer.repeat) timer.due = performanceNow() + timer.repeat;
     else MapDelete(call.timers, id);
     try {
-      timer.callback(...timer.args);
+      ReflectApply(timer.callback, undefined, timer.args);
     } catch (error) {
       reportUncaught(error);
     }
@@ -172,6 +265,10 @@ function fireDueTimers() {
 
 // ---------------------------------------------------------------- fetch
 
+// The count against max_fetches is taken here, before the request exists, and the frame's request
+// record is written from the request's private fields, checked with captured built-ins: what URL,
+// Headers or Request methods a bundle replaced can change what it asks for, never how many
+// requests leave or what shape they have.
 function fetch(input, init = undefined) {
   return new PromiseCtor((resolve, reject) => {
     if (!call.fetchAllowed) {
@@ -188,51 +285,72 @@ function fetch(input, init = undefined) {
       reject(fault("egress_denied", `only http and https URLs can be fetched, not ${url.protocol}`, TypeErrorCtor));
       return;
     }
-    const body = request._peekBytes();
-    if (body && body.length > call.limits.fetch_request_bytes) {
-      reject(new TypeErrorCtor(`request body is larger than ${call.limits.fetch_request_bytes} bytes`));
+    const state = requestState(request);
+    const body = state.bytes;
+    let bodyB64 = null;
+    if (body !== null && body !== undefined) {
+      if (!isUint8Array(body)) {
+        reject(new TypeErrorCtor("the request body could not be read"));
+        return;
+      }
+      if (typedArrayLength(body) > call.limits.fetch_request_bytes) {
+        reject(new TypeErrorCtor(`request body is larger than ${call.limits.fetch_request_bytes} bytes`));
+        return;
+      }
+      bodyB64 = toBase64(body);
+    }
+    const requestText = fetchRequestText(state.url, state.method, headerPairs(state.headers), bodyB64);
+    if (requestText[0] === "!") {
+      reject(fault("egress_denied", StringSlice(requestText, 1), TypeErrorCtor));
+      return;
+    }
+    if (call.fetchCount >= call.limits.max_fetches) {
+      // Re-checked: bundle code (a replaced URL or Headers method) may have called fetch meanwhile.
+      reject(fault("egress_denied", `fetch limit reached: at most ${call.limits.max_fetches} requests per call`, TypeErrorCtor));
       return;
     }
     call.fetchCount++;
     const id = call.nextFetchId++;
-    const headers = [];
-    for (const [k, v] of request.headers) ArrayPush(headers, [k, v]);
-    MapSet(call.pendingFetches, id, { resolve, reject });
-    ArrayPush(call.outbox, {
-      id,
-      request: { url: request.url, method: request.method, headers, body_b64: body ? bytesToBase64(body) : null },
-    });
+    MapSet(call.pendingFetches, id, { __proto__: null, resolve, reject });
+    ArrayPush(call.outbox, '{"id":' + StringCtor(id) + ',"request":' + requestText + "}");
   });
 }
+
+// A field of the host's fetch result (JSON.parse output): own properties only.
+const field = (record, key) => (record !== null && typeof record === "object" && hasOwn(record, key) ? record[key] : undefined);
 
 function completeFetch(id, result) {
   const pending = MapGet(call.pendingFetches, id);
   if (!pending) return;
   MapDelete(call.pendingFetches, id);
-  if (!result.ok) {
-    const err = result.error || {};
-    const message = String(err.message || "fetch failed");
-    if (err.type === "egress_denied") pending.reject(fault("egress_denied", message, TypeErrorCtor));
+  if (field(result, "ok") !== true) {
+    const err = field(result, "error");
+    const given = field(err, "message");
+    const message = typeof given === "string" && given !== "" ? given : "fetch failed";
+    if (field(err, "type") === "egress_denied") pending.reject(fault("egress_denied", message, TypeErrorCtor));
     else pending.reject(new TypeErrorCtor(`fetch failed: ${message}`));
     return;
   }
   let bytes;
   try {
-    bytes = base64ToBytes(result.body_b64 || "");
+    const b64 = field(result, "body_b64");
+    bytes = base64ToBytes(typeof b64 === "string" ? b64 : "");
   } catch {
     pending.reject(new TypeErrorCtor("fetch failed: the host sent an undecodable body"));
     return;
   }
-  if (bytes.length > call.limits.fetch_response_bytes) {
+  if (typedArrayLength(bytes) > call.limits.fetch_response_bytes) {
     pending.reject(new TypeErrorCtor(`fetch failed: response is larger than ${call.limits.fetch_response_bytes} bytes`));
     return;
   }
+  const statusText = field(result, "statusText");
+  const headers = field(result, "headers");
   pending.resolve(
     new Response(null, {
-      status: result.status,
-      statusText: result.statusText || "",
-      headers: result.headers || [],
-      _url: result.url,
+      status: field(result, "status"),
+      statusText: typeof statusText === "string" ? statusText : "",
+      headers: headers !== undefined && headers !== null ? headers : [],
+      _url: field(result, "url"),
       _bytes: bytes,
       _internal: true,
     }),
@@ -278,7 +396,7 @@ hardenJobs(reportUncaught);
 
 const modules = buildModules();
 function require(name) {
-  const key = String(name);
+  const key = StringCtor(name);
   const mod = hasOwn(modules, key) ? modules[key] : undefined;
   if (mod === undefined) throw fault("invalid_bundle", `module "${StringSlice(key, 0, 200)}" is not available in the sandbox`);
   return mod;
@@ -289,24 +407,29 @@ function require(name) {
 let loaded = null; // { agents, metadata }
 let toolsCache = null;
 
-function errorFrom(error, fallbackType) {
+// The error of a failed load or call as JSON text. Its type comes from the runtime's own fault
+// table or its checks of engine-made errors, never from a property of the thrown value; `prefix`
+// goes before the message when the type is `fallbackType`.
+function errorFrom(error, fallbackType, prefix = "") {
   const f = faultOf(error);
   const d = describeError(error);
-  if (f) return { type: f.code, message: d.message, detail: f.detail || {} };
-  if (isStackOverflow(error)) return { type: "stack_overflow", message: "maximum call stack size exceeded", detail: {} };
-  if (isOutOfMemory(error)) return { type: "memory_limit", message: "the JavaScript heap limit was reached", detail: {} };
-  return { type: fallbackType, message: d.message, detail: { name: d.name, stack: d.stack } };
+  if (f) return errorText(f.code, (f.code === fallbackType ? prefix : "") + d.message, f.detailText);
+  if (isStackOverflow(error)) return errorText("stack_overflow", "maximum call stack size exceeded");
+  if (isOutOfMemory(error)) return errorText("memory_limit", "the JavaScript heap limit was reached");
+  return errorText(fallbackType, prefix + d.message, '{"name":' + quote(d.name) + ',"stack":' + quote(d.stack) + "}");
 }
 
 // Returns JSON text; the fallback never touches the thrown value, so nothing a bundle throws here
-// can escape to the Python side.
+// can escape to the engine. Arguments are passed one by one (a spread would use an iterator).
+// Replies built by concatenation can be rope strings, which the Python binding cannot convert:
+// slicing the whole of one flattens it (and returns a flat string as it is).
 function guarded(fn) {
-  return (...args) => {
+  return (a, b) => {
     try {
-      return fn(...args);
+      return StringSlice(fn(a, b), 0);
     } catch (error) {
       try {
-        return JSONStringify({ ok: false, error: errorFrom(error, "sandbox_crash") });
+        return failureText(errorFrom(error, "sandbox_crash"));
       } catch {
         return '{"ok":false,"error":{"type":"sandbox_crash","message":"runtime failure","detail":{}}}';
       }
@@ -315,16 +438,18 @@ function guarded(fn) {
 }
 
 function resetCall(limits) {
-  call.limits = limits;
-  call.logs = [];
+  call.limits = checkedLimits(limits);
+  call.logs = list();
   call.logBytes = 0;
   call.logsTruncated = false;
   call.timers = new MapCtor();
-  call.outbox = [];
+  call.outbox = list();
   call.pendingFetches = new MapCtor();
   call.fetchCount = 0;
   call.outcome = null;
 }
+
+const OK = '{"ok":true}';
 
 function load(bundleFunction, argsJSON) {
   const args = JSONParse(argsJSON);
@@ -334,39 +459,42 @@ function load(bundleFunction, argsJSON) {
   call.fetchAllowed = false;
   const module = { exports: {} };
   try {
-    bundleFunction(require, module, module.exports);
+    ReflectApply(bundleFunction, undefined, [require, module, module.exports]);
   } catch (error) {
-    const e = errorFrom(error, "invalid_bundle");
-    if (e.type === "invalid_bundle") e.message = `the bundle threw while loading: ${e.message}`;
-    return JSONStringify({ ok: false, error: e });
+    return failureText(errorFrom(error, "invalid_bundle", "the bundle threw while loading: "));
   }
   try {
     loaded = discoverAgents(module.exports);
   } catch (error) {
-    const e = errorFrom(error, "invalid_bundle");
-    return JSONStringify({ ok: false, error: e });
+    return failureText(errorFrom(error, "invalid_bundle"));
   }
-  return JSONStringify({ ok: true });
+  return OK;
 }
 
 // After load: timers and fetches started at top level are dropped (logs are kept in the result).
 function afterLoad() {
-  const logs = call.logs;
+  const logs = logsText();
   resetCall(call.limits);
-  return JSONStringify({ ok: true, logs });
+  return '{"ok":true,"logs":' + logs + "}";
 }
 
 function introspect() {
-  if (!loaded) return JSONStringify({ ok: false, error: { type: "invalid_bundle", message: "no bundle loaded", detail: {} } });
+  if (!loaded) return failureText(errorText("invalid_bundle", "no bundle loaded"));
   const manifest = introspectAgents(loaded);
-  return JSONStringify({ ok: true, manifest: JSONParse(toJSONText(manifest, 16 * 1024 * 1024)) });
+  // No toJSON is looked up (the bundle's Object.prototype.toJSON would rewrite the manifest), and
+  // manifestText gives every field its type whatever the description code was made to return.
+  const text = toJSONText(manifest, 16 * 1024 * 1024, MAX_DEPTH, true);
+  return '{"ok":true,"manifest":' + manifestText(JSONParse(text)) + "}";
 }
 
 async function runCall(args) {
   if (!loaded || !hasOwn(loaded.agents, args.agent)) {
-    throw fault("unknown_tool", `no agent named "${StringSlice(String(args.agent), 0, 200)}"`, Error, {
-      agents: loaded ? ObjectKeys(loaded.agents) : [],
-    });
+    throw fault(
+      "unknown_tool",
+      `no agent named "${StringSlice(StringCtor(args.agent), 0, 200)}"`,
+      Error,
+      '{"agents":' + (loaded ? stringListText(ObjectKeys(loaded.agents)) : "[]") + "}",
+    );
   }
   const agent = loaded.agents[args.agent];
   const base = { ...args.context, sessionId: args.context.sessionId, resourceId: args.context.resourceId };
@@ -378,9 +506,12 @@ async function runCall(args) {
   const record = await agentTools(agent, context);
   toolsCache = record;
   if (record === null || typeof record !== "object" || !hasOwn(record, args.tool)) {
-    throw fault("unknown_tool", `agent "${args.agent}" has no tool "${StringSlice(String(args.tool), 0, 200)}"`, Error, {
-      tools: record !== null && typeof record === "object" ? ObjectKeys(record) : [],
-    });
+    throw fault(
+      "unknown_tool",
+      `agent "${StringSlice(StringCtor(args.agent), 0, 200)}" has no tool "${StringSlice(StringCtor(args.tool), 0, 200)}"`,
+      Error,
+      '{"tools":' + (record !== null && typeof record === "object" ? stringListText(ObjectKeys(record)) : "[]") + "}",
+    );
   }
   const tool = resolveTool(record[args.tool], context);
   const input = JSONParse(args.input);
@@ -388,13 +519,17 @@ async function runCall(args) {
   if (!checked.ok) {
     let issues;
     try {
-      issues = JSONParse(toJSONText(checked.issues, 65536));
+      issues = toJSONText(checked.issues, 65536, DETAIL_DEPTH, true);
     } catch {
-      issues = [];
+      issues = "[]";
     }
-    throw fault("invalid_input", "the input does not match the tool's input schema", TypeErrorCtor, { issues });
+    throw fault("invalid_input", "the input does not match the tool's input schema", TypeErrorCtor, '{"issues":' + issues + "}");
   }
   return await tool.execute(checked.value);
+}
+
+function settle(ok, valueOrError) {
+  if (call.outcome === null) call.outcome = { __proto__: null, ok, value: valueOrError };
 }
 
 function begin(argsJSON) {
@@ -403,76 +538,68 @@ function begin(argsJSON) {
   seedRandom(args.seed);
   call.fetchAllowed = true;
   call.started = performanceNow();
-  let promise;
   try {
-    promise = PromiseResolve(runCall(args));
+    // runCall is async: it returns a native promise, so no `constructor` or `then` is looked up.
+    PromiseThen(
+      runCall(args),
+      (value) => settle(true, value),
+      (error) => settle(false, error),
+    );
   } catch (error) {
-    call.outcome = { ok: false, error };
-    return JSONStringify({ ok: true });
+    settle(false, error);
   }
-  PromiseThen(
-    promise,
-    (value) => {
-      call.outcome = { ok: true, value };
-    },
-    (error) => {
-      call.outcome = { ok: false, error };
-    },
-  );
-  return JSONStringify({ ok: true });
+  return OK;
 }
 
-// What the engine loop needs after the job queue ran dry.
+// What the engine loop needs after the job queue ran dry. The queued fetches were counted
+// against max_fetches when fetch() accepted them; the count is checked again here.
 function poll() {
   const fetches = call.outbox;
-  call.outbox = [];
-  return JSONStringify({
-    ok: true,
-    done: call.outcome !== null,
-    fetches,
-    pendingFetches: call.pendingFetches.size,
-    nextTimerMs: nextTimerDelay(),
-  });
+  if (fetches.length > 0) call.outbox = list();
+  if (fetches.length > call.limits.max_fetches) fetches.length = call.limits.max_fetches;
+  const next = nextTimerDelay();
+  return (
+    '{"ok":true,"done":' +
+    (call.outcome !== null ? "true" : "false") +
+    ',"fetches":[' +
+    ArrayJoin(fetches, ",") +
+    '],"pendingFetches":' +
+    numberText(MapSize(call.pendingFetches)) +
+    ',"nextTimerMs":' +
+    (next === null ? "null" : numberText(next)) +
+    "}"
+  );
 }
 
 function fireTimers() {
   fireDueTimers();
-  return '{"ok":true}';
+  return OK;
 }
 
 function fetchDone(id, resultJSON) {
-  completeFetch(Number(id), JSONParse(resultJSON));
-  return '{"ok":true}';
+  completeFetch(NumberCtor(id), JSONParse(resultJSON));
+  return OK;
 }
 
 function fetchTimedOut(id) {
-  completeFetch(Number(id), { ok: false, error: { type: "timeout", message: "the request timed out" } });
-  return '{"ok":true}';
+  completeFetch(NumberCtor(id), { __proto__: null, ok: false, error: { __proto__: null, type: "timeout", message: "the request timed out" } });
+  return OK;
 }
 
 // Output and logs as one JSON text (output embedded verbatim, so a large result is parsed once).
 function finish() {
-  const logsText = () => {
-    try {
-      return JSONStringify(call.logs);
-    } catch {
-      return "[]";
-    }
-  };
   const outcome = call.outcome;
   if (outcome === null) {
-    return '{"ok":false,"error":{"type":"timeout","message":"the call did not finish","detail":{}},"logs":' + logsText() + "}";
+    return failureText(errorText("timeout", "the call did not finish"), logsText());
   }
   if (!outcome.ok) {
-    return JSONStringify({ ok: false, error: errorFrom(outcome.error, "tool_error"), logs: call.logs });
+    return failureText(errorFrom(outcome.value, "tool_error"), logsText());
   }
   let output;
   try {
     output = toJSONText(outcome.value, call.limits.output_bytes);
   } catch (error) {
-    const e = errorFrom(error, "tool_error");
-    if (e.type === "tool_error") e.message = `the output could not be converted to JSON: ${e.message}`;
-    return JSONStringify({ ok: false, error: e, logs: call.logs });
+    return failureText(errorFrom(error, "tool_error", "the output could not be converted to JSON: "), logsText());
   }
   call.outputText = output;
   return '{"ok":true,"logs":' + logsText() + "}";
@@ -486,7 +613,7 @@ function takeOutput() {
 }
 
 function drainLogs() {
-  return JSONStringify({ ok: true, logs: call.logs });
+  return '{"ok":true,"logs":' + logsText() + "}";
 }
 
 void toolsCache;

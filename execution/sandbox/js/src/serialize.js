@@ -5,10 +5,15 @@ import {
   ArrayJoin,
   ArrayPush,
   ErrorCtor,
+  ErrorIsError,
+  InternalErrorPrototype,
   JSONStringify,
+  ObjectGetOwnPropertyDescriptor,
+  ObjectGetPrototypeOf,
   ObjectKeys,
   ReflectApply,
   RangeErrorCtor,
+  RangeErrorPrototype,
   SetAdd,
   SetCtor,
   SetDelete,
@@ -18,20 +23,23 @@ import {
   WeakMapCtor,
   WeakMapGet,
   WeakMapSet,
+  hasOwn,
   isDate,
   DateToISOString,
   isTypedArray,
+  list,
+  typedArrayLength,
 } from "./intrinsics.js";
 
-const MAX_DEPTH = 200;
+export const MAX_DEPTH = 200;
 
 // Errors the runtime raises on purpose carry a taxonomy code. The map is private, so bundle code
-// can rethrow such an error but cannot mint one.
+// can rethrow such an error but cannot mint one. `detailText` is JSON text the runtime built.
 const faultCodes = new WeakMapCtor();
 
-export function fault(code, message, ErrorType = ErrorCtor, detail = undefined) {
+export function fault(code, message, ErrorType = ErrorCtor, detailText = "{}") {
   const error = new ErrorType(message);
-  WeakMapSet(faultCodes, error, { code, detail });
+  WeakMapSet(faultCodes, error, { __proto__: null, code, detailText });
   return error;
 }
 
@@ -40,34 +48,38 @@ export function faultOf(error) {
   return WeakMapGet(faultCodes, error);
 }
 
-export function isStackOverflow(error) {
+// The message an engine-made error carries as an own data property (undefined otherwise): read
+// without getters, instanceof or Symbol.hasInstance, none of which a bundle can then replace, and
+// never from a Proxy (whose traps could answer anything).
+function engineMessage(error, prototype) {
   try {
-    return (
-      error instanceof RangeErrorCtor &&
-      error.message === "Maximum call stack size exceeded"
-    );
+    if (!ErrorIsError(error) || ObjectGetPrototypeOf(error) !== prototype) return undefined;
+    const d = ObjectGetOwnPropertyDescriptor(error, "message");
+    return d && hasOwn(d, "value") && typeof d.value === "string" ? d.value : undefined;
   } catch {
-    return false;
+    return undefined;
   }
+}
+
+export function isStackOverflow(error) {
+  return engineMessage(error, RangeErrorPrototype) === "Maximum call stack size exceeded";
 }
 
 export function isOutOfMemory(error) {
-  try {
-    // "string too long" is the engine's hard cap on one string (2^30 characters): a memory bomb too.
-    return (
-      error instanceof ErrorCtor &&
-      error.name === "InternalError" &&
-      (error.message === "out of memory" || error.message === "string too long")
-    );
-  } catch {
-    return false;
-  }
+  // "string too long" is the engine's hard cap on one string (2^30 characters): a memory bomb too.
+  const message = InternalErrorPrototype ? engineMessage(error, InternalErrorPrototype) : undefined;
+  return message === "out of memory" || message === "string too long";
 }
 
 // JSON text of `value` like JSON.stringify, but cycles become "[Circular]", BigInt becomes a string,
-// and it stops (output_limit) as soon as the text exceeds maxChars.
-export function toJSONText(value, maxChars) {
-  const parts = [];
+// and it stops (output_limit) as soon as the text exceeds maxChars or nests deeper than maxDepth.
+// The text is valid JSON whatever the bundle did to built-in prototypes: it is assembled in a
+// prototype-less list from primitives only. Bundle values keep JSON semantics (toJSON, getters,
+// proxies run here, inside the call's budget); with `plain` (the manifest, schema issues: data the
+// runtime describes, not a value the tool returned) no toJSON is looked up, so a bundle's
+// Object.prototype.toJSON cannot rewrite them.
+export function toJSONText(value, maxChars, maxDepth = MAX_DEPTH, plain = false) {
+  const parts = list();
   const ancestors = new SetCtor();
   let size = 0;
   const emit = (text) => {
@@ -78,9 +90,11 @@ export function toJSONText(value, maxChars) {
     ArrayPush(parts, text);
   };
 
-  const write = (holder, key, input, depth, inArray) => {
+  const write = (key, input, depth, inArray) => {
     let v = input;
-    if (v !== null && (typeof v === "object" || typeof v === "function") && !isDate(v)) {
+    if (plain) {
+      // JSON.parse output: primitives, arrays and plain objects with own data properties only.
+    } else if (v !== null && (typeof v === "object" || typeof v === "function") && !isDate(v)) {
       const toJSON = v.toJSON;
       if (typeof toJSON === "function") v = ReflectApply(toJSON, v, [key]);
     } else if (isDate(v)) {
@@ -121,16 +135,17 @@ export function toJSONText(value, maxChars) {
       emit('"[Circular]"');
       return true;
     }
-    if (depth >= MAX_DEPTH) {
-      throw fault("output_limit", `output is nested deeper than ${MAX_DEPTH} levels`, RangeErrorCtor);
+    if (depth >= maxDepth) {
+      throw fault("output_limit", `output is nested deeper than ${maxDepth} levels`, RangeErrorCtor);
     }
     SetAdd(ancestors, v);
-    if (ArrayIsArray(v) || isTypedArray(v)) {
-      const length = v.length >>> 0;
+    const typed = isTypedArray(v);
+    if (typed || ArrayIsArray(v)) {
+      const length = typed ? typedArrayLength(v) : v.length >>> 0;
       emit("[");
       for (let i = 0; i < length; i++) {
         if (i > 0) emit(",");
-        write(v, StringCtor(i), v[i], depth + 1, true);
+        write(StringCtor(i), v[i], depth + 1, true);
       }
       emit("]");
     } else {
@@ -143,7 +158,7 @@ export function toJSONText(value, maxChars) {
         const markSize = size;
         emit(first ? "" : ",");
         emit(JSONStringify(k) + ":");
-        if (!write(v, k, v[k], depth + 1, false)) {
+        if (!write(k, v[k], depth + 1, false)) {
           // Property had no JSON representation: drop what was emitted for it.
           parts.length = mark;
           size = markSize;
@@ -157,7 +172,7 @@ export function toJSONText(value, maxChars) {
     return true;
   };
 
-  if (!write({ "": value }, "", value, 0, false)) return "null";
+  if (!write("", value, 0, false)) return "null";
   return ArrayJoin(parts, "");
 }
 
@@ -193,7 +208,7 @@ export function inspect(value, maxChars) {
     if (SetHas(seen, v)) return "[Circular]";
     if (depth > 3) return ArrayIsArray(v) ? "[Array]" : "[Object]";
     SetAdd(seen, v);
-    const out = [];
+    const out = list();
     let size = 0;
     if (ArrayIsArray(v)) {
       const length = v.length >>> 0;
@@ -252,10 +267,10 @@ export function describeError(error) {
         }
         message = "non-Error value thrown: " + rendered;
       }
-      return { name, message: StringSlice(message, 0, 4000), stack: StringSlice(stack, 0, 8000) };
+      return { __proto__: null, name, message: StringSlice(message, 0, 4000), stack: StringSlice(stack, 0, 8000) };
     }
-    return { name: "Error", message: "non-Error value thrown: " + safeString(error, typeof error), stack: "" };
+    return { __proto__: null, name: "Error", message: "non-Error value thrown: " + safeString(error, typeof error), stack: "" };
   } catch {
-    return { name: "Error", message: "unreadable error", stack: "" };
+    return { __proto__: null, name: "Error", message: "unreadable error", stack: "" };
   }
 }

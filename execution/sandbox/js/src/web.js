@@ -6,8 +6,12 @@ import {
   JSONParse,
   MapCtor,
   SetCtor,
+  ArraySort,
+  StringIndexOf,
+  StringSlice,
   Uint8ArrayCtor,
   fromBase64,
+  mapEntries,
   isArrayBuffer,
   isDate,
   isTypedArray,
@@ -540,7 +544,41 @@ export class URL {
 
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
+// Readers of private state, set by static blocks while this module is evaluated: fetch reads what
+// a request holds through them, never through getters or iterators on prototypes a bundle can change.
+let headersMapOf;
+let bodyBytesOf;
+let requestStateOf;
+
+// [name, value] pairs of a Headers as fetch sends them (each value joined as entries() joins it).
+export function headerPairs(headers) {
+  const pairs = mapEntries(headersMapOf(headers));
+  ArraySort(pairs, (a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  for (let i = 0; i < pairs.length; i++) {
+    const value = pairs[i][1];
+    if (typeof value !== "string") continue;
+    let joined = "";
+    let from = 0;
+    for (;;) {
+      const at = StringIndexOf(value, "\n", from);
+      if (at < 0) break;
+      joined += StringSlice(value, from, at) + ", ";
+      from = at + 1;
+    }
+    pairs[i][1] = from === 0 ? value : joined + StringSlice(value, from);
+  }
+  return pairs;
+}
+
+// {url, method, headers, bytes} of a Request, read from its private fields.
+export function requestState(request) {
+  return requestStateOf(request);
+}
+
 export class Headers {
+  static {
+    headersMapOf = (h) => h.#map;
+  }
   #map = new MapCtor();
   constructor(init = undefined) {
     if (init === undefined || init === null) return;
@@ -629,6 +667,9 @@ function defaultContentType(body) {
 }
 
 class Body {
+  static {
+    bodyBytesOf = (b) => b.#bytes;
+  }
   #bytes;
   #used = false;
   _initBody(bytes) {
@@ -663,6 +704,9 @@ class Body {
 }
 
 export class Request extends Body {
+  static {
+    requestStateOf = (r) => ({ __proto__: null, url: r.#url, method: r.#method, headers: r.#headers, bytes: bodyBytesOf(r) });
+  }
   #url;
   #method;
   #headers;
