@@ -18,7 +18,7 @@ from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.storage import storage_read
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.limits import Limits
-from organizations.host_patterns import loopback_allowed_for_tests
+from organizations.host_patterns import ca_file_for_tests, loopback_allowed_for_tests
 from organizations.models import MIB, EgressAllowedHost, Organization, OrganizationVariable
 from organizations.selectors import sandbox_config_for
 
@@ -71,6 +71,7 @@ def sandbox_settings_for(organization: Organization) -> SandboxSettings:
         organization.sandbox_backend,
         settings.LIGHTFAST_SANDBOX_BACKEND,
         loopback_allowed_for_tests(),
+        ca_file_for_tests(),
         # Secrets are decrypted with these: a different key must not reuse what the old one read.
         settings.SECRET_KEY,
         tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ()),
@@ -87,7 +88,10 @@ def sandbox_settings_for(organization: Organization) -> SandboxSettings:
         egress=EgressPolicy(
             allow_hosts=config.allow_hosts,
             secret_headers=config.secret_headers,
+            secret_values=config.secret_values,
+            organization=organization.public_id,
             unsafe_allow_loopback_for_tests=config.allow_loopback_for_tests,
+            unsafe_ca_file_for_tests=config.ca_file_for_tests,
         ),
         backend=config.backend,
     )

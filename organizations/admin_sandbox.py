@@ -46,7 +46,7 @@ class VariableAdminForm(forms.ModelForm):
     hosts = forms.CharField(
         label="inject hosts",
         required=False,
-        help_text="Comma-separated, exact or *.domain.",
+        help_text="Comma-separated, exact or *.domain, optionally :port (443 when absent; https only).",
         widget=forms.TextInput(attrs={"size": 30}),
     )
 

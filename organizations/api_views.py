@@ -221,7 +221,10 @@ class VariableDetailView(OrganizationScopedAPIView):
         description="Creates or replaces the variable. A plain variable is visible to bundles as "
         "`process.env.KEY`. A secret (`is_secret: true`) never enters the sandbox: the platform adds "
         "`inject_header: inject_prefix + value` to fetch requests to `inject_hosts` (which must also be "
-        "allowed under /egress/hosts). A secret's value is never returned. Needs the write scope.",
+        "allowed under /egress/hosts), over https only and to port 443 unless the inject host names a port "
+        "(`api.example.com:8443`). A stored secret's value can be kept (`value: null`) only while its "
+        "header stays and its hosts stay or shrink. A secret's value is never returned. "
+        "Needs the write scope.",
     )
     def put(self, request: Request, key: str) -> Response:
         """Create or replace the variable."""

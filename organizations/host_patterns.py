@@ -5,9 +5,13 @@ sandbox's egress code. What can be refused up front is refused here, with a reas
 wildcards over a whole top-level domain (`*.com`), IP literals that are not public unicast
 addresses, `localhost`, ports, paths and schemes.
 
+A secret's inject hosts are host patterns that may also name a port (`api.example.com:8443`):
+the host sends a secret over https only, and to port 443 unless its pattern names another.
+
 `LIGHTFAST_TEST_EGRESS_LOOPBACK` (a Django setting that settings.py does not define and no
 environment variable sets) lets the test suite name its own loopback HTTP server; it is the
-same switch that turns on `EgressPolicy.unsafe_allow_loopback_for_tests`.
+same switch that turns on `EgressPolicy.unsafe_allow_loopback_for_tests`. With it on,
+`LIGHTFAST_TEST_EGRESS_CA_FILE` names the CA that verifies the suite's own HTTPS server.
 """
 
 from __future__ import annotations
@@ -30,6 +34,13 @@ class InvalidHostPattern(ValueError):
 def loopback_allowed_for_tests() -> bool:
     """True only when the test suite has switched loopback egress on (never in production)."""
     return bool(getattr(settings, "LIGHTFAST_TEST_EGRESS_LOOPBACK", False))
+
+
+def ca_file_for_tests() -> str:
+    """The test suite's own CA file for its loopback HTTPS server ("" in production)."""
+    if not loopback_allowed_for_tests():
+        return ""
+    return str(getattr(settings, "LIGHTFAST_TEST_EGRESS_CA_FILE", "") or "")
 
 
 def _ip_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, allow_loopback: bool) -> str | None:
@@ -88,6 +99,24 @@ def host_pattern_normalise(pattern: str, *, allow_loopback: bool | None = None) 
     if not allow_loopback and (labels[-1] in _LOOPBACK_NAMES):
         raise InvalidHostPattern("localhost is never reachable from the sandbox.")
     return f"*.{name}" if wildcard else name
+
+
+_PORT_SUFFIX = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+)):(?P<port>[0-9]{1,5})$")
+
+
+def secret_host_pattern_normalise(pattern: str, *, allow_loopback: bool | None = None) -> str:
+    """A secret's inject-host pattern: a host pattern, optionally with `:port` (443 when absent)."""
+    raw = pattern.strip()
+    match = _PORT_SUFFIX.match(raw)
+    if match is None:
+        return host_pattern_normalise(raw, allow_loopback=allow_loopback)
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        raise InvalidHostPattern(f"{raw!r}: a port is a number from 1 to 65535.")
+    host = host_pattern_normalise(match.group("v6") or match.group("name"), allow_loopback=allow_loopback)
+    if port == 443:
+        return host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def provider_base_url_check(url: str, *, allow_loopback: bool | None = None) -> str:

@@ -281,8 +281,9 @@ class OrganizationVariable(models.Model):
 
     Plain variables are `process.env` inside the sandbox. Secrets never enter the sandbox:
     the host adds them as the header `inject_header: inject_prefix + value` to fetch requests
-    whose host matches `inject_hosts`. A secret's value is stored encrypted and never shown
-    again after it is written.
+    whose host matches `inject_hosts`, over https only and to port 443 unless the pattern names
+    one (`api.example.com:8443`). A secret's value is stored encrypted and never shown again
+    after it is written; sending it to a new host or in another header needs the value again.
     """
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="variables")

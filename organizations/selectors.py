@@ -10,7 +10,7 @@ from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet
 
 from organizations.encryption import SecretUnreadable, secret_decrypt
-from organizations.host_patterns import loopback_allowed_for_tests
+from organizations.host_patterns import ca_file_for_tests, loopback_allowed_for_tests
 from organizations.models import (
     ApiKey,
     AuditLog,
@@ -85,17 +85,21 @@ class OrganizationSandboxConfig:
 
     env: dict[str, str] = field(default_factory=dict)
     allow_hosts: list[str] = field(default_factory=list)
-    # host pattern -> {header name: header value}; never given to the sandbox itself.
+    # host pattern (optionally `:port`) -> {header name: header value}; never given to the sandbox.
     secret_headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The secrets' values without prefixes, for scrubbing them from what fetch returns to JS.
+    secret_values: tuple[str, ...] = ()
     backend: str = "local"
     # Only the test suite turns this on (organizations.host_patterns); production never does.
     allow_loopback_for_tests: bool = False
+    ca_file_for_tests: str = ""
 
 
 def sandbox_config_for(organization: Organization) -> OrganizationSandboxConfig:
     """Environment, allow list, secret headers and backend of the organization's sandbox calls."""
     env: dict[str, str] = {}
     secret_headers: dict[str, dict[str, str]] = {}
+    secret_values: list[str] = []
     for variable in variable_list(organization=organization):
         if not variable.is_secret:
             env[variable.key] = variable.value
@@ -107,14 +111,17 @@ def sandbox_config_for(organization: Organization) -> OrganizationSandboxConfig:
             # author sees; sending a wrong value or failing every call would hide the cause.
             logger.error("secret %s of %s cannot be decrypted; not injected", variable.key, organization.slug)
             continue
+        secret_values.append(value)
         for pattern in variable.inject_hosts or []:
             secret_headers.setdefault(pattern, {})[variable.inject_header] = variable.inject_prefix + value
     return OrganizationSandboxConfig(
         env=env,
         allow_hosts=list(egress_host_list(organization=organization).values_list("pattern", flat=True)),
         secret_headers=secret_headers,
+        secret_values=tuple(secret_values),
         backend=organization.sandbox_backend or settings.LIGHTFAST_SANDBOX_BACKEND,
         allow_loopback_for_tests=loopback_allowed_for_tests(),
+        ca_file_for_tests=ca_file_for_tests(),
     )
 
 

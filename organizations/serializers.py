@@ -196,7 +196,7 @@ class VariableWriteSerializer(StrictSerializer):
         allow_null=True,
         required=False,
         trim_whitespace=False,
-        help_text="Required, except to keep a stored secret's value while changing where it is sent.",
+        help_text="Required, except to keep a stored secret's value (same header, the same hosts or fewer).",
     )
     is_secret = serializers.BooleanField(
         default=False, help_text="Secrets never enter the sandbox and are never shown again."
@@ -211,7 +211,8 @@ class VariableWriteSerializer(StrictSerializer):
         child=serializers.CharField(max_length=253),
         default=list,
         max_length=100,
-        help_text="Secrets: hosts (exact or *.domain) whose requests get the header.",
+        help_text="Secrets: hosts (exact or *.domain, optionally :port) whose https requests get the header; "
+        "port 443 unless one is named.",
     )
 
 

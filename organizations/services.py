@@ -23,7 +23,12 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 from organizations.encryption import secret_encrypt
-from organizations.host_patterns import InvalidHostPattern, host_pattern_normalise, provider_base_url_check
+from organizations.host_patterns import (
+    InvalidHostPattern,
+    host_pattern_normalise,
+    provider_base_url_check,
+    secret_host_pattern_normalise,
+)
 from organizations.models import (
     API_KEY_LAST_USED_RESOLUTION,
     API_KEY_LOOKUP_LENGTH,
@@ -524,12 +529,30 @@ def variable_clean(
     normalised: list[str] = []
     for pattern in hosts:
         try:
-            cleaned = host_pattern_normalise(str(pattern))
+            cleaned = secret_host_pattern_normalise(str(pattern))
         except InvalidHostPattern as exc:
             raise SettingInvalid(str(exc), detail={"inject_hosts": str(pattern)[:253]}) from exc
         if cleaned not in normalised:
             normalised.append(cleaned)
+    if keeps_secret:
+        assert existing is not None
+        _check_secret_not_repointed(existing, inject_header=inject_header, inject_hosts=normalised)
     return VariableFields(key, value, True, inject_header, inject_prefix, normalised)
+
+
+def _check_secret_not_repointed(
+    existing: OrganizationVariable, *, inject_header: str, inject_hosts: list[str]
+) -> None:
+    """Sending a stored secret somewhere new needs its value again (removing hosts does not).
+
+    Otherwise a write key that never knew the value could send it to a host it controls.
+    """
+    added = [pattern for pattern in inject_hosts if pattern not in (existing.inject_hosts or [])]
+    if added or inject_header.lower() != existing.inject_header.lower():
+        raise SettingInvalid(
+            "Sending a stored secret to new hosts or in another header needs its value again: give `value`.",
+            detail={"value": "required", "inject_hosts": added[:10]},
+        )
 
 
 @transaction.atomic

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from execution.sandbox import jail
-from execution.sandbox.egress import EgressPolicy
+from execution.sandbox.egress import EgressPolicy, FetchScheduler
 from execution.sandbox.errors import LIMIT_CODES, MEMORY_LIMIT, SANDBOX_CRASH, TIMEOUT, SandboxError
 from execution.sandbox.image.rootfs import DEFAULT_IMAGE, RUNNER_UID
 from execution.sandbox.limits import Limits
@@ -313,7 +313,6 @@ class DockerBackend(LocalJailBackend):
 
     def __init__(self, config: DockerConfig | None = None, *, client: Any = None) -> None:
         # The pool's own __init__ starts local workers: set up only what the reused code reads.
-        from concurrent.futures import ThreadPoolExecutor
 
         self.config = config or DockerConfig()  # type: ignore[assignment]
         self.dconfig: DockerConfig = self.config  # type: ignore[assignment]
@@ -325,7 +324,7 @@ class DockerBackend(LocalJailBackend):
         self._closed = False
         self._last_error: str | None = None
         self._status: dict[str, Any] = {}
-        self._fetches = ThreadPoolExecutor(max_workers=16, thread_name_prefix="sandbox-egress")
+        self._fetches = FetchScheduler()
         self._local = threading.local()
         # Attached stdio cannot carry fds: the runner relays, and each container is one organization's.
         self._zygote_channels = False
@@ -589,7 +588,7 @@ class DockerBackend(LocalJailBackend):
             self._lock.notify_all()
         for worker in workers:
             worker.remove()
-        self._fetches.shutdown(wait=False, cancel_futures=True)
+        self._fetches.shutdown()
 
     def probe(self, *args: Any, **kwargs: Any) -> Any:
         """Jail probes are a local-pool test hook; containers never accept them."""

@@ -42,13 +42,13 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from execution.sandbox import jail
-from execution.sandbox.egress import EgressPolicy, egress_fetch
+from execution.sandbox.egress import EgressPolicy, FetchScheduler
 from execution.sandbox.errors import CANCELLED, INVALID_INPUT, SANDBOX_CRASH, TIMEOUT, SandboxError
 from execution.sandbox.limits import Limits
 from execution.sandbox.native import native_runner_available
@@ -322,9 +322,9 @@ class LocalJailBackend:
         self._closed = False
         self._warned: set[str] = set()
         self._status: dict[str, Any] = {}
-        self._fetches = ThreadPoolExecutor(
-            max_workers=max(4, self.config.workers * 4), thread_name_prefix="sandbox-egress"
-        )
+        # Fetches run in one lane per organization: one organization's slow servers cannot
+        # hold the threads another organization's fetches need.
+        self._fetches = FetchScheduler()
         self._zygotes: dict[str, list[_Zygote]] = {}  # live zygotes by key (channel mode)
         first = self._start_worker()  # fail fast (and refuse) before starting the rest
         self._add(first)
@@ -454,7 +454,7 @@ class LocalJailBackend:
         self._sweeper_stop.set()
         for worker in workers:
             worker.stop()
-        self._fetches.shutdown(wait=False, cancel_futures=True)
+        self._fetches.shutdown()
 
     # --- one exchange ------------------------------------------------------------------
     def _exchange(
@@ -600,7 +600,7 @@ class LocalJailBackend:
         policy = egress or EgressPolicy()
         request = dict(reply.get("request") or {})
         budget_s = max(0.0, min(limits.fetch_timeout_ms / 1000, deadline - time.monotonic() - 0.05))
-        future = self._fetches.submit(egress_fetch, request, policy=policy, timeout_s=budget_s, limits=limits)
+        future = self._fetches.submit(request, policy=policy, timeout_s=budget_s, limits=limits)
         wake_w = worker.wake_w
 
         def wake(_: Future[dict[str, Any]]) -> None:

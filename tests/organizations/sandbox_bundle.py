@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from agents.models import VersionStatus
 from agents.services import bundle_upload, bundle_version_introspect
 from organizations.models import Organization
 from organizations.services import Actor
+from tests.egress_servers import serve
 
 BUNDLE = Path(__file__).resolve().parents[1] / "fixtures" / "organizations" / "env_fetch.mjs"
 
@@ -58,15 +58,10 @@ class EchoHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server() -> Iterator[int]:
-    """An HTTP server on the host's loopback; reachable only with the test-only loopback switch."""
+    """An HTTPS server (test CA) on the host's loopback; reachable only with the test-only switches."""
     EchoHandler.received = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield int(httpd.server_address[1])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(EchoHandler, tls=True) as port:
+        yield port
 
 
 @pytest.fixture

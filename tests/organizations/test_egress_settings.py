@@ -17,6 +17,7 @@ from organizations.services import (
     model_provider_set,
     organization_set_sandbox_backend,
 )
+from tests.egress_servers import ca_file_for_tests
 from tests.organizations.sandbox_bundle import (  # noqa: F401 - fixtures
     EchoHandler,
     echo_server,
@@ -121,6 +122,7 @@ def test_fetch_gets_secret_header_injected_and_js_never_sees_it(
 ):
     # The sandbox tests' switch for reaching a loopback test server; production never sets it.
     settings.LIGHTFAST_TEST_EGRESS_LOOPBACK = True
+    settings.LIGHTFAST_TEST_EGRESS_CA_FILE = ca_file_for_tests()
     key = alice.keys["all"]
     assert add(api, key, "localhost").status_code == 201
     response = api.request(
@@ -131,14 +133,15 @@ def test_fetch_gets_secret_header_injected_and_js_never_sees_it(
             "is_secret": True,
             "inject_header": "Authorization",
             "inject_prefix": "Bearer ",
-            "inject_hosts": ["localhost"],
+            # Secrets go over https only, to 443 unless the pattern names the port.
+            "inject_hosts": [f"localhost:{echo_server}"],
         },
         key=key,
     )
     assert response.status_code == 201, response.content
     ready_bundle(alice.organization)
     ready_bundle(bob.organization)
-    url = f"http://localhost:{echo_server}/data"
+    url = f"https://localhost:{echo_server}/data"
 
     answer = invoke(api, alice.keys["execute"], "fetchUrl", {"url": url})
     assert answer["ok"], answer["error"]

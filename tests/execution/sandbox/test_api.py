@@ -7,7 +7,7 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.errors import SandboxError
 from execution.sandbox.limits import Limits
 from execution.sandbox.transform import TransformedBundle, transform
+from tests.egress_servers import ca_file_for_tests, serve
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLES = ROOT.parent / "shared" / "bundles"
@@ -232,25 +233,22 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server() -> Iterator[int]:
-    """HTTP server on the host's loopback, reached only through the host's egress code."""
+    """HTTPS server (test CA) on the host's loopback, reached only through the host's egress code."""
     _Echo.received = []
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(_Echo, tls=True) as port:
+        yield port
 
 
 def test_fetch_from_js_uses_policy_and_secrets_stay_on_the_host(echo_server: int) -> None:
     bundle = _bundle(FIXTURES / "fetcher.mjs")
     policy = EgressPolicy(
         allow_hosts=["localhost"],
-        secret_headers={"localhost": {"X-Api-Key": SECRET}},
+        secret_headers={f"localhost:{echo_server}": {"X-Api-Key": SECRET}},
         unsafe_allow_loopback_for_tests=True,
+        unsafe_ca_file_for_tests=ca_file_for_tests(),
     )
-    result = _invoke(bundle, "probe", "fetchUrl", {"url": f"http://localhost:{echo_server}/x"}, egress=policy)
+    url = f"https://localhost:{echo_server}/x"
+    result = _invoke(bundle, "probe", "fetchUrl", {"url": url}, egress=policy)
     assert result.ok, result.error
     assert result.output["status"] == 200
     assert json.loads(result.output["body"]) == {"secret_arrived": True}
@@ -264,7 +262,7 @@ def test_fetch_denied_rejects_inside_js(echo_server: int) -> None:
     bundle = _bundle(FIXTURES / "fetcher.mjs")
     production_like = EgressPolicy(allow_hosts=["localhost"])  # loopback stays denied without the test flag
     result = _invoke(
-        bundle, "probe", "fetchUrl", {"url": f"http://localhost:{echo_server}/"}, egress=production_like
+        bundle, "probe", "fetchUrl", {"url": f"https://localhost:{echo_server}/"}, egress=production_like
     )
     assert result.ok
     assert "loopback" in result.output["rejected"]

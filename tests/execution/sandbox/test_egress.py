@@ -13,6 +13,7 @@ import pytest
 
 from execution.sandbox.egress import EgressPolicy, address_denied, egress_fetch
 from execution.sandbox.limits import Limits
+from tests.egress_servers import ca_file_for_tests, serve
 
 SECRET = "sk-test-very-secret-value"
 
@@ -45,6 +46,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
+def tls_server() -> Iterator[int]:
+    """The same server over HTTPS, with a certificate from the test CA (secrets go over https only)."""
+    _Handler.seen = []
+    with serve(_Handler, tls=True) as port:
+        yield port
+
+
+@pytest.fixture
 def server() -> Iterator[int]:
     """An HTTP server on 127.0.0.1 that records request headers."""
     _Handler.seen = []
@@ -69,7 +78,12 @@ def _get(url: str, policy: EgressPolicy, **request: Any) -> dict[str, Any]:
 
 def _test_policy(**extra: Any) -> EgressPolicy:
     # Loopback is reachable only through this explicitly test-named flag.
-    return EgressPolicy(allow_hosts=["localhost", "127.0.0.1"], unsafe_allow_loopback_for_tests=True, **extra)
+    return EgressPolicy(
+        allow_hosts=["localhost", "127.0.0.1"],
+        unsafe_allow_loopback_for_tests=True,
+        unsafe_ca_file_for_tests=ca_file_for_tests(),
+        **extra,
+    )
 
 
 def test_empty_policy_denies_everything(server: int) -> None:
@@ -193,23 +207,30 @@ def test_request_size_cap(server: int) -> None:
     assert result["ok"] is False and "request body exceeds" in result["error"]["message"]
 
 
-def test_secret_headers_added_for_matching_host_and_never_returned(server: int) -> None:
-    policy = _test_policy(secret_headers={"localhost": {"X-Api-Key": SECRET}})
+def test_secret_headers_added_for_matching_host_and_never_returned(tls_server: int) -> None:
+    policy = _test_policy(secret_headers={f"localhost:{tls_server}": {"X-Api-Key": SECRET}})
     result = _get(
-        f"http://localhost:{server}/", policy, headers=[["X-Api-Key", "js-guess"], ["Accept", "x/y"]]
+        f"https://localhost:{tls_server}/", policy, headers=[["X-Api-Key", "js-guess"], ["Accept", "x/y"]]
     )
-    assert result["ok"] is True
+    assert result["ok"] is True, result
     assert _Handler.seen[-1]["x-api-key"] == SECRET  # the host added it, overriding JS's value
     assert _Handler.seen[-1]["accept"] == "x/y"
     assert SECRET not in json.dumps(result)  # stripped from response headers, by name and by value
     assert not any(name.lower() in {"x-api-key", "x-leak"} for name, _ in result["headers"])
 
 
-def test_secret_headers_not_sent_to_other_hosts(server: int) -> None:
-    policy = _test_policy(secret_headers={"api.example.com": {"X-Api-Key": SECRET}})
-    result = _get(f"http://localhost:{server}/", policy)
+def test_secret_headers_not_sent_to_other_hosts(tls_server: int) -> None:
+    policy = _test_policy(secret_headers={f"api.example.com:{tls_server}": {"X-Api-Key": SECRET}})
+    result = _get(f"https://localhost:{tls_server}/", policy)
     assert result["ok"] is True
     assert "x-api-key" not in _Handler.seen[-1]
+
+
+def test_secret_headers_never_sent_over_plain_http(server: int) -> None:
+    policy = _test_policy(secret_headers={f"localhost:{server}": {"X-Api-Key": SECRET}})
+    result = _get(f"http://localhost:{server}/", policy)
+    assert result["ok"] is True
+    assert SECRET not in json.dumps(_Handler.seen)
 
 
 def test_unreachable_host_is_a_tool_error_not_a_hang() -> None:

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from execution.sandbox.jail import sandbox_status
 from execution.sandbox.limits import Limits
 from execution.sandbox.native import native_runner_available
 from execution.sandbox.pool import LocalJailBackend, PoolConfig, runner_from_env
+from tests.egress_servers import ca_file_for_tests, serve
 
 SECRET = "sk-pool-secret"
 
@@ -133,14 +134,9 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server() -> Iterator[int]:
-    """HTTP server on the host's loopback that reports whether the secret arrived."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    """HTTPS server on the host's loopback (test CA) that reports whether the secret arrived."""
+    with serve(_Echo, tls=True) as port:
+        yield port
 
 
 def test_fetch_frames_go_through_the_egress_policy(pool: LocalJailBackend, echo_server: int) -> None:
@@ -148,9 +144,10 @@ def test_fetch_frames_go_through_the_egress_policy(pool: LocalJailBackend, echo_
     policy = EgressPolicy(
         allow_hosts=["localhost"],
         unsafe_allow_loopback_for_tests=True,
-        secret_headers={"localhost": {"Authorization": f"Bearer {SECRET}"}},
+        unsafe_ca_file_for_tests=ca_file_for_tests(),
+        secret_headers={f"localhost:{echo_server}": {"Authorization": f"Bearer {SECRET}"}},
     )
-    request = {"url": f"http://localhost:{echo_server}/", "method": "GET", "headers": [], "body_b64": None}
+    request = {"url": f"https://localhost:{echo_server}/", "method": "GET", "headers": [], "body_b64": None}
     result = pool.probe("fetch", {"request": request}, egress=policy)
     assert result["ok"] is True
     assert json.loads(base64.b64decode(result["body_b64"])) == {"got_secret": True}
