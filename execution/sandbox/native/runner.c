@@ -87,6 +87,15 @@ static void die(const char *what) {
     _exit(2);
 }
 
+/* An internal check failed. Not abort(): a process that runs bundle code may not send signals,
+ * not even to itself (the call filter kills on kill/tgkill), so it exits with a code of its own
+ * that fail_exit names. */
+#define RUNNER_ABORT_EXIT 70
+static __attribute__((noreturn)) void fatal(const char *message) {
+    dprintf(2, "lightfast-runner: %s\n", message);
+    _exit(RUNNER_ABORT_EXIT);
+}
+
 static void buf_add(Buf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
@@ -650,10 +659,7 @@ static void *arena_alloc(size_t size, int *fresh) {
 
 static inline ArenaBlock *arena_block(const void *ptr) {
     ArenaBlock *b = (ArenaBlock *)ptr - 1;
-    if (b->tag != ARENA_BLOCK_TAG) {
-        dprintf(2, "lightfast-runner: arena block header damaged at %p\n", ptr);
-        abort();
-    }
+    if (b->tag != ARENA_BLOCK_TAG) fatal("arena block header damaged");
     return b;
 }
 
@@ -903,8 +909,7 @@ static void arena_restore(void) {
                (restores_since_cool >= ARENA_COOL_MIN_CALLS && hot_pages > pages / 4);
     if (cool && arena_protect() != 0) {
         /* Could not protect again (e.g. out of memory maps): stop serving rather than miss writes. */
-        dprintf(2, "lightfast-runner: could not write-protect the arena: %s\n", strerror(errno));
-        abort();
+        fatal("could not write-protect the arena");
     }
     arena_stats.cools += (unsigned long long)cool;
     struct timespec done;
@@ -914,8 +919,7 @@ static void arena_restore(void) {
         (unsigned long long)((done.tv_sec - started.tv_sec) * 1000000000LL + (done.tv_nsec - started.tv_nsec));
     if (verify_restore && (memcmp(arena, verify_copy, snap_len) ||
                            !all_zero(snap_end, arena_dirty_max))) {
-        dprintf(2, "lightfast-runner: the restored arena differs from its snapshot\n");
-        abort();
+        fatal("the restored arena differs from its snapshot");
     }
 }
 
@@ -1594,9 +1598,21 @@ static void close_all_but(int a, int b) {
     syscall(436, start, ~0U, 0);
 }
 
+/* A zygote's /proc/self/statm, opened before its call filter (which allows no opens). */
+static int statm_fd = -1;
+
 static long current_vsize(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
     long pages = 0;
+    if (statm_fd >= 0) {
+        char text[128];
+        ssize_t n = pread(statm_fd, text, sizeof text - 1, 0);
+        if (n > 0) {
+            text[n] = 0;
+            pages = strtol(text, NULL, 10);
+        }
+        return pages * sysconf(_SC_PAGESIZE);
+    }
+    FILE *f = fopen("/proc/self/statm", "r");
     if (f) {
         if (fscanf(f, "%ld", &pages) != 1) pages = 0;
         fclose(f);
@@ -1610,9 +1626,10 @@ static void settle(void) {
     vsize_at_settle = current_vsize();
 }
 
-/* jail.apply_call_child_jail, applied once to a process that runs calls (a zygote after its
- * load and snapshot, a throw-away introspect/probe child): no new processes, the stricter
- * call filter (no clone, no file opens). It stays in force for the process's whole life. */
+/* jail.apply_call_child_jail, applied once to a process that runs bundle code (a zygote right
+ * after its fork, before the bundle loads; a throw-away introspect/probe child before it reads
+ * its frame): no new processes, the call allowlist (launch.py). It stays in force for the
+ * process's whole life. */
 static rlim_t as_hard;     /* the jail's RLIMIT_AS hard limit */
 static rlim_t as_soft_now; /* the RLIMIT_AS soft limit this process last set (0: not yet) */
 
@@ -1677,6 +1694,12 @@ static int probe_fetch_handler(int fetch_id, const char *result_json, void *opaq
         probe_fetch_done = 1;
     }
     return 0;
+}
+
+/* A write to an unmapped page, behind a pointer the compiler cannot see through. */
+static void raise_fault(void) {
+    static volatile uintptr_t address = 8;
+    *(volatile int *)address = 1;
 }
 
 /* jail.run_probe, in C: a look at the jail from inside a call child. */
@@ -1816,7 +1839,8 @@ static int run_probe(JSValueConst frame, Buf *out) {
         for (volatile int spin = 1; spin;) {
         }
     } else if (!strcmp(name, "crash")) {
-        kill(getpid(), SIGSEGV);
+        /* A real fault: a process under the call filter may not signal, not even itself. */
+        raise_fault();
     } else if (!strcmp(name, "exit")) {
         JSValue cv = wget(args, "code");
         int32_t code = 7;
@@ -1891,10 +1915,19 @@ static void fail_exit(int status, const char *what) {
         }
         const char *abbrev = sigabbrev_np(sig);
         snprintf(detail, sizeof detail, "{\"signal\":%d}", sig);
+        if (sig == SIGSYS) {
+            fail("sandbox_crash", detail, "%s was killed by signal SIGSYS (a system call the seccomp filter does not allow)",
+                 what);
+            return;
+        }
         fail("sandbox_crash", detail, "%s was killed by signal SIG%s", what, abbrev ? abbrev : "?");
         return;
     }
     snprintf(detail, sizeof detail, "{\"exit_code\":%d}", WEXITSTATUS(status));
+    if (WEXITSTATUS(status) == RUNNER_ABORT_EXIT) {
+        fail("sandbox_crash", detail, "%s aborted: an internal check of the runner failed", what);
+        return;
+    }
     fail("sandbox_crash", detail, "%s exited with status %d without answering", what, WEXITSTATUS(status));
 }
 
@@ -2134,6 +2167,13 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
     nanswered = 0;
     own_fds[0] = command_r;
     own_fds[1] = status_w;
+    statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    /* The call filter goes on before a single byte of bundle code runs: the bundle's top-level
+     * code is as untrusted as its tools. Everything the load needs is in the call allowlist. */
+    if (jail_for_calls() < 0) {
+        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
+        zygote_load_failed(status_w);
+    }
     /* Top-level bundle code runs here once; bound its CPU like a call's. */
     struct rlimit cpu;
     getrlimit(RLIMIT_CPU, &cpu);
@@ -2154,10 +2194,6 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
         zygote_load_failed(status_w);
     }
     settle();
-    if (jail_for_calls() < 0) {
-        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
-        zygote_load_failed(status_w);
-    }
     static const char ok[] = "{\"type\":\"result\",\"ok\":true}";
     write_frame(status_w, ok, sizeof ok - 1);
     call_slot = slot;
