@@ -369,7 +369,9 @@ class LocalJailBackend:
                     if reply.get("zygote_lost"):
                         # The bundle's zygote died (CPU backstop, crash): the next call loads it again.
                         worker.loaded.pop(str(frame.get("key")), None)
-                    raise SandboxError.from_dict(dict(reply.get("error") or {}))
+                    error = SandboxError.from_dict(dict(reply.get("error") or {}))
+                    error.usage = {"cpu_ms": _cpu_ms(reply)}
+                    raise error
                 else:
                     raise ProtocolError(f"unexpected {kind!r} frame for call {call_id}")
         except (ProtocolError, OSError) as exc:
@@ -452,7 +454,8 @@ class LocalJailBackend:
             )
         finally:
             self._checkin(worker)
-        manifest: dict[str, Any] = reply["manifest"]
+        # The load's CPU travels with the manifest for api.introspect_metered, which takes it out.
+        manifest: dict[str, Any] = {**reply["manifest"], USAGE_KEY: {"cpu_ms": _cpu_ms(reply)}}
         return manifest
 
     def invoke(
@@ -472,12 +475,13 @@ class LocalJailBackend:
     ) -> dict[str, Any]:
         """Run one tool call from the zygote state of its bundle (loaded first if needed); the result dict."""
         worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
+        load_cpu_ms = 0
         try:
             if key not in worker.loaded:
                 evict: list[str] = []
                 while len(worker.loaded) >= self.config.zygotes_per_worker:
                     evict.append(worker.loaded.popitem(last=False)[0])
-                self._exchange(
+                loaded = self._exchange(
                     worker,
                     {
                         "type": "load",
@@ -493,9 +497,11 @@ class LocalJailBackend:
                     egress=None,
                 )
                 worker.loaded[key] = None
+                # The bundle's top-level code ran for this call: its CPU is this call's too.
+                load_cpu_ms = _cpu_ms(loaded)
             else:
                 worker.loaded.move_to_end(key)
-            return self._exchange(
+            reply = self._exchange(
                 worker,
                 {
                     "type": "invoke",
@@ -510,8 +516,18 @@ class LocalJailBackend:
                 cancel=cancel,
                 egress=egress,
             )
+        except SandboxError as exc:
+            if load_cpu_ms:
+                exc.usage = {**exc.usage, "cpu_ms": _cpu_ms(exc.usage) + load_cpu_ms, "load_cpu_ms": load_cpu_ms}
+            raise
         finally:
             self._checkin(worker)
+        if load_cpu_ms:
+            usage = dict(reply.get("usage") or {})
+            usage["cpu_ms"] = _cpu_ms(usage) + load_cpu_ms
+            usage["load_cpu_ms"] = load_cpu_ms
+            reply = {**reply, "usage": usage}
+        return reply
 
     def probe(
         self,
@@ -547,6 +563,19 @@ def _limits_dict(limits: Limits) -> dict[str, int]:
     The dict is shared between frames: it is only ever encoded, never changed.
     """
     return limits.to_dict()
+
+
+# Key under which `introspect` returns the introspection's usage beside the manifest.
+USAGE_KEY = "__usage__"
+
+
+def _cpu_ms(frame: dict[str, Any]) -> int:
+    """The CPU milliseconds a runner frame (or a usage dict) reports; 0 when absent or malformed."""
+    usage = frame.get("usage") if "usage" in frame else frame
+    value = usage.get("cpu_ms") if isinstance(usage, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return 0
+    return int(min(value, 10**12))
 
 
 def _write_all(fd: int, payload: bytes) -> None:

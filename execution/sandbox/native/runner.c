@@ -1867,7 +1867,9 @@ static int run_probe(JSValueConst frame, Buf *out) {
  * running, so that the worker can answer for it if the zygote dies in it. */
 typedef struct {
     volatile int running;
-    char id[4088]; /* the call's id as JSON; empty: the call the worker forwarded */
+    int unused;
+    volatile long long cpu_start_ns; /* the zygote's CPU clock when the call started */
+    char id[4080]; /* the call's id as JSON; empty: the call the worker forwarded */
 } CallSlot;
 
 typedef struct {
@@ -1888,18 +1890,56 @@ static pid_t answered[1024];      /* throw-away children that answered and are n
 static int nanswered;
 static int have_engine;
 
+/* ---- CPU metering. Every load and call is metered to its organization from a clock the bundle
+ * cannot set: the kernel's accounting of the process that ran it. The worker (which never runs
+ * bundle code) reads a zygote's CPU clock after its load, and the rusage of any zygote or child it
+ * reaps; processes that run bundle code measure themselves only in C, around the engine. */
+
+static long long timeval_ms(struct timeval t) { return (long long)t.tv_sec * 1000 + t.tv_usec / 1000; }
+
+static long long rusage_cpu_ms(const struct rusage *ru) { return timeval_ms(ru->ru_utime) + timeval_ms(ru->ru_stime); }
+
+/* A child's whole CPU time so far (it is alive, or a zombie not reaped yet); -1 if unknown. */
+static long long child_cpu_ms(pid_t pid) {
+    /* The kernel's MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED), as clock_getcpuclockid builds it
+     * (without the clock_getres probe glibc adds, which the worker filter need not allow). */
+    clockid_t clock = (clockid_t)((~(unsigned)pid) << 3) | 2;
+    struct timespec t;
+    if (clock_gettime(clock, &t) != 0) return -1;
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* This process's CPU time since it was forked (the kernel starts a child's clock at zero). */
+static long long own_cpu_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* waitpid that also returns the child's CPU time in ms (the kernel's rusage of the reaped child). */
+static long long reap_cpu_ms(pid_t pid, int *status) {
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    if (wait4(pid, status, 0, &ru) != pid) return -1;
+    return rusage_cpu_ms(&ru);
+}
+
 /* An error frame for request `id_json` from g_err. `zygote_lost`: the bundle's zygote is gone
- * (or was never there), so the host must send `load` again before the next invoke of its key. */
-static void send_error_frame(const char *id_json, int zygote_lost) {
+ * (or was never there), so the host must send `load` again before the next invoke of its key.
+ * `cpu_ms` >= 0: the CPU the failed load or call used, as "usage". */
+static void send_error_frame_cpu(const char *id_json, int zygote_lost, long long cpu_ms) {
     Buf f = {0};
     buf_str(&f, "{\"type\":\"error\",\"id\":");
     buf_str(&f, id_json);
     buf_str(&f, ",\"error\":");
     err_json(&f);
+    if (cpu_ms >= 0) buf_fmt(&f, ",\"usage\":{\"cpu_ms\":%lld}", cpu_ms);
     buf_str(&f, zygote_lost ? ",\"zygote_lost\":true}" : "}");
     write_frame(STDOUT, f.p, f.n);
     free(f.p);
 }
+
+static void send_error_frame(const char *id_json, int zygote_lost) { send_error_frame_cpu(id_json, zygote_lost, -1); }
 
 static void send_error(const char *id_json) { send_error_frame(id_json, 0); }
 
@@ -1994,6 +2034,7 @@ static void answer_frame(JSValueConst frame, int invoke) {
             memcpy(call_slot->id, call_id_json, n + 1);
         else
             call_slot->id[0] = 0;
+        call_slot->cpu_start_ns = own_cpu_ns();
         call_slot->running = 1;
     }
     Buf out = {0};
@@ -2017,6 +2058,9 @@ static void answer_frame(JSValueConst frame, int invoke) {
         buf_str(&out, ",\"error\":");
         err_json(&out);
     }
+    /* A throw-away child (introspect: it loads the bundle) ran nothing before this frame, so its
+     * CPU clock since the fork is the frame's whole cost. */
+    if (!invoke) buf_fmt(&out, ",\"usage\":{\"cpu_ms\":%lld}", own_cpu_ns() / 1000000);
     buf_str(&out, "}");
     if (write_frame(STDOUT, out.p, out.n) < 0) _exit(3);
     if (call_slot) call_slot->running = 0;
@@ -2077,9 +2121,9 @@ static void run_in_child(const char *text, size_t n, const char *id_json) {
         return;
     }
     int status = 0;
-    waitpid(pid, &status, 0);
+    long long cpu_ms = reap_cpu_ms(pid, &status);
     fail_exit(status, "the call");
-    send_error(id_json);
+    send_error_frame_cpu(id_json, 0, cpu_ms);
 }
 
 static void zygote_load_failed(int status_w) {
@@ -2261,7 +2305,7 @@ static void zygote_died(int i, const char *id_json) {
     Zygote *z = &zygotes[i];
     int st = 0;
     kill(z->pid, SIGKILL);
-    waitpid(z->pid, &st, 0);
+    long long total_ms = reap_cpu_ms(z->pid, &st);
     close(z->command_fd);
     close(z->status_fd);
     if (!id_json && z->slot->running) {
@@ -2269,8 +2313,12 @@ static void zygote_died(int i, const char *id_json) {
         id_json = z->slot->id[0] ? z->slot->id : z->forwarded_id ? z->forwarded_id : "null";
     }
     if (id_json) {
+        /* The call's CPU: the zygote's whole life (kernel rusage) minus what it had used when the
+         * call started. The host meters at least the CPU limit + backstop for a backstop kill. */
+        long long start_ms = z->slot->cpu_start_ns / 1000000;
+        long long cpu_ms = total_ms < 0 ? -1 : start_ms >= 0 && start_ms <= total_ms ? total_ms - start_ms : total_ms;
         fail_exit(st, "the call");
-        send_error_frame(id_json, 1);
+        send_error_frame_cpu(id_json, 1, cpu_ms);
         z->dead = 1;
         Zygote gone = *z;
         zygote_remove(i);
@@ -2338,17 +2386,20 @@ static void handle_load(JSValueConst frame, const char *id) {
         close(command[1]);
         close(status[0]);
         int st = 0;
-        waitpid(pid, &st, 0);
+        long long cpu_ms = reap_cpu_ms(pid, &st);
         munmap(slot, sizeof(CallSlot));
         if (JS_IsObject(reply))
             fail_from_reply(reply);
         else
             fail_exit(st, "loading the bundle");
-        send_error(id);
+        send_error_frame_cpu(id, 0, cpu_ms);
     } else {
+        /* The zygote has done nothing but load since its fork: its CPU clock is the load's cost. */
+        long long cpu_ms = child_cpu_ms(pid);
         zygotes[nzygotes++] = (Zygote){key, pid, command[1], status[0], slot, NULL, 0, 0};
         key = NULL;
-        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false}", id);
+        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false,\"usage\":{\"cpu_ms\":%lld}}", id,
+                cpu_ms < 0 ? 0 : cpu_ms);
         write_frame(STDOUT, f.p, f.n);
     }
     JS_FreeValue(wctx, reply);
