@@ -437,6 +437,8 @@ static double wall_now(void) {
 
 enum { BIND_CPU, BIND_WALL };
 
+static void mem_reset(void);
+
 typedef struct {
     Limits lim;
     double cpu_start, wall_start, cpu_deadline, wall_deadline;
@@ -454,6 +456,7 @@ static void budget_start(const Limits *lim) {
     B.wall_deadline = B.wall_start + (double)lim->wall_ms / 1000;
     B.binding = BIND_CPU;
     B.active = 0;
+    mem_reset();
 }
 
 static int budget_exceeded(void) {
@@ -628,14 +631,52 @@ static inline size_t arena_class_size(unsigned cls) {
     return (size_t)(index % 8 + 9) << (lg - 3);
 }
 
+/* A block's total size for `size` usable bytes. Callers first refuse sizes larger than the arena
+ * (arena_fits), so the header and rounding cannot wrap around SIZE_MAX. */
 static inline size_t arena_total(size_t size) {
     size_t total = (size + sizeof(ArenaBlock) + 15) & ~(size_t)15;
     return total < 32 ? 32 : total;
 }
 
+static inline int arena_fits(size_t size) { return size <= (size_t)(arena_end - (char *)arena); }
+
+/* ---- the heap's memory limit, enforced here rather than by QuickJS, so that the runner knows of
+ * every allocation the limit refused (an out-of-memory that bundle code swallowed in a timer or a
+ * promise job still makes the call a memory_limit) and sees the heap's peak at allocation time (a
+ * 40 MB typed array freed before the next idle point still counts). QuickJS's own limit is set to
+ * unlimited when the heap probe (malloc_size_field) is available; otherwise it keeps enforcing. */
+static size_t *malloc_size_field;
+static size_t mem_limit;   /* bytes; 0 while QuickJS enforces the limit itself */
+static size_t mem_peak;    /* highest heap size an allocation reached since mem_reset */
+static int mem_refused;    /* an allocation was refused at the limit since mem_reset */
+#define QJS_MALLOC_OVERHEAD 8 /* quickjs.c MALLOC_OVERHEAD: what it adds per block it counts */
+
+/* Start watching the heap for one load or call: peak from here, no refusal yet. */
+static void mem_reset(void) {
+    mem_peak = malloc_size_field ? *malloc_size_field : 0;
+    mem_refused = 0;
+}
+
+/* Whether the heap may grow by `grow` bytes; records the peak, or the refusal. */
+static inline int mem_admit(size_t grow) {
+    if (!malloc_size_field) return 1;
+    size_t used = *malloc_size_field;
+    if (grow > SIZE_MAX / 2 - used) {
+        mem_refused = 1;
+        return 0;
+    }
+    size_t after = used + grow + QJS_MALLOC_OVERHEAD;
+    if (mem_limit && after > mem_limit) {
+        mem_refused = 1;
+        return 0;
+    }
+    if (after > mem_peak) mem_peak = after;
+    return 1;
+}
+
 /* A block of at least `size` bytes; *fresh says whether it is known to be zero. */
 static void *arena_alloc(size_t size, int *fresh) {
-    if (size > (size_t)(arena_end - (char *)arena)) return NULL;
+    if (!arena_fits(size)) return NULL;
     size_t total;
     unsigned cls = arena_class(arena_total(size), &total);
     if (cls >= ARENA_CLASSES) return NULL;
@@ -666,12 +707,14 @@ static inline ArenaBlock *arena_block(const void *ptr) {
 static void *arena_malloc(void *opaque, size_t size) {
     (void)opaque;
     int fresh;
+    if (!mem_admit(size)) return NULL;
     return arena_alloc(size, &fresh);
 }
 
 static void *arena_calloc(void *opaque, size_t count, size_t size) {
     (void)opaque;
     if (size && count > SIZE_MAX / size) return NULL;
+    if (!mem_admit(count * size)) return NULL;
     int fresh;
     void *p = arena_alloc(count * size, &fresh);
     if (p && !fresh) memset(p, 0, count * size);
@@ -698,6 +741,10 @@ static void *arena_realloc(void *opaque, void *ptr, size_t size) {
         return NULL;
     }
     ArenaBlock *b = arena_block(ptr);
+    /* Refused before any arithmetic: a size near SIZE_MAX would wrap arena_total to a small block
+     * that "fits" in place, and the caller would own far more than it got. */
+    if (!arena_fits(size)) return NULL;
+    if (size > b->usable && !mem_admit(size - b->usable)) return NULL;
     size_t total;
     unsigned cls = arena_class(arena_total(size), &total);
     if (cls >= ARENA_CLASSES) return NULL;
@@ -935,8 +982,8 @@ static JSRuntime *rt;
 static JSContext *ctx;
 static JSValue api[F_COUNT];
 /* JSRuntime starts with JSMallocFunctions (5 pointers), then JSMallocState {count, size, limit}:
- * the same layout engine.py reads, verified against the public API before use. */
-static size_t *malloc_size_field;
+ * the same layout engine.py reads, verified against the public API before use (malloc_size_field,
+ * declared with the arena that uses it). */
 static const double GC_HEADROOM_FRACTION = 0.5;
 static const size_t SALVAGE_MEMORY_BYTES = 16 * MIB;
 static const double SALVAGE_SECONDS = 0.05;
@@ -948,9 +995,19 @@ static size_t heap_size(void) {
     return (size_t)u.malloc_size;
 }
 
+/* The heap's memory limit: the arena's (mem_admit) when the heap probe works, else QuickJS's. */
+static void set_memory_limit(size_t bytes) {
+    if (malloc_size_field) {
+        mem_limit = bytes;
+        JS_SetMemoryLimit(rt, 0);
+    } else {
+        JS_SetMemoryLimit(rt, bytes);
+    }
+}
+
 static void apply_limits(const Limits *l) {
     arena_set_cap(l->memory_mb);
-    JS_SetMemoryLimit(rt, (size_t)l->memory_mb * MIB);
+    set_memory_limit((size_t)l->memory_mb * MIB);
     JS_SetMaxStackSize(rt, (size_t)l->stack_kb * 1024);
 }
 
@@ -969,12 +1026,12 @@ static int classify(JSContext *c, int during_parse) {
     B.cpu_deadline = cpu_now() + SALVAGE_SECONDS;
     B.wall_deadline = wall_now() + SALVAGE_SECONDS;
     int saved_binding = B.binding;
-    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
+    set_memory_limit((size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
     B.active = 1;
     const char *text = JS_ToCString(c, exc);
     B.active = 0;
     B.binding = saved_binding;
-    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB);
+    set_memory_limit((size_t)B.lim.memory_mb * MIB);
     if (!text) JS_FreeValue(c, JS_GetException(c));
     JS_FreeValue(c, exc);
     char first[512];
@@ -1132,6 +1189,7 @@ static const char *engine_init(char *error, size_t size) {
     JSMemoryUsage u;
     JS_ComputeMemoryUsage(rt, &u);
     if (fields[7] == (size_t)d.memory_mb * MIB && (int64_t)fields[6] == u.malloc_size) malloc_size_field = &fields[6];
+    apply_limits(&d); /* from now on the arena enforces the limit, if the probe found the field */
     budget_start(&(Limits){.memory_mb = d.memory_mb, .cpu_ms = 10000, .wall_ms = 60000, .stack_kb = d.stack_kb});
     B.active = 1;
     JSValue r = JS_Eval(ctx, src.p, src.n, "<input>", JS_EVAL_TYPE_GLOBAL);
@@ -1304,6 +1362,7 @@ typedef struct {
 static void sample_memory(Call *c) {
     size_t used = heap_size();
     if (used > c->peak) c->peak = used;
+    if (mem_peak > c->peak) c->peak = mem_peak; /* allocations between samples, freed since */
 }
 
 static void start_fetches(Call *c) {
@@ -1398,7 +1457,7 @@ static void result_body(Buf *out, Call *c, int ok, const char *output, const cha
 
 /* Read the logs after a limit error, with a little extra time and memory to do it. */
 static char *salvage_logs(void) {
-    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
+    set_memory_limit((size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
     double saved_cpu = B.cpu_deadline, saved_wall = B.wall_deadline;
     Err saved = g_err;
     g_err.detail = NULL;
@@ -1496,6 +1555,19 @@ static int call_loop(Call *c, const char *args, char **output, char **logs) {
     return 0;
 }
 
+/* A call that failed after the heap limit refused an allocation failed because of it, whatever the
+ * bundle made of the out-of-memory error: swallowed in a timer callback or a promise job (the
+ * tool's promise then never settles: "nothing pending", or the wall limit), or re-thrown. */
+static void classify_refused_memory(void) {
+    if (!mem_refused || !g_err.code || !strcmp(g_err.code, "memory_limit")) return;
+    int swallowed = !strcmp(g_err.code, "timeout") || !strcmp(g_err.code, "sandbox_crash");
+    int rethrown = !strcmp(g_err.code, "tool_error") && strstr(g_err.message, "out of memory");
+    if (!swallowed && !rethrown) return;
+    char detail[96];
+    snprintf(detail, sizeof detail, "{\"memory_mb\":%lld,\"after\":\"%s\"}", B.lim.memory_mb, g_err.code);
+    fail("memory_limit", detail, "the memory limit of %lld MB was exceeded", B.lim.memory_mb);
+}
+
 /* Engine.invoke: one tool call; appends the result body to `out`. Never fails the frame. */
 static void engine_invoke(JSValueConst frame, const Limits *lim, Buf *out) {
     budget_start(lim);
@@ -1529,6 +1601,7 @@ static void engine_invoke(JSValueConst frame, const Limits *lim, Buf *out) {
     char *output = NULL, *logs = NULL;
     int rc = call_loop(&c, args.p, &output, &logs);
     free(args.p);
+    if (rc != 0) classify_refused_memory();
     if (rc == 0) {
         result_body(out, &c, 1, output, logs);
     } else if (rc > 0) {
