@@ -440,7 +440,7 @@ def run_probe(name: str, args: dict[str, Any], *, host: Any = None) -> Any:
         "spin": spin,
         "sleep": lambda: time.sleep(float(args["seconds"])),
         # A real fault: a call child may not send signals, not even to itself.
-        "crash": lambda: ctypes.string_at(0, 1),
+        "crash": lambda: ctypes.string_at(8, 1),
         "exit": lambda: os._exit(int(args.get("code", 7))),
         "env": lambda: dict(os.environ),
         "ids": lambda: {
