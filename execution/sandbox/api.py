@@ -177,7 +177,9 @@ def failed_cpu_ms(error: SandboxError, limits: Limits, wall_ms: int) -> int:
     is charged only what was measured.
     """
     measured = error.usage.get("cpu_ms")
-    measured_ms = int(measured) if isinstance(measured, int | float) and not isinstance(measured, bool) else -1
+    measured_ms = (
+        int(measured) if isinstance(measured, int | float) and not isinstance(measured, bool) else -1
+    )
     bound = limits.cpu_ms + CPU_BACKSTOP_MS
     if error.code == CPU_LIMIT:
         return max(measured_ms, bound)

@@ -518,7 +518,11 @@ class LocalJailBackend:
             )
         except SandboxError as exc:
             if load_cpu_ms:
-                exc.usage = {**exc.usage, "cpu_ms": _cpu_ms(exc.usage) + load_cpu_ms, "load_cpu_ms": load_cpu_ms}
+                exc.usage = {
+                    **exc.usage,
+                    "cpu_ms": _cpu_ms(exc.usage) + load_cpu_ms,
+                    "load_cpu_ms": load_cpu_ms,
+                }
             raise
         finally:
             self._checkin(worker)
