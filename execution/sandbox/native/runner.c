@@ -18,9 +18,12 @@
  * What it is NOT: a jail. All policy (uid, rlimits, netns, fds, env, the seccomp programs) is
  * decided in Python (execution/sandbox/native/launch.py), which applies it and execve()s this
  * binary. The launcher hands over, on fd 3, a boot block: [u32 len][JSON config][u32 len][worker
- * BPF][u32 len][call BPF]. This program only installs the two compiled filters: the worker
- * filter after its own init, the call filter (no clone, no file opens) in each zygote once it has
- * loaded and in each throw-away child, for the rest of that process's life. Per call, a zygote
+ * BPF][u32 len][call BPF]. This program only installs the two compiled filters (allowlists, see
+ * launch.py): the worker filter after its own init, the call filter (no processes, no opens, no
+ * signals, no executable memory) in each zygote right after its fork, before the bundle's
+ * top-level code runs, and in each throw-away child, for the rest of that process's life. The
+ * worker meters CPU from the kernel: a zygote's CPU clock after its load, the rusage of whatever it
+ * reaps (a call killed by the backstop says what it used on its error frame). Per call, a zygote
  * arms ITIMER_PROF at the CPU limit + jail.CPU_BACKSTOP_MS (RLIMIT_CPU counts a process's whole
  * life, so it stays the jail's lifetime guard) and sets its RLIMIT_AS soft limit.
  *
