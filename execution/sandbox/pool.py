@@ -475,7 +475,7 @@ class LocalJailBackend:
     ) -> dict[str, Any]:
         """Run one tool call from the zygote state of its bundle (loaded first if needed); the result dict."""
         worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
-        load_cpu_ms = 0
+        load_cpu_ms: int | None = None
         try:
             if key not in worker.loaded:
                 evict: list[str] = []
@@ -517,7 +517,7 @@ class LocalJailBackend:
                 egress=egress,
             )
         except SandboxError as exc:
-            if load_cpu_ms:
+            if load_cpu_ms is not None:
                 exc.usage = {
                     **exc.usage,
                     "cpu_ms": _cpu_ms(exc.usage) + load_cpu_ms,
@@ -526,7 +526,7 @@ class LocalJailBackend:
             raise
         finally:
             self._checkin(worker)
-        if load_cpu_ms:
+        if load_cpu_ms is not None:
             usage = dict(reply.get("usage") or {})
             usage["cpu_ms"] = _cpu_ms(usage) + load_cpu_ms
             usage["load_cpu_ms"] = load_cpu_ms
