@@ -131,6 +131,12 @@ def build_filter(scope: str, *, set_nnp: bool = True) -> seccomp.SyscallFilter:
     """The allowlist filter of `scope` (WORKER: every row; CALL: the CALL rows), killing on anything else."""
     flt = seccomp.SyscallFilter(defaction=seccomp.KILL_PROCESS)
     flt.set_attr(seccomp.Attr.CTL_NNP, 1 if set_nnp else 0)
+    try:
+        # A binary tree over syscall numbers: ~6 comparisons per syscall instead of a scan of the
+        # list, and a zygote's syscalls pass two stacked filters.
+        flt.set_attr(seccomp.Attr.CTL_OPTIMIZE, 2)
+    except OSError:
+        pass  # libseccomp older than 2.5: the linear program is as strict, only slower
     for name, where, rule in SYSCALLS:
         if scope == CALL and where != CALL:
             continue
