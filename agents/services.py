@@ -293,15 +293,18 @@ def bundle_version_introspect(*, version_id: int, organization_id: int) -> Bundl
         )
     try:
         sandbox_settings = sandbox_settings_for(version.organization)
-        manifest = sandbox_api.introspect(
+        result = sandbox_api.introspect_metered(
             transformed_bundle_for(version),
             limits=INTROSPECT_LIMITS,
             env=sandbox_settings.env,
             backend=sandbox_settings.backend,
         )
     except SandboxError as exc:
+        # Evaluating the bundle's top-level code is the uploading organization's CPU, failed or not.
+        quota_meter_sandbox_cpu(organization=version.organization, cpu_ms=int(exc.usage.get("cpu_ms") or 0))
         return bundle_version_finish_introspection(version=version, error=exc)
-    return bundle_version_finish_introspection(version=version, manifest=manifest)
+    quota_meter_sandbox_cpu(organization=version.organization, cpu_ms=int(result.usage.get("cpu_ms") or 0))
+    return bundle_version_finish_introspection(version=version, manifest=result.manifest)
 
 
 @transaction.atomic

@@ -298,7 +298,7 @@ def quota_check_sandbox_cpu(*, organization: Organization, now: datetime | None 
 
 
 def quota_meter_sandbox_cpu(*, organization: Organization, cpu_ms: int, now: datetime | None = None) -> None:
-    """Add the CPU of a sandbox call that is not a run (a direct tool invoke) to this month."""
+    """Add the CPU of sandbox work that is not a run (a direct tool invoke, an upload's introspection)."""
     _meter(organization_id=organization.pk, sandbox_cpu_ms=max(0, int(cpu_ms)), model_tokens=0, now=now)
 
 

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from execution.sandbox.egress import EgressPolicy
-from execution.sandbox.errors import SANDBOX_CRASH, SandboxError
+from execution.sandbox.errors import CANCELLED, CPU_LIMIT, SANDBOX_CRASH, SandboxError
+from execution.sandbox.jail import CPU_BACKSTOP_MS
 from execution.sandbox.limits import Limits
-from execution.sandbox.pool import shared_local_backend
+from execution.sandbox.pool import USAGE_KEY, shared_local_backend
 
 
 class Bundle(Protocol):
@@ -118,6 +119,43 @@ def zygote_key(*, bundle_key: str, bundle: Bundle, env: dict[str, str]) -> str:
     return f"{bundle_key}|{bundle.sha256}|{env_digest}"
 
 
+@dataclass
+class IntrospectResult:
+    """A bundle's manifest and what evaluating it cost (`usage["cpu_ms"]`, metered to the uploader)."""
+
+    manifest: dict[str, Any]
+    usage: dict[str, Any]
+
+
+def introspect_metered(
+    bundle: Bundle,
+    *,
+    limits: Limits | None = None,
+    backend: str | None = None,
+    env: dict[str, str] | None = None,
+) -> IntrospectResult:
+    """Evaluate a bundle in a fresh sandbox: its manifest (with sha256 and bytes) and its usage.
+
+    A failure raises SandboxError whose `usage` holds the CPU the failed evaluation used.
+    """
+    chosen = limits or Limits()
+    started = time.monotonic()
+    try:
+        raw = get_backend(backend).introspect(
+            script=bundle.script, env=dict(env or {}), filename="bundle.js", limits=chosen
+        )
+    except SandboxError as exc:
+        wall_ms = round((time.monotonic() - started) * 1000)
+        exc.usage = {**exc.usage, "cpu_ms": failed_cpu_ms(exc, chosen, wall_ms)}
+        raise
+    manifest = dict(raw)
+    usage = manifest.pop(USAGE_KEY, None)
+    return IntrospectResult(
+        manifest={**manifest, "sha256": bundle.sha256, "bytes": bundle.bytes},
+        usage=dict(usage) if isinstance(usage, dict) else {"cpu_ms": 0},
+    )
+
+
 def introspect(
     bundle: Bundle,
     *,
@@ -126,10 +164,30 @@ def introspect(
     env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle in a fresh sandbox and return its manifest (with sha256 and bytes)."""
-    manifest = get_backend(backend).introspect(
-        script=bundle.script, env=dict(env or {}), filename="bundle.js", limits=limits or Limits()
+    return introspect_metered(bundle, limits=limits, backend=backend, env=env).manifest
+
+
+def failed_cpu_ms(error: SandboxError, limits: Limits, wall_ms: int) -> int:
+    """The CPU to meter for a load or call that ended in `error` rather than in a result.
+
+    A process killed by the kernel's CPU backstop ran its whole CPU limit and the backstop, even
+    if nothing could report it. When the host ended the call itself (its wall deadline, a dead
+    worker), nothing measured it: the most it could have used is charged (one thread: at most the
+    wall time, at most the CPU limit and the backstop). A cancel, which the bundle cannot cause,
+    is charged only what was measured.
+    """
+    measured = error.usage.get("cpu_ms")
+    measured_ms = (
+        int(measured) if isinstance(measured, int | float) and not isinstance(measured, bool) else -1
     )
-    return {**manifest, "sha256": bundle.sha256, "bytes": bundle.bytes}
+    bound = limits.cpu_ms + CPU_BACKSTOP_MS
+    if error.code == CPU_LIMIT:
+        return max(measured_ms, bound)
+    if measured_ms >= 0:
+        return measured_ms
+    if error.code == CANCELLED:
+        return 0
+    return max(0, min(wall_ms, bound))
 
 
 def invoke(
@@ -163,9 +221,13 @@ def invoke(
             cancel=cancel,
         )
     except SandboxError as exc:
-        # The call ended on the host side (killed, cancelled, crashed): only the host's clock is known.
+        # The call ended without a result (killed, cancelled, crashed, a lost zygote): its CPU is what
+        # the worker measured from the kernel, and at least what the backstop lets a call use.
         wall_ms = round((time.monotonic() - started) * 1000)
-        return InvokeResult(ok=False, error=exc.to_dict(), usage={"wall_ms": wall_ms, "host_enforced": True})
+        usage = {"wall_ms": wall_ms, "host_enforced": True, "cpu_ms": failed_cpu_ms(exc, limits, wall_ms)}
+        if "load_cpu_ms" in exc.usage:
+            usage["load_cpu_ms"] = exc.usage["load_cpu_ms"]
+        return InvokeResult(ok=False, error=exc.to_dict(), usage=usage)
     return InvokeResult(
         ok=bool(raw.get("ok")),
         output=raw.get("output"),

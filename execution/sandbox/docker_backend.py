@@ -471,12 +471,14 @@ class DockerBackend(LocalJailBackend):
                 self._replace(worker)
                 worker.finished.wait(10)
                 if worker.oom_killed:
-                    raise SandboxError(
+                    oom = SandboxError(
                         MEMORY_LIMIT,
                         f"the sandbox container ran out of memory ({self.dconfig.memory_mb} MB) "
                         "and was OOM-killed",
                         {"container_memory_mb": self.dconfig.memory_mb},
-                    ) from exc
+                    )
+                    oom.usage = exc.usage
+                    raise oom from exc
             elif exc.code in LIMIT_CODES and not worker.dead:
                 self._replace(worker)
             raise

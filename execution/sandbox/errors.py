@@ -54,6 +54,9 @@ class SandboxError(Exception):
         self.code = code
         self.message = message
         self.detail: dict[str, Any] = dict(detail) if detail else {}
+        # What the failed load or call consumed, when the sandbox measured it ({"cpu_ms": ...}):
+        # metered to the organization like a successful call's usage.
+        self.usage: dict[str, Any] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the error as the API and runner protocol show it."""

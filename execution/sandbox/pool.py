@@ -289,6 +289,9 @@ class _Zygote:
         self.closed = False
         self.last_used = time.monotonic()
         self.resident = 0  # bytes, last measured
+        # CPU ms already metered for this zygote (its load and its calls): when it dies in a call,
+        # the call's CPU is the kernel's figure for its whole life minus this.
+        self.metered_ms = 0
 
     def new_id(self) -> int:
         """Next frame id on this channel."""
@@ -541,6 +544,7 @@ class LocalJailBackend:
                     # A classified failure the runner reported: the channel itself is fine.
                     error_class = _ZygoteLost if reply.get("zygote_lost") else SandboxError
                     answer = error_class.from_dict(dict(reply.get("error") or {}))
+                    answer.usage = {"cpu_ms": _cpu_ms(reply)}
                     break
                 else:
                     raise ProtocolError(f"unexpected {kind!r} frame for call {call_id}")
@@ -684,6 +688,8 @@ class LocalJailBackend:
                     egress=None,
                 )
             except SandboxError as exc:
+                # The worker reports the kernel's CPU figure (rusage) of the zygote's whole life.
+                exc.usage = {"cpu_ms": max(0, _cpu_ms(exc.usage) - zygote.metered_ms)}
                 return exc
             finally:
                 self._checkin(worker)
@@ -768,22 +774,29 @@ class LocalJailBackend:
         frame: dict[str, Any],
         limits: Limits,
         cancel: threading.Event | None,
-    ) -> _Zygote:
-        """A busy (ours) zygote of `key`, loaded first if no warm one is free."""
+    ) -> tuple[_Zygote, int | None]:
+        """A busy (ours) zygote of `key`, loaded first if no warm one is free, and the load's CPU ms.
+
+        The CPU is None when a warm zygote was free (no load ran for this call).
+        """
         taken = self._acquire(key, time.monotonic() + limits.wall_ms / 1000)
         if isinstance(taken, _Zygote):
-            return taken
+            return taken, None
         try:
             zygote, load_id, deadline = self._start_load(taken, key, frame, limits, cancel)
         finally:
             self._checkin(taken)
         try:
-            self._serve(zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline)
+            loaded = self._serve(
+                zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline
+            )
         except BaseException:
             self._kill_zygote(zygote)
             self._release_zygote(zygote)
             raise
-        return zygote
+        load_cpu_ms = _cpu_ms(loaded)
+        zygote.metered_ms += load_cpu_ms
+        return zygote, load_cpu_ms
 
     # --- memory (finding: resident memory nobody limits) ----------------------------------
     def _sweep_loop(self) -> None:
@@ -875,7 +888,8 @@ class LocalJailBackend:
                 )
             finally:
                 self._checkin(worker)
-            return dict(reply["manifest"])
+            # The introspection's CPU travels with the manifest for api.introspect_metered.
+            return {**reply["manifest"], USAGE_KEY: {"cpu_ms": _cpu_ms(reply)}}
         # Bundle code never runs on a worker's own channel: a hostile bundle breaks only this zygote.
         try:
             zygote, load_id, deadline = self._start_load(
@@ -884,12 +898,15 @@ class LocalJailBackend:
         finally:
             self._checkin(worker)
         try:
-            self._serve(zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline)
+            loaded = self._serve(
+                zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline
+            )
             reply = self._exchange(zygote, {"type": "introspect"}, limits=limits, cancel=cancel, egress=None)
         finally:
             self._kill_zygote(zygote)
             self._release_zygote(zygote)
-        return dict(reply["manifest"])
+        # The load's CPU travels with the manifest for api.introspect_metered, which takes it out.
+        return {**reply["manifest"], USAGE_KEY: {"cpu_ms": _cpu_ms(loaded)}}
 
     def invoke(
         self,
@@ -928,11 +945,23 @@ class LocalJailBackend:
                 cancel=cancel,
             )
         load = {"script": script, "env": env, "filename": filename}
-        zygote = self._zygote_for(key=key, frame=load, limits=limits, cancel=cancel)
+        zygote, load_cpu_ms = self._zygote_for(key=key, frame=load, limits=limits, cancel=cancel)
         try:
-            return self._exchange(zygote, call, limits=limits, cancel=cancel, egress=egress)
+            reply = self._exchange(zygote, call, limits=limits, cancel=cancel, egress=egress)
+        except SandboxError as exc:
+            if load_cpu_ms is not None:
+                cpu_ms = _cpu_ms(exc.usage) + load_cpu_ms
+                exc.usage = {**exc.usage, "cpu_ms": cpu_ms, "load_cpu_ms": load_cpu_ms}
+            raise
         finally:
             self._release_zygote(zygote)
+        zygote.metered_ms += _cpu_ms(reply)
+        if load_cpu_ms is not None:
+            usage = dict(reply.get("usage") or {})
+            usage["cpu_ms"] = _cpu_ms(usage) + load_cpu_ms
+            usage["load_cpu_ms"] = load_cpu_ms
+            reply = {**reply, "usage": usage}
+        return reply
 
     def _invoke_on_worker(
         self,
@@ -948,12 +977,13 @@ class LocalJailBackend:
     ) -> dict[str, Any]:
         """Relay mode (the Python runner, the Docker backend): load and invoke over the worker's own stdio."""
         worker = self._checkout(key, time.monotonic() + limits.wall_ms / 1000)
+        load_cpu_ms: int | None = None
         try:
             if key not in worker.loaded:
                 evict: list[str] = []
                 while len(worker.loaded) >= self.config.zygotes_per_worker:
                     evict.append(worker.loaded.popitem(last=False)[0])
-                self._exchange(
+                loaded = self._exchange(
                     worker,
                     {
                         "type": "load",
@@ -969,16 +999,32 @@ class LocalJailBackend:
                     egress=None,
                 )
                 worker.loaded[key] = None
+                # The bundle's top-level code ran for this call: its CPU is this call's too.
+                load_cpu_ms = _cpu_ms(loaded)
             else:
                 worker.loaded.move_to_end(key)
             try:
-                return self._exchange(worker, call, limits=limits, cancel=cancel, egress=egress)
+                reply = self._exchange(worker, call, limits=limits, cancel=cancel, egress=egress)
             except _ZygoteLost:
                 # The bundle's zygote died (CPU backstop, crash): the next call loads it again.
                 worker.loaded.pop(key, None)
                 raise
+        except SandboxError as exc:
+            if load_cpu_ms is not None:
+                exc.usage = {
+                    **exc.usage,
+                    "cpu_ms": _cpu_ms(exc.usage) + load_cpu_ms,
+                    "load_cpu_ms": load_cpu_ms,
+                }
+            raise
         finally:
             self._checkin(worker)
+        if load_cpu_ms is not None:
+            usage = dict(reply.get("usage") or {})
+            usage["cpu_ms"] = _cpu_ms(usage) + load_cpu_ms
+            usage["load_cpu_ms"] = load_cpu_ms
+            reply = {**reply, "usage": usage}
+        return reply
 
     def probe(
         self,
@@ -1038,6 +1084,19 @@ def _limits_dict(limits: Limits) -> dict[str, int]:
     The dict is shared between frames: it is only ever encoded, never changed.
     """
     return limits.to_dict()
+
+
+# Key under which `introspect` returns the introspection's usage beside the manifest.
+USAGE_KEY = "__usage__"
+
+
+def _cpu_ms(frame: dict[str, Any]) -> int:
+    """The CPU milliseconds a runner frame (or a usage dict) reports; 0 when absent or malformed."""
+    usage = frame.get("usage") if "usage" in frame else frame
+    value = usage.get("cpu_ms") if isinstance(usage, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return 0
+    return int(min(value, 10**12))
 
 
 def _write_all(fd: int, payload: bytes, deadline: float) -> None:

@@ -70,6 +70,18 @@ STDIN = 0
 STDOUT = 1
 
 
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _child_cpu_ms(pid: int) -> int:
+    """A live child's CPU time so far, from its kernel CPU clock (MAKE_PROCESS_CPUCLOCK(pid, SCHED))."""
+    try:
+        return _ms(time.clock_gettime(((~pid) << 3) | 2))
+    except OSError:
+        return 0
+
+
 def _exit(code: int) -> NoReturn:
     # No interpreter teardown in forked children: atexit handlers and buffered
     # streams belong to the process they were forked from.
@@ -246,9 +258,11 @@ class Runner:
         if answered:
             self.answered.append(child.pid)
             return
-        _, status = os.waitpid(child.pid, 0)
+        _, status, rusage = os.wait4(child.pid, 0)
         err = _classify_exit(status, what="the call")
-        write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict()})
+        # A call child runs one frame: its whole rusage is that call's CPU (metered).
+        usage = {"cpu_ms": _ms(rusage.ru_utime + rusage.ru_stime)}
+        write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": err.to_dict(), "usage": usage})
 
     def _close_child_fd(self, fd: int) -> None:
         self.child_fds.remove(fd)
@@ -331,13 +345,16 @@ class Runner:
             )
             return result
         if kind == "introspect":
+            started = time.process_time()
             self.engine.load(
                 frame["script"],
                 env=dict(frame.get("env") or {}),
                 limits=limits,
                 filename=str(frame.get("filename") or "bundle.js"),
             )
-            return {"ok": True, "manifest": self.engine.introspect()}
+            manifest = self.engine.introspect()
+            # Evaluating the bundle is metered to the uploading organization.
+            return {"ok": True, "manifest": manifest, "usage": {"cpu_ms": _ms(time.process_time() - started)}}
         if kind == "probe" and self.probes:
             return {
                 "ok": True,
@@ -374,16 +391,22 @@ class Runner:
             reply = None
         if reply is None or not reply.get("ok"):
             self._reap(zygote)
+            # The kernel's account of the failed load (rusage of the reaped zygote) is metered too.
+            _, status, rusage = os.wait4(pid, 0)
             if reply is None:
-                _, status = os.waitpid(pid, 0)
                 error = _classify_exit(status, what="loading the bundle").to_dict()
             else:
-                os.waitpid(pid, 0)
                 error = reply["error"]
-            write_frame(STDOUT, {"type": "error", "id": frame.get("id"), "error": error})
+            cpu_ms = _ms(rusage.ru_utime + rusage.ru_stime)
+            write_frame(
+                STDOUT, {"type": "error", "id": frame.get("id"), "error": error, "usage": {"cpu_ms": cpu_ms}}
+            )
             return
         self.zygotes[key] = zygote
-        write_frame(STDOUT, {"type": "result", "id": frame.get("id"), "ok": True, "cached": False})
+        # The zygote has only loaded since its fork: its CPU clock is the load's cost.
+        usage = {"cpu_ms": _child_cpu_ms(pid)}
+        reply = {"type": "result", "id": frame.get("id"), "ok": True, "cached": False, "usage": usage}
+        write_frame(STDOUT, reply)
 
     def _zygote_main(self, frame: dict[str, Any], limits: Limits, command_r: int, status_w: int) -> NoReturn:
         try:

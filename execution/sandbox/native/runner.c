@@ -18,9 +18,12 @@
  * What it is NOT: a jail. All policy (uid, rlimits, netns, fds, env, the seccomp programs) is
  * decided in Python (execution/sandbox/native/launch.py), which applies it and execve()s this
  * binary. The launcher hands over, on fd 3, a boot block: [u32 len][JSON config][u32 len][worker
- * BPF][u32 len][call BPF]. This program only installs the two compiled filters: the worker
- * filter after its own init, the call filter (no clone, no file opens) in each zygote once it has
- * loaded and in each throw-away child, for the rest of that process's life. Per call, a zygote
+ * BPF][u32 len][call BPF]. This program only installs the two compiled filters (allowlists, see
+ * launch.py): the worker filter after its own init, the call filter (no processes, no opens, no
+ * signals, no executable memory) in each zygote right after its fork, before the bundle's
+ * top-level code runs, and in each throw-away child, for the rest of that process's life. The
+ * worker meters CPU from the kernel: a zygote's CPU clock after its load, the rusage of whatever it
+ * reaps (a call killed by the backstop says what it used on its error frame). Per call, a zygote
  * arms ITIMER_PROF at the CPU limit + jail.CPU_BACKSTOP_MS (RLIMIT_CPU counts a process's whole
  * life, so it stays the jail's lifetime guard) and sets its RLIMIT_AS soft limit.
  *
@@ -85,6 +88,15 @@ typedef struct {
 static void die(const char *what) {
     dprintf(2, "lightfast-runner: %s: %s\n", what, strerror(errno));
     _exit(2);
+}
+
+/* An internal check failed. Not abort(): a process that runs bundle code may not send signals,
+ * not even to itself (the call filter kills on kill/tgkill), so it exits with a code of its own
+ * that fail_exit names. */
+#define RUNNER_ABORT_EXIT 70
+static __attribute__((noreturn)) void fatal(const char *message) {
+    dprintf(2, "lightfast-runner: %s\n", message);
+    _exit(RUNNER_ABORT_EXIT);
 }
 
 static void buf_add(Buf *b, const char *s, size_t n) {
@@ -428,6 +440,8 @@ static double wall_now(void) {
 
 enum { BIND_CPU, BIND_WALL };
 
+static void mem_reset(void);
+
 typedef struct {
     Limits lim;
     double cpu_start, wall_start, cpu_deadline, wall_deadline;
@@ -445,6 +459,7 @@ static void budget_start(const Limits *lim) {
     B.wall_deadline = B.wall_start + (double)lim->wall_ms / 1000;
     B.binding = BIND_CPU;
     B.active = 0;
+    mem_reset();
 }
 
 static int budget_exceeded(void) {
@@ -619,14 +634,52 @@ static inline size_t arena_class_size(unsigned cls) {
     return (size_t)(index % 8 + 9) << (lg - 3);
 }
 
+/* A block's total size for `size` usable bytes. Callers first refuse sizes larger than the arena
+ * (arena_fits), so the header and rounding cannot wrap around SIZE_MAX. */
 static inline size_t arena_total(size_t size) {
     size_t total = (size + sizeof(ArenaBlock) + 15) & ~(size_t)15;
     return total < 32 ? 32 : total;
 }
 
+static inline int arena_fits(size_t size) { return size <= (size_t)(arena_end - (char *)arena); }
+
+/* ---- the heap's memory limit, enforced here rather than by QuickJS, so that the runner knows of
+ * every allocation the limit refused (an out-of-memory that bundle code swallowed in a timer or a
+ * promise job still makes the call a memory_limit) and sees the heap's peak at allocation time (a
+ * 40 MB typed array freed before the next idle point still counts). QuickJS's own limit is set to
+ * unlimited when the heap probe (malloc_size_field) is available; otherwise it keeps enforcing. */
+static size_t *malloc_size_field;
+static size_t mem_limit;   /* bytes; 0 while QuickJS enforces the limit itself */
+static size_t mem_peak;    /* highest heap size an allocation reached since mem_reset */
+static int mem_refused;    /* an allocation was refused at the limit since mem_reset */
+#define QJS_MALLOC_OVERHEAD 8 /* quickjs.c MALLOC_OVERHEAD: what it adds per block it counts */
+
+/* Start watching the heap for one load or call: peak from here, no refusal yet. */
+static void mem_reset(void) {
+    mem_peak = malloc_size_field ? *malloc_size_field : 0;
+    mem_refused = 0;
+}
+
+/* Whether the heap may grow by `grow` bytes; records the peak, or the refusal. */
+static inline int mem_admit(size_t grow) {
+    if (!malloc_size_field) return 1;
+    size_t used = *malloc_size_field;
+    if (grow > SIZE_MAX / 2 - used) {
+        mem_refused = 1;
+        return 0;
+    }
+    size_t after = used + grow + QJS_MALLOC_OVERHEAD;
+    if (mem_limit && after > mem_limit) {
+        mem_refused = 1;
+        return 0;
+    }
+    if (after > mem_peak) mem_peak = after;
+    return 1;
+}
+
 /* A block of at least `size` bytes; *fresh says whether it is known to be zero. */
 static void *arena_alloc(size_t size, int *fresh) {
-    if (size > (size_t)(arena_end - (char *)arena)) return NULL;
+    if (!arena_fits(size)) return NULL;
     size_t total;
     unsigned cls = arena_class(arena_total(size), &total);
     if (cls >= ARENA_CLASSES) return NULL;
@@ -650,22 +703,21 @@ static void *arena_alloc(size_t size, int *fresh) {
 
 static inline ArenaBlock *arena_block(const void *ptr) {
     ArenaBlock *b = (ArenaBlock *)ptr - 1;
-    if (b->tag != ARENA_BLOCK_TAG) {
-        dprintf(2, "lightfast-runner: arena block header damaged at %p\n", ptr);
-        abort();
-    }
+    if (b->tag != ARENA_BLOCK_TAG) fatal("arena block header damaged");
     return b;
 }
 
 static void *arena_malloc(void *opaque, size_t size) {
     (void)opaque;
     int fresh;
+    if (!mem_admit(size)) return NULL;
     return arena_alloc(size, &fresh);
 }
 
 static void *arena_calloc(void *opaque, size_t count, size_t size) {
     (void)opaque;
     if (size && count > SIZE_MAX / size) return NULL;
+    if (!mem_admit(count * size)) return NULL;
     int fresh;
     void *p = arena_alloc(count * size, &fresh);
     if (p && !fresh) memset(p, 0, count * size);
@@ -692,6 +744,10 @@ static void *arena_realloc(void *opaque, void *ptr, size_t size) {
         return NULL;
     }
     ArenaBlock *b = arena_block(ptr);
+    /* Refused before any arithmetic: a size near SIZE_MAX would wrap arena_total to a small block
+     * that "fits" in place, and the caller would own far more than it got. */
+    if (!arena_fits(size)) return NULL;
+    if (size > b->usable && !mem_admit(size - b->usable)) return NULL;
     size_t total;
     unsigned cls = arena_class(arena_total(size), &total);
     if (cls >= ARENA_CLASSES) return NULL;
@@ -903,8 +959,7 @@ static void arena_restore(void) {
                (restores_since_cool >= ARENA_COOL_MIN_CALLS && hot_pages > pages / 4);
     if (cool && arena_protect() != 0) {
         /* Could not protect again (e.g. out of memory maps): stop serving rather than miss writes. */
-        dprintf(2, "lightfast-runner: could not write-protect the arena: %s\n", strerror(errno));
-        abort();
+        fatal("could not write-protect the arena");
     }
     arena_stats.cools += (unsigned long long)cool;
     struct timespec done;
@@ -914,8 +969,7 @@ static void arena_restore(void) {
         (unsigned long long)((done.tv_sec - started.tv_sec) * 1000000000LL + (done.tv_nsec - started.tv_nsec));
     if (verify_restore && (memcmp(arena, verify_copy, snap_len) ||
                            !all_zero(snap_end, arena_dirty_max))) {
-        dprintf(2, "lightfast-runner: the restored arena differs from its snapshot\n");
-        abort();
+        fatal("the restored arena differs from its snapshot");
     }
 }
 
@@ -931,8 +985,8 @@ static JSRuntime *rt;
 static JSContext *ctx;
 static JSValue api[F_COUNT];
 /* JSRuntime starts with JSMallocFunctions (5 pointers), then JSMallocState {count, size, limit}:
- * the same layout engine.py reads, verified against the public API before use. */
-static size_t *malloc_size_field;
+ * the same layout engine.py reads, verified against the public API before use (malloc_size_field,
+ * declared with the arena that uses it). */
 static const double GC_HEADROOM_FRACTION = 0.5;
 static const size_t SALVAGE_MEMORY_BYTES = 16 * MIB;
 static const double SALVAGE_SECONDS = 0.05;
@@ -944,9 +998,19 @@ static size_t heap_size(void) {
     return (size_t)u.malloc_size;
 }
 
+/* The heap's memory limit: the arena's (mem_admit) when the heap probe works, else QuickJS's. */
+static void set_memory_limit(size_t bytes) {
+    if (malloc_size_field) {
+        mem_limit = bytes;
+        JS_SetMemoryLimit(rt, 0);
+    } else {
+        JS_SetMemoryLimit(rt, bytes);
+    }
+}
+
 static void apply_limits(const Limits *l) {
     arena_set_cap(l->memory_mb);
-    JS_SetMemoryLimit(rt, (size_t)l->memory_mb * MIB);
+    set_memory_limit((size_t)l->memory_mb * MIB);
     JS_SetMaxStackSize(rt, (size_t)l->stack_kb * 1024);
 }
 
@@ -965,12 +1029,12 @@ static int classify(JSContext *c, int during_parse) {
     B.cpu_deadline = cpu_now() + SALVAGE_SECONDS;
     B.wall_deadline = wall_now() + SALVAGE_SECONDS;
     int saved_binding = B.binding;
-    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
+    set_memory_limit((size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
     B.active = 1;
     const char *text = JS_ToCString(c, exc);
     B.active = 0;
     B.binding = saved_binding;
-    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB);
+    set_memory_limit((size_t)B.lim.memory_mb * MIB);
     if (!text) JS_FreeValue(c, JS_GetException(c));
     JS_FreeValue(c, exc);
     char first[512];
@@ -1128,6 +1192,7 @@ static const char *engine_init(char *error, size_t size) {
     JSMemoryUsage u;
     JS_ComputeMemoryUsage(rt, &u);
     if (fields[7] == (size_t)d.memory_mb * MIB && (int64_t)fields[6] == u.malloc_size) malloc_size_field = &fields[6];
+    apply_limits(&d); /* from now on the arena enforces the limit, if the probe found the field */
     budget_start(&(Limits){.memory_mb = d.memory_mb, .cpu_ms = 10000, .wall_ms = 60000, .stack_kb = d.stack_kb});
     B.active = 1;
     JSValue r = JS_Eval(ctx, src.p, src.n, "<input>", JS_EVAL_TYPE_GLOBAL);
@@ -1300,6 +1365,7 @@ typedef struct {
 static void sample_memory(Call *c) {
     size_t used = heap_size();
     if (used > c->peak) c->peak = used;
+    if (mem_peak > c->peak) c->peak = mem_peak; /* allocations between samples, freed since */
 }
 
 static void start_fetches(Call *c) {
@@ -1394,7 +1460,7 @@ static void result_body(Buf *out, Call *c, int ok, const char *output, const cha
 
 /* Read the logs after a limit error, with a little extra time and memory to do it. */
 static char *salvage_logs(void) {
-    JS_SetMemoryLimit(rt, (size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
+    set_memory_limit((size_t)B.lim.memory_mb * MIB + SALVAGE_MEMORY_BYTES);
     double saved_cpu = B.cpu_deadline, saved_wall = B.wall_deadline;
     Err saved = g_err;
     g_err.detail = NULL;
@@ -1492,6 +1558,19 @@ static int call_loop(Call *c, const char *args, char **output, char **logs) {
     return 0;
 }
 
+/* A call that failed after the heap limit refused an allocation failed because of it, whatever the
+ * bundle made of the out-of-memory error: swallowed in a timer callback or a promise job (the
+ * tool's promise then never settles: "nothing pending", or the wall limit), or re-thrown. */
+static void classify_refused_memory(void) {
+    if (!mem_refused || !g_err.code || !strcmp(g_err.code, "memory_limit")) return;
+    int swallowed = !strcmp(g_err.code, "timeout") || !strcmp(g_err.code, "sandbox_crash");
+    int rethrown = !strcmp(g_err.code, "tool_error") && strstr(g_err.message, "out of memory");
+    if (!swallowed && !rethrown) return;
+    char detail[96];
+    snprintf(detail, sizeof detail, "{\"memory_mb\":%lld,\"after\":\"%s\"}", B.lim.memory_mb, g_err.code);
+    fail("memory_limit", detail, "the memory limit of %lld MB was exceeded", B.lim.memory_mb);
+}
+
 /* Engine.invoke: one tool call; appends the result body to `out`. Never fails the frame. */
 static void engine_invoke(JSValueConst frame, const Limits *lim, Buf *out) {
     budget_start(lim);
@@ -1525,6 +1604,7 @@ static void engine_invoke(JSValueConst frame, const Limits *lim, Buf *out) {
     char *output = NULL, *logs = NULL;
     int rc = call_loop(&c, args.p, &output, &logs);
     free(args.p);
+    if (rc != 0) classify_refused_memory();
     if (rc == 0) {
         result_body(out, &c, 1, output, logs);
     } else if (rc > 0) {
@@ -1594,9 +1674,21 @@ static void close_all_but(int a, int b) {
     syscall(436, start, ~0U, 0);
 }
 
+/* A zygote's /proc/self/statm, opened before its call filter (which allows no opens). */
+static int statm_fd = -1;
+
 static long current_vsize(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
     long pages = 0;
+    if (statm_fd >= 0) {
+        char text[128];
+        ssize_t n = pread(statm_fd, text, sizeof text - 1, 0);
+        if (n > 0) {
+            text[n] = 0;
+            pages = strtol(text, NULL, 10);
+        }
+        return pages * sysconf(_SC_PAGESIZE);
+    }
+    FILE *f = fopen("/proc/self/statm", "r");
     if (f) {
         if (fscanf(f, "%ld", &pages) != 1) pages = 0;
         fclose(f);
@@ -1610,9 +1702,10 @@ static void settle(void) {
     vsize_at_settle = current_vsize();
 }
 
-/* jail.apply_call_child_jail, applied once to a process that runs calls (a zygote after its
- * load and snapshot, a throw-away introspect/probe child): no new processes, the stricter
- * call filter (no clone, no file opens). It stays in force for the process's whole life. */
+/* jail.apply_call_child_jail, applied once to a process that runs bundle code (a zygote right
+ * after its fork, before the bundle loads; a throw-away introspect/probe child before it reads
+ * its frame): no new processes, the call allowlist (launch.py). It stays in force for the
+ * process's whole life. */
 static rlim_t as_hard;     /* the jail's RLIMIT_AS hard limit */
 static rlim_t as_soft_now; /* the RLIMIT_AS soft limit this process last set (0: not yet) */
 
@@ -1677,6 +1770,12 @@ static int probe_fetch_handler(int fetch_id, const char *result_json, void *opaq
         probe_fetch_done = 1;
     }
     return 0;
+}
+
+/* A write to an unmapped page, behind a pointer the compiler cannot see through. */
+static void raise_fault(void) {
+    static volatile uintptr_t address = 8;
+    *(volatile int *)address = 1;
 }
 
 /* jail.run_probe, in C: a look at the jail from inside a call child. */
@@ -1816,7 +1915,8 @@ static int run_probe(JSValueConst frame, Buf *out) {
         for (volatile int spin = 1; spin;) {
         }
     } else if (!strcmp(name, "crash")) {
-        kill(getpid(), SIGSEGV);
+        /* A real fault: a process under the call filter may not signal, not even itself. */
+        raise_fault();
     } else if (!strcmp(name, "exit")) {
         JSValue cv = wget(args, "code");
         int32_t code = 7;
@@ -1843,7 +1943,9 @@ static int run_probe(JSValueConst frame, Buf *out) {
  * running, so that the worker can answer for it if the zygote dies in it. */
 typedef struct {
     volatile int running;
-    char id[4088]; /* the call's id as JSON; empty: the call the worker forwarded */
+    int unused;
+    volatile long long cpu_start_ns; /* the zygote's CPU clock when the call started */
+    char id[4080]; /* the call's id as JSON; empty: the call the worker forwarded */
 } CallSlot;
 
 typedef struct {
@@ -1864,18 +1966,56 @@ static pid_t answered[1024];      /* throw-away children that answered and are n
 static int nanswered;
 static int have_engine;
 
+/* ---- CPU metering. Every load and call is metered to its organization from a clock the bundle
+ * cannot set: the kernel's accounting of the process that ran it. The worker (which never runs
+ * bundle code) reads a zygote's CPU clock after its load, and the rusage of any zygote or child it
+ * reaps; processes that run bundle code measure themselves only in C, around the engine. */
+
+static long long timeval_ms(struct timeval t) { return (long long)t.tv_sec * 1000 + t.tv_usec / 1000; }
+
+static long long rusage_cpu_ms(const struct rusage *ru) { return timeval_ms(ru->ru_utime) + timeval_ms(ru->ru_stime); }
+
+/* A child's whole CPU time so far (it is alive, or a zombie not reaped yet); -1 if unknown. */
+static long long child_cpu_ms(pid_t pid) {
+    /* The kernel's MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED), as clock_getcpuclockid builds it
+     * (without the clock_getres probe glibc adds, which the worker filter need not allow). */
+    clockid_t clock = (clockid_t)((~(unsigned)pid) << 3) | 2;
+    struct timespec t;
+    if (clock_gettime(clock, &t) != 0) return -1;
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* This process's CPU time since it was forked (the kernel starts a child's clock at zero). */
+static long long own_cpu_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* waitpid that also returns the child's CPU time in ms (the kernel's rusage of the reaped child). */
+static long long reap_cpu_ms(pid_t pid, int *status) {
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    if (wait4(pid, status, 0, &ru) != pid) return -1;
+    return rusage_cpu_ms(&ru);
+}
+
 /* An error frame for request `id_json` from g_err. `zygote_lost`: the bundle's zygote is gone
- * (or was never there), so the host must send `load` again before the next invoke of its key. */
-static void send_error_frame(const char *id_json, int zygote_lost) {
+ * (or was never there), so the host must send `load` again before the next invoke of its key.
+ * `cpu_ms` >= 0: the CPU the failed load or call used, as "usage". */
+static void send_error_frame_cpu(const char *id_json, int zygote_lost, long long cpu_ms) {
     Buf f = {0};
     buf_str(&f, "{\"type\":\"error\",\"id\":");
     buf_str(&f, id_json);
     buf_str(&f, ",\"error\":");
     err_json(&f);
+    if (cpu_ms >= 0) buf_fmt(&f, ",\"usage\":{\"cpu_ms\":%lld}", cpu_ms);
     buf_str(&f, zygote_lost ? ",\"zygote_lost\":true}" : "}");
     write_frame(STDOUT, f.p, f.n);
     free(f.p);
 }
+
+static void send_error_frame(const char *id_json, int zygote_lost) { send_error_frame_cpu(id_json, zygote_lost, -1); }
 
 static void send_error(const char *id_json) { send_error_frame(id_json, 0); }
 
@@ -1891,10 +2031,19 @@ static void fail_exit(int status, const char *what) {
         }
         const char *abbrev = sigabbrev_np(sig);
         snprintf(detail, sizeof detail, "{\"signal\":%d}", sig);
+        if (sig == SIGSYS) {
+            fail("sandbox_crash", detail, "%s was killed by signal SIGSYS (a system call the seccomp filter does not allow)",
+                 what);
+            return;
+        }
         fail("sandbox_crash", detail, "%s was killed by signal SIG%s", what, abbrev ? abbrev : "?");
         return;
     }
     snprintf(detail, sizeof detail, "{\"exit_code\":%d}", WEXITSTATUS(status));
+    if (WEXITSTATUS(status) == RUNNER_ABORT_EXIT) {
+        fail("sandbox_crash", detail, "%s aborted: an internal check of the runner failed", what);
+        return;
+    }
     fail("sandbox_crash", detail, "%s exited with status %d without answering", what, WEXITSTATUS(status));
 }
 
@@ -1962,6 +2111,7 @@ static void answer_frame(JSValueConst frame, int invoke) {
             memcpy(call_slot->id, call_id_json, n + 1);
         else
             call_slot->id[0] = 0;
+        call_slot->cpu_start_ns = own_cpu_ns();
         call_slot->running = 1;
     }
     Buf out = {0};
@@ -1985,6 +2135,9 @@ static void answer_frame(JSValueConst frame, int invoke) {
         buf_str(&out, ",\"error\":");
         err_json(&out);
     }
+    /* A throw-away child (introspect: it loads the bundle) ran nothing before this frame, so its
+     * CPU clock since the fork is the frame's whole cost. */
+    if (!invoke) buf_fmt(&out, ",\"usage\":{\"cpu_ms\":%lld}", own_cpu_ns() / 1000000);
     buf_str(&out, "}");
     if (write_frame(STDOUT, out.p, out.n) < 0) _exit(3);
     if (call_slot) call_slot->running = 0;
@@ -2045,9 +2198,9 @@ static void run_in_child(const char *text, size_t n, const char *id_json) {
         return;
     }
     int status = 0;
-    waitpid(pid, &status, 0);
+    long long cpu_ms = reap_cpu_ms(pid, &status);
     fail_exit(status, "the call");
-    send_error(id_json);
+    send_error_frame_cpu(id_json, 0, cpu_ms);
 }
 
 static void zygote_load_failed(int status_w) {
@@ -2146,6 +2299,13 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
     nanswered = 0;
     own_fds[0] = command_r;
     own_fds[1] = status_w;
+    statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    /* The call filter goes on before a single byte of bundle code runs: the bundle's top-level
+     * code is as untrusted as its tools. Everything the load needs is in the call allowlist. */
+    if (jail_for_calls() < 0) {
+        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
+        zygote_load_failed(status_w);
+    }
     /* Top-level bundle code runs here once; bound its CPU like a call's. */
     struct rlimit cpu;
     getrlimit(RLIMIT_CPU, &cpu);
@@ -2166,10 +2326,6 @@ static __attribute__((noreturn)) void zygote_main(JSValueConst frame, const Limi
         zygote_load_failed(status_w);
     }
     settle();
-    if (jail_for_calls() < 0) {
-        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
-        zygote_load_failed(status_w);
-    }
     static const char ok[] = "{\"type\":\"result\",\"ok\":true}";
     write_frame(status_w, ok, sizeof ok - 1);
     call_slot = slot;
@@ -2237,7 +2393,7 @@ static void zygote_died(int i, const char *id_json) {
     Zygote *z = &zygotes[i];
     int st = 0;
     kill(z->pid, SIGKILL);
-    waitpid(z->pid, &st, 0);
+    long long total_ms = reap_cpu_ms(z->pid, &st);
     close(z->command_fd);
     close(z->status_fd);
     if (!id_json && z->slot->running) {
@@ -2245,8 +2401,12 @@ static void zygote_died(int i, const char *id_json) {
         id_json = z->slot->id[0] ? z->slot->id : z->forwarded_id ? z->forwarded_id : "null";
     }
     if (id_json) {
+        /* The call's CPU: the zygote's whole life (kernel rusage) minus what it had used when the
+         * call started. The host meters at least the CPU limit + backstop for a backstop kill. */
+        long long start_ms = z->slot->cpu_start_ns / 1000000;
+        long long cpu_ms = total_ms < 0 ? -1 : start_ms >= 0 && start_ms <= total_ms ? total_ms - start_ms : total_ms;
         fail_exit(st, "the call");
-        send_error_frame(id_json, 1);
+        send_error_frame_cpu(id_json, 1, cpu_ms);
         z->dead = 1;
         Zygote gone = *z;
         zygote_remove(i);
@@ -2314,17 +2474,20 @@ static void handle_load(JSValueConst frame, const char *id) {
         close(command[1]);
         close(status[0]);
         int st = 0;
-        waitpid(pid, &st, 0);
+        long long cpu_ms = reap_cpu_ms(pid, &st);
         munmap(slot, sizeof(CallSlot));
         if (JS_IsObject(reply))
             fail_from_reply(reply);
         else
             fail_exit(st, "loading the bundle");
-        send_error(id);
+        send_error_frame_cpu(id, 0, cpu_ms);
     } else {
+        /* The zygote has done nothing but load since its fork: its CPU clock is the load's cost. */
+        long long cpu_ms = child_cpu_ms(pid);
         zygotes[nzygotes++] = (Zygote){key, pid, command[1], status[0], slot, NULL, 0, 0};
         key = NULL;
-        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false}", id);
+        buf_fmt(&f, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false,\"usage\":{\"cpu_ms\":%lld}}", id,
+                cpu_ms < 0 ? 0 : cpu_ms);
         write_frame(STDOUT, f.p, f.n);
     }
     JS_FreeValue(wctx, reply);
@@ -2431,6 +2594,14 @@ static __attribute__((noreturn)) void zygote_channel_main(JSValueConst frame, co
     nzygotes = 0;
     nanswered = 0;
     char *load_id = wjson_key(frame, "id");
+    statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    /* The call filter goes on before a single byte of bundle code runs: the bundle's top-level
+     * code is as untrusted as its tools. Everything the load needs is in the call allowlist. */
+    if (jail_for_calls() < 0) {
+        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
+        send_error_frame_cpu(load_id, 0, own_cpu_ns() / 1000000);
+        _exit(0);
+    }
     struct rlimit cpu;
     getrlimit(RLIMIT_CPU, &cpu);
     if (layers.rlimits) {
@@ -2448,16 +2619,16 @@ static __attribute__((noreturn)) void zygote_channel_main(JSValueConst frame, co
         loaded = 0;
     }
     if (loaded) settle();
-    if (loaded && jail_for_calls() < 0) {
-        fail("sandbox_crash", NULL, "could not install the call filter: %s", strerror(errno));
-        loaded = 0;
-    }
+    /* The load's CPU, measured in C (bundle code cannot reach it); a zygote that dies in its load
+     * is measured by its worker from the kernel's rusage when the host asks it to reap. */
+    long long load_cpu_ms = own_cpu_ns() / 1000000;
     if (!loaded) {
-        send_error(load_id);
+        send_error_frame_cpu(load_id, 0, load_cpu_ms);
         _exit(0);
     }
     Buf ok = {0};
-    buf_fmt(&ok, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false}", load_id);
+    buf_fmt(&ok, "{\"type\":\"result\",\"id\":%s,\"ok\":true,\"cached\":false,\"usage\":{\"cpu_ms\":%lld}}",
+            load_id, load_cpu_ms);
     if (write_frame(STDOUT, ok.p, ok.n) < 0) _exit(0);
     free(ok.p);
     free(load_id);
@@ -2558,14 +2729,17 @@ static void handle_reap(JSValueConst frame, const char *id) {
     Zygote z = zygotes[i];
     zygote_remove(i);
     int st = 0;
-    if (waitpid(z.pid, &st, WNOHANG) == 0) {
+    struct rusage ru;
+    memset(&ru, 0, sizeof ru);
+    if (wait4(z.pid, &st, WNOHANG, &ru) == 0) {
         kill(z.pid, SIGKILL);
-        waitpid(z.pid, &st, 0);
+        wait4(z.pid, &st, 0, &ru);
     }
     z.dead = 1; /* no pipes to close */
     zygote_close(&z);
     fail_exit(st, "the call");
-    send_error_frame(id, 1);
+    /* The kernel's CPU figure for the zygote's whole life: the host subtracts what it metered. */
+    send_error_frame_cpu(id, 1, rusage_cpu_ms(&ru));
 }
 
 /* The frames only channel mode has (or serves differently); 0 when `kind` is not one. */
