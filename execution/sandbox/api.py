@@ -165,7 +165,8 @@ def invoke(
     except SandboxError as exc:
         # The call ended on the host side (killed, cancelled, crashed): only the host's clock is known.
         wall_ms = round((time.monotonic() - started) * 1000)
-        return InvokeResult(ok=False, error=exc.to_dict(), usage={"wall_ms": wall_ms, "host_enforced": True})
+        usage = {**exc.usage, "wall_ms": wall_ms, "host_enforced": True}
+        return InvokeResult(ok=False, error=exc.to_dict(), usage=usage)
     return InvokeResult(
         ok=bool(raw.get("ok")),
         output=raw.get("output"),

@@ -54,6 +54,8 @@ class SandboxError(Exception):
         self.code = code
         self.message = message
         self.detail: dict[str, Any] = dict(detail) if detail else {}
+        # What the host measured of a call that ended in this error (e.g. cpu_ms it charges).
+        self.usage: dict[str, Any] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Return the error as the API and runner protocol show it."""

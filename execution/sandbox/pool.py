@@ -36,9 +36,10 @@ from typing import Any
 from execution.sandbox import jail
 from execution.sandbox.egress import EgressPolicy, egress_fetch
 from execution.sandbox.errors import CANCELLED, INVALID_INPUT, SANDBOX_CRASH, TIMEOUT, SandboxError
+from execution.sandbox.frames import RunnerFrames, read_ready_frame
 from execution.sandbox.limits import Limits
 from execution.sandbox.native import native_runner_available
-from execution.sandbox.protocol import ProtocolError, encode_frame, read_frame, wait_readable, write_frame
+from execution.sandbox.protocol import ProtocolError, encode_frame, wait_readable, write_frame
 
 logger = logging.getLogger(__name__)
 
@@ -145,10 +146,7 @@ class _Worker:
         """Read the runner's first frame (jail status) or fail."""
         if not wait_readable(self.stdout, timeout):
             raise SandboxError(SANDBOX_CRASH, f"sandbox worker did not start within {timeout} s")
-        frame = read_frame(self.stdout)
-        if frame.get("type") != "log" or frame.get("message") != "ready":
-            raise SandboxError(SANDBOX_CRASH, f"sandbox worker sent {frame.get('type')!r} before 'ready'")
-        self.ready = dict(frame.get("detail") or {})
+        self.ready = dict(read_ready_frame(self.stdout)["detail"])
         return self.ready
 
     def new_id(self) -> int:
@@ -318,6 +316,7 @@ class LocalJailBackend:
         """Send one request frame and serve the runner until its result; raise SandboxError on failure."""
         call_id = worker.new_id()
         frame = {**frame, "id": call_id}
+        frames = RunnerFrames(call_id=call_id, request=frame["type"], limits=limits)
         started = time.monotonic()
         deadline = started + (limits.wall_ms + self.config.grace_ms) / 1000
         pending: dict[int, Future[dict[str, Any]]] = {}
@@ -350,7 +349,7 @@ class LocalJailBackend:
                     self._deliver_fetches(worker, call_id, pending)
                 if worker.stdout not in readable:
                     continue
-                reply = read_frame(worker.stdout)
+                reply = frames.read(worker.stdout, pending)
                 kind = reply.get("type")
                 if kind == "log":
                     logger.info(
@@ -374,7 +373,7 @@ class LocalJailBackend:
                     raise ProtocolError(f"unexpected {kind!r} frame for call {call_id}")
         except (ProtocolError, OSError) as exc:
             self._replace(worker)
-            raise SandboxError(SANDBOX_CRASH, f"the sandbox worker failed: {exc}") from exc
+            raise frames.failure(exc) from exc
         finally:
             for future in pending.values():
                 future.cancel()
