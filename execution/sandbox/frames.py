@@ -146,11 +146,12 @@ class RunnerFrames:
     within the call's limits; anything else raises `FrameViolation`.
     """
 
-    def __init__(self, *, call_id: int, request: str, limits: Limits) -> None:
+    def __init__(self, *, call_id: int, request: str, limits: Limits, deadline: float | None = None) -> None:
         self.call_id = call_id
         self.request = request
         self.limits = limits
         self.started = time.monotonic()
+        self.deadline = deadline
         self.fetches = 0
         self.fetch_started: dict[int, float] = {}
         self.log_frames = 0
@@ -172,8 +173,11 @@ class RunnerFrames:
 
     # --- reading -----------------------------------------------------------------------------
     def read(self, fd: int, pending: Collection[int] = ()) -> dict[str, Any]:
-        """Read and check the next frame; `pending`: fetch ids the host has not answered yet."""
-        return self.check(read_payload(fd, self.max_frame_bytes), pending)
+        """Read and check the next frame; `pending`: fetch ids the host has not answered yet.
+
+        A runner that stops in the middle of a frame is a violation at the exchange's deadline.
+        """
+        return self.check(read_payload(fd, self.max_frame_bytes, deadline=self.deadline), pending)
 
     def check(self, payload: bytes, pending: Collection[int] = ()) -> dict[str, Any]:
         """Check one frame body (see `read`)."""

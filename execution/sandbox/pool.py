@@ -316,9 +316,9 @@ class LocalJailBackend:
         """Send one request frame and serve the runner until its result; raise SandboxError on failure."""
         call_id = worker.new_id()
         frame = {**frame, "id": call_id}
-        frames = RunnerFrames(call_id=call_id, request=frame["type"], limits=limits)
         started = time.monotonic()
         deadline = started + (limits.wall_ms + self.config.grace_ms) / 1000
+        frames = RunnerFrames(call_id=call_id, request=frame["type"], limits=limits, deadline=deadline)
         pending: dict[int, Future[dict[str, Any]]] = {}
         try:
             payload = encode_frame(frame)

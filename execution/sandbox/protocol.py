@@ -45,6 +45,7 @@ import json
 import os
 import select
 import struct
+import time
 from typing import Any
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -101,10 +102,12 @@ def write_frame(fd: int, frame: dict[str, Any]) -> None:
         data = data[written:]
 
 
-def _read_exact(fd: int, size: int, *, at_boundary: bool) -> bytes:
+def _read_exact(fd: int, size: int, *, at_boundary: bool, deadline: float | None = None) -> bytes:
     chunks: list[bytes] = []
     remaining = size
     while remaining:
+        if deadline is not None and not wait_readable(fd, max(deadline - time.monotonic(), 0.0)):
+            raise FrameViolation("the peer stalled in the middle of a frame past the deadline")
         chunk = os.read(fd, min(remaining, 1 << 20))
         if not chunk:
             if at_boundary and remaining == size:
@@ -115,12 +118,16 @@ def _read_exact(fd: int, size: int, *, at_boundary: bool) -> bytes:
     return b"".join(chunks)
 
 
-def read_payload(fd: int, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
-    """Block until one whole frame body has been read; a length over `max_bytes` is refused unread."""
-    (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, at_boundary=True))
+def read_payload(fd: int, max_bytes: int = MAX_FRAME_BYTES, *, deadline: float | None = None) -> bytes:
+    """Block until one whole frame body has been read; a length over `max_bytes` is refused unread.
+
+    With `deadline` (time.monotonic()), a peer that stops in the middle of a frame is a
+    FrameViolation once it passes, instead of a read that never returns.
+    """
+    (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, at_boundary=True, deadline=deadline))
     if length > max_bytes:
         raise FrameViolation(f"frame length {length} exceeds {max_bytes}")
-    return _read_exact(fd, length, at_boundary=False)
+    return _read_exact(fd, length, at_boundary=False, deadline=deadline)
 
 
 def read_frame(fd: int) -> dict[str, Any]:
