@@ -48,6 +48,7 @@ from execution.providers import model_resolve
 from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDelta, ToolCall, ToolSpec
 from execution.providers.demo import DemoProvider
 from execution.sandbox import api as sandbox_api
+from execution.sandbox.values import clean_text, clean_value
 
 logger = logging.getLogger(__name__)
 
@@ -333,11 +334,15 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
         for event in resolved.provider.stream(
             ModelRequest(model=resolved.model, messages=messages, tools=tools), cancel=cancel
         ):
+            # Provider text holds the rule sandbox values do (values.py): storable and sendable everywhere.
             if isinstance(event, TextDelta):
-                turn.text_delta(event.text)
-                step_text += event.text
+                text = clean_text(event.text)
+                turn.text_delta(text)
+                step_text += text
             elif isinstance(event, ToolCall):
-                calls.append(event)
+                calls.append(
+                    ToolCall(clean_text(event.id), clean_text(event.name), clean_text(event.arguments))
+                )
             elif isinstance(event, StepEnd):
                 finish_reason = event.finish_reason
                 usage.input_tokens += event.input_tokens
@@ -453,9 +458,9 @@ def _run_tools(
 def _tool_request(turn: AssistantTurn, call: ToolCall, tool_names: set[str]) -> _ToolRequest:
     """Parse and announce one call; a call that cannot run gets its tool error at once."""
     try:
-        tool_input: Any = json.loads(call.arguments) if call.arguments.strip() else {}
+        tool_input: Any = clean_value(json.loads(call.arguments)) if call.arguments.strip() else {}
         input_error = None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         tool_input = call.arguments
         input_error = f"invalid_input: the tool arguments are not valid JSON ({exc})"
     part = turn.tool_input(call, tool_input)

@@ -31,10 +31,11 @@ from typing import Any
 from execution.sandbox import jail
 from execution.sandbox.egress import EgressPolicy, FetchScheduler
 from execution.sandbox.errors import LIMIT_CODES, MEMORY_LIMIT, SANDBOX_CRASH, TIMEOUT, SandboxError
+from execution.sandbox.frames import read_ready_frame
 from execution.sandbox.image.rootfs import DEFAULT_IMAGE, RUNNER_UID
 from execution.sandbox.limits import Limits
 from execution.sandbox.pool import LocalJailBackend, organization_of
-from execution.sandbox.protocol import ProtocolError, read_frame, wait_readable
+from execution.sandbox.protocol import ProtocolError, wait_readable
 
 logger = logging.getLogger(__name__)
 
@@ -237,10 +238,7 @@ class _ContainerWorker:
         """Read the runner's first frame (jail status) or fail."""
         if not wait_readable(self.stdout, timeout):
             raise SandboxError(SANDBOX_CRASH, f"sandbox container did not start within {timeout} s")
-        frame = read_frame(self.stdout)
-        if frame.get("type") != "log" or frame.get("message") != "ready":
-            raise SandboxError(SANDBOX_CRASH, f"sandbox container sent {frame.get('type')!r} before 'ready'")
-        self.ready = dict(frame.get("detail") or {})
+        self.ready = dict(read_ready_frame(self.stdout)["detail"])
         if self.ready.get("engine") != "ok":
             raise SandboxError(SANDBOX_CRASH, f"sandbox engine unavailable in the container: {self.ready}")
         return self.ready

@@ -50,9 +50,10 @@ from typing import Any
 from execution.sandbox import jail
 from execution.sandbox.egress import EgressPolicy, FetchScheduler
 from execution.sandbox.errors import CANCELLED, INVALID_INPUT, SANDBOX_CRASH, TIMEOUT, SandboxError
+from execution.sandbox.frames import RunnerFrames, read_ready_frame
 from execution.sandbox.limits import Limits
 from execution.sandbox.native import native_runner_available
-from execution.sandbox.protocol import PeerClosed, ProtocolError, encode_frame, read_frame, wait_readable
+from execution.sandbox.protocol import PeerClosed, ProtocolError, encode_frame, wait_readable
 
 logger = logging.getLogger(__name__)
 
@@ -216,10 +217,7 @@ class _Worker:
         """Read the runner's first frame (jail status) or fail."""
         if not wait_readable(self.stdout, timeout):
             raise SandboxError(SANDBOX_CRASH, f"sandbox worker did not start within {timeout} s")
-        frame = read_frame(self.stdout)
-        if frame.get("type") != "log" or frame.get("message") != "ready":
-            raise SandboxError(SANDBOX_CRASH, f"sandbox worker sent {frame.get('type')!r} before 'ready'")
-        self.ready = dict(frame.get("detail") or {})
+        self.ready = dict(read_ready_frame(self.stdout)["detail"])
         return self.ready
 
     def new_id(self) -> int:
@@ -484,7 +482,14 @@ class LocalJailBackend:
             # Refused before anything reached the worker (e.g. NaN or a too deeply nested input).
             raise SandboxError(INVALID_INPUT, f"the input is not JSON: {exc}"[:500]) from None
         return self._serve(
-            worker, call_id, payload, limits=limits, cancel=cancel, egress=egress, deadline=deadline
+            worker,
+            call_id,
+            payload,
+            request=frame["type"],
+            limits=limits,
+            cancel=cancel,
+            egress=egress,
+            deadline=deadline,
         )
 
     def _serve(
@@ -493,6 +498,7 @@ class LocalJailBackend:
         call_id: int,
         payload: bytes | None,
         *,
+        request: str,
         limits: Limits,
         cancel: threading.Event | None,
         egress: EgressPolicy | None,
@@ -501,6 +507,7 @@ class LocalJailBackend:
         """Write `payload` (if any), then serve the runner's frames until call `call_id`'s answer."""
         pending: dict[int, Future[dict[str, Any]]] = {}
         answer: dict[str, Any] | SandboxError
+        frames = RunnerFrames(call_id=call_id, request=request, limits=limits, deadline=deadline)
         try:
             if payload is not None:
                 _write_all(channel.stdin, payload, deadline)
@@ -524,7 +531,7 @@ class LocalJailBackend:
                     self._deliver_fetches(channel, call_id, pending, deadline)
                 if channel.stdout not in readable:
                     continue
-                reply = read_frame(channel.stdout)
+                reply = frames.read(channel.stdout, pending)
                 kind = reply.get("type")
                 if kind == "log":
                     logger.info(
@@ -563,6 +570,10 @@ class LocalJailBackend:
                 f"the sandbox did not read its request within {limits.wall_ms} ms",
                 {"wall_ms": limits.wall_ms},
             ) from exc
+        except ProtocolError as exc:
+            # A frame that breaks the rules (frames.py): the sender is compromised, never reused.
+            self._discard(channel)
+            raise frames.failure(exc) from exc
         except Exception as exc:
             # A broken frame, a dead pipe, or a bug on this side: nobody knows what state the
             # other end is in, so it is killed, never handed to the next call.
@@ -788,7 +799,14 @@ class LocalJailBackend:
             self._checkin(taken)
         try:
             loaded = self._serve(
-                zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline
+                zygote,
+                load_id,
+                None,
+                request="load",
+                limits=limits,
+                cancel=cancel,
+                egress=None,
+                deadline=deadline,
             )
         except BaseException:
             self._kill_zygote(zygote)
@@ -899,7 +917,14 @@ class LocalJailBackend:
             self._checkin(worker)
         try:
             loaded = self._serve(
-                zygote, load_id, None, limits=limits, cancel=cancel, egress=None, deadline=deadline
+                zygote,
+                load_id,
+                None,
+                request="load",
+                limits=limits,
+                cancel=cancel,
+                egress=None,
+                deadline=deadline,
             )
             reply = self._exchange(zygote, {"type": "introspect"}, limits=limits, cancel=cancel, egress=None)
         finally:

@@ -45,6 +45,7 @@ import json
 import os
 import select
 import struct
+import time
 from typing import Any
 
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -60,13 +61,21 @@ class ProtocolError(Exception):
     code = "sandbox_crash"
 
 
+class FrameViolation(ProtocolError):
+    """A frame that breaks the receiver's rules (size, depth, schema); its message is the receiver's text."""
+
+
 class PeerClosed(ProtocolError):
     """The peer closed the stream at a frame boundary."""
 
 
 def encode_frame(frame: dict[str, Any]) -> bytes:
-    """Serialise one frame to its wire form."""
-    payload = json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    """Serialise one frame to its wire form (always valid UTF-8: lone surrogates go as \\u escapes)."""
+    try:
+        payload = json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (a JS string can hold one) cannot be UTF-8: escape it, as JSON.stringify does.
+        payload = json.dumps(frame, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
     if len(payload) > MAX_FRAME_BYTES:
         raise ProtocolError(f"frame of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
     return _HEADER.pack(len(payload)) + payload
@@ -78,6 +87,8 @@ def decode_payload(payload: bytes) -> dict[str, Any]:
         frame = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"frame is not UTF-8 JSON: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError("frame is nested too deeply") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise ProtocolError("frame is not an object with a string 'type'")
     return frame
@@ -91,10 +102,12 @@ def write_frame(fd: int, frame: dict[str, Any]) -> None:
         data = data[written:]
 
 
-def _read_exact(fd: int, size: int, *, at_boundary: bool) -> bytes:
+def _read_exact(fd: int, size: int, *, at_boundary: bool, deadline: float | None = None) -> bytes:
     chunks: list[bytes] = []
     remaining = size
     while remaining:
+        if deadline is not None and not wait_readable(fd, max(deadline - time.monotonic(), 0.0)):
+            raise FrameViolation("the peer stalled in the middle of a frame past the deadline")
         chunk = os.read(fd, min(remaining, 1 << 20))
         if not chunk:
             if at_boundary and remaining == size:
@@ -105,12 +118,21 @@ def _read_exact(fd: int, size: int, *, at_boundary: bool) -> bytes:
     return b"".join(chunks)
 
 
+def read_payload(fd: int, max_bytes: int = MAX_FRAME_BYTES, *, deadline: float | None = None) -> bytes:
+    """Block until one whole frame body has been read; a length over `max_bytes` is refused unread.
+
+    With `deadline` (time.monotonic()), a peer that stops in the middle of a frame is a
+    FrameViolation once it passes, instead of a read that never returns.
+    """
+    (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, at_boundary=True, deadline=deadline))
+    if length > max_bytes:
+        raise FrameViolation(f"frame length {length} exceeds {max_bytes}")
+    return _read_exact(fd, length, at_boundary=False, deadline=deadline)
+
+
 def read_frame(fd: int) -> dict[str, Any]:
     """Block until one whole frame has been read from a file descriptor."""
-    (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, at_boundary=True))
-    if length > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame length {length} exceeds {MAX_FRAME_BYTES}")
-    return decode_payload(_read_exact(fd, length, at_boundary=False))
+    return decode_payload(read_payload(fd))
 
 
 def wait_readable(fd: int, timeout: float | None) -> bool:
