@@ -143,8 +143,13 @@ def service_argv() -> list[str]:
 
 
 def go_env(memory_mb: int) -> dict[str, str]:
-    """esbuild's whole environment: Go's scheduler and heap budget, nothing of the host's."""
-    return {"GOMAXPROCS": "2", "GOMEMLIMIT": f"{memory_mb}MiB"}
+    """esbuild's whole environment: Go's scheduler and heap budget, nothing of the host's.
+
+    GOGC=off with GOMEMLIMIT: no collection until the heap reaches the budget (what the esbuild
+    CLI does, GC off, is 25% faster than its service mode with GC on: measured on a 0.9 MB bundle),
+    then collections keep it there; RLIMIT_DATA is the hard stop.
+    """
+    return {"GOGC": "off", "GOMAXPROCS": "2", "GOMEMLIMIT": f"{memory_mb}MiB"}
 
 
 def _exchange(

@@ -242,7 +242,7 @@ def test_esbuild_child_runs_jailed(esbuild_child):
         assert status["CapEff"].strip() == "0000000000000000"
     assert os.readlink(proc_dir / "ns" / "net") != os.readlink("/proc/self/ns/net")
     environ = sorted(item.split(b"=")[0] for item in (proc_dir / "environ").read_bytes().split(b"\0") if item)
-    assert environ == [b"GOMAXPROCS", b"GOMEMLIMIT"]
+    assert environ == [b"GOGC", b"GOMAXPROCS", b"GOMEMLIMIT"]
     limits = (proc_dir / "limits").read_text()
     expected_as = jail.JailConfig().address_space_mb * 1024 * 1024
     expected_data = esbuild_service.data_limit_mb(512) * 1024 * 1024
