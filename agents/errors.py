@@ -50,6 +50,14 @@ class InvalidBundle(ApiError):
             self.error_type = error_type
 
 
+class TransformUnavailable(ApiError):
+    """The bundle transform itself failed (not the bundle): a 503, the details only in the server log."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    error_type = "sandbox_crash"
+    default_detail = "The bundle could not be checked right now; try again."
+
+
 class InvalidUpload(ApiError):
     """The request does not carry a bundle the way the API expects (no file, bad slug, wrong type)."""
 

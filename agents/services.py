@@ -23,6 +23,7 @@ from agents.errors import (
     BundleTooLarge,
     InvalidBundle,
     InvalidUpload,
+    TransformUnavailable,
     UnknownTool,
     VersionNotRunnable,
 )
@@ -135,6 +136,8 @@ def bundle_upload(
     try:
         transformed = transform(data, max_bytes=limit, timeout_s=TRANSFORM_TIMEOUT_S)
     except SandboxError as exc:
+        if exc.code == SANDBOX_CRASH:
+            raise TransformUnavailable() from exc
         raise InvalidBundle(exc.message, detail=exc.detail or None, error_type=exc.code) from exc
 
     written: list[str] = []

@@ -1,30 +1,45 @@
 """Bundle transform: checks an uploaded ESM bundle and turns it into the script the sandbox engine evaluates.
 
-esbuild (the pinned npm package) runs once per bundle version as a subprocess with a time limit and no
-file access (every import is external). The result is a function expression
+esbuild (the pinned npm package) runs once per bundle version, jailed like the sandbox runner
+(`jail.tool_jail`: own network namespace, rlimits on memory and CPU, no uid, no environment, and a
+seccomp filter under which every file open fails): it gets the bundle on stdin and answers on stdout
+through its service protocol (`esbuild_service`), so it needs no file at all. The result is a function
+expression
 
     (function (require, module, exports) { ...CommonJS translation of the bundle... })
 
 which the engine calls with the runtime's module table; the bundle's exports end up on
-`module.exports` (`default`, or agents exported by name). An inline source map in the upload is read
-by esbuild and composed into `source_map`, which maps positions in `script` back to the author's
-sources (line 1 columns are shifted by len(WRAPPER_PREFIX)).
+`module.exports` (`default`, or agents exported by name). An inline (`data:`) source map in the
+upload is read by esbuild and composed into `source_map`, which maps positions in `script` back to
+the author's sources (line 1 columns are shifted by len(WRAPPER_PREFIX)); any other source map
+reference is neutralized before esbuild sees the text (`neutralize_source_map_references`).
+Errors carry a message and the line:column in the upload, never esbuild's own output.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
-import subprocess
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from execution.sandbox.errors import INVALID_BUNDLE, SYNTAX_ERROR, SandboxError
+from execution.sandbox import esbuild_service
+from execution.sandbox.errors import (
+    CPU_LIMIT,
+    INVALID_BUNDLE,
+    MEMORY_LIMIT,
+    OUTPUT_LIMIT,
+    SANDBOX_CRASH,
+    SYNTAX_ERROR,
+    TIMEOUT,
+    SandboxError,
+)
 
 MAX_BUNDLE_BYTES = 10 * 1024 * 1024
+# esbuild's heap budget (GOMEMLIMIT; RLIMIT_DATA is 1.5x it plus Go's own): a 10 MB bundle peaks at ~530 MB.
+TRANSFORM_MEMORY_MB = 512
 
 # The modules the sandbox runtime provides (execution/sandbox/js/src/lightfast.js).
 ALLOWED_IMPORTS: frozenset[str] = frozenset(
@@ -45,13 +60,25 @@ ALLOWED_IMPORTS: frozenset[str] = frozenset(
 WRAPPER_PREFIX = "(function (require, module, exports) {"
 WRAPPER_SUFFIX = "\n})"
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ESBUILD = PROJECT_ROOT / "node_modules" / ".bin" / "esbuild"
 SOURCE_NAME = "bundle.mjs"
-
-_ERROR_RE = re.compile(
-    r"\[ERROR\] (?P<text>.+?)\n\n\s+(?:<stdin>|" + re.escape(SOURCE_NAME) + r"):(?P<line>\d+):(?P<col>\d+):"
+_OUTFILE = "/out.js"
+_BUILD_FLAGS = (
+    "--bundle",
+    "--format=cjs",
+    "--platform=neutral",
+    # Every import stays external: esbuild never resolves a module named by the bundle.
+    "--external:*",
+    "--target=es2022",
+    f"--sourcefile={SOURCE_NAME}",
+    "--sourcemap=external",
+    "--metafile",
+    f"--outfile={_OUTFILE}",
+    # Messages come back structured in the response; nothing is printed.
+    "--log-level=silent",
+    "--log-limit=5",
+    "--color=false",
 )
+
 _MAP_COMMENT_RE = re.compile(r"\n//# sourceMappingURL=[^\n]*\s*$")
 
 
@@ -67,17 +94,23 @@ class TransformedBundle:
 
 
 def transform(
-    source: bytes, *, max_bytes: int = MAX_BUNDLE_BYTES, timeout_s: float = 10
+    source: bytes,
+    *,
+    max_bytes: int = MAX_BUNDLE_BYTES,
+    timeout_s: float = 10,
+    memory_mb: int = TRANSFORM_MEMORY_MB,
 ) -> TransformedBundle:
-    """Check and convert an uploaded bundle; raise SandboxError (invalid_bundle / syntax_error)."""
+    """Check and convert an uploaded bundle; raise SandboxError (invalid_bundle / syntax_error / limits)."""
     text = _decode(source, max_bytes=max_bytes)
-    with tempfile.TemporaryDirectory(prefix="lf-transform-") as tmp:
-        workdir = Path(tmp)
-        _run_esbuild(text, workdir=workdir, timeout_s=timeout_s)
-        meta = json.loads((workdir / "meta.json").read_text(encoding="utf-8"))
-        imports = _check_imports(meta)
-        output = (workdir / "out.js").read_text(encoding="utf-8")
-        source_map = json.loads((workdir / "out.js.map").read_text(encoding="utf-8"))
+    result = _run_esbuild(neutralize_source_map_references(text), timeout_s=timeout_s, memory_mb=memory_mb)
+    files = {str(item.get("path")): item.get("contents") or b"" for item in result.get("outputFiles") or []}
+    try:
+        meta = json.loads(result.get("metafile") or b"{}")
+        output = bytes(files[_OUTFILE]).decode("utf-8")
+        source_map = json.loads(bytes(files[_OUTFILE + ".map"]))
+    except (KeyError, ValueError, TypeError):
+        raise SandboxError(SANDBOX_CRASH, "the bundle transform returned an incomplete result") from None
+    imports = _check_imports(meta)
     output = _MAP_COMMENT_RE.sub("\n", output)
     return TransformedBundle(
         script=WRAPPER_PREFIX + output + WRAPPER_SUFFIX,
@@ -86,6 +119,154 @@ def transform(
         bytes=len(source),
         imports=imports,
     )
+
+
+# --- Source map references -------------------------------------------------------------------------
+#
+# esbuild follows a `//# sourceMappingURL=` (or `//@`, `/*# */`, `/*@ */`) comment anywhere in the
+# file, the last one winning, to a file path or file:// URL. Only inline `data:` maps are kept: every
+# other reference in a comment is defused in place (same length, so positions do not move), and a
+# final reference is appended that esbuild cannot follow anywhere, so that even a comment this
+# scanner misreads is overridden. Text in strings, templates and regular expressions is left alone.
+
+_MENTION_RE = re.compile("sourcemappingurl", re.IGNORECASE)
+_DEFUSED = "sourceMappingOFF"
+# What esbuild accepts as a pragma: `#` or `@`, one space, the name, `=`, the URL up to whitespace.
+_DATA_PRAGMA_RE = re.compile(r"[#@] sourceMappingURL=(data:\S*)")
+# A data: URL esbuild refuses to decode: it warns and uses no map, and reads nothing.
+_NO_MAP_URL = "data:application/json;base64,!"
+_LINE_TERMINATORS = "\n\r\u2028\u2029"
+# Code up to the next `/` or template, strings included (a `/` or a backtick in a string is text).
+# Inside a template's `${...}` braces stop a run too: the `}` that closes it resumes the template.
+_STRINGS = r"""'(?:[^'\\\n\r]|\\[\s\S])*'?|"(?:[^"\\\n\r]|\\[\s\S])*"?"""
+_RUN_RE = re.compile(rf"""(?:[^/'"`]+|{_STRINGS})+""")
+_RUN_IN_TEMPLATE_RE = re.compile(rf"""(?:[^/'"`{{}}]+|{_STRINGS})+""")
+_LINE_COMMENT_RE = re.compile(r"//[^\n\r\u2028\u2029]*")
+_BLOCK_COMMENT_RE = re.compile(r"/\*[\s\S]*?(?:\*/|\Z)")
+_LAST_WORD_RE = re.compile(r"[\w$\u0080-\uffff]+$")
+_SPACE = " \t\n\r\v\f\u00a0\u2028\u2029\ufeff"
+_TEMPLATE_CHUNK_RE = re.compile(r"(?:[^`\\$]|\\[\s\S]|\$(?!\{))*(?P<end>`|\$\{|\Z)")
+_REGEX_RE = re.compile(
+    r"/(?:[^/\\\[\n\r\u2028\u2029]|\\[^\n\r\u2028\u2029]"  # a character or an escape
+    r"|\[(?:[^\]\\\n\r\u2028\u2029]|\\[^\n\r\u2028\u2029])*\])+"  # or a class, where / is literal
+    r"/[\w$]*"
+)
+# After these words a `/` starts a regular expression, after other words it divides.
+_KEYWORDS_BEFORE_EXPRESSION = frozenset(
+    {
+        "return",
+        "typeof",
+        "instanceof",
+        "in",
+        "of",
+        "new",
+        "delete",
+        "void",
+        "throw",
+        "case",
+        "do",
+        "else",
+        "yield",
+        "await",
+    }
+)
+
+
+def neutralize_source_map_references(text: str) -> str:
+    """Return the text with every non-`data:` source map reference defused and a final safe one appended."""
+    # str.lower + `in` is ~20x faster than the case-insensitive regex on a large bundle.
+    if "sourcemappingurl" not in text.lower():
+        return text + "\n//# sourceMappingURL=" + _NO_MAP_URL + "\n"
+    pieces: list[str] = []
+    last = 0
+    data_url = ""
+    for start, end in _comment_spans(text):
+        comment = text[start:end]
+        if _MENTION_RE.search(comment) is None:
+            continue
+        body = comment[2:-2] if comment.startswith("/*") and comment.endswith("*/") else comment[2:]
+        pragma = _DATA_PRAGMA_RE.match(body)
+        if pragma is not None and not body[pragma.end() :].strip():
+            data_url = pragma.group(1)
+            if comment.startswith("//"):
+                # Moved to the end below, so that it is the one esbuild reads.
+                comment = "//" + body[: pragma.start(1)]
+        pieces.append(text[last:start])
+        pieces.append(_MENTION_RE.sub(_DEFUSED, comment))
+        last = end
+    pieces.append(text[last:])
+    pieces.append("\n//# sourceMappingURL=" + (data_url or _NO_MAP_URL) + "\n")
+    return "".join(pieces)
+
+
+def _comment_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) of every comment, as a JavaScript lexer would find them (best effort).
+
+    Python only steps at slashes, backticks and (inside `${...}`) braces; everything between is
+    one regex match, so a 10 MB bundle scans in a fraction of a second.
+    """
+    spans: list[tuple[int, int]] = []
+    # Braces open inside template substitutions; "`" marks a `${`, whose `}` resumes the template.
+    stack: list[str] = []
+    regex_allowed = True
+    pos = 0
+    length = len(text)
+    while pos < length:
+        char = text[pos]
+        if char == "/":
+            following = text[pos + 1 : pos + 2]
+            comment = (
+                _LINE_COMMENT_RE if following == "/" else _BLOCK_COMMENT_RE if following == "*" else None
+            )
+            if comment is not None:
+                end = comment.match(text, pos).end()  # type: ignore[union-attr]
+                spans.append((pos, end))
+                pos = end
+                continue
+            regex = _REGEX_RE.match(text, pos) if regex_allowed else None
+            pos = regex.end() if regex is not None else pos + 1
+            regex_allowed = regex is None
+            continue
+        if char == "`" or (char == "}" and stack and stack[-1] == "`"):
+            if char == "}":
+                stack.pop()
+            chunk = _TEMPLATE_CHUNK_RE.match(text, pos + 1)
+            assert chunk is not None  # noqa: S101 - the pattern can match the empty string
+            if chunk.group("end") == "${":
+                stack.append("`")
+            regex_allowed = chunk.group("end") == "${"
+            pos = chunk.end()
+            continue
+        if stack and char in "{}":
+            if char == "{":
+                stack.append("{")
+            else:
+                stack.pop()
+            regex_allowed = True
+            pos += 1
+            continue
+        run = (_RUN_IN_TEMPLATE_RE if stack else _RUN_RE).match(text, pos)
+        assert run is not None  # noqa: S101 - every other character starts a run
+        regex_allowed = _regex_allowed_after(text, pos, run.end(), regex_allowed)
+        pos = run.end()
+    return spans
+
+
+def _regex_allowed_after(text: str, start: int, end: int, before: bool) -> bool:
+    """Whether a `/` after the code text[start:end] starts a regular expression (rather than dividing)."""
+    # Only the tail matters: a keyword is short (a longer word cut at the tail is no keyword).
+    tail_start = max(start, end - 80)
+    code = text[tail_start:end].rstrip(_SPACE)
+    if not code:
+        return before
+    last = code[-1]
+    if last in ")]'\"":
+        return False
+    word = _LAST_WORD_RE.search(code)
+    if word is not None:
+        whole = word.start() > 0 or tail_start == start
+        return whole and word.group() in _KEYWORDS_BEFORE_EXPRESSION
+    return True
 
 
 def _decode(source: bytes, *, max_bytes: int) -> str:
@@ -120,51 +301,62 @@ def _decode(source: bytes, *, max_bytes: int) -> str:
     return text
 
 
-def _run_esbuild(text: str, *, workdir: Path, timeout_s: float) -> None:
-    """Run esbuild over the text in an empty directory; raise classified errors for bad input."""
-    args = [
-        str(ESBUILD),
-        "--bundle",
-        "--format=cjs",
-        "--platform=neutral",
-        # Every import stays external: esbuild never reads a file named by the bundle.
-        "--external:*",
-        "--target=es2022",
-        f"--sourcefile={SOURCE_NAME}",
-        "--sourcemap=external",
-        "--metafile=meta.json",
-        "--outfile=out.js",
-        "--log-level=error",
-        "--log-limit=5",
-        "--color=false",
-    ]
+def _run_esbuild(text: str, *, timeout_s: float, memory_mb: int) -> dict[str, Any]:
+    """Build the text with the jailed esbuild; return its response or raise a classified error."""
     try:
-        proc = subprocess.run(
-            args,
-            input=text.encode("utf-8"),
-            cwd=workdir,
-            capture_output=True,
-            timeout=timeout_s,
-            env={"PATH": "/usr/bin:/bin"},
-            check=False,
+        outcome = esbuild_service.build(
+            text.encode("utf-8"),
+            flags=_BUILD_FLAGS,
+            timeout_s=timeout_s,
+            cpu_seconds=max(1, math.ceil(timeout_s)),
+            memory_mb=memory_mb,
+            max_output_bytes=64 * 1024 * 1024 + 16 * len(text),
         )
-    except subprocess.TimeoutExpired:
-        raise SandboxError(
-            INVALID_BUNDLE, f"transforming the bundle took longer than {timeout_s:g} s"
-        ) from None
-    except OSError as exc:
-        raise SandboxError("sandbox_crash", f"esbuild could not be started: {exc}") from None
-    if proc.returncode == 0:
-        return
-    stderr = proc.stderr.decode("utf-8", "replace")
-    match = _ERROR_RE.search(stderr)
-    if match is None:
-        raise SandboxError(INVALID_BUNDLE, "the bundle could not be transformed", {"esbuild": stderr[-2000:]})
-    message = match.group("text").strip()
-    # esbuild counts columns from 0; editors and the API count from 1.
-    detail = {"line": int(match.group("line")), "column": int(match.group("col")) + 1}
+    except esbuild_service.ToolFailure as failure:
+        raise _classified_failure(failure, timeout_s=timeout_s, memory_mb=memory_mb) from None
+    errors = outcome.get("errors") or []
+    if errors:
+        raise _classified_message(errors)
+    return outcome
+
+
+def _classified_failure(
+    failure: esbuild_service.ToolFailure, *, timeout_s: float, memory_mb: int
+) -> SandboxError:
+    """The error an uploader sees when esbuild itself did not finish (its output is only logged)."""
+    if failure.reason == "timeout":
+        return SandboxError(TIMEOUT, f"transforming the bundle took longer than {timeout_s:g} s")
+    if failure.reason == "cpu_limit":
+        return SandboxError(CPU_LIMIT, "transforming the bundle used more CPU time than allowed")
+    if failure.reason == "memory_limit":
+        return SandboxError(
+            MEMORY_LIMIT,
+            "transforming the bundle needed more memory than allowed",
+            {"memory_mb": memory_mb},
+        )
+    if failure.reason == "output_limit":
+        return SandboxError(OUTPUT_LIMIT, "the transformed bundle is larger than allowed")
+    return SandboxError(SANDBOX_CRASH, "the bundle transform failed")
+
+
+def _classified_message(errors: list[Any]) -> SandboxError:
+    """A syntax_error / invalid_bundle for esbuild's first error, located in the upload.
+
+    esbuild's text is passed on only for an error located in the upload itself (it quotes the
+    upload's own tokens); anything located elsewhere gets a fixed message.
+    """
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    location = first.get("location") if isinstance(first.get("location"), dict) else None
+    if location is None or location.get("file") != SOURCE_NAME:
+        return SandboxError(INVALID_BUNDLE, "the bundle could not be transformed", {"errors": len(errors)})
+    message = str(first.get("text") or "invalid JavaScript").strip()[:300]
+    line = int(location.get("line") or 0)
+    # esbuild counts columns in UTF-8 bytes from 0; editors and the API count characters from 1.
+    line_text = str(location.get("lineText") or "").encode("utf-8")
+    column = len(line_text[: int(location.get("column") or 0)].decode("utf-8", "ignore")) + 1
+    detail = {"line": line, "column": column}
     code = INVALID_BUNDLE if "not supported" in message else SYNTAX_ERROR
-    raise SandboxError(code, f"{message} (line {detail['line']}, column {detail['column']})", detail)
+    return SandboxError(code, f"{message} (line {line}, column {column})", detail)
 
 
 def _check_imports(meta: dict[str, Any]) -> list[str]:
