@@ -520,7 +520,7 @@ def _tool_filter_program() -> bytes:
                 flt.add_rule(seccomp.ERRNO(errno.ENOENT), name)
             except OSError:
                 continue
-        _tool_bpf = _export(flt)
+        _tool_bpf = export_bpf(flt)
     return _tool_bpf
 
 

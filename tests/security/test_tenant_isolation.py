@@ -19,6 +19,7 @@ import pytest
 
 from execution.sandbox import pool as pool_module
 from execution.sandbox.errors import SandboxError
+from execution.sandbox.frames import RunnerFrames
 from execution.sandbox.limits import Limits
 from execution.sandbox.pool import LocalJailBackend, PoolConfig, resolve_runner, runner_from_env
 from execution.sandbox.transform import TransformedBundle, transform
@@ -142,20 +143,20 @@ def test_a_host_side_exception_kills_the_zygote_it_touched(
     assert _invoke(pool, bundle, "org_b:v1")["output"] == "hello"
     worker, attacker, victim = _worker_pid(pool), _zygote_pid(pool, "org_a:v1"), _zygote_pid(pool, "org_b:v1")
     attacker_fd = pool._zygotes["org_a:v1"][0].stdout
-    real_read_frame = pool_module.read_frame
+    real_read = RunnerFrames.read
 
-    def read_frame_that_breaks(fd: int) -> dict[str, Any]:
-        frame = real_read_frame(fd)
+    def read_that_breaks(self: RunnerFrames, fd: int, pending: Any = ()) -> dict[str, Any]:
+        frame = real_read(self, fd, pending)
         if fd == attacker_fd:
             raise RecursionError("maximum recursion depth exceeded while decoding a JSON object")
         return frame
 
-    monkeypatch.setattr(pool_module, "read_frame", read_frame_that_breaks)
+    monkeypatch.setattr(RunnerFrames, "read", read_that_breaks)
     with pytest.raises(SandboxError) as broken:
         _invoke(pool, bundle, "org_a:v1")
     assert broken.value.code == "sandbox_crash"
     assert "RecursionError" in broken.value.message
-    monkeypatch.setattr(pool_module, "read_frame", real_read_frame)
+    monkeypatch.setattr(RunnerFrames, "read", real_read)
     assert _gone(attacker)
     assert "org_a:v1" not in pool._zygotes
     assert _invoke(pool, bundle, "org_b:v1")["output"] == "hello"

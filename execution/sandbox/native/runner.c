@@ -1451,6 +1451,9 @@ static void result_body(Buf *out, Call *c, int ok, const char *output, const cha
         if (g_err.code && !strcmp(g_err.code, "memory_limit") && peak < (size_t)B.lim.memory_mb * MIB)
             peak = (size_t)B.lim.memory_mb * MIB;
     }
+    /* Past the call's limit only the runtime itself allocates: salvaging the logs of a failed call
+     * gets SALVAGE_MEMORY_BYTES more. That is not the bundle's use; it reports the limit. */
+    if (mem_limit && peak > (size_t)B.lim.memory_mb * MIB) peak = (size_t)B.lim.memory_mb * MIB;
     buf_str(out, ",\"logs\":");
     buf_str(out, logs ? logs : "[]");
     buf_fmt(out, ",\"usage\":{\"cpu_ms\":%lld,\"wall_ms\":%lld,\"peak_memory_bytes\":%zu,\"fetches\":%d}",
