@@ -1,6 +1,7 @@
 """`DockerBackend`: the same runner and frames as the local jail, one warm container pool per organization.
 
-Each container runs `python -m execution.sandbox.runner` as its entrypoint, locked down
+Each container runs the native runner (`python -m execution.sandbox.native.launch`, which jails
+itself and execve()s it, as in the local pool) as its entrypoint, locked down
 (no network, read-only root, tmpfs /tmp, no capabilities, no-new-privileges, pids,
 memory = memory+swap and CPU caps, non-root user, optional runtime such as runsc). The
 host talks to it over the container's attached stdin/stdout; Docker multiplexes
@@ -136,6 +137,9 @@ class _ContainerWorker:
         self.backend = backend
         self.organization = organization
         self.loaded: OrderedDict[str, None] = OrderedDict()
+        # Relay mode: the attached stdio cannot carry fds, so loads and calls go over it (the
+        # container serves one organization; see pool.py's zygote channels for the local jail).
+        self.channels = False
         self.next_id = 0
         self.dead = False
         self.last_used = time.monotonic()

@@ -33,7 +33,10 @@ IMAGE_REPOSITORY = "lightfast-sandbox-runner"
 DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:latest"
 BASE_IMAGE = "python:3.11-slim"
 RUNNER_UID = 10001
-# What `python -m execution.sandbox.runner` imports; nothing of Django or the host side.
+# What the container's runner needs: the native runner (the entrypoint: `launch` applies the jail
+# and execve()s the binary, as in the local pool) and the Python runner's modules, which `launch`
+# imports for the jail and the runtime's path; nothing of Django or the host side.
+NATIVE_BINARY = "execution/sandbox/native/build/lightfast-runner"
 RUNNER_FILES = (
     "execution/__init__.py",
     "execution/sandbox/__init__.py",
@@ -43,6 +46,9 @@ RUNNER_FILES = (
     "execution/sandbox/jail.py",
     "execution/sandbox/runner.py",
     "execution/sandbox/engine.py",
+    "execution/sandbox/native/__init__.py",
+    "execution/sandbox/native/launch.py",
+    NATIVE_BINARY,
     "execution/sandbox/js/dist/runtime.js",
 )
 VENDORED_MODULES = ("quickjs", "_quickjs", "pyseccomp")
@@ -63,14 +69,16 @@ def interpreter_path() -> Path:
 
 
 def image_entrypoint() -> list[str]:
-    """Entrypoint of the offline image: this interpreter running the runner module."""
-    return [str(interpreter_path()), "-s", "-B", "-m", "execution.sandbox.runner"]
+    """Entrypoint of the offline image: this interpreter jailing itself and becoming the native runner."""
+    return [str(interpreter_path()), "-s", "-B", "-m", "execution.sandbox.native.launch"]
 
 
 def _check_runtime() -> None:
     runtime = PROJECT_ROOT / "execution/sandbox/js/dist/runtime.js"
     if not runtime.exists():
         raise ImageBuildError(f"{runtime} is missing: run `make setup` (npm run build:runtime) first")
+    if not (PROJECT_ROOT / NATIVE_BINARY).exists():
+        raise ImageBuildError(f"{PROJECT_ROOT / NATIVE_BINARY} is missing: run `make setup` first")
 
 
 def _copy(source: Path, root: Path, target: Path | None = None) -> None:
@@ -160,6 +168,7 @@ def rootfs_build(*, dest: Path) -> Path:
 
     seccomp = _find_libseccomp()
     elf_files.append(seccomp)
+    elf_files.append(PROJECT_ROOT / NATIVE_BINARY)
     _copy(seccomp, dest, Path(_merged_usr(str(seccomp))))
     for library in _shared_libraries(elf_files):
         _copy(Path(library), dest, Path(_merged_usr(library)))
