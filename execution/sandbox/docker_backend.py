@@ -199,6 +199,7 @@ class _ContainerWorker:
             raise SandboxError(SANDBOX_CRASH, f"could not start a sandbox container: {exc}") from exc
         self.stdin = self.sock.fileno()
         self.stdout, self._stdout_w = os.pipe()
+        os.set_blocking(self.stdout, False)  # frames.py reads without a poll while bytes are there
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         threading.Thread(target=self._demux, name=f"sandbox-docker-{self.proc.pid}", daemon=True).start()

@@ -17,6 +17,7 @@ or container that sent it and the call ends `sandbox_crash` with `detail.reason`
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import operator
@@ -88,6 +89,21 @@ def check_depth(payload: bytes, limit: int = MAX_FRAME_DEPTH) -> None:
         raise FrameViolation(f"frame nested deeper than {limit} levels")
 
 
+@functools.lru_cache(maxsize=256)
+def _max_frame_bytes(request: str, limits: Limits) -> int:
+    """The largest frame an exchange can legitimately receive (escaping can triple text)."""
+    if request in ("introspect", "probe"):
+        return MAX_FRAME_BYTES
+    max_log_entries = max(1024, limits.log_bytes // 8)
+    logs = 6 * (limits.log_bytes + LOG_NOTICE_CHARS) + MAX_LOG_ENTRY_OVERHEAD * max_log_entries
+    result = logs + MAX_ERROR_DETAIL_BYTES + 6 * MAX_ERROR_MESSAGE_CHARS + ENVELOPE_BYTES
+    if request == "invoke":
+        result += 3 * limits.output_bytes
+        fetch = 2 * limits.fetch_request_bytes + 6 * limits.fetch_request_bytes + ENVELOPE_BYTES
+        result = max(result, fetch)
+    return min(result, MAX_FRAME_BYTES)
+
+
 def _refuse_constant(name: str) -> Any:
     raise FrameViolation(f"frame holds {name}, which JSON.stringify never writes")
 
@@ -105,6 +121,13 @@ def _js_int(text: str) -> int:
     return int(text)
 
 
+# Built once: json.loads with keyword arguments builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_STRICT_DECODER = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_js_int
+)
+
+
 def decode_runner_payload(payload: bytes, *, depth: int = MAX_FRAME_DEPTH) -> dict[str, Any]:
     """Parse a runner frame body: depth first, then strict JSON; text cleaned (values.py)."""
     check_depth(payload, depth)
@@ -115,12 +138,7 @@ def decode_runner_payload(payload: bytes, *, depth: int = MAX_FRAME_DEPTH) -> di
         raise FrameViolation("frame is not UTF-8") from None
     suspect = _suspect(payload)
     try:
-        if suspect:
-            frame = json.loads(
-                text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_js_int
-            )
-        else:
-            frame = json.loads(text, parse_constant=_refuse_constant)
+        frame = (_STRICT_DECODER if suspect else _DECODER).decode(text)
     except (ValueError, RecursionError) as exc:
         if isinstance(exc, FrameViolation):
             raise
@@ -155,30 +173,26 @@ class RunnerFrames:
     within the call's limits; anything else raises `FrameViolation`.
     """
 
-    def __init__(self, *, call_id: int, request: str, limits: Limits, deadline: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        call_id: int,
+        request: str,
+        limits: Limits,
+        deadline: float | None = None,
+        nonblocking: bool = False,
+    ) -> None:
         self.call_id = call_id
         self.request = request
         self.limits = limits
         self.started = time.monotonic()
         self.deadline = deadline
+        self.nonblocking = nonblocking  # the fds it reads are in O_NONBLOCK mode
         self.fetches = 0
         self.fetch_started: dict[int, float] = {}
         self.log_frames = 0
         self.max_log_entries = max(1024, limits.log_bytes // 8)
-        self.max_frame_bytes = self._max_frame_bytes()
-
-    def _max_frame_bytes(self) -> int:
-        """The largest frame this exchange can legitimately receive (escaping can triple text)."""
-        if self.request in ("introspect", "probe"):
-            return MAX_FRAME_BYTES
-        limits = self.limits
-        logs = 6 * (limits.log_bytes + LOG_NOTICE_CHARS) + MAX_LOG_ENTRY_OVERHEAD * self.max_log_entries
-        result = logs + MAX_ERROR_DETAIL_BYTES + 6 * MAX_ERROR_MESSAGE_CHARS + ENVELOPE_BYTES
-        if self.request == "invoke":
-            result += 3 * limits.output_bytes
-            fetch = 2 * limits.fetch_request_bytes + 6 * limits.fetch_request_bytes + ENVELOPE_BYTES
-            result = max(result, fetch)
-        return min(result, MAX_FRAME_BYTES)
+        self.max_frame_bytes = _max_frame_bytes(request, limits)
 
     # --- reading -----------------------------------------------------------------------------
     def read(self, fd: int, pending: Collection[int] = ()) -> dict[str, Any]:
@@ -186,7 +200,8 @@ class RunnerFrames:
 
         A runner that stops in the middle of a frame is a violation at the exchange's deadline.
         """
-        return self.check(read_payload(fd, self.max_frame_bytes, deadline=self.deadline), pending)
+        payload = read_payload(fd, self.max_frame_bytes, deadline=self.deadline, nonblocking=self.nonblocking)
+        return self.check(payload, pending)
 
     def check(self, payload: bytes, pending: Collection[int] = ()) -> dict[str, Any]:
         """Check one frame body (see `read`)."""

@@ -196,6 +196,7 @@ class _Worker:
             assert self.proc.stdin  # noqa: S101 - pipe requested above
             self.stdin = self.proc.stdin.fileno()
         self.stdout = self.proc.stdout.fileno()
+        os.set_blocking(self.stdout, False)  # frames.py reads without a poll while bytes are there
         # Keys loaded in this worker (channel mode: with their zygotes), least recently used first.
         self.loaded: OrderedDict[str, Any] = OrderedDict()
         self.pending_evict: list[str] = []  # keys the host dropped that the worker still has to reap
@@ -279,6 +280,7 @@ class _Zygote:
         self.stdout = from_zygote
         # A zygote that stops reading must not block the host's writes past the call's deadline.
         os.set_blocking(to_zygote, False)
+        os.set_blocking(from_zygote, False)  # frames.py reads without a poll while bytes are there
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         self.next_id = 0
@@ -507,7 +509,9 @@ class LocalJailBackend:
         """Write `payload` (if any), then serve the runner's frames until call `call_id`'s answer."""
         pending: dict[int, Future[dict[str, Any]]] = {}
         answer: dict[str, Any] | SandboxError
-        frames = RunnerFrames(call_id=call_id, request=request, limits=limits, deadline=deadline)
+        frames = RunnerFrames(
+            call_id=call_id, request=request, limits=limits, deadline=deadline, nonblocking=True
+        )
         try:
             if payload is not None:
                 _write_all(channel.stdin, payload, deadline)

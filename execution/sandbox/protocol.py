@@ -102,13 +102,22 @@ def write_frame(fd: int, frame: dict[str, Any]) -> None:
         data = data[written:]
 
 
-def _read_exact(fd: int, size: int, *, at_boundary: bool, deadline: float | None = None) -> bytes:
+def _read_exact(
+    fd: int, size: int, *, at_boundary: bool, deadline: float | None = None, nonblocking: bool = False
+) -> bytes:
     chunks: list[bytes] = []
     remaining = size
     while remaining:
-        if deadline is not None and not wait_readable(fd, max(deadline - time.monotonic(), 0.0)):
+        # A blocking fd is polled before each read so the deadline holds; a non-blocking one is read
+        # at once (no extra system call when the bytes are there) and polled only when empty.
+        if not nonblocking and deadline is not None and not _wait(fd, deadline):
             raise FrameViolation("the peer stalled in the middle of a frame past the deadline")
-        chunk = os.read(fd, min(remaining, 1 << 20))
+        try:
+            chunk = os.read(fd, min(remaining, 1 << 20))
+        except BlockingIOError:
+            if not _wait(fd, deadline):
+                raise FrameViolation("the peer stalled in the middle of a frame past the deadline") from None
+            continue
         if not chunk:
             if at_boundary and remaining == size:
                 raise PeerClosed("peer closed the stream")
@@ -118,16 +127,25 @@ def _read_exact(fd: int, size: int, *, at_boundary: bool, deadline: float | None
     return b"".join(chunks)
 
 
-def read_payload(fd: int, max_bytes: int = MAX_FRAME_BYTES, *, deadline: float | None = None) -> bytes:
+def read_payload(
+    fd: int, max_bytes: int = MAX_FRAME_BYTES, *, deadline: float | None = None, nonblocking: bool = False
+) -> bytes:
     """Block until one whole frame body has been read; a length over `max_bytes` is refused unread.
 
     With `deadline` (time.monotonic()), a peer that stops in the middle of a frame is a
-    FrameViolation once it passes, instead of a read that never returns.
+    FrameViolation once it passes, instead of a read that never returns. `nonblocking`: the fd
+    is in O_NONBLOCK mode (the pool's channels), so reads need no poll while bytes are there.
     """
-    (length,) = _HEADER.unpack(_read_exact(fd, _HEADER.size, at_boundary=True, deadline=deadline))
+    header = _read_exact(fd, _HEADER.size, at_boundary=True, deadline=deadline, nonblocking=nonblocking)
+    (length,) = _HEADER.unpack(header)
     if length > max_bytes:
         raise FrameViolation(f"frame length {length} exceeds {max_bytes}")
-    return _read_exact(fd, length, at_boundary=False, deadline=deadline)
+    return _read_exact(fd, length, at_boundary=False, deadline=deadline, nonblocking=nonblocking)
+
+
+def _wait(fd: int, deadline: float | None) -> bool:
+    """Wait until `fd` is readable, at most until `deadline` (None: for ever)."""
+    return wait_readable(fd, None if deadline is None else max(deadline - time.monotonic(), 0.0))
 
 
 def read_frame(fd: int) -> dict[str, Any]:
