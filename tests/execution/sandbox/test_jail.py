@@ -127,7 +127,11 @@ def test_no_new_privs_alone() -> None:
 
 
 def test_close_fds_alone_closes_inherited_descriptors() -> None:
-    read_fd, write_fd = os.pipe()
+    pipe_r, write_fd = os.pipe()
+    # A number no fd of the runner's own can have (the probe lists 0..255): a low one could be
+    # reused by the runner for its own pipes and read as "inherited".
+    read_fd = os.dup2(pipe_r, 250)
+    os.close(pipe_r)
     try:
         leaky = _pool(JailLayers.none(), test_pass_fds=(read_fd,))
         try:
