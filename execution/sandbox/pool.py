@@ -978,19 +978,12 @@ class LocalJailBackend:
         try:
             reply = self._exchange(zygote, call, limits=limits, cancel=cancel, egress=egress)
         except SandboxError as exc:
-            if load_cpu_ms is not None:
-                cpu_ms = _cpu_ms(exc.usage) + load_cpu_ms
-                exc.usage = {**exc.usage, "cpu_ms": cpu_ms, "load_cpu_ms": load_cpu_ms}
+            exc.usage = _with_load_cpu(exc.usage, load_cpu_ms)
             raise
         finally:
             self._release_zygote(zygote)
         zygote.metered_ms += _cpu_ms(reply)
-        if load_cpu_ms is not None:
-            usage = dict(reply.get("usage") or {})
-            usage["cpu_ms"] = _cpu_ms(usage) + load_cpu_ms
-            usage["load_cpu_ms"] = load_cpu_ms
-            reply = {**reply, "usage": usage}
-        return reply
+        return _reply_with_load_cpu(reply, load_cpu_ms)
 
     def _invoke_on_worker(
         self,
@@ -1039,21 +1032,11 @@ class LocalJailBackend:
                 worker.loaded.pop(key, None)
                 raise
         except SandboxError as exc:
-            if load_cpu_ms is not None:
-                exc.usage = {
-                    **exc.usage,
-                    "cpu_ms": _cpu_ms(exc.usage) + load_cpu_ms,
-                    "load_cpu_ms": load_cpu_ms,
-                }
+            exc.usage = _with_load_cpu(exc.usage, load_cpu_ms)
             raise
         finally:
             self._checkin(worker)
-        if load_cpu_ms is not None:
-            usage = dict(reply.get("usage") or {})
-            usage["cpu_ms"] = _cpu_ms(usage) + load_cpu_ms
-            usage["load_cpu_ms"] = load_cpu_ms
-            reply = {**reply, "usage": usage}
-        return reply
+        return _reply_with_load_cpu(reply, load_cpu_ms)
 
     def probe(
         self,
@@ -1126,6 +1109,19 @@ def _cpu_ms(frame: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
         return 0
     return int(min(value, 10**12))
+
+
+def _with_load_cpu(usage: dict[str, Any], load_cpu_ms: int | None) -> dict[str, Any]:
+    """A call's usage with the CPU of the bundle load it caused (None: no load ran for it)."""
+    if load_cpu_ms is None:
+        return usage
+    return {**usage, "cpu_ms": _cpu_ms(usage) + load_cpu_ms, "load_cpu_ms": load_cpu_ms}
+
+
+def _reply_with_load_cpu(reply: dict[str, Any], load_cpu_ms: int | None) -> dict[str, Any]:
+    if load_cpu_ms is None:
+        return reply
+    return {**reply, "usage": _with_load_cpu(dict(reply.get("usage") or {}), load_cpu_ms)}
 
 
 def _write_all(fd: int, payload: bytes, deadline: float) -> None:

@@ -2420,18 +2420,10 @@ static void zygote_died(int i, const char *id_json) {
     z->dead_status = st;
 }
 
+static void evict_listed(JSValueConst frame);
+
 static void handle_load(JSValueConst frame, const char *id) {
-    JSValue ev = wget(frame, "evict");
-    int64_t count = 0;
-    if (JS_IsArray(ev)) JS_GetLength(wctx, ev, &count);
-    for (int64_t i = 0; i < count; i++) {
-        JSValue k = JS_GetPropertyInt64(wctx, ev, i);
-        char *key = wstr(k);
-        evict(key);
-        free(key);
-        JS_FreeValue(wctx, k);
-    }
-    JS_FreeValue(wctx, ev);
+    evict_listed(frame);
     char *key = wstr_key(frame, "key");
     Buf f = {0};
     int found = zygote_find(key);
