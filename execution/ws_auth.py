@@ -227,6 +227,7 @@ def _resolve(scope: dict[str, Any]) -> Tenant:
                 scopes=membership.scopes,
                 actor=Actor.for_user(membership.user),
                 membership=membership,
+                session_key=getattr(scope.get("session"), "session_key", None),
             )
         )
     raise WsAuthFailed("not_authenticated", "Authenticate with a ticket, an API key or a session.")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
@@ -57,9 +58,23 @@ def organization_deleted(sender: Any, instance: Organization, **kwargs: Any) -> 
     credentials_changed_on_commit(groups=[instance.connections_group])
 
 
+def _user_groups(user: Any) -> list[str]:
+    return [m.connections_group for m in Membership.objects.filter(user=user).only("pk")]
+
+
 @receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="organizations.user_saved")
 def user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    """A deactivated user: the sessions of every membership of theirs."""
-    if not created and not instance.is_active:
-        groups = [m.connections_group for m in Membership.objects.filter(user=instance).only("pk")]
-        credentials_changed_on_commit(groups=groups)
+    """A deactivated user or a changed password: the sessions of every membership of theirs re-check.
+
+    Any save of a user re-checks (a model signal cannot tell a new password from other fields); a
+    re-check that finds the session still valid closes nothing.
+    """
+    if not created:
+        credentials_changed_on_commit(groups=_user_groups(instance))
+
+
+@receiver(user_logged_out, dispatch_uid="organizations.user_logged_out")
+def user_logged_out_closes_sessions(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
+    """A signed-out dashboard session: what it opened closes (its session no longer exists)."""
+    if user is not None:
+        credentials_changed_on_commit(groups=_user_groups(user))

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import import_module
 from typing import Any, ClassVar, TypeVar
 
+from django.conf import settings
 from django.db import models
 from django.http import Http404
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
 from rest_framework import generics, status
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -60,6 +63,9 @@ class Tenant:
     actor: Actor
     api_key: ApiKey | None = None
     membership: Membership | None = None
+    # A dashboard session's key (websockets opened with the session cookie): logging out or a
+    # changed password ends what the session opened.
+    session_key: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         """True when the caller holds `scope`."""
@@ -123,6 +129,9 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
             raise CredentialsRevoked("credentials_revoked", "You are no longer a member of the organization.")
         if member[0] != tenant.membership.role:
             raise CredentialsRevoked("credentials_revoked", "Your role changed; connect again.")
+        session_key = tenant.session_key
+        if session_key is not None and not _session_holds(session_key, tenant.membership.user_id):
+            raise CredentialsRevoked("credentials_revoked", "You signed out, or your password changed.")
         active, api_rate = member[2], member[3]
     else:
         current = Organization.objects.filter(pk=organization.pk).values_list("is_active", "api_rate").first()
@@ -133,6 +142,19 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
         raise CredentialsRevoked("organization_suspended", "This organization is suspended.")
     organization.api_rate = api_rate
     return organization
+
+
+def _session_holds(session_key: str, user_id: int) -> bool:
+    """Whether the dashboard session still signs in `user_id` (not logged out, same password)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, load_backend
+
+    data = import_module(settings.SESSION_ENGINE).SessionStore(session_key=session_key).load()
+    if str(data.get(SESSION_KEY)) != str(user_id) or BACKEND_SESSION_KEY not in data:
+        return False
+    user = load_backend(data[BACKEND_SESSION_KEY]).get_user(user_id)
+    return user is not None and constant_time_compare(
+        str(data.get(HASH_SESSION_KEY, "")), user.get_session_auth_hash()
+    )
 
 
 def tenant_resolve(request: Request) -> Tenant:

@@ -191,6 +191,35 @@ def test_removing_a_member_closes_their_session_websocket(alice: Any, daphne_pus
         _answers(owner_ws)
 
 
+def test_signing_out_closes_the_sessions_websocket(alice: Any, daphne_push_only: Daphne) -> None:
+    manifest_version(alice.organization)
+    member = alice.users[Role.MEMBER]
+    browser = Client()
+    browser.force_login(member)
+    other = _session_cookie(member)  # the same user signed in elsewhere: that session stays
+    session = {"origin": daphne_push_only.http}
+    with (
+        ws_connect(
+            daphne_push_only,
+            WEATHER_PATH,
+            additional_headers={"Cookie": f"sessionid={browser.cookies['sessionid'].value}"},
+            **session,
+        ) as signed_out_ws,
+        ws_connect(
+            daphne_push_only, WEATHER_PATH, additional_headers={"Cookie": other}, **session
+        ) as other_ws,
+    ):
+        _answers(signed_out_ws)
+        _answers(other_ws)
+        browser.logout()
+        logged_out_at = time.monotonic()
+        code, frames = closed_with(signed_out_ws, timeout=10)
+        elapsed = time.monotonic() - logged_out_at
+        assert code == 4401 and _error_types(frames) == ["credentials_revoked"]
+        assert elapsed < 2.0, f"closed {elapsed:.2f} s after signing out"
+        _answers(other_ws)
+
+
 def test_revoking_a_key_ends_its_sse_stream(alice: Any, api: Any, daphne_push_only: Daphne) -> None:
     version = manifest_version(alice.organization)
     # Queued and never executed (no worker): its stream stays open until something ends it. One
