@@ -183,6 +183,7 @@ def tenant_resolve(request: Request) -> Tenant:
             scopes=membership.scopes,
             actor=Actor.for_user(user),
             membership=membership,
+            session_key=getattr(getattr(request, "session", None), "session_key", None),
         )
     if not tenant.organization.is_active:
         raise OrganizationSuspended()
