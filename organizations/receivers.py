@@ -69,8 +69,9 @@ def user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None
     Any save of a user re-checks (a model signal cannot tell a new password from other fields); a
     re-check that finds the session still valid closes nothing.
     """
-    if not created:
-        credentials_changed_on_commit(groups=_user_groups(instance))
+    if created or kwargs.get("update_fields") == frozenset({"last_login"}):
+        return  # a sign-in stamping last_login changes no credential
+    credentials_changed_on_commit(groups=_user_groups(instance))
 
 
 @receiver(user_logged_out, dispatch_uid="organizations.user_logged_out")

@@ -2420,6 +2420,14 @@ static void zygote_died(int i, const char *id_json) {
     z->dead_status = st;
 }
 
+/* A load's limits, and room for one more zygote; on refusal the error frame is sent, -1. */
+static int load_admit(JSValueConst frame, const char *id, Limits *lim) {
+    if (limits_parse(frame, lim) == 0 && nzygotes < MAX_ZYGOTES) return 0;
+    if (nzygotes == MAX_ZYGOTES) fail("sandbox_crash", NULL, "too many bundle zygotes in one worker");
+    send_error(id);
+    return -1;
+}
+
 static void evict_listed(JSValueConst frame);
 
 static void handle_load(JSValueConst frame, const char *id) {
@@ -2441,9 +2449,7 @@ static void handle_load(JSValueConst frame, const char *id) {
         return;
     }
     Limits lim;
-    if (limits_parse(frame, &lim) < 0 || nzygotes == MAX_ZYGOTES) {
-        if (nzygotes == MAX_ZYGOTES) fail("sandbox_crash", NULL, "too many bundle zygotes in one worker");
-        send_error(id);
+    if (load_admit(frame, id, &lim) < 0) {
         free(key);
         return;
     }
@@ -2673,9 +2679,7 @@ static void handle_load_channel(JSValueConst frame, const char *id) {
     char *key = wstr_key(frame, "key");
     evict(key); /* a key the host loads again is one whose channel it gave up */
     Limits lim;
-    if (limits_parse(frame, &lim) < 0 || nzygotes == MAX_ZYGOTES) {
-        if (nzygotes == MAX_ZYGOTES) fail("sandbox_crash", NULL, "too many bundle zygotes in one worker");
-        send_error(id);
+    if (load_admit(frame, id, &lim) < 0) {
         free(key);
         return;
     }
