@@ -65,6 +65,7 @@ import {
   TextEncoder,
   URL,
   URLSearchParams,
+  DOMException,
   base64ToBytes,
   crypto,
   headerPairs,
@@ -384,6 +385,7 @@ const globals = {
   URLSearchParams,
   crypto,
   structuredClone,
+  DOMException,
   process: processObject,
 };
 for (const name of ObjectKeys(globals)) {

@@ -3,3 +3,4 @@ export * from "./web/encoding.js";
 export * from "./web/url.js";
 export * from "./web/fetch.js";
 export * from "./web/clone.js";
+export * from "./web/dom-exception.js";

@@ -1,4 +1,5 @@
 // structuredClone and crypto (getRandomValues, randomUUID).
+import { DOMException } from "./dom-exception.js";
 import {
   ArrayBufferCtor,
   ArrayIsArray,
