@@ -200,6 +200,125 @@ async function once() {
 """
 
 
+def _zygote_memory(pool: Any, key: str) -> dict[str, Any]:
+    """Resident and private memory of the zygotes a local pool keeps for `key` (largest one)."""
+    best: dict[str, Any] = {}
+    groups = [group for name, group in getattr(pool, "_zygotes", {}).items() if name.startswith(key + "|")]
+    for zygote in [zygote for group in groups for zygote in group]:
+        try:
+            status = Path(f"/proc/{zygote.proc.pid}/status").read_text()
+            rollup = Path(f"/proc/{zygote.proc.pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        fields = {
+            line.split(":")[0]: int(line.split()[1])
+            for line in (status + rollup).splitlines()
+            if line.split(":")[0] in ("VmRSS", "Pss", "Private_Dirty")
+        }
+        if fields.get("VmRSS", 0) > best.get("zygote_rss_kb", -1):
+            best = {
+                "zygote_rss_kb": fields.get("VmRSS"),
+                "zygote_pss_kb": fields.get("Pss"),
+                "zygote_private_dirty_kb": fields.get("Private_Dirty"),
+            }
+    return best
+
+
+def bench_load_cost(args: argparse.Namespace, targets: list[dict[str, Any]]) -> None:
+    """Per bundle: introspection time, the zygote's memory after its load, per-call p50 of a tool."""
+    from execution.sandbox import api
+    from execution.sandbox.egress import EgressPolicy
+    from execution.sandbox.limits import Limits
+    from execution.sandbox.pool import shared_local_backend
+    from execution.sandbox.transform import transform
+
+    local = (args.backend or "local") == "local"
+    for target in targets:
+        source = Path(target["path"]).read_bytes()
+        started = time.perf_counter()
+        bundle = transform(source)
+        transform_ms = (time.perf_counter() - started) * 1000
+        times = []
+        manifest: dict[str, Any] = {}
+        for _ in range(5):
+            started = time.perf_counter()
+            manifest = api.introspect(bundle, backend=args.backend)
+            times.append((time.perf_counter() - started) * 1000)
+        key = f"bench-load:{bundle.sha256[:16]}"
+        policy = EgressPolicy()
+
+        def call() -> api.InvokeResult:
+            return api.invoke(
+                bundle,
+                agent=target["agent"],
+                tool=target["tool"],
+                input=target["input"],
+                context={"sessionId": "bench", "resourceId": "bench-load"},
+                env={},
+                egress=policy,
+                limits=Limits(),
+                bundle_key=key,
+                backend=args.backend,
+            )
+
+        started = time.perf_counter()
+        first = call()
+        first_call_ms = (time.perf_counter() - started) * 1000
+        figure: dict[str, Any] = {
+            "figure": "load_cost",
+            "bundle": target["label"],
+            "backend": args.backend or "local",
+            "upload_bytes": len(source),
+            "script_bytes": bundle.bytes,
+            "agents": len(manifest.get("agents", {})),
+            "transform_ms": round(transform_ms, 1),
+            "introspect_median_ms": round(statistics.median(times), 1),
+            "introspect_min_ms": round(min(times), 1),
+            "first_call_ms": round(first_call_ms, 1),
+            "tool": f"{target['agent']}.{target['tool']}",
+        }
+        if not first.ok:
+            emit(**figure, error=first.error)
+            continue
+        for _ in range(20):
+            call()
+        if local:
+            time.sleep(0.1)  # a zygote puts its heap back just after it answers
+            figure.update(_zygote_memory(shared_local_backend(), key))
+        latencies = []
+        for _ in range(max(50, args.calls // 4)):
+            started = time.perf_counter()
+            result = call()
+            latencies.append((time.perf_counter() - started) * 1000)
+            assert result.ok, result.error  # noqa: S101 - a failing call invalidates the figure
+        figure.update(
+            calls=len(latencies),
+            p50_ms=round(percentile(latencies, 0.5), 3),
+            p99_ms=round(percentile(latencies, 0.99), 3),
+            cpu_ms=first.usage.get("cpu_ms"),
+        )
+        emit(**figure)
+
+
+def load_cost_targets(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The bundles `bench_load_cost` measures: the weather sample and any given with --load."""
+    targets: list[dict[str, Any]] = [
+        {
+            "label": "weather.mjs",
+            "path": SAMPLES / "weather.mjs",
+            "agent": "weather",
+            "tool": "getWeather",
+            "input": INPUT,
+        }
+    ]
+    for spec in args.load or []:
+        path, agent, tool, given = spec.split(":", 3)
+        targets.append(
+            {"label": Path(path).name, "path": path, "agent": agent, "tool": tool, "input": json.loads(given)}
+        )
+    return targets
+
+
 def bench_docker_cold(args: argparse.Namespace) -> None:
     """One fresh container per call (a new organization each time), against the warm pool above."""
     from execution.sandbox.docker_backend import DockerBackend, DockerConfig
@@ -354,6 +473,12 @@ def main() -> None:
         help="local: which runner(s)",
     )
     parser.add_argument("--cold-calls", type=int, default=20, help="docker: fresh-container calls")
+    parser.add_argument(
+        "--load",
+        action="append",
+        metavar="FILE:AGENT:TOOL:INPUT_JSON",
+        help="also measure this bundle's load cost (introspection, zygote memory, a tool's p50)",
+    )
     args = parser.parse_args()
     if (args.backend or "local") == "local":
         from execution.sandbox.pool import shutdown_shared_backend
@@ -361,9 +486,12 @@ def main() -> None:
         for runner in ("python", "native") if args.runner == "both" else (args.runner,):
             os.environ["LIGHTFAST_SANDBOX_RUNNER"] = runner
             bench_jailed(args, runner)
+            if runner == "native":
+                bench_load_cost(args, load_cost_targets(args))
             shutdown_shared_backend()
     else:
         bench_jailed(args)
+        bench_load_cost(args, load_cost_targets(args))
     if args.backend == "docker":
         bench_docker_cold(args)
     if not args.skip_vm2:
