@@ -226,6 +226,11 @@ def _zygote_memory(pool: Any, key: str) -> dict[str, Any]:
 
 def bench_load_cost(args: argparse.Namespace, targets: list[dict[str, Any]]) -> None:
     """Per bundle: introspection time, the zygote's memory after its load, per-call p50 of a tool."""
+    for target in targets:
+        _load_cost_one(args, target)
+
+
+def _load_cost_one(args: argparse.Namespace, target: dict[str, Any]) -> None:
     from execution.sandbox import api
     from execution.sandbox.egress import EgressPolicy
     from execution.sandbox.limits import Limits
@@ -233,71 +238,70 @@ def bench_load_cost(args: argparse.Namespace, targets: list[dict[str, Any]]) -> 
     from execution.sandbox.transform import transform
 
     local = (args.backend or "local") == "local"
-    for target in targets:
-        source = Path(target["path"]).read_bytes()
+    source = Path(target["path"]).read_bytes()
+    started = time.perf_counter()
+    bundle = transform(source)
+    transform_ms = (time.perf_counter() - started) * 1000
+    times = []
+    manifest: dict[str, Any] = {}
+    for _ in range(5):
         started = time.perf_counter()
-        bundle = transform(source)
-        transform_ms = (time.perf_counter() - started) * 1000
-        times = []
-        manifest: dict[str, Any] = {}
-        for _ in range(5):
-            started = time.perf_counter()
-            manifest = api.introspect(bundle, backend=args.backend)
-            times.append((time.perf_counter() - started) * 1000)
-        key = f"bench-load:{bundle.sha256[:16]}"
-        policy = EgressPolicy()
+        manifest = api.introspect(bundle, backend=args.backend)
+        times.append((time.perf_counter() - started) * 1000)
+    key = f"bench-load:{bundle.sha256[:16]}"
+    policy = EgressPolicy()
 
-        def call() -> api.InvokeResult:
-            return api.invoke(
-                bundle,
-                agent=target["agent"],
-                tool=target["tool"],
-                input=target["input"],
-                context={"sessionId": "bench", "resourceId": "bench-load"},
-                env={},
-                egress=policy,
-                limits=Limits(),
-                bundle_key=key,
-                backend=args.backend,
-            )
-
-        started = time.perf_counter()
-        first = call()
-        first_call_ms = (time.perf_counter() - started) * 1000
-        figure: dict[str, Any] = {
-            "figure": "load_cost",
-            "bundle": target["label"],
-            "backend": args.backend or "local",
-            "upload_bytes": len(source),
-            "script_bytes": bundle.bytes,
-            "agents": len(manifest.get("agents", {})),
-            "transform_ms": round(transform_ms, 1),
-            "introspect_median_ms": round(statistics.median(times), 1),
-            "introspect_min_ms": round(min(times), 1),
-            "first_call_ms": round(first_call_ms, 1),
-            "tool": f"{target['agent']}.{target['tool']}",
-        }
-        if not first.ok:
-            emit(**figure, error=first.error)
-            continue
-        for _ in range(20):
-            call()
-        if local:
-            time.sleep(0.1)  # a zygote puts its heap back just after it answers
-            figure.update(_zygote_memory(shared_local_backend(), key))
-        latencies = []
-        for _ in range(max(50, args.calls // 4)):
-            started = time.perf_counter()
-            result = call()
-            latencies.append((time.perf_counter() - started) * 1000)
-            assert result.ok, result.error  # noqa: S101 - a failing call invalidates the figure
-        figure.update(
-            calls=len(latencies),
-            p50_ms=round(percentile(latencies, 0.5), 3),
-            p99_ms=round(percentile(latencies, 0.99), 3),
-            cpu_ms=first.usage.get("cpu_ms"),
+    def call() -> api.InvokeResult:
+        return api.invoke(
+            bundle,
+            agent=target["agent"],
+            tool=target["tool"],
+            input=target["input"],
+            context={"sessionId": "bench", "resourceId": "bench-load"},
+            env={},
+            egress=policy,
+            limits=Limits(),
+            bundle_key=key,
+            backend=args.backend,
         )
-        emit(**figure)
+
+    started = time.perf_counter()
+    first = call()
+    first_call_ms = (time.perf_counter() - started) * 1000
+    figure: dict[str, Any] = {
+        "figure": "load_cost",
+        "bundle": target["label"],
+        "backend": args.backend or "local",
+        "upload_bytes": len(source),
+        "script_bytes": bundle.bytes,
+        "agents": len(manifest.get("agents", {})),
+        "transform_ms": round(transform_ms, 1),
+        "introspect_median_ms": round(statistics.median(times), 1),
+        "introspect_min_ms": round(min(times), 1),
+        "first_call_ms": round(first_call_ms, 1),
+        "tool": f"{target['agent']}.{target['tool']}",
+    }
+    if not first.ok:
+        emit(**figure, error=first.error)
+        return
+    for _ in range(20):
+        call()
+    if local:
+        time.sleep(0.1)  # a zygote puts its heap back just after it answers
+        figure.update(_zygote_memory(shared_local_backend(), key))
+    latencies = []
+    for _ in range(max(50, args.calls // 4)):
+        started = time.perf_counter()
+        result = call()
+        latencies.append((time.perf_counter() - started) * 1000)
+        assert result.ok, result.error  # noqa: S101 - a failing call invalidates the figure
+    figure.update(
+        calls=len(latencies),
+        p50_ms=round(percentile(latencies, 0.5), 3),
+        p99_ms=round(percentile(latencies, 0.99), 3),
+        cpu_ms=first.usage.get("cpu_ms"),
+    )
+    emit(**figure)
 
 
 def load_cost_targets(args: argparse.Namespace) -> list[dict[str, Any]]:
