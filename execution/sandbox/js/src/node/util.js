@@ -1,0 +1,83 @@
+// node:util: the npm `util` package (Node's util as a library: format, inspect, promisify,
+// callbackify, inherits, deprecate, types), with what it lacks added: isDeepStrictEqual (Node 9),
+// TextEncoder/TextDecoder (the runtime's), types.isUint8Array & co., stripVTControlCharacters.
+import util from "util";
+import { TextDecoder, TextEncoder } from "../web.js";
+
+const TYPED = [
+  "Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array", "Int32Array", "Uint32Array",
+  "Float32Array", "Float64Array", "BigInt64Array", "BigUint64Array",
+];
+const typedArrayTag = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(Uint8Array.prototype), Symbol.toStringTag).get;
+
+function tagOf(value) {
+  return Object.prototype.toString.call(value).slice(8, -1);
+}
+
+// Node's isDeepStrictEqual: same prototypes, same own enumerable keys (symbols included), values
+// compared with Object.is at the leaves; Maps, Sets, Dates, RegExps, boxed primitives, errors,
+// ArrayBuffers and typed arrays by content; cycles are handled.
+export function isDeepStrictEqual(a, b, seen = new Map()) {
+  if (Object.is(a, b)) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;
+  const tag = tagOf(a);
+  if (tag !== tagOf(b)) return false;
+  if (seen.get(a) === b) return true;
+  seen.set(a, b);
+  if (Array.isArray(a) && a.length !== b.length) return false;
+  if (tag === "Date" && !Object.is(a.getTime(), b.getTime())) return false;
+  if (tag === "RegExp" && (a.source !== b.source || a.flags !== b.flags || a.lastIndex !== b.lastIndex)) return false;
+  if (a instanceof Error && (a.message !== b.message || a.name !== b.name)) return false;
+  if (["Number", "String", "Boolean", "BigInt", "Symbol"].includes(tag) && !Object.is(a.valueOf(), b.valueOf())) return false;
+  if (ArrayBuffer.isView(a)) {
+    if (a.byteLength !== b.byteLength || typedArrayTag.call(a) !== typedArrayTag.call(b)) return false;
+    const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+    const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  } else if (tag === "ArrayBuffer") {
+    if (a.byteLength !== b.byteLength) return false;
+    if (!isDeepStrictEqual(new Uint8Array(a), new Uint8Array(b), seen)) return false;
+  }
+  if (tag === "Map") {
+    if (a.size !== b.size) return false;
+    for (const [key, value] of a) {
+      if (!b.has(key) || !isDeepStrictEqual(value, b.get(key), seen)) return false;
+    }
+  } else if (tag === "Set") {
+    if (a.size !== b.size) return false;
+    outer: for (const value of a) {
+      if (b.has(value)) continue;
+      if (typeof value !== "object" || value === null) return false;
+      for (const other of b) if (isDeepStrictEqual(value, other, seen)) continue outer;
+      return false;
+    }
+  }
+  const ownKeys = (o) =>
+    Reflect.ownKeys(o).filter((k) => Object.prototype.propertyIsEnumerable.call(o, k) && !(ArrayBuffer.isView(o) && /^\d+$/.test(String(k))));
+  const keysA = ownKeys(a);
+  const keysB = ownKeys(b);
+  if (keysA.length !== keysB.length) return false;
+  for (const key of keysA) {
+    if (!Object.prototype.propertyIsEnumerable.call(b, key)) return false;
+    if (!isDeepStrictEqual(a[key], b[key], seen)) return false;
+  }
+  return true;
+}
+
+const types = { ...util.types };
+for (const name of TYPED) {
+  const key = `is${name}`;
+  if (typeof types[key] !== "function") types[key] = (value) => ArrayBuffer.isView(value) && typedArrayTag.call(value) === name;
+}
+
+const nodeUtil = {
+  ...util,
+  types,
+  isDeepStrictEqual: (a, b) => isDeepStrictEqual(a, b),
+  TextEncoder,
+  TextDecoder,
+  stripVTControlCharacters: (text) => String(text).replace(/\u001b\[[0-9;]*[A-Za-z]/g, ""),
+  toUSVString: (text) => String(text).toWellFormed(),
+};
+export default nodeUtil;
