@@ -15,7 +15,8 @@ await build({
   target: "es2022",
   mainFields: ["module", "main"],
   conditions: ["import", "default"],
-  define: { "process.env.NODE_ENV": '"production"' },
+  // `global`: npm code written for Node (util's dependencies) names the global object so.
+  define: { "process.env.NODE_ENV": '"production"', global: "globalThis" },
   legalComments: "none",
   minify: true,
   keepNames: false,

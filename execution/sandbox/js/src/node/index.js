@@ -45,7 +45,7 @@ export const REFUSED = {
 function builders() {
   return {
     __proto__: null,
-    buffer: () => require("buffer"),
+    buffer: () => require("./buffer.js").default,
     crypto: () => require("./crypto.js").default,
     events: () => require("./events.js").default,
     util: () => require("./util.js").default,

@@ -65,6 +65,81 @@ export function isDeepStrictEqual(a, b, seen = new Map()) {
   return true;
 }
 
+// Node's util.format (the package's knows %s %d %j only): %s %d %i %f %j %o %O %c %%, then the
+// remaining arguments, strings as they are and other values inspected.
+function formatValue(value, spec) {
+  switch (spec) {
+    case "s":
+      if (typeof value === "bigint") return `${value}n`;
+      if (typeof value === "number" && Object.is(value, -0)) return "-0";
+      if (typeof value === "symbol") return String(value);
+      if (typeof value === "object" && value !== null) {
+        const own = value.toString;
+        if (value instanceof Error) return value.stack || String(value);
+        if (typeof own === "function" && own !== Object.prototype.toString && own !== Array.prototype.toString) return String(value);
+        return util.inspect(value, { depth: 0 });
+      }
+      return String(value);
+    case "d":
+      if (typeof value === "bigint") return `${value}n`;
+      if (typeof value === "symbol" || (typeof value === "object" && value !== null)) return "NaN";
+      return formatNumber(Number(value));
+    case "i":
+      if (typeof value === "bigint") return `${value}n`;
+      if (typeof value === "symbol") return "NaN";
+      return formatNumber(parseInt(value));
+    case "f":
+      return typeof value === "symbol" ? "NaN" : formatNumber(parseFloat(value));
+    case "j":
+      try {
+        return JSON.stringify(value);
+      } catch (error) {
+        if (error instanceof TypeError && /circular/i.test(error.message)) return "[Circular]";
+        throw error;
+      }
+    case "o":
+      return util.inspect(value, { showHidden: true, depth: 4 });
+    case "O":
+      return util.inspect(value);
+    case "c":
+      return "";
+  }
+  return undefined;
+}
+const formatNumber = (n) => (Object.is(n, -0) ? "-0" : String(n));
+
+export function format(...args) {
+  const first = args[0];
+  let rest = 1;
+  let out = "";
+  if (typeof first === "string") {
+    if (args.length === 1) return first;
+    let last = 0;
+    for (let i = 0; i < first.length - 1; i++) {
+      if (first.charCodeAt(i) !== 37) continue; // "%"
+      const spec = first[i + 1];
+      if (spec === "%") {
+        out += first.slice(last, i) + "%";
+        last = i + 2;
+        i++;
+        continue;
+      }
+      if (rest >= args.length || !"sdifjoOc".includes(spec)) continue;
+      out += first.slice(last, i) + formatValue(args[rest++], spec);
+      last = i + 2;
+      i++;
+    }
+    out += first.slice(last);
+  } else {
+    rest = 0;
+  }
+  for (let i = rest; i < args.length; i++) {
+    const value = args[i];
+    out += (i > 0 ? " " : "") + (typeof value === "string" ? value : util.inspect(value));
+  }
+  return out;
+}
+
 const types = { ...util.types };
 for (const name of TYPED) {
   const key = `is${name}`;
@@ -73,6 +148,8 @@ for (const name of TYPED) {
 
 const nodeUtil = {
   ...util,
+  format,
+  formatWithOptions: (_options, ...args) => format(...args),
   types,
   isDeepStrictEqual: (a, b) => isDeepStrictEqual(a, b),
   TextEncoder,
