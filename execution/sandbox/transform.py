@@ -76,7 +76,9 @@ NODE_MODULES: tuple[str, ...] = (
     "util",
     "util/types",
 )
-ALLOWED_IMPORTS = ALLOWED_IMPORTS | frozenset(NODE_MODULES) | frozenset(f"node:{name}" for name in NODE_MODULES)
+ALLOWED_IMPORTS = (
+    ALLOWED_IMPORTS | frozenset(NODE_MODULES) | frozenset(f"node:{name}" for name in NODE_MODULES)
+)
 
 # Node built-ins that stay refused, with the reason an uploader is told (the runtime's require
 # gives the same reasons: js/src/node/index.js REFUSED).
@@ -154,10 +156,16 @@ def transform(
     max_bytes: int = MAX_BUNDLE_BYTES,
     timeout_s: float = 10,
     memory_mb: int = TRANSFORM_MEMORY_MB,
+    use_inline_source_map: bool = True,
 ) -> TransformedBundle:
-    """Check and convert an uploaded bundle; raise SandboxError (invalid_bundle / syntax_error / limits)."""
+    """Check and convert an uploaded bundle; raise SandboxError (invalid_bundle / syntax_error / limits).
+
+    `use_inline_source_map=False` ignores a `data:` source map in the upload: the same script, with
+    a map into the upload itself (locate.py asks for it to place an error in the uploaded file).
+    """
     text = _decode(source, max_bytes=max_bytes)
-    result = _run_esbuild(neutralize_source_map_references(text), timeout_s=timeout_s, memory_mb=memory_mb)
+    prepared = neutralize_source_map_references(text, keep_data_url=use_inline_source_map)
+    result = _run_esbuild(prepared, timeout_s=timeout_s, memory_mb=memory_mb)
     files = {str(item.get("path")): item.get("contents") or b"" for item in result.get("outputFiles") or []}
     try:
         meta = json.loads(result.get("metafile") or b"{}")
@@ -227,8 +235,11 @@ _KEYWORDS_BEFORE_EXPRESSION = frozenset(
 )
 
 
-def neutralize_source_map_references(text: str) -> str:
-    """Return the text with every non-`data:` source map reference defused and a final safe one appended."""
+def neutralize_source_map_references(text: str, *, keep_data_url: bool = True) -> str:
+    """Return the text with every non-`data:` source map reference defused and a final safe one appended.
+
+    With `keep_data_url=False` an inline `data:` map is defused too (esbuild then maps to the text itself).
+    """
     # str.lower + `in` is ~20x faster than the case-insensitive regex on a large bundle.
     if "sourcemappingurl" not in text.lower():
         return text + "\n//# sourceMappingURL=" + _NO_MAP_URL + "\n"
@@ -250,7 +261,7 @@ def neutralize_source_map_references(text: str) -> str:
         pieces.append(_MENTION_RE.sub(_DEFUSED, comment))
         last = end
     pieces.append(text[last:])
-    pieces.append("\n//# sourceMappingURL=" + (data_url or _NO_MAP_URL) + "\n")
+    pieces.append("\n//# sourceMappingURL=" + ((data_url if keep_data_url else "") or _NO_MAP_URL) + "\n")
     return "".join(pieces)
 
 
@@ -425,7 +436,7 @@ def _check_imports(meta: dict[str, Any]) -> list[str]:
     refused = [path for path in imports if path not in ALLOWED_IMPORTS]
     if refused:
         names = ", ".join(f'"{path}"' for path in refused)
-        reasons = []
+        reasons: list[str] = []
         for path in refused:
             bare = path.removeprefix("node:")
             if bare in NODE_REFUSED and f"`{bare}`" not in " ".join(reasons):
@@ -438,8 +449,11 @@ def _check_imports(meta: dict[str, Any]) -> list[str]:
             {
                 "imports": refused,
                 "allowed": sorted(ALLOWED_IMPORTS),
-                "reasons": {path: NODE_REFUSED[path.removeprefix("node:")] for path in refused
-                            if path.removeprefix("node:") in NODE_REFUSED},
+                "reasons": {
+                    path: NODE_REFUSED[path.removeprefix("node:")]
+                    for path in refused
+                    if path.removeprefix("node:") in NODE_REFUSED
+                },
             },
         )
     return imports

@@ -1,4 +1,4 @@
-"""Node-compat modules (issue 13 point 5): bundles that import Node built-ins run, and give what Node 20 gives.
+"""Node-compat modules (issue 13 point 5): bundles importing Node built-ins run and give what Node 20 gives.
 
 The same cases (tests/fixtures/sandbox/node/cases.mjs) run in plain Node and, as tools of one bundle,
 in the jailed sandbox through the real pool; their outputs must be equal. A bundle built by esbuild
@@ -28,7 +28,7 @@ NODE_FIXTURES = ROOT / "tests" / "fixtures" / "sandbox" / "node"
 ESBUILD = ROOT / "node_modules" / ".bin" / "esbuild"
 HOSTILE = ROOT.parent / "shared" / "bundles" / "hostile"
 CONTEXT = {"sessionId": "session-1", "resourceId": "org_alice"}
-INPUT = {"text": "héllo wörld € \u2028 \"q\"", "key": "s3cret-kéy", "file": "report.txt"}
+INPUT = {"text": 'héllo wörld € \u2028 "q"', "key": "s3cret-kéy", "file": "report.txt"}
 # The Lightfast CLI's esbuild options (platform node, ESM, everything inlined but these).
 CLI_FLAGS = (
     "--bundle",
@@ -65,7 +65,8 @@ def _node_outputs(cases: Path, input: Any) -> dict[str, Any]:
     runner = (
         "const { cases } = await import(process.argv[1]);"
         "const input = JSON.parse(process.argv[2]); const out = {};"
-        "for (const name of Object.keys(cases)) out[name] = JSON.parse(JSON.stringify(await cases[name](input)));"
+        "for (const name of Object.keys(cases))"
+        " out[name] = JSON.parse(JSON.stringify(await cases[name](input)));"
         "process.stdout.write(JSON.stringify(out));"
     )
     done = subprocess.run(
@@ -80,7 +81,9 @@ def _node_outputs(cases: Path, input: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compat_bundle() -> TransformedBundle:
-    source = (NODE_FIXTURES / "cases.mjs").read_text() + "\n" + (NODE_FIXTURES / "node-compat.mjs.in").read_text()
+    source = (
+        (NODE_FIXTURES / "cases.mjs").read_text() + "\n" + (NODE_FIXTURES / "node-compat.mjs.in").read_text()
+    )
     return transform(source.encode())
 
 
@@ -98,9 +101,23 @@ def test_every_node_module_is_allowed_under_both_names(compat_bundle: Transforme
 
 @pytest.mark.parametrize(
     "case",
-    ["hashes", "hmacs", "random", "buffers", "events", "utils", "paths", "decoders", "urls", "asserts", "timersAndStreams"],
+    [
+        "hashes",
+        "hmacs",
+        "random",
+        "buffers",
+        "events",
+        "utils",
+        "paths",
+        "decoders",
+        "urls",
+        "asserts",
+        "timersAndStreams",
+    ],
 )
-def test_case_gives_what_node_20_gives(compat_bundle: TransformedBundle, node_outputs: dict[str, Any], case: str) -> None:
+def test_case_gives_what_node_20_gives(
+    compat_bundle: TransformedBundle, node_outputs: dict[str, Any], case: str
+) -> None:
     result = _invoke(compat_bundle, "node", case, INPUT)
     assert result.ok, result.error
     assert result.output == node_outputs[case]
@@ -109,7 +126,9 @@ def test_case_gives_what_node_20_gives(compat_bundle: TransformedBundle, node_ou
 def test_node_case_outputs_are_the_known_digests(node_outputs: dict[str, Any]) -> None:
     # Guards the comparison itself: Node computed real digests (sha256 of "abc" style checks).
     hashes = node_outputs["hashes"]
-    assert hashes["copy"][1] == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"  # sha256("a")
+    assert (
+        hashes["copy"][1] == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
+    )  # sha256("a")
     assert hashes["unknown"] == "Digest method not supported"
     assert node_outputs["buffers"]["fromB64"] == "hello world"
 
@@ -125,9 +144,11 @@ const probe = createTool({ description: "p", execute: async () => {
   const lazy = typeof before.get === "function" && !("value" in before);
   const kind = typeof Buffer;
   const after = Object.getOwnPropertyDescriptor(globalThis, "Buffer");
-  return { lazy, kind, settled: "value" in after && after.writable, hello: Buffer.from("hi").toString("hex") };
+  const hello = Buffer.from("hi").toString("hex");
+  return { lazy, kind, settled: "value" in after && after.writable, hello };
 }});
-const replaced = createTool({ description: "r", execute: async () => { globalThis.Buffer = 7; return Buffer; } });
+const replaced = createTool({ description: "r",
+  execute: async () => { globalThis.Buffer = 7; return Buffer; } });
 export default createLightfast({ agents: { a: createAgent({ name: "a", system: "s", model: "demo",
   tools: { probe, replaced } }) } });
 """
@@ -168,7 +189,9 @@ const makeIds = createTool({
   },
 });
 export default createLightfast({
-  agents: { ids: createAgent({ name: "ids", system: "Makes ids", model: "openai/gpt-4o-mini", tools: { makeIds } }) },
+  agents: {
+    ids: createAgent({ name: "ids", system: "Makes ids", model: "openai/gpt-4o-mini", tools: { makeIds } }),
+  },
 });
 """
 
@@ -241,7 +264,8 @@ const load = createTool({ description: "l", execute: async ({ name }) => {
   const mod = require(name);
   return Object.keys(mod).includes("createHash") || typeof mod.Buffer === "function";
 }});
-export default createLightfast({ agents: { a: createAgent({ name: "a", system: "s", model: "demo", tools: { load } }) } });
+const a = createAgent({ name: "a", system: "s", model: "demo", tools: { load } });
+export default createLightfast({ agents: { a } });
 """
     bundle = transform(source)
     assert _invoke(bundle, "a", "load", {"name": "node:crypto"}).output is True
