@@ -6,8 +6,9 @@ import { sha224, sha256, sha384, sha512, sha512_224, sha512_256 } from "@noble/h
 import { sha3_224, sha3_256, sha3_384, sha3_512 } from "@noble/hashes/sha3.js";
 import { hmac } from "@noble/hashes/hmac.js";
 import { pbkdf2 as noblePbkdf2 } from "@noble/hashes/pbkdf2.js";
-import { randomBytesInto } from "../random.js";
-import { crypto as webcrypto } from "../web.js";
+import { host } from "./host.js";
+
+const { randomBytesInto, crypto: webcrypto } = host;
 
 const HASHES = {
   __proto__: null,

@@ -1,11 +1,19 @@
 // The Node built-in modules a bundle may import (as `x` or `node:x`): the subset edge runtimes offer
 // in their Node-compat modes, each backed by the sandbox's own facilities (its randomness, timers,
 // web crypto, URL) and well-kept npm code (buffer, events, util, readable-stream, path-browserify,
-// string_decoder, @noble/hashes). Every module is built on its first require: a bundle that never
-// imports one pays nothing for it (esbuild turns each `require` below into a lazy module init).
+// string_decoder, @noble/hashes). Their code (modules.js) is a bundle of its own, kept here as
+// source text (NODE_MODULES_SOURCE, put in by build.mjs) and compiled on the first require of any
+// Node module; each module is then built on its own first require. A bundle that never imports
+// one pays nothing for them: no bytecode in its zygote, no evaluation.
 // The modules are the bundle's own objects, like Node's: a bundle that changes them only changes
 // what it sees itself; nothing the host reads goes through them.
-import { ObjectDefineProperty, ObjectKeys, hasOwn } from "../intrinsics.js";
+import { ObjectDefineProperty, hasOwn } from "../intrinsics.js";
+import { randomBytesInto } from "../random.js";
+import { TextDecoder, TextEncoder, URL, URLSearchParams, crypto } from "../web.js";
+
+/* global NODE_MODULES_SOURCE */
+// Captured before bundle code runs (the runtime compiles the Node modules with it).
+const FunctionCtor = Function;
 
 // Node modules that bundles may not import, and why (shown at upload and by require at run time).
 // The upload check (execution/sandbox/transform.py NODE_REFUSED) gives the same reasons.
@@ -42,48 +50,31 @@ export const REFUSED = {
   zlib: "compression is not offered in the sandbox",
 };
 
-function builders() {
-  return {
-    __proto__: null,
-    buffer: () => require("./buffer.js").default,
-    crypto: () => require("./crypto.js").default,
-    events: () => require("./events.js").default,
-    util: () => require("./util.js").default,
-    "util/types": () => require("./util.js").default.types,
-    // The browser entry: the main one tries Node's own `stream` first.
-    stream: () => require("readable-stream/lib/ours/browser.js"),
-    "stream/promises": () => require("readable-stream/lib/ours/browser.js").promises,
-    path: () => pathModule(),
-    "path/posix": () => pathModule(),
-    string_decoder: () => require("string_decoder"),
-    url: () => require("./url.js").default,
-    assert: () => require("./assert.js").default,
-    "assert/strict": () => require("./assert.js").default,
-    timers: () => require("./timers.js").timers,
-    "timers/promises": () => require("./timers.js").promises,
-    process: () => globalThis.process,
-  };
-}
+// The modules offered (modules.js builds them; build.mjs checks both lists agree).
+export const NODE_MODULE_NAMES = [
+  "buffer", "crypto", "events", "util", "util/types", "stream", "stream/promises", "path", "path/posix",
+  "string_decoder", "url", "assert", "assert/strict", "timers", "timers/promises", "process",
+];
 
-function pathModule() {
-  const path = require("path-browserify");
-  if (!hasOwn(path, "posix")) path.posix = path;
-  return path;
+// The compiled module bundle's builders, made on first use: the source text is compiled then, once.
+let builders = null;
+function builderOf(name) {
+  if (builders === null) {
+    const install = new FunctionCtor(NODE_MODULES_SOURCE)();
+    builders = install({ crypto, URL, URLSearchParams, TextEncoder, TextDecoder, randomBytesInto });
+  }
+  return builders[name];
 }
-
-export const NODE_MODULE_NAMES = ObjectKeys(builders());
 
 // Adds every Node module to `table` under both of its names, as accessors that build the module
 // once and then keep it as a plain value.
 export function addNodeModules(table) {
-  const all = builders();
-  for (const name of ObjectKeys(all)) {
-    const build = all[name];
+  for (const name of NODE_MODULE_NAMES) {
     let built = false;
     let value;
     const get = () => {
       if (!built) {
-        value = build();
+        value = builderOf(name)();
         built = true;
       }
       return value;

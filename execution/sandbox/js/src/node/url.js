@@ -1,7 +1,9 @@
 // node:url: the runtime's WHATWG URL and URLSearchParams with Node's file URL helpers (POSIX paths)
 // and url.format for URL objects. The legacy url.parse is not offered: its quirks are Node's own
 // parser's, and new URL() is what edge runtimes point to.
-import { URL, URLSearchParams } from "../web.js";
+import { host } from "./host.js";
+
+const { URL, URLSearchParams } = host;
 
 function invalidFileUrl(message) {
   const error = new TypeError(message);

@@ -2,7 +2,9 @@
 // callbackify, inherits, deprecate, types), with what it lacks added: isDeepStrictEqual (Node 9),
 // TextEncoder/TextDecoder (the runtime's), types.isUint8Array & co., stripVTControlCharacters.
 import util from "util";
-import { TextDecoder, TextEncoder } from "../web.js";
+import { host } from "./host.js";
+
+const { TextDecoder, TextEncoder } = host;
 
 const TYPED = [
   "Int8Array", "Uint8Array", "Uint8ClampedArray", "Int16Array", "Uint16Array", "Int32Array", "Uint32Array",
