@@ -2,11 +2,12 @@
 
 The runner evaluates a bundle's script under the file name `bundle.js` (`BUNDLE_FILENAME`; the
 runtime's own frames are `<input>`), so the first `bundle.js` frame of an error's stack is the
-bundle code closest to the failure. `transform.original_position` maps that script position to the
-uploaded file. When the upload carried an inline source map, the stored map is composed with it and
-points into the author's sources instead; the upload position then comes from the same transform
-run without that map (`transform(..., use_inline_source_map=False)`: esbuild's code is the same,
-only the map differs), done only here, on the rare failed load, when the upload is at hand.
+bundle code closest to the failure. `mapped_position` (`transform.original_position` with a
+cached index) maps that script position to the uploaded file. When the upload carried an inline
+source map, the stored map is composed with it and points into the author's sources instead; the
+upload position then comes from the same transform run without that map
+(`transform(..., use_inline_source_map=False)`: esbuild's code is the same, only the map differs),
+done only here, on the rare failed load, when the upload is at hand.
 
 The stack text is whatever the bundle's error carried (a bundle can rewrite `Error.prototype.stack`);
 a forged one only misplaces the bundle's own error, and parsing it is bounded.
@@ -14,12 +15,13 @@ a forged one only misplaces the bundle's own error, and parsing it is bounded.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any
 
 from execution.sandbox.errors import SandboxError
-from execution.sandbox.transform import SOURCE_NAME, original_position, transform
+from execution.sandbox.transform import SOURCE_NAME, WRAPPER_PREFIX, _vlq_decode, transform
 
 BUNDLE_FILENAME = "bundle.js"
 _MAX_STACK_CHARS = 20_000
@@ -48,6 +50,67 @@ def script_position(stack: object) -> tuple[int, int] | None:
     return None
 
 
+@functools.lru_cache(maxsize=65536)
+def _segment(segment: str) -> tuple[int, ...]:
+    # Segments repeat a lot ("AAAA", "CAAC", ...): decoded once each.
+    return tuple(_vlq_decode(segment))
+
+
+@functools.lru_cache(maxsize=8)
+def _line_starts(mappings: str) -> tuple[tuple[int, int, int], ...]:
+    """The (source, line, column) state of the mappings at the start of each generated line.
+
+    Decoding a 1 MB bundle's mappings takes a few hundred ms; this is done once per map and process
+    (the bundle cache keeps the same map object), and a lookup then decodes one line.
+    """
+    states = []
+    src = src_line = src_col = 0
+    for group in mappings.split(";"):
+        states.append((src, src_line, src_col))
+        for segment in group.split(","):
+            if not segment:
+                continue
+            values = _segment(segment)
+            if len(values) >= 4:
+                src += values[1]
+                src_line += values[2]
+                src_col += values[3]
+    return tuple(states)
+
+
+def mapped_position(source_map: dict[str, Any], line: int, column: int) -> dict[str, Any] | None:
+    """`transform.original_position` with a cached index of line starts (same answers)."""
+    mappings = source_map.get("mappings")
+    sources = source_map.get("sources") or []
+    if not isinstance(mappings, str) or line < 1:
+        return None
+    starts = _line_starts(mappings)
+    if line > len(starts):
+        return None
+    if line == 1:
+        column -= len(WRAPPER_PREFIX)
+    target_col = column - 1
+    # The line's own text: the line-th group (split lazily, only up to it).
+    group = mappings.split(";", line)[line - 1]
+    src, src_line, src_col = starts[line - 1]
+    gen_col = 0
+    best = None
+    for segment in group.split(","):
+        if not segment:
+            continue
+        values = _segment(segment)
+        gen_col += values[0]
+        if len(values) >= 4:
+            src += values[1]
+            src_line += values[2]
+            src_col += values[3]
+            if gen_col <= target_col:
+                best = (src, src_line, src_col)
+    if best is None or not 0 <= best[0] < len(sources):
+        return None
+    return {"source": sources[best[0]], "line": best[1] + 1, "column": best[2] + 1}
+
+
 def upload_position(
     source_map: dict[str, Any] | None,
     line: int,
@@ -58,7 +121,7 @@ def upload_position(
     had an inline source map, in the author's sources (`source`, `source_line`, `source_column`)."""
     if not isinstance(source_map, dict):
         return {}
-    mapped = original_position(source_map, line, column)
+    mapped = mapped_position(source_map, line, column)
     if mapped is None:
         return {}
     if mapped["source"] == SOURCE_NAME:
@@ -74,7 +137,7 @@ def upload_position(
         except (SandboxError, OSError):
             return out
         if plain.source_map is not None:
-            again = original_position(plain.source_map, line, column)
+            again = mapped_position(plain.source_map, line, column)
             if again is not None and again["source"] == SOURCE_NAME:
                 out = {"line": again["line"], "column": again["column"], **out}
     return out

@@ -39,7 +39,7 @@ HOST_NAMES = [
     "exports",
     "__filename",
     "__dirname",
-    "Buffer",
+    # Not "Buffer": the sandbox offers its own (npm `buffer`, a lazy global; docs/runtime.md).
     "Deno",
     "Bun",
     "global",

@@ -21,8 +21,8 @@ from execution.sandbox import api
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.errors import SandboxError
 from execution.sandbox.limits import Limits
-from execution.sandbox.locate import script_position
-from execution.sandbox.transform import transform
+from execution.sandbox.locate import mapped_position, script_position
+from execution.sandbox.transform import original_position, transform
 
 ROOT = Path(__file__).resolve().parents[3]
 ESBUILD = ROOT / "node_modules" / ".bin" / "esbuild"
@@ -203,3 +203,17 @@ def test_calls_lines_may_hold_a_raw_line_separator(tmp_path: Path) -> None:
     # stdout holds the raw U+2028 too: split where the command ends its lines.
     outputs = [json.loads(line)["output"]["input"] for line in done.stdout.split("\n") if line]
     assert outputs == ["x\u2028y\u2029z\x85w", "second", "a\ufffdb"]
+
+
+def test_the_cached_position_lookup_answers_as_the_transform_does() -> None:
+    source = (ROOT / "tests" / "fixtures" / "sandbox" / "node" / "cases.mjs").read_bytes()
+    bundle = transform(source)
+    assert bundle.source_map is not None
+    lines = bundle.script.split("\n")
+    checked = 0
+    for number, text in enumerate(lines, 1):
+        for column in range(1, len(text) + 2, 5):
+            expected = original_position(bundle.source_map, number, column)
+            assert mapped_position(bundle.source_map, number, column) == expected, (number, column)
+            checked += expected is not None
+    assert checked > 500
