@@ -308,3 +308,24 @@ def test_the_node_modules_code_is_compiled_only_for_bundles_that_import_one() ->
     with_events = _invoke(_requiring_bundle(["node:events"]), "a", "kindsOf", {})
     assert without.ok and with_events.ok
     assert with_events.usage["peak_memory_bytes"] > without.usage["peak_memory_bytes"] + 1_000_000
+
+
+def test_the_runtime_refuses_the_same_modules_for_the_same_reasons_as_the_upload_check() -> None:
+    source = b"""
+import { createLightfast } from "lightfast/client";
+import { createAgent } from "lightfast/agent";
+import { createTool } from "lightfast/tool";
+const reasons = createTool({ description: "r", execute: async ({ names }) => names.map((name) => {
+  try { require(name); return "loaded"; } catch (error) { return error.message; }
+}) });
+const a = createAgent({ name: "a", system: "s", model: "demo", tools: { reasons } });
+export default createLightfast({ agents: { a } });
+"""
+    names = [*NODE_REFUSED, *(f"node:{name}" for name in NODE_REFUSED)]
+    result = _invoke(transform(source), "a", "reasons", {"names": names})
+    assert result.ok, result.error
+    expected = [
+        f'module "{name}" is not available in the sandbox: {NODE_REFUSED[name.removeprefix("node:")]}'
+        for name in names
+    ]
+    assert result.output == expected
