@@ -40,6 +40,7 @@ from agents.storage import (
     SCRIPT_NAME,
     SOURCE_MAP_NAME,
     storage_delete,
+    storage_read,
     storage_write,
     version_directory,
 )
@@ -301,6 +302,8 @@ def bundle_version_introspect(*, version_id: int, organization_id: int) -> Bundl
             limits=INTROSPECT_LIMITS,
             env=sandbox_settings.env,
             backend=sandbox_settings.backend,
+            # Read only to place a load error in the upload when it carried an inline source map.
+            upload=lambda: storage_read(name=version.original_file.name or ""),
         )
     except SandboxError as exc:
         # Evaluating the bundle's top-level code is the uploading organization's CPU, failed or not.

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from execution.sandbox.egress import EgressPolicy
-from execution.sandbox.errors import CANCELLED, CPU_LIMIT, SANDBOX_CRASH, SandboxError
+from execution.sandbox.errors import CANCELLED, CPU_LIMIT, INVALID_BUNDLE, SANDBOX_CRASH, SandboxError
 from execution.sandbox.jail import CPU_BACKSTOP_MS
 from execution.sandbox.limits import Limits
+from execution.sandbox.locate import BUNDLE_FILENAME, located_call_error, located_load_error
 from execution.sandbox.pool import USAGE_KEY, shared_local_backend
+from execution.sandbox.values import clean_value
 
 
 class Bundle(Protocol):
@@ -133,21 +135,27 @@ def introspect_metered(
     limits: Limits | None = None,
     backend: str | None = None,
     env: dict[str, str] | None = None,
+    upload: Callable[[], bytes] | None = None,
 ) -> IntrospectResult:
     """Evaluate a bundle in a fresh sandbox: its manifest (with sha256 and bytes) and its usage.
 
-    A failure raises SandboxError whose `usage` holds the CPU the failed evaluation used.
+    A failure raises SandboxError whose `usage` holds the CPU the failed evaluation used; an error
+    thrown by the bundle's code names the line and column in the uploaded file (locate.py; `upload`
+    returns the uploaded bytes, needed only when the upload carried an inline source map).
     """
     chosen = limits or Limits()
     started = time.monotonic()
     try:
         raw = get_backend(backend).introspect(
-            script=bundle.script, env=dict(env or {}), filename="bundle.js", limits=chosen
+            script=bundle.script, env=dict(env or {}), filename=BUNDLE_FILENAME, limits=chosen
         )
     except SandboxError as exc:
         wall_ms = round((time.monotonic() - started) * 1000)
         exc.usage = {**exc.usage, "cpu_ms": failed_cpu_ms(exc, chosen, wall_ms)}
-        raise
+        located = located_load_error(exc, getattr(bundle, "source_map", None), upload)
+        if located is exc:
+            raise
+        raise located from None
     manifest = dict(raw)
     usage = manifest.pop(USAGE_KEY, None)
     return IntrospectResult(
@@ -162,9 +170,10 @@ def introspect(
     limits: Limits | None = None,
     backend: str | None = None,
     env: dict[str, str] | None = None,
+    upload: Callable[[], bytes] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a bundle in a fresh sandbox and return its manifest (with sha256 and bytes)."""
-    return introspect_metered(bundle, limits=limits, backend=backend, env=env).manifest
+    return introspect_metered(bundle, limits=limits, backend=backend, env=env, upload=upload).manifest
 
 
 def failed_cpu_ms(error: SandboxError, limits: Limits, wall_ms: int) -> int:
@@ -206,12 +215,15 @@ def invoke(
 ) -> InvokeResult:
     """Run one tool of one agent on fresh JS state; never raises for bundle or limit failures."""
     started = time.monotonic()
+    # The platform's value rule (values.py) where a tool input enters: a lone surrogate ("a\ud83db"
+    # is valid JSON) reaches the tool as U+FFFD, whichever way the input came (API, CLI, agent loop).
+    input = clean_value(input)
     try:
         raw = get_backend(backend).invoke(
             key=zygote_key(bundle_key=bundle_key, bundle=bundle, env=env),
             script=bundle.script,
             env=dict(env),
-            filename="bundle.js",
+            filename=BUNDLE_FILENAME,
             agent=agent,
             tool=tool,
             input=input,
@@ -227,14 +239,27 @@ def invoke(
         usage = {"wall_ms": wall_ms, "host_enforced": True, "cpu_ms": failed_cpu_ms(exc, limits, wall_ms)}
         if "load_cpu_ms" in exc.usage:
             usage["load_cpu_ms"] = exc.usage["load_cpu_ms"]
-        return InvokeResult(ok=False, error=exc.to_dict(), usage=usage)
+        return InvokeResult(ok=False, error=_located(exc.to_dict(), bundle), usage=usage)
+    error = raw.get("error")
+    if isinstance(error, dict) and not raw.get("ok"):
+        error = _located(error, bundle)
     return InvokeResult(
         ok=bool(raw.get("ok")),
         output=raw.get("output"),
-        error=raw.get("error"),
+        error=error,
         logs=list(raw.get("logs") or []),
         usage=dict(raw.get("usage") or {}),
     )
+
+
+def _located(error: dict[str, Any], bundle: Bundle) -> dict[str, Any]:
+    """A call's error with the upload position of the bundle code that failed (locate.py)."""
+    source_map = getattr(bundle, "source_map", None)
+    if error.get("type") == INVALID_BUNDLE and isinstance(error.get("message"), str):
+        # The bundle's top level threw while its zygote loaded it: placed like an introspection error.
+        loaded = SandboxError(INVALID_BUNDLE, error["message"], error.get("detail") or {})
+        return located_load_error(loaded, source_map).to_dict()
+    return located_call_error(error, source_map)
 
 
 def sandbox_status(backend: str | None = None) -> dict[str, Any]:

@@ -57,6 +57,63 @@ ALLOWED_IMPORTS: frozenset[str] = frozenset(
     }
 )
 
+# The Node built-ins the runtime offers, each also as `node:NAME` (js/src/node/index.js).
+NODE_MODULES: tuple[str, ...] = (
+    "assert",
+    "assert/strict",
+    "buffer",
+    "crypto",
+    "events",
+    "path",
+    "path/posix",
+    "process",
+    "stream",
+    "stream/promises",
+    "string_decoder",
+    "timers",
+    "timers/promises",
+    "url",
+    "util",
+    "util/types",
+)
+ALLOWED_IMPORTS = (
+    ALLOWED_IMPORTS | frozenset(NODE_MODULES) | frozenset(f"node:{name}" for name in NODE_MODULES)
+)
+
+# Node built-ins that stay refused, with the reason an uploader is told (the runtime's require
+# gives the same reasons: js/src/node/index.js REFUSED).
+_NO_FILES = "bundles have no file system; use fetch for remote data, or put the data in the bundle"
+_NO_SOCKETS = "bundles have no sockets; use fetch (http and https to the organization's allowed hosts)"
+_NO_PROCESSES = "bundles cannot start processes or threads; a tool call runs on one thread"
+_NO_CODE = "bundles cannot load or evaluate other code"
+_NO_HOST = "bundles do not see the machine they run on"
+NODE_REFUSED: dict[str, str] = {
+    "fs": _NO_FILES,
+    "fs/promises": _NO_FILES,
+    "child_process": _NO_PROCESSES,
+    "cluster": _NO_PROCESSES,
+    "worker_threads": _NO_PROCESSES,
+    "net": _NO_SOCKETS,
+    "tls": _NO_SOCKETS,
+    "http": _NO_SOCKETS,
+    "https": _NO_SOCKETS,
+    "http2": _NO_SOCKETS,
+    "dgram": _NO_SOCKETS,
+    "dns": _NO_SOCKETS,
+    "dns/promises": _NO_SOCKETS,
+    "vm": _NO_CODE,
+    "module": _NO_CODE,
+    "repl": _NO_CODE,
+    "inspector": _NO_CODE,
+    "os": _NO_HOST,
+    "v8": _NO_HOST,
+    "tty": _NO_HOST,
+    "readline": _NO_HOST,
+    "perf_hooks": "use the global performance object",
+    "async_hooks": "the sandbox does not track asynchronous context",
+    "zlib": "compression is not offered in the sandbox",
+}
+
 WRAPPER_PREFIX = "(function (require, module, exports) {"
 WRAPPER_SUFFIX = "\n})"
 
@@ -99,10 +156,16 @@ def transform(
     max_bytes: int = MAX_BUNDLE_BYTES,
     timeout_s: float = 10,
     memory_mb: int = TRANSFORM_MEMORY_MB,
+    use_inline_source_map: bool = True,
 ) -> TransformedBundle:
-    """Check and convert an uploaded bundle; raise SandboxError (invalid_bundle / syntax_error / limits)."""
+    """Check and convert an uploaded bundle; raise SandboxError (invalid_bundle / syntax_error / limits).
+
+    `use_inline_source_map=False` ignores a `data:` source map in the upload: the same script, with
+    a map into the upload itself (locate.py asks for it to place an error in the uploaded file).
+    """
     text = _decode(source, max_bytes=max_bytes)
-    result = _run_esbuild(neutralize_source_map_references(text), timeout_s=timeout_s, memory_mb=memory_mb)
+    prepared = neutralize_source_map_references(text, keep_data_url=use_inline_source_map)
+    result = _run_esbuild(prepared, timeout_s=timeout_s, memory_mb=memory_mb)
     files = {str(item.get("path")): item.get("contents") or b"" for item in result.get("outputFiles") or []}
     try:
         meta = json.loads(result.get("metafile") or b"{}")
@@ -172,8 +235,11 @@ _KEYWORDS_BEFORE_EXPRESSION = frozenset(
 )
 
 
-def neutralize_source_map_references(text: str) -> str:
-    """Return the text with every non-`data:` source map reference defused and a final safe one appended."""
+def neutralize_source_map_references(text: str, *, keep_data_url: bool = True) -> str:
+    """Return the text with every non-`data:` source map reference defused and a final safe one appended.
+
+    With `keep_data_url=False` an inline `data:` map is defused too (esbuild then maps to the text itself).
+    """
     # str.lower + `in` is ~20x faster than the case-insensitive regex on a large bundle.
     if "sourcemappingurl" not in text.lower():
         return text + "\n//# sourceMappingURL=" + _NO_MAP_URL + "\n"
@@ -195,7 +261,7 @@ def neutralize_source_map_references(text: str) -> str:
         pieces.append(_MENTION_RE.sub(_DEFUSED, comment))
         last = end
     pieces.append(text[last:])
-    pieces.append("\n//# sourceMappingURL=" + (data_url or _NO_MAP_URL) + "\n")
+    pieces.append("\n//# sourceMappingURL=" + ((data_url if keep_data_url else "") or _NO_MAP_URL) + "\n")
     return "".join(pieces)
 
 
@@ -370,10 +436,25 @@ def _check_imports(meta: dict[str, Any]) -> list[str]:
     refused = [path for path in imports if path not in ALLOWED_IMPORTS]
     if refused:
         names = ", ".join(f'"{path}"' for path in refused)
+        reasons: list[str] = []
+        for path in refused:
+            bare = path.removeprefix("node:")
+            if bare in NODE_REFUSED and f"`{bare}`" not in " ".join(reasons):
+                reasons.append(f"`{bare}` is not available in the sandbox: {NODE_REFUSED[bare]}")
+        why = ("; ".join(reasons) + ". ") if reasons else ""
         raise SandboxError(
             INVALID_BUNDLE,
-            f"the bundle imports {names}, which the sandbox does not provide",
-            {"imports": refused, "allowed": sorted(ALLOWED_IMPORTS)},
+            f"the bundle imports {names}, which the sandbox does not provide. {why}"
+            f"Node modules offered: {', '.join(NODE_MODULES)} (also as node:NAME)",
+            {
+                "imports": refused,
+                "allowed": sorted(ALLOWED_IMPORTS),
+                "reasons": {
+                    path: NODE_REFUSED[path.removeprefix("node:")]
+                    for path in refused
+                    if path.removeprefix("node:") in NODE_REFUSED
+                },
+            },
         )
     return imports
 

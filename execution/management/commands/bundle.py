@@ -52,23 +52,24 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         """Dispatch to inspect or invoke; exit 2 on a classified error."""
         try:
-            bundle = transform(Path(options["file"]).read_bytes())
+            data = Path(options["file"]).read_bytes()
+            bundle = transform(data)
         except OSError as exc:
             raise CommandError(f"cannot read {options['file']}: {exc}") from exc
         except SandboxError as exc:
             self._emit({"ok": False, "error": exc.to_dict()})
             sys.exit(CLASSIFIED_ERROR_EXIT)
         if options["action"] == "inspect":
-            self._inspect(bundle, options)
+            self._inspect(bundle, options, data)
         else:
             self._invoke(bundle, options)
 
     def _emit(self, payload: dict[str, Any]) -> None:
         self.stdout.write(json.dumps(payload, ensure_ascii=False))
 
-    def _inspect(self, bundle: Any, options: dict[str, Any]) -> None:
+    def _inspect(self, bundle: Any, options: dict[str, Any], data: bytes) -> None:
         try:
-            manifest = api.introspect(bundle, backend=options["backend"])
+            manifest = api.introspect(bundle, backend=options["backend"], upload=lambda: data)
         except SandboxError as exc:
             self._emit({"ok": False, "error": exc.to_dict()})
             sys.exit(CLASSIFIED_ERROR_EXIT)
@@ -112,7 +113,9 @@ class Command(BaseCommand):
         if options["calls"]:
             calls = []
             try:
-                lines = Path(options["calls"]).read_text().splitlines()
+                # JSON lines end at "\n" only: str.splitlines() would also split at U+2028, U+2029,
+                # U+0085 and others, which JSON strings may hold raw (a "\r\n" end is JSON whitespace).
+                lines = Path(options["calls"]).read_text(encoding="utf-8").split("\n")
             except OSError as exc:
                 raise CommandError(f"cannot read {options['calls']}: {exc}") from exc
             for number, line in enumerate(lines, 1):

@@ -1245,14 +1245,15 @@ static int engine_load(JSValueConst frame, const Limits *lim) {
     buf_jsons(&args, filename);
     buf_str(&args, "}");
     free(env);
-    free(filename);
     char *script = wstr_key(frame, "script");
     int rc = -1;
     JSValue fn = JS_UNDEFINED;
     if (budget_check() < 0) goto out;
     JS_UpdateStackTop(rt);
     B.active = 1;
-    fn = JS_Eval(ctx, script, strlen(script), "<input>", JS_EVAL_TYPE_GLOBAL);
+    /* The bundle's own file name in its stack frames (the runtime's are "<input>"): the host maps
+       the frames of this file back to the upload (execution/sandbox/locate.py). */
+    fn = JS_Eval(ctx, script, strlen(script), filename, JS_EVAL_TYPE_GLOBAL);
     B.active = 0;
     free(script);
     script = NULL;
@@ -1282,6 +1283,7 @@ static int engine_load(JSValueConst frame, const Limits *lim) {
 out:
     JS_FreeValue(ctx, fn);
     free(script);
+    free(filename);
     free(args.p);
     return rc;
 }

@@ -342,9 +342,10 @@ def test_structured_clone(web):
     }
 
 
-def test_top_level_code_sees_env_and_no_buffer(web):
+def test_top_level_code_sees_env_and_the_sandbox_buffer(web):
+    # Buffer is the sandbox's own lazy global (npm `buffer`, as Cloudflare's nodejs_compat offers it).
     assert invoke_in_fork(web, agent="web", tool="atLoad")["output"] == {
-        "bufferType": "undefined",
+        "bufferType": "function",
         "hasFetch": "function",
         "region": "eu-west",
     }

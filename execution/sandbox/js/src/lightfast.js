@@ -5,6 +5,7 @@ import * as zodV3 from "zod/v3";
 import * as zodV4 from "zod/v4";
 import { zodToJsonSchema } from "zod-to-json-schema";
 import { WeakMapCtor, WeakMapGet, WeakMapHas, WeakMapSet, ObjectKeys, ArrayIsArray } from "./intrinsics.js";
+import { addNodeModules } from "./node/index.js";
 
 const toolFactories = new WeakMapCtor(); // factory -> createTool config
 const agentConfigs = new WeakMapCtor(); // agent -> createAgent options
@@ -113,7 +114,8 @@ function esModule(named, defaultExport = undefined) {
 export function buildModules() {
   const zod3 = esModule(zodV3, zodV3.z);
   const zod4 = esModule(zodV4, zodV4.z);
-  return {
+  // Node built-ins (`crypto` and `node:crypto`, ...), each built on first require (node/index.js).
+  return addNodeModules({
     "lightfast/client": esModule({ createLightfast }),
     "lightfast/agent": esModule({ createAgent }),
     "lightfast/tool": esModule({ createTool }),
@@ -135,7 +137,7 @@ export function buildModules() {
     "@ai-sdk/gateway": esModule({ gateway, createGateway: () => providerNamed("gateway") }, gateway),
     "@ai-sdk/openai": esModule({ openai, createOpenAI: () => providerNamed("openai") }, openai),
     "@ai-sdk/anthropic": esModule({ anthropic, createAnthropic: () => providerNamed("anthropic") }, anthropic),
-  };
+  });
 }
 
 // ---------------------------------------------------------------- discovery and introspection

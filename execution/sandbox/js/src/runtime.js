@@ -80,6 +80,7 @@ import {
   resolveTool,
   validateInput,
 } from "./lightfast.js";
+import { defineLazyGlobal, refusedReason } from "./node/index.js";
 
 hardenErrors();
 
@@ -391,6 +392,9 @@ const globals = {
 for (const name of ObjectKeys(globals)) {
   ObjectDefineProperty(globalThis, name, { value: globals[name], writable: true, enumerable: false, configurable: true });
 }
+// Node's Buffer as a global, as Cloudflare's nodejs_compat offers it: npm code built for Node uses
+// it without importing it (nanoid's Node entry does). Built on first use (node/index.js).
+defineLazyGlobal("Buffer", () => modules.buffer.Buffer);
 Math.random = randomFloat;
 hardenJobs(reportUncaught);
 
@@ -400,7 +404,11 @@ const modules = buildModules();
 function require(name) {
   const key = StringCtor(name);
   const mod = hasOwn(modules, key) ? modules[key] : undefined;
-  if (mod === undefined) throw fault("invalid_bundle", `module "${StringSlice(key, 0, 200)}" is not available in the sandbox`);
+  if (mod === undefined) {
+    const reason = refusedReason(key);
+    const why = reason === null ? "" : `: ${reason}`;
+    throw fault("invalid_bundle", `module "${StringSlice(key, 0, 200)}" is not available in the sandbox${why}`);
+  }
   return mod;
 }
 
