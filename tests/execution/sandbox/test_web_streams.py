@@ -78,6 +78,8 @@ class _Server(BaseHTTPRequestHandler):
             self._send(302, b"", [("Location", "/text")])
         elif self.path == "/cookies":
             self._send(200, b"ok", [("Set-Cookie", "a=1; Path=/"), ("Set-Cookie", "b=2; HttpOnly")])
+        elif self.path == "/big":
+            self._send(200, b"0123456789" * 20_000, [("Content-Type", "application/octet-stream")])
         elif self.path == "/slow":
             time.sleep(1.0)  # bounded: the aborting cases give up long before
             self._send(200, b"late", [])
@@ -172,7 +174,9 @@ FETCH_CASES = [
 
 
 @pytest.mark.parametrize(("name", "input"), LOCAL_CASES, ids=[name for name, _ in LOCAL_CASES])
-def test_case_matches_node(bundle: TransformedBundle, name: str, input: dict[str, Any], tmp_path: Path) -> None:
+def test_case_matches_node(
+    bundle: TransformedBundle, name: str, input: dict[str, Any], tmp_path: Path
+) -> None:
     result = _sandbox(bundle, "run", {"name": name, "input": input})
     assert result.ok, (result.error, result.logs)
     assert result.output == _node(name, input, tmp_path)
@@ -207,103 +211,51 @@ def test_spot_values(bundle: TransformedBundle, server: str) -> None:
 
 def test_real_lightfast_bundle_shape_loads() -> None:
     """`class ... extends TransformStream` at top level (the AI SDK's EventSourceParserStream) loads."""
-    source = BUNDLE_HEAD + """
+    source = (
+        BUNDLE_HEAD
+        + """
 var EventSourceParserStream = class extends TransformStream {
-  constructor() { super({ transform(chunk, controller) { controller.enqueue(chunk.toUpperCase()); } }); }
+  constructor() {
+    super({ transform(chunk, controller) { controller.enqueue(chunk.toUpperCase()); } });
+  }
 };
 var parse = createTool({
   description: "parse", inputSchema: z.object({}),
   execute: async () => {
     const out = [];
-    for await (const c of ReadableStream.from(["a", "b"]).pipeThrough(new EventSourceParserStream())) out.push(c);
+    const parsed = ReadableStream.from(["a", "b"]).pipeThrough(new EventSourceParserStream());
+    for await (const c of parsed) out.push(c);
     return out;
   },
 });
-export default createLightfast({ agents: { sse: createAgent({ name: "sse", system: "s", model: "demo", tools: { parse } }) } });
+var sse = createAgent({ name: "sse", system: "s", model: "demo", tools: { parse } });
+export default createLightfast({ agents: { sse } });
 """
+    )
     bundle = transform(source.encode())
     assert list(api.introspect(bundle)["agents"]) == ["sse"]
-    result = api.invoke(bundle, agent="sse", tool="parse", input={}, context=CONTEXT, env={},
-                        egress=EgressPolicy(), limits=Limits(), bundle_key="org_streams:sse")
+    result = api.invoke(
+        bundle,
+        agent="sse",
+        tool="parse",
+        input={},
+        context=CONTEXT,
+        env={},
+        egress=EgressPolicy(),
+        limits=Limits(),
+        bundle_key="org_streams:sse",
+    )
     assert result.ok and result.output == ["A", "B"]
 
 
 # ---------------------------------------------------------------- hostile bundles
 
-HOSTILE = BUNDLE_HEAD + """
-const big = new Uint8Array(65536);
-const cases = {
-  async endlessRead() {
-    const reader = new ReadableStream({ pull(c) { c.enqueue("x"); } }).getReader();
-    for (;;) await reader.read();
-  },
-  async neverEnds() {
-    return await new Response(new ReadableStream()).text();
-  },
-  async oversizedBody({ base }) {
-    const body = new ReadableStream({ pull(c) { c.enqueue(big); } });
-    try {
-      await fetch(base + "/echo", { method: "POST", body, duplex: "half" });
-      return "sent";
-    } catch (e) {
-      return { name: e.name, message: e.message };
-    }
-  },
-  async replacedPrototypes({ base }) {
-    // Everything the runtime's own stream reading could go through, replaced before fetch.
-    const evil = new TextEncoder().encode("EVIL".repeat(1000));
-    ReadableStream.prototype.getReader = function () {
-      return { read: async () => ({ done: false, value: evil }), releaseLock() {}, cancel: async () => {} };
-    };
-    ReadableStreamDefaultReader.prototype.read = async function () { return { done: false, value: evil }; };
-    ReadableStream.prototype.tee = function () { return [this, this]; };
-    Uint8Array.prototype.slice = function () { return evil; };
-    Uint8Array.prototype.subarray = function () { return evil; };
-    Object.getPrototypeOf(Uint8Array.prototype).set = function () {};
-    Object.defineProperty(Object.getPrototypeOf(Uint8Array.prototype), "length", { get() { return 1; } });
-    Object.defineProperty(Object.prototype, "done", { get() { return false; }, configurable: true });
-    const body = new ReadableStream({
-      start(c) { c.enqueue(new Uint8Array([104, 105, 33])); c.enqueue(new Uint8Array([63])); c.close(); },
-    });
-    delete Object.prototype.done;
-    const response = await fetch(base + "/echo", { method: "POST", body, duplex: "half" });
-    return response.status;
-  },
-  async fakeChunks({ base }) {
-    const lookAlike = { length: 3, byteLength: 3, 0: 104, 1: 105, 2: 33, buffer: new ArrayBuffer(3), byteOffset: 0 };
-    Object.setPrototypeOf(lookAlike, Uint8Array.prototype);
-    const results = [];
-    for (const body of [
-      new ReadableStream({ start(c) { c.enqueue(lookAlike); c.close(); } }),
-      new ReadableStream({ start(c) { c.enqueue("a string"); c.close(); } }),
-      { getReader() { return { read: async () => ({ done: false, value: "str" }), releaseLock() {}, cancel: async () => {} }; } },
-    ]) {
-      try {
-        await fetch(base + "/echo", { method: "POST", body, duplex: "half" });
-        results.push("sent");
-      } catch (e) {
-        results.push(e.name);
-      }
-    }
-    return results;
-  },
-  async reassigned() {
-    return [WritableStreamDefaultController, typeof TransformStream, typeof WritableStream];
-  },
-};
-globalThis.WritableStreamDefaultController = 5;
-globalThis.WritableStreamDefaultController = "replaced";
-var run = createTool({
-  description: "hostile case", inputSchema: z.object({ name: z.string(), input: z.record(z.string(), z.any()) }),
-  execute: ({ name, input }) => cases[name](input),
-});
-export default createLightfast({ agents: { web: createAgent({ name: "web", system: "s", model: "demo", tools: { run } }) } });
-"""
+HOSTILE = ROOT / "tests" / "fixtures" / "sandbox" / "web-streams-hostile.mjs"
 
 
 @pytest.fixture(scope="module")
 def hostile() -> TransformedBundle:
-    return transform(HOSTILE.encode())
+    return transform(HOSTILE.read_bytes())
 
 
 def test_assigning_a_lazy_global_replaces_it_without_loading(hostile: TransformedBundle) -> None:
@@ -320,11 +272,15 @@ def test_a_stream_that_never_ends_stops_at_the_cpu_or_wall_limit(hostile: Transf
 
 
 def test_a_stream_that_never_produces_ends_the_call_as_stalled(hostile: TransformedBundle) -> None:
-    result = _sandbox(hostile, "run", {"name": "neverEnds", "input": {}}, limits=Limits(cpu_ms=300, wall_ms=3000))
+    result = _sandbox(
+        hostile, "run", {"name": "neverEnds", "input": {}}, limits=Limits(cpu_ms=300, wall_ms=3000)
+    )
     assert result.error is not None and result.error["type"] == "timeout"
 
 
-def test_a_request_body_stream_past_the_byte_limit_never_leaves(hostile: TransformedBundle, server: str) -> None:
+def test_a_request_body_stream_past_the_byte_limit_never_leaves(
+    hostile: TransformedBundle, server: str
+) -> None:
     _Server.received = []
     result = _sandbox(
         hostile,
@@ -337,7 +293,9 @@ def test_a_request_body_stream_past_the_byte_limit_never_leaves(hostile: Transfo
     assert _Server.received == [] and result.usage["fetches"] == 0
 
 
-def test_replaced_stream_prototypes_do_not_change_the_bytes_sent(hostile: TransformedBundle, server: str) -> None:
+def test_replaced_stream_prototypes_leave_the_bytes_sent_alone(
+    hostile: TransformedBundle, server: str
+) -> None:
     _Server.received = []
     result = _sandbox(hostile, "run", {"name": "replacedPrototypes", "input": {"base": server}})
     assert result.ok, (result.error, result.logs)
@@ -351,6 +309,19 @@ def test_look_alike_chunks_are_refused_before_sending(hostile: TransformedBundle
     assert result.ok, (result.error, result.logs)
     assert result.output == ["TypeError", "TypeError", "TypeError"]
     assert _Server.received == []
+
+
+def test_abort_errors_a_body_still_being_read(hostile: TransformedBundle, server: str) -> None:
+    """Aborting after the response arrived errors its unread body with the reason (not a read one)."""
+    result = _sandbox(hostile, "run", {"name": "abortWhileReading", "input": {"base": server}})
+    assert result.ok, (result.error, result.logs)
+    assert result.output == {
+        "firstBytes": 65536,
+        "next": "AbortError",
+        "text": "RangeError",
+        "length": 200_000,
+        "used": True,
+    }
 
 
 def test_abort_drops_the_late_host_result(bundle: TransformedBundle, server: str) -> None:

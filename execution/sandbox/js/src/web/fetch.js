@@ -306,9 +306,7 @@ class Body {
       this.#stream = new streams.ReadableStream({ start: (c) => c.error(this.#reason) });
     } else if (this.#used) {
       // Read already without a stream: what is left is a stream that is locked and disturbed.
-      this.#stream = streams.bytesStream(new Uint8ArrayCtor(0));
-      const reader = this.#stream.getReader();
-      reader.read();
+      this.#stream = streams.consumedStream();
     } else if (this.#pending !== null) {
       const pending = this.#pending;
       this.#stream = streams.streamFromIterable(

@@ -163,6 +163,14 @@ function bytesStream(bytes) {
   return stream;
 }
 
+// What is left of a body read without a stream: an empty stream, disturbed and locked.
+function consumedStream() {
+  const stream = bytesStream(new Uint8ArrayCtor(0));
+  const reader = ReflectApply(getReader, stream, []);
+  PromiseThen(ReflectApply(readerRead, reader, []), undefined, () => {});
+  return stream;
+}
+
 // Errors a body stream made by bytesStream that has not delivered all its bytes (an aborted fetch).
 function errorBytesStream(stream, reason) {
   const error = WeakMapGet(errorers, stream);
@@ -405,6 +413,7 @@ loaded.streams = {
   cancelStream,
   streamFromIterable,
   bytesStream,
+  consumedStream,
   errorBytesStream,
   readAllBytes,
 };
