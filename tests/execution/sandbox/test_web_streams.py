@@ -264,6 +264,17 @@ def test_assigning_a_lazy_global_replaces_it_without_loading(hostile: Transforme
     assert result.output == ["replaced", "function", "function"]
 
 
+def test_stream_globals_load_on_first_use_and_become_data_properties(hostile: TransformedBundle) -> None:
+    """Untouched, a lazy global is still its accessor (nothing loaded); a touch installs its whole module."""
+    result = _sandbox(hostile, "run", {"name": "laziness", "input": {}})
+    assert result.ok, result.error
+    assert result.output == {
+        "before": ["accessor", "accessor", "accessor"],
+        "touched": "function",
+        "after": ["data", "data", "accessor"],
+    }
+
+
 def test_a_stream_that_never_ends_stops_at_the_cpu_or_wall_limit(hostile: TransformedBundle) -> None:
     result = _sandbox(
         hostile, "run", {"name": "endlessRead", "input": {}}, limits=Limits(cpu_ms=300, wall_ms=3000)
