@@ -20,26 +20,21 @@ import {
   isDate,
   isTypedArray,
   toBase64,
+  JSONStringify,
+  PromiseResolve,
+  PromiseThen,
+  TypeErrorCtor,
+  TypedArraySlice,
+  WeakMapCtor,
+  WeakMapGet,
+  WeakMapSet,
+  typedArrayLength,
 } from "../intrinsics.js";
 import { randomBytesInto } from "../random.js";
 import { utf8Encode, utf8Decode, toBytes } from "./encoding.js";
 import { URL, URLSearchParams } from "./url.js";
 import { blobModule, eventsModule, streamsModule } from "./modules.js";
 import { loaded } from "./lazy.js";
-import {
-  PromiseCtor,
-  PromiseResolve,
-  PromiseThen,
-  ReflectApply,
-  TypeErrorCtor,
-  TypedArraySlice,
-  WeakMapCtor,
-  WeakMapGet,
-  WeakMapSet,
-  isUint8Array,
-  typedArrayLength,
-  JSONStringify,
-} from "../intrinsics.js";
 
 // ---------------------------------------------------------------- fetch types
 
@@ -603,7 +598,3 @@ export class Response extends Body {
     return "Response";
   }
 }
-
-void PromiseCtor;
-void ReflectApply;
-void isUint8Array;
