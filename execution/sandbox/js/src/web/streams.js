@@ -43,7 +43,7 @@ import {
   list,
   typedArrayLength,
 } from "../intrinsics.js";
-import { toBytes, utf8Decode, utf8Encode } from "./encoding.js";
+import { TextDecoder, toBytes, utf8Decode, utf8Encode } from "./encoding.js";
 import { loaded } from "./lazy.js";
 
 const RS = ReadableStream;
@@ -321,11 +321,25 @@ const isBOM = (bytes) =>
 class TextDecoderStream {
   constructor(label = "utf-8", options = undefined) {
     const l = StringCtor(label).trim().toLowerCase();
-    if (l !== "utf-8" && l !== "utf8" && l !== "unicode-1-1-utf-8") {
-      throw new RangeError(`The "${StringSlice(StringCtor(label), 0, 100)}" encoding is not supported`);
-    }
     const fatal = Boolean(options && options.fatal);
     const ignoreBOM = Boolean(options && options.ignoreBOM);
+    if (l !== "utf-8" && l !== "utf8" && l !== "unicode-1-1-utf-8") {
+      // Another encoding: whatever the runtime's TextDecoder decodes (it throws RangeError for
+      // what it does not), through its own `stream` option.
+      const decoder = new TextDecoder(label, options);
+      const transform = new TransformStream({
+        transform(chunk, controller) {
+          const text = decoder.decode(chunk, { stream: true });
+          if (text !== "") ReflectApply(transformEnqueue, controller, [text]);
+        },
+        flush(controller) {
+          const text = decoder.decode();
+          if (text !== "") ReflectApply(transformEnqueue, controller, [text]);
+        },
+      });
+      WeakMapSet(DECODER_STREAM, this, { __proto__: null, transform, fatal, ignoreBOM, encoding: decoder.encoding });
+      return;
+    }
     let pending = new Uint8ArrayCtor(0);
     let started = false;
     // utf8Decode drops a leading BOM; only the stream's first bytes may lose one.
@@ -359,11 +373,10 @@ class TextDecoderStream {
         if (text !== "") ReflectApply(transformEnqueue, controller, [text]);
       },
     });
-    WeakMapSet(DECODER_STREAM, this, { __proto__: null, transform, fatal, ignoreBOM });
+    WeakMapSet(DECODER_STREAM, this, { __proto__: null, transform, fatal, ignoreBOM, encoding: "utf-8" });
   }
   get encoding() {
-    own(DECODER_STREAM, this, "TextDecoderStream");
-    return "utf-8";
+    return own(DECODER_STREAM, this, "TextDecoderStream").encoding;
   }
   get fatal() {
     return own(DECODER_STREAM, this, "TextDecoderStream").fatal;
