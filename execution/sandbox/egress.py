@@ -533,7 +533,7 @@ def _fetch(
     headers_in = _js_headers(request.get("headers"))
     first_origin = _origin(url)
     with_credentials = True
-    for _hop in range(policy.max_redirects + 1):
+    for hop in range(policy.max_redirects + 1):
         if with_credentials and _origin(url) != first_origin:
             # Cross-origin from here on: no secret and no credential JS set, even if it comes back.
             with_credentials = False
@@ -563,6 +563,7 @@ def _fetch(
                 "status": response.status,
                 "statusText": response.reason or "",
                 "url": url,
+                "redirected": hop > 0,  # Response.redirected: the final url came from a redirect
                 "headers": _response_headers(headers, policy),
                 "body_b64": base64.b64encode(data).decode(),
             }

@@ -17,7 +17,9 @@ Host → runner:
   zygote ``key``'s post-load state (a forked child of it in the Python runner; the zygote
   itself in the native runner, which restores its heap afterwards); answered by
   ``result {id, ...engine result}``.
-* ``fetch-result {id, fetch_id, result}`` – the host's answer to a ``fetch`` frame.
+* ``fetch-result {id, fetch_id, result}`` – the host's answer to a ``fetch`` frame: ``result`` is
+  ``{ok: true, status, statusText, url, redirected, headers: [[k, v]...], body_b64}`` (``url`` the
+  final one, ``redirected`` whether a redirect led there) or ``{ok: false, error: {type, message}}``.
 * ``cancel {id}`` – stop call ``id``; the runner answers with an ``error`` of type
   ``cancelled`` if it still can (the local host also kills the worker).
 

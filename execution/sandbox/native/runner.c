@@ -1569,7 +1569,10 @@ static int call_loop(Call *c, const char *args, char **output, char **logs) {
 static void classify_refused_memory(void) {
     if (!mem_refused || !g_err.code || !strcmp(g_err.code, "memory_limit")) return;
     int swallowed = !strcmp(g_err.code, "timeout") || !strcmp(g_err.code, "sandbox_crash");
-    int rethrown = !strcmp(g_err.code, "tool_error") && strstr(g_err.message, "out of memory");
+    /* QuickJS throws null when the heap is too full to build even the "out of memory" error
+     * ("non-Error value thrown: object" is how the runtime describes a thrown null). */
+    int rethrown = !strcmp(g_err.code, "tool_error") &&
+                   (strstr(g_err.message, "out of memory") || !strcmp(g_err.message, "non-Error value thrown: object"));
     if (!swallowed && !rethrown) return;
     char detail[96];
     snprintf(detail, sizeof detail, "{\"memory_mb\":%lld,\"after\":\"%s\"}", B.lim.memory_mb, g_err.code);

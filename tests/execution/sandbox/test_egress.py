@@ -188,6 +188,10 @@ def test_redirect_within_policy_is_followed(server: int) -> None:
     result = _get(f"http://localhost:{server}/redirect?to=/final", _test_policy())
     assert result["ok"] is True
     assert json.loads(base64.b64decode(result["body_b64"]))["path"] == "/final"
+    # The result says a redirect was followed (the runtime's Response.redirected) and where it ended.
+    assert result["redirected"] is True and result["url"] == f"http://localhost:{server}/final"
+    direct = _get(f"http://localhost:{server}/final", _test_policy())
+    assert direct["ok"] is True and direct["redirected"] is False
 
 
 def test_response_size_cap(server: int) -> None:

@@ -77,6 +77,14 @@ export const toBase64 = uncurry(Uint8Array.prototype.toBase64);
 export const TypedArrayPrototype = Object.getPrototypeOf(Uint8Array.prototype);
 const typedArrayLengthGetter = Object.getOwnPropertyDescriptor(TypedArrayPrototype, "length").get;
 export const typedArrayLength = uncurry(typedArrayLengthGetter);
+// Byte copies for the web modules (fetch bodies, streams), whatever a bundle did to the prototypes.
+export const TypedArraySet = uncurry(TypedArrayPrototype.set);
+export const TypedArraySlice = uncurry(TypedArrayPrototype.slice);
+export const TypedArraySubarray = uncurry(TypedArrayPrototype.subarray);
+export const ArrayBufferSlice = uncurry(ArrayBuffer.prototype.slice);
+export const SetSize = uncurry(Object.getOwnPropertyDescriptor(Set.prototype, "size").get);
+export const SetValues = uncurry(Set.prototype.values);
+export const SetIteratorNext = uncurry(Object.getPrototypeOf(new Set().values()).next);
 const arrayBufferByteLengthGetter = Object.getOwnPropertyDescriptor(ArrayBuffer.prototype, "byteLength").get;
 export const arrayBufferByteLength = uncurry(arrayBufferByteLengthGetter);
 export const queueMicrotaskNative = globalThis.queueMicrotask;

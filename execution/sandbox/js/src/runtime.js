@@ -71,7 +71,12 @@ import {
   headerPairs,
   requestState,
   structuredClone,
+  takeRequestBody,
+  responseFromHost,
+  abortResponseBody,
 } from "./web.js";
+import { hooks, loaded as lazyLoaded } from "./web/lazy.js";
+import { installLazyGlobals } from "./web/modules.js";
 import {
   agentTools,
   buildModules,
@@ -270,7 +275,8 @@ function fireDueTimers() {
 // The count against max_fetches is taken here, before the request exists, and the frame's request
 // record is written from the request's private fields, checked with captured built-ins: what URL,
 // Headers or Request methods a bundle replaced can change what it asks for, never how many
-// requests leave or what shape they have.
+// requests leave or what shape they have. A stream or Blob body is read to its end first (at most
+// fetch_request_bytes, counted while reading); the bytes that leave are checked again here.
 function fetch(input, init = undefined) {
   return new PromiseCtor((resolve, reject) => {
     if (!call.fetchAllowed) {
@@ -288,34 +294,110 @@ function fetch(input, init = undefined) {
       return;
     }
     const state = requestState(request);
-    const body = state.bytes;
-    let bodyB64 = null;
-    if (body !== null && body !== undefined) {
-      if (!isUint8Array(body)) {
-        reject(new TypeErrorCtor("the request body could not be read"));
+    const entry = { __proto__: null, resolve, reject, settled: false, id: 0, response: null, stopRead: null };
+    const signal = state.signal;
+    if (signal !== null) {
+      const status = signalStatus(signal);
+      if (status.aborted) {
+        reject(status.reason);
         return;
       }
-      if (typedArrayLength(body) > call.limits.fetch_request_bytes) {
-        reject(new TypeErrorCtor(`request body is larger than ${call.limits.fetch_request_bytes} bytes`));
-        return;
-      }
-      bodyB64 = toBase64(body);
+      subscribeAbort(signal, (reason) => abortFetch(entry, reason));
     }
-    const requestText = fetchRequestText(state.url, state.method, headerPairs(state.headers), bodyB64);
-    if (requestText[0] === "!") {
-      reject(fault("egress_denied", StringSlice(requestText, 1), TypeErrorCtor));
+    const limit = call.limits.fetch_request_bytes;
+    const tooLarge = () => new TypeErrorCtor(`request body is larger than ${limit} bytes`);
+    const body = takeRequestBody(request, limit, tooLarge, (stop) => {
+      entry.stopRead = stop;
+    });
+    if (body.promise === null) {
+      sendFetch(entry, state, body.bytes);
       return;
     }
-    if (call.fetchCount >= call.limits.max_fetches) {
-      // Re-checked: bundle code (a replaced URL or Headers method) may have called fetch meanwhile.
-      reject(fault("egress_denied", `fetch limit reached: at most ${call.limits.max_fetches} requests per call`, TypeErrorCtor));
-      return;
-    }
-    call.fetchCount++;
-    const id = call.nextFetchId++;
-    MapSet(call.pendingFetches, id, { __proto__: null, resolve, reject });
-    ArrayPush(call.outbox, '{"id":' + StringCtor(id) + ',"request":' + requestText + "}");
+    PromiseThen(
+      body.promise,
+      (bytes) => {
+        entry.stopRead = null;
+        if (!entry.settled) sendFetch(entry, state, bytes);
+      },
+      (error) => {
+        entry.stopRead = null;
+        settleFetch(entry, false, error);
+      },
+    );
   });
+}
+
+function settleFetch(entry, ok, value) {
+  if (entry.settled) return;
+  entry.settled = true;
+  if (ok) entry.resolve(value);
+  else entry.reject(value);
+}
+
+function sendFetch(entry, state, body) {
+  let bodyB64 = null;
+  if (body !== null && body !== undefined) {
+    if (!isUint8Array(body)) {
+      settleFetch(entry, false, new TypeErrorCtor("the request body could not be read"));
+      return;
+    }
+    if (typedArrayLength(body) > call.limits.fetch_request_bytes) {
+      settleFetch(entry, false, new TypeErrorCtor(`request body is larger than ${call.limits.fetch_request_bytes} bytes`));
+      return;
+    }
+    bodyB64 = toBase64(body);
+  }
+  const requestText = fetchRequestText(state.url, state.method, headerPairs(state.headers), bodyB64);
+  if (requestText[0] === "!") {
+    settleFetch(entry, false, fault("egress_denied", StringSlice(requestText, 1), TypeErrorCtor));
+    return;
+  }
+  if (!call.fetchAllowed || call.fetchCount >= call.limits.max_fetches) {
+    // Re-checked: bundle code (a replaced URL or Headers method, a body stream) ran meanwhile.
+    settleFetch(entry, false, fault("egress_denied", `fetch limit reached: at most ${call.limits.max_fetches} requests per call`, TypeErrorCtor));
+    return;
+  }
+  call.fetchCount++;
+  const id = call.nextFetchId++;
+  entry.id = id;
+  MapSet(call.pendingFetches, id, entry);
+  ArrayPush(call.outbox, '{"id":' + StringCtor(id) + ',"request":' + requestText + "}");
+}
+
+// {aborted, reason} of a signal: ours from its private state, another implementation's from its
+// properties (that bundle code provides either way).
+function signalStatus(signal) {
+  const events = lazyLoaded.events;
+  const own = events !== null ? events.abortState(signal) : null;
+  if (own !== null) return { __proto__: null, aborted: own.aborted, reason: own.reason };
+  return { __proto__: null, aborted: signal.aborted === true, reason: signal.reason };
+}
+
+function subscribeAbort(signal, algorithm) {
+  const events = lazyLoaded.events;
+  if (events !== null && events.abortState(signal) !== null) {
+    events.onAbort(signal, algorithm);
+    return;
+  }
+  try {
+    signal.addEventListener("abort", () => algorithm(signal.reason), { once: true });
+  } catch (error) {
+    reportUncaught(error);
+  }
+}
+
+// An aborted signal: a fetch still reading its body or waiting for the host rejects with the
+// reason at once (the host's late result finds no pending entry and is dropped); a response
+// already delivered has its unread body errored with the reason.
+function abortFetch(entry, reason) {
+  if (entry.stopRead !== null) {
+    const stop = entry.stopRead;
+    entry.stopRead = null;
+    stop(reason);
+  }
+  if (entry.id !== 0 && MapGet(call.pendingFetches, entry.id) === entry) MapDelete(call.pendingFetches, entry.id);
+  if (entry.response !== null) abortResponseBody(entry.response, reason);
+  settleFetch(entry, false, reason);
 }
 
 // A field of the host's fetch result (JSON.parse output): own properties only.
@@ -329,8 +411,8 @@ function completeFetch(id, result) {
     const err = field(result, "error");
     const given = field(err, "message");
     const message = typeof given === "string" && given !== "" ? given : "fetch failed";
-    if (field(err, "type") === "egress_denied") pending.reject(fault("egress_denied", message, TypeErrorCtor));
-    else pending.reject(new TypeErrorCtor(`fetch failed: ${message}`));
+    if (field(err, "type") === "egress_denied") settleFetch(pending, false, fault("egress_denied", message, TypeErrorCtor));
+    else settleFetch(pending, false, new TypeErrorCtor(`fetch failed: ${message}`));
     return;
   }
   let bytes;
@@ -338,25 +420,33 @@ function completeFetch(id, result) {
     const b64 = field(result, "body_b64");
     bytes = base64ToBytes(typeof b64 === "string" ? b64 : "");
   } catch {
-    pending.reject(new TypeErrorCtor("fetch failed: the host sent an undecodable body"));
+    settleFetch(pending, false, new TypeErrorCtor("fetch failed: the host sent an undecodable body"));
     return;
   }
   if (typedArrayLength(bytes) > call.limits.fetch_response_bytes) {
-    pending.reject(new TypeErrorCtor(`fetch failed: response is larger than ${call.limits.fetch_response_bytes} bytes`));
+    settleFetch(pending, false, new TypeErrorCtor(`fetch failed: response is larger than ${call.limits.fetch_response_bytes} bytes`));
     return;
   }
+  const status = field(result, "status");
   const statusText = field(result, "statusText");
   const headers = field(result, "headers");
-  pending.resolve(
-    new Response(null, {
-      status: field(result, "status"),
-      statusText: typeof statusText === "string" ? statusText : "",
-      headers: headers !== undefined && headers !== null ? headers : [],
-      _url: field(result, "url"),
-      _bytes: bytes,
-      _internal: true,
-    }),
-  );
+  const url = field(result, "url");
+  let response;
+  try {
+    response = responseFromHost(
+      typeof status === "number" ? status : 0,
+      typeof statusText === "string" ? statusText : "",
+      headers !== undefined && headers !== null ? headers : [],
+      typeof url === "string" ? url : "",
+      bytes,
+      field(result, "redirected") === true,
+    );
+  } catch (error) {
+    settleFetch(pending, false, error);
+    return;
+  }
+  pending.response = response;
+  settleFetch(pending, true, response);
 }
 
 // ---------------------------------------------------------------- globals
@@ -395,6 +485,10 @@ for (const name of ObjectKeys(globals)) {
 // Node's Buffer as a global, as Cloudflare's nodejs_compat offers it: npm code built for Node uses
 // it without importing it (nanoid's Node entry does). Built on first use (node/index.js).
 defineLazyGlobal("Buffer", () => modules.buffer.Buffer);
+installLazyGlobals();
+hooks.setTimer = (callback, ms) => addTimer(callback, ms, list(), false);
+hooks.clearTimer = clearTimeout;
+hooks.reportError = reportUncaught;
 Math.random = randomFloat;
 hardenJobs(reportUncaught);
 
