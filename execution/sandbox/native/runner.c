@@ -1720,6 +1720,12 @@ static int jail_for_calls(void) {
         as_hard = r.rlim_max;
     }
     signal(SIGPROF, SIG_DFL);
+    /* Date's local-time methods (getHours, getTimezoneOffset, toString...) call localtime_r, whose
+     * first use loads the zone (an open the call filter refuses: SIGSYS killed any bundle that
+     * formats a date, e.g. with date-fns). Bundle code runs in UTC, as on edge runtimes and
+     * whatever the host's zone: loaded here, under the worker filter, libc keeps it cached. */
+    setenv("TZ", "UTC", 1);
+    tzset();
     if (layers.seccomp && install_filter(&call_filter) < 0) return -1;
     return 0;
 }
