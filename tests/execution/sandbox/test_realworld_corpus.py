@@ -162,9 +162,7 @@ def test_manifest_matches_what_node_sees(name: str) -> None:
 def test_ai_sdk_options_are_honoured_not_dropped() -> None:
     agents = _manifest("ai-sdk-agents")["agents"]
     assert agents["planner"]["options"] == {"stopWhen": {"stepCount": 4}, "temperature": 0.2}
-    assert agents["researcher"]["options"] == {
-        "stopWhen": [{"stepCount": 8}, {"hasToolCall": "finalAnswer"}]
-    }
+    assert agents["researcher"]["options"] == {"stopWhen": [{"stepCount": 8}, {"hasToolCall": "finalAnswer"}]}
     assert agents["writer"]["options"] == {"stopWhen": {"hasToolCall": "publish"}}
     assert agents["routed"]["options"] == {"stopWhen": {"stepCount": 25}}
     assert agents["proxied"]["options"] == {"stopWhen": {"hasToolCall": "draftEmail"}}
@@ -237,21 +235,45 @@ DIFF = "--- a/x.py\n+++ b/x.py\n@@\n-old\n+new\n+more\n context\n+++ b/y.py\n+y\
 
 # (bundle, agent, tool, input); inputs Node refuses must be refused by the sandbox too.
 CALLS: list[tuple[str, str, str, Any]] = [
-    ("ai-sdk-agents", "planner", "scheduleMeeting",
-     {"title": "Sync", "attendees": ["a@x.io", "b@y.org", "c@x.io"], "durationMinutes": 50}),
+    (
+        "ai-sdk-agents",
+        "planner",
+        "scheduleMeeting",
+        {"title": "Sync", "attendees": ["a@x.io", "b@y.org", "c@x.io"], "durationMinutes": 50},
+    ),
     ("ai-sdk-agents", "planner", "scheduleMeeting", {"title": "", "attendees": []}),
-    ("ai-sdk-agents", "planner", "estimateCost", {"text": "héllo wörld ✓ " * 20, "model": "large", "tags": {"a": 1}}),
-    ("ai-sdk-agents", "researcher", "searchDocs", {"query": "Streams and Fetch", "sections": ["api", "faq"], "limit": 3}),
+    (
+        "ai-sdk-agents",
+        "planner",
+        "estimateCost",
+        {"text": "héllo wörld ✓ " * 20, "model": "large", "tags": {"a": 1}},
+    ),
+    (
+        "ai-sdk-agents",
+        "researcher",
+        "searchDocs",
+        {"query": "Streams and Fetch", "sections": ["api", "faq"], "limit": 3},
+    ),
     ("ai-sdk-agents", "researcher", "convertUnits", {"value": 26.2, "from": "mi", "to": "km"}),
     ("ai-sdk-agents", "researcher", "convertUnits", {"value": "far", "from": "mi", "to": "km"}),
-    ("ai-sdk-agents", "writer", "draftEmail", {"to": "ops@example.com", "subject": " Status ", "bullets": ["a", "b"]}),
+    (
+        "ai-sdk-agents",
+        "writer",
+        "draftEmail",
+        {"to": "ops@example.com", "subject": " Status ", "bullets": ["a", "b"]},
+    ),
     ("ai-sdk-agents", "writer", "draftEmail", {"to": "not-an-email", "subject": "x", "bullets": []}),
     ("ai-sdk-agents", "writer", "publish", {"slug": "hello-world"}),
     ("ai-sdk-agents", "support", "lookupOrder", {"orderId": "ord_0042", "includeItems": True}),
     ("ai-sdk-agents", "support", "lookupOrder", {"orderId": "42", "includeItems": True}),
     ("ai-sdk-agents", "researcher", "finalAnswer", {"answer": "42 ✓"}),
     ("dates-collections", "calendar", "planSprint", {"start": "2024-02-26", "days": 10}),
-    ("dates-collections", "calendar", "planSprint", {"start": "2023-12-29", "days": 5, "skipWeekends": False}),
+    (
+        "dates-collections",
+        "calendar",
+        "planSprint",
+        {"start": "2023-12-29", "days": 5, "skipWeekends": False},
+    ),
     ("dates-collections", "ledger", "summariseOrders", {"orders": ORDERS}),
     ("dates-collections", "ledger", "summariseOrders", {"orders": ORDERS, "pageSize": 4}),
     ("node-builtins", "ids", "makeIds", {"count": 20, "size": 12}),
@@ -261,18 +283,50 @@ CALLS: list[tuple[str, str, str, Any]] = [
     ("web-platform", "web", "fetchStream", {"url": f"{BASE}/lines"}),
     ("web-platform", "web", "fetchWithTimeout", {"url": f"{BASE}/slow", "timeoutMs": 300}),
     ("web-platform", "web", "fetchWithTimeout", {"url": f"{BASE}/quick", "timeoutMs": 5000}),
-    ("web-platform", "web", "blobAndUrl", {"text": "héllo", "url": "https://user@example.com:8443/a/b/c?z=1&a=2#frag"}),
+    (
+        "web-platform",
+        "web",
+        "blobAndUrl",
+        {"text": "héllo", "url": "https://user@example.com:8443/a/b/c?z=1&a=2#frag"},
+    ),
     ("web-platform", "web", "cloneAndDigest", {"text": "The quick brown fox ✓"}),
-    ("long-prompts", "support", "checkReply", {"reply": "Lightfast Cloud: chargeback? 日本語で話せる人 👩‍💻", "language": "ja"}),
+    (
+        "long-prompts",
+        "support",
+        "checkReply",
+        {"reply": "Lightfast Cloud: chargeback? 日本語で話せる人 👩‍💻", "language": "ja"},
+    ),
     ("zod-inlined", "rooms", "bookRoom", {"room": "cygnus", "people": 10, "from": "2024-06-01T09:00:00Z"}),
     ("zod-inlined", "rooms", "bookRoom", {"room": "nowhere", "people": 0, "from": "yesterday"}),
-    ("zod-inlined", "rooms", "tagItems",
-     {"items": [{"name": "apple", "price": 1}, {"name": "avocado", "price": 3}], "rule": {"kind": "prefix", "prefix": "av"}}),
-    ("cli-shaped", "customer-support", "lookupCustomer", {"email": "ada@example.com", "fields": ["plan", "seats", "region"]}),
-    ("cli-shaped", "qa-test", "createTicket", {"title": "Crash on save", "severity": "high", "body": "stack…"}),
+    (
+        "zod-inlined",
+        "rooms",
+        "tagItems",
+        {
+            "items": [{"name": "apple", "price": 1}, {"name": "avocado", "price": 3}],
+            "rule": {"kind": "prefix", "prefix": "av"},
+        },
+    ),
+    (
+        "cli-shaped",
+        "customer-support",
+        "lookupCustomer",
+        {"email": "ada@example.com", "fields": ["plan", "seats", "region"]},
+    ),
+    (
+        "cli-shaped",
+        "qa-test",
+        "createTicket",
+        {"title": "Crash on save", "severity": "high", "body": "stack…"},
+    ),
     ("cli-shaped", "code-review", "analyzeDiff", {"diff": DIFF}),
     ("cli-shaped", "data-analyst", "summarizeColumn", {"values": [3, 1, 4, 1, 5, 9, 2, 6]}),
-    ("cli-shaped", "content-writer", "wordStats", {"text": "It's the best of times, it's the worst of times."}),
+    (
+        "cli-shaped",
+        "content-writer",
+        "wordStats",
+        {"text": "It's the best of times, it's the worst of times."},
+    ),
 ]
 
 
@@ -297,9 +351,7 @@ def _node_result(index: int, base: str) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize(
-    "index", range(len(CALLS)), ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CALLS)]
-)
+@pytest.mark.parametrize("index", range(len(CALLS)), ids=[f"{c[0]}-{c[2]}-{i}" for i, c in enumerate(CALLS)])
 def test_tool_output_equals_node(index: int, base_url: str) -> None:
     name, agent, tool, input = CALLS[index]
     expected = _node_result(index, base_url)
@@ -327,13 +379,20 @@ def test_node_answers_the_calls_the_way_the_tools_say() -> None:
     """The Node side is not vacuous: spot checks of what the harness computed."""
     base = "http://127.0.0.1:9"
     first = _node_result(0, base)
-    assert first["ok"] and first["output"]["invitees"] == 3 and first["output"]["domains"] == ["x.io", "y.org"]
+    assert (
+        first["ok"] and first["output"]["invitees"] == 3 and first["output"]["domains"] == ["x.io", "y.org"]
+    )
     assert _node_result(1, base)["ok"] is False  # empty title and no attendees
     sprint = _node_result(12, base)["output"]
     assert sprint["first"] == "Monday, February 26th 2024" and sprint["monthEnd"] == "2024-02-29"
     ids = _node_result(16, base)["output"]
     assert ids == {
-        "lengths": [12], "urlSafe": True, "unique": True, "hexOk": True, "weakLength": 21, "uuidOk": True,
+        "lengths": [12],
+        "urlSafe": True,
+        "unique": True,
+        "hexOk": True,
+        "weakLength": 21,
+        "uuidOk": True,
         "randomBytes": 12,
     }
 
