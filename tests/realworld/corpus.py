@@ -5,7 +5,7 @@ content hash of the entry sources, the build script and package-lock.json, cachi
 `$LIGHTFAST_DATA_DIR/realworld-corpus/<hash>/`, so reruns cost nothing. `node_describe` and
 `node_invoke` run the same built bundle in Node 20 through tests/fixtures/realworld/node_harness.mjs
 (lightfast/* shims, zod mapped as on the platform) for the tests to compare with the sandbox.
-Benchmarks use `largest_bundle()` and `cli_shaped_bundle()`.
+Benchmarks use `benchmark_bundles()` (or benchmarks/realworld_bundles.py).
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ def build_corpus() -> dict[str, Path]:
                     raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+        for stale in root.iterdir():  # builds of sources that changed since
+            if stale != target and stale.is_dir() and not stale.name.startswith("build-"):
+                shutil.rmtree(stale, ignore_errors=True)
     summary = json.loads(summary_file.read_text())
     return {name: target / f"{name}.mjs" for name in summary}
 
@@ -119,13 +122,49 @@ def node_invoke(name: str, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return results
 
 
+CLI_SHAPED = "cli-shaped"
+
+# The streams-heavy tool of each benchmark bundle: (agent, tool, input). It runs the AI SDK's
+# simulateReadableStream through a TransformStream, TextEncoderStream and TextDecoderStream.
+STREAMS_TOOLS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "ai-sdk-agents": (
+        "writer",
+        "streamDraft",
+        {"text": "Streams all the way down: ✓ héllo " * 10, "chunkSize": 7},
+    ),
+    CLI_SHAPED: ("content-writer", "streamDraft", {"text": "Draft ✓ " * 40}),
+}
+
+
 def largest_bundle() -> tuple[str, Path]:
-    """The largest corpus bundle built with the CLI's options (name, path)."""
-    paths = build_corpus()
+    """The largest corpus bundle other than the CLI-shaped one (name, path): ai-sdk-agents, the AI SDK
+    and three providers inlined, no source map."""
+    paths = {name: path for name, path in build_corpus().items() if name != CLI_SHAPED}
     name = max(paths, key=lambda n: paths[n].stat().st_size)
     return name, paths[name]
 
 
 def cli_shaped_bundle() -> Path:
     """The ~1.3 MB bundle shaped like real CLI output (six agents, AI SDK + gateway inlined)."""
-    return bundle_path("cli-shaped")
+    return bundle_path(CLI_SHAPED)
+
+
+def benchmark_bundles() -> dict[str, dict[str, Any]]:
+    """The two bundles issue #13 measures, with their streams-heavy tool call, for benchmarks/.
+
+    {"largest": {...}, "cli_shaped": {...}}, each {"name", "path", "bytes", "agent", "tool", "input"}.
+    """
+    largest, _ = largest_bundle()
+    out: dict[str, dict[str, Any]] = {}
+    for label, name in (("largest", largest), ("cli_shaped", CLI_SHAPED)):
+        path = bundle_path(name)
+        agent, tool, tool_input = STREAMS_TOOLS[name]
+        out[label] = {
+            "name": name,
+            "path": str(path),
+            "bytes": path.stat().st_size,
+            "agent": agent,
+            "tool": tool,
+            "input": tool_input,
+        }
+    return out

@@ -267,6 +267,12 @@ CALLS: list[tuple[str, str, str, Any]] = [
     ("ai-sdk-agents", "support", "lookupOrder", {"orderId": "ord_0042", "includeItems": True}),
     ("ai-sdk-agents", "support", "lookupOrder", {"orderId": "42", "includeItems": True}),
     ("ai-sdk-agents", "researcher", "finalAnswer", {"answer": "42 ✓"}),
+    (
+        "ai-sdk-agents",
+        "writer",
+        "streamDraft",
+        {"text": "Streams all the way down: ✓ héllo " * 10, "chunkSize": 7},
+    ),
     ("dates-collections", "calendar", "planSprint", {"start": "2024-02-26", "days": 10}),
     (
         "dates-collections",
@@ -321,6 +327,7 @@ CALLS: list[tuple[str, str, str, Any]] = [
     ),
     ("cli-shaped", "code-review", "analyzeDiff", {"diff": DIFF}),
     ("cli-shaped", "data-analyst", "summarizeColumn", {"values": [3, 1, 4, 1, 5, 9, 2, 6]}),
+    ("cli-shaped", "content-writer", "streamDraft", {"text": "Draft ✓ " * 40}),
     (
         "cli-shaped",
         "content-writer",
@@ -375,6 +382,10 @@ def test_tool_output_equals_node(index: int, base_url: str) -> None:
         assert result.error["type"] == "invalid_input", result.error
 
 
+def _first_call(tool: str) -> int:
+    return next(i for i, call in enumerate(CALLS) if call[2] == tool)
+
+
 def test_node_answers_the_calls_the_way_the_tools_say() -> None:
     """The Node side is not vacuous: spot checks of what the harness computed."""
     base = "http://127.0.0.1:9"
@@ -383,9 +394,9 @@ def test_node_answers_the_calls_the_way_the_tools_say() -> None:
         first["ok"] and first["output"]["invitees"] == 3 and first["output"]["domains"] == ["x.io", "y.org"]
     )
     assert _node_result(1, base)["ok"] is False  # empty title and no attendees
-    sprint = _node_result(12, base)["output"]
+    sprint = _node_result(_first_call("planSprint"), base)["output"]
     assert sprint["first"] == "Monday, February 26th 2024" and sprint["monthEnd"] == "2024-02-29"
-    ids = _node_result(16, base)["output"]
+    ids = _node_result(_first_call("makeIds"), base)["output"]
     assert ids == {
         "lengths": [12],
         "urlSafe": True,
@@ -395,6 +406,8 @@ def test_node_answers_the_calls_the_way_the_tools_say() -> None:
         "uuidOk": True,
         "randomBytes": 12,
     }
+    draft = _node_result(_first_call("streamDraft"), base)["output"]
+    assert draft["pieces"] == 49 and draft["text"] == ("STREAMS ALL THE WAY DOWN: ✓ HÉLLO " * 10)
 
 
 def test_fetch_server_streams_in_pieces(base_url: str) -> None:
