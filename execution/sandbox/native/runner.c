@@ -1563,11 +1563,15 @@ static int call_loop(Call *c, const char *args, char **output, char **logs) {
 
 /* A call that failed after the heap limit refused an allocation failed because of it, whatever the
  * bundle made of the out-of-memory error: swallowed in a timer callback or a promise job (the
- * tool's promise then never settles: "nothing pending", or the wall limit), or re-thrown. */
+ * tool's promise then never settles: "nothing pending", or the wall limit), or re-thrown. When
+ * QuickJS cannot even allocate the InternalError at the limit it throws null instead (seen with
+ * 1e7 promises and huge regex replacements: where the limit falls depends on the heap's layout,
+ * so any change of the runtime's size could turn those memory_limits into tool_errors). */
 static void classify_refused_memory(void) {
     if (!mem_refused || !g_err.code || !strcmp(g_err.code, "memory_limit")) return;
     int swallowed = !strcmp(g_err.code, "timeout") || !strcmp(g_err.code, "sandbox_crash");
-    int rethrown = !strcmp(g_err.code, "tool_error") && strstr(g_err.message, "out of memory");
+    int rethrown = !strcmp(g_err.code, "tool_error") && (strstr(g_err.message, "out of memory") ||
+                                                         !strcmp(g_err.message, "non-Error value thrown: object"));
     if (!swallowed && !rethrown) return;
     char detail[96];
     snprintf(detail, sizeof detail, "{\"memory_mb\":%lld,\"after\":\"%s\"}", B.lim.memory_mb, g_err.code);
