@@ -283,7 +283,8 @@ const JSON_OPTIONS = new Set([
 // answer exactly like stepCountIs(n) (true at one length only, whatever the steps hold) or like
 // hasToolCall(name) (true exactly when the last step calls that one tool of the agent). Anything
 // else (async, throwing, answering both ways) stays a custom condition and is reported as ignored.
-const MAX_PROBED_STEPS = 500;
+// Five times the default platform step cap (LIGHTFAST_RUN_MAX_STEPS = 20): larger counts change nothing.
+const MAX_PROBED_STEPS = 100;
 const UNKNOWN_TOOL = "\u0000lightfast-probe-no-such-tool";
 
 function probeStep(toolName) {
