@@ -11,7 +11,8 @@ One call of `agent_loop_run` drives one claimed chat run to its outcome:
   correct itself), then `finish-step`; several calls of one step are all announced, then run
   in the sandbox together (bounded), their outputs in call order;
 * steps continue while the model calls tools, up to the bundle's `stopWhen` step count,
-  never more than LIGHTFAST_RUN_MAX_STEPS;
+  never more than LIGHTFAST_RUN_MAX_STEPS, or until a step called a tool the bundle's
+  `stopWhen` names with hasToolCall (a list of conditions stops at the first one met);
 * the cancel token is checked between chunks and handed to the sandbox, and its abort
   callback shuts the model stream down, so cancel and timeout stop both within a second.
 
@@ -194,14 +195,29 @@ def agent_spec(version: BundleVersion, agent_key: str) -> dict[str, Any]:
     return dict(((version.manifest or {}).get("agents") or {}).get(agent_key) or {})
 
 
-def step_limit(spec: dict[str, Any]) -> int:
-    """The bundle's stopWhen step count, bounded by the platform cap."""
-    cap: int = settings.LIGHTFAST_RUN_MAX_STEPS
+def stop_conditions(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's stopWhen: one descriptor or a list of them (the AI SDK stops when any is met)."""
     stop_when = (spec.get("options") or {}).get("stopWhen") or spec.get("stopWhen") or {}
-    count = stop_when.get("stepCount") if isinstance(stop_when, dict) else None
-    if isinstance(count, int) and count > 0:
-        return min(count, cap)
-    return cap
+    items = stop_when if isinstance(stop_when, list) else [stop_when]
+    return [item for item in items if isinstance(item, dict)]
+
+
+def step_limit(spec: dict[str, Any]) -> int:
+    """The smallest stopWhen step count (stepCountIs), bounded by the platform cap."""
+    cap: int = settings.LIGHTFAST_RUN_MAX_STEPS
+    counts = [
+        count
+        for condition in stop_conditions(spec)
+        if isinstance(count := condition.get("stepCount"), int) and not isinstance(count, bool) and count > 0
+    ]
+    return min([*counts, cap])
+
+
+def stop_tool_names(spec: dict[str, Any]) -> frozenset[str]:
+    """Tools whose call ends the loop after their step (stopWhen hasToolCall)."""
+    return frozenset(
+        name for condition in stop_conditions(spec) if isinstance(name := condition.get("hasToolCall"), str)
+    )
 
 
 def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
@@ -321,6 +337,7 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     tools = tool_specs(spec)
     tool_names = {tool.name for tool in tools}
     context = _tool_context(run)
+    stop_tools = stop_tool_names(spec)
     finish_reason = "stop"
     step_texts: list[str] = []
     for _ in range(step_limit(spec)):
@@ -383,6 +400,8 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
             messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         _check(cancel)
         turn.finish_step()
+        if any(call.name in stop_tools for call in calls):
+            break  # stopWhen: hasToolCall(name), checked after the step, as the AI SDK does
     # What is still buffered goes out with the run's terminal events, in one transaction.
     # Steps are separate utterances ("calling getWeather." / "getWeather returned …"): a blank line
     # between them, as a chat client shows separate text parts.

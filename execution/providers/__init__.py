@@ -5,7 +5,10 @@ The mapping rule (platform-wide settings now; per-organization settings can over
 1. The bundle's model id is the manifest's `model.id` (`{"provider": "gateway", "id":
    "openai/gpt-4o-mini"}` → `openai/gpt-4o-mini`), or the model string itself.
 2. `LIGHTFAST_MODEL_MAP` (JSON object) maps bundle model ids to provider model ids; the key
-   `"*"` applies to ids not listed. A mapped value of `"demo"` selects the demo model.
+   `"*"` applies to ids not listed. A mapped value of `"demo"` selects the demo model. A model
+   from a provider package the bundle inlined (`{"provider": "openai.responses", "id":
+   "gpt-4o-mini", "baseURL": ...}`) is looked up first under its provider family and id
+   (`openai/gpt-4o-mini`, the gateway's spelling), then under its id.
 3. The id `demo` always selects the built-in offline demo model.
 4. With `LIGHTFAST_MODEL_BASE_URL` set, everything else goes to that OpenAI-compatible
    endpoint (key `LIGHTFAST_MODEL_API_KEY`) under its mapped id, or unchanged when unmapped
@@ -60,6 +63,23 @@ def model_id_from_manifest(model: Any) -> str:
         if model.get("provider") == DEMO_MODEL_ID:
             return DEMO_MODEL_ID
     return DEMO_MODEL_ID
+
+
+def model_map_keys(model: Any) -> list[str]:
+    """The model-map keys a manifest `model` is looked up under, most specific first.
+
+    An AI SDK provider model keeps its provider (`openai.responses`, `openai.chat`,
+    `anthropic.messages`) beside an id without a family (`gpt-4o-mini`); its family-qualified
+    id (`openai/gpt-4o-mini`) comes first, so one map serves gateway ids and provider ids alike.
+    """
+    requested = model_id_from_manifest(model)
+    keys: list[str] = []
+    if isinstance(model, dict) and isinstance(model.get("provider"), str) and "/" not in requested:
+        family = model["provider"].split(".", 1)[0].strip()
+        if family and family not in ("gateway", DEMO_MODEL_ID, "unknown"):
+            keys.append(f"{family}/{requested}")
+    keys.append(requested)
+    return keys
 
 
 _demo = DemoProvider()
@@ -144,7 +164,8 @@ def model_resolve(manifest_model: Any, *, organization: Organization | None = No
         base_url, api_key, model_map = override.base_url, override.api_key, override.model_map
     elif override is not None:
         model_map = {**model_map, **override.model_map}
-    mapped = model_map.get(requested, model_map.get("*", requested))
+    keys = model_map_keys(manifest_model)
+    mapped = next((model_map[key] for key in keys if key in model_map), model_map.get("*", requested))
     if requested == DEMO_MODEL_ID or mapped == DEMO_MODEL_ID or not base_url:
         return ResolvedModel(provider=_demo, model=DEMO_MODEL_ID, requested=requested)
     return ResolvedModel(provider=_openai_compatible(base_url, api_key), model=mapped, requested=requested)

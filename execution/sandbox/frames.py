@@ -314,7 +314,7 @@ class RunnerFrames:
         elif self.request == "introspect":
             if not isinstance(frame.get("manifest"), dict):
                 raise FrameViolation("the manifest is not an object")
-            answer["manifest"] = frame["manifest"]
+            answer["manifest"] = _manifest(frame["manifest"])
         elif self.request == "probe":
             answer["probe"] = frame.get("probe")
         return answer
@@ -407,3 +407,28 @@ def _bool(value: Any, what: str) -> bool:
     if not isinstance(value, bool):
         raise FrameViolation(f"{what} is not a boolean")
     return value
+
+
+MAX_MODEL_TEXT_CHARS = 4 * KIB  # a model's provider, id or base URL (reply.js writes them as strings)
+_MODEL_KEYS = ("provider", "id", "baseURL")
+
+
+def _manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with every agent's model checked: `provider` and `id` strings and, when the
+    bundle's inlined provider showed one, a `baseURL` string (reply.js writes nothing else there);
+    other model keys are dropped."""
+    agents = manifest.get("agents")
+    if not isinstance(agents, dict):
+        raise FrameViolation("the manifest's agents are not an object")
+    for key, agent in agents.items():
+        if not isinstance(agent, dict) or not isinstance(agent.get("model"), dict):
+            raise FrameViolation(f"manifest agent {key[:100]!r} has no model object")
+        model = agent["model"]
+        for field in _MODEL_KEYS:
+            value = model.get(field)
+            if field == "baseURL" and value is None:
+                continue
+            if not isinstance(value, str) or len(value) > MAX_MODEL_TEXT_CHARS:
+                raise FrameViolation(f"manifest agent {key[:100]!r}: model {field} is not a short string")
+        agent["model"] = {field: model[field] for field in _MODEL_KEYS if field in model}
+    return manifest

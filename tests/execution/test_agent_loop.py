@@ -205,6 +205,48 @@ def test_stop_when_step_count_lowers_the_cap(alice: Any, use_fake_provider: Fake
     assert run.steps == 1
 
 
+@pytest.mark.parametrize(
+    ("stop_when", "steps"),
+    [
+        (None, 2),  # the tool step, then the model's answer
+        ({"hasToolCall": "launchMissiles"}, 1),
+        ({"hasToolCall": "getWeather"}, 2),
+        ([{"stepCount": 5}, {"hasToolCall": "launchMissiles"}], 1),
+        ([{"hasToolCall": "getWeather"}, {"stepCount": 1}], 1),
+    ],
+)
+def test_stop_when_has_tool_call_and_lists_end_the_loop(
+    alice: Any, use_fake_provider: FakeOpenAI, stop_when: Any, steps: int
+) -> None:
+    """Descriptors the runtime recognised from (inlined) stepCountIs/hasToolCall are honoured."""
+    manifest = weather_manifest()
+    if stop_when is not None:
+        manifest["agents"]["weather"]["options"] = {"stopWhen": stop_when}
+    version = manifest_version(alice.organization, slug="stops", manifest=manifest)
+    run = start_and_execute(alice.organization, "#call=launchMissiles {}", version=version)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert run.steps == steps
+    assert types(run).count("tool-output-error") == 1  # launchMissiles is no tool of the agent
+
+
+def test_provider_models_map_under_their_family(
+    alice: Any, use_fake_provider: FakeOpenAI, settings: Any
+) -> None:
+    """A model from an inlined provider (openai.responses + id) resolves to the platform provider."""
+    model = {"provider": "openai.responses", "id": "gpt-4o-mini", "baseURL": "https://api.openai.com/v1"}
+    version = manifest_version(alice.organization, slug="inlined", manifest=weather_manifest(model))
+    run = start_and_execute(alice.organization, "hi", version=version)
+    assert run.status == RunStatus.SUCCEEDED, run.error_message
+    assert use_fake_provider.requests[-1]["model"] == "gpt-4o-mini"  # unmapped: its id, unchanged
+    settings.LIGHTFAST_MODEL_MAP = {"openai/gpt-4o-mini": "mapped-by-family", "gpt-4o-mini": "mapped-by-id"}
+    assert start_and_execute(alice.organization, "hi", version=version).model == "mapped-by-family"
+    settings.LIGHTFAST_MODEL_MAP = {"gpt-4o-mini": "mapped-by-id"}
+    assert start_and_execute(alice.organization, "hi", version=version).model == "mapped-by-id"
+    gateway = manifest_version(alice.organization, slug="gw", manifest=weather_manifest())
+    settings.LIGHTFAST_MODEL_MAP = {"openai/openai/gpt-4o-mini": "never", "openai/gpt-4o-mini": "gw"}
+    assert start_and_execute(alice.organization, "hi", version=gateway).model == "gw"
+
+
 def test_history_replays_tool_calls_and_results(alice: Any, use_fake_provider: FakeOpenAI) -> None:
     first = start_and_execute(alice.organization, "#call=nope {}")
     start_and_execute(alice.organization, "and now?", session=first.session)

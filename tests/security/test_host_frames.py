@@ -372,6 +372,35 @@ def test_fetch_frames_only_in_calls_and_load_results_only_ok() -> None:
         _frames("introspect").check(b'{"type":"result","id":7,"ok":true,"manifest":[]}')
 
 
+def _introspect_frame(model: Any) -> bytes:
+    manifest = {"metadata": {}, "agents": {"a": {"name": "a", "model": model, "tools": {}}}, "warnings": []}
+    return json.dumps({"type": "result", "id": 7, "ok": True, "manifest": manifest}).encode()
+
+
+def test_manifest_models_keep_provider_id_and_base_url_only() -> None:
+    model = {"provider": "openai.responses", "id": "gpt-4o", "baseURL": "https://x.example/v1", "key": "sk"}
+    checked = _frames("introspect").check(_introspect_frame(model))["manifest"]["agents"]["a"]["model"]
+    assert checked == {"provider": "openai.responses", "id": "gpt-4o", "baseURL": "https://x.example/v1"}
+    plain = _frames("introspect").check(_introspect_frame({"provider": "gateway", "id": "openai/gpt-4o"}))
+    assert plain["manifest"]["agents"]["a"]["model"] == {"provider": "gateway", "id": "openai/gpt-4o"}
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        None,
+        "openai/gpt-4o",
+        {"provider": "openai.chat"},
+        {"provider": "openai.chat", "id": 5},
+        {"provider": "openai.chat", "id": "gpt-4o", "baseURL": ["https://x"]},
+        {"provider": "openai.chat", "id": "gpt-4o", "baseURL": "https://x/" + "a" * 5000},
+    ],
+)
+def test_manifest_models_of_the_wrong_shape_are_violations(model: Any) -> None:
+    with pytest.raises(FrameViolation):
+        _frames("introspect").check(_introspect_frame(model))
+
+
 def test_fetches_in_flight_are_counted_by_the_host() -> None:
     frames = _frames(limits=Limits(concurrent_fetches=2, fetch_timeout_ms=10000))
     for fetch_id in (1, 2):

@@ -1565,7 +1565,10 @@ static int call_loop(Call *c, const char *args, char **output, char **logs) {
 
 /* A call that failed after the heap limit refused an allocation failed because of it, whatever the
  * bundle made of the out-of-memory error: swallowed in a timer callback or a promise job (the
- * tool's promise then never settles: "nothing pending", or the wall limit), or re-thrown. */
+ * tool's promise then never settles: "nothing pending", or the wall limit), or re-thrown. When
+ * QuickJS cannot even allocate the InternalError at the limit it throws null instead (seen with
+ * 1e7 promises and huge regex replacements: where the limit falls depends on the heap's layout,
+ * so any change of the runtime's size could turn those memory_limits into tool_errors). */
 static void classify_refused_memory(void) {
     if (!mem_refused || !g_err.code || !strcmp(g_err.code, "memory_limit")) return;
     int swallowed = !strcmp(g_err.code, "timeout") || !strcmp(g_err.code, "sandbox_crash");
@@ -1725,6 +1728,12 @@ static int jail_for_calls(void) {
         as_hard = r.rlim_max;
     }
     signal(SIGPROF, SIG_DFL);
+    /* Date's local-time methods (getHours, getTimezoneOffset, toString...) call localtime_r, whose
+     * first use loads the zone (an open the call filter refuses: SIGSYS killed any bundle that
+     * formats a date, e.g. with date-fns). Bundle code runs in UTC, as on edge runtimes and
+     * whatever the host's zone: loaded here, under the worker filter, libc keeps it cached. */
+    setenv("TZ", "UTC", 1);
+    tzset();
     if (layers.seccomp && install_filter(&call_filter) < 0) return -1;
     return 0;
 }

@@ -4,7 +4,7 @@
 import * as zodV3 from "zod/v3";
 import * as zodV4 from "zod/v4";
 import { zodToJsonSchema } from "zod-to-json-schema";
-import { WeakMapCtor, WeakMapGet, WeakMapHas, WeakMapSet, ObjectKeys, ArrayIsArray } from "./intrinsics.js";
+import { WeakMapCtor, WeakMapGet, WeakMapHas, WeakMapSet, ObjectKeys, ArrayIsArray, ArrayPush } from "./intrinsics.js";
 import { addNodeModules } from "./node/index.js";
 
 const toolFactories = new WeakMapCtor(); // factory -> createTool config
@@ -12,6 +12,10 @@ const agentConfigs = new WeakMapCtor(); // agent -> createAgent options
 const appConfigs = new WeakMapCtor(); // createLightfast result -> { agents, metadata }
 const jsonSchemas = new WeakMapCtor(); // jsonSchema() result -> { schema, validate }
 const stopConditions = new WeakMapCtor(); // stepCountIs()/hasToolCall() result -> descriptor
+// The AI SDK marks its schemas (jsonSchema(), zodSchema()) with this registered symbol; bundles that
+// inline the AI SDK carry their own copy of jsonSchema(), recognised by the marker (read once here,
+// before bundle code could replace Symbol.for).
+const AI_SDK_SCHEMA = Symbol.for("vercel.ai.schema");
 
 function isObject(value) {
   return value !== null && typeof value === "object";
@@ -172,6 +176,7 @@ export function discoverAgents(moduleExports) {
 function schemaKind(schema) {
   if (!isObject(schema)) return "none";
   if (WeakMapHas(jsonSchemas, schema)) return "json";
+  if (schema[AI_SDK_SCHEMA] === true) return "ai-schema"; // the inlined AI SDK's jsonSchema()/zodSchema()
   if (isObject(schema._zod)) return "zod4";
   if (isObject(schema._def) && typeof schema.safeParseAsync === "function") return "zod3";
   if (isObject(schema["~standard"])) return "standard";
@@ -182,6 +187,14 @@ export function schemaToJSON(schema, io) {
   switch (schemaKind(schema)) {
     case "json":
       return WeakMapGet(jsonSchemas, schema).schema;
+    case "ai-schema": {
+      // `.jsonSchema` is a getter that may evaluate a lazy schema function (AI SDK 5).
+      const out = schema.jsonSchema;
+      if (!isObject(out) || ArrayIsArray(out)) return {};
+      const copy = { ...out };
+      delete copy.$schema;
+      return copy;
+    }
     case "zod4": {
       const out = zodV4.toJSONSchema(schema, { io, unrepresentable: "any" });
       delete out.$schema;
@@ -201,15 +214,17 @@ export function schemaToJSON(schema, io) {
 
 // Validate `input` with a tool's schema: { ok: true, value } or { ok: false, issues }.
 export async function validateInput(schema, input) {
-  switch (schemaKind(schema)) {
+  const kind = schemaKind(schema);
+  switch (kind) {
     case "zod3":
     case "zod4": {
       const result = await schema.safeParseAsync(input);
       if (result.success) return { ok: true, value: result.data };
       return { ok: false, issues: result.error.issues };
     }
-    case "json": {
-      const { validate } = WeakMapGet(jsonSchemas, schema);
+    case "json":
+    case "ai-schema": {
+      const validate = kind === "json" ? WeakMapGet(jsonSchemas, schema).validate : schema.validate;
       if (typeof validate !== "function") return { ok: true, value: input };
       const result = await validate(input);
       if (result && result.success === false) {
@@ -227,12 +242,34 @@ export async function validateInput(schema, input) {
   }
 }
 
+// The base URL an AI SDK provider model calls, when the model shows it without secrets: the
+// config's `baseURL` (Anthropic, gateway) or its `url({ path: "", modelId })` (OpenAI, which only
+// joins strings). Headers (where API keys live) are never read.
+function modelBaseURL(model) {
+  let config;
+  try {
+    config = model.config;
+    if (!isObject(config)) return undefined;
+    if (typeof config.baseURL === "string") return config.baseURL;
+    if (typeof config.url === "function") {
+      const url = config.url({ path: "", modelId: model.modelId });
+      if (typeof url === "string") return url;
+    }
+  } catch {
+    // A config that throws just has no reported base URL.
+  }
+  return undefined;
+}
+
 function modelDescriptor(model) {
   if (typeof model === "string") {
     return model === "demo" ? { provider: "demo", id: "demo" } : { provider: "gateway", id: model };
   }
   if (isObject(model) && typeof model.modelId === "string") {
-    return { provider: String(model.provider || "unknown"), id: model.modelId };
+    const out = { provider: String(model.provider || "unknown"), id: model.modelId };
+    const baseURL = modelBaseURL(model);
+    if (baseURL !== undefined) out.baseURL = baseURL;
+    return out;
   }
   return null;
 }
@@ -243,11 +280,82 @@ const JSON_OPTIONS = new Set([
   "maxRetries", "toolChoice", "providerOptions", "stopSequences", "activeTools", "headers",
 ]);
 
-function stopWhenDescriptor(stopWhen, warn) {
+// Stop conditions from an inlined AI SDK are plain closures the WeakMap above never saw. They are
+// recognised by behaviour: called with synthetic step lists, as the AI SDK calls them, they must
+// answer exactly like stepCountIs(n) (true at one length only, whatever the steps hold) or like
+// hasToolCall(name) (true exactly when the last step calls that one tool of the agent). Anything
+// else (async, throwing, answering both ways) stays a custom condition and is reported as ignored.
+// Five times the default platform step cap (LIGHTFAST_RUN_MAX_STEPS = 20): larger counts change nothing.
+const MAX_PROBED_STEPS = 100;
+const UNKNOWN_TOOL = "\u0000lightfast-probe-no-such-tool";
+
+function probeStep(toolName) {
+  const toolCalls = toolName === undefined ? [] : [{ type: "tool-call", toolCallId: "probe", toolName, input: {} }];
+  return {
+    content: [], text: "", reasoning: [], reasoningText: undefined, files: [], sources: [],
+    toolCalls, staticToolCalls: toolCalls, dynamicToolCalls: [],
+    toolResults: [], staticToolResults: [], dynamicToolResults: [],
+    finishReason: toolName === undefined ? "stop" : "tool-calls",
+    usage: { inputTokens: 0, outputTokens: 0, totalTokens: 0 }, warnings: [],
+    request: {}, response: { messages: [] }, providerMetadata: undefined,
+  };
+}
+
+// steps: `count` steps, the last one (or the one at `callAt`) calling `toolName`.
+function probeSteps(count, toolName, callAt = count - 1) {
+  const steps = [];
+  for (let i = 0; i < count; i++) ArrayPush(steps, probeStep(i === callAt ? toolName : undefined));
+  return steps;
+}
+
+function answers(condition, steps) {
+  const result = condition({ steps });
+  if (typeof result !== "boolean") throw new TypeError("not a synchronous boolean condition");
+  return result;
+}
+
+export function recognizeStopCondition(condition, toolNames) {
+  if (typeof condition !== "function") return undefined;
+  try {
+    // One growing list of one shared plain step keeps the scan linear (the AI SDK's conditions only
+    // read the list; the verification below uses fresh lists).
+    const trueAt = [];
+    const plain = probeStep(undefined);
+    const growing = [];
+    for (let n = 1; n <= MAX_PROBED_STEPS && trueAt.length < 2; n++) {
+      ArrayPush(growing, plain);
+      if (answers(condition, growing)) ArrayPush(trueAt, n);
+    }
+    if (trueAt.length === 1) {
+      const n = trueAt[0];
+      for (const name of [...toolNames, UNKNOWN_TOOL]) {
+        if (!answers(condition, probeSteps(n, name))) return undefined;
+        if (answers(condition, probeSteps(n + 1, name))) return undefined;
+        if (n > 1 && answers(condition, probeSteps(n - 1, name))) return undefined;
+      }
+      return { stepCount: n };
+    }
+    if (trueAt.length !== 0) return undefined;
+    if (answers(condition, probeSteps(1, UNKNOWN_TOOL))) return undefined;
+    const hits = [];
+    for (const name of toolNames) {
+      const last = [1, 2, 3].map((count) => answers(condition, probeSteps(count, name)));
+      const earlier = answers(condition, probeSteps(2, name, 0));
+      if (last[0] && last[1] && last[2] && !earlier) ArrayPush(hits, name);
+      else if (last[0] || last[1] || last[2] || earlier) return undefined;
+    }
+    return hits.length === 1 ? { hasToolCall: hits[0] } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function stopWhenDescriptor(stopWhen, toolNames, warn) {
   const list = ArrayIsArray(stopWhen) ? stopWhen : [stopWhen];
   const out = [];
   for (const c of list) {
-    if (WeakMapHas(stopConditions, c)) out.push(WeakMapGet(stopConditions, c));
+    const known = WeakMapHas(stopConditions, c) ? WeakMapGet(stopConditions, c) : recognizeStopCondition(c, toolNames);
+    if (known !== undefined) out.push(known);
     else warn("a custom stopWhen condition cannot run on the platform and is ignored");
   }
   if (out.length === 0) return undefined;
@@ -308,7 +416,7 @@ export function introspectAgents(found) {
       if (AGENT_KEYS.has(opt)) continue;
       const value = agent[opt];
       if (opt === "stopWhen") {
-        const d = stopWhenDescriptor(value, warn);
+        const d = stopWhenDescriptor(value, ObjectKeys(tools), warn);
         if (d !== undefined) options.stopWhen = d;
       } else if (JSON_OPTIONS.has(opt) && typeof value !== "function") {
         options[opt] = value;

@@ -221,6 +221,8 @@ export function manifestText(manifest) {
       quote(stringOr(own(model, "provider"), "unknown")) +
       ',"id":' +
       quote(stringOr(own(model, "id"), "")) +
+      // The provider's base URL, when the bundle's inlined provider shows one (lightfast.js).
+      (typeof own(model, "baseURL") === "string" ? ',"baseURL":' + quote(own(model, "baseURL")) : "") +
       '},"tools":' +
       recordText(own(a, "tools"), tool) +
       ',"dynamicTools":' +
