@@ -49,6 +49,7 @@ from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDel
 from execution.providers.demo import DemoProvider
 from execution.sandbox import api as sandbox_api
 from execution.sandbox.values import clean_text, clean_value
+from lightfast_cloud import sql
 
 logger = logging.getLogger(__name__)
 
@@ -220,20 +221,19 @@ def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
 def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]]]]:
     """(role, UI parts) of the session's messages, oldest first (one plain SELECT)."""
     parts = statements.converter(Message, "parts")
-    with statements.database().cursor() as cursor:
-        cursor.execute(_history_sql(statements.vendor()), [session_id])
-        return [(str(role), parts(value)) for role, value in cursor.fetchall()]
+    rows = sql.fetch_all(_history_sql(sql.vendor()), [session_id])
+    return [(str(role), parts(value)) for role, value in rows]
 
 
 @functools.cache
 def _history_sql(vendor: str) -> str:
     return "SELECT {}, {} FROM {} WHERE {} = %s ORDER BY {}, {}".format(  # noqa: S608 - identifiers only
-        statements.column(Message, "role"),
-        statements.column(Message, "parts"),
-        statements.table(Message),
-        statements.column(Message, "session"),
-        statements.column(Message, "created_at"),
-        statements.column(Message, "id"),
+        sql.column(Message, "role"),
+        sql.column(Message, "parts"),
+        sql.table(Message),
+        sql.column(Message, "session"),
+        sql.column(Message, "created_at"),
+        sql.column(Message, "id"),
     )
 
 

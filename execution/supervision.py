@@ -23,9 +23,9 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from execution.events import write_transaction
 from execution.models import Run, RunStatus
 from execution.providers.base import CancelToken
+from execution.write_gate import write_transaction
 
 logger = logging.getLogger(__name__)
 

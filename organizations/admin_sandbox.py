@@ -12,10 +12,10 @@ from django import forms
 from django.contrib import admin
 from django.forms import BaseInlineFormSet
 
+from organizations.errors import SettingInvalid
 from organizations.models import EgressAllowedHost, ModelProviderConfig, OrganizationVariable
 from organizations.services import (
     Actor,
-    SettingInvalid,
     egress_host_add,
     egress_host_clean,
     egress_host_remove,

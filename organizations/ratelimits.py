@@ -42,9 +42,8 @@ from django.http import HttpRequest
 from django_ratelimit import ALL
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate
 from redis.exceptions import NoScriptError, RedisError
-from rest_framework import status
 
-from lightfast_cloud.api_errors import ApiError
+from lightfast_cloud.errors import LightfastError
 from organizations.models import ApiKey, Organization
 
 logger = logging.getLogger(__name__)
@@ -59,13 +58,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUEST_ATTRIBUTE = "lightfast_ratelimit"
 
 
-class RateLimited(ApiError):
+class RateLimited(LightfastError):
     """Too many requests in the current window; `retry_after` seconds until it resets."""
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    error_type = "rate_limited"
     code = "rate_limited"
-    default_detail = "Too many requests."
+    default_message = "Too many requests."
 
     def __init__(self, decision: RateLimitDecision) -> None:
         super().__init__(
@@ -80,21 +77,12 @@ class RateLimited(ApiError):
         )
         self.decision = decision
 
-    def error_frame(self) -> dict[str, Any]:
-        """The websocket `error` frame for this refusal."""
-        return {
-            "type": "error",
-            "errorText": f"{self.error_type}: {self.message}",
-            "error": {"type": self.error_type, "message": self.message, "detail": self.extra_detail},
-        }
 
-
-class RateLimitUnavailable(ApiError):
+class RateLimitUnavailable(LightfastError):
     """The rate-limit store (Redis) cannot be reached: refuse rather than let requests through unlimited."""
 
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    error_type = "rate_limit_unavailable"
-    default_detail = "The rate-limit service is unavailable; retry shortly."
+    code = "rate_limit_unavailable"
+    default_message = "The rate-limit service is unavailable; retry shortly."
 
 
 @dataclass(frozen=True)
@@ -404,7 +392,7 @@ def ratelimit_ws_connect(
 
 
 def ratelimit_ws_frame(*, organization: Organization, api_key: ApiKey | None = None) -> RateLimitDecision:
-    """Count one client message frame; on RateLimited send `exc.error_frame()` and drop the frame."""
+    """Count one client message frame; on RateLimited the frame is dropped with an `error` frame."""
     return _ws(POLICY_WS_FRAME, organization=organization, api_key=api_key)
 
 

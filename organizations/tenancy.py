@@ -19,14 +19,14 @@ from django.db import models
 from django.http import Http404
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
-from rest_framework import generics, status
+from rest_framework import generics
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lightfast_cloud.api_errors import ApiError
+from lightfast_cloud.errors import LightfastError
 from organizations.models import ApiKey, Membership, Organization, Scope
 from organizations.ratelimits import (
     ratelimit_api_request,
@@ -42,16 +42,14 @@ ORGANIZATION_HEADER = "X-Organization"
 ModelT = TypeVar("ModelT", bound=models.Model)
 
 
-class OrganizationSuspended(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    error_type = "organization_suspended"
-    default_detail = "This organization is suspended. Contact the platform operator."
+class OrganizationSuspended(LightfastError):
+    code = "organization_suspended"
+    default_message = "This organization is suspended. Contact the platform operator."
 
 
-class OrganizationRequired(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    error_type = "organization_required"
-    default_detail = f"You belong to several organizations; name one in the {ORGANIZATION_HEADER} header."
+class OrganizationRequired(LightfastError):
+    code = "organization_required"
+    default_message = f"You belong to several organizations; name one in the {ORGANIZATION_HEADER} header."
 
 
 @dataclass(frozen=True)
@@ -87,13 +85,11 @@ class Tenant:
         return self.api_key.expires_at if self.api_key is not None else None
 
 
-class CredentialsRevoked(Exception):
-    """The credentials a live connection was opened with no longer hold; `code` is the error type."""
+class CredentialsRevoked(LightfastError):
+    """The credentials a live connection was opened with no longer hold (`credentials_revoked`,
+    `credentials_expired`, `organization_suspended`)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+    code = "credentials_revoked"
 
 
 def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organization:
@@ -115,9 +111,9 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
             .first()
         )
         if key is None or key[0] is not None:
-            raise CredentialsRevoked("credentials_revoked", "The API key was revoked.")
+            raise CredentialsRevoked(code="credentials_revoked", message="The API key was revoked.")
         if key[1] is not None and key[1] <= now:
-            raise CredentialsRevoked("credentials_expired", "The API key has expired.")
+            raise CredentialsRevoked(code="credentials_expired", message="The API key has expired.")
         active, api_rate = key[2], key[3]
     elif tenant.membership is not None:
         member = (
@@ -126,20 +122,24 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
             .first()
         )
         if member is None or not member[1]:
-            raise CredentialsRevoked("credentials_revoked", "You are no longer a member of the organization.")
+            raise CredentialsRevoked(
+                code="credentials_revoked", message="You are no longer a member of the organization."
+            )
         if member[0] != tenant.membership.role:
-            raise CredentialsRevoked("credentials_revoked", "Your role changed; connect again.")
+            raise CredentialsRevoked(code="credentials_revoked", message="Your role changed; connect again.")
         session_key = tenant.session_key
         if session_key is not None and not _session_holds(session_key, tenant.membership.user_id):
-            raise CredentialsRevoked("credentials_revoked", "You signed out, or your password changed.")
+            raise CredentialsRevoked(
+                code="credentials_revoked", message="You signed out, or your password changed."
+            )
         active, api_rate = member[2], member[3]
     else:
         current = Organization.objects.filter(pk=organization.pk).values_list("is_active", "api_rate").first()
         if current is None:
-            raise CredentialsRevoked("credentials_revoked", "The organization no longer exists.")
+            raise CredentialsRevoked(code="credentials_revoked", message="The organization no longer exists.")
         active, api_rate = current
     if not active:
-        raise CredentialsRevoked("organization_suspended", "This organization is suspended.")
+        raise CredentialsRevoked(code="organization_suspended", message="This organization is suspended.")
     organization.api_rate = api_rate
     return organization
 

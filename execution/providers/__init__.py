@@ -27,10 +27,10 @@ from typing import Any
 
 from django.conf import settings
 
-from execution import statements
 from execution.providers.base import ModelProvider
 from execution.providers.demo import DEMO_MODEL_ID, DemoProvider
 from execution.providers.openai_compatible import OpenAICompatibleProvider
+from lightfast_cloud import sql
 from organizations.models import ModelProviderConfig, Organization
 from organizations.selectors import OrganizationModelProvider, model_provider_for
 
@@ -101,12 +101,10 @@ def _organization_provider(organization: Organization) -> OrganizationModelProvi
     built from an identical row (the key decrypted) is reused. Keyed by the organization and the
     row's full content, never shared across organizations.
     """
-    with statements.database().cursor() as cursor:
-        cursor.execute(_provider_row_sql(statements.vendor()), [organization.pk])
-        row = cursor.fetchone()
+    row = sql.fetch_one(_provider_row_sql(sql.vendor()), [organization.pk])
     key = (
         organization.pk,
-        None if row is None else tuple(row),
+        row,
         # The key is decrypted with these: a different key must not reuse what the old one read.
         settings.SECRET_KEY,
         tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ()),
@@ -125,12 +123,12 @@ def _organization_provider(organization: Organization) -> OrganizationModelProvi
 @functools.cache
 def _provider_row_sql(vendor: str) -> str:
     columns = ", ".join(
-        statements.column(ModelProviderConfig, name)
+        sql.column(ModelProviderConfig, name)
         for name in ("id", "base_url", "api_key_token", "model_map", "updated_at")
     )
-    organization = statements.column(ModelProviderConfig, "organization")
+    organization = sql.column(ModelProviderConfig, "organization")
     # Identifiers from model metadata; the organization id is a parameter.
-    return f"SELECT {columns} FROM {statements.table(ModelProviderConfig)} WHERE {organization} = %s"  # noqa: S608
+    return f"SELECT {columns} FROM {sql.table(ModelProviderConfig)} WHERE {organization} = %s"  # noqa: S608
 
 
 def model_resolve(manifest_model: Any, *, organization: Organization | None = None) -> ResolvedModel:
