@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -86,9 +88,9 @@ class RunListView(OrganizationScopedGenericAPIView):
     pagination_class = Pagination
     scope_by_method = {"POST": Scope.EXECUTE}
 
-    def get_queryset(self) -> QuerySet[Run]:
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Scoped runs, filtered by `status`, `agent` (`bundle/agentKey`) and `session`."""
-        runs: QuerySet[Run] = super().get_queryset()
+        runs: QuerySet[Run] = super().filter_queryset(queryset)
         params = self.request.query_params
         if params.get("status"):
             runs = runs.filter(status=params["status"])
@@ -111,7 +113,7 @@ class RunListView(OrganizationScopedGenericAPIView):
     )
     def get(self, request: Request) -> Response:
         """Runs, newest first."""
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
     @extend_schema(
@@ -249,9 +251,9 @@ class SessionListView(OrganizationScopedGenericAPIView):
     serializer_class = ChatSessionSerializer
     pagination_class = Pagination
 
-    def get_queryset(self) -> QuerySet[ChatSession]:
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Scoped sessions, filtered by `agent`."""
-        sessions: QuerySet[ChatSession] = super().get_queryset()
+        sessions: QuerySet[ChatSession] = super().filter_queryset(queryset)
         if self.request.query_params.get("agent"):
             sessions = sessions.filter(agent=self.request.query_params["agent"])
         return sessions
@@ -266,7 +268,7 @@ class SessionListView(OrganizationScopedGenericAPIView):
     )
     def get(self, request: Request) -> Response:
         """Sessions, paginated."""
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(ChatSessionSerializer(page, many=True).data)
 
 

@@ -1,16 +1,4 @@
-"""Who is on a websocket: single-use tickets, API keys in `Sec-WebSocket-Protocol`, dashboard sessions.
-
-A long-lived key never goes in a URL (URLs end up in logs): browsers that cannot set headers
-either offer the key as a subprotocol (`lightfast.v1, lightfast.key.<key>`; the server echoes
-only `lightfast.v1`) or first `POST /api/v1/ws-tickets` and connect with `?ticket=`. A ticket
-lives `TICKET_TTL_S` seconds in the cache and is consumed atomically (redis GETDEL), so it works
-once. A dashboard session authenticates only when the `Origin` is one of ours (cookies are
-ambient: without the check any site could open a socket as the signed-in user).
-
-Every refused credential (ticket, key, none at all) counts against the client IP's
-failed-authentication limit, as on the REST API; an IP over it is refused with `rate_limited`
-whatever it presents (`ratelimit_ws_connect` checks it for the credentials that do hold).
-"""
+"""Who is on a websocket: single-use tickets, API keys in `Sec-WebSocket-Protocol`, dashboard sessions."""
 
 from __future__ import annotations
 
@@ -31,8 +19,8 @@ from organizations.errors import ApiKeyRejected
 from organizations.models import ApiKey, Membership, Organization
 from organizations.ratelimits import ratelimit_auth_blocked, ratelimit_auth_failure
 from organizations.selectors import membership_for_user
-from organizations.services import Actor, apikey_authenticate
-from organizations.tenancy import Tenant
+from organizations.services import apikey_authenticate
+from organizations.tenancy import OrganizationSuspended, Tenant, tenant_of
 
 # WsAuthFailed codes that mean "these credentials do not authenticate": they count against the IP.
 CREDENTIAL_FAILURES = frozenset({"authentication_failed", "not_authenticated"})
@@ -106,12 +94,8 @@ def ws_ticket_consume(*, ticket: str) -> Tenant:
             raise WsAuthFailed(
                 code="authentication_failed", message="The API key behind the ticket was revoked."
             )
-        tenant = Tenant(
-            organization=organization,
-            scopes=scopes & frozenset(api_key.scopes),
-            actor=Actor.for_api_key(api_key),
-            api_key=api_key,
-        )
+        api_key.organization = organization
+        return _tenant(api_key=api_key, scopes=scopes)
     else:
         membership = (
             Membership.objects.select_related("user", "organization")
@@ -122,19 +106,15 @@ def ws_ticket_consume(*, ticket: str) -> Tenant:
             raise WsAuthFailed(
                 code="authentication_failed", message="The ticket's user is no longer a member."
             )
-        tenant = Tenant(
-            organization=organization,
-            scopes=scopes & membership.scopes,
-            actor=Actor.for_user(membership.user),
-            membership=membership,
-        )
-    return _active(tenant)
+        return _tenant(membership=membership, scopes=scopes)
 
 
-def _active(tenant: Tenant) -> Tenant:
-    if not tenant.organization.is_active:
-        raise WsAuthFailed(code="organization_suspended", message="This organization is suspended.")
-    return tenant
+def _tenant(**credentials: Any) -> Tenant:
+    """`tenant_of` the credentials; at connect a suspended organization is an authentication refusal."""
+    try:
+        return tenant_of(**credentials)
+    except OrganizationSuspended as exc:
+        raise WsAuthFailed(code=exc.code, message="This organization is suspended.") from exc
 
 
 def offered_subprotocols(scope: dict[str, Any]) -> list[str]:
@@ -176,14 +156,7 @@ def _key_tenant(raw_key: str) -> Tenant:
         api_key = apikey_authenticate(raw_key=raw_key)
     except ApiKeyRejected as exc:
         raise WsAuthFailed(code="authentication_failed", message=exc.message) from exc
-    return _active(
-        Tenant(
-            organization=api_key.organization,
-            scopes=frozenset(api_key.scopes),
-            actor=Actor.for_api_key(api_key),
-            api_key=api_key,
-        )
-    )
+    return _tenant(api_key=api_key)
 
 
 def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
@@ -235,14 +208,10 @@ def _resolve(scope: dict[str, Any]) -> Tenant:
             raise WsAuthFailed(
                 code="not_found", message="No organization of yours matches (name one with ?organization=)."
             )
-        return _active(
-            Tenant(
-                organization=membership.organization,
-                scopes=membership.scopes,
-                actor=Actor.for_user(membership.user),
-                membership=membership,
-                session_key=getattr(scope.get("session"), "session_key", None),
-            )
+        return _tenant(
+            membership=membership,
+            user=user,
+            session_key=getattr(scope.get("session"), "session_key", None),
         )
     raise WsAuthFailed(
         code="not_authenticated", message="Authenticate with a ticket, an API key or a session."

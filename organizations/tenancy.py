@@ -1,11 +1,5 @@
-"""The tenant API base: resolve the caller's organization once, then hand out only its objects.
-
-Every tenant API view derives from `OrganizationScopedAPIView` (or the generic
-variant). The organization comes from the API key or from the session user's
-membership; lookups go through `scoped()` / `get_scoped_object_or_404()`, so
-another organization's object is a 404. `unscoped_queryset()` is the one,
-deliberately conspicuous, way around that.
-"""
+"""Tenancy: the one function that makes a caller's credentials a `Tenant` (REST, SSE and websockets), and
+the tenant API base views, which hand out only the caller's organization's objects."""
 
 from __future__ import annotations
 
@@ -157,16 +151,46 @@ def _session_holds(session_key: str, user_id: int) -> bool:
     )
 
 
-def tenant_resolve(request: Request) -> Tenant:
-    """The caller's organization from its API key or session membership; raises 401/403/404 errors."""
-    if isinstance(request.auth, ApiKey):
-        api_key = request.auth
+def tenant_of(
+    *,
+    api_key: ApiKey | None = None,
+    membership: Membership | None = None,
+    user: Any = None,
+    scopes: frozenset[str] | None = None,
+    session_key: str | None = None,
+) -> Tenant:
+    """The tenant of authenticated credentials (an API key, or a member's membership): every transport's.
+
+    `user` is the membership's user when the caller has it at hand; `scopes` narrows what the
+    credentials allow (a websocket ticket carries its issuer's). Raises OrganizationSuspended when
+    the organization is suspended.
+    """
+    if api_key is not None:
+        allowed = frozenset(api_key.scopes)
         tenant = Tenant(
             organization=api_key.organization,
-            scopes=frozenset(api_key.scopes),
+            scopes=allowed if scopes is None else scopes & allowed,
             actor=Actor.for_api_key(api_key),
             api_key=api_key,
         )
+    else:
+        assert membership is not None, "a tenant needs an API key or a membership"
+        tenant = Tenant(
+            organization=membership.organization,
+            scopes=membership.scopes if scopes is None else scopes & membership.scopes,
+            actor=Actor.for_user(user if user is not None else membership.user),
+            membership=membership,
+            session_key=session_key,
+        )
+    if not tenant.organization.is_active:
+        raise OrganizationSuspended()
+    return tenant
+
+
+def tenant_resolve(request: Request) -> Tenant:
+    """The caller's organization from its API key or session membership; raises 401/403/404 errors."""
+    if isinstance(request.auth, ApiKey):
+        return tenant_of(api_key=request.auth)
     else:
         user = request.user
         if user is None or not user.is_authenticated:
@@ -178,16 +202,11 @@ def tenant_resolve(request: Request) -> Tenant:
                 raise OrganizationRequired()
             # Not a member (or no such organization): indistinguishable on purpose.
             raise Http404("No organization of yours matches.")
-        tenant = Tenant(
-            organization=membership.organization,
-            scopes=membership.scopes,
-            actor=Actor.for_user(user),
+        return tenant_of(
             membership=membership,
+            user=user,
             session_key=getattr(getattr(request, "session", None), "session_key", None),
         )
-    if not tenant.organization.is_active:
-        raise OrganizationSuspended()
-    return tenant
 
 
 def tenant_admit(request: Request) -> Tenant:
@@ -228,6 +247,21 @@ class HasRequiredScope(BasePermission):
         )
 
 
+# The safe path of a tenant view: how it finds its caller and scopes its lookups. A subclass that
+# redefines one of these is refused when it is created; filter in `filter_queryset`, and reach other
+# organizations' rows only through `unscoped_queryset(model, reason=...)`.
+SAFE_PATH_METHODS = frozenset(
+    {
+        "perform_authentication",
+        "check_permissions",
+        "scoped",
+        "get_scoped_object_or_404",
+        "get_queryset",
+        "unscoped_queryset",
+    }
+)
+
+
 class OrganizationScopedMixin:
     """Resolves `self.tenant` before permission checks and scopes every lookup to its organization."""
 
@@ -236,6 +270,18 @@ class OrganizationScopedMixin:
     # Lookup path from the model to its organization, e.g. "bundle__organization".
     organization_field: ClassVar[str] = "organization"
     tenant: Tenant
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass (outside this module) that redefines the safe path (SAFE_PATH_METHODS)."""
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:
+            return
+        overridden = sorted(SAFE_PATH_METHODS & set(vars(cls)))
+        if overridden:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} overrides {', '.join(overridden)} of the tenant base "
+                "view; filter in filter_queryset(), or use unscoped_queryset(model, reason=...)."
+            )
 
     @property
     def organization(self) -> Organization:

@@ -16,7 +16,9 @@ from organizations.services.audit import (
 )
 from organizations.services.memberships import membership_add, membership_change_role, membership_remove
 from organizations.services.organizations import (
+    PROFILE_FIELDS,
     org_create,
+    org_update,
     org_update_limits,
     organization_set_sandbox_backend,
     user_get_or_create_by_email,
@@ -42,6 +44,8 @@ from organizations.services.sandbox_settings import (
 )
 
 __all__ = [
+    "PROFILE_FIELDS",
+    "org_update",
     "Actor",
     "FORBIDDEN_INJECT_HEADERS",
     "MAX_EGRESS_HOSTS",

@@ -108,3 +108,31 @@ def organization_set_sandbox_backend(
         metadata={"before": before, "after": backend},
     )
     return organization
+
+
+# What `org_update` may change; limits, the sandbox backend and suspension have their own services.
+PROFILE_FIELDS = ("slug", "name")
+
+
+@transaction.atomic
+def org_update(*, organization: Organization, changes: dict[str, Any], actor: Actor) -> Organization:
+    """Change the organization's slug or name; records old and new values."""
+    unknown = set(changes) - set(PROFILE_FIELDS)
+    if unknown:
+        raise TenancyError(f"Not changeable here: {', '.join(sorted(unknown))}.")
+    before = {name: getattr(organization, name) for name in changes}
+    for name, value in changes.items():
+        setattr(organization, name, value)
+    try:
+        organization.full_clean()
+    except DjangoValidationError as exc:
+        raise TenancyError("Invalid organization fields.", detail=exc.message_dict) from exc
+    organization.save(update_fields=list(changes))
+    audit_record(
+        actor=actor,
+        action="organization.changed",
+        organization=organization,
+        target=organization,
+        metadata={"before": before, "after": {name: getattr(organization, name) for name in changes}},
+    )
+    return organization
