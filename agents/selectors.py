@@ -222,18 +222,18 @@ def agent_list(*, organization: Organization) -> list[dict[str, Any]]:
     for bundle in bundle_list(organization=organization).filter(active_version__status=VersionStatus.READY):
         version = bundle.active_version
         assert version is not None
-        for key, spec in sorted(((version.manifest or {}).get("agents") or {}).items()):
+        for key, agent in version.agents().items():
             agents.append(
                 {
                     "id": f"{bundle.slug}/{key}",
                     "bundle": bundle.slug,
                     "agent": key,
                     "version": version.number,
-                    "name": spec.get("name") or key,
-                    "system": spec.get("system"),
-                    "model": spec.get("model"),
-                    "tools": spec.get("tools") or {},
-                    "dynamicTools": bool(spec.get("dynamicTools")),
+                    "name": agent.name,
+                    "system": agent.system,
+                    "model": agent.model,
+                    "tools": dict(agent.tools),
+                    "dynamicTools": agent.dynamic_tools,
                 }
             )
     return agents

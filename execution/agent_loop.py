@@ -1,23 +1,4 @@
-"""The agent loop: history + system prompt + tools → model steps, tool calls in the sandbox, streamed events.
-
-One call of `agent_loop_run` drives one claimed chat run to its outcome:
-
-* the model sees the agent's system prompt, the session's messages (AI SDK UI parts
-  converted to chat messages, tool calls and results included) and the agent's tools
-  with their JSON Schemas from the manifest;
-* each step streams `start-step`, `text-start`/`text-delta`/`text-end`, tool calls as
-  `tool-input-available` followed by `tool-output-available` or `tool-output-error`
-  (also for arguments that are not JSON or name no tool: the model sees the error and can
-  correct itself), then `finish-step`; several calls of one step are all announced, then run
-  in the sandbox together (bounded), their outputs in call order;
-* steps continue while the model calls tools, up to the bundle's `stopWhen` step count,
-  never more than LIGHTFAST_RUN_MAX_STEPS;
-* the cancel token is checked between chunks and handed to the sandbox, and its abort
-  callback shuts the model stream down, so cancel and timeout stop both within a second.
-
-The caller (`services.run_execute`) claims the run, writes the terminal status and the
-final events; this module never changes `Run.status`.
-"""
+"""The agent loop: history, system prompt and tools → model steps, sandbox tool calls, streamed events."""
 
 from __future__ import annotations
 
@@ -33,14 +14,12 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from agents.models import BundleVersion
+from agents.models import AgentManifest
 from agents.selectors import (
     SandboxSettings,
     sandbox_settings_for,
-    tool_limits_for,
-    transformed_bundle_for,
-    version_bundle_key,
 )
+from agents.services.tools import tool_call
 from execution import statements
 from execution.events import run_update_with_events
 from execution.models import Message, MessageRole, Run
@@ -190,25 +169,16 @@ class LoopResult:
     usage: Usage = field(default_factory=Usage)
 
 
-def agent_spec(version: BundleVersion, agent_key: str) -> dict[str, Any]:
-    """The manifest entry of one agent (empty when the manifest lacks it)."""
-    return dict(((version.manifest or {}).get("agents") or {}).get(agent_key) or {})
-
-
-def step_limit(spec: dict[str, Any]) -> int:
+def step_limit(agent: AgentManifest) -> int:
     """The bundle's stopWhen step count, bounded by the platform cap."""
     cap: int = settings.LIGHTFAST_RUN_MAX_STEPS
-    stop_when = (spec.get("options") or {}).get("stopWhen") or spec.get("stopWhen") or {}
-    count = stop_when.get("stepCount") if isinstance(stop_when, dict) else None
-    if isinstance(count, int) and count > 0:
-        return min(count, cap)
-    return cap
+    return min(agent.step_count, cap) if agent.step_count is not None else cap
 
 
-def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
+def tool_specs(agent: AgentManifest) -> list[ToolSpec]:
     """The agent's tools as the model sees them."""
     specs = []
-    for name, tool in sorted((spec.get("tools") or {}).items()):
+    for name, tool in sorted(agent.tools.items()):
         schema = tool.get("inputSchema") or {"type": "object", "properties": {}}
         # OpenAI-compatible APIs reject `$schema` in function parameters on some servers.
         parameters = {key: value for key, value in schema.items() if key != "$schema"}
@@ -308,22 +278,21 @@ def _check(cancel: CancelToken) -> None:
 
 def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> LoopResult:
     """Drive the model and the tools until the model stops or the step limit is reached."""
-    version = run.bundle_version
-    spec = agent_spec(version, run.agent_key)
-    resolved = model_resolve(spec.get("model"), organization=run.organization)
+    agent = run.bundle_version.agent(run.agent_key) or AgentManifest.from_spec(run.agent_key, {})
+    resolved = model_resolve(agent.model, organization=run.organization)
     usage.model = resolved.label
     # The demo model answers instantly, so its chunks are written together at the next
     # blocking point; a network provider blocks before and between chunks, so what is
     # buffered is written before the request and each chunk as it arrives.
     network = not isinstance(resolved.provider, DemoProvider)
     history = session_history(run.session_id) if run.session_id is not None else []
-    messages = model_messages(str(spec.get("system") or ""), history)
-    tools = tool_specs(spec)
+    messages = model_messages(str(agent.system or ""), history)
+    tools = tool_specs(agent)
     tool_names = {tool.name for tool in tools}
     context = _tool_context(run)
     finish_reason = "stop"
     step_texts: list[str] = []
-    for _ in range(step_limit(spec)):
+    for _ in range(step_limit(agent)):
         _check(cancel)
         usage.steps += 1
         turn.start_step()
@@ -431,7 +400,7 @@ def _run_tools(
         settings_now = sandbox_settings_for(run.organization)
 
         def invoke(request: _ToolRequest) -> sandbox_api.InvokeResult:
-            return tool_call(
+            return run_tool_call(
                 run=run,
                 tool=request.call.name,
                 tool_input=request.tool_input,
@@ -488,7 +457,7 @@ def _tool_result(
     return json.dumps({"error": error}, separators=(",", ":"))
 
 
-def tool_call(
+def run_tool_call(
     *,
     run: Run,
     tool: str,
@@ -497,29 +466,18 @@ def tool_call(
     cancel: CancelToken,
     sandbox_settings: SandboxSettings | None = None,
 ) -> sandbox_api.InvokeResult:
-    """One sandbox call for the run, bounded by the plan's limits and the run's remaining wall time.
-
-    `sandbox_settings` are read for the call when not given (the caller read them just before).
-    """
-    version = run.bundle_version
-    organization = run.organization
-    if sandbox_settings is None:
-        sandbox_settings = sandbox_settings_for(organization)
-    remaining_ms = _remaining_ms(run)
-    limits = tool_limits_for(organization, timeout_ms=max(1, remaining_ms))
+    """One sandbox call for the run (`agents.services.tool_call`), within the run's remaining wall time."""
     started = time.monotonic()
-    result = sandbox_api.invoke(
-        transformed_bundle_for(version),
-        agent=run.agent_key,
+    result = tool_call(
+        organization=run.organization,
+        version=run.bundle_version,
+        agent_key=run.agent_key,
         tool=tool,
-        input=tool_input,
+        tool_input=tool_input,
         context=context,
-        env=sandbox_settings.env,
-        egress=sandbox_settings.egress,
-        limits=limits,
-        bundle_key=version_bundle_key(version),
+        timeout_ms=max(1, _remaining_ms(run)),
         cancel=cancel.event,
-        backend=sandbox_settings.backend,
+        sandbox_settings=sandbox_settings,
     )
     logger.debug("run %s tool %s took %.1f ms", run.pk, tool, (time.monotonic() - started) * 1000)
     return result

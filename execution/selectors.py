@@ -63,12 +63,11 @@ def agent_target_resolve(*, organization: Organization, bundle: str, agent: str)
             message=f"The active version of {bundle!r} is {version.status} and cannot run.",
             detail={"status": version.status},
         )
-    agents = (version.manifest or {}).get("agents") or {}
-    if agent not in agents:
+    if version.agent(agent) is None:
         raise LightfastError(
             code="not_found",
             message=f"Bundle {bundle!r} has no agent {agent!r}.",
-            detail={"agents": sorted(agents)},
+            detail={"agents": sorted(version.agents())},
         )
     version.bundle = found
     return AgentTarget(version=version, agent_key=agent)

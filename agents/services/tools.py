@@ -1,7 +1,9 @@
-"""Calling one tool of a bundle's active version in the sandbox (REST invoke)."""
+"""Calling one tool of a bundle version in the sandbox: `tool_call` (shared by the REST invoke and the agent
+loop) and `tool_invoke`, the REST invoke with its quota check and audit entry."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -12,6 +14,7 @@ from agents.errors import (
 )
 from agents.models import Bundle, BundleVersion
 from agents.selectors import (
+    SandboxSettings,
     sandbox_settings_for,
     tool_limits_for,
     transformed_bundle_for,
@@ -21,6 +24,40 @@ from execution.sandbox import api as sandbox_api
 from organizations.models import Organization
 from organizations.quotas import quota_check_sandbox_cpu, quota_meter_sandbox_cpu
 from organizations.services import Actor, audit_record
+
+
+def tool_call(
+    *,
+    organization: Organization,
+    version: BundleVersion,
+    agent_key: str,
+    tool: str,
+    tool_input: Any,
+    context: dict[str, Any],
+    timeout_ms: int | None = None,
+    cancel: threading.Event | None = None,
+    sandbox_settings: SandboxSettings | None = None,
+) -> sandbox_api.InvokeResult:
+    """One sandbox call of a tool with the organization's variables, egress rules, limits and backend.
+
+    `timeout_ms` lowers the plan's wall limit (a run passes what is left of its own); the
+    organization's sandbox settings are read unless the caller read them just before.
+    """
+    if sandbox_settings is None:
+        sandbox_settings = sandbox_settings_for(organization)
+    return sandbox_api.invoke(
+        transformed_bundle_for(version),
+        agent=agent_key,
+        tool=tool,
+        input=tool_input,
+        context=context,
+        env=sandbox_settings.env,
+        egress=sandbox_settings.egress,
+        limits=tool_limits_for(organization, timeout_ms=timeout_ms),
+        bundle_key=version_bundle_key(version),
+        cancel=cancel,
+        backend=sandbox_settings.backend,
+    )
 
 
 def tool_invoke(
@@ -48,20 +85,14 @@ def tool_invoke(
         )
     agent_key = _agent_for_tool(version=version, tool=tool, agent=agent)
     quota_check_sandbox_cpu(organization=organization)
-    settings_ = sandbox_settings_for(organization)
-    limits = tool_limits_for(organization, timeout_ms=timeout_ms)
-    context = {"sessionId": str(uuid.uuid4()), "resourceId": organization.public_id}
-    result = sandbox_api.invoke(
-        transformed_bundle_for(version),
-        agent=agent_key,
+    result = tool_call(
+        organization=organization,
+        version=version,
+        agent_key=agent_key,
         tool=tool,
-        input=input,
-        context=context,
-        env=settings_.env,
-        egress=settings_.egress,
-        limits=limits,
-        bundle_key=version_bundle_key(version),
-        backend=settings_.backend,
+        tool_input=input,
+        context={"sessionId": str(uuid.uuid4()), "resourceId": organization.public_id},
+        timeout_ms=timeout_ms,
     )
     answer = result.to_dict()
     usage = answer.get("usage") or {}
@@ -86,7 +117,7 @@ def tool_invoke(
 
 
 def _agent_for_tool(*, version: BundleVersion, tool: str, agent: str | None) -> str:
-    agents: dict[str, Any] = (version.manifest or {}).get("agents") or {}
+    agents = version.agents()
     if agent is not None:
         spec = agents.get(agent)
         if spec is None:
@@ -94,18 +125,18 @@ def _agent_for_tool(*, version: BundleVersion, tool: str, agent: str | None) -> 
                 f"No agent {agent!r} in version {version.number}.",
                 detail={"agent": agent, "agents": sorted(agents)},
             )
-        if tool not in (spec.get("tools") or {}) and not spec.get("dynamicTools"):
+        if not spec.has_tool(tool):
             raise UnknownTool(
                 f"Agent {agent!r} has no tool {tool!r}.",
-                detail={"agent": agent, "tool": tool, "tools": sorted(spec.get("tools") or {})},
+                detail={"agent": agent, "tool": tool, "tools": spec.tool_names},
             )
         return agent
-    owners = [key for key, spec in agents.items() if tool in (spec.get("tools") or {})]
+    owners = [key for key, spec in agents.items() if tool in spec.tools]
     if not owners:
         raise UnknownTool(f"No agent of version {version.number} has a tool {tool!r}.", detail={"tool": tool})
     if len(owners) > 1:
         raise AmbiguousTool(
-            f"Agents {', '.join(sorted(owners))} all have a tool {tool!r}; name one in `agent`.",
-            detail={"agents": sorted(owners)},
+            f"Agents {', '.join(owners)} all have a tool {tool!r}; name one in `agent`.",
+            detail={"agents": owners},
         )
     return owners[0]

@@ -13,7 +13,14 @@ from django.utils import timezone
 
 from agents.models import BundleVersion
 from execution import statements
-from execution.agent_loop import AssistantTurn, RunCancelled, Usage, agent_loop_run, new_message_id, tool_call
+from execution.agent_loop import (
+    AssistantTurn,
+    RunCancelled,
+    Usage,
+    agent_loop_run,
+    new_message_id,
+    run_tool_call,
+)
 from execution.events import run_update_prepare, run_update_with_events
 from execution.models import (
     ChatSession,
@@ -29,6 +36,7 @@ from execution.services.runs import run_status_event
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
 from execution.write_gate import write_transaction
 from lightfast_cloud import sql
+from lightfast_cloud.errors import error_text
 from organizations.models import Organization
 from organizations.quotas import (
     quota_run_released,
@@ -193,7 +201,9 @@ def _execute_tool_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usa
     part = turn.tool_input(call, run.input.get("input"))
     turn.flush()
     context = {"sessionId": str(run.pk), "resourceId": run.organization.public_id}
-    result = tool_call(run=run, tool=tool, tool_input=run.input.get("input"), context=context, cancel=cancel)
+    result = run_tool_call(
+        run=run, tool=tool, tool_input=run.input.get("input"), context=context, cancel=cancel
+    )
     usage.add_sandbox(result.usage)
     if cancel.cancelled:
         raise RunCancelled(cancel.reason)
@@ -231,7 +241,7 @@ def _run_finish(
     run.sandbox_cpu_ms, run.tool_calls = usage.sandbox_cpu_ms, usage.tool_calls
     events: list[tuple[str, dict[str, Any]]] = turn.take_pending()
     if error is not None and status != RunStatus.CANCELLED:
-        events.append(("error", {"errorText": f"{error[0]}: {error[1]}"}))
+        events.append(("error", {"errorText": error_text(*error)}))
     events.append(("data-usage", {"data": run.usage()}))
     if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
         events.append(("finish", {}))

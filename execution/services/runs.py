@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from agents.models import BundleVersion
+from agents.models import AgentManifest, BundleVersion
 from execution import statements
 from execution.events import run_update_with_events
 from execution.models import (
@@ -42,7 +42,7 @@ class RunNotStartable(LightfastError):
 
 def _check_startable(
     *, organization: Organization, version: BundleVersion, agent_key: str, tool: str | None
-) -> dict[str, Any]:
+) -> AgentManifest:
     if version.organization_id != organization.pk:
         # Never reveal another organization's versions: same answer as an unknown one.
         raise RunNotStartable(code="invalid_bundle", message="No such bundle version.")
@@ -52,21 +52,20 @@ def _check_startable(
             message=f"Version {version.number} is {version.status} and cannot run.",
             detail={"status": version.status},
         )
-    agents = (version.manifest or {}).get("agents") or {}
-    spec = agents.get(agent_key)
-    if spec is None:
+    agent = version.agent(agent_key)
+    if agent is None:
         raise RunNotStartable(
             code="invalid_input",
             message=f"The bundle has no agent {agent_key!r}.",
-            detail={"agent": agent_key, "agents": sorted(agents)},
+            detail={"agent": agent_key, "agents": sorted(version.agents())},
         )
-    if tool is not None and tool not in (spec.get("tools") or {}) and not spec.get("dynamicTools"):
+    if tool is not None and not agent.has_tool(tool):
         raise RunNotStartable(
             code="unknown_tool",
             message=f"Agent {agent_key!r} has no tool {tool!r}.",
-            detail={"tool": tool, "tools": sorted(spec.get("tools") or {})},
+            detail={"tool": tool, "tools": agent.tool_names},
         )
-    return dict(spec)
+    return agent
 
 
 def run_start(
