@@ -1,28 +1,4 @@
-"""The chat websocket `/ws/v1/chat/{bundle}/{agent}/`: start, cancel and resume runs, stream their events.
-
-Client frames (JSON text, at most `MAX_FRAME_BYTES`):
-`{"type": "message", "text": ..., "session": ...}`, `{"type": "cancel", "run": ...}`,
-`{"type": "resume", "run": ..., "after": seq}`.
-Server frames: every run event as `{"run", "seq", "type", ...chunk}`; `{"type": "run-accepted",
-"run", "session"}` after a message started a run; `{"type": "error", "errorText", "error":
-{"type", "message", "detail"}}` for a refused frame (the connection stays usable).
-
-Limits: each connection attempt counts against the organization's (and API key's) websocket
-connect rate, and every client frame against its frame rate (`organizations.ratelimits`); a
-refused attempt gets an `error` frame of type `rate_limited` and close code 4429, a refused frame
-an `error` frame of the same type and is dropped. A client IP over its failed-authentication limit
-is refused the same way (4429), whatever credentials it presents.
-
-Credentials are held to account for the whole connection, not only at connect: when the API key
-is revoked, deleted or expires, or the member is removed, changes role or is deactivated, the
-connection gets an `error` frame (`credentials_revoked` or `credentials_expired`) and is closed
-with 4401 within a second (`execution.credential_watch.CredentialWatch`); when the organization is
-suspended, `organization_suspended` and 4403. Every client frame re-checks them too.
-
-Outgoing frames pass one bounded queue per connection; a client whose socket does not drain
-(the server's write buffer stays above `MAX_BUFFERED_BYTES` for `SLOW_CLIENT_GRACE_S`) is
-disconnected with close code 4008, so a slow reader costs bounded memory.
-"""
+"""The chat websocket `/ws/v1/chat/{bundle}/{agent}/`: start, cancel and resume runs, stream their events."""
 
 from __future__ import annotations
 

@@ -1,26 +1,4 @@
-"""The one place that records run events and notifies the channel layer (nothing else sends to the layer).
-
-Vocabulary: the AI SDK UI message stream (`start`, `start-step`, `text-start`, `text-delta`,
-`text-end`, `tool-input-available`, `tool-output-available`, `tool-output-error`,
-`finish-step`, `finish`, `error`) plus platform parts `data-log`, `data-usage` and
-`data-status`. A stored event's payload is the chunk without its `type` key, so
-`RunEvent.chunk()` is exactly what AI SDK clients read. Every run ends with one
-`data-status` event whose `data.status` is terminal (`succeeded`, `failed`,
-`cancelled`, `timed_out`); transports close the stream after it (SSE then sends
-`data: [DONE]`).
-
-Delivery contract for transports (websocket consumer, SSE):
-
-* The database is the truth. `event_append` assigns the next `seq` (1, 2, 3… without gaps)
-  and commits the row *before* it notifies.
-* Then it publishes, best effort, to the group `run_group_name(run_id)` one message for the
-  events committed together: `{"type": "run.events", "run": id, "seq": n, "events": [chunk,
-  …]}` (handler `run_events`), the chunks having seqs n, n+1, …. Notifications may be lost
-  or arrive late; a consumer keeps the last seq it delivered, forwards the chunks after it
-  when a notification starts at or before last+1, and otherwise reads
-  `run_events_after(run, last)` — so replay-then-tail has neither gaps nor duplicates.
-  Subscribe to the group first, then replay from the database.
-"""
+"""The one place that records run events and notifies the channel layer (nothing else sends to the layer)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,4 @@
-"""Server-Sent Events for AI SDK clients: `useChat` posts here and reads the UI message stream.
-
-`POST /api/v1/chat/{bundle}/{agent}` takes the `useChat` body (`{id, messages}`; `id` names the
-chat session) and streams the run as `id: <run>:<seq>` + `data: <chunk json>` frames, ending
-with `data: [DONE]`. `GET` on the same path with `Last-Event-ID: <run>:<seq>` (or `?run=&after=`)
-resumes after that event; `GET …/{chatId}/stream` (the AI SDK's reconnect) replays the chat's
-active run, or answers 204 when none is running. The views are async, so an open stream holds
-no thread.
-
-A stream lives only as long as the credentials that opened it: once the API key is revoked or
-expires, the member is removed or the organization suspended, the stream sends an `error` chunk
-(`errorText: "credentials_revoked: …"`) and ends without `[DONE]`
-(`execution.credential_watch.CredentialWatch`). Authentication passes the client IP's
-failed-authentication limit like the REST API (`organizations.tenancy.tenant_admit`).
-"""
+"""Server-Sent Events for AI SDK clients: `useChat` posts here and reads the UI message stream."""
 
 from __future__ import annotations
 

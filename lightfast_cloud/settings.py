@@ -1,9 +1,4 @@
-"""Settings for every stack, read from environment variables.
-
-The defaults run the embedded stack on a fresh machine: SQLite and a private
-redis-server on a unix socket inside LIGHTFAST_DATA_DIR. Production sets
-DATABASE_URL, REDIS_URL, SECRET_KEY, DEBUG=false and ALLOWED_HOSTS (README).
-"""
+"""Settings for every stack, read from environment variables."""
 
 from __future__ import annotations
 

@@ -1,21 +1,4 @@
-"""Quotas: per-organization limits enforced atomically in the database, and the usage report.
-
-Every check is a conditional UPDATE (`... SET used = used + 1 WHERE used < limit`), so
-concurrent requests cannot overshoot a limit: the database serialises the row (PostgreSQL row
-lock, SQLite's IMMEDIATE write lock). Counter rows are created with INSERT ... ON CONFLICT DO
-NOTHING before the UPDATE, so creating them is race-free too.
-
-Run usage is recorded from the runs themselves: `quota_run_started` runs in `run_start`'s
-transaction, and `quota_run_ended` in the same transaction as the run's terminal status
-update (cancel, finish, reaper), reading the usage the run row carries. The daily series is
-computed from Run rows. Bundle storage is the sum of stored versions' sizes, computed while
-the organization's usage row is locked, so it cannot drift from the files either.
-
-Lock order: a transaction that writes both counter rows of an organization writes its
-`MonthlyUsage` row first and its `OrganizationUsage` row second (starting, ending and resetting
-runs alike), so two such transactions on PostgreSQL wait for each other instead of deadlocking.
-A run's own row, when it is locked too (a terminal status update), comes before both.
-"""
+"""Quotas: per-organization limits enforced atomically in the database, and the usage report."""
 
 from __future__ import annotations
 

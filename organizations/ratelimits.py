@@ -1,30 +1,4 @@
-"""API rate limits: django-ratelimit counters on the shared Redis cache, and the headers that report them.
-
-Each API request counts against its organization and, once the organization admitted it,
-against its API key (both at the organization's plan rate `api_rate`, so today the key
-counter reports per-key use; a per-key rate would plug in there); websocket connection attempts and message
-frames have their own counters at the same rate. Failed authentications count against
-the client IP (`LIGHTFAST_AUTH_FAILURE_RATE`), and a client IP over that limit is refused.
-
-Keys, rates and windows are django-ratelimit's (`_split_rate`, `_get_window`, `_make_cache_key`:
-fixed windows whose key includes the window, so they are the counters `get_usage` would use),
-but one request's counters are read and bumped in ONE Redis round trip by a Lua script
-(`_COUNT_SCRIPT`): the client IP's failure count is checked, then the organization's counter
-and, if it admitted the request, the API key's are incremented, each key created with its TTL
-in the same atomic call. django-ratelimit's own `get_usage` costs two to three round trips per
-counter (SET NX, then INCR, which Django's RedisCache does as EXISTS + INCR); eight for a request.
-Atomic INCR keeps it exact: N concurrent requests against a limit L admit exactly L.
-
-Every authentication entry point passes the same per-IP gate: `organizations.tenancy.tenant_admit`
-(the tenant REST views and the SSE chat routes) and `execution.ws_auth.ws_tenant_resolve`
-(websockets: ticket, subprotocol key, Authorization header, session). A refused credential is
-counted with `ratelimit_auth_failure` (which turns the 401/4401 into a 429/4429 once the IP is
-over its limit), accepted credentials are admitted by `ratelimit_api_request` or
-`ratelimit_ws_connect`, which check the IP in their own round trip, and the refusals that follow
-a valid credential (suspended organization, no such membership) check it with
-`ratelimit_auth_blocked`; so a blocked client gets the same 429 whatever it presents. The tenant
-base view attaches `ratelimit_headers` to every response it renders.
-"""
+"""API rate limits: django-ratelimit counters on the shared Redis cache, and the headers that report them."""
 
 from __future__ import annotations
 

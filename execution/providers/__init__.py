@@ -1,22 +1,4 @@
-"""Model providers and the rule that maps the model a bundle names to one of them.
-
-The mapping rule (platform-wide settings now; per-organization settings can override later):
-
-1. The bundle's model id is the manifest's `model.id` (`{"provider": "gateway", "id":
-   "openai/gpt-4o-mini"}` → `openai/gpt-4o-mini`), or the model string itself.
-2. `LIGHTFAST_MODEL_MAP` (JSON object) maps bundle model ids to provider model ids; the key
-   `"*"` applies to ids not listed. A mapped value of `"demo"` selects the demo model.
-3. The id `demo` always selects the built-in offline demo model.
-4. With `LIGHTFAST_MODEL_BASE_URL` set, everything else goes to that OpenAI-compatible
-   endpoint (key `LIGHTFAST_MODEL_API_KEY`) under its mapped id, or unchanged when unmapped
-   (AI Gateway and OpenRouter accept `openai/gpt-4o-mini` as is).
-5. Without a base URL (the embedded default) every model is the demo model, and the run's
-   `model` says `demo` so nobody mistakes its answers for a real LLM's.
-
-Per organization (`organizations.ModelProviderConfig`): with its own base URL, the
-organization's URL, key and model map replace the platform's (the platform key never goes to
-an organization's URL); with only a model map, that map is laid over the platform's.
-"""
+"""Model providers and the rule that maps the model a bundle names to one of them."""
 
 from __future__ import annotations
 

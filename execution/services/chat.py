@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
-
 from execution.models import (
     ChatSession,
     Run,
@@ -14,6 +12,7 @@ from execution.models import (
 from execution.selectors import AgentTarget, session_get
 from execution.services.messages import chat_session_get_or_create, message_create
 from execution.services.runs import run_start
+from execution.write_gate import write_transaction
 from lightfast_cloud.errors import LightfastError
 from organizations.models import Organization
 
@@ -90,7 +89,8 @@ def chat_run_start(
         raise LightfastError(
             code="invalid_input", message="`session` must be a string of 1 to 200 characters."
         )
-    with transaction.atomic():
+    # The write gate (SQLite) for the whole start: run_start's own transaction nests in this one.
+    with write_transaction():
         session: ChatSession | None = None
         if session_id is not None:
             session = session_get(organization=organization, public_id=session_id)

@@ -18,6 +18,7 @@ from execution.models import (
 from execution.services.run_execution import WORKER_LOST_ERROR
 from execution.services.runs import run_enqueue, run_status_event
 from execution.write_gate import write_transaction
+from lightfast_cloud.errors import error_text
 from organizations.quotas import (
     quota_run_ended,
 )
@@ -81,7 +82,7 @@ def _run_end_with_worker_lost(run_id: uuid.UUID, still: Q, message: str, now: da
         ended = run_update_with_events(
             run_id,
             [
-                ("error", {"errorText": f"{WORKER_LOST_ERROR}: {message}"}),
+                ("error", {"errorText": error_text(WORKER_LOST_ERROR, message)}),
                 run_status_event(RunStatus.FAILED, (WORKER_LOST_ERROR, message)),
             ],
             where=still,
