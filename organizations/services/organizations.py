@@ -69,17 +69,37 @@ def org_update_limits(
     unknown = set(changes) - set(Organization.LIMIT_FIELDS)
     if unknown:
         raise TenancyError(f"Unknown limits: {', '.join(sorted(unknown))}.")
+    return _organization_change(
+        organization=organization,
+        changes=changes,
+        actor=actor,
+        action="organization.limits_changed",
+        invalid="Invalid limits.",
+        reason=reason,
+    )
+
+
+def _organization_change(
+    *,
+    organization: Organization,
+    changes: dict[str, Any],
+    actor: Actor,
+    action: str,
+    invalid: str,
+    reason: str = "",
+) -> Organization:
+    """Apply validated field changes and record old and new values under `action`."""
     before = {name: getattr(organization, name) for name in changes}
     for name, value in changes.items():
         setattr(organization, name, value)
     try:
         organization.full_clean()
     except DjangoValidationError as exc:
-        raise TenancyError("Invalid limits.", detail=exc.message_dict) from exc
+        raise TenancyError(invalid, detail=exc.message_dict) from exc
     organization.save(update_fields=list(changes))
     audit_record(
         actor=actor,
-        action="organization.limits_changed",
+        action=action,
         organization=organization,
         target=organization,
         reason=reason,
@@ -120,19 +140,10 @@ def org_update(*, organization: Organization, changes: dict[str, Any], actor: Ac
     unknown = set(changes) - set(PROFILE_FIELDS)
     if unknown:
         raise TenancyError(f"Not changeable here: {', '.join(sorted(unknown))}.")
-    before = {name: getattr(organization, name) for name in changes}
-    for name, value in changes.items():
-        setattr(organization, name, value)
-    try:
-        organization.full_clean()
-    except DjangoValidationError as exc:
-        raise TenancyError("Invalid organization fields.", detail=exc.message_dict) from exc
-    organization.save(update_fields=list(changes))
-    audit_record(
+    return _organization_change(
+        organization=organization,
+        changes=changes,
         actor=actor,
         action="organization.changed",
-        organization=organization,
-        target=organization,
-        metadata={"before": before, "after": {name: getattr(organization, name) for name in changes}},
+        invalid="Invalid organization fields.",
     )
-    return organization

@@ -72,30 +72,13 @@ def test_revoke_action(operator, alice, bob, api):
 
 def test_plan_limits_are_editable_and_audited(operator, alice):
     organization = alice.organization
-    memberships = list(Membership.objects.filter(organization=organization).order_by("pk"))
-    data = {
-        "slug": organization.slug,
-        "name": organization.name,
-        "is_active": "on",
-        **{name: getattr(organization, name) for name in Organization.LIMIT_FIELDS},
-        "api_rate": "50/m",
-        "max_bundle_bytes": 1024,
-        "memberships-TOTAL_FORMS": len(memberships),
-        "memberships-INITIAL_FORMS": len(memberships),
-        "memberships-MIN_NUM_FORMS": 0,
-        "memberships-MAX_NUM_FORMS": 1000,
-        # The sandbox settings inlines (organizations/admin_sandbox.py), empty here.
-        **{f"{prefix}-{part}": 0 for prefix in SETTINGS_INLINES for part in ("TOTAL_FORMS", "INITIAL_FORMS")},
-    }
-    for index, membership in enumerate(memberships):
-        data.update(
-            {
-                f"memberships-{index}-id": membership.pk,
-                f"memberships-{index}-organization": organization.pk,
-                f"memberships-{index}-user": membership.user_id,
-                f"memberships-{index}-role": "admin" if membership.role == "viewer" else membership.role,
-            }
-        )
+    viewers = Membership.objects.filter(organization=organization, role="viewer")
+    data = _change_form(
+        organization,
+        roles={membership.pk: "admin" for membership in viewers},
+        api_rate="50/m",
+        max_bundle_bytes=1024,
+    )
     response = operator.post(reverse("admin:organizations_organization_change", args=[organization.pk]), data)
     assert response.status_code == 302, response.content.decode()[:3000]
     organization.refresh_from_db()
