@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -137,8 +138,13 @@ def quota_run_started(
 
 
 def _quoted(model: type[models.Model], *names: str) -> tuple[str, ...]:
-    """The quoted table and columns."""
-    return (sql.table(model), *sql.columns(model, names))
+    """The quoted table and columns (resolved once per database vendor: these run inside the write lock)."""
+    return _quoted_for(sql.vendor(), model, names)
+
+
+@functools.cache
+def _quoted_for(vendor: str, model: type[models.Model], names: tuple[str, ...]) -> tuple[str, ...]:
+    return (sql.table_for(vendor, model), *(sql.column_for(vendor, model, name) for name in names))
 
 
 def _monthly_count_run(organization_id: int, start: date, limits: dict[str, int]) -> bool:
