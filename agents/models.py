@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -67,6 +69,57 @@ class VersionStatus(models.TextChoices):
     QUARANTINED = "quarantined", "Quarantined"
 
 
+@dataclass(frozen=True)
+class AgentManifest:
+    """One agent of a version's manifest as the platform reads it; keys it does not know are ignored."""
+
+    key: str
+    name: str
+    # As the bundle declared them (the model may be a string or an object with more keys).
+    system: Any
+    model: Any
+    tools: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    dynamic_tools: bool = False
+    # `stopWhen` (top level or under `options`; one condition or a list, the AI SDK stops at the
+    # first one met): the smallest `stepCountIs(n)`, else None; the tools `hasToolCall` names.
+    step_count: int | None = None
+    stop_tools: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_spec(cls, key: str, spec: Any) -> AgentManifest:
+        """Read one `manifest["agents"][key]` entry, tolerating missing or malformed parts."""
+        spec = spec if isinstance(spec, dict) else {}
+        tools = spec.get("tools")
+        options = spec.get("options")
+        stop_when = (options.get("stopWhen") if isinstance(options, dict) else None) or spec.get("stopWhen")
+        listed = stop_when if isinstance(stop_when, list) else [stop_when]
+        conditions = [c for c in listed if isinstance(c, dict)]
+        counts = [n for c in conditions if type(n := c.get("stepCount")) is int and n > 0]
+        stop_tools = frozenset(n for c in conditions if isinstance(n := c.get("hasToolCall"), str))
+        return cls(
+            key=key,
+            name=str(spec.get("name") or key),
+            system=spec.get("system"),
+            model=spec.get("model"),
+            tools={
+                name: tool if isinstance(tool, dict) else {}
+                for name, tool in (tools.items() if isinstance(tools, dict) else ())
+            },
+            dynamic_tools=bool(spec.get("dynamicTools")),
+            step_count=min(counts) if counts else None,
+            stop_tools=stop_tools,
+        )
+
+    @property
+    def tool_names(self) -> list[str]:
+        """The declared tools, sorted."""
+        return sorted(self.tools)
+
+    def has_tool(self, name: str) -> bool:
+        """True when the agent declares the tool or takes dynamic tools."""
+        return name in self.tools or self.dynamic_tools
+
+
 class BundleVersion(models.Model):
     """One uploaded file of a bundle, its transformed script and the manifest introspection produced."""
 
@@ -127,6 +180,17 @@ class BundleVersion(models.Model):
             detail.setdefault("column", self.error_column)
         return {"type": self.error_type, "message": self.error_message, "detail": detail}
 
-    def agent_keys(self) -> list[str]:
-        """Keys of the agents in the manifest."""
-        return sorted(((self.manifest or {}).get("agents") or {}).keys())
+    def agents(self) -> dict[str, AgentManifest]:
+        """The manifest's agents by key, in key order."""
+        specs = self._agent_specs()
+        return {key: AgentManifest.from_spec(key, specs[key]) for key in sorted(specs)}
+
+    def agent(self, key: str) -> AgentManifest | None:
+        """One agent of the manifest, or None."""
+        specs = self._agent_specs()
+        return AgentManifest.from_spec(key, specs[key]) if key in specs else None
+
+    def _agent_specs(self) -> dict[str, Any]:
+        manifest = self.manifest if isinstance(self.manifest, dict) else {}
+        specs = manifest.get("agents")
+        return specs if isinstance(specs, dict) else {}

@@ -8,16 +8,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from threading import Lock
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, models
 from django.db.models import QuerySet
 
 from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.storage import storage_read
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.limits import Limits
+from lightfast_cloud import sql
 from organizations.host_patterns import ca_file_for_tests, loopback_allowed_for_tests
 from organizations.models import MIB, EgressAllowedHost, Organization, OrganizationVariable
 from organizations.selectors import sandbox_config_for
@@ -109,40 +109,34 @@ _sandbox_settings_lock = Lock()
 
 def _sandbox_setting_rows(organization_id: int) -> tuple[tuple[Any, ...], ...]:
     """Every column `sandbox_config_for` builds from: the organization's variables and allowed hosts."""
-    with connection.cursor() as cursor:
-        cursor.execute(_sandbox_setting_rows_sql(connection.vendor), [organization_id, organization_id])
-        return tuple(tuple(row) for row in cursor.fetchall())
+    return tuple(sql.fetch_all(_sandbox_setting_rows_sql(sql.vendor()), [organization_id, organization_id]))
 
 
 @functools.cache
 def _sandbox_setting_rows_sql(vendor: str) -> str:
-    quote = connection.ops.quote_name
-
-    def columns(model: type[models.Model], *names: str) -> list[str]:
-        fields = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in names]
-        return [quote(field.column or field.attname) for field in fields]
-
-    variable = columns(
+    variable = sql.columns(
         OrganizationVariable,
-        "id",
-        "key",
-        "is_secret",
-        "value",
-        "secret_token",
-        "inject_header",
-        "inject_prefix",
-        "inject_hosts",
-        "updated_at",
-        "organization",
+        (
+            "id",
+            "key",
+            "is_secret",
+            "value",
+            "secret_token",
+            "inject_header",
+            "inject_prefix",
+            "inject_hosts",
+            "updated_at",
+            "organization",
+        ),
     )
-    host = columns(EgressAllowedHost, "id", "pattern", "organization")
+    host = sql.columns(EgressAllowedHost, ("id", "pattern", "organization"))
     # Both tables in one round trip; "v"/"h" tell the rows apart, NULLs pad the hosts' rows.
     # Identifiers from model metadata; the organization id is a parameter.
     return (
-        f"SELECT 'v', {', '.join(variable[:-1])} FROM {quote(OrganizationVariable._meta.db_table)}"  # noqa: S608
+        f"SELECT 'v', {', '.join(variable[:-1])} FROM {sql.table(OrganizationVariable)}"  # noqa: S608
         f" WHERE {variable[-1]} = %s"
         f" UNION ALL SELECT 'h', {host[0]}, {host[1]}, NULL, NULL, NULL, NULL, NULL, NULL, NULL"
-        f" FROM {quote(EgressAllowedHost._meta.db_table)} WHERE {host[-1]} = %s"
+        f" FROM {sql.table(EgressAllowedHost)} WHERE {host[-1]} = %s"
         " ORDER BY 1, 2"
     )
 
@@ -228,18 +222,18 @@ def agent_list(*, organization: Organization) -> list[dict[str, Any]]:
     for bundle in bundle_list(organization=organization).filter(active_version__status=VersionStatus.READY):
         version = bundle.active_version
         assert version is not None
-        for key, spec in sorted(((version.manifest or {}).get("agents") or {}).items()):
+        for key, agent in version.agents().items():
             agents.append(
                 {
                     "id": f"{bundle.slug}/{key}",
                     "bundle": bundle.slug,
                     "agent": key,
                     "version": version.number,
-                    "name": spec.get("name") or key,
-                    "system": spec.get("system"),
-                    "model": spec.get("model"),
-                    "tools": spec.get("tools") or {},
-                    "dynamicTools": bool(spec.get("dynamicTools")),
+                    "name": agent.name,
+                    "system": agent.system,
+                    "model": agent.model,
+                    "tools": dict(agent.tools),
+                    "dynamicTools": agent.dynamic_tools,
                 }
             )
     return agents

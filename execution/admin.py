@@ -1,9 +1,4 @@
-"""Operator views of runs and chat sessions: read-only records, filters and search, and cancelling runs.
-
-Runs and sessions are written only by the platform, so every field is read-only. The one action,
-cancelling runs, needs a reason typed next to the action menu; it goes through
-`organizations.operations.org_cancel_runs` (which calls `run_cancel`) and is audited per run.
-"""
+"""Operator views of runs and chat sessions: read-only records, filters and search, and cancelling runs."""
 
 from __future__ import annotations
 

@@ -1,24 +1,4 @@
-"""The agent loop: history + system prompt + tools → model steps, tool calls in the sandbox, streamed events.
-
-One call of `agent_loop_run` drives one claimed chat run to its outcome:
-
-* the model sees the agent's system prompt, the session's messages (AI SDK UI parts
-  converted to chat messages, tool calls and results included) and the agent's tools
-  with their JSON Schemas from the manifest;
-* each step streams `start-step`, `text-start`/`text-delta`/`text-end`, tool calls as
-  `tool-input-available` followed by `tool-output-available` or `tool-output-error`
-  (also for arguments that are not JSON or name no tool: the model sees the error and can
-  correct itself), then `finish-step`; several calls of one step are all announced, then run
-  in the sandbox together (bounded), their outputs in call order;
-* steps continue while the model calls tools, up to the bundle's `stopWhen` step count,
-  never more than LIGHTFAST_RUN_MAX_STEPS, or until a step called a tool the bundle's
-  `stopWhen` names with hasToolCall (a list of conditions stops at the first one met);
-* the cancel token is checked between chunks and handed to the sandbox, and its abort
-  callback shuts the model stream down, so cancel and timeout stop both within a second.
-
-The caller (`services.run_execute`) claims the run, writes the terminal status and the
-final events; this module never changes `Run.status`.
-"""
+"""The agent loop: history, system prompt and tools → model steps, sandbox tool calls, streamed events."""
 
 from __future__ import annotations
 
@@ -34,14 +14,12 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from agents.models import BundleVersion
+from agents.models import AgentManifest
 from agents.selectors import (
     SandboxSettings,
     sandbox_settings_for,
-    tool_limits_for,
-    transformed_bundle_for,
-    version_bundle_key,
 )
+from agents.services.tools import tool_call
 from execution import statements
 from execution.events import run_update_with_events
 from execution.models import Message, MessageRole, Run
@@ -50,6 +28,7 @@ from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDel
 from execution.providers.demo import DemoProvider
 from execution.sandbox import api as sandbox_api
 from execution.sandbox.values import clean_text, clean_value
+from lightfast_cloud import sql
 
 logger = logging.getLogger(__name__)
 
@@ -190,40 +169,16 @@ class LoopResult:
     usage: Usage = field(default_factory=Usage)
 
 
-def agent_spec(version: BundleVersion, agent_key: str) -> dict[str, Any]:
-    """The manifest entry of one agent (empty when the manifest lacks it)."""
-    return dict(((version.manifest or {}).get("agents") or {}).get(agent_key) or {})
-
-
-def stop_conditions(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """The manifest's stopWhen: one descriptor or a list of them (the AI SDK stops when any is met)."""
-    stop_when = (spec.get("options") or {}).get("stopWhen") or spec.get("stopWhen") or {}
-    items = stop_when if isinstance(stop_when, list) else [stop_when]
-    return [item for item in items if isinstance(item, dict)]
-
-
-def step_limit(spec: dict[str, Any]) -> int:
-    """The smallest stopWhen step count (stepCountIs), bounded by the platform cap."""
+def step_limit(agent: AgentManifest) -> int:
+    """The bundle's stopWhen step count, bounded by the platform cap."""
     cap: int = settings.LIGHTFAST_RUN_MAX_STEPS
-    counts = [
-        count
-        for condition in stop_conditions(spec)
-        if isinstance(count := condition.get("stepCount"), int) and not isinstance(count, bool) and count > 0
-    ]
-    return min([*counts, cap])
+    return min(agent.step_count, cap) if agent.step_count is not None else cap
 
 
-def stop_tool_names(spec: dict[str, Any]) -> frozenset[str]:
-    """Tools whose call ends the loop after their step (stopWhen hasToolCall)."""
-    return frozenset(
-        name for condition in stop_conditions(spec) if isinstance(name := condition.get("hasToolCall"), str)
-    )
-
-
-def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
+def tool_specs(agent: AgentManifest) -> list[ToolSpec]:
     """The agent's tools as the model sees them."""
     specs = []
-    for name, tool in sorted((spec.get("tools") or {}).items()):
+    for name, tool in sorted(agent.tools.items()):
         schema = tool.get("inputSchema") or {"type": "object", "properties": {}}
         # OpenAI-compatible APIs reject `$schema` in function parameters on some servers.
         parameters = {key: value for key, value in schema.items() if key != "$schema"}
@@ -236,20 +191,19 @@ def tool_specs(spec: dict[str, Any]) -> list[ToolSpec]:
 def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]]]]:
     """(role, UI parts) of the session's messages, oldest first (one plain SELECT)."""
     parts = statements.converter(Message, "parts")
-    with statements.database().cursor() as cursor:
-        cursor.execute(_history_sql(statements.vendor()), [session_id])
-        return [(str(role), parts(value)) for role, value in cursor.fetchall()]
+    rows = sql.fetch_all(_history_sql(sql.vendor()), [session_id])
+    return [(str(role), parts(value)) for role, value in rows]
 
 
 @functools.cache
 def _history_sql(vendor: str) -> str:
     return "SELECT {}, {} FROM {} WHERE {} = %s ORDER BY {}, {}".format(  # noqa: S608 - identifiers only
-        statements.column(Message, "role"),
-        statements.column(Message, "parts"),
-        statements.table(Message),
-        statements.column(Message, "session"),
-        statements.column(Message, "created_at"),
-        statements.column(Message, "id"),
+        sql.column(Message, "role"),
+        sql.column(Message, "parts"),
+        sql.table(Message),
+        sql.column(Message, "session"),
+        sql.column(Message, "created_at"),
+        sql.column(Message, "id"),
     )
 
 
@@ -324,23 +278,22 @@ def _check(cancel: CancelToken) -> None:
 
 def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> LoopResult:
     """Drive the model and the tools until the model stops or the step limit is reached."""
-    version = run.bundle_version
-    spec = agent_spec(version, run.agent_key)
-    resolved = model_resolve(spec.get("model"), organization=run.organization)
+    agent = run.bundle_version.agent(run.agent_key) or AgentManifest.from_spec(run.agent_key, {})
+    resolved = model_resolve(agent.model, organization=run.organization)
     usage.model = resolved.label
     # The demo model answers instantly, so its chunks are written together at the next
     # blocking point; a network provider blocks before and between chunks, so what is
     # buffered is written before the request and each chunk as it arrives.
     network = not isinstance(resolved.provider, DemoProvider)
     history = session_history(run.session_id) if run.session_id is not None else []
-    messages = model_messages(str(spec.get("system") or ""), history)
-    tools = tool_specs(spec)
+    messages = model_messages(str(agent.system or ""), history)
+    tools = tool_specs(agent)
     tool_names = {tool.name for tool in tools}
     context = _tool_context(run)
-    stop_tools = stop_tool_names(spec)
+    stop_tools = agent.stop_tools
     finish_reason = "stop"
     step_texts: list[str] = []
-    for _ in range(step_limit(spec)):
+    for _ in range(step_limit(agent)):
         _check(cancel)
         usage.steps += 1
         turn.start_step()
@@ -450,7 +403,7 @@ def _run_tools(
         settings_now = sandbox_settings_for(run.organization)
 
         def invoke(request: _ToolRequest) -> sandbox_api.InvokeResult:
-            return tool_call(
+            return run_tool_call(
                 run=run,
                 tool=request.call.name,
                 tool_input=request.tool_input,
@@ -507,7 +460,7 @@ def _tool_result(
     return json.dumps({"error": error}, separators=(",", ":"))
 
 
-def tool_call(
+def run_tool_call(
     *,
     run: Run,
     tool: str,
@@ -516,29 +469,18 @@ def tool_call(
     cancel: CancelToken,
     sandbox_settings: SandboxSettings | None = None,
 ) -> sandbox_api.InvokeResult:
-    """One sandbox call for the run, bounded by the plan's limits and the run's remaining wall time.
-
-    `sandbox_settings` are read for the call when not given (the caller read them just before).
-    """
-    version = run.bundle_version
-    organization = run.organization
-    if sandbox_settings is None:
-        sandbox_settings = sandbox_settings_for(organization)
-    remaining_ms = _remaining_ms(run)
-    limits = tool_limits_for(organization, timeout_ms=max(1, remaining_ms))
+    """One sandbox call for the run (`agents.services.tool_call`), within the run's remaining wall time."""
     started = time.monotonic()
-    result = sandbox_api.invoke(
-        transformed_bundle_for(version),
-        agent=run.agent_key,
+    result = tool_call(
+        organization=run.organization,
+        version=run.bundle_version,
+        agent_key=run.agent_key,
         tool=tool,
-        input=tool_input,
+        tool_input=tool_input,
         context=context,
-        env=sandbox_settings.env,
-        egress=sandbox_settings.egress,
-        limits=limits,
-        bundle_key=version_bundle_key(version),
+        timeout_ms=max(1, _remaining_ms(run)),
         cancel=cancel.event,
-        backend=sandbox_settings.backend,
+        sandbox_settings=sandbox_settings,
     )
     logger.debug("run %s tool %s took %.1f ms", run.pk, tool, (time.monotonic() - started) * 1000)
     return result

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -11,8 +11,8 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from execution.events import run_events_after
 from execution.models import ChatSession, Message, Run, RunStatus
+from execution.selectors import agent_target_parse, run_events_after, run_get, run_wait, session_get
 from execution.serializers import (
     ChatSessionSerializer,
     MessageSerializer,
@@ -22,31 +22,15 @@ from execution.serializers import (
     RunStartedSerializer,
     WsTicketSerializer,
 )
-from execution.services import run_cancel
-from execution.transport import (
-    REPLAY_BATCH,
-    TransportError,
-    agent_target_parse,
-    chat_run_start,
-    run_get,
-    session_get,
-)
+from execution.services import chat_run_start, run_cancel
+from execution.stream import REPLAY_BATCH
 from execution.ws_auth import ws_ticket_issue
-from lightfast_cloud.api_errors import ApiError, ErrorResponseSerializer
+from lightfast_cloud.api_errors import ErrorResponseSerializer
+from lightfast_cloud.errors import LightfastError
 from organizations.models import Scope
 from organizations.tenancy import OrganizationScopedAPIView, OrganizationScopedGenericAPIView
 
 WAIT_MAX_S = 60.0
-WAIT_POLL_S = 0.05
-
-
-class RunRequestError(ApiError):
-    """A transport refusal (`not_found`, `invalid_input`, `invalid_bundle`, …) in the API's error format."""
-
-    def __init__(self, exc: TransportError) -> None:
-        self.status_code = exc.http_status
-        self.error_type = exc.code
-        super().__init__(exc.message, detail=exc.detail)
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -74,10 +58,7 @@ class RunAPIView(OrganizationScopedAPIView):
 
     def get_run(self, run_id: str) -> Run:
         """The caller's run or a 404."""
-        try:
-            return run_get(organization=self.organization, run_id=run_id)
-        except TransportError as exc:
-            raise RunRequestError(exc) from exc
+        return run_get(organization=self.organization, run_id=run_id)
 
 
 def _wait_seconds(request: Request) -> float:
@@ -87,9 +68,15 @@ def _wait_seconds(request: Request) -> float:
     try:
         value = float(raw)
     except ValueError as exc:
-        raise ApiError("`wait` must be a number of seconds.", detail={"field": "wait"}) from exc
+        raise LightfastError(
+            "`wait` must be a number of seconds.", code="invalid_request", detail={"field": "wait"}
+        ) from exc
     if not 0 <= value <= WAIT_MAX_S:
-        raise ApiError(f"`wait` must be between 0 and {WAIT_MAX_S:g} seconds.", detail={"field": "wait"})
+        raise LightfastError(
+            f"`wait` must be between 0 and {WAIT_MAX_S:g} seconds.",
+            code="invalid_request",
+            detail={"field": "wait"},
+        )
     return value
 
 
@@ -101,9 +88,9 @@ class RunListView(OrganizationScopedGenericAPIView):
     pagination_class = Pagination
     scope_by_method = {"POST": Scope.EXECUTE}
 
-    def get_queryset(self) -> QuerySet[Run]:
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Scoped runs, filtered by `status`, `agent` (`bundle/agentKey`) and `session`."""
-        runs: QuerySet[Run] = super().get_queryset()
+        runs: QuerySet[Run] = super().filter_queryset(queryset)
         params = self.request.query_params
         if params.get("status"):
             runs = runs.filter(status=params["status"])
@@ -126,7 +113,7 @@ class RunListView(OrganizationScopedGenericAPIView):
     )
     def get(self, request: Request) -> Response:
         """Runs, newest first."""
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(RunSerializer(page, many=True).data)
 
     @extend_schema(
@@ -157,25 +144,16 @@ class RunListView(OrganizationScopedGenericAPIView):
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        try:
-            target = agent_target_parse(organization=self.organization, agent_id=data["agent"])
-            run = chat_run_start(
-                organization=self.organization,
-                target=target,
-                created_by=self.tenant.actor.user,
-                text=data.get("input"),
-                messages=data.get("messages"),
-                session_id=data.get("session"),
-            )
-        except TransportError as exc:
-            raise RunRequestError(exc) from exc
-        deadline = time.monotonic() + wait_s
-        while wait_s and time.monotonic() < deadline:
-            current = Run.objects.filter(pk=run.pk).values_list("status", flat=True).get()
-            if current not in (RunStatus.QUEUED, RunStatus.RUNNING):
-                break
-            time.sleep(WAIT_POLL_S)
-        run = run_get(organization=self.organization, run_id=run.pk)
+        target = agent_target_parse(organization=self.organization, agent_id=data["agent"])
+        run = chat_run_start(
+            organization=self.organization,
+            target=target,
+            created_by=self.tenant.actor.user,
+            text=data.get("input"),
+            messages=data.get("messages"),
+            session_id=data.get("session"),
+        )
+        run = run_wait(organization=self.organization, run_id=run.pk, timeout_s=wait_s)
         # Without `wait` the answer is always 202, even when a fast run already ended by the time
         # it is read back: the status code must not depend on that race.
         return Response(
@@ -240,7 +218,9 @@ def _non_negative_int(request: Request, name: str, default: int) -> int:
     if raw in (None, ""):
         return default
     if not raw.isdigit() or len(raw) > 9:
-        raise ApiError(f"`{name}` must be a non-negative integer.", detail={"field": name})
+        raise LightfastError(
+            f"`{name}` must be a non-negative integer.", code="invalid_request", detail={"field": name}
+        )
     return int(raw)
 
 
@@ -271,9 +251,9 @@ class SessionListView(OrganizationScopedGenericAPIView):
     serializer_class = ChatSessionSerializer
     pagination_class = Pagination
 
-    def get_queryset(self) -> QuerySet[ChatSession]:
+    def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Scoped sessions, filtered by `agent`."""
-        sessions: QuerySet[ChatSession] = super().get_queryset()
+        sessions: QuerySet[ChatSession] = super().filter_queryset(queryset)
         if self.request.query_params.get("agent"):
             sessions = sessions.filter(agent=self.request.query_params["agent"])
         return sessions
@@ -288,7 +268,7 @@ class SessionListView(OrganizationScopedGenericAPIView):
     )
     def get(self, request: Request) -> Response:
         """Sessions, paginated."""
-        page = self.paginate_queryset(self.get_queryset())
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
         return self.get_paginated_response(ChatSessionSerializer(page, many=True).data)
 
 
@@ -301,7 +281,7 @@ class SessionAPIView(OrganizationScopedGenericAPIView):
         """The caller's session or a 404."""
         session = session_get(organization=self.organization, public_id=session_id)
         if session is None:
-            raise RunRequestError(TransportError("not_found", "No such session."))
+            raise LightfastError("No such session.", code="not_found")
         return session
 
 

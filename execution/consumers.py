@@ -1,28 +1,4 @@
-"""The chat websocket `/ws/v1/chat/{bundle}/{agent}/`: start, cancel and resume runs, stream their events.
-
-Client frames (JSON text, at most `MAX_FRAME_BYTES`):
-`{"type": "message", "text": ..., "session": ...}`, `{"type": "cancel", "run": ...}`,
-`{"type": "resume", "run": ..., "after": seq}`.
-Server frames: every run event as `{"run", "seq", "type", ...chunk}`; `{"type": "run-accepted",
-"run", "session"}` after a message started a run; `{"type": "error", "errorText", "error":
-{"type", "message", "detail"}}` for a refused frame (the connection stays usable).
-
-Limits: each connection attempt counts against the organization's (and API key's) websocket
-connect rate, and every client frame against its frame rate (`organizations.ratelimits`); a
-refused attempt gets an `error` frame of type `rate_limited` and close code 4429, a refused frame
-an `error` frame of the same type and is dropped. A client IP over its failed-authentication limit
-is refused the same way (4429), whatever credentials it presents.
-
-Credentials are held to account for the whole connection, not only at connect: when the API key
-is revoked, deleted or expires, or the member is removed, changes role or is deactivated, the
-connection gets an `error` frame (`credentials_revoked` or `credentials_expired`) and is closed
-with 4401 within a second (`execution.transport.CredentialWatch`); when the organization is
-suspended, `organization_suspended` and 4403. Every client frame re-checks them too.
-
-Outgoing frames pass one bounded queue per connection; a client whose socket does not drain
-(the server's write buffer stays above `MAX_BUFFERED_BYTES` for `SLOW_CLIENT_GRACE_S`) is
-disconnected with close code 4008, so a slow reader costs bounded memory.
-"""
+"""The chat websocket `/ws/v1/chat/{bundle}/{agent}/`: start, cancel and resume runs, stream their events."""
 
 from __future__ import annotations
 
@@ -37,21 +13,14 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from execution.services import run_cancel
-from execution.transport import (
-    AgentTarget,
-    CredentialWatch,
-    TransportError,
-    agent_target_resolve,
-    chat_run_start,
-    run_event_stream,
-    run_get,
-)
-from execution.ws_auth import WsAuthFailed, accepted_subprotocol, ws_tenant_resolve
+from execution.credential_watch import CredentialWatch
+from execution.selectors import AgentTarget, agent_target_resolve, run_get
+from execution.services import chat_run_start, run_cancel
+from execution.stream import run_event_stream
+from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
+from lightfast_cloud.errors import LightfastError, ws_error_frame
 from organizations.models import Scope
 from organizations.ratelimits import (
-    RateLimited,
-    RateLimitUnavailable,
     client_ip_of_scope,
     ratelimit_ws_connect,
     ratelimit_ws_frame,
@@ -66,15 +35,8 @@ MAX_BUFFERED_BYTES = 1024 * 1024
 SLOW_CLIENT_GRACE_S = 5.0
 MAX_STREAMS_PER_CONNECTION = 16
 
-CLOSE_AUTH = 4401
-# The credentials the connection was opened with stopped holding (revoked, expired, member removed).
-CLOSE_CREDENTIALS_REVOKED = CLOSE_AUTH
-CLOSE_NOT_FOUND = 4404
+# Not an error a service raises: the server gives up on a client that does not read.
 CLOSE_SLOW_CLIENT = 4008
-CLOSE_SUSPENDED = 4403
-CLOSE_RATE_LIMITED = 4429
-# RFC 6455 "try again later": the rate-limit store is unreachable.
-CLOSE_TRY_AGAIN_LATER = 1013
 
 TRANSPORT_SCOPE_KEY = "lightfast.transport"
 
@@ -111,42 +73,10 @@ def transport_backlog_bytes(transport: Any) -> int:
     return max(0, len(buffered) - offset) + pending
 
 
-class FrameError(Exception):
-    """A client frame the consumer refuses; answered with an `error` frame."""
-
-    def __init__(self, code: str, message: str, *, detail: Any = None, run: str | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.detail = detail
-        self.run = run
-
-
-def error_frame(code: str, message: str, *, detail: Any = None, run: str | None = None) -> dict[str, Any]:
-    """An `error` frame: the AI SDK's `errorText` plus the API's error object."""
-    frame: dict[str, Any] = {
-        "type": "error",
-        "errorText": f"{code}: {message}",
-        "error": {"type": code, "message": message, "detail": detail},
-    }
-    if run is not None:
-        frame["run"] = run
-    return frame
-
-
 def _admit_frame(tenant: Tenant) -> None:
-    """Re-check the credentials (raises CredentialsRevoked) and count one frame (raises FrameError)."""
+    """Re-check the credentials (raises CredentialsRevoked) and count one frame (raises RateLimited)."""
     organization = tenant_recheck(tenant)
-    try:
-        ratelimit_ws_frame(organization=organization, api_key=tenant.api_key)
-    except RateLimited as exc:
-        raise FrameError(exc.error_type, exc.message, detail=exc.extra_detail) from exc
-    except RateLimitUnavailable as exc:
-        raise FrameError(exc.error_type, exc.message) from exc
-
-
-def _revoked_close_code(exc: CredentialsRevoked) -> int:
-    return CLOSE_SUSPENDED if exc.code == "organization_suspended" else CLOSE_CREDENTIALS_REVOKED
+    ratelimit_ws_frame(organization=organization, api_key=tenant.api_key)
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -177,19 +107,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.target = await sync_to_async(agent_target_resolve)(
                 organization=self.tenant.organization, bundle=route["bundle"], agent=route["agent"]
             )
-        except WsAuthFailed as exc:
-            await self._refuse(subprotocol, error_frame(exc.code, exc.message), CLOSE_AUTH)
-            return
-        except RateLimited as exc:
-            await self._refuse(subprotocol, exc.error_frame(), CLOSE_RATE_LIMITED)
-            return
-        except RateLimitUnavailable as exc:
-            await self._refuse(subprotocol, error_frame(exc.error_type, exc.message), CLOSE_TRY_AGAIN_LATER)
-            return
-        except TransportError as exc:
-            await self._refuse(
-                subprotocol, error_frame(exc.code, exc.message, detail=exc.detail), CLOSE_NOT_FOUND
-            )
+        except LightfastError as exc:
+            # Refused (credentials, the IP's or organization's limits, the agent): the frame says
+            # why, the close code comes from the error table.
+            await self._refuse(subprotocol, ws_error_frame(exc), exc.ws_close)
             return
         await self.accept(subprotocol)
         self.writer = asyncio.ensure_future(self._write_loop())
@@ -213,7 +134,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if self.closing:
             return
         logger.info("closing a websocket: %s", revoked.code)
-        await self._close_after(error_frame(revoked.code, revoked.message), _revoked_close_code(revoked))
+        await self._close_after(ws_error_frame(revoked), revoked.ws_close)
 
     async def _refuse(self, subprotocol: str | None, frame: dict[str, Any], code: int) -> None:
         self.closing = True
@@ -248,10 +169,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             await sync_to_async(_admit_frame)(self.tenant)
         except CredentialsRevoked as exc:
-            await self._close_after(error_frame(exc.code, exc.message), _revoked_close_code(exc))
+            await self._close_after(ws_error_frame(exc), exc.ws_close)
             return
-        except FrameError as exc:
-            await self._enqueue(error_frame(exc.code, exc.message, detail=exc.detail))
+        except LightfastError as exc:
+            await self._enqueue(ws_error_frame(exc))  # over the frame rate: this frame is dropped
             return
         try:
             frame = self._parse(text_data, bytes_data)
@@ -263,60 +184,57 @@ class ChatConsumer(AsyncWebsocketConsumer):
             elif kind == "resume":
                 await self._on_resume(frame)
             else:
-                raise FrameError(
-                    "invalid_frame",
-                    "Unknown frame type; expected message, cancel or resume.",
+                raise LightfastError(
+                    code="invalid_frame",
+                    message="Unknown frame type; expected message, cancel or resume.",
                     detail={"type": kind if isinstance(kind, str) else None},
                 )
-        except FrameError as exc:
-            await self._enqueue(error_frame(exc.code, exc.message, detail=exc.detail, run=exc.run))
+        except LightfastError as exc:
+            await self._enqueue(ws_error_frame(exc))
 
     def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
         if text_data is None:
-            raise FrameError("invalid_frame", "Frames are JSON text, not binary.")
+            raise LightfastError(code="invalid_frame", message="Frames are JSON text, not binary.")
         if len(text_data.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
-            raise FrameError(
-                "invalid_frame",
-                f"The frame exceeds {MAX_FRAME_BYTES} bytes.",
+            raise LightfastError(
+                code="invalid_frame",
+                message=f"The frame exceeds {MAX_FRAME_BYTES} bytes.",
                 detail={"limit_bytes": MAX_FRAME_BYTES},
             )
         try:
             frame = json.loads(text_data)
         except ValueError as exc:
-            raise FrameError("invalid_frame", "The frame is not valid JSON.") from exc
+            raise LightfastError(code="invalid_frame", message="The frame is not valid JSON.") from exc
         if not isinstance(frame, dict):
-            raise FrameError("invalid_frame", "The frame must be a JSON object.")
+            raise LightfastError(code="invalid_frame", message="The frame must be a JSON object.")
         return frame
 
     def _require(self, scope: str) -> None:
         if not self.tenant.has_scope(scope):
-            raise FrameError("permission_denied", f"This needs the `{scope}` scope.")
+            raise LightfastError(code="permission_denied", message=f"This needs the `{scope}` scope.")
 
     async def _on_message(self, frame: dict[str, Any]) -> None:
         self._require(Scope.EXECUTE)
         text = frame.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise FrameError("invalid_frame", "`text` must be a non-empty string.")
+            raise LightfastError(code="invalid_frame", message="`text` must be a non-empty string.")
         session_id = frame.get("session")
         if session_id is not None and not isinstance(session_id, str):
-            raise FrameError("invalid_frame", "`session` must be a string.")
+            raise LightfastError(code="invalid_frame", message="`session` must be a string.")
         if len(self.streams) >= MAX_STREAMS_PER_CONNECTION:
-            raise FrameError("invalid_frame", "Too many runs streaming on this connection.")
+            raise LightfastError(code="invalid_frame", message="Too many runs streaming on this connection.")
         run_id, session_public_id = await sync_to_async(self._start_run)(text, session_id)
         await self._enqueue({"type": "run-accepted", "run": run_id, "session": session_public_id})
         self._stream(run_id, after=0)
 
     def _start_run(self, text: str, session_id: str | None) -> tuple[str, str]:
-        try:
-            run = chat_run_start(
-                organization=self.tenant.organization,
-                target=self.target,
-                created_by=self.tenant.actor.user,
-                text=text,
-                session_id=session_id,
-            )
-        except TransportError as exc:
-            raise FrameError(exc.code, exc.message, detail=exc.detail) from exc
+        run = chat_run_start(
+            organization=self.tenant.organization,
+            target=self.target,
+            created_by=self.tenant.actor.user,
+            text=text,
+            session_id=session_id,
+        )
         assert run.session is not None
         return str(run.pk), run.session.public_id
 
@@ -325,33 +243,35 @@ class ChatConsumer(AsyncWebsocketConsumer):
         run_id = self._run_field(frame)
         try:
             run = await sync_to_async(run_get)(organization=self.tenant.organization, run_id=run_id)
-        except TransportError as exc:
-            raise FrameError(exc.code, exc.message, run=run_id) from exc
+        except LightfastError as exc:
+            await self._enqueue(ws_error_frame(exc, run=run_id))
+            return
         await sync_to_async(run_cancel)(run=run)
 
     async def _on_resume(self, frame: dict[str, Any]) -> None:
         self._require(Scope.READ)
         run_id = self._run_field(frame)
         after = frame.get("after", 0)
-        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
-            raise FrameError("invalid_frame", "`after` must be a non-negative integer seq.", run=run_id)
         try:
+            if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+                raise LightfastError("`after` must be a non-negative integer seq.", code="invalid_frame")
             run = await sync_to_async(run_get)(organization=self.tenant.organization, run_id=run_id)
-        except TransportError as exc:
-            raise FrameError(exc.code, exc.message, run=run_id) from exc
+        except LightfastError as exc:
+            await self._enqueue(ws_error_frame(exc, run=run_id))
+            return
         if len(self.streams) >= MAX_STREAMS_PER_CONNECTION and str(run.pk) not in self.streams:
-            raise FrameError("invalid_frame", "Too many runs streaming on this connection.")
+            raise LightfastError(code="invalid_frame", message="Too many runs streaming on this connection.")
         self._stream(str(run.pk), after=after)
 
     @staticmethod
     def _run_field(frame: dict[str, Any]) -> str:
         run_id = frame.get("run")
         if not isinstance(run_id, str) or not run_id:
-            raise FrameError("invalid_frame", "`run` must be a run id.")
+            raise LightfastError(code="invalid_frame", message="`run` must be a run id.")
         try:
             return str(uuid.UUID(run_id))
-        except ValueError as exc:
-            raise FrameError("not_found", "No such run.", run=run_id[:64]) from exc
+        except ValueError:
+            return run_id[:64]  # `run_get` answers `not_found` for it, the error frame naming it
 
     # --- streaming ----------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from django.dispatch import receiver
 
 from agents.models import BundleVersion
 from agents.services import bundle_version_quarantined
-from execution.events import credentials_changed_notify
 from execution.models import Run
+from execution.publisher import credentials_changed_notify
 from organizations.operations import org_cancel_runs
 from organizations.quotas import ACTIVE_RUN_STATUSES
 from organizations.services import Actor, credentials_changed

@@ -1,18 +1,4 @@
-"""Server-Sent Events for AI SDK clients: `useChat` posts here and reads the UI message stream.
-
-`POST /api/v1/chat/{bundle}/{agent}` takes the `useChat` body (`{id, messages}`; `id` names the
-chat session) and streams the run as `id: <run>:<seq>` + `data: <chunk json>` frames, ending
-with `data: [DONE]`. `GET` on the same path with `Last-Event-ID: <run>:<seq>` (or `?run=&after=`)
-resumes after that event; `GET …/{chatId}/stream` (the AI SDK's reconnect) replays the chat's
-active run, or answers 204 when none is running. The views are async, so an open stream holds
-no thread.
-
-A stream lives only as long as the credentials that opened it: once the API key is revoked or
-expires, the member is removed or the organization suspended, the stream sends an `error` chunk
-(`errorText: "credentials_revoked: …"`) and ends without `[DONE]`
-(`execution.transport.CredentialWatch`). Authentication passes the client IP's
-failed-authentication limit like the REST API (`organizations.tenancy.tenant_admit`).
-"""
+"""Server-Sent Events for AI SDK clients: `useChat` posts here and reads the UI message stream."""
 
 from __future__ import annotations
 
@@ -30,18 +16,13 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
 from rest_framework.request import Request
 
+from execution.credential_watch import CredentialWatch
 from execution.models import Run
-from execution.transport import (
-    CredentialWatch,
-    StreamedEvent,
-    TransportError,
-    agent_target_resolve,
-    chat_run_start,
-    run_event_stream,
-    run_get,
-    session_get,
-)
-from lightfast_cloud.api_errors import api_exception_handler, error_response
+from execution.selectors import agent_target_resolve, run_get, session_get
+from execution.services import chat_run_start
+from execution.stream import StreamedEvent, run_event_stream
+from lightfast_cloud.api_errors import api_exception_handler
+from lightfast_cloud.errors import LightfastError, sse_error_chunk
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
 from organizations.ratelimits import ratelimit_apply_headers
@@ -67,8 +48,6 @@ def _tenant_for(request: HttpRequest, scope: str) -> Tenant:
 
 
 def _exception_response(exc: Exception) -> HttpResponse:
-    if isinstance(exc, TransportError):
-        return error_response(exc.http_status, exc.code, exc.message, exc.detail)
     response = api_exception_handler(exc, {})
     if response is None:
         raise exc
@@ -95,8 +74,7 @@ async def _frames(run_id: uuid.UUID, after: int, tenant: Tenant) -> AsyncIterato
             following = asyncio.ensure_future(anext(events))
             done, _ = await asyncio.wait({following, revoked}, return_when=asyncio.FIRST_COMPLETED)
             if revoked in done:
-                exc = revoked.result()
-                chunk = {"type": "error", "errorText": f"{exc.code}: {exc.message}"}
+                chunk = sse_error_chunk(revoked.result())
                 yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
                 return
             try:
@@ -130,12 +108,12 @@ def _start(request: HttpRequest, bundle: str, agent: str) -> tuple[Run, Tenant]:
     try:
         body = json.loads(request.body or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise TransportError("malformed_json", "The request body is not valid JSON.") from exc
+        raise LightfastError(code="malformed_json", message="The request body is not valid JSON.") from exc
     if not isinstance(body, dict) or "messages" not in body:
-        raise TransportError("invalid_input", "Expected the useChat body `{id, messages}`.")
+        raise LightfastError(code="invalid_input", message="Expected the useChat body `{id, messages}`.")
     chat_id = body.get("id")
     if chat_id is not None and not isinstance(chat_id, str):
-        raise TransportError("invalid_input", "`id` must be a string.")
+        raise LightfastError(code="invalid_input", message="`id` must be a string.")
     run = chat_run_start(
         organization=tenant.organization,
         target=target,
@@ -154,14 +132,16 @@ def _resume_point(request: HttpRequest, bundle: str, agent: str) -> tuple[uuid.U
     else:
         run_ref, seq_text = request.GET.get("run", ""), request.GET.get("after", "0")
     if not run_ref:
-        raise TransportError(
-            "invalid_input", "Send `Last-Event-ID: <run>:<seq>` (or `?run=&after=`) to resume."
+        raise LightfastError(
+            code="invalid_input", message="Send `Last-Event-ID: <run>:<seq>` (or `?run=&after=`) to resume."
         )
     if not seq_text.isdigit() or len(seq_text) > 9:
-        raise TransportError("invalid_input", "The seq to resume after must be a non-negative integer.")
+        raise LightfastError(
+            code="invalid_input", message="The seq to resume after must be a non-negative integer."
+        )
     run = run_get(organization=tenant.organization, run_id=run_ref)
     if run.bundle_version.bundle.slug != bundle or run.agent_key != agent:
-        raise TransportError("not_found", "No such run of this agent.")
+        raise LightfastError(code="not_found", message="No such run of this agent.")
     return run.pk, int(seq_text), tenant
 
 
@@ -171,7 +151,7 @@ def _active_run(
     tenant = _tenant_for(request, Scope.READ)
     session = session_get(organization=tenant.organization, public_id=chat_id)
     if session is None or session.agent != f"{bundle}/{agent}":
-        raise TransportError("not_found", "No such chat.")
+        raise LightfastError(code="not_found", message="No such chat.")
     run = session.runs.order_by("-created_at").first()
     if run is None or run.is_terminal:
         return None, tenant
@@ -191,7 +171,7 @@ async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpRespon
             response = _stream(run_id, after, tenant)
         else:
             raise MethodNotAllowed(request.method or "")
-    except (APIException, Http404, TransportError) as exc:
+    except (APIException, Http404, LightfastError) as exc:
         response = _exception_response(exc)
     return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]
 
@@ -207,6 +187,6 @@ async def chat_reconnect_view(
             raise MethodNotAllowed(request.method or "")
         run_id, tenant = await sync_to_async(_active_run)(request, bundle, agent, chat_id)
         response = HttpResponse(status=204) if run_id is None else _stream(run_id, 0, tenant)
-    except (APIException, Http404, TransportError) as exc:
+    except (APIException, Http404, LightfastError) as exc:
         response = _exception_response(exc)
     return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]

@@ -1,17 +1,5 @@
-"""Row writes and reads of the run hot path as plain SQL, built once per model and shape.
-
-The ORM compiles every `create()`, `filter().update()` and `select_related().get()` anew and
-instantiates a model per row; on the run path (a dozen statements per run, hundreds of runs a
-second) that compiling was most of the CPU a run cost. These helpers build each statement's
-text once, adapt values with the fields' own `get_db_prep_save` and convert results with the
-backend's and fields' converters, so SQLite and PostgreSQL get exactly what the ORM would
-send and read. They run through Django's cursor (transactions, error wrapping, execute
-wrappers); they send no model signals (the run models have no receivers).
-
-Names, columns and converters are resolved once per database vendor (`functools.cache`), and
-the database wrapper is looked up once per call rather than through the `connection` proxy
-at every attribute (measured: ~150 proxy lookups per run before).
-"""
+"""Row writes and reads of the run hot path as plain SQL (INSERT, UPDATE … RETURNING, model instances from
+rows), each statement's text built once per model and shape on top of `lightfast_cloud.sql`."""
 
 from __future__ import annotations
 
@@ -19,72 +7,26 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
+
+from lightfast_cloud.sql import column_for, database, field_of, table_for, vendor
+
+# The ORM compiles every `create()`, `filter().update()` and `select_related().get()` anew and
+# instantiates a model per row; on the run path that compiling cost more than the statements. These
+# adapt values with the fields' own `get_db_prep_save` and convert results with the backend's and
+# fields' converters, so the database gets and gives exactly what the ORM would; they send no model
+# signals (the run models have no receivers).
 
 ModelT = TypeVar("ModelT", bound=Model)
 Converter = Callable[[Any], Any]
 
 
-def database() -> BaseDatabaseWrapper:
-    """This thread's default database connection (the object behind `django.db.connection`)."""
-    return connections[DEFAULT_DB_ALIAS]
-
-
-def vendor() -> str:
-    """The default database's vendor (`sqlite`, `postgresql`): the key of everything cached here."""
-    return str(database().vendor)
-
-
-def quote(name: str) -> str:
-    """A quoted identifier for the current connection."""
-    return str(database().ops.quote_name(name))
-
-
-def table(model: type[Model]) -> str:
-    """The model's quoted table name."""
-    return _table(vendor(), model)
-
-
-def column(model: type[Model], name: str) -> str:
-    """The quoted column of a field (by name or attname) of the model."""
-    return _column(vendor(), model, name)
-
-
-@functools.cache
-def _table(vendor: str, model: type[Model]) -> str:
-    return quote(model._meta.db_table)
-
-
-@functools.cache
-def _column(vendor: str, model: type[Model], name: str) -> str:
-    field = field_of(model, name)
-    return quote(field.column or field.attname)
-
-
-@functools.cache
-def field_of(model: type[Model], name: str) -> Field[Any, Any]:
-    """The concrete field of the model with this name (or attname)."""
-    field = model._meta.get_field(name)
-    assert isinstance(field, Field) and field.concrete, f"{model.__name__}.{name} is not a column"
-    return field
-
-
-def db_value(model: type[Model], name: str, value: Any) -> Any:
-    """A Python value of a field as the driver takes it (what the ORM would send)."""
-    return field_of(model, name).get_db_prep_save(value, database())
-
-
-def select_columns(model: type[Model], names: Sequence[str], alias: str) -> str:
-    """`alias.col, …` for the named fields."""
-    return ", ".join(f"{alias}.{column(model, name)}" for name in names)
-
-
 class Statement:
     """SQL text with its driver parameters, prepared before a transaction so that only running it is inside.
 
-    SQLite writers take turns on one write lock (`execution.events.write_transaction`); what is
+    SQLite writers take turns on one write lock (`execution.write_gate.write_transaction`); what is
     adapted, serialised and compiled here is work the other writers do not wait for.
     """
 
@@ -143,11 +85,11 @@ def _insert_shape(vendor: str, model: type[Model]) -> tuple[str, list[Field[Any,
     assert pk is not None
     auto_pk = bool(pk.db_returning)
     fields = [field for field in model._meta.concrete_fields if not (auto_pk and field is pk)]
-    columns = ", ".join(_column(vendor, model, field.name) for field in fields)
+    columns = ", ".join(column_for(vendor, model, field.name) for field in fields)
     # Identifiers from model metadata; every value is a parameter.
-    sql = f"INSERT INTO {_table(vendor, model)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+    sql = f"INSERT INTO {table_for(vendor, model)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
     if auto_pk:
-        sql += f" RETURNING {_column(vendor, model, pk.name)}"
+        sql += f" RETURNING {column_for(vendor, model, pk.name)}"
     return sql, fields, auto_pk
 
 
@@ -195,7 +137,7 @@ def _update_sql(
     returning: tuple[str, ...],
 ) -> str:
     def col(name: str) -> str:
-        return _column(vendor, model, name)
+        return column_for(vendor, model, name)
 
     assigns = [f"{col(name)} = %s" for name in changes] + [
         f"{col(name)} = {col(name)} + %s" for name in increments
@@ -204,7 +146,7 @@ def _update_sql(
     assert pk is not None
     conditions = [f"{col(pk.name)} = %s"] + [f"{col(name)} = %s" for name in where]
     # Identifiers from model metadata; every value is a parameter.
-    sql = f"UPDATE {_table(vendor, model)} SET {', '.join(assigns)} WHERE {' AND '.join(conditions)}"  # noqa: S608
+    sql = f"UPDATE {table_for(vendor, model)} SET {', '.join(assigns)} WHERE {' AND '.join(conditions)}"  # noqa: S608
     if returning:
         sql += " RETURNING " + ", ".join(col(name) for name in returning)
     return sql

@@ -1,13 +1,4 @@
-"""Per-process supervision of the runs a worker holds: heartbeats, cancel requests and wall deadlines.
-
-One daemon thread per process serves every run the process holds, so its cost does not grow
-with the number of runs: every POLL_S it reads which held runs have a cancel request (one
-query) and fires the tokens of runs past their deadline; every LIGHTFAST_RUN_HEARTBEAT_S
-it stamps `heartbeat_at` on all held runs (one UPDATE). A run that stopped being `running`
-under us (the reaper failed it) gets its token cancelled with `worker_lost`. A run that
-ignores its deadline for longer than STUCK_GRACE_S stops being heartbeated, so the
-reaper ends it: no run stays `running` forever, even if its thread is stuck.
-"""
+"""Per-process supervision of the runs a worker holds: heartbeats, cancel requests and wall deadlines."""
 
 from __future__ import annotations
 
@@ -23,9 +14,9 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
-from execution.events import write_transaction
 from execution.models import Run, RunStatus
 from execution.providers.base import CancelToken
+from execution.write_gate import write_transaction
 
 logger = logging.getLogger(__name__)
 

@@ -1,16 +1,4 @@
-"""Who is on a websocket: single-use tickets, API keys in `Sec-WebSocket-Protocol`, dashboard sessions.
-
-A long-lived key never goes in a URL (URLs end up in logs): browsers that cannot set headers
-either offer the key as a subprotocol (`lightfast.v1, lightfast.key.<key>`; the server echoes
-only `lightfast.v1`) or first `POST /api/v1/ws-tickets` and connect with `?ticket=`. A ticket
-lives `TICKET_TTL_S` seconds in the cache and is consumed atomically (redis GETDEL), so it works
-once. A dashboard session authenticates only when the `Origin` is one of ours (cookies are
-ambient: without the check any site could open a socket as the signed-in user).
-
-Every refused credential (ticket, key, none at all) counts against the client IP's
-failed-authentication limit, as on the REST API; an IP over it is refused with `rate_limited`
-whatever it presents (`ratelimit_ws_connect` checks it for the credentials that do hold).
-"""
+"""Who is on a websocket: single-use tickets, API keys in `Sec-WebSocket-Protocol`, dashboard sessions."""
 
 from __future__ import annotations
 
@@ -26,11 +14,13 @@ from django.core.cache import cache
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
 
+from lightfast_cloud.errors import CLOSE_AUTH, LightfastError
+from organizations.errors import ApiKeyRejected
 from organizations.models import ApiKey, Membership, Organization
 from organizations.ratelimits import ratelimit_auth_blocked, ratelimit_auth_failure
 from organizations.selectors import membership_for_user
-from organizations.services import Actor, ApiKeyRejected, apikey_authenticate
-from organizations.tenancy import Tenant
+from organizations.services import apikey_authenticate
+from organizations.tenancy import OrganizationSuspended, Tenant, tenant_of
 
 # WsAuthFailed codes that mean "these credentials do not authenticate": they count against the IP.
 CREDENTIAL_FAILURES = frozenset({"authentication_failed", "not_authenticated"})
@@ -40,13 +30,15 @@ SUBPROTOCOL = "lightfast.v1"
 KEY_SUBPROTOCOL_PREFIX = "lightfast.key."
 
 
-class WsAuthFailed(Exception):
-    """The websocket presented no usable credentials; `code` is the error type sent before closing."""
+class WsAuthFailed(LightfastError):
+    """The websocket presented no usable credentials; `code` is the error type sent before closing.
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+    Closes with 4401 whatever the code (a suspended organization or a session with no matching
+    organization included): the client must authenticate again before anything else helps.
+    """
+
+    code = "authentication_failed"
+    ws_close_override = CLOSE_AUTH
 
 
 @dataclass(frozen=True)
@@ -82,26 +74,28 @@ def ws_ticket_issue(*, tenant: Tenant) -> WsTicket:
 def ws_ticket_consume(*, ticket: str) -> Tenant:
     """The tenant a ticket was issued to; the ticket is gone afterwards (also when it was refused)."""
     if not ticket.startswith(TICKET_PREFIX) or len(ticket) > 100:
-        raise WsAuthFailed("authentication_failed", "Invalid websocket ticket.")
+        raise WsAuthFailed(code="authentication_failed", message="Invalid websocket ticket.")
     raw = _redis().getdel(_ticket_cache_key(ticket))
     if raw is None:
-        raise WsAuthFailed("authentication_failed", "The ticket is unknown, expired or already used.")
+        raise WsAuthFailed(
+            code="authentication_failed", message="The ticket is unknown, expired or already used."
+        )
     record = json.loads(raw)
     organization = Organization.objects.filter(pk=record["organization"]).first()
     if organization is None:
-        raise WsAuthFailed("authentication_failed", "The ticket's organization no longer exists.")
+        raise WsAuthFailed(
+            code="authentication_failed", message="The ticket's organization no longer exists."
+        )
     scopes = frozenset(record["scopes"])
     if record.get("api_key") is not None:
         api_key = ApiKey.objects.filter(pk=record["api_key"], organization=organization).first()
         now = timezone.now()
         if api_key is None or api_key.revoked_at is not None or api_key.is_expired(now):
-            raise WsAuthFailed("authentication_failed", "The API key behind the ticket was revoked.")
-        tenant = Tenant(
-            organization=organization,
-            scopes=scopes & frozenset(api_key.scopes),
-            actor=Actor.for_api_key(api_key),
-            api_key=api_key,
-        )
+            raise WsAuthFailed(
+                code="authentication_failed", message="The API key behind the ticket was revoked."
+            )
+        api_key.organization = organization
+        return _tenant(api_key=api_key, scopes=scopes)
     else:
         membership = (
             Membership.objects.select_related("user", "organization")
@@ -109,20 +103,18 @@ def ws_ticket_consume(*, ticket: str) -> Tenant:
             .first()
         )
         if membership is None:
-            raise WsAuthFailed("authentication_failed", "The ticket's user is no longer a member.")
-        tenant = Tenant(
-            organization=organization,
-            scopes=scopes & membership.scopes,
-            actor=Actor.for_user(membership.user),
-            membership=membership,
-        )
-    return _active(tenant)
+            raise WsAuthFailed(
+                code="authentication_failed", message="The ticket's user is no longer a member."
+            )
+        return _tenant(membership=membership, scopes=scopes)
 
 
-def _active(tenant: Tenant) -> Tenant:
-    if not tenant.organization.is_active:
-        raise WsAuthFailed("organization_suspended", "This organization is suspended.")
-    return tenant
+def _tenant(**credentials: Any) -> Tenant:
+    """`tenant_of` the credentials; at connect a suspended organization is an authentication refusal."""
+    try:
+        return tenant_of(**credentials)
+    except OrganizationSuspended as exc:
+        raise WsAuthFailed(code=exc.code, message="This organization is suspended.") from exc
 
 
 def offered_subprotocols(scope: dict[str, Any]) -> list[str]:
@@ -163,15 +155,8 @@ def _key_tenant(raw_key: str) -> Tenant:
     try:
         api_key = apikey_authenticate(raw_key=raw_key)
     except ApiKeyRejected as exc:
-        raise WsAuthFailed("authentication_failed", exc.message) from exc
-    return _active(
-        Tenant(
-            organization=api_key.organization,
-            scopes=frozenset(api_key.scopes),
-            actor=Actor.for_api_key(api_key),
-            api_key=api_key,
-        )
-    )
+        raise WsAuthFailed(code="authentication_failed", message=exc.message) from exc
+    return _tenant(api_key=api_key)
 
 
 def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
@@ -197,8 +182,8 @@ def _resolve(scope: dict[str, Any]) -> Tenant:
     query = parse_qs((scope.get("query_string") or b"").decode("latin-1"))
     if "key" in query or "api_key" in query:
         raise WsAuthFailed(
-            "authentication_failed",
-            "Never put an API key in a URL; use a ticket or the Sec-WebSocket-Protocol header.",
+            code="authentication_failed",
+            message="Never put an API key in a URL; use a ticket or the Sec-WebSocket-Protocol header.",
         )
     tickets = query.get("ticket")
     if tickets:
@@ -214,20 +199,20 @@ def _resolve(scope: dict[str, Any]) -> Tenant:
     user = scope.get("user")
     if user is not None and getattr(user, "is_authenticated", False):
         if not origin_allowed(scope):
-            raise WsAuthFailed("origin_not_allowed", "Session websockets must come from this site.")
+            raise WsAuthFailed(
+                code="origin_not_allowed", message="Session websockets must come from this site."
+            )
         wanted = query.get("organization", [None])[0]
         membership = membership_for_user(user=user, organization_ref=wanted)
         if membership is None:
             raise WsAuthFailed(
-                "not_found", "No organization of yours matches (name one with ?organization=)."
+                code="not_found", message="No organization of yours matches (name one with ?organization=)."
             )
-        return _active(
-            Tenant(
-                organization=membership.organization,
-                scopes=membership.scopes,
-                actor=Actor.for_user(membership.user),
-                membership=membership,
-                session_key=getattr(scope.get("session"), "session_key", None),
-            )
+        return _tenant(
+            membership=membership,
+            user=user,
+            session_key=getattr(scope.get("session"), "session_key", None),
         )
-    raise WsAuthFailed("not_authenticated", "Authenticate with a ticket, an API key or a session.")
+    raise WsAuthFailed(
+        code="not_authenticated", message="Authenticate with a ticket, an API key or a session."
+    )

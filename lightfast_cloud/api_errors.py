@@ -1,10 +1,5 @@
-"""The API's single error format, `{"error": {"type", "message", "detail"}}`, for every failure under /api/.
-
-Three layers produce it: the DRF exception handler (errors raised in API
-views), the Django handler404/handler500 views, and `ApiErrorMiddleware`
-for everything else (oversized or unreadable bodies, non-DRF views, CSRF
-failures, errors raised in other middleware).
-"""
+"""The API's single error format, `{"error": {"type", "message", "detail"}}`, for every failure under /api/:
+the DRF exception handler, handler404/handler500, and a middleware for everything else."""
 
 from __future__ import annotations
 
@@ -24,37 +19,24 @@ from django.core.exceptions import (
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
+
+from lightfast_cloud.errors import LightfastError, error_body
 
 logger = logging.getLogger("lightfast_cloud.api")
 
 API_PATH_PREFIX = "/api/"
 
 
-class ApiError(drf_exceptions.APIException):
-    """Base for errors the API reports to clients: a stable `error_type`, an HTTP status and a message."""
-
-    status_code: int = status.HTTP_400_BAD_REQUEST
-    error_type: str = "invalid_request"
-    default_detail = "The request could not be processed."
-
-    def __init__(self, message: str | None = None, *, detail: Any = None) -> None:
-        self.message = message or str(self.default_detail)
-        self.extra_detail = detail
-        super().__init__(self.message)
+class PayloadTooLarge(LightfastError):
+    code = "payload_too_large"
+    default_message = "The request body is too large."
 
 
-class PayloadTooLarge(ApiError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    error_type = "payload_too_large"
-    default_detail = "The request body is too large."
-
-
-class InvalidRequestBody(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    error_type = "invalid_request"
-    default_detail = "The request body could not be read."
+class InvalidRequestBody(LightfastError):
+    code = "invalid_request"
+    default_message = "The request body could not be read."
 
 
 # Error types for DRF's own exceptions; the first matching class wins.
@@ -89,11 +71,6 @@ _STATUS_ERROR_TYPES: dict[int, str] = {
 }
 
 
-def error_body(error_type: str, message: str, detail: Any = None) -> dict[str, Any]:
-    """The one JSON shape of every API error."""
-    return {"error": {"type": error_type, "message": message, "detail": detail}}
-
-
 def error_response(
     status_code: int, error_type: str | None = None, message: str | None = None, detail: Any = None
 ) -> JsonResponse:
@@ -108,9 +85,12 @@ def is_api_request(request: HttpRequest) -> bool:
     return request.path_info.startswith(API_PATH_PREFIX)
 
 
+def lightfast_error_response(exc: LightfastError) -> JsonResponse:
+    """A service's error as a plain Django response (code paths outside DRF)."""
+    return error_response(exc.http_status, exc.code, exc.message, exc.detail)
+
+
 def _drf_error_type(exc: drf_exceptions.APIException) -> str:
-    if isinstance(exc, ApiError):
-        return exc.error_type
     for exc_class, error_type in _DRF_ERROR_TYPES:
         if isinstance(exc, exc_class):
             return error_type
@@ -136,6 +116,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     from rest_framework.views import exception_handler as drf_exception_handler
 
     exc = _translate_django_exception(exc)
+    if isinstance(exc, LightfastError):
+        return Response(error_body(exc.code, exc.message, exc.detail), status=exc.http_status)
     response = drf_exception_handler(exc, context)
     if response is None:
         # Unexpected: let it propagate so ApiErrorMiddleware logs it and answers a JSON 500.
@@ -145,9 +127,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     elif isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
     assert isinstance(exc, drf_exceptions.APIException)
-    if isinstance(exc, ApiError):
-        message, detail = exc.message, exc.extra_detail
-    elif isinstance(exc, drf_exceptions.ValidationError):
+    if isinstance(exc, drf_exceptions.ValidationError):
         message, detail = "The request body has invalid fields.", exc.detail
         if isinstance(detail, list):
             detail = {"non_field_errors": detail}
@@ -193,6 +173,8 @@ class ApiErrorMiddleware:
         if not is_api_request(request):
             return None
         exception = _translate_django_exception(exception)
+        if isinstance(exception, LightfastError):
+            return lightfast_error_response(exception)
         if isinstance(exception, drf_exceptions.APIException):
             response = api_exception_handler(exception, {"request": request})
             assert response is not None

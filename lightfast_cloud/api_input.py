@@ -10,12 +10,12 @@ from django.conf import settings
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser
 
-from lightfast_cloud.api_errors import ApiError, InvalidRequestBody, PayloadTooLarge
+from lightfast_cloud.api_errors import InvalidRequestBody, LightfastError, PayloadTooLarge
 
 
-class MalformedJSON(ApiError):
-    error_type = "malformed_json"
-    default_detail = "The request body is not valid JSON."
+class MalformedJSON(LightfastError):
+    code = "malformed_json"
+    default_message = "The request body is not valid JSON."
 
 
 def _refuse_constant(name: str) -> float:

@@ -1,11 +1,4 @@
-"""An ASGI guard that refuses request bodies above the platform's hard cap before Django reads them.
-
-Django's ASGI handler spools the whole body to a temporary file before any
-view runs, so per-organization limits (checked in the views while streaming)
-cannot stop a 1 GB upload from filling the disk. This guard answers 413 at
-once for a declared Content-Length over the cap, and for a chunked body
-stops reading as soon as the running total passes it.
-"""
+"""An ASGI guard that refuses request bodies above the platform's hard cap before Django reads them."""
 
 from __future__ import annotations
 

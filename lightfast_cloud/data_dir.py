@@ -1,12 +1,4 @@
-"""The data directory (LIGHTFAST_DATA_DIR) is private: 0700, and the files in it 0600.
-
-It holds the SQLite database and its -wal/-shm files, the generated `secret_key`, the private
-redis's socket, append-only file and log, and uploaded bundles: nothing another local user (or a
-sandbox runner under another uid) may read. Settings call `data_dir_secure` on every start; the
-launcher also sets the umask 077 that its children (redis, daphne, workers) inherit, so what they
-create later is private too. SQLite gives -wal/-shm the mode of the database file, so creating
-that file 0600 (`sqlite_file_create`) covers them. Imported by settings: no Django here.
-"""
+"""The data directory (LIGHTFAST_DATA_DIR) is private: 0700, and the files in it 0600."""
 
 from __future__ import annotations
 

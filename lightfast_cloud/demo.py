@@ -1,8 +1,4 @@
-"""Demo content for the embedded stack: an organization, its owner, an operator, an API key, a bundle.
-
-Secrets (passwords, the API key) are printed only when they are created, on
-the first start; later starts say how to make new ones.
-"""
+"""Demo content for the embedded stack: an organization, its owner, an operator, an API key, a bundle."""
 
 from __future__ import annotations
 

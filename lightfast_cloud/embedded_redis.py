@@ -1,8 +1,4 @@
-"""A private redis-server on a unix socket, for the embedded stack and the test suite.
-
-It binds no TCP port (`--port 0`), so nothing outside this machine's file
-system permissions can reach it.
-"""
+"""A private redis-server on a unix socket, for the embedded stack and the test suite."""
 
 from __future__ import annotations
 

@@ -1,12 +1,4 @@
-"""Keep the objects a process built at start-up out of the cyclic garbage collector's scans.
-
-Django, Celery, DRF, openai and the rest leave hundreds of thousands of long-lived objects.
-A full collection walks them all, and a worker holding many runs at once promotes enough
-short-lived objects to trigger full collections often: measured with perf on a worker with
-50 threads under the runs benchmark, gc_collect_main was 5 % of its CPU (0.1 % with 4
-threads). `gc.freeze()` after start-up moves what exists then into a permanent generation
-the collector ignores; objects created later are collected as usual.
-"""
+"""Keep the objects a process built at start-up out of the cyclic garbage collector's scans."""
 
 from __future__ import annotations
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
+from lightfast_cloud import sql
 from lightfast_cloud.celery import app as celery_app
 
 
@@ -25,9 +25,8 @@ def _timed(check: Any) -> dict[str, Any]:
 
 
 def _database() -> dict[str, Any]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return {"vendor": connection.vendor}
+    sql.fetch_one("SELECT 1", [])
+    return {"vendor": sql.vendor()}
 
 
 def _redis() -> dict[str, Any]:

@@ -1,9 +1,4 @@
-"""The embedded stack: private redis, migrations, demo content, daphne and Celery workers (one per core).
-
-`python manage.py lightfast up` runs it. Every child starts in its own session
-so a Ctrl-C reaches only the launcher, which then stops the children in order
-(web, worker, redis) and waits for each, so nothing is left running.
-"""
+"""The embedded stack: private redis, migrations, demo content, daphne and Celery workers (one per core)."""
 
 from __future__ import annotations
 

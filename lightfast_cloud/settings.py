@@ -1,9 +1,4 @@
-"""Settings for every stack, read from environment variables.
-
-The defaults run the embedded stack on a fresh machine: SQLite and a private
-redis-server on a unix socket inside LIGHTFAST_DATA_DIR. Production sets
-DATABASE_URL, REDIS_URL, SECRET_KEY, DEBUG=false and ALLOWED_HOSTS (README).
-"""
+"""Settings for every stack, read from environment variables."""
 
 from __future__ import annotations
 
@@ -288,7 +283,7 @@ LIGHTFAST_TRUSTED_PROXY_COUNT = env.int("LIGHTFAST_TRUSTED_PROXY_COUNT", default
 # Failed authentications allowed per client IP (REST, SSE and websockets alike).
 LIGHTFAST_AUTH_FAILURE_RATE = env.str("LIGHTFAST_AUTH_FAILURE_RATE", default="30/m")
 # Open websockets and SSE streams re-check their credentials this often even when no revocation
-# message reached them (they are told at once otherwise; execution.transport.CredentialWatch).
+# message reached them (they are told at once otherwise; execution.credential_watch.CredentialWatch).
 LIGHTFAST_CREDENTIAL_RECHECK_S = env.float("LIGHTFAST_CREDENTIAL_RECHECK_S", default=5.0)
 # Platform maximums of the per-run limits an operator may give an organization (wall stays below
 # the broker visibility timeout so a long run is never redelivered).

@@ -1,9 +1,4 @@
-"""Sandbox status of each Celery worker, published to the cache for `/healthz`.
-
-The sandbox pool lives in the worker processes, not in the web process that
-answers `/healthz`, so each worker starts its pool when it is ready (warm for
-the first run) and writes the pool's status under its hostname every few seconds.
-"""
+"""Sandbox status of each Celery worker, published to the cache for `/healthz`."""
 
 from __future__ import annotations
 

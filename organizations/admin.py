@@ -1,4 +1,5 @@
-"""Operator admin: organizations with members and limits, API keys (revocable, never secret), audit log."""
+"""Operator admin: organizations with members and limits, API keys (revocable, never secret), audit log;
+every change goes through the same services as the API."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, cast
 from django.apps import apps
 from django.contrib import admin, messages
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest
@@ -15,8 +17,21 @@ from django.utils.html import format_html, format_html_join
 
 from organizations.admin_operator import OrganizationOperatorActions
 from organizations.admin_sandbox import SANDBOX_INLINES, sandbox_formset_save
-from organizations.models import ApiKey, AuditLog, Membership, Organization
-from organizations.services import Actor, apikey_revoke, audit_record
+from organizations.errors import LastOwner
+from organizations.models import ApiKey, AuditLog, Membership, Organization, Role
+from organizations.operations import org_set_limits
+from organizations.quotas import RunLimitAboveMaximum, quota_check_run_limits
+from organizations.services import (
+    PROFILE_FIELDS,
+    Actor,
+    apikey_revoke,
+    audit_record,
+    membership_add,
+    membership_change_role,
+    membership_remove,
+    org_update,
+    organization_set_sandbox_backend,
+)
 
 
 def _operator(request: HttpRequest) -> Actor:
@@ -24,8 +39,31 @@ def _operator(request: HttpRequest) -> Actor:
     return Actor.operator(label=f"operator:{user.get_username()}", user=user)
 
 
+class MembershipFormSet(BaseInlineFormSet):
+    """Refuses what the membership services refuse, before anything is saved: losing the last owner."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        owners_before = owners_after = 0
+        for form in self.forms:
+            if not hasattr(form, "cleaned_data") or not form.cleaned_data:
+                continue
+            existing = form.instance.pk is not None
+            if existing and "user" in form.changed_data:
+                raise ValidationError("A membership's user cannot change: remove it and add the other user.")
+            if existing and form.initial.get("role") == Role.OWNER:
+                owners_before += 1
+            if not form.cleaned_data.get("DELETE") and form.cleaned_data.get("role") == Role.OWNER:
+                owners_after += 1
+        if owners_before and not owners_after:
+            raise ValidationError(LastOwner.default_message)
+
+
 class MembershipInline(admin.TabularInline):
     model = Membership
+    formset = MembershipFormSet
     extra = 0
     raw_id_fields = ["user"]
     fields = ["user", "role", "created_at"]
@@ -37,7 +75,8 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
     list_display = ["slug", "name", "public_id", "is_active", "api_rate", "runs_per_month", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["slug", "name", "public_id"]
-    readonly_fields = ["public_id", "created_at", "usage_panel", "activity_panel"]
+    # Suspension cancels runs and closes connections: the suspend / reactivate actions do it.
+    readonly_fields = ["public_id", "is_active", "created_at", "usage_panel", "activity_panel"]
     inlines = [MembershipInline, *SANDBOX_INLINES]
     fieldsets = [
         (None, {"fields": ["public_id", "slug", "name", "is_active", "created_at"]}),
@@ -106,34 +145,48 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
             runs or "none",
         )
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        """The change form, checking per-run limits against the platform maximums like the API does."""
+        form = super().get_form(request, obj, change=change, **kwargs)
+
+        class LimitsCheckedForm(form):  # type: ignore[valid-type,misc]
+            def clean(self) -> dict[str, Any]:
+                cleaned: dict[str, Any] = super().clean()
+                changed = [name for name in self.changed_data if name in Organization.LIMIT_FIELDS]
+                limits = {name: cleaned[name] for name in changed if name in cleaned}
+                try:
+                    quota_check_run_limits(changes=limits)
+                except RunLimitAboveMaximum as exc:
+                    raise ValidationError(exc.message) from exc
+                return cleaned
+
+        return LimitsCheckedForm
+
     def save_model(self, request: HttpRequest, obj: Organization, form: ModelForm, change: bool) -> None:
-        """Save, recording creation or which fields changed (with old and new values) in the audit log."""
-        before = {}
-        if change:
-            stored = Organization.objects.get(pk=obj.pk)
-            before = {name: getattr(stored, name) for name in form.changed_data}
-        super().save_model(request, obj, form, change)
+        """Create, or apply each changed field through its service (each one writes the audit log)."""
+        actor = _operator(request)
         if not change:
+            super().save_model(request, obj, form, change)
             audit_record(
-                actor=_operator(request),
+                actor=actor,
                 action="organization.created",
                 organization=obj,
                 target=obj,
                 metadata={"slug": obj.slug, "name": obj.name},
             )
-        elif form.changed_data:
-            limits = [name for name in form.changed_data if name in Organization.LIMIT_FIELDS]
-            action = "organization.limits_changed" if limits == form.changed_data else "organization.changed"
-            audit_record(
-                actor=_operator(request),
-                action=action,
-                organization=obj,
-                target=obj,
-                metadata={
-                    "before": before,
-                    "after": {name: getattr(obj, name) for name in form.changed_data},
-                },
+            return
+        stored = Organization.objects.get(pk=obj.pk)
+        changed = {name: getattr(obj, name) for name in form.changed_data}
+        limits = {name: value for name, value in changed.items() if name in Organization.LIMIT_FIELDS}
+        if limits:
+            org_set_limits(organization=stored, changes=limits, actor=actor)
+        if "sandbox_backend" in changed:
+            organization_set_sandbox_backend(
+                organization=stored, backend=changed["sandbox_backend"], actor=actor
             )
+        profile = {name: value for name, value in changed.items() if name in PROFILE_FIELDS}
+        if profile:
+            org_update(organization=stored, changes=profile, actor=actor)
 
     def save_formset(
         self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool
@@ -142,34 +195,19 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
         actor = _operator(request)
         if sandbox_formset_save(formset=formset, actor=actor):
             return
-        instances = formset.save(commit=False)
+        formset.save(commit=False)
+        # Owners are added and promoted before any is demoted or removed, so a hand-over of
+        # ownership in one submit never passes through "no owner" (which the services refuse).
+        for membership in formset.new_objects:
+            membership_add(
+                organization=form.instance, user=membership.user, role=membership.role, actor=actor
+            )
+        role_changes = [membership for membership, fields in formset.changed_objects if "role" in fields]
+        for membership in sorted(role_changes, key=lambda changed: changed.role != Role.OWNER):
+            stored = Membership.objects.select_related("organization", "user").get(pk=membership.pk)
+            membership_change_role(membership=stored, role=membership.role, actor=actor)
         for membership in formset.deleted_objects:
-            audit_record(
-                actor=actor,
-                action="member.removed",
-                organization=membership.organization,
-                target=membership,
-                metadata={"user": membership.user.get_username(), "role": membership.role},
-            )
-            membership.delete()
-        changed = {id(obj): fields for obj, fields in formset.changed_objects}
-        for membership in instances:
-            adding = membership._state.adding
-            membership.save()
-            if adding:
-                action, metadata = "member.added", {"role": membership.role}
-            elif "role" in changed.get(id(membership), []):
-                action, metadata = "member.role_changed", {"after": membership.role}
-            else:
-                continue
-            audit_record(
-                actor=actor,
-                action=action,
-                organization=membership.organization,
-                target=membership,
-                metadata={"user": membership.user.get_username(), **metadata},
-            )
-        formset.save_m2m()
+            membership_remove(membership=membership, actor=actor)
 
 
 # Shown read-only; the hash is left out along with the secret: neither helps an operator.

@@ -1,8 +1,4 @@
-"""Operator actions in the organization admin: suspend, reactivate, reset the quota period, cancel runs.
-
-Each action needs a reason, typed in the field next to the action menu, and is written to the
-audit log by the operations it calls. The change page also shows usage against every quota.
-"""
+"""Operator actions in the organization admin: suspend, reactivate, reset the quota period, cancel runs."""
 
 from __future__ import annotations
 

@@ -1,8 +1,4 @@
-"""Admin inlines for an organization's sandbox and model settings; every save goes through the services.
-
-Secrets are write-only here as in the API: a stored secret's value and the provider API key
-are never rendered (password inputs that do not echo), and leaving them blank keeps them.
-"""
+"""Admin inlines for an organization's sandbox and model settings; every save goes through the services."""
 
 from __future__ import annotations
 
@@ -12,10 +8,10 @@ from django import forms
 from django.contrib import admin
 from django.forms import BaseInlineFormSet
 
+from organizations.errors import SettingInvalid
 from organizations.models import EgressAllowedHost, ModelProviderConfig, OrganizationVariable
 from organizations.services import (
     Actor,
-    SettingInvalid,
     egress_host_add,
     egress_host_clean,
     egress_host_remove,

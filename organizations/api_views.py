@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from lightfast_cloud.api_errors import ErrorResponseSerializer
+from organizations.errors import SettingInvalid
 from organizations.models import ApiKey, EgressAllowedHost, ModelProviderConfig, OrganizationVariable
 from organizations.selectors import apikey_list, egress_host_list, membership_list, variable_list
 from organizations.serializers import (
@@ -33,7 +34,6 @@ from organizations.serializers import (
     VariableWriteSerializer,
 )
 from organizations.services import (
-    SettingInvalid,
     apikey_create,
     apikey_revoke,
     egress_host_add,

@@ -10,8 +10,9 @@ from rest_framework.authentication import BaseAuthentication, SessionAuthenticat
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from organizations.errors import ApiKeyRejected
 from organizations.models import ApiKey
-from organizations.services import ApiKeyRejected, apikey_authenticate
+from organizations.services import apikey_authenticate
 
 
 class ApiKeyPrincipal:

@@ -1,9 +1,4 @@
-"""Encryption at rest for organization secrets: Fernet keys derived from SECRET_KEY (and its fallbacks).
-
-A database dump alone does not reveal secrets. Rotating SECRET_KEY keeps old
-secrets readable as long as the previous key is listed in SECRET_KEY_FALLBACKS;
-new writes always use the current key.
-"""
+"""Encryption at rest for organization secrets: Fernet keys derived from SECRET_KEY (and its fallbacks)."""
 
 from __future__ import annotations
 

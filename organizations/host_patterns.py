@@ -1,18 +1,4 @@
-"""Validation of the host patterns organizations allow-list (`api.example.com`, `*.example.com`).
-
-Static checks only: a name is checked again at every request, after DNS resolution, by the
-sandbox's egress code. What can be refused up front is refused here, with a reason: bare `*`,
-wildcards over a whole top-level domain (`*.com`), IP literals that are not public unicast
-addresses, `localhost`, ports, paths and schemes.
-
-A secret's inject hosts are host patterns that may also name a port (`api.example.com:8443`):
-the host sends a secret over https only, and to port 443 unless its pattern names another.
-
-`LIGHTFAST_TEST_EGRESS_LOOPBACK` (a Django setting that settings.py does not define and no
-environment variable sets) lets the test suite name its own loopback HTTP server; it is the
-same switch that turns on `EgressPolicy.unsafe_allow_loopback_for_tests`. With it on,
-`LIGHTFAST_TEST_EGRESS_CA_FILE` names the CA that verifies the suite's own HTTPS server.
-"""
+"""Validation of the host patterns organizations allow-list (`api.example.com`, `*.example.com`)."""
 
 from __future__ import annotations
 

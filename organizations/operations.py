@@ -7,19 +7,14 @@ from typing import Any
 from django.apps import apps
 from django.db import transaction
 
+from organizations.errors import TenancyError
 from organizations.models import Organization
 from organizations.quotas import ACTIVE_RUN_STATUSES, quota_check_run_limits, quota_period_reset
-from organizations.services import (
-    Actor,
-    TenancyError,
-    audit_record,
-    credentials_changed_on_commit,
-    org_update_limits,
-)
+from organizations.services import Actor, audit_record, credentials_changed_on_commit, org_update_limits
 
 
 class ReasonRequired(TenancyError):
-    default_detail = "Operator actions need a reason for the audit log."
+    default_message = "Operator actions need a reason for the audit log."
 
 
 def _require_reason(reason: str) -> str:

@@ -1,21 +1,4 @@
-"""Quotas: per-organization limits enforced atomically in the database, and the usage report.
-
-Every check is a conditional UPDATE (`... SET used = used + 1 WHERE used < limit`), so
-concurrent requests cannot overshoot a limit: the database serialises the row (PostgreSQL row
-lock, SQLite's IMMEDIATE write lock). Counter rows are created with INSERT ... ON CONFLICT DO
-NOTHING before the UPDATE, so creating them is race-free too.
-
-Run usage is recorded from the runs themselves: `quota_run_started` runs in `run_start`'s
-transaction, and `quota_run_ended` in the same transaction as the run's terminal status
-update (cancel, finish, reaper), reading the usage the run row carries. The daily series is
-computed from Run rows. Bundle storage is the sum of stored versions' sizes, computed while
-the organization's usage row is locked, so it cannot drift from the files either.
-
-Lock order: a transaction that writes both counter rows of an organization writes its
-`MonthlyUsage` row first and its `OrganizationUsage` row second (starting, ending and resetting
-runs alike), so two such transactions on PostgreSQL wait for each other instead of deadlocking.
-A run's own row, when it is locked too (a terminal status update), comes before both.
-"""
+"""Quotas: per-organization limits enforced atomically in the database, and the usage report."""
 
 from __future__ import annotations
 
@@ -23,16 +6,16 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
-from django.db import connection, models, transaction
+from django.db import models, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
-from rest_framework import status
 
-from lightfast_cloud.api_errors import ApiError
+from lightfast_cloud import sql
+from lightfast_cloud.errors import LightfastError
 from organizations.models import MonthlyUsage, Organization, OrganizationUsage
 
 QUOTA_RUNS_PER_MONTH = "runs_per_month"
@@ -54,13 +37,11 @@ ACTIVE_RUN_STATUSES = ("queued", "running")
 DAILY_SERIES_DAYS = 30
 
 
-class QuotaExceeded(ApiError):
+class QuotaExceeded(LightfastError):
     """A quota is used up: names the quota, its limit, what is used and when it resets."""
 
-    status_code = status.HTTP_403_FORBIDDEN
-    error_type = "quota_exceeded"
     code = "quota_exceeded"
-    default_detail = "A quota of this organization is used up."
+    default_message = "A quota of this organization is used up."
 
     def __init__(self, *, quota: str, limit: int, used: int, resets_at: datetime | None) -> None:
         when = f"; it resets at {resets_at.isoformat()}" if resets_at else ""
@@ -75,20 +56,12 @@ class QuotaExceeded(ApiError):
         )
         self.quota = quota
 
-    def error_frame(self) -> dict[str, Any]:
-        """The websocket `error` frame for this refusal."""
-        return {"type": "error", "errorText": f"{self.error_type}: {self.message}", "error": self.as_error()}
 
-    def as_error(self) -> dict[str, Any]:
-        """The API's error object: type, message, detail."""
-        return {"type": self.error_type, "message": self.message, "detail": self.extra_detail}
-
-
-class RunLimitAboveMaximum(ApiError):
+class RunLimitAboveMaximum(LightfastError):
     """A per-run limit above the platform's maximum."""
 
-    error_type = "invalid_input"
-    default_detail = "A per-run limit is above the platform maximum."
+    code = "invalid_input"
+    default_message = "A per-run limit is above the platform maximum."
 
 
 # --- periods ------------------------------------------------------------------------------------
@@ -166,26 +139,12 @@ def quota_run_started(
 
 def _quoted(model: type[models.Model], *names: str) -> tuple[str, ...]:
     """The quoted table and columns (resolved once per database vendor: these run inside the write lock)."""
-    return _quoted_for(connection.vendor, model, names)
+    return _quoted_for(sql.vendor(), model, names)
 
 
 @functools.cache
 def _quoted_for(vendor: str, model: type[models.Model], names: tuple[str, ...]) -> tuple[str, ...]:
-    quote = connection.ops.quote_name
-    fields = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in names]
-    return (quote(model._meta.db_table), *(quote(field.column or field.attname) for field in fields))
-
-
-def _execute(sql: str, params: list[Any]) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return int(cursor.rowcount)
-
-
-def _period_param(start: date) -> Any:
-    return cast("models.Field[Any, Any]", MonthlyUsage._meta.get_field("period_start")).get_db_prep_save(
-        start, connection
-    )
+    return (sql.table_for(vendor, model), *(sql.column_for(vendor, model, name) for name in names))
 
 
 def _monthly_count_run(organization_id: int, start: date, limits: dict[str, int]) -> bool:
@@ -193,32 +152,32 @@ def _monthly_count_run(organization_id: int, start: date, limits: dict[str, int]
     table, runs, cpu, tokens, org, period = _quoted(
         MonthlyUsage, "runs", "sandbox_cpu_ms", "model_tokens", "organization", "period_start"
     )
-    sql = (
+    statement = (
         f"UPDATE {table} SET {runs} = {runs} + 1 WHERE {org} = %s AND {period} = %s"  # noqa: S608
         f" AND {runs} < %s AND {cpu} < %s AND {tokens} < %s"
     )
     params = [
         organization_id,
-        _period_param(start),
+        sql.prep_value(MonthlyUsage, "period_start", start),
         limits[QUOTA_RUNS_PER_MONTH],
         limits[QUOTA_SANDBOX_CPU_MS],
         limits[QUOTA_MODEL_TOKENS],
     ]
-    return _execute(sql, params) > 0
+    return sql.execute(statement, params) > 0
 
 
 def _slot_take(organization_id: int, limit: int) -> bool:
     """active_runs + 1 if below `limit`."""
     table, active, org = _quoted(OrganizationUsage, "active_runs", "organization")
-    sql = f"UPDATE {table} SET {active} = {active} + 1 WHERE {org} = %s AND {active} < %s"  # noqa: S608
-    return _execute(sql, [organization_id, limit]) > 0
+    statement = f"UPDATE {table} SET {active} = {active} + 1 WHERE {org} = %s AND {active} < %s"  # noqa: S608
+    return sql.execute(statement, [organization_id, limit]) > 0
 
 
 def _slot_release(organization_id: int) -> None:
     """active_runs - 1, never below zero."""
     table, active, org = _quoted(OrganizationUsage, "active_runs", "organization")
-    sql = f"UPDATE {table} SET {active} = {active} - 1 WHERE {org} = %s AND {active} > 0"  # noqa: S608
-    _execute(sql, [organization_id])
+    statement = f"UPDATE {table} SET {active} = {active} - 1 WHERE {org} = %s AND {active} > 0"  # noqa: S608
+    sql.execute(statement, [organization_id])
 
 
 def _monthly_add(organization_id: int, start: date, sandbox_cpu_ms: int, model_tokens: int) -> bool:
@@ -226,11 +185,22 @@ def _monthly_add(organization_id: int, start: date, sandbox_cpu_ms: int, model_t
     table, cpu, tokens, org, period = _quoted(
         MonthlyUsage, "sandbox_cpu_ms", "model_tokens", "organization", "period_start"
     )
-    sql = (
+    statement = (
         f"UPDATE {table} SET {cpu} = {cpu} + %s, {tokens} = {tokens} + %s"  # noqa: S608
         f" WHERE {org} = %s AND {period} = %s"
     )
-    return _execute(sql, [sandbox_cpu_ms, model_tokens, organization_id, _period_param(start)]) > 0
+    return (
+        sql.execute(
+            statement,
+            [
+                sandbox_cpu_ms,
+                model_tokens,
+                organization_id,
+                sql.prep_value(MonthlyUsage, "period_start", start),
+            ],
+        )
+        > 0
+    )
 
 
 def quota_run_ended(*, run_id: uuid.UUID | str, now: datetime | None = None) -> None:

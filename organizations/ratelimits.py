@@ -1,30 +1,4 @@
-"""API rate limits: django-ratelimit counters on the shared Redis cache, and the headers that report them.
-
-Each API request counts against its organization and, once the organization admitted it,
-against its API key (both at the organization's plan rate `api_rate`, so today the key
-counter reports per-key use; a per-key rate would plug in there); websocket connection attempts and message
-frames have their own counters at the same rate. Failed authentications count against
-the client IP (`LIGHTFAST_AUTH_FAILURE_RATE`), and a client IP over that limit is refused.
-
-Keys, rates and windows are django-ratelimit's (`_split_rate`, `_get_window`, `_make_cache_key`:
-fixed windows whose key includes the window, so they are the counters `get_usage` would use),
-but one request's counters are read and bumped in ONE Redis round trip by a Lua script
-(`_COUNT_SCRIPT`): the client IP's failure count is checked, then the organization's counter
-and, if it admitted the request, the API key's are incremented, each key created with its TTL
-in the same atomic call. django-ratelimit's own `get_usage` costs two to three round trips per
-counter (SET NX, then INCR, which Django's RedisCache does as EXISTS + INCR); eight for a request.
-Atomic INCR keeps it exact: N concurrent requests against a limit L admit exactly L.
-
-Every authentication entry point passes the same per-IP gate: `organizations.tenancy.tenant_admit`
-(the tenant REST views and the SSE chat routes) and `execution.ws_auth.ws_tenant_resolve`
-(websockets: ticket, subprotocol key, Authorization header, session). A refused credential is
-counted with `ratelimit_auth_failure` (which turns the 401/4401 into a 429/4429 once the IP is
-over its limit), accepted credentials are admitted by `ratelimit_api_request` or
-`ratelimit_ws_connect`, which check the IP in their own round trip, and the refusals that follow
-a valid credential (suspended organization, no such membership) check it with
-`ratelimit_auth_blocked`; so a blocked client gets the same 429 whatever it presents. The tenant
-base view attaches `ratelimit_headers` to every response it renders.
-"""
+"""API rate limits: django-ratelimit counters on the shared Redis cache, and the headers that report them."""
 
 from __future__ import annotations
 
@@ -42,9 +16,8 @@ from django.http import HttpRequest
 from django_ratelimit import ALL
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate
 from redis.exceptions import NoScriptError, RedisError
-from rest_framework import status
 
-from lightfast_cloud.api_errors import ApiError
+from lightfast_cloud.errors import LightfastError
 from organizations.models import ApiKey, Organization
 
 logger = logging.getLogger(__name__)
@@ -59,13 +32,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REQUEST_ATTRIBUTE = "lightfast_ratelimit"
 
 
-class RateLimited(ApiError):
+class RateLimited(LightfastError):
     """Too many requests in the current window; `retry_after` seconds until it resets."""
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
-    error_type = "rate_limited"
     code = "rate_limited"
-    default_detail = "Too many requests."
+    default_message = "Too many requests."
 
     def __init__(self, decision: RateLimitDecision) -> None:
         super().__init__(
@@ -80,21 +51,12 @@ class RateLimited(ApiError):
         )
         self.decision = decision
 
-    def error_frame(self) -> dict[str, Any]:
-        """The websocket `error` frame for this refusal."""
-        return {
-            "type": "error",
-            "errorText": f"{self.error_type}: {self.message}",
-            "error": {"type": self.error_type, "message": self.message, "detail": self.extra_detail},
-        }
 
-
-class RateLimitUnavailable(ApiError):
+class RateLimitUnavailable(LightfastError):
     """The rate-limit store (Redis) cannot be reached: refuse rather than let requests through unlimited."""
 
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    error_type = "rate_limit_unavailable"
-    default_detail = "The rate-limit service is unavailable; retry shortly."
+    code = "rate_limit_unavailable"
+    default_message = "The rate-limit service is unavailable; retry shortly."
 
 
 @dataclass(frozen=True)
@@ -404,7 +366,7 @@ def ratelimit_ws_connect(
 
 
 def ratelimit_ws_frame(*, organization: Organization, api_key: ApiKey | None = None) -> RateLimitDecision:
-    """Count one client message frame; on RateLimited send `exc.error_frame()` and drop the frame."""
+    """Count one client message frame; on RateLimited the frame is dropped with an `error` frame."""
     return _ws(POLICY_WS_FRAME, organization=organization, api_key=api_key)
 
 

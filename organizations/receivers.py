@@ -1,10 +1,4 @@
-"""Signal receivers of tenancy: a credential that stops holding tells its live connections.
-
-Model signals catch every path that saves or deletes (services, the admin, cascades such as a
-deleted user's memberships); the services whose `QuerySet.update()` sends no signal
-(`apikey_revoke`, `org_suspend`) call `credentials_changed_on_commit` themselves. Connections
-re-check the database when told, so a message about a change that grants nothing closes nothing.
-"""
+"""Signal receivers of tenancy: a credential that stops holding tells its live connections."""
 
 from __future__ import annotations
 

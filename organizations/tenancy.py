@@ -1,11 +1,5 @@
-"""The tenant API base: resolve the caller's organization once, then hand out only its objects.
-
-Every tenant API view derives from `OrganizationScopedAPIView` (or the generic
-variant). The organization comes from the API key or from the session user's
-membership; lookups go through `scoped()` / `get_scoped_object_or_404()`, so
-another organization's object is a 404. `unscoped_queryset()` is the one,
-deliberately conspicuous, way around that.
-"""
+"""Tenancy: the one function that makes a caller's credentials a `Tenant` (REST, SSE and websockets), and
+the tenant API base views, which hand out only the caller's organization's objects."""
 
 from __future__ import annotations
 
@@ -19,14 +13,14 @@ from django.db import models
 from django.http import Http404
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
-from rest_framework import generics, status
+from rest_framework import generics
 from rest_framework.exceptions import AuthenticationFailed, NotAuthenticated, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from lightfast_cloud.api_errors import ApiError
+from lightfast_cloud.errors import LightfastError
 from organizations.models import ApiKey, Membership, Organization, Scope
 from organizations.ratelimits import (
     ratelimit_api_request,
@@ -42,16 +36,14 @@ ORGANIZATION_HEADER = "X-Organization"
 ModelT = TypeVar("ModelT", bound=models.Model)
 
 
-class OrganizationSuspended(ApiError):
-    status_code = status.HTTP_403_FORBIDDEN
-    error_type = "organization_suspended"
-    default_detail = "This organization is suspended. Contact the platform operator."
+class OrganizationSuspended(LightfastError):
+    code = "organization_suspended"
+    default_message = "This organization is suspended. Contact the platform operator."
 
 
-class OrganizationRequired(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    error_type = "organization_required"
-    default_detail = f"You belong to several organizations; name one in the {ORGANIZATION_HEADER} header."
+class OrganizationRequired(LightfastError):
+    code = "organization_required"
+    default_message = f"You belong to several organizations; name one in the {ORGANIZATION_HEADER} header."
 
 
 @dataclass(frozen=True)
@@ -87,13 +79,11 @@ class Tenant:
         return self.api_key.expires_at if self.api_key is not None else None
 
 
-class CredentialsRevoked(Exception):
-    """The credentials a live connection was opened with no longer hold; `code` is the error type."""
+class CredentialsRevoked(LightfastError):
+    """The credentials a live connection was opened with no longer hold (`credentials_revoked`,
+    `credentials_expired`, `organization_suspended`)."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+    code = "credentials_revoked"
 
 
 def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organization:
@@ -115,9 +105,9 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
             .first()
         )
         if key is None or key[0] is not None:
-            raise CredentialsRevoked("credentials_revoked", "The API key was revoked.")
+            raise CredentialsRevoked(code="credentials_revoked", message="The API key was revoked.")
         if key[1] is not None and key[1] <= now:
-            raise CredentialsRevoked("credentials_expired", "The API key has expired.")
+            raise CredentialsRevoked(code="credentials_expired", message="The API key has expired.")
         active, api_rate = key[2], key[3]
     elif tenant.membership is not None:
         member = (
@@ -126,20 +116,24 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
             .first()
         )
         if member is None or not member[1]:
-            raise CredentialsRevoked("credentials_revoked", "You are no longer a member of the organization.")
+            raise CredentialsRevoked(
+                code="credentials_revoked", message="You are no longer a member of the organization."
+            )
         if member[0] != tenant.membership.role:
-            raise CredentialsRevoked("credentials_revoked", "Your role changed; connect again.")
+            raise CredentialsRevoked(code="credentials_revoked", message="Your role changed; connect again.")
         session_key = tenant.session_key
         if session_key is not None and not _session_holds(session_key, tenant.membership.user_id):
-            raise CredentialsRevoked("credentials_revoked", "You signed out, or your password changed.")
+            raise CredentialsRevoked(
+                code="credentials_revoked", message="You signed out, or your password changed."
+            )
         active, api_rate = member[2], member[3]
     else:
         current = Organization.objects.filter(pk=organization.pk).values_list("is_active", "api_rate").first()
         if current is None:
-            raise CredentialsRevoked("credentials_revoked", "The organization no longer exists.")
+            raise CredentialsRevoked(code="credentials_revoked", message="The organization no longer exists.")
         active, api_rate = current
     if not active:
-        raise CredentialsRevoked("organization_suspended", "This organization is suspended.")
+        raise CredentialsRevoked(code="organization_suspended", message="This organization is suspended.")
     organization.api_rate = api_rate
     return organization
 
@@ -157,16 +151,46 @@ def _session_holds(session_key: str, user_id: int) -> bool:
     )
 
 
-def tenant_resolve(request: Request) -> Tenant:
-    """The caller's organization from its API key or session membership; raises 401/403/404 errors."""
-    if isinstance(request.auth, ApiKey):
-        api_key = request.auth
+def tenant_of(
+    *,
+    api_key: ApiKey | None = None,
+    membership: Membership | None = None,
+    user: Any = None,
+    scopes: frozenset[str] | None = None,
+    session_key: str | None = None,
+) -> Tenant:
+    """The tenant of authenticated credentials (an API key, or a member's membership): every transport's.
+
+    `user` is the membership's user when the caller has it at hand; `scopes` narrows what the
+    credentials allow (a websocket ticket carries its issuer's). Raises OrganizationSuspended when
+    the organization is suspended.
+    """
+    if api_key is not None:
+        allowed = frozenset(api_key.scopes)
         tenant = Tenant(
             organization=api_key.organization,
-            scopes=frozenset(api_key.scopes),
+            scopes=allowed if scopes is None else scopes & allowed,
             actor=Actor.for_api_key(api_key),
             api_key=api_key,
         )
+    else:
+        assert membership is not None, "a tenant needs an API key or a membership"
+        tenant = Tenant(
+            organization=membership.organization,
+            scopes=membership.scopes if scopes is None else scopes & membership.scopes,
+            actor=Actor.for_user(user if user is not None else membership.user),
+            membership=membership,
+            session_key=session_key,
+        )
+    if not tenant.organization.is_active:
+        raise OrganizationSuspended()
+    return tenant
+
+
+def tenant_resolve(request: Request) -> Tenant:
+    """The caller's organization from its API key or session membership; raises 401/403/404 errors."""
+    if isinstance(request.auth, ApiKey):
+        return tenant_of(api_key=request.auth)
     else:
         user = request.user
         if user is None or not user.is_authenticated:
@@ -178,16 +202,11 @@ def tenant_resolve(request: Request) -> Tenant:
                 raise OrganizationRequired()
             # Not a member (or no such organization): indistinguishable on purpose.
             raise Http404("No organization of yours matches.")
-        tenant = Tenant(
-            organization=membership.organization,
-            scopes=membership.scopes,
-            actor=Actor.for_user(user),
+        return tenant_of(
             membership=membership,
+            user=user,
             session_key=getattr(getattr(request, "session", None), "session_key", None),
         )
-    if not tenant.organization.is_active:
-        raise OrganizationSuspended()
-    return tenant
 
 
 def tenant_admit(request: Request) -> Tenant:
@@ -228,6 +247,21 @@ class HasRequiredScope(BasePermission):
         )
 
 
+# The safe path of a tenant view: how it finds its caller and scopes its lookups. A subclass that
+# redefines one of these is refused when it is created; filter in `filter_queryset`, and reach other
+# organizations' rows only through `unscoped_queryset(model, reason=...)`.
+SAFE_PATH_METHODS = frozenset(
+    {
+        "perform_authentication",
+        "check_permissions",
+        "scoped",
+        "get_scoped_object_or_404",
+        "get_queryset",
+        "unscoped_queryset",
+    }
+)
+
+
 class OrganizationScopedMixin:
     """Resolves `self.tenant` before permission checks and scopes every lookup to its organization."""
 
@@ -236,6 +270,18 @@ class OrganizationScopedMixin:
     # Lookup path from the model to its organization, e.g. "bundle__organization".
     organization_field: ClassVar[str] = "organization"
     tenant: Tenant
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass (outside this module) that redefines the safe path (SAFE_PATH_METHODS)."""
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:
+            return
+        overridden = sorted(SAFE_PATH_METHODS & set(vars(cls)))
+        if overridden:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} overrides {', '.join(overridden)} of the tenant base "
+                "view; filter in filter_queryset(), or use unscoped_queryset(model, reason=...)."
+            )
 
     @property
     def organization(self) -> Organization:

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from lightfast_cloud.api_errors import ApiError
+from lightfast_cloud.errors import LightfastError
 from organizations.api_views import COMMON_ERRORS
 from organizations.models import AuditLog
 from organizations.quotas import usage_report
@@ -58,9 +58,9 @@ class AuditPageSerializer(serializers.Serializer):
     next_before = serializers.IntegerField(allow_null=True, help_text="Pass as `before` for the next page.")
 
 
-class InvalidAuditQuery(ApiError):
-    error_type = "invalid_input"
-    default_detail = "Invalid audit log query."
+class InvalidAuditQuery(LightfastError):
+    code = "invalid_input"
+    default_message = "Invalid audit log query."
 
 
 class AuditLogView(OrganizationScopedAPIView):

@@ -1,25 +1,4 @@
-"""Model providers and the rule that maps the model a bundle names to one of them.
-
-The mapping rule (platform-wide settings now; per-organization settings can override later):
-
-1. The bundle's model id is the manifest's `model.id` (`{"provider": "gateway", "id":
-   "openai/gpt-4o-mini"}` → `openai/gpt-4o-mini`), or the model string itself.
-2. `LIGHTFAST_MODEL_MAP` (JSON object) maps bundle model ids to provider model ids; the key
-   `"*"` applies to ids not listed. A mapped value of `"demo"` selects the demo model. A model
-   from a provider package the bundle inlined (`{"provider": "openai.responses", "id":
-   "gpt-4o-mini", "baseURL": ...}`) is looked up first under its provider family and id
-   (`openai/gpt-4o-mini`, the gateway's spelling), then under its id.
-3. The id `demo` always selects the built-in offline demo model.
-4. With `LIGHTFAST_MODEL_BASE_URL` set, everything else goes to that OpenAI-compatible
-   endpoint (key `LIGHTFAST_MODEL_API_KEY`) under its mapped id, or unchanged when unmapped
-   (AI Gateway and OpenRouter accept `openai/gpt-4o-mini` as is).
-5. Without a base URL (the embedded default) every model is the demo model, and the run's
-   `model` says `demo` so nobody mistakes its answers for a real LLM's.
-
-Per organization (`organizations.ModelProviderConfig`): with its own base URL, the
-organization's URL, key and model map replace the platform's (the platform key never goes to
-an organization's URL); with only a model map, that map is laid over the platform's.
-"""
+"""Model providers and the rule that maps the model a bundle names to one of them."""
 
 from __future__ import annotations
 
@@ -30,10 +9,10 @@ from typing import Any
 
 from django.conf import settings
 
-from execution import statements
 from execution.providers.base import ModelProvider
 from execution.providers.demo import DEMO_MODEL_ID, DemoProvider
 from execution.providers.openai_compatible import OpenAICompatibleProvider
+from lightfast_cloud import sql
 from organizations.models import ModelProviderConfig, Organization
 from organizations.selectors import OrganizationModelProvider, model_provider_for
 
@@ -121,12 +100,10 @@ def _organization_provider(organization: Organization) -> OrganizationModelProvi
     built from an identical row (the key decrypted) is reused. Keyed by the organization and the
     row's full content, never shared across organizations.
     """
-    with statements.database().cursor() as cursor:
-        cursor.execute(_provider_row_sql(statements.vendor()), [organization.pk])
-        row = cursor.fetchone()
+    row = sql.fetch_one(_provider_row_sql(sql.vendor()), [organization.pk])
     key = (
         organization.pk,
-        None if row is None else tuple(row),
+        row,
         # The key is decrypted with these: a different key must not reuse what the old one read.
         settings.SECRET_KEY,
         tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()) or ()),
@@ -145,12 +122,12 @@ def _organization_provider(organization: Organization) -> OrganizationModelProvi
 @functools.cache
 def _provider_row_sql(vendor: str) -> str:
     columns = ", ".join(
-        statements.column(ModelProviderConfig, name)
+        sql.column(ModelProviderConfig, name)
         for name in ("id", "base_url", "api_key_token", "model_map", "updated_at")
     )
-    organization = statements.column(ModelProviderConfig, "organization")
+    organization = sql.column(ModelProviderConfig, "organization")
     # Identifiers from model metadata; the organization id is a parameter.
-    return f"SELECT {columns} FROM {statements.table(ModelProviderConfig)} WHERE {organization} = %s"  # noqa: S608
+    return f"SELECT {columns} FROM {sql.table(ModelProviderConfig)} WHERE {organization} = %s"  # noqa: S608
 
 
 def model_resolve(manifest_model: Any, *, organization: Organization | None = None) -> ResolvedModel:

@@ -1,17 +1,4 @@
-"""The built-in offline `demo` model: deterministic, says what it is, calls a tool named with JSON arguments.
-
-Rules, applied to the last message of the conversation:
-
-* a user message that names one of the agent's tools followed by a JSON object
-  (`getWeather {"city": "Paris"}`) → a short sentence, then a call of that tool with
-  those arguments (text after the name that is not valid JSON is passed through
-  unchanged, so the tool reports the model's mistake);
-* tool results → one sentence per result quoting it as JSON, then stop;
-* anything else → a sentence saying this is the offline demo model, echoing the
-  message and listing the tools.
-
-Token counts are word counts, so usage is deterministic too.
-"""
+"""The built-in offline `demo` model: deterministic, says what it is, calls a named tool with JSON input."""
 
 from __future__ import annotations
 

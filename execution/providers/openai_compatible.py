@@ -1,11 +1,4 @@
-"""Streaming chat completions from any OpenAI-compatible server (OpenAI, AI Gateway, OpenRouter, vLLM…).
-
-Uses the official `openai` SDK with its own retries turned off: 429 and 5xx answers
-(and refused connections) are retried here with exponential backoff, honouring
-`Retry-After`, and only before the first chunk arrived, because a stream that already
-produced text cannot be replayed. Cancelling shuts the stream's socket down so a read
-blocked on a silent provider returns at once.
-"""
+"""Streaming chat completions from any OpenAI-compatible server (OpenAI, AI Gateway, OpenRouter, vLLM…)."""
 
 from __future__ import annotations
 

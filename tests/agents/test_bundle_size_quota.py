@@ -46,8 +46,8 @@ def test_the_service_refusal_carries_the_size_too(small_plan: Organization) -> N
     data = b"// " + b"x" * LIMIT
     with pytest.raises(BundleTooLarge) as refused:
         bundle_upload(organization=small_plan, slug="big", data=data, actor=Actor.system("tests"))
-    assert refused.value.status_code == 413
-    assert refused.value.extra_detail == {
+    assert refused.value.http_status == 413
+    assert refused.value.detail == {
         "quota": "max_bundle_bytes",
         "limit": LIMIT,
         "limit_bytes": LIMIT,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from execution.events import run_events_after
 from execution.models import Message, Run, RunStatus
+from execution.selectors import run_events_after
 from execution.services import run_cancel, run_execute, run_start
 from tests.execution.conftest import manifest_version, uploaded_version, weather_manifest
 from tests.execution.fake_openai import FakeOpenAI

@@ -16,16 +16,15 @@ from django.db import connection
 from execution.events import (
     NOTIFICATION_MAX_EVENTS,
     UnknownEventType,
-    after_commit,
     event_append,
     event_append_many,
     notification_for,
-    run_events_after,
-    write_transaction,
 )
 from execution.models import Run, RunEvent
+from execution.selectors import run_events_after
 from execution.services import run_start
-from execution.transport import run_event_stream
+from execution.stream import run_event_stream
+from execution.write_gate import after_commit, write_transaction
 from tests.execution.conftest import manifest_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -255,16 +254,16 @@ def test_a_stream_reads_the_database_when_a_notification_would_leave_a_gap(alice
 def test_a_failed_notification_batch_is_logged_and_later_batches_still_go_out(
     alice: Any, tmp_path: Any, caplog: Any, settings: Any
 ) -> None:
-    from execution.events import _Publisher
+    from execution.publisher import Publisher
 
     run = new_run(alice.organization)
     good = settings.CHANNEL_LAYERS
     settings.CHANNEL_LAYERS = {
         "default": {**good["default"], "CONFIG": {"hosts": [{"address": f"unix://{tmp_path}/no-redis.sock"}]}}
     }
-    broken = _Publisher()
+    broken = Publisher()
     settings.CHANNEL_LAYERS = good
-    working = _Publisher()
+    working = Publisher()
     listener, received = _listen_to(run, 1)
     with caplog.at_level("WARNING", logger="execution.events"):
         broken.publish(run.group_name, notification_for(run.pk, 1, [{"type": "start"}]))

@@ -9,11 +9,11 @@ import pytest
 
 from agents.models import BundleVersion, VersionStatus
 from agents.selectors import sandbox_settings_for
-from execution.events import run_events_after
 from execution.models import Message, Run, RunStatus
 from execution.providers import model_resolve
 from execution.providers.demo import DemoProvider
 from execution.providers.openai_compatible import OpenAICompatibleProvider
+from execution.selectors import run_events_after
 from execution.services import run_execute, run_start
 from organizations.models import EgressAllowedHost, Organization, OrganizationUsage
 from organizations.services import (

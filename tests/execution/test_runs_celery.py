@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from execution.events import run_events_after
 from execution.models import Run, RunStatus
+from execution.selectors import run_events_after
 from execution.services import run_cancel, run_execute, run_reap_lost, run_start
 from tests.execution.conftest import manifest_version, uploaded_version
 from tests.execution.fake_openai import FakeOpenAI

@@ -72,30 +72,13 @@ def test_revoke_action(operator, alice, bob, api):
 
 def test_plan_limits_are_editable_and_audited(operator, alice):
     organization = alice.organization
-    memberships = list(Membership.objects.filter(organization=organization).order_by("pk"))
-    data = {
-        "slug": organization.slug,
-        "name": organization.name,
-        "is_active": "on",
-        **{name: getattr(organization, name) for name in Organization.LIMIT_FIELDS},
-        "api_rate": "50/m",
-        "max_bundle_bytes": 1024,
-        "memberships-TOTAL_FORMS": len(memberships),
-        "memberships-INITIAL_FORMS": len(memberships),
-        "memberships-MIN_NUM_FORMS": 0,
-        "memberships-MAX_NUM_FORMS": 1000,
-        # The sandbox settings inlines (organizations/admin_sandbox.py), empty here.
-        **{f"{prefix}-{part}": 0 for prefix in SETTINGS_INLINES for part in ("TOTAL_FORMS", "INITIAL_FORMS")},
-    }
-    for index, membership in enumerate(memberships):
-        data.update(
-            {
-                f"memberships-{index}-id": membership.pk,
-                f"memberships-{index}-organization": organization.pk,
-                f"memberships-{index}-user": membership.user_id,
-                f"memberships-{index}-role": "admin" if membership.role == "viewer" else membership.role,
-            }
-        )
+    viewers = Membership.objects.filter(organization=organization, role="viewer")
+    data = _change_form(
+        organization,
+        roles={membership.pk: "admin" for membership in viewers},
+        api_rate="50/m",
+        max_bundle_bytes=1024,
+    )
     response = operator.post(reverse("admin:organizations_organization_change", args=[organization.pk]), data)
     assert response.status_code == 302, response.content.decode()[:3000]
     organization.refresh_from_db()
@@ -120,3 +103,88 @@ def test_invalid_rate_is_refused(operator, alice):
     assert response.status_code == 200  # form redisplayed with the error
     organization.refresh_from_db()
     assert organization.api_rate == "600/m"
+
+
+def _change_form(organization, *, roles=None, delete=(), **fields):
+    """The organization change form as the admin posts it, with `roles` and `delete` for memberships."""
+    memberships = list(Membership.objects.filter(organization=organization).order_by("pk"))
+    data = {
+        "slug": organization.slug,
+        "name": organization.name,
+        "sandbox_backend": organization.sandbox_backend,
+        **{name: getattr(organization, name) for name in Organization.LIMIT_FIELDS},
+        **fields,
+        "memberships-TOTAL_FORMS": len(memberships),
+        "memberships-INITIAL_FORMS": len(memberships),
+        "memberships-MIN_NUM_FORMS": 0,
+        "memberships-MAX_NUM_FORMS": 1000,
+        **{f"{prefix}-{part}": 0 for prefix in SETTINGS_INLINES for part in ("TOTAL_FORMS", "INITIAL_FORMS")},
+    }
+    for index, membership in enumerate(memberships):
+        data.update(
+            {
+                f"memberships-{index}-id": membership.pk,
+                f"memberships-{index}-organization": organization.pk,
+                f"memberships-{index}-user": membership.user_id,
+                f"memberships-{index}-role": (roles or {}).get(membership.pk, membership.role),
+            }
+        )
+        if membership.pk in delete:
+            data[f"memberships-{index}-DELETE"] = "on"
+    return data
+
+
+def test_the_admin_cannot_demote_or_remove_the_last_owner(operator, alice):
+    organization = alice.organization
+    owner = Membership.objects.get(organization=organization, role="owner")
+    url = reverse("admin:organizations_organization_change", args=[organization.pk])
+    for data in (
+        _change_form(organization, roles={owner.pk: "admin"}),
+        _change_form(organization, delete={owner.pk}),
+    ):
+        response = operator.post(url, data)
+        assert response.status_code == 200  # the form again, with the error
+        assert "An organization must keep at least one owner." in response.content.decode()
+        owner.refresh_from_db()
+        assert owner.role == "owner"
+    assert not AuditLog.objects.filter(action__in=["member.role_changed", "member.removed"]).exists()
+
+
+def test_the_admin_hands_ownership_over_in_one_submit_through_the_services(operator, alice):
+    organization = alice.organization
+    owner = Membership.objects.get(organization=organization, role="owner")
+    admin_member = Membership.objects.get(organization=organization, role="admin")
+    data = _change_form(organization, roles={owner.pk: "admin", admin_member.pk: "owner"})
+    response = operator.post(reverse("admin:organizations_organization_change", args=[organization.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    owner.refresh_from_db()
+    admin_member.refresh_from_db()
+    assert (owner.role, admin_member.role) == ("admin", "owner")
+    changes = AuditLog.objects.filter(action="member.role_changed").order_by("pk")
+    assert [(entry.metadata["before"], entry.metadata["after"]) for entry in changes] == [
+        ("admin", "owner"),
+        ("owner", "admin"),
+    ]
+
+
+def test_the_admin_applies_the_platform_maximums_to_per_run_limits(operator, alice, settings):
+    organization = alice.organization
+    settings.LIGHTFAST_MAX_RUN_WALL_MS = 60_000
+    data = _change_form(organization, run_wall_ms=60_001)
+    response = operator.post(reverse("admin:organizations_organization_change", args=[organization.pk]), data)
+    assert response.status_code == 200
+    assert "must not exceed the platform maximums" in response.content.decode()
+    organization.refresh_from_db()
+    assert organization.run_wall_ms != 60_001
+    assert not AuditLog.objects.filter(action="organization.limits_changed").exists()
+
+
+def test_the_admin_changes_the_sandbox_backend_through_its_service(operator, alice):
+    organization = alice.organization
+    data = _change_form(organization, sandbox_backend="local")
+    response = operator.post(reverse("admin:organizations_organization_change", args=[organization.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    organization.refresh_from_db()
+    assert organization.sandbox_backend == "local"
+    entry = AuditLog.objects.get(action="organization.sandbox_backend_changed")
+    assert entry.metadata == {"before": "", "after": "local"}

@@ -5,6 +5,11 @@ from __future__ import annotations
 import pytest
 
 from organizations.models import ApiKey
+from organizations.tenancy import (
+    SAFE_PATH_METHODS,
+    OrganizationScopedAPIView,
+    OrganizationScopedGenericAPIView,
+)
 from tests.factories import UserFactory
 
 COLLECTION_ENDPOINTS = [
@@ -151,3 +156,26 @@ def test_generic_tenant_views_only_see_their_organization(api, alice, bob):
     alice_key = alice.api_keys["read"].lookup_id
     assert api.get(f"/api/v1/test-keys/{alice_key}", key=bob.keys["read"]).status_code == 404
     assert api.get(f"/api/v1/test-keys/{alice_key}", key=alice.keys["read"]).status_code == 200
+
+
+def test_a_tenant_view_that_overrides_its_safe_querysets_is_refused_at_class_creation():
+    for name in sorted(SAFE_PATH_METHODS):
+        with pytest.raises(TypeError, match=name):
+            type("Leaky", (OrganizationScopedGenericAPIView,), {"__module__": __name__, name: print})
+    with pytest.raises(TypeError, match="get_queryset"):
+
+        class AllKeys(OrganizationScopedAPIView):
+            def get_queryset(self):
+                return ApiKey.objects.all()
+
+    # Filtering the scoped queryset and the named escape hatch stay open.
+    class Filtered(OrganizationScopedGenericAPIView):
+        queryset = ApiKey.objects.all()
+
+        def filter_queryset(self, queryset):
+            return queryset.filter(revoked_at__isnull=True)
+
+        def every_key(self):
+            return self.unscoped_queryset(ApiKey, reason="operator report across organizations")
+
+    assert Filtered().every_key().model is ApiKey

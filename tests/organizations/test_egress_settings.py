@@ -9,10 +9,10 @@ import pytest
 from agents.selectors import sandbox_settings_for
 from execution.providers import model_resolve
 from execution.providers.demo import DemoProvider
+from organizations.errors import SettingInvalid
 from organizations.models import AuditLog, ModelProviderConfig
 from organizations.services import (
     Actor,
-    SettingInvalid,
     egress_host_add,
     model_provider_set,
     organization_set_sandbox_backend,

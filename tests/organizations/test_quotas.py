@@ -66,7 +66,7 @@ def test_50_concurrent_starts_against_10_concurrent_runs(alice, bob):
     assert len(started) == 10 and len(refused) == 40
     assert Run.objects.filter(organization=alice.organization).count() == 10
     assert {exc.quota for exc in refused} == {"concurrent_runs"}
-    detail = refused[0].extra_detail
+    detail = refused[0].detail
     assert detail["limit"] == 10 and detail["used"] == 10 and detail["resets_at"] is None
     assert _active(alice.organization) == 10
 
@@ -87,9 +87,9 @@ def test_monthly_run_quota_admits_exactly_n_under_concurrency(alice):
     started, refused = _start_concurrently(alice.organization, version, 30)
     assert len(started) == 7 and len(refused) == 23
     exc = refused[0]
-    assert exc.quota == "runs_per_month" and exc.status_code == 403 and exc.error_type == "quota_exceeded"
-    assert exc.extra_detail["limit"] == 7
-    assert exc.extra_detail["resets_at"].endswith("T00:00:00+00:00")
+    assert exc.quota == "runs_per_month" and exc.http_status == 403 and exc.code == "quota_exceeded"
+    assert exc.detail["limit"] == 7
+    assert exc.detail["resets_at"].endswith("T00:00:00+00:00")
     assert "runs_per_month" in exc.message and "resets at" in exc.message
     # Cancelling gives back the concurrent slot, not the monthly run.
     run_cancel(run=started[0])

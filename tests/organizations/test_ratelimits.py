@@ -19,6 +19,7 @@ from django.core.cache import cache
 from django.test import override_settings
 from django_ratelimit.core import get_usage
 
+from lightfast_cloud.errors import ws_error_frame
 from organizations.models import ApiKey, Organization
 from organizations.ratelimits import (
     POLICY_API_KEY,
@@ -259,7 +260,7 @@ def test_websocket_frames_and_connections_are_limited_per_organization(alice, bo
     assert ratelimit_ws_frame(organization=alice.organization, api_key=api_key).remaining == 0
     with pytest.raises(RateLimited) as refused:
         ratelimit_ws_frame(organization=alice.organization, api_key=api_key)
-    frame = refused.value.error_frame()
+    frame = ws_error_frame(refused.value)
     assert frame["type"] == "error" and frame["error"]["type"] == "rate_limited"
     assert frame["errorText"].startswith("rate_limited: ")
     # Connection attempts have their own counter; Bob is unaffected.

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from organizations.errors import LastOwner, OrganizationSlugTaken, TenancyError
 from organizations.models import AuditLog, AuditLogEntryImmutable, Membership, Organization
 from organizations.services import (
     Actor,
-    LastOwner,
-    OrganizationSlugTaken,
-    TenancyError,
     membership_add,
     membership_change_role,
     membership_remove,

@@ -33,15 +33,10 @@ from django.utils import timezone
 
 from execution.events import event_append_many
 from execution.services import run_start
+from organizations.errors import ExpiryEscalation, ScopeEscalation
 from organizations.models import ROLE_SCOPES, ApiKey, Membership, Role
 from organizations.ratelimits import POLICY_AUTH_FAILURES
-from organizations.services import (
-    Actor,
-    ExpiryEscalation,
-    ScopeEscalation,
-    apikey_create,
-    membership_remove,
-)
+from organizations.services import Actor, apikey_create, membership_remove
 from tests.execution import conftest as execution_fixtures
 from tests.execution.conftest import manifest_version
 from tests.execution.live_transport import Daphne, closed_with, recv_json, start_daphne, ws_connect

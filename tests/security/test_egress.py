@@ -28,8 +28,9 @@ from execution.sandbox import api
 from execution.sandbox.egress import EgressPolicy, FetchScheduler, address_denied, egress_fetch
 from execution.sandbox.limits import Limits
 from execution.sandbox.transform import transform
+from organizations.errors import SettingInvalid
 from organizations.models import OrganizationVariable
-from organizations.services import Actor, SettingInvalid, variable_set
+from organizations.services import Actor, variable_set
 from tests.egress_servers import ca_file_for_tests, serve
 from tests.organizations.test_variables import _change_form_data
 

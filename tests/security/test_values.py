@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from execution.events import run_events_after
+from execution.selectors import run_events_after
 from tests.execution.conftest import media_root, uploaded_version  # noqa: F401 - the `media_root` fixture
 from tests.execution.live_transport import daphne_fixture, recv_until_end, ws_connect  # noqa: F401
 from tests.execution.test_sse import sse_events

@@ -1,8 +1,4 @@
-"""`manage.py bundle inspect FILE` and `manage.py bundle invoke FILE ...`: run a bundle through the sandbox.
-
-Prints JSON only. Exit status 0 when every call succeeded, 2 when any ended with a
-classified error, anything else only when the command itself crashed.
-"""
+"""`manage.py bundle inspect FILE` and `manage.py bundle invoke FILE ...`: a bundle through the sandbox."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from lightfast_cloud.api_errors import ApiError
+from lightfast_cloud.errors import LightfastError
 from organizations.models import Organization
 from organizations.operations import org_reactivate, org_set_limits, org_suspend
 from organizations.quotas import usage_report
@@ -82,8 +82,8 @@ class Command(BaseCommand):
         """Dispatch to the subcommand; service errors become a one-line CommandError."""
         try:
             options["handler"](Namespace(**options))
-        except ApiError as exc:
-            detail = f" ({json.dumps(exc.extra_detail)})" if exc.extra_detail else ""
+        except LightfastError as exc:
+            detail = f" ({json.dumps(exc.detail)})" if exc.detail else ""
             raise CommandError(f"{exc.message}{detail}") from exc
 
     def handle_create(self, options: Namespace) -> None:

@@ -1,0 +1,73 @@
+"""The watch that tells a live connection (websocket, SSE stream) when its credentials stop holding."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from execution.stream import Notifications
+from organizations.tenancy import CredentialsRevoked, Tenant, tenant_recheck
+
+
+class CredentialWatch:
+    """Tells a live connection (websocket, SSE stream) when the credentials it was opened with stop holding.
+
+    Whatever revokes a key, removes a member, changes a role or suspends an organization sends
+    `credentials.changed` to the credential's `connections_group` once it commits (see
+    `organizations.receivers`); a watch woken by it re-reads the database (`tenant_recheck`),
+    so a forged or stale message closes nothing that still holds. A lost message is caught by
+    the re-check every LIGHTFAST_CREDENTIAL_RECHECK_S, and a key's expiry by a re-check at
+    that moment. The websocket consumer receives the message on its own channel and calls
+    `nudge`; an SSE stream has no channel, so `subscribe` opens one.
+    """
+
+    def __init__(self, tenant: Tenant) -> None:
+        self.tenant = tenant
+        self._nudged = asyncio.Event()
+        self._notifications: Notifications | None = None
+
+    async def subscribe(self) -> None:
+        """Listen on the tenant's credential groups through a channel of the watch's own."""
+        self._notifications = Notifications(*self.tenant.connection_groups)
+        await self._notifications.subscribe()
+
+    def nudge(self) -> None:
+        """Re-check now (a `credentials.changed` message arrived)."""
+        self._nudged.set()
+
+    async def revoked(self) -> CredentialsRevoked:
+        """Wait until the credentials stop holding and say why; checks once at once (join, then read)."""
+        while True:
+            try:
+                await sync_to_async(tenant_recheck)(self.tenant)
+            except CredentialsRevoked as exc:
+                return exc
+            await self._wait(self._delay())
+
+    async def close(self) -> None:
+        """Leave the groups `subscribe` joined."""
+        if self._notifications is not None:
+            await self._notifications.close()
+            self._notifications = None
+
+    def _delay(self) -> float:
+        interval = float(settings.LIGHTFAST_CREDENTIAL_RECHECK_S)
+        expires_at = self.tenant.expires_at
+        if expires_at is not None:
+            until = (expires_at - timezone.now()).total_seconds()
+            if until > 0:
+                return min(interval, until + 0.01)
+        return interval
+
+    async def _wait(self, timeout: float) -> None:
+        if self._notifications is not None:
+            await self._notifications.next(timeout)  # any message on a credential group is a nudge
+            return
+        try:
+            await asyncio.wait_for(self._nudged.wait(), timeout)
+        except TimeoutError:
+            pass  # the periodic re-check
+        self._nudged.clear()

@@ -1,0 +1,118 @@
+"""Reads of runs and chat sessions for the transports and the REST API: the agent a request names,
+a run or session of the organization, a run's events, and the `?wait` poll for a run's end."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.db.models import QuerySet
+
+from agents.models import BundleVersion, VersionStatus
+from agents.selectors import bundle_get
+from execution.models import (
+    ChatSession,
+    Run,
+    RunEvent,
+    RunStatus,
+)
+from lightfast_cloud.errors import LightfastError
+from organizations.models import Organization
+
+
+def run_events_after(run: Run | uuid.UUID | str, seq: int, *, limit: int | None = None) -> list[RunEvent]:
+    """The run's events with seq greater than `seq`, in order (at most `limit`)."""
+    run_id = run.pk if isinstance(run, Run) else run
+    queryset = RunEvent.objects.filter(run_id=run_id, seq__gt=seq).order_by("seq")
+    if limit is not None:
+        queryset = queryset[:limit]
+    return list(queryset)
+
+
+@dataclass(frozen=True)
+class AgentTarget:
+    """An agent of the organization's active bundle version, addressed as `bundle/agentKey`."""
+
+    version: BundleVersion
+    agent_key: str
+
+    @property
+    def agent_id(self) -> str:
+        """`bundle/agentKey`."""
+        return f"{self.version.bundle.slug}/{self.agent_key}"
+
+
+def agent_target_resolve(*, organization: Organization, bundle: str, agent: str) -> AgentTarget:
+    """The organization's runnable agent; another organization's (or no) bundle is `not_found`."""
+    found = bundle_get(organization=organization, slug=bundle)
+    if found is None:
+        raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
+    version = found.active_version
+    if version is None:
+        latest = found.versions.order_by("-number").first()
+        why = f" (version {latest.number} is {latest.status})" if latest is not None else ""
+        raise LightfastError(
+            code="invalid_bundle",
+            message=f"Bundle {bundle!r} has no active version to run{why}; activate a ready version.",
+            detail={"status": latest.status if latest is not None else None},
+        )
+    if version.status != VersionStatus.READY:
+        raise LightfastError(
+            code="invalid_bundle",
+            message=f"The active version of {bundle!r} is {version.status} and cannot run.",
+            detail={"status": version.status},
+        )
+    if version.agent(agent) is None:
+        raise LightfastError(
+            code="not_found",
+            message=f"Bundle {bundle!r} has no agent {agent!r}.",
+            detail={"agents": sorted(version.agents())},
+        )
+    version.bundle = found
+    return AgentTarget(version=version, agent_key=agent)
+
+
+def agent_target_parse(*, organization: Organization, agent_id: str) -> AgentTarget:
+    """`bundle/agentKey` → the organization's agent."""
+    bundle, slash, agent = agent_id.partition("/")
+    if not slash or not bundle or not agent:
+        raise LightfastError(code="invalid_input", message="`agent` must be `bundle/agentKey`.")
+    return agent_target_resolve(organization=organization, bundle=bundle, agent=agent)
+
+
+def run_queryset(*, organization: Organization) -> QuerySet[Run]:
+    """The organization's runs with what the API shows of them."""
+    return Run.objects.filter(organization=organization).select_related("bundle_version__bundle", "session")
+
+
+def run_get(*, organization: Organization, run_id: str | uuid.UUID) -> Run:
+    """The organization's run; anything else (malformed id, another organization's run) is `not_found`."""
+    try:
+        key = uuid.UUID(str(run_id))
+    except ValueError as exc:
+        raise LightfastError(code="not_found", message="No such run.") from exc
+    run = run_queryset(organization=organization).filter(pk=key).first()
+    if run is None:
+        raise LightfastError(code="not_found", message="No such run.")
+    return run
+
+
+def session_get(*, organization: Organization, public_id: str) -> ChatSession | None:
+    """The organization's session with this public id, or None."""
+    return ChatSession.objects.filter(organization=organization, public_id=public_id).first()
+
+
+# `?wait`: how often the status of a run being waited for is read.
+WAIT_POLL_S = 0.05
+
+
+def run_wait(*, organization: Organization, run_id: uuid.UUID, timeout_s: float) -> Run:
+    """The organization's run, read again once it ended or `timeout_s` passed (whichever comes first)."""
+    deadline = time.monotonic() + timeout_s
+    while timeout_s and time.monotonic() < deadline:
+        current = Run.objects.filter(pk=run_id).values_list("status", flat=True).get()
+        if current not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            break
+        time.sleep(WAIT_POLL_S)
+    return run_get(organization=organization, run_id=run_id)

@@ -1,0 +1,287 @@
+"""Executing a claimed run (the Celery task `execute_run` calls `run_execute`): claim, drive the agent
+loop or the tool call under the supervisor, and end the run once."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from typing import Any
+
+from django.utils import timezone
+
+from agents.models import BundleVersion
+from execution import statements
+from execution.agent_loop import (
+    AssistantTurn,
+    RunCancelled,
+    Usage,
+    agent_loop_run,
+    new_message_id,
+    run_tool_call,
+)
+from execution.events import run_update_prepare, run_update_with_events
+from execution.models import (
+    ChatSession,
+    MessageRole,
+    Run,
+    RunKind,
+    RunStatus,
+)
+from execution.providers.base import CancelToken, ProviderError, ToolCall
+from execution.sandbox.errors import SandboxError
+from execution.services.messages import PreparedMessage
+from execution.services.runs import run_status_event
+from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
+from execution.write_gate import write_transaction
+from lightfast_cloud import sql
+from lightfast_cloud.errors import error_text
+from organizations.models import Organization
+from organizations.quotas import (
+    quota_run_released,
+)
+
+logger = logging.getLogger(__name__)
+
+# Error types a run can end with besides the sandbox taxonomy and the provider_* types.
+WORKER_LOST_ERROR = "worker_lost"
+INTERNAL_ERROR = "internal_error"
+
+# What the worker reads of a run, its organization, version and session: the claim returns
+# the run's columns, one SELECT the others (fresh for every run, so a suspension or a
+# quarantine committed before the claim is seen by it). Everything else stays deferred.
+CLAIM_FIELDS = (
+    "id",
+    "organization",
+    "bundle_version",
+    "agent_key",
+    "session",
+    "kind",
+    "input",
+    "wall_limit_ms",
+)
+ORGANIZATION_FIELDS = (
+    "id",
+    "public_id",
+    "slug",
+    "is_active",
+    "run_cpu_ms",
+    "run_memory_bytes",
+    "run_wall_ms",
+    "sandbox_backend",
+)
+VERSION_FIELDS = (
+    "id",
+    "organization",
+    "bundle",
+    "number",
+    "sha256",
+    "size_bytes",
+    "script_file",
+    "source_map_file",
+    "imports",
+    "manifest",
+    "status",
+)
+SESSION_FIELDS = ("id", "public_id", "resource_id")
+# A run whose organization was suspended after it was queued ends `cancelled` with this reason.
+SUSPENDED = "organization_suspended"
+
+
+def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
+    """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery)."""
+    now = timezone.now()
+    message_id = new_message_id()
+    # The claim and the first events are one statement and one commit until the client sees `start`.
+    claimed = run_update_with_events(
+        run_id,
+        [("start", {"messageId": message_id}), run_status_event(RunStatus.RUNNING)],
+        status=RunStatus.QUEUED,
+        changes={"status": RunStatus.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker[:200]},
+        returning=CLAIM_FIELDS,
+    )
+    if claimed is None:
+        return False
+    run = statements.instance(Run, CLAIM_FIELDS, claimed.returned)
+    run.status, run.started_at, run.heartbeat_at, run.last_seq = RunStatus.RUNNING, now, now, claimed.last_seq
+    _run_load_related(run)
+    turn = AssistantTurn(run, message_id=message_id)
+    usage = Usage()
+    started = time.monotonic()
+    status: str = RunStatus.SUCCEEDED
+    error: tuple[str, str] | None = None
+    output: Any = None
+    with supervisor.hold(run.pk, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
+        try:
+            if not run.organization.is_active:
+                raise RunCancelled(SUSPENDED)
+            if not run.bundle_version.is_runnable:
+                raise SandboxError(
+                    "invalid_bundle",
+                    f"Version {run.bundle_version.number} is {run.bundle_version.status} and cannot run.",
+                )
+            if run.kind == RunKind.TOOL:
+                output = _execute_tool_run(run=run, turn=turn, cancel=cancel, usage=usage)
+            else:
+                output = {"text": agent_loop_run(run=run, turn=turn, cancel=cancel, usage=usage).text}
+        except RunCancelled as exc:
+            if exc.reason == TIMEOUT:
+                status, error = (
+                    RunStatus.TIMED_OUT,
+                    ("timeout", f"The run exceeded its wall limit of {run.wall_limit_ms} ms."),
+                )
+            elif exc.reason == WORKER_LOST:
+                status, error = RunStatus.FAILED, (WORKER_LOST_ERROR, "The run was ended by the reaper.")
+            elif exc.reason == SUSPENDED:
+                status, error = RunStatus.CANCELLED, (CANCELLED, "The organization is suspended.")
+            else:
+                status, error = RunStatus.CANCELLED, (CANCELLED, "The run was cancelled.")
+        except ProviderError as exc:
+            status, error = RunStatus.FAILED, (exc.code, exc.message)
+        except SandboxError as exc:
+            status, error = RunStatus.FAILED, (exc.code, exc.message)
+        except Exception as exc:  # noqa: BLE001 - the run must end with an error, whatever broke
+            logger.exception("run %s failed unexpectedly", run.pk)
+            status, error = RunStatus.FAILED, (INTERNAL_ERROR, f"Internal error: {type(exc).__name__}")
+    _run_finish(
+        run=run,
+        turn=turn,
+        status=status,
+        error=error,
+        usage=usage,
+        output=output,
+        wall_ms=int((time.monotonic() - started) * 1000),
+    )
+    return True
+
+
+def _run_load_related(run: Run) -> None:
+    """Attach the run's organization, version and session, read with one SELECT (always fresh)."""
+    row = sql.fetch_one(
+        _related_sql(sql.vendor()), [run.bundle_version_id, run.session_id, run.organization_id]
+    )
+    if row is None:
+        raise Run.DoesNotExist(f"run {run.pk}: its organization or version is gone")
+    split = len(ORGANIZATION_FIELDS)
+    organization = statements.instance(Organization, ORGANIZATION_FIELDS, row[:split])
+    version = statements.instance(BundleVersion, VERSION_FIELDS, row[split : split + len(VERSION_FIELDS)])
+    run.organization = organization
+    if version.organization_id == organization.pk:
+        # run_start only pairs a run with its own organization's versions; sharing the loaded row
+        # saves the query the sandbox cache key (version_bundle_key) would make for it.
+        version.organization = organization
+    run.bundle_version = version
+    if run.session_id is not None:
+        run.session = statements.instance(ChatSession, SESSION_FIELDS, row[split + len(VERSION_FIELDS) :])
+
+
+@functools.cache
+def _related_sql(vendor: str) -> str:
+    version_id = sql.column(BundleVersion, "id")
+    session_id = sql.column(ChatSession, "id")
+    # Identifiers from model metadata; the ids are parameters.
+    return (
+        f"SELECT {sql.select_columns(Organization, ORGANIZATION_FIELDS, 'o')},"  # noqa: S608
+        f" {sql.select_columns(BundleVersion, VERSION_FIELDS, 'v')},"
+        f" {sql.select_columns(ChatSession, SESSION_FIELDS, 's')}"
+        f" FROM {sql.table(Organization)} o"
+        f" INNER JOIN {sql.table(BundleVersion)} v ON v.{version_id} = %s"
+        f" LEFT JOIN {sql.table(ChatSession)} s ON s.{session_id} = %s"
+        f" WHERE o.{sql.column(Organization, 'id')} = %s"
+    )
+
+
+def _execute_tool_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> Any:
+    """A `tool` run: one sandbox call, streamed as one tool call of one step."""
+    tool = str(run.input.get("tool"))
+    call = ToolCall(id=f"call_{run.pk.hex[:12]}", name=tool, arguments="")
+    usage.steps = 1
+    turn.start_step()
+    part = turn.tool_input(call, run.input.get("input"))
+    turn.flush()
+    context = {"sessionId": str(run.pk), "resourceId": run.organization.public_id}
+    result = run_tool_call(
+        run=run, tool=tool, tool_input=run.input.get("input"), context=context, cancel=cancel
+    )
+    usage.add_sandbox(result.usage)
+    if cancel.cancelled:
+        raise RunCancelled(cancel.reason)
+    if result.logs:
+        turn.emit("data-log", {"data": {"toolCallId": call.id, "logs": result.logs}, "transient": True})
+    if not result.ok:
+        error = result.error or {}
+        turn.tool_error(part, f"{error.get('type')}: {error.get('message')}")
+        turn.finish_step()
+        raise SandboxError.from_dict(error)
+    turn.tool_output(part, result.output)
+    turn.finish_step()
+    return result.output
+
+
+def _run_finish(
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    status: str,
+    error: tuple[str, str] | None,
+    usage: Usage,
+    output: Any,
+    wall_ms: int,
+) -> None:
+    """End a running run once: status, usage, the assistant message, the terminal events and the slot.
+
+    One transaction whose first statement is the conditional status update (which also reserves
+    the events' seqs) and whose last are the quota rows in their fixed order (see
+    organizations.quotas), so it cannot deadlock with run starts or other endings.
+    """
+    parts = turn.message_parts()
+    run.status, run.model, run.wall_ms, run.steps = status, usage.model[:200], wall_ms, usage.steps
+    run.input_tokens, run.output_tokens = usage.input_tokens, usage.output_tokens
+    run.sandbox_cpu_ms, run.tool_calls = usage.sandbox_cpu_ms, usage.tool_calls
+    events: list[tuple[str, dict[str, Any]]] = turn.take_pending()
+    if error is not None and status != RunStatus.CANCELLED:
+        events.append(("error", {"errorText": error_text(*error)}))
+    events.append(("data-usage", {"data": run.usage()}))
+    if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
+        events.append(("finish", {}))
+    events.append(run_status_event(status, error))
+    # Built before the transaction, which then only runs the statements.
+    update = run_update_prepare(
+        run,
+        events,
+        status=RunStatus.RUNNING,
+        changes={
+            "status": status,
+            "error_type": error[0] if error else "",
+            "error_message": error[1] if error else "",
+            "finished_at": timezone.now(),
+            "output": output,
+            "model": usage.model[:200],
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "sandbox_cpu_ms": usage.sandbox_cpu_ms,
+            "wall_ms": wall_ms,
+            "tool_calls": usage.tool_calls,
+            "steps": usage.steps,
+        },
+    )
+    message = (
+        PreparedMessage(
+            session=run.session, role=MessageRole.ASSISTANT, parts=parts, run=run, public_id=turn.message_id
+        )
+        if run.session is not None and parts
+        else None
+    )
+    with write_transaction():
+        if update.execute() is None:
+            # The reaper ended it first and wrote the terminal events; nothing may follow them.
+            return
+        if message is not None:
+            message.execute()
+        # Last, so the organization's hot counter rows stay locked only until the commit.
+        quota_run_released(
+            organization_id=run.organization_id,
+            sandbox_cpu_ms=usage.sandbox_cpu_ms,
+            model_tokens=usage.input_tokens + usage.output_tokens,
+        )

@@ -1,0 +1,146 @@
+"""A run's events for a live connection: replay from the database, then tail the run's channel group,
+once each and in order (the delivery contract is in `execution.events`)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from execution.events import NOTIFICATION_TYPE
+from execution.models import (
+    TERMINAL_STATUSES,
+    Run,
+    run_group_name,
+)
+from execution.selectors import run_events_after
+
+# Without any notification, the database is read this often anyway (a dropped notification
+# of a run's last event would otherwise stall the stream).
+CATCH_UP_INTERVAL_S = 1.0
+# One database read returns at most this many events; the stream reads again for the rest.
+REPLAY_BATCH = 500
+
+
+def is_terminal_chunk(chunk: dict[str, Any]) -> bool:
+    """True for the `data-status` event that ends every run."""
+    if chunk.get("type") != "data-status":
+        return False
+    data = chunk.get("data") or {}
+    return data.get("status") in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class StreamedEvent:
+    """One event as a transport sends it."""
+
+    seq: int
+    chunk: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        """True for the last event of a run."""
+        return is_terminal_chunk(self.chunk)
+
+
+@sync_to_async
+def _events_after(run_id: uuid.UUID, seq: int) -> tuple[list[StreamedEvent], bool]:
+    """Events after `seq` and whether the run had ended before they were read."""
+    # Status first: a run's terminal events commit with its terminal status, so if the run had
+    # ended before this read, the read below sees every event it will ever have.
+    status = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+    events = run_events_after(run_id, seq, limit=REPLAY_BATCH)
+    ended = status is None or (status in TERMINAL_STATUSES and len(events) < REPLAY_BATCH)
+    return [StreamedEvent(seq=event.seq, chunk=event.chunk()) for event in events], ended
+
+
+async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncIterator[StreamedEvent]:
+    """Every event of the run with seq > `after`, once each and in order, live until the run ends."""
+    notifications = Notifications(run_group_name(run_id))
+    await notifications.subscribe()
+    last = after
+    try:
+        while True:
+            events, ended = await _events_after(run_id, last)
+            for event in events:
+                last = event.seq
+                yield event
+                if event.terminal:
+                    return
+            if len(events) >= REPLAY_BATCH:
+                continue
+            if ended:
+                return
+            # Wait for notifications; forward the events that follow `last` directly, read the DB
+            # when one would leave a gap.
+            while True:
+                message = await notifications.next(CATCH_UP_INTERVAL_S)
+                if message is None or message.get("type") != NOTIFICATION_TYPE:
+                    break
+                first = int(message.get("seq", 0))
+                if first > last + 1:
+                    break
+                for seq, chunk in enumerate(message.get("events") or [], start=first):
+                    if seq <= last:
+                        continue  # already delivered from the database
+                    event = StreamedEvent(seq=seq, chunk=chunk)
+                    last = seq
+                    yield event
+                    if event.terminal:
+                        return
+    finally:
+        await notifications.close()
+
+
+class Notifications:
+    """A private channel in some groups (a run's, a credential's) with one receive always pending.
+
+    `RedisPubSubChannelLayer.receive` unsubscribes its channel when cancelled, so a timeout must
+    never cancel it: a single receive task is kept and waited on with `asyncio.wait`.
+    """
+
+    def __init__(self, *groups: str) -> None:
+        self.groups = groups
+        self.layer = get_channel_layer()
+        self.channel: str | None = None
+        self._pending: asyncio.Future[Any] | None = None
+
+    async def subscribe(self) -> None:
+        """Join the groups (before the first database read, so nothing falls between the two)."""
+        if self.layer is None:
+            return
+        self.channel = await self.layer.new_channel()
+        for group in self.groups:
+            await self.layer.group_add(group, self.channel)
+
+    async def next(self, timeout: float) -> dict[str, Any] | None:
+        """The next notification, or None after `timeout` seconds."""
+        if self.layer is None or self.channel is None:
+            await asyncio.sleep(timeout)
+            return None
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self.layer.receive(self.channel))
+        done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+        if not done:
+            return None
+        pending, self._pending = self._pending, None
+        message: dict[str, Any] = pending.result()
+        return message
+
+    async def close(self) -> None:
+        """Leave the group and drop the channel."""
+        if self._pending is not None:
+            self._pending.cancel()
+            try:
+                await self._pending
+            except asyncio.CancelledError:
+                pass  # the receive we cancelled ourselves
+            self._pending = None
+        if self.layer is not None and self.channel is not None:
+            for group in self.groups:
+                await self.layer.group_discard(group, self.channel)

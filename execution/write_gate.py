@@ -1,0 +1,110 @@
+"""The write transaction of the run paths: on SQLite a queue for the one write lock, and WAL checkpoints
+in a thread; on PostgreSQL plain `transaction.atomic()`."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from django.db import DatabaseError, close_old_connections, connection, transaction
+
+from lightfast_cloud import sql
+
+logger = logging.getLogger(__name__)
+
+_sqlite_writers = threading.RLock()
+_sqlite_lock_files: dict[str, int] = {}
+CHECKPOINT_INTERVAL_S = 0.2
+# Per thread: the callbacks of a committed SQLite write transaction, run once its gate is open.
+_gated = threading.local()
+
+
+@contextmanager
+def write_transaction(*, savepoint: bool = True) -> Iterator[None]:
+    """`transaction.atomic()` for the run write paths; on SQLite, writers queue for the write lock.
+
+    SQLite has one write lock and waits for it by sleeping and polling (1, 2, 5, 10… ms), so
+    hundreds of threads contending for it starve each other into "database is locked", and
+    two busy processes (web and worker) lose milliseconds per collision to those sleeps. Run
+    writers therefore queue first on a process lock, then on an `flock` of a file next to
+    the database, which wakes the next waiter the moment the holder commits. PostgreSQL locks
+    rows, so there the gates are open. `savepoint=False` skips the savepoint when nested, for
+    a step that is part of its caller's transaction (an error in it fails the whole transaction).
+
+    Every writer waits for the holder, so the gate is held for the transaction only: what
+    `after_commit` registered runs once the gate is open again (a Celery publish or a
+    channel-layer notification would otherwise keep every other writer waiting on redis).
+    """
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic(savepoint=savepoint):
+            yield
+        return
+    callbacks: list[Callable[[], None]] = []
+    _gated.callbacks = callbacks
+    try:
+        with _sqlite_writers, _sqlite_file_lock(), transaction.atomic():
+            yield
+    finally:
+        _gated.callbacks = None
+    for callback in callbacks:
+        callback()
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """`transaction.on_commit(callback)`, run after `write_transaction` released the SQLite write gate.
+
+    Django decides whether and when the callback runs (savepoints rolled back drop it); an
+    outermost `write_transaction` only moves the call from inside its gate to right after it.
+    """
+    transaction.on_commit(lambda: _run_after_gate(callback))
+
+
+def _run_after_gate(callback: Callable[[], None]) -> None:
+    callbacks: list[Callable[[], None]] | None = getattr(_gated, "callbacks", None)
+    if callbacks is None:
+        callback()
+    else:
+        callbacks.append(callback)
+
+
+@contextmanager
+def _sqlite_file_lock() -> Iterator[None]:
+    name = str(connection.settings_dict.get("NAME") or "")
+    if not name or name == ":memory:" or name.startswith("file:"):
+        yield
+        return
+    fd = _sqlite_lock_files.get(name)
+    if fd is None:
+        fd = os.open(f"{name}.writers.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _sqlite_lock_files[name] = fd
+        threading.Thread(target=_sqlite_checkpoint_loop, name="sqlite-checkpointer", daemon=True).start()
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _sqlite_checkpoint_loop() -> None:
+    """Copy the WAL into the database every CHECKPOINT_INTERVAL_S, outside the write gate.
+
+    SQLite's own checkpoint runs inside the commit that crosses `wal_autocheckpoint` pages and
+    syncs the file, every writer of every process waiting behind it. A PASSIVE checkpoint neither
+    waits for nor blocks readers and writers, so this thread (one per process that writes runs)
+    keeps the WAL short and the commits cheap; the settings raise `wal_autocheckpoint` so that it
+    stays the backstop.
+    """
+    while True:
+        time.sleep(CHECKPOINT_INTERVAL_S)
+        try:
+            sql.fetch_one("PRAGMA wal_checkpoint(PASSIVE)", [])
+        except DatabaseError as exc:
+            logger.warning("SQLite checkpoint failed: %s", exc)
+            close_old_connections()
+        except Exception:  # noqa: BLE001 - the backstop (wal_autocheckpoint) stays; keep checkpointing
+            logger.exception("SQLite checkpoint failed")

@@ -1,0 +1,104 @@
+"""The one place for raw SQL below the apps: quoted identifiers from model metadata (cached per database
+vendor), field values as the driver takes them, and executing a statement on the default connection."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Model
+
+# Every statement built with these takes identifiers from model metadata and every value as a
+# parameter; that is why the callers' f-strings carry S608 exemptions.
+
+
+def database() -> BaseDatabaseWrapper:
+    """This thread's default database connection (the object behind `django.db.connection`)."""
+    return connections[DEFAULT_DB_ALIAS]
+
+
+def vendor() -> str:
+    """The default database's vendor (`sqlite`, `postgresql`): the key of every cached statement text."""
+    return str(database().vendor)
+
+
+def quote(name: str) -> str:
+    """A quoted identifier for the current connection."""
+    return str(database().ops.quote_name(name))
+
+
+def table(model: type[Model]) -> str:
+    """The model's quoted table name."""
+    return table_for(vendor(), model)
+
+
+def column(model: type[Model], name: str) -> str:
+    """The quoted column of a field (by name or attname) of the model."""
+    return column_for(vendor(), model, name)
+
+
+def columns(model: type[Model], names: Sequence[str]) -> list[str]:
+    """The quoted columns of the named fields, in order."""
+    return [column(model, name) for name in names]
+
+
+def select_columns(model: type[Model], names: Sequence[str], alias: str) -> str:
+    """`alias.col, …` for the named fields."""
+    return ", ".join(f"{alias}.{column(model, name)}" for name in names)
+
+
+@functools.cache
+def table_for(vendor: str, model: type[Model]) -> str:
+    """`table` for a known vendor (the key of a caller's own statement cache)."""
+    return quote(model._meta.db_table)
+
+
+@functools.cache
+def column_for(vendor: str, model: type[Model], name: str) -> str:
+    """`column` for a known vendor."""
+    field = field_of(model, name)
+    return quote(field.column or field.attname)
+
+
+@functools.cache
+def field_of(model: type[Model], name: str) -> Field[Any, Any]:
+    """The concrete field of the model with this name (or attname)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field) and field.concrete, f"{model.__name__}.{name} is not a column"
+    return field
+
+
+def prep_value(model: type[Model], name: str, value: Any) -> Any:
+    """A Python value of a field as the driver takes it (what the ORM would send)."""
+    return field_of(model, name).get_db_prep_save(value, database())
+
+
+def execute(sql: str, params: Sequence[Any]) -> int:
+    """Run one statement; the number of rows it affected."""
+    with database().cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
+def execute_many(sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """Run one statement once per parameter row."""
+    with database().cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def fetch_one(sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    """The first row of a query (None: no row)."""
+    with database().cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else tuple(row)
+
+
+def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Every row of a query."""
+    with database().cursor() as cursor:
+        cursor.execute(sql, params)
+        return [tuple(row) for row in cursor.fetchall()]
