@@ -66,12 +66,16 @@ import {
   URL,
   URLSearchParams,
   DOMException,
+  Crypto,
   base64ToBytes,
   crypto,
+  loadSubtle,
   headerPairs,
   requestState,
   structuredClone,
 } from "./web.js";
+import { defineLazyGlobal } from "./web/lazy.js";
+import { performanceObject } from "./web/performance.js";
 import {
   agentTools,
   buildModules,
@@ -234,6 +238,9 @@ const setInterval = (callback, delay = 0, ...args) => addTimer(callback, delay, 
 const clearTimeout = (id) => {
   MapDelete(call.timers, NumberCtor(id));
 };
+// setImmediate is a timer due at once (it runs once the job queue is empty, after pending
+// microtasks), so it counts against MAX_TIMERS and is dropped at the end of a call like the others.
+const setImmediate = (callback, ...args) => addTimer(callback, 0, args, false);
 
 function nextTimerDelay() {
   if (MapSize(call.timers) === 0) return null;
@@ -375,6 +382,8 @@ const globals = {
   clearTimeout,
   setInterval,
   clearInterval: clearTimeout,
+  setImmediate,
+  clearImmediate: clearTimeout,
   fetch,
   Headers,
   Request,
@@ -384,13 +393,19 @@ const globals = {
   URL,
   URLSearchParams,
   crypto,
+  Crypto,
   structuredClone,
   DOMException,
+  performance: performanceObject,
   process: processObject,
+  self: globalThis,
 };
 for (const name of ObjectKeys(globals)) {
   ObjectDefineProperty(globalThis, name, { value: globals[name], writable: true, enumerable: false, configurable: true });
 }
+// Evaluated on first use (web/lazy.js): the Web Crypto classes load @noble/hashes and @noble/ciphers.
+defineLazyGlobal(globalThis, "SubtleCrypto", () => loadSubtle().SubtleCrypto);
+defineLazyGlobal(globalThis, "CryptoKey", () => loadSubtle().CryptoKey);
 Math.random = randomFloat;
 hardenJobs(reportUncaught);
 

@@ -1,4 +1,5 @@
-// DOMException (WebIDL), from core-js: the error class web APIs throw (AbortError, DataCloneError...).
-import DOMException from "core-js-pure/stable/dom-exception/index.js";
+// DOMException (WebIDL): QuickJS-NG's own, the class its built-ins (atob, btoa) throw, so
+// `error instanceof DOMException` holds for those too; core-js's only where the engine has none.
+import CoreJsDOMException from "core-js-pure/stable/dom-exception/index.js";
 
-export { DOMException };
+export const DOMException = typeof globalThis.DOMException === "function" ? globalThis.DOMException : CoreJsDOMException;
