@@ -71,10 +71,12 @@ import {
   crypto,
   loadSubtle,
   headerPairs,
+  parsedHref,
   requestState,
   structuredClone,
 } from "./web.js";
 import { defineLazyGlobal } from "./web/lazy.js";
+import { installIntl } from "./intl/index.js";
 import { performanceObject } from "./web/performance.js";
 import {
   agentTools,
@@ -288,12 +290,13 @@ function fetch(input, init = undefined) {
       return;
     }
     const request = new Request(input, init);
-    const url = new URL(request.url);
+    const state = requestState(request);
+    // The URL sent is the request's private one, parsed again with captured accessors.
+    const url = parsedHref(StringCtor(state.url));
     if (url.protocol !== "http:" && url.protocol !== "https:") {
       reject(fault("egress_denied", `only http and https URLs can be fetched, not ${url.protocol}`, TypeErrorCtor));
       return;
     }
-    const state = requestState(request);
     const body = state.bytes;
     let bodyB64 = null;
     if (body !== null && body !== undefined) {
@@ -307,7 +310,7 @@ function fetch(input, init = undefined) {
       }
       bodyB64 = toBase64(body);
     }
-    const requestText = fetchRequestText(state.url, state.method, headerPairs(state.headers), bodyB64);
+    const requestText = fetchRequestText(url.href, state.method, headerPairs(state.headers), bodyB64);
     if (requestText[0] === "!") {
       reject(fault("egress_denied", StringSlice(requestText, 1), TypeErrorCtor));
       return;
@@ -406,6 +409,7 @@ for (const name of ObjectKeys(globals)) {
 // Evaluated on first use (web/lazy.js): the Web Crypto classes load @noble/hashes and @noble/ciphers.
 defineLazyGlobal(globalThis, "SubtleCrypto", () => loadSubtle().SubtleCrypto);
 defineLazyGlobal(globalThis, "CryptoKey", () => loadSubtle().CryptoKey);
+installIntl(globalThis);
 Math.random = randomFloat;
 hardenJobs(reportUncaught);
 
