@@ -42,7 +42,7 @@ function zonesModule() {
   return `Intl.DateTimeFormat.__addTZData(${JSON.stringify({ ...data, zones })});`;
 }
 
-// FormatJS's DateTimeFormat locale data, trimmed at build time (evaluated here with a stand-in Intl that captures
+// FormatJS's DateTimeFormat and NumberFormat locale data, trimmed at build time (evaluated here with a stand-in Intl that captures
 // what each file adds): DateTimeFormat keeps the Gregorian calendar only, the names of the zones
 // above, and the interval formats' fallback pattern (formatRange writes "start – end" with the
 // two dates in full rather than CLDR's shortened forms).
@@ -52,7 +52,17 @@ const KEEP_ZONE_NAMES = new Set(["UTC", ...ZONES]);
 // FormatJS's data leaves out.
 const AT_TIME = { en: "{1} 'at' {0}", de: "{1} 'um' {0}" };
 
+// NumberFormat keeps the names and symbols of these currencies; any other is written with its ISO
+// code (as ICU does for a code it has no data for).
+const CURRENCIES = new Set(("USD EUR GBP JPY CNY CHF CAD AUD NZD SEK NOK DKK PLN CZK HUF RON BGN TRY RUB UAH " +
+  "INR PKR BDT IDR MYR SGD THB VND PHP KRW TWD HKD ILS AED SAR QAR EGP NGN KES ZAR MAD BRL MXN ARS CLP " +
+  "COP PEN ISK BTC").split(" "));
+
 function trimLocaleData(kind, data) {
+  if (kind === "NumberFormat" && data.data.currencies) {
+    data.data.currencies = Object.fromEntries(Object.entries(data.data.currencies).filter(([code]) => CURRENCIES.has(code)));
+    return data;
+  }
   if (kind !== "DateTimeFormat") return data;
   const d = data.data;
   const at = AT_TIME[String(data.locale).split("-")[0]];
@@ -86,7 +96,7 @@ function localeDataModule(file) {
 const intlLocaleData = {
   name: "lightfast-intl-locale-data",
   setup(b) {
-    b.onLoad({ filter: /@formatjs[\\/]intl-datetimeformat[\\/]locale-data[\\/][A-Za-z-]+\.js$/ }, (args) => ({
+    b.onLoad({ filter: /@formatjs[\\/]intl-(datetimeformat|numberformat)[\\/]locale-data[\\/][A-Za-z-]+\.js$/ }, (args) => ({
       contents: localeDataModule(args.path),
       loader: "js",
     }));
@@ -98,6 +108,34 @@ const intlZones = {
   setup(b) {
     b.onResolve({ filter: /^lightfast-intl-zones$/ }, () => ({ path: "zones", namespace: "lightfast-intl-zones" }));
     b.onLoad({ filter: /.*/, namespace: "lightfast-intl-zones" }, () => ({ contents: zonesModule(), loader: "js" }));
+  },
+};
+
+// Intl (FormatJS polyfills and locale data) as one classic script, embedded in the runtime as a
+// string that intl/index.js evaluates on first use.
+const intlBuild = await build({
+  entryPoints: [path.join(here, "src", "intl", "bundle.js")],
+  write: false,
+  bundle: true,
+  format: "iife",
+  platform: "neutral",
+  target: "es2022",
+  mainFields: ["module", "main"],
+  conditions: ["import", "default"],
+  legalComments: "none",
+  minify: true,
+  charset: "ascii",
+  logLevel: "warning",
+  plugins: [intlZones, intlLocaleData],
+});
+const intlSource = {
+  name: "lightfast-intl-source",
+  setup(b) {
+    b.onResolve({ filter: /^lightfast-intl-source$/ }, () => ({ path: "intl", namespace: "lightfast-intl-source" }));
+    b.onLoad({ filter: /.*/, namespace: "lightfast-intl-source" }, () => ({
+      contents: `export default ${JSON.stringify(intlBuild.outputFiles[0].text)};`,
+      loader: "js",
+    }));
   },
 };
 
@@ -115,7 +153,7 @@ const result = await build({
   minify: true,
   keepNames: false,
   logLevel: "warning",
-  plugins: [intlZones, intlLocaleData],
+  plugins: [intlSource],
   metafile: Boolean(process.env.RUNTIME_SIZES),
 });
 
@@ -124,4 +162,5 @@ if (process.env.RUNTIME_SIZES) {
   const inputs = Object.values(result.metafile.outputs)[0].inputs;
   const rows = Object.entries(inputs).sort((a, b) => b[1].bytesInOutput - a[1].bytesInOutput);
   for (const [name, info] of rows.slice(0, 30)) console.log(String(info.bytesInOutput).padStart(9), name);
+  console.log(`Intl source (a string in runtime.js): ${intlBuild.outputFiles[0].text.length} bytes`);
 }

@@ -1567,7 +1567,10 @@ static int call_loop(Call *c, const char *args, char **output, char **logs) {
 static void classify_refused_memory(void) {
     if (!mem_refused || !g_err.code || !strcmp(g_err.code, "memory_limit")) return;
     int swallowed = !strcmp(g_err.code, "timeout") || !strcmp(g_err.code, "sandbox_crash");
-    int rethrown = !strcmp(g_err.code, "tool_error") && strstr(g_err.message, "out of memory");
+    /* Near the limit QuickJS may fail to allocate the "out of memory" error itself and throw null
+     * instead (the runtime then reports a non-Error value): that is the same refusal. */
+    int rethrown = !strcmp(g_err.code, "tool_error") &&
+                   (strstr(g_err.message, "out of memory") || strstr(g_err.message, "non-Error value thrown"));
     if (!swallowed && !rethrown) return;
     char detail[96];
     snprintf(detail, sizeof detail, "{\"memory_mb\":%lld,\"after\":\"%s\"}", B.lim.memory_mb, g_err.code);

@@ -50,7 +50,7 @@ tools.sandboxOnly = createTool({
   execute: async () => ({
     self: self === globalThis,
     crypto: [crypto instanceof Crypto, Object.prototype.toString.call(crypto)],
-    intlLazy: Object.getOwnPropertyDescriptor(globalThis, "Intl").value !== undefined,
+    intlWarm: Object.getOwnPropertyDescriptor(globalThis, "Intl").value !== undefined,
   }),
 });
 tools.intlFallback = createTool({
@@ -187,8 +187,42 @@ def test_known_answers_without_node(engine):
 
 
 def test_globals_node_lacks(engine):
-    # Intl was read by no code before this call: it is still the lazy accessor.
-    assert run(engine, "sandboxOnly") == {"self": True, "crypto": [True, "[object Crypto]"], "intlLazy": False}
+    # This bundle's code mentions toLocaleString, so Intl was evaluated at load, in the zygote.
+    assert run(engine, "sandboxOnly") == {"self": True, "crypto": [True, "[object Crypto]"], "intlWarm": True}
+
+
+LAZY_BUNDLE = BUNDLE_HEAD + """
+const name = ["In", "tl"].join("");  // the bundle never spells the global's name
+var tools = {
+  probe: createTool({
+    description: "is the global still the lazy accessor?",
+    inputSchema: z.object({}),
+    execute: async () => {
+      const before = typeof Object.getOwnPropertyDescriptor(globalThis, name).get;
+      const formatted = new globalThis[name].NumberFormat("de-DE").format(1234.5);
+      const after = typeof Object.getOwnPropertyDescriptor(globalThis, name).get;
+      return { before, formatted, after };
+    },
+  }),
+};
+var agent = createAgent({ name: "web", system: "lazy", model: "openai/gpt-4o", tools });
+export default createLightfast({ agents: { web: agent } });
+"""
+
+
+def test_intl_is_evaluated_on_first_use_only():
+    script = transform(LAZY_BUNDLE.encode()).script
+    if native_requested():
+        lazy: Any = NativeEngine(script, env={}, limits=None)
+    else:
+        lazy = Engine()
+        lazy.load(script, env={})
+    try:
+        for _ in range(2):  # each call starts from the zygote, where Intl was never evaluated
+            assert run(lazy, "probe") == {"before": "function", "formatted": "1.234,5", "after": "undefined"}
+    finally:
+        if native_requested():
+            lazy.close()
 
 
 def test_process_env_is_the_organization_variables(engine):

@@ -22,8 +22,10 @@ import {
   RangeErrorCtor,
   ReflectApply,
   StringCtor,
+  StringIndexOf,
   StringSlice,
   TypeErrorCtor,
+  uncurry,
   ArrayJoin,
   hasOwn,
   isUint8Array,
@@ -76,7 +78,7 @@ import {
   structuredClone,
 } from "./web.js";
 import { defineLazyGlobal } from "./web/lazy.js";
-import { installIntl } from "./intl/index.js";
+import { installIntl, warmIntl } from "./intl/index.js";
 import { performanceObject } from "./web/performance.js";
 import {
   agentTools,
@@ -88,6 +90,7 @@ import {
 } from "./lightfast.js";
 
 hardenErrors();
+const FunctionToString = uncurry(Function.prototype.toString);
 
 const MAX_TIMERS = 10000;
 
@@ -489,7 +492,37 @@ function load(bundleFunction, argsJSON) {
   } catch (error) {
     return failureText(errorFrom(error, "invalid_bundle"));
   }
+  warmLazyGlobals(bundleFunction);
   return OK;
+}
+
+// Lazy globals the bundle's code names are evaluated now, in the zygote, rather than in every call
+// (each call starts again from the zygote's state). A mention is enough: a false positive costs the
+// zygote some memory, never a wrong result. Failures are left for the call that uses the global.
+const WARM_UPS = [
+  [["Intl", "toLocaleString", "toLocaleDateString", "toLocaleTimeString", "localeCompare"], warmIntl],
+  [["subtle"], loadSubtle],
+];
+function warmLazyGlobals(bundleFunction) {
+  let source;
+  try {
+    source = FunctionToString(bundleFunction);
+  } catch {
+    return;
+  }
+  for (let i = 0; i < WARM_UPS.length; i++) {
+    const [words, warm] = WARM_UPS[i];
+    for (let j = 0; j < words.length; j++) {
+      if (StringIndexOf(source, words[j]) >= 0) {
+        try {
+          warm();
+        } catch {
+          // the call that uses it reports the error
+        }
+        break;
+      }
+    }
+  }
 }
 
 // After load: timers and fetches started at top level are dropped (logs are kept in the result).

@@ -3,6 +3,12 @@
 // on the first read of `Intl` or the first locale-aware call. installIntl() also points
 // Number/BigInt/Date toLocale*String and String#localeCompare at it, so their locale and options
 // arguments are honoured as in engines with ICU.
+// The polyfills are kept as source text and compiled on first use: QuickJS compiles every function
+// of a script when it is evaluated (and keeps each function's source text), so bundled in
+// runtime.js they would cost every zygote ~5 MB; as a string they cost 0.9 MB.
+import INTL_SOURCE from "lightfast-intl-source";
+
+const indirectEval = globalThis.eval;
 const defineProperty = Object.defineProperty;
 const getOwnPropertyDescriptor = Object.getOwnPropertyDescriptor;
 const dateGetTime = Function.prototype.call.bind(Date.prototype.getTime);
@@ -22,9 +28,7 @@ function loadIntl() {
   const before = getOwnPropertyDescriptor(globalThis, "Intl");
   defineProperty(globalThis, "Intl", { value: intl, writable: true, enumerable: false, configurable: true });
   try {
-    require("./polyfills.js");
-    const { Collator } = require("./collator.js");
-    defineProperty(intl, "Collator", { value: Collator, writable: true, enumerable: false, configurable: true });
+    indirectEval(INTL_SOURCE);
   } finally {
     if (before !== undefined && !before.get) defineProperty(globalThis, "Intl", before);
   }
@@ -114,6 +118,21 @@ const wired = {
     },
   },
 };
+
+// Run at load for a bundle whose code mentions Intl or a locale-aware method: the zygote then holds
+// the evaluated polyfills and the default formatters, which every call of the bundle starts from
+// (a call's own changes are undone after it, so loading on first use would cost each call ~0.2 s).
+export function warmIntl() {
+  const Intl = loadIntl();
+  formatter("NumberFormat", undefined, undefined).format(0);
+  formatter("DateTimeFormat", undefined, dateOptions(undefined, "any", "all")).format(0);
+  formatter("Collator", undefined, undefined).compare("a", "b");
+  // FormatJS prepares each locale's data on its first formatter: done here for every carried one.
+  for (const locale of ["en-GB", "de"]) {
+    new Intl.NumberFormat(locale).format(0);
+    new Intl.DateTimeFormat(locale).format(0);
+  }
+}
 
 export function installIntl(target) {
   defineProperty(target, "Intl", {
