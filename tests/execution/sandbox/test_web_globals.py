@@ -26,7 +26,20 @@ from tests.execution.sandbox.engine_harness import (
 )
 
 CASES_SOURCE = (FIXTURES / "web-globals-cases.js").read_text()
-CASE_NAMES = ["digest", "hmac", "aesGcm", "kdf", "randomValues", "encoding", "base64", "clone", "urls", "intl", "misc", "timers"]
+CASE_NAMES = [
+    "digest",
+    "hmac",
+    "aesGcm",
+    "kdf",
+    "randomValues",
+    "encoding",
+    "base64",
+    "clone",
+    "urls",
+    "intl",
+    "misc",
+    "timers",
+]
 
 BUNDLE_HEAD = """
 import { createLightfast } from "lightfast/client";
@@ -62,13 +75,19 @@ tools.intlFallback = createTool({
     frSupported: Intl.DateTimeFormat.supportedLocalesOf(["fr-FR"]),
   }),
 });
-tools.env = createTool({ description: "process.env", inputSchema: z.object({}), execute: async () => ({ ...process.env }) });
+tools.env = createTool({
+  description: "process.env", inputSchema: z.object({}), execute: async () => ({ ...process.env }),
+});
 tools.immediateFlood = createTool({
   description: "setImmediate counts against the pending-timer cap",
   inputSchema: z.object({}),
   execute: async () => {
     let n = 0;
-    try { for (; n < 20000; n++) setImmediate(() => {}); } catch (e) { return { n, error: e.name + ": " + e.message }; }
+    try {
+      for (; n < 20000; n++) setImmediate(() => {});
+    } catch (e) {
+      return { n, error: e.name + ": " + e.message };
+    }
     return { n, error: null };
   },
 });
@@ -86,7 +105,9 @@ tools.fetchWithBrokenURL = createTool({
   },
 });
 var agent = createAgent({ name: "web", system: "web globals", model: "openai/gpt-4o", tools });
-export default createLightfast({ agents: { web: agent }, metadata: { name: "web-globals-node", version: "0.0.1" } });
+export default createLightfast({
+  agents: { web: agent }, metadata: { name: "web-globals-node", version: "0.0.1" },
+});
 """
 
 NODE_DRIVER = """
@@ -191,7 +212,9 @@ def test_globals_node_lacks(engine):
     assert run(engine, "sandboxOnly") == {"self": True, "crypto": [True, "[object Crypto]"], "intlWarm": True}
 
 
-LAZY_BUNDLE = BUNDLE_HEAD + """
+LAZY_BUNDLE = (
+    BUNDLE_HEAD
+    + """
 const name = ["In", "tl"].join("");  // the bundle never spells the global's name
 var tools = {
   probe: createTool({
@@ -208,6 +231,7 @@ var tools = {
 var agent = createAgent({ name: "web", system: "lazy", model: "openai/gpt-4o", tools });
 export default createLightfast({ agents: { web: agent } });
 """
+)
 
 
 def test_intl_is_evaluated_on_first_use_only():
