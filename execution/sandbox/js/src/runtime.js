@@ -413,6 +413,9 @@ for (const name of ObjectKeys(globals)) {
 defineLazyGlobal(globalThis, "SubtleCrypto", () => loadSubtle().SubtleCrypto);
 defineLazyGlobal(globalThis, "CryptoKey", () => loadSubtle().CryptoKey);
 installIntl(globalThis);
+// core-js modules keep their shared store (well-known symbols, internal state) on the global as
+// well as in their own closures: the global one is removed so bundle code cannot reach it.
+delete globalThis["__core-js_shared__"];
 Math.random = randomFloat;
 hardenJobs(reportUncaught);
 
