@@ -265,3 +265,14 @@ def test_fetch_checks_the_scheme_with_captured_accessors(engine):
     # The bundle's URL.prototype.protocol says https, the runtime's own reading says ftp.
     assert out == {"error": "TypeError: only http and https URLs can be fetched, not ftp:"}
     assert host.requests == []
+
+
+def test_introspection_loads_do_not_warm_lazy_globals():
+    # warm=False is what introspection sends (pool.py, runner.py): the bundle mentions
+    # toLocaleString, yet Intl stays the lazy accessor; a call still gets a working Intl.
+    engine = Engine()
+    engine.load(transform((BUNDLE_HEAD + CASES_SOURCE + BUNDLE_TAIL).encode()).script, env={}, warm=False)
+    out = invoke_in_fork(engine, agent="web", tool="sandboxOnly")
+    assert out["ok"] is True, out
+    assert out["output"]["intlWarm"] is False
+    assert invoke_in_fork(engine, agent="web", tool="intlFallback")["output"]["fr"] == "1,234.5"

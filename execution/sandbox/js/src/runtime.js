@@ -495,7 +495,7 @@ function load(bundleFunction, argsJSON) {
   } catch (error) {
     return failureText(errorFrom(error, "invalid_bundle"));
   }
-  warmLazyGlobals(bundleFunction);
+  if (!(hasOwn(args, "warm") && args.warm === false)) warmLazyGlobals(bundleFunction);
   return OK;
 }
 
