@@ -227,9 +227,19 @@ class Engine:
     # ------------------------------------------------------------------ loading
 
     def load(
-        self, script: str, *, env: dict[str, str], filename: str = "bundle.js", limits: Limits | None = None
+        self,
+        script: str,
+        *,
+        env: dict[str, str],
+        filename: str = "bundle.js",
+        limits: Limits | None = None,
+        warm: bool = True,
     ) -> None:
-        """Evaluate a transformed bundle and find its agents; raise SandboxError when it is unusable."""
+        """Evaluate a transformed bundle and find its agents; raise SandboxError when it is unusable.
+
+        With warm=False (introspection) the runtime does not evaluate the lazy globals (Intl,
+        crypto.subtle) the bundle's code names ahead of calls.
+        """
         if self._loaded:
             raise RuntimeError("Engine.load() runs once per engine; start a new engine for another bundle")
         self._check_usable()
@@ -243,6 +253,7 @@ class Engine:
                 "seed": os.urandom(32).hex(),
                 "limits": limits.to_dict(),
                 "filename": filename,
+                **({} if warm else {"warm": False}),
             }
         )
         try:

@@ -351,6 +351,7 @@ class Runner:
                 env=dict(frame.get("env") or {}),
                 limits=limits,
                 filename=str(frame.get("filename") or "bundle.js"),
+                warm=False,
             )
             manifest = self.engine.introspect()
             # Evaluating the bundle is metered to the uploading organization.

@@ -1237,12 +1237,17 @@ static int engine_load(JSValueConst frame, const Limits *lim) {
         filename = strdup("bundle.js");
     }
     JS_FreeValue(wctx, fname);
+    /* "warm": false (introspection): the runtime skips evaluating lazy globals the bundle names. */
+    JSValue warm = wget(frame, "warm");
+    int cold = JS_IsBool(warm) && !JS_ToBool(wctx, warm);
+    JS_FreeValue(wctx, warm);
     buf_str(&args, "{\"env\":");
     buf_str(&args, strcmp(env, "null") ? env : "{}");
     buf_fmt(&args, ",\"seed\":\"%s\",\"limits\":", seed);
     limits_json(&args, lim);
     buf_str(&args, ",\"filename\":");
     buf_jsons(&args, filename);
+    if (cold) buf_str(&args, ",\"warm\":false");
     buf_str(&args, "}");
     free(env);
     char *script = wstr_key(frame, "script");

@@ -22,8 +22,10 @@ import {
   RangeErrorCtor,
   ReflectApply,
   StringCtor,
+  StringIndexOf,
   StringSlice,
   TypeErrorCtor,
+  uncurry,
   ArrayJoin,
   hasOwn,
   isUint8Array,
@@ -66,17 +68,22 @@ import {
   URL,
   URLSearchParams,
   DOMException,
+  Crypto,
   base64ToBytes,
   crypto,
+  loadSubtle,
   headerPairs,
+  parsedHref,
   requestState,
   structuredClone,
   takeRequestBody,
   responseFromHost,
   abortResponseBody,
 } from "./web.js";
-import { hooks, loaded as lazyLoaded } from "./web/lazy.js";
+import { defineLazyGlobal, hooks, loaded as lazyLoaded } from "./web/lazy.js";
 import { installLazyGlobals } from "./web/modules.js";
+import { installIntl, warmIntl } from "./intl/index.js";
+import { performanceObject } from "./web/performance.js";
 import {
   agentTools,
   buildModules,
@@ -85,9 +92,10 @@ import {
   resolveTool,
   validateInput,
 } from "./lightfast.js";
-import { defineLazyGlobal, refusedReason } from "./node/index.js";
+import { defineLazyGlobal as defineNodeLazyGlobal, refusedReason } from "./node/index.js";
 
 hardenErrors();
+const FunctionToString = uncurry(Function.prototype.toString);
 
 const MAX_TIMERS = 10000;
 
@@ -240,6 +248,9 @@ const setInterval = (callback, delay = 0, ...args) => addTimer(callback, delay, 
 const clearTimeout = (id) => {
   MapDelete(call.timers, NumberCtor(id));
 };
+// setImmediate is a timer due at once (it runs once the job queue is empty, after pending
+// microtasks), so it counts against MAX_TIMERS and is dropped at the end of a call like the others.
+const setImmediate = (callback, ...args) => addTimer(callback, 0, args, false);
 
 function nextTimerDelay() {
   if (MapSize(call.timers) === 0) return null;
@@ -288,12 +299,14 @@ function fetch(input, init = undefined) {
       return;
     }
     const request = new Request(input, init);
-    const url = new URL(request.url);
+    const state = requestState(request);
+    // The URL sent is the request's private one, parsed again with captured accessors.
+    const url = parsedHref(StringCtor(state.url));
     if (url.protocol !== "http:" && url.protocol !== "https:") {
       reject(fault("egress_denied", `only http and https URLs can be fetched, not ${url.protocol}`, TypeErrorCtor));
       return;
     }
-    const state = requestState(request);
+    const href = url.href;
     const entry = { __proto__: null, resolve, reject, settled: false, id: 0, response: null, stopRead: null };
     const signal = state.signal;
     if (signal !== null) {
@@ -310,14 +323,14 @@ function fetch(input, init = undefined) {
       entry.stopRead = stop;
     });
     if (body.promise === null) {
-      sendFetch(entry, state, body.bytes);
+      sendFetch(entry, state, href, body.bytes);
       return;
     }
     PromiseThen(
       body.promise,
       (bytes) => {
         entry.stopRead = null;
-        if (!entry.settled) sendFetch(entry, state, bytes);
+        if (!entry.settled) sendFetch(entry, state, href, bytes);
       },
       (error) => {
         entry.stopRead = null;
@@ -334,7 +347,7 @@ function settleFetch(entry, ok, value) {
   else entry.reject(value);
 }
 
-function sendFetch(entry, state, body) {
+function sendFetch(entry, state, href, body) {
   let bodyB64 = null;
   if (body !== null && body !== undefined) {
     if (!isUint8Array(body)) {
@@ -347,7 +360,7 @@ function sendFetch(entry, state, body) {
     }
     bodyB64 = toBase64(body);
   }
-  const requestText = fetchRequestText(state.url, state.method, headerPairs(state.headers), bodyB64);
+  const requestText = fetchRequestText(href, state.method, headerPairs(state.headers), bodyB64);
   if (requestText[0] === "!") {
     settleFetch(entry, false, fault("egress_denied", StringSlice(requestText, 1), TypeErrorCtor));
     return;
@@ -466,6 +479,8 @@ const globals = {
   clearTimeout,
   setInterval,
   clearInterval: clearTimeout,
+  setImmediate,
+  clearImmediate: clearTimeout,
   fetch,
   Headers,
   Request,
@@ -475,20 +490,30 @@ const globals = {
   URL,
   URLSearchParams,
   crypto,
+  Crypto,
   structuredClone,
   DOMException,
+  performance: performanceObject,
   process: processObject,
+  self: globalThis,
 };
 for (const name of ObjectKeys(globals)) {
   ObjectDefineProperty(globalThis, name, { value: globals[name], writable: true, enumerable: false, configurable: true });
 }
 // Node's Buffer as a global, as Cloudflare's nodejs_compat offers it: npm code built for Node uses
 // it without importing it (nanoid's Node entry does). Built on first use (node/index.js).
-defineLazyGlobal("Buffer", () => modules.buffer.Buffer);
+defineNodeLazyGlobal("Buffer", () => modules.buffer.Buffer);
 installLazyGlobals();
 hooks.setTimer = (callback, ms) => addTimer(callback, ms, list(), false);
 hooks.clearTimer = clearTimeout;
 hooks.reportError = reportUncaught;
+// Evaluated on first use (web/lazy.js): the Web Crypto classes load @noble/hashes and @noble/ciphers.
+defineLazyGlobal(globalThis, "SubtleCrypto", () => loadSubtle().SubtleCrypto);
+defineLazyGlobal(globalThis, "CryptoKey", () => loadSubtle().CryptoKey);
+installIntl(globalThis);
+// core-js modules keep their shared store (well-known symbols, internal state) on the global as
+// well as in their own closures: the global one is removed so bundle code cannot reach it.
+delete globalThis["__core-js_shared__"];
 Math.random = randomFloat;
 hardenJobs(reportUncaught);
 
@@ -572,7 +597,37 @@ function load(bundleFunction, argsJSON) {
   } catch (error) {
     return failureText(errorFrom(error, "invalid_bundle"));
   }
+  if (!(hasOwn(args, "warm") && args.warm === false)) warmLazyGlobals(bundleFunction);
   return OK;
+}
+
+// Lazy globals the bundle's code names are evaluated now, in the zygote, rather than in every call
+// (each call starts again from the zygote's state). A mention is enough: a false positive costs the
+// zygote some memory, never a wrong result. Failures are left for the call that uses the global.
+const WARM_UPS = [
+  [["Intl", "toLocaleString", "toLocaleDateString", "toLocaleTimeString", "localeCompare"], warmIntl],
+  [["subtle"], loadSubtle],
+];
+function warmLazyGlobals(bundleFunction) {
+  let source;
+  try {
+    source = FunctionToString(bundleFunction);
+  } catch {
+    return;
+  }
+  for (let i = 0; i < WARM_UPS.length; i++) {
+    const [words, warm] = WARM_UPS[i];
+    for (let j = 0; j < words.length; j++) {
+      if (StringIndexOf(source, words[j]) >= 0) {
+        try {
+          warm();
+        } catch {
+          // the call that uses it reports the error
+        }
+        break;
+      }
+    }
+  }
 }
 
 // After load: timers and fetches started at top level are dropped (logs are kept in the result).

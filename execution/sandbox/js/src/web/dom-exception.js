@@ -1,4 +1,4 @@
-// DOMException (WebIDL), from core-js: the error class web APIs throw (AbortError, DataCloneError...).
-import DOMException from "core-js-pure/stable/dom-exception/index.js";
-
-export { DOMException };
+// DOMException (WebIDL): QuickJS-NG's own (both the native runner's engine and the Python binding's
+// have it), the class its built-ins (atob, btoa) throw, so `error instanceof DOMException` holds
+// for those too.
+export const DOMException = globalThis.DOMException;

@@ -56,3 +56,21 @@ export function lazyGlobals(names, load) {
 // The lazily evaluated modules' private exports, set by each module when it is evaluated
 // (web/modules.js loads them): plain objects, so loading one needs no module-namespace plumbing.
 export const loaded = { __proto__: null, streams: null, events: null, blob: null };
+
+// One lazily built value on `target` (a global, or a property of one such as `crypto.subtle`): an
+// accessor that calls `load()` on first read and then replaces itself with a plain writable data
+// property (assigning first also works).
+export function defineLazyGlobal(target, name, load) {
+  ObjectDefineProperty(target, name, {
+    configurable: true,
+    enumerable: false,
+    get() {
+      const value = load();
+      ObjectDefineProperty(target, name, { value, writable: true, enumerable: false, configurable: true });
+      return value;
+    },
+    set(value) {
+      ObjectDefineProperty(target, name, { value, writable: true, enumerable: false, configurable: true });
+    },
+  });
+}
