@@ -305,7 +305,9 @@ def _load_cost_one(args: argparse.Namespace, target: dict[str, Any]) -> None:
 
 
 def load_cost_targets(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The bundles `bench_load_cost` measures: the weather sample and any given with --load."""
+    """The bundles `bench_load_cost` measures: the weather sample, the real-world corpus's largest
+    bundle and its 1.3 MB CLI-shaped one (built by esbuild from the pinned npm packages, with
+    their streams-heavy tool), and any given with --load."""
     targets: list[dict[str, Any]] = [
         {
             "label": "weather.mjs",
@@ -315,6 +317,11 @@ def load_cost_targets(args: argparse.Namespace) -> list[dict[str, Any]]:
             "input": INPUT,
         }
     ]
+    if not args.skip_corpus:
+        from tests.realworld.corpus import benchmark_bundles
+
+        for label, info in benchmark_bundles().items():
+            targets.append({**info, "label": f"{label}:{info['name']}"})
     for spec in args.load or []:
         path, agent, tool, given = spec.split(":", 3)
         targets.append(
@@ -477,6 +484,7 @@ def main() -> None:
         help="local: which runner(s)",
     )
     parser.add_argument("--cold-calls", type=int, default=20, help="docker: fresh-container calls")
+    parser.add_argument("--skip-corpus", action="store_true", help="no real-world corpus bundles")
     parser.add_argument(
         "--load",
         action="append",

@@ -92,7 +92,7 @@ import {
   resolveTool,
   validateInput,
 } from "./lightfast.js";
-import { defineLazyGlobal as defineNodeLazyGlobal, refusedReason } from "./node/index.js";
+import { refusedReason } from "./node/index.js";
 
 hardenErrors();
 const FunctionToString = uncurry(Function.prototype.toString);
@@ -502,7 +502,7 @@ for (const name of ObjectKeys(globals)) {
 }
 // Node's Buffer as a global, as Cloudflare's nodejs_compat offers it: npm code built for Node uses
 // it without importing it (nanoid's Node entry does). Built on first use (node/index.js).
-defineNodeLazyGlobal("Buffer", () => modules.buffer.Buffer);
+defineLazyGlobal(globalThis, "Buffer", () => modules.buffer.Buffer);
 installLazyGlobals();
 hooks.setTimer = (callback, ms) => addTimer(callback, ms, list(), false);
 hooks.clearTimer = clearTimeout;

@@ -91,19 +91,3 @@ export function refusedReason(name) {
   return hasOwn(REFUSED, bare) ? REFUSED[bare] : null;
 }
 
-// A global that is built on first use, then becomes a plain writable data property (a bundle can
-// also assign it first). `typeof Buffer` builds it too: code that tests for Buffer then uses it.
-export function defineLazyGlobal(name, build) {
-  const settle = (value) => {
-    ObjectDefineProperty(globalThis, name, { value, writable: true, enumerable: false, configurable: true });
-    return value;
-  };
-  ObjectDefineProperty(globalThis, name, {
-    get: () => settle(build()),
-    set: (value) => {
-      settle(value);
-    },
-    enumerable: false,
-    configurable: true,
-  });
-}

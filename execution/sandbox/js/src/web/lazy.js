@@ -59,7 +59,8 @@ export const loaded = { __proto__: null, streams: null, events: null, blob: null
 
 // One lazily built value on `target` (a global, or a property of one such as `crypto.subtle`): an
 // accessor that calls `load()` on first read and then replaces itself with a plain writable data
-// property (assigning first also works).
+// property (assigning first also works). `typeof Buffer` builds it too: code that tests for a
+// global then uses it.
 export function defineLazyGlobal(target, name, load) {
   ObjectDefineProperty(target, name, {
     configurable: true,
