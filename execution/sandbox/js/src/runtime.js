@@ -81,7 +81,7 @@ import {
   abortResponseBody,
 } from "./web.js";
 import { defineLazyGlobal, hooks, loaded as lazyLoaded } from "./web/lazy.js";
-import { installLazyGlobals } from "./web/modules.js";
+import { blobModule, eventsModule, installLazyGlobals, streamsModule } from "./web/modules.js";
 import { installIntl, warmIntl } from "./intl/index.js";
 import { performanceObject } from "./web/performance.js";
 import {
@@ -604,9 +604,17 @@ function load(bundleFunction, argsJSON) {
 // Lazy globals the bundle's code names are evaluated now, in the zygote, rather than in every call
 // (each call starts again from the zygote's state). A mention is enough: a false positive costs the
 // zygote some memory, never a wrong result. Failures are left for the call that uses the global.
+// (localeCompare is not a reason to load Intl: its collator is compiled into the runtime.)
 const WARM_UPS = [
-  [["Intl", "toLocaleString", "toLocaleDateString", "toLocaleTimeString", "localeCompare"], warmIntl],
+  [["Intl", "toLocaleString", "toLocaleDateString", "toLocaleTimeString"], warmIntl],
   [["subtle"], loadSubtle],
+  [
+    ["ReadableStream", "WritableStream", "TransformStream", "TextDecoderStream", "TextEncoderStream",
+      "pipeThrough", "pipeTo", "getReader", "QueuingStrategy"],
+    streamsModule,
+  ],
+  [["AbortController", "AbortSignal", "EventTarget", "CustomEvent"], eventsModule],
+  [["Blob", "FormData", "new File"], blobModule],
 ];
 function warmLazyGlobals(bundleFunction) {
   let source;

@@ -87,6 +87,7 @@ function compareLevel(a, b, index, upperFirst) {
 }
 
 const LOCALES = ["en", "de"];
+const CANONICAL = /^(en|de)(-[A-Z]{2})?$/;
 
 function resolveLocale(locales) {
   const requested = locales === undefined ? [] : typeof locales === "string" ? [locales] : Array.from(locales, String);
@@ -113,10 +114,14 @@ export class Collator {
       throw new RangeError(`Value ${caseFirst} out of range for Intl.Collator options property caseFirst`);
     }
     let locale = resolveLocale(locales);
-    try {
-      locale = new globalThis.Intl.Locale(locale).baseName;
-    } catch {
-      locale = "en-US";
+    // Tags already in canonical form need no Intl.Locale (which would load the FormatJS polyfills:
+    // String#localeCompare uses this class without them).
+    if (!CANONICAL.test(locale)) {
+      try {
+        locale = new globalThis.Intl.Locale(locale).baseName;
+      } catch {
+        locale = "en-US";
+      }
     }
     this.#options = {
       locale,

@@ -7,6 +7,7 @@
 // of a script when it is evaluated (and keeps each function's source text), so bundled in
 // runtime.js they would cost every zygote ~5 MB; as a string they cost 0.9 MB.
 import INTL_SOURCE from "lightfast-intl-source";
+import { Collator } from "./collator.js";
 
 const indirectEval = globalThis.eval;
 const defineProperty = Object.defineProperty;
@@ -49,6 +50,25 @@ function formatter(kind, locales, options) {
   if (key !== null) {
     if (cache.size >= 64) cache.clear();
     cache.set(key, made);
+  }
+  return made;
+}
+
+// localeCompare's collators: the hand-written Collator (also Intl.Collator) compiled into the runtime,
+// so sorting with localeCompare never loads the FormatJS polyfills.
+const collators = new Map();
+function collator(locales, options) {
+  let key = null;
+  try {
+    key = JSONStringify([locales, options]);
+  } catch {
+    key = null;
+  }
+  if (key !== null && collators.has(key)) return collators.get(key);
+  const made = new Collator(locales, options);
+  if (key !== null) {
+    if (collators.size >= 64) collators.clear();
+    collators.set(key, made);
   }
   return made;
 }
@@ -114,7 +134,7 @@ const wired = {
   String: {
     localeCompare(that, locales = undefined, options = undefined) {
       if (this === null || this === undefined) throw new TypeError("String.prototype.localeCompare called on null or undefined");
-      return formatter("Collator", locales, options).compare(StringCtor(this), StringCtor(that));
+      return collator(locales, options).compare(StringCtor(this), StringCtor(that));
     },
   },
 };
@@ -126,7 +146,7 @@ export function warmIntl() {
   const Intl = loadIntl();
   formatter("NumberFormat", undefined, undefined).format(0);
   formatter("DateTimeFormat", undefined, dateOptions(undefined, "any", "all")).format(0);
-  formatter("Collator", undefined, undefined).compare("a", "b");
+  collator(undefined, undefined).compare("a", "b");
   // FormatJS prepares each locale's data on its first formatter: done here for every carried one.
   for (const locale of ["en-GB", "de"]) {
     new Intl.NumberFormat(locale).format(0);
