@@ -106,5 +106,8 @@ def _sqlite_checkpoint_loop() -> None:
         except DatabaseError as exc:
             logger.warning("SQLite checkpoint failed: %s", exc)
             close_old_connections()
-        except Exception:  # noqa: BLE001 - the backstop (wal_autocheckpoint) stays; keep checkpointing
-            logger.exception("SQLite checkpoint failed")
+        except Exception as exc:  # noqa: BLE001 - the backstop (wal_autocheckpoint) stays; keep checkpointing
+            # One line, no traceback: formatting one in this thread parses source (Python 3.11's
+            # traceback carets use `ast`), which has raced the main thread's own parsing
+            # ("AST constructor recursion depth mismatch" in CPython 3.11.7).
+            logger.warning("SQLite checkpoint failed: %s: %s", type(exc).__name__, exc)
