@@ -118,9 +118,6 @@ def uploaded_version(
     organization: Organization, path: Path = WEATHER, *, slug: str = "weather"
 ) -> BundleVersion:
     """A version uploaded and introspected through the agents services, ready to run in the sandbox."""
-    pytest.importorskip(
-        "execution.sandbox.transform", reason="the sandbox transform (issue 3) has not landed"
-    )
     from agents.services import bundle_upload, bundle_version_introspect
     from organizations.services import Actor
 

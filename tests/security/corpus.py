@@ -267,7 +267,7 @@ def assert_within_limits(
     )
     usage = result.usage
     if result.error is not None and result.error["type"] == "cpu_limit":
-        # Finding 5: a call ended by the CPU backstop must still meter what it spent.
+        # A call ended by the CPU backstop must still meter what it spent.
         assert "cpu_ms" in usage, f"a cpu_limit call reported no cpu_ms: {usage}"
     if "cpu_ms" in usage:
         assert usage["cpu_ms"] <= limits.cpu_ms + CPU_BACKSTOP_MS + CPU_SLACK_MS, usage

@@ -1,4 +1,4 @@
-"""Issue 12, finding 8 (credentials) and the data-directory part of finding 7.
+"""Credentials that stop holding, key and role escalation, authentication failures, the data directory.
 
 * A revoked, expired or removed credential closes the websockets and SSE streams it opened,
   through the real daphne, the RedisPubSub channel layer and the database.

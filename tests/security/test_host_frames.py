@@ -75,7 +75,7 @@ def assert_contained(answer: dict[str, Any], limits: Limits) -> None:
     assert sum(len(entry["message"]) for entry in logs) <= limits.log_bytes + 1024
     assert answer["usage"].get("fetches", 0) <= limits.max_fetches
     if error is None or violation:
-        # Metering of other host-side endings (a call child that died) is finding 5's.
+        # Metering of other host-side endings (a call child that died) is tests/security/test_metering.py's.
         assert isinstance(answer["usage"].get("cpu_ms"), int)
     assert _depth(answer) <= MAX_FRAME_DEPTH
 

@@ -1,4 +1,4 @@
-"""Finding 5: every load and every call is metered to its organization, however it ends.
+"""Every load and every call is metered to its organization, however it ends.
 
 The top-level code of a bundle runs at upload (introspection, in the Celery worker) and again when
 a worker first loads it for a call; both are the uploading organization's CPU. A call the kernel's

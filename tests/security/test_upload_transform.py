@@ -1,4 +1,4 @@
-"""Issue 12 finding 1: the upload transform (esbuild) reads no host file; its output never reaches uploaders.
+"""The upload transform (esbuild) reads no host file; its output never reaches uploaders.
 
 A bundle's `sourceMappingURL` comment made esbuild open any host file (its error quoted the first
 line, the API returned esbuild's stderr) or read /dev/zero until 1.2 GB. Now every non-`data:`

@@ -1,4 +1,4 @@
-"""Finding 9: lone surrogates and NUL from a tool become U+FFFD where they enter the host (values.py),
+"""Lone surrogates and NUL from a tool become U+FFFD where they enter the host (values.py),
 so the CLI, REST, SSE, websocket and the database (SQLite here, PostgreSQL in CI) all hold them."""
 
 from __future__ import annotations
