@@ -36,12 +36,16 @@ def _changed(library: str, what: str, user: str) -> str:
 def test_channels_redis_shard_and_group_channel_are_the_layers() -> None:
     hosts = ["redis://shard-a:6379", "redis://shard-b:6379", "redis://shard-c:6379"]
     layer = RedisPubSubLoopLayer(hosts=hosts, prefix="lf")  # builds shard objects; connects lazily
-    message = _changed("channels-redis", "how a group's channel and shard are chosen", "execution/publisher.py")
+    message = _changed(
+        "channels-redis", "how a group's channel and shard are chosen", "execution/publisher.py"
+    )
     for _ in range(200):
         group = f"run.{uuid.uuid4().hex}"
         channel = f"lf__group__{group}"
         assert layer._get_group_channel_name(group) == channel, message
-        assert layer._shards.index(layer._get_shard(channel)) == _consistent_hash(channel, len(hosts)), message
+        assert layer._shards.index(layer._get_shard(channel)) == _consistent_hash(channel, len(hosts)), (
+            message
+        )
     assert decode_hosts(hosts) == [{"address": host} for host in hosts], message
 
 
@@ -75,7 +79,9 @@ def test_django_ratelimit_reads_the_counters_we_count(redis_server: str) -> None
     counter = _counter(policy=POLICY_ORGANIZATION, value=value, rate=rate)
     _count(check=None, counted=[counter])
     _count(check=None, counted=[counter])
-    usage = get_usage(None, group=POLICY_ORGANIZATION, key=lambda _group, _request: value, rate=rate, method=ALL)
+    usage = get_usage(
+        None, group=POLICY_ORGANIZATION, key=lambda _group, _request: value, rate=rate, method=ALL
+    )
     message = _changed("django-ratelimit", "its counter keys or windows", "organizations/ratelimits.py")
     assert usage is not None, message
     assert (usage["count"], usage["limit"]) == (2, 50), message
