@@ -13,8 +13,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.agents.conftest import upload
 from tests.agents.test_introspection import wait_for_version
+from tests.bundles import upload
 
 ROOT = Path(__file__).resolve().parents[2]
 ESBUILD = ROOT / "node_modules" / ".bin" / "esbuild"

@@ -37,15 +37,11 @@ from organizations.errors import ExpiryEscalation, ScopeEscalation
 from organizations.models import ROLE_SCOPES, ApiKey, Membership, Role
 from organizations.ratelimits import POLICY_AUTH_FAILURES
 from organizations.services import Actor, apikey_create, membership_remove
-from tests.execution import conftest as execution_fixtures
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 from tests.execution.live_transport import Daphne, closed_with, recv_json, start_daphne, ws_connect
 from tests.factories import ApiKeyFactory
 from tests.services import PROJECT_ROOT, free_port
 from tests.test_launcher import get_json
-
-# The runs tests' `media_root` fixture (a media directory of the test's own, also for daphne).
-media_root = execution_fixtures.media_root
 
 WEATHER_PATH = "/ws/v1/chat/weather/weather/"
 CHAT = "/api/v1/chat/weather/weather"
