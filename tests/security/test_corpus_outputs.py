@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from execution.sandbox import api
-from tests.security.corpus import CorpusSandbox, corpus_sandbox, hostile_bundle
+from tests.security.corpus import CorpusSandbox, corpus_fixtures
 
 SPIN = "() => { while (true) {} }"
 
@@ -145,16 +145,8 @@ UNSTORABLE: dict[str, tuple[str, set[str] | None]] = {
 TOOLS = {name: case[0] for name, case in {**CASES, **UNSTORABLE}.items()}
 
 
-@pytest.fixture(scope="module")
-def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
-    """A one-worker pool (local) or the Docker backend, with the victim's fresh-state baseline."""
-    yield from corpus_sandbox(sandbox_backend, "outputs")
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Any:
-    """Every output case in one bundle."""
-    return hostile_bundle(TOOLS)
+# Module-scoped fixtures: `sandbox` (a one-worker pool, or Docker) and `bundle` (every tool of TOOLS).
+sandbox, bundle = corpus_fixtures("outputs", TOOLS)
 
 
 @pytest.mark.parametrize("tool", sorted(CASES))
