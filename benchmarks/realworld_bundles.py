@@ -1,4 +1,4 @@
-"""Build the real-world corpus and say where the bundles issue #13 benchmarks are, with their streams tool.
+"""Build the real-world corpus and name the bundles the runtime benchmarks use, with their streams tool.
 
 Run from the project root: `.venv/bin/python benchmarks/realworld_bundles.py [--copy-to DIR]`.
 Prints one JSON object: {"largest": {...}, "cli_shaped": {...}}, each with the bundle's name, path,

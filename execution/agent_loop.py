@@ -61,7 +61,7 @@ class Usage:
     def add_sandbox(self, usage: dict[str, Any]) -> None:
         """Count one sandbox call."""
         self.tool_calls += 1
-        cpu = usage.get("cpu_ms", usage.get("cpuMs", 0))
+        cpu = usage.get("cpu_ms", 0)
         if isinstance(cpu, int | float):
             self.sandbox_cpu_ms += int(cpu)
 

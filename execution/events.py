@@ -11,7 +11,6 @@ from typing import Any, cast
 
 from django.db import connection
 from django.db.models import F, Q, QuerySet
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from execution.models import Run, RunEvent, run_group_name
@@ -165,7 +164,7 @@ class PreparedRunUpdate:
             if self.status is not None:
                 queryset = queryset.filter(status=self.status)
             values = {**self.changes, "last_seq": F("last_seq") + len(self.events)}
-            row = _update_returning(queryset, values, self.columns)
+            row = _update_returning(self.run_id, queryset, values, self.columns)
         if row is None:
             return None
         last_seq = int(row[0])
@@ -211,18 +210,17 @@ def _insert_events_sql(vendor: str) -> str:
 
 
 def _update_returning(
-    queryset: QuerySet[Run], values: dict[str, Any], columns: Sequence[str]
+    run_id: uuid.UUID, queryset: QuerySet[Run], values: dict[str, Any], columns: Sequence[str]
 ) -> tuple[Any, ...] | None:
-    """`queryset.update(**values)` for one run, returning `columns` of the updated row (None: no match).
+    """`queryset.update(**values)` for one run, then `columns` of the updated row (None: no match).
 
-    Django's update() returns only a row count; the compiler's SQL plus RETURNING (PostgreSQL,
-    SQLite >= 3.35) saves the SELECT that would read the values back.
+    Only for updates conditioned on an arbitrary Q (the reaper's), which the plain-SQL statements
+    do not build; both statements run in the caller's write transaction, which the UPDATE's row
+    lock keeps to itself until commit. Public QuerySet API only (Django's update() returns a count).
     """
-    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
-    query.add_update_values(values)
-    update_sql, params = query.get_compiler(queryset.db).as_sql()
-    returned = ", ".join(sql.column(Run, name) for name in columns)
-    return sql.fetch_one(f"{update_sql} RETURNING {returned}", params)
+    if not queryset.update(**values):
+        return None
+    return tuple(Run.objects.filter(pk=run_id).values_list(*columns).get())
 
 
 def notification_for(run_id: uuid.UUID | str, first_seq: int, chunks: list[dict[str, Any]]) -> dict[str, Any]:

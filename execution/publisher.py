@@ -12,6 +12,8 @@ from typing import Any
 import redis
 import redis.sentinel
 from channels.layers import get_channel_layer
+
+# Private (no public API picks a layer's shard): pinned by tests/test_library_contracts.py.
 from channels_redis.utils import _consistent_hash, decode_hosts
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured

@@ -57,11 +57,6 @@ class RunSupervisor:
             with self._lock:
                 self._held.pop(run_id, None)
 
-    def held_count(self) -> int:
-        """How many runs this process holds now."""
-        with self._lock:
-            return len(self._held)
-
     def _loop(self) -> None:
         next_heartbeat = 0.0
         while True:

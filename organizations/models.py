@@ -65,7 +65,7 @@ class Organization(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
-    # --- plan limits (issues 5 and 6 enforce them) --------------------------
+    # --- plan limits (organizations.quotas and organizations.ratelimits enforce them) ---
     api_rate = models.CharField(
         max_length=20,
         default="600/m",

@@ -70,7 +70,8 @@ def org_cancel_runs(
     *, organization: Organization, actor: Actor, reason: str, run_ids: list[Any] | None = None
 ) -> int:
     """Cancel the organization's queued and running runs (or only `run_ids`); each one is audited."""
-    from execution.services import run_cancel  # execution depends on organizations, not the reverse
+    # Deferred: execution imports organizations at module level; this is the one call back.
+    from execution.services import run_cancel
 
     reason = _require_reason(reason)
     run_model = apps.get_model("execution", "Run")

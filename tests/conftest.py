@@ -1,4 +1,6 @@
-"""Shared fixtures: the real services every test talks to, and tenancy fixtures.
+"""Shared fixtures: the real services every test talks to, a private media directory, tenancy fixtures.
+
+Shared helpers (bundles: upload, ready versions, tool calls) are in tests/bundles.py.
 
 Redis: with REDIS_URL unset (the embedded default) the suite starts its own
 private redis-server on a unix socket in LIGHTFAST_DATA_DIR, like the launcher;
@@ -8,6 +10,8 @@ with REDIS_URL set (CI's second pass) it uses that server.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -40,6 +44,17 @@ def _clear_cache(redis_server: str) -> Iterator[None]:
     if keys:
         client.delete(*keys)
     yield
+
+
+@pytest.fixture
+def media_root(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A media directory of this test's own, also for a Celery worker or daphne the test starts."""
+    root = tmp_path / "media"
+    root.mkdir()
+    settings.MEDIA_ROOT = str(root)
+    # Service processes read their settings from the environment (tests/services.py copies os.environ).
+    monkeypatch.setenv("LIGHTFAST_MEDIA_ROOT", str(root))
+    return root
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,37 @@ def service_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def spawn_service(argv: list[str]) -> subprocess.Popen[bytes]:
+    """Start a service process on the test database and redis, in a session (a group) of its own."""
+    return subprocess.Popen(
+        argv, env=service_env(), cwd=PROJECT_ROOT, start_new_session=True, stdin=subprocess.DEVNULL
+    )
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], name: str, ready: Callable[[], bool], timeout: float
+) -> bool:
+    """True once `ready()` is, False when `timeout` passed first; raises if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        if ready():
+            return True
+    return False
+
+
+def stop_group(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the process's group; SIGKILL it when the process has not exited within `grace_s`."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @dataclass
 class CeleryWorker:
     """A running `celery worker` process."""
@@ -61,13 +93,7 @@ class CeleryWorker:
 
     def stop(self) -> None:
         """Warm shutdown, then kill the whole group."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, 20)
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -82,19 +108,13 @@ class CeleryWorker:
 def start_celery_worker(queues: str = "runs,introspect,default", timeout: float = 30.0) -> CeleryWorker:
     """Start a worker and wait until it answers a ping."""
     hostname = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
-    process = subprocess.Popen(
-        celery_worker_argv(threads=8, hostname=hostname, queues=queues),
-        env=service_env(),
-        cwd=PROJECT_ROOT,
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-    )
+    process = spawn_service(celery_worker_argv(threads=8, hostname=hostname, queues=queues))
     worker = CeleryWorker(process=process, hostname=hostname)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"celery worker exited with {process.returncode}")
-        if celery_app.control.ping(destination=[hostname], timeout=0.5):
-            return worker
+
+    def answers() -> bool:
+        return bool(celery_app.control.ping(destination=[hostname], timeout=0.5))
+
+    if wait_ready(process, "celery worker", answers, timeout):
+        return worker
     worker.stop()
     raise RuntimeError(f"celery worker did not answer within {timeout} s")

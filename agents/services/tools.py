@@ -96,7 +96,7 @@ def tool_invoke(
     )
     answer = result.to_dict()
     usage = answer.get("usage") or {}
-    cpu_ms = int(usage.get("cpu_ms", usage.get("cpuMs")) or 0)
+    cpu_ms = int(usage.get("cpu_ms") or 0)
     quota_meter_sandbox_cpu(organization=organization, cpu_ms=cpu_ms)
     error = answer.get("error") or {}
     audit_record(

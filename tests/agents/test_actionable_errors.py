@@ -1,4 +1,4 @@
-"""Through the real upload path (issue 13 points 5-7): REST upload -> jailed esbuild -> Celery introspection.
+"""Through the real upload path: REST upload -> jailed esbuild -> Celery introspection.
 
 A bundle touching a global the sandbox does not offer is rejected with invalid_bundle naming it and
 its line:column in the uploaded file (also with an inline source map: the stored script and map are
@@ -13,8 +13,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.agents.conftest import upload
 from tests.agents.test_introspection import wait_for_version
+from tests.bundles import upload
 
 ROOT = Path(__file__).resolve().parents[2]
 ESBUILD = ROOT / "node_modules" / ".bin" / "esbuild"

@@ -8,7 +8,7 @@ from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.services import bundle_upload, bundle_version_finish_introspection
 from organizations.models import AuditLog
 from organizations.services import Actor
-from tests.agents.conftest import sample
+from tests.bundles import sample
 from tests.factories import UserFactory
 
 

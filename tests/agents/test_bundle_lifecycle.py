@@ -21,7 +21,7 @@ from agents.services import (
 from execution.sandbox.errors import SandboxError
 from organizations.models import AuditLog
 from organizations.services import Actor
-from tests.agents.conftest import sample, stored_files, upload
+from tests.bundles import sample, stored_files, upload
 
 WEATHER = sample("weather.mjs")
 MANIFEST = {

@@ -10,7 +10,7 @@ from agents.errors import BundleTooLarge
 from agents.services import bundle_upload
 from organizations.models import Organization
 from organizations.services import Actor
-from tests.agents.conftest import stored_files, upload
+from tests.bundles import stored_files, upload
 
 LIMIT = 2000
 

@@ -11,7 +11,7 @@ from agents.demo import demo_bundle_ensure, demo_bundle_source
 from agents.models import BundleVersion, VersionStatus
 from agents.services import bundle_versions_reap_stale
 from tests.agents.cli_bundle import cli_shaped_bundle, expected_tools
-from tests.agents.conftest import sample, stored_files, upload
+from tests.bundles import sample, stored_files, upload
 from tests.services import start_celery_worker
 
 pytestmark = pytest.mark.timeout(240)

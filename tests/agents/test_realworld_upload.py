@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.agents.conftest import upload
 from tests.agents.test_introspection import invoke, wait_for_version
+from tests.bundles import upload
 from tests.realworld import corpus
 
 pytestmark = pytest.mark.timeout(300)

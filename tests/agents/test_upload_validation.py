@@ -12,7 +12,7 @@ from agents.errors import BundleTooLarge
 from agents.models import Bundle, BundleVersion
 from agents.uploads import CHUNK_BYTES, read_limited
 from organizations.models import MIB, AuditLog
-from tests.agents.conftest import sample, stored_files, upload
+from tests.bundles import sample, stored_files, upload
 
 
 def _zip_bytes() -> bytes:

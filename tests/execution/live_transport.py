@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.services import PROJECT_ROOT, free_port, service_env
+from tests.services import free_port, spawn_service, stop_group, wait_ready
 
 
 @dataclass
@@ -36,19 +34,13 @@ class Daphne:
         return f"ws://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process, 10)
 
 
 def start_daphne(timeout: float = 30.0) -> Daphne:
     """Start daphne on a free port with the test database and redis; wait until it listens."""
     port = free_port()
-    process = subprocess.Popen(
+    process = spawn_service(
         [
             sys.executable,
             "-m",
@@ -57,22 +49,20 @@ def start_daphne(timeout: float = 30.0) -> Daphne:
             "-e",
             f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
             "lightfast_cloud.asgi:application",
-        ],
-        env=service_env(),
-        cwd=PROJECT_ROOT,
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
+        ]
     )
     server = Daphne(process=process, port=port)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}")
+
+    def listens() -> bool:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return server
+                return True
         except OSError:
             time.sleep(0.05)
+            return False
+
+    if wait_ready(process, "daphne", listens, timeout):
+        return server
     server.stop()
     raise RuntimeError("daphne did not listen in time")
 

@@ -11,7 +11,7 @@ from execution.events import event_append_many
 from execution.models import Run, RunStatus
 from execution.services import run_start
 from organizations.models import AuditLog
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 
 RUNS = "admin:execution_run_changelist"
 

@@ -12,7 +12,7 @@ import pytest
 from execution.models import Message, Run, RunStatus
 from execution.selectors import run_events_after
 from execution.services import run_cancel, run_execute, run_start
-from tests.execution.conftest import manifest_version, uploaded_version, weather_manifest
+from tests.bundles import manifest_version, uploaded_version, weather_manifest
 from tests.execution.fake_openai import FakeOpenAI
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -25,7 +25,7 @@ from execution.selectors import run_events_after
 from execution.services import run_start
 from execution.stream import run_event_stream
 from execution.write_gate import after_commit, write_transaction
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -12,7 +12,7 @@ from execution.models import Run, RunStatus
 from execution.services import RunNotStartable, run_start
 from organizations.models import AuditLog, OrganizationUsage
 from organizations.services import Actor
-from tests.execution.conftest import manifest_version, uploaded_version
+from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
     closed_with,
     daphne_fixture,  # noqa: F401 - the `daphne` fixture

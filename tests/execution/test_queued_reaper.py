@@ -15,7 +15,7 @@ from execution.models import Run, RunStatus
 from execution.services import run_reap_queued, run_start
 from lightfast_cloud.celery import app
 from organizations.models import OrganizationUsage
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 from tests.services import start_celery_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -25,7 +25,7 @@ from organizations.services import (
     variable_delete,
     variable_set,
 )
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

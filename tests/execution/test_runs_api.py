@@ -9,7 +9,7 @@ import pytest
 from execution.events import event_append_many
 from execution.models import RunStatus
 from execution.services import run_start
-from tests.execution.conftest import manifest_version, uploaded_version
+from tests.bundles import manifest_version, uploaded_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

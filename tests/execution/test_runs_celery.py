@@ -13,7 +13,7 @@ from django.utils import timezone
 from execution.models import Run, RunStatus
 from execution.selectors import run_events_after
 from execution.services import run_cancel, run_execute, run_reap_lost, run_start
-from tests.execution.conftest import manifest_version, uploaded_version
+from tests.bundles import manifest_version, uploaded_version
 from tests.execution.fake_openai import FakeOpenAI
 from tests.services import start_celery_worker
 

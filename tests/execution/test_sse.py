@@ -11,7 +11,7 @@ import pytest
 from execution.events import event_append_many
 from execution.selectors import run_events_after
 from execution.services import run_start
-from tests.execution.conftest import manifest_version, uploaded_version
+from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import daphne_fixture  # noqa: F401 - the `daphne` fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ from django.core.cache import cache
 from execution.events import event_append_many
 from execution.models import Run
 from execution.services import run_start
-from tests.execution.conftest import manifest_version, uploaded_version
+from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
     closed_with,
     daphne_fixture,  # noqa: F401 - the `daphne` fixture

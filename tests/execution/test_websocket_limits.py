@@ -15,7 +15,7 @@ from execution.models import Run
 from organizations.models import Organization
 from organizations.operations import org_suspend
 from organizations.services import Actor
-from tests.execution.conftest import manifest_version, uploaded_version
+from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
     closed_with,
     daphne_fixture,  # noqa: F401 - the `daphne` fixture

@@ -10,10 +10,8 @@ from typing import Any
 
 import pytest
 
-from agents.models import VersionStatus
-from agents.services import bundle_upload, bundle_version_introspect
 from organizations.models import Organization
-from organizations.services import Actor
+from tests.bundles import tool_invoke, uploaded_version
 from tests.egress_servers import serve
 
 BUNDLE = Path(__file__).resolve().parents[1] / "fixtures" / "organizations" / "env_fetch.mjs"
@@ -21,18 +19,12 @@ BUNDLE = Path(__file__).resolve().parents[1] / "fixtures" / "organizations" / "e
 
 def ready_bundle(organization: Organization, slug: str = "probe") -> None:
     """Upload the env/fetch fixture bundle and introspect it in the sandbox right away (no Celery)."""
-    version = bundle_upload(
-        organization=organization, slug=slug, data=BUNDLE.read_bytes(), actor=Actor.system("tests")
-    ).version
-    version = bundle_version_introspect(version_id=version.pk, organization_id=organization.pk)
-    assert version is not None and version.status == VersionStatus.READY, version and version.error_message
+    uploaded_version(organization, BUNDLE, slug=slug)
 
 
-def invoke(api: Any, key: str, tool: str, input: dict[str, Any], slug: str = "probe") -> dict[str, Any]:
-    """Call the tool through the REST tool-invoke endpoint; returns the JSON answer."""
-    response = api.post(f"/api/v1/bundles/{slug}/tools/{tool}/invoke", json={"input": input}, key=key)
-    assert response.status_code == 200, response.content
-    return dict(response.json())
+def invoke(api: Any, key: str, tool: str, input: dict[str, Any], slug: str = "probe") -> dict[str, Any]:  # noqa: A002
+    """Call the fixture bundle's tool through the REST tool-invoke endpoint; returns the JSON answer."""
+    return tool_invoke(api, key, slug, tool, input)
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -62,12 +54,3 @@ def echo_server() -> Iterator[int]:
     EchoHandler.received = []
     with serve(EchoHandler, tls=True) as port:
         yield port
-
-
-@pytest.fixture
-def media_root(settings: Any, tmp_path: Path) -> Path:
-    """A media directory of this test's own for uploaded bundles."""
-    root = tmp_path / "media"
-    root.mkdir()
-    settings.MEDIA_ROOT = str(root)
-    return root

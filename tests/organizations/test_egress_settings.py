@@ -22,7 +22,6 @@ from tests.organizations.sandbox_bundle import (  # noqa: F401 - fixtures
     EchoHandler,
     echo_server,
     invoke,
-    media_root,
     ready_bundle,
 )
 
@@ -118,7 +117,7 @@ def test_fetch_gets_secret_header_injected_and_js_never_sees_it(
     api,
     settings,
     echo_server,  # noqa: F811 - fixture
-    media_root,  # noqa: F811 - fixture
+    media_root,
 ):
     # The sandbox tests' switch for reaching a loopback test server; production never sets it.
     settings.LIGHTFAST_TEST_EGRESS_LOOPBACK = True

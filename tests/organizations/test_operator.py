@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from execution.models import RunStatus
 from execution.services import run_start
 from organizations.models import AuditLog
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 
 
 def _org(*args: str) -> str:

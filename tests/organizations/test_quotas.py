@@ -14,7 +14,7 @@ from execution.models import Run, RunStatus
 from execution.services import run_cancel, run_execute, run_reap_lost, run_start
 from organizations.models import Organization, OrganizationUsage
 from organizations.quotas import QuotaExceeded, quota_usage
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 
 
 def _limits(organization: Organization, **limits: Any) -> None:

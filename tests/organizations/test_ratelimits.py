@@ -76,6 +76,15 @@ def _usage(policy: str, value: str, rate: str) -> int:
     return int(usage["count"])
 
 
+def _concurrently(target: Any, count: int) -> None:
+    """Run `target` in `count` threads at once and wait for them all."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def _http_get(url: str, key: str) -> tuple[int, Any, dict[str, Any]]:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
     try:
@@ -112,11 +121,7 @@ def test_200_concurrent_requests_against_50_per_minute_admit_exactly_50(
         with lock:
             results.append(result)
 
-    threads = [threading.Thread(target=call) for _ in range(200)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _concurrently(call, 200)
 
     statuses = Counter(status for status, _, _ in results)
     assert statuses == {200: 50, 429: 150}
@@ -286,11 +291,7 @@ def test_concurrent_websocket_frames_admit_exactly_the_limit(alice):
         with lock:
             outcomes.append(outcome)
 
-    threads = [threading.Thread(target=frame) for _ in range(100)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _concurrently(frame, 100)
     assert Counter(outcomes) == {"sent": 50, "limited": 50}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from execution.services import run_execute, run_start
 from organizations.services import Actor, apikey_create
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 
 
 def test_usage_reports_every_quota_and_a_daily_series_from_runs(alice, bob, api):

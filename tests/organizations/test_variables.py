@@ -10,7 +10,7 @@ from django.urls import reverse
 from agents.selectors import sandbox_settings_for
 from organizations.models import AuditLog, OrganizationVariable
 from organizations.services import Actor, variable_set
-from tests.organizations.sandbox_bundle import invoke, media_root, ready_bundle  # noqa: F401 - fixture
+from tests.organizations.sandbox_bundle import invoke, ready_bundle
 
 SECRET = "sk-live-do-not-leak-7731"
 SECRET_BODY = {"value": "x", "is_secret": True, "inject_header": "X-Key", "inject_hosts": ["api.example.com"]}
@@ -197,7 +197,7 @@ def _change_form_data(client, url):
 
 
 @pytest.mark.timeout(120)
-def test_sandbox_sees_plain_variables_only(alice, bob, api, media_root):  # noqa: F811 - fixture
+def test_sandbox_sees_plain_variables_only(alice, bob, api, media_root):
     actor = Actor.system("tests")
     variable_set(organization=alice.organization, key="GREETING", value="hello alice", actor=actor)
     variable_set(organization=alice.organization, key="REGION", value="eu", actor=actor)

@@ -150,7 +150,7 @@ def cli_shaped_bundle() -> Path:
 
 
 def benchmark_bundles() -> dict[str, dict[str, Any]]:
-    """The two bundles issue #13 measures, with their streams-heavy tool call, for benchmarks/.
+    """The two bundles the runtime benchmarks measure, with their streams-heavy tool call, for benchmarks/.
 
     {"largest": {...}, "cli_shaped": {...}}, each {"name", "path", "bytes", "agent", "tool", "input"}.
     """

@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from execution.sandbox import api
 from execution.sandbox.egress import EgressPolicy
 from execution.sandbox.errors import CODES
@@ -267,7 +269,7 @@ def assert_within_limits(
     )
     usage = result.usage
     if result.error is not None and result.error["type"] == "cpu_limit":
-        # Finding 5: a call ended by the CPU backstop must still meter what it spent.
+        # A call ended by the CPU backstop must still meter what it spent.
         assert "cpu_ms" in usage, f"a cpu_limit call reported no cpu_ms: {usage}"
     if "cpu_ms" in usage:
         assert usage["cpu_ms"] <= limits.cpu_ms + CPU_BACKSTOP_MS + CPU_SLACK_MS, usage
@@ -287,6 +289,23 @@ def assert_within_limits(
             json.dumps(result.output, ensure_ascii=False, allow_nan=False).encode("utf-8", "surrogatepass")
         )
         assert size <= limits.output_bytes, f"{size} bytes of output"
+
+
+def corpus_fixtures(name: str, tools: dict[str, str], *, top_level: str = "") -> tuple[Any, Any]:
+    """A corpus module's `sandbox` and `bundle` fixtures (module-scoped): assign them in the module.
+
+    `sandbox` is `corpus_sandbox(sandbox_backend, name)`; `bundle` holds every tool of `tools`.
+    """
+
+    @pytest.fixture(scope="module")
+    def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
+        yield from corpus_sandbox(sandbox_backend, name)
+
+    @pytest.fixture(scope="module")
+    def bundle() -> TransformedBundle:
+        return hostile_bundle(tools, top_level=top_level)
+
+    return sandbox, bundle
 
 
 def corpus_sandbox(sandbox_backend: str, name: str) -> Iterator[CorpusSandbox]:

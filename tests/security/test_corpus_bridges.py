@@ -17,8 +17,7 @@ from tests.security.corpus import (
     FAST,
     CorpusSandbox,
     RecordingHandler,
-    corpus_sandbox,
-    hostile_bundle,
+    corpus_fixtures,
     recording_server,
 )
 
@@ -313,16 +312,8 @@ CASES: dict[str, tuple[str, set[str] | None]] = {
 TOOLS = {name: source for name, (source, _) in CASES.items()}
 
 
-@pytest.fixture(scope="module")
-def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
-    """A one-worker pool (local) or the Docker backend, with the victim's fresh-state baseline."""
-    yield from corpus_sandbox(sandbox_backend, "bridges")
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Any:
-    """Every bridge case in one bundle."""
-    return hostile_bundle(TOOLS)
+# Module-scoped fixtures: `sandbox` (a one-worker pool, or Docker) and `bundle` (every tool of TOOLS).
+sandbox, bundle = corpus_fixtures("bridges", TOOLS)
 
 
 @pytest.fixture(scope="module")

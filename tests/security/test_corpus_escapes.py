@@ -9,14 +9,13 @@ Each tool reports what it reached; the harmless check proves it reached nothing 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.conf import settings
 
 from execution.sandbox.egress import EgressPolicy
-from tests.security.corpus import SAMPLES, CorpusSandbox, corpus_sandbox, hostile_bundle
+from tests.security.corpus import SAMPLES, CorpusSandbox, corpus_fixtures
 
 # Names through which an embedding usually exposes the host: QuickJS's own modules and helpers,
 # Node/Deno/Bun objects, the runtime's private API, engine debugging hooks.
@@ -219,16 +218,8 @@ TOOLS: dict[str, str] = {
 TOP_LEVEL = "var loadEnv = { ...process.env };\n"
 
 
-@pytest.fixture(scope="module")
-def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
-    """A one-worker pool (local) or the Docker backend, with the victim's fresh-state baseline."""
-    yield from corpus_sandbox(sandbox_backend, "escapes")
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Any:
-    """Every escape tool in one bundle."""
-    return hostile_bundle(TOOLS, top_level=TOP_LEVEL)
+# Module-scoped fixtures: `sandbox` (a one-worker pool, or Docker) and `bundle` (every tool of TOOLS).
+sandbox, bundle = corpus_fixtures("escapes", TOOLS, top_level=TOP_LEVEL)
 
 
 def _nothing_found(output: dict[str, Any]) -> None:
@@ -276,7 +267,9 @@ def test_require_reaches_only_the_platform_modules(sandbox: CorpusSandbox, bundl
         bundle,
         "requireHostModules",
         # `process` is a Node module the sandbox offers: the global process object (docs/runtime.md).
-        harmless=lambda out: out["loaded"] in ([], ["process"]) and out["viaFunction"] in {"undefined", "blocked"},
+        harmless=lambda out: (
+            out["loaded"] in ([], ["process"]) and out["viaFunction"] in {"undefined", "blocked"}
+        ),
     )
 
 

@@ -17,8 +17,7 @@ from execution.sandbox.limits import Limits
 from tests.security.corpus import (
     CorpusSandbox,
     RecordingHandler,
-    corpus_sandbox,
-    hostile_bundle,
+    corpus_fixtures,
     recording_server,
 )
 
@@ -199,16 +198,8 @@ FLOOD_LIMITS = Limits(cpu_ms=300, wall_ms=1000, memory_mb=48, log_bytes=16 * 102
 TIMER_FLOOD_LIMITS = dataclasses.replace(FLOOD_LIMITS, cpu_ms=2000, wall_ms=4000)
 
 
-@pytest.fixture(scope="module")
-def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
-    """A one-worker pool (local) or the Docker backend, with the victim's fresh-state baseline."""
-    yield from corpus_sandbox(sandbox_backend, "floods")
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Any:
-    """Every flood in one bundle."""
-    return hostile_bundle(TOOLS)
+# Module-scoped fixtures: `sandbox` (a one-worker pool, or Docker) and `bundle` (every tool of TOOLS).
+sandbox, bundle = corpus_fixtures("floods", TOOLS)
 
 
 @pytest.fixture

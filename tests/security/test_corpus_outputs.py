@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from execution.sandbox import api
-from tests.security.corpus import CorpusSandbox, corpus_sandbox, hostile_bundle
+from tests.security.corpus import CorpusSandbox, corpus_fixtures
 
 SPIN = "() => { while (true) {} }"
 
@@ -101,7 +101,7 @@ CASES: dict[str, tuple[str, set[str] | None, Any]] = {
     "sparseHugeArray": ("() => { const a = []; a.length = 4294967295; return a; }", {"output_limit"}, None),
     "neverSettlingThenable": ("() => ({ then() {} })", {"timeout"}, None),
     "thenableThrows": ("() => ({ then() { throw new Error('then'); } })", {"tool_error"}, None),
-    # Error types a bundle must not be able to claim for itself (finding 2: the closed set).
+    # Error types a bundle must not be able to claim for itself (the closed set).
     "forgedErrorFields": (
         """() => { throw Object.assign(new Error('forged'), {
         type: 'quota_exceeded', code: 'quota_exceeded', name: 'quota_exceeded' }); }""",
@@ -125,7 +125,7 @@ CASES: dict[str, tuple[str, set[str] | None, Any]] = {
     ),
 }
 
-# Values that break storage and transport unless the host applies one rule (finding 9): lone
+# Values that break storage and transport unless the host applies one rule: lone
 # surrogates and NUL, in outputs, keys, logs and error messages.
 UNSTORABLE: dict[str, tuple[str, set[str] | None]] = {
     "loneSurrogateOutput": ("() => ({ high: '\\ud800', low: 'a\\udfffb', pair: '\\ud83d\\ude00' })", None),
@@ -145,16 +145,8 @@ UNSTORABLE: dict[str, tuple[str, set[str] | None]] = {
 TOOLS = {name: case[0] for name, case in {**CASES, **UNSTORABLE}.items()}
 
 
-@pytest.fixture(scope="module")
-def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
-    """A one-worker pool (local) or the Docker backend, with the victim's fresh-state baseline."""
-    yield from corpus_sandbox(sandbox_backend, "outputs")
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Any:
-    """Every output case in one bundle."""
-    return hostile_bundle(TOOLS)
+# Module-scoped fixtures: `sandbox` (a one-worker pool, or Docker) and `bundle` (every tool of TOOLS).
+sandbox, bundle = corpus_fixtures("outputs", TOOLS)
 
 
 @pytest.mark.parametrize("tool", sorted(CASES))

@@ -7,13 +7,12 @@ same organization, and the next call of another organization, must see a fresh s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from execution.sandbox.limits import Limits
-from tests.security.corpus import VICTIM_TOOLS, CorpusSandbox, corpus_sandbox, hostile_bundle
+from tests.security.corpus import VICTIM_TOOLS, CorpusSandbox, corpus_fixtures, hostile_bundle
 
 # Each snippet pollutes, then the tool returns "polluted" (unless the case ends at a limit).
 POLLUTERS: dict[str, str] = {
@@ -151,16 +150,8 @@ RUNTIME_TARGETED = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
-    """A one-worker pool (local) or the Docker backend, with the victim's fresh-state baseline."""
-    yield from corpus_sandbox(sandbox_backend, "pollution")
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Any:
-    """Every polluting tool, plus the fingerprint tool, in one bundle."""
-    return hostile_bundle(TOOLS)
+# Module-scoped fixtures: `sandbox` (a one-worker pool, or Docker) and `bundle` (every tool of TOOLS).
+sandbox, bundle = corpus_fixtures("pollution", TOOLS)
 
 
 @pytest.mark.parametrize("tool", sorted(POLLUTERS))

@@ -18,8 +18,7 @@ from execution.sandbox.limits import Limits
 from tests.security.corpus import (
     CorpusSandbox,
     RecordingHandler,
-    corpus_sandbox,
-    hostile_bundle,
+    corpus_fixtures,
     recording_server,
 )
 
@@ -139,16 +138,8 @@ def _allow_list_for(url: str) -> list[str]:
     return names
 
 
-@pytest.fixture(scope="module")
-def sandbox(sandbox_backend: str) -> Iterator[CorpusSandbox]:
-    """A one-worker pool (local) or the Docker backend, with the victim's fresh-state baseline."""
-    yield from corpus_sandbox(sandbox_backend, "ssrf")
-
-
-@pytest.fixture(scope="module")
-def bundle() -> Any:
-    """The fetching tool."""
-    return hostile_bundle(TOOLS)
+# Module-scoped fixtures: `sandbox` (a one-worker pool, or Docker) and `bundle` (every tool of TOOLS).
+sandbox, bundle = corpus_fixtures("ssrf", TOOLS)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Issue 12, finding 8 (credentials) and the data-directory part of finding 7.
+"""Credentials that stop holding, key and role escalation, authentication failures, the data directory.
 
 * A revoked, expired or removed credential closes the websockets and SSE streams it opened,
   through the real daphne, the RedisPubSub channel layer and the database.
@@ -37,15 +37,11 @@ from organizations.errors import ExpiryEscalation, ScopeEscalation
 from organizations.models import ROLE_SCOPES, ApiKey, Membership, Role
 from organizations.ratelimits import POLICY_AUTH_FAILURES
 from organizations.services import Actor, apikey_create, membership_remove
-from tests.execution import conftest as execution_fixtures
-from tests.execution.conftest import manifest_version
+from tests.bundles import manifest_version
 from tests.execution.live_transport import Daphne, closed_with, recv_json, start_daphne, ws_connect
 from tests.factories import ApiKeyFactory
 from tests.services import PROJECT_ROOT, free_port
 from tests.test_launcher import get_json
-
-# The runs tests' `media_root` fixture (a media directory of the test's own, also for daphne).
-media_root = execution_fixtures.media_root
 
 WEATHER_PATH = "/ws/v1/chat/weather/weather/"
 CHAT = "/api/v1/chat/weather/weather"
@@ -103,6 +99,14 @@ def _error_types(frames: list[dict[str, Any]]) -> list[str]:
     return [frame["error"]["type"] for frame in frames if frame.get("type") == "error"]
 
 
+def _assert_revoked_promptly(ws: Any, *, since: float, after: str) -> None:
+    """`ws` gets `credentials_revoked` and close code 4401 within 2 s of `since` (the change)."""
+    code, frames = closed_with(ws, timeout=10)
+    elapsed = time.monotonic() - since
+    assert code == 4401 and _error_types(frames) == ["credentials_revoked"]
+    assert elapsed < 2.0, f"closed {elapsed:.2f} s after {after}"
+
+
 # --- revocation closes what is open ----------------------------------------------------------------
 
 
@@ -119,12 +123,7 @@ def test_revoking_a_key_closes_its_open_websocket_within_a_second(
         key_id = alice.api_keys["all"].lookup_id
         response = api.delete(f"/api/v1/api-keys/{key_id}", key=alice.keys["write"])
         assert response.status_code == 200 and response.json()["status"] == "revoked"
-        revoked_at = time.monotonic()
-        code, frames = closed_with(revoked_ws, timeout=10)
-        elapsed = time.monotonic() - revoked_at
-        assert code == 4401
-        assert _error_types(frames) == ["credentials_revoked"]
-        assert elapsed < 2.0, f"closed {elapsed:.2f} s after the revocation"
+        _assert_revoked_promptly(revoked_ws, since=time.monotonic(), after="the revocation")
         # Another key's connection of the same organization is untouched.
         _answers(other_ws)
     # And the revoked key cannot connect again.
@@ -178,11 +177,7 @@ def test_removing_a_member_closes_their_session_websocket(alice: Any, daphne_pus
         _answers(owner_ws)
         membership = Membership.objects.get(organization=alice.organization, user=member)
         membership_remove(membership=membership, actor=Actor.for_user(alice.owner))
-        removed_at = time.monotonic()
-        code, frames = closed_with(member_ws, timeout=10)
-        elapsed = time.monotonic() - removed_at
-        assert code == 4401 and _error_types(frames) == ["credentials_revoked"]
-        assert elapsed < 2.0, f"closed {elapsed:.2f} s after the removal"
+        _assert_revoked_promptly(member_ws, since=time.monotonic(), after="the removal")
         _answers(owner_ws)
 
 
@@ -207,11 +202,7 @@ def test_signing_out_closes_the_sessions_websocket(alice: Any, daphne_push_only:
         _answers(signed_out_ws)
         _answers(other_ws)
         browser.logout()
-        logged_out_at = time.monotonic()
-        code, frames = closed_with(signed_out_ws, timeout=10)
-        elapsed = time.monotonic() - logged_out_at
-        assert code == 4401 and _error_types(frames) == ["credentials_revoked"]
-        assert elapsed < 2.0, f"closed {elapsed:.2f} s after signing out"
+        _assert_revoked_promptly(signed_out_ws, since=time.monotonic(), after="signing out")
         _answers(other_ws)
 
 

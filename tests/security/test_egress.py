@@ -1,4 +1,4 @@
-"""Issue 12 finding 4: egress cannot be starved and secrets cannot leak.
+"""Egress cannot be starved and secrets cannot leak.
 
 Real local servers on 127.0.0.1 (a drip server, an echo server reflecting headers and body,
 a redirecting server on another origin), reached through the host's egress code with the

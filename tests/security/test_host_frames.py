@@ -75,7 +75,7 @@ def assert_contained(answer: dict[str, Any], limits: Limits) -> None:
     assert sum(len(entry["message"]) for entry in logs) <= limits.log_bytes + 1024
     assert answer["usage"].get("fetches", 0) <= limits.max_fetches
     if error is None or violation:
-        # Metering of other host-side endings (a call child that died) is finding 5's.
+        # Metering of other host-side endings (a call child that died) is tests/security/test_metering.py's.
         assert isinstance(answer["usage"].get("cpu_ms"), int)
     assert _depth(answer) <= MAX_FRAME_DEPTH
 
@@ -113,20 +113,11 @@ def test_forged_runtime_replies_end_classified_within_limits(
 def test_forged_replies_over_rest_answer_200_classified_and_metered(
     alice: Any, bob: Any, api: Any, settings: Any, tmp_path: Path
 ) -> None:
-    from agents.models import VersionStatus
-    from agents.services import bundle_upload, bundle_version_introspect
     from organizations.models import MonthlyUsage
-    from organizations.services import Actor
+    from tests.bundles import uploaded_version
 
     settings.MEDIA_ROOT = str(tmp_path / "media")
-    version = bundle_upload(
-        organization=alice.organization,
-        slug="forger",
-        data=(FIXTURES / "forged_replies.mjs").read_bytes(),
-        actor=Actor.system("tests"),
-    ).version
-    version = bundle_version_introspect(version_id=version.pk, organization_id=alice.organization.pk)
-    assert version is not None and version.status == VersionStatus.READY
+    uploaded_version(alice.organization, FIXTURES / "forged_replies.mjs", slug="forger")
 
     def metered() -> int:
         rows = MonthlyUsage.objects.filter(organization=alice.organization)

@@ -1,4 +1,4 @@
-"""Finding 5: every load and every call is metered to its organization, however it ends.
+"""Every load and every call is metered to its organization, however it ends.
 
 The top-level code of a bundle runs at upload (introspection, in the Celery worker) and again when
 a worker first loads it for a call; both are the uploading organization's CPU. A call the kernel's
@@ -15,17 +15,14 @@ from typing import Any
 
 import pytest
 
-from agents.models import VersionStatus
-from agents.services import bundle_upload, bundle_version_introspect
 from execution.models import Run
 from execution.sandbox.jail import CPU_BACKSTOP_MS
 from execution.sandbox.pool import runner_from_env
 from execution.services import run_start
-from organizations.services import Actor
-from tests.agents.conftest import media_root, upload  # noqa: F401 - media_root: autouse fixture
 from tests.agents.test_introspection import wait_for_version
+from tests.bundles import tool_invoke, upload, uploaded_version
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.usefixtures("media_root")]
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "security"
 HEAVY = FIXTURES / "cpu_heavy.mjs"
@@ -39,32 +36,13 @@ def _cpu_used(api: Any, world: Any) -> int:
     return int(body["quotas"]["sandbox_cpu_ms_per_month"]["used"])
 
 
-def _invoke(api: Any, world: Any, slug: str, tool: str, input: dict[str, Any]) -> dict[str, Any]:  # noqa: A002
-    response = api.post(
-        f"/api/v1/bundles/{slug}/tools/{tool}/invoke", json={"input": input}, key=world.keys["all"]
-    )
-    assert response.status_code == 200, response.content
-    return dict(response.json())
-
-
-def _ready(world: Any) -> None:
-    version = bundle_upload(
-        organization=world.organization,
-        slug="backstop",
-        data=BACKSTOP.read_bytes(),
-        actor=Actor.system("tests"),
-    ).version
-    version = bundle_version_introspect(version_id=version.pk, organization_id=world.organization.pk)
-    assert version is not None and version.status == VersionStatus.READY, version and version.error_message
-
-
 def test_top_level_cpu_is_metered_at_upload_and_at_first_load(celery_worker, alice, bob, api):
     assert upload(alice.keys["all"], HEAVY.read_bytes(), slug="meter").status_code == 201
     assert wait_for_version(api, alice.keys["all"], "meter")["status"] == "ready"
     at_upload = _cpu_used(api, alice)
 
     # The first call in this process's pool loads the bundle: its usage carries the load.
-    first = _invoke(api, alice, "meter", "burn", {})
+    first = tool_invoke(api, alice.keys["all"], "meter", "burn", {})
     assert first["ok"] is True, first["error"]
     load_ms = first["usage"]["load_cpu_ms"]
     call_ms = first["usage"]["cpu_ms"] - load_ms
@@ -79,10 +57,10 @@ def test_top_level_cpu_is_metered_at_upload_and_at_first_load(celery_worker, ali
 def test_a_call_killed_by_the_cpu_backstop_meters_at_least_its_limit(alice, bob, api):
     alice.organization.run_cpu_ms = 100
     alice.organization.save(update_fields=["run_cpu_ms"])
-    _ready(alice)
+    uploaded_version(alice.organization, BACKSTOP, slug="backstop")
     before = _cpu_used(api, alice)
 
-    answer = _invoke(api, alice, "backstop", "nativeSort", {"n": LONG_SORT})
+    answer = tool_invoke(api, alice.keys["all"], "backstop", "nativeSort", {"n": LONG_SORT})
     assert answer["ok"] is False
     assert answer["error"]["type"] == "cpu_limit"
     assert answer["error"]["detail"] == {"signal": "SIGPROF"}  # the kernel's backstop, not the engine
@@ -90,7 +68,7 @@ def test_a_call_killed_by_the_cpu_backstop_meters_at_least_its_limit(alice, bob,
     assert _cpu_used(api, alice) - before == answer["usage"]["cpu_ms"]
 
     # The zygote died with the call; the next call loads the bundle again, metered with its load.
-    again = _invoke(api, alice, "backstop", "nativeSort", {"n": 10})
+    again = tool_invoke(api, alice.keys["all"], "backstop", "nativeSort", {"n": 10})
     assert again["ok"] is True and again["output"] == 10
     if runner_from_env() == "native":
         # Its zygote ran the killed call and died with it (the Python runner forks a child per call).

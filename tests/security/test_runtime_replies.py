@@ -1,4 +1,4 @@
-"""Issue 12 finding 2, sandbox side: bundle code cannot forge the runtime's replies to the engine.
+"""Sandbox side of forged replies: bundle code cannot forge the runtime's replies to the engine.
 
 Bundle code shares the JS heap with the runtime and can rewrite every built-in prototype before a
 reply is written (Object.prototype.toJSON, index accessors on Array.prototype, iterators,

@@ -1,4 +1,4 @@
-"""Issue 12, findings 3 and 6: one organization's zygote cannot break or starve another's calls.
+"""One organization's zygote cannot break or starve another's calls.
 
 Each native zygote owns its own channel to the host (no zygote ever holds its worker's stdin or
 stdout), anything unexpected in an exchange kills what it touched, and the pool bounds the
@@ -115,7 +115,7 @@ def _worker_pid(pool: LocalJailBackend) -> int:
     return worker.proc.pid
 
 
-# --- finding 3 ------------------------------------------------------------------------------
+# --- a broken or stalled zygote fails only its own calls ---------------------------------
 
 
 def test_a_malformed_frame_fails_only_its_own_call(pool: LocalJailBackend, bundle: TransformedBundle) -> None:
@@ -207,7 +207,7 @@ def test_a_timed_out_call_kills_its_zygote_not_its_worker(
     assert _zygote_pid(pool, "org_b:v1") == victim
 
 
-# --- finding 6 ------------------------------------------------------------------------------
+# --- memory budgets: one organization cannot starve another's zygotes ----------------------
 
 
 def _resident_mb(pid: int) -> float:

@@ -1,4 +1,4 @@
-"""Issue 12 finding 1: the upload transform (esbuild) reads no host file; its output never reaches uploaders.
+"""The upload transform (esbuild) reads no host file; its output never reaches uploaders.
 
 A bundle's `sourceMappingURL` comment made esbuild open any host file (its error quoted the first
 line, the API returned esbuild's stderr) or read /dev/zero until 1.2 GB. Now every non-`data:`
@@ -33,10 +33,10 @@ from execution.sandbox.transform import (
     neutralize_source_map_references,
     transform,
 )
+from tests.bundles import sample, stored_files, upload
 
-# media_root is autouse: every test here gets a private media directory (settings.MEDIA_ROOT).
-from tests.agents.conftest import media_root, sample, stored_files, upload  # noqa: F401
-
+# Every test here gets a private media directory (settings.MEDIA_ROOT).
+pytestmark = pytest.mark.usefixtures("media_root")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TOOL_OUTPUT_MARKS = ("[ERROR]", "✘", "│", "╵", "esbuild", "node_modules", "goroutine", str(PROJECT_ROOT))
 

@@ -1,4 +1,4 @@
-"""Finding 9: lone surrogates and NUL from a tool become U+FFFD where they enter the host (values.py),
+"""Lone surrogates and NUL from a tool become U+FFFD where they enter the host (values.py),
 so the CLI, REST, SSE, websocket and the database (SQLite here, PostgreSQL in CI) all hold them."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from execution.selectors import run_events_after
-from tests.execution.conftest import media_root, uploaded_version  # noqa: F401 - the `media_root` fixture
+from tests.bundles import uploaded_version
 from tests.execution.live_transport import daphne_fixture, recv_until_end, ws_connect  # noqa: F401
 from tests.execution.test_sse import sse_events
 from tests.execution.test_websocket import start_over_ws
@@ -74,7 +74,7 @@ def test_rest_tool_invoke_answers_the_cleaned_values(
 def test_run_events_hold_the_values_over_websocket_rest_and_sse(
     alice: Any,
     api: Any,
-    media_root: Any,  # noqa: F811 - the imported fixture
+    media_root: Any,
     celery_worker: Any,
     daphne: Any,
 ) -> None:

@@ -1,4 +1,4 @@
-"""Errors a bundle author can act on (issue 13 points 6 and 7), through `manage.py bundle` and the api.
+"""Errors a bundle author can act on, through `manage.py bundle` and the api.
 
 A bundle that touches a global the sandbox does not offer fails with invalid_bundle naming it and the
 line:column in the uploaded file (not in the transformed script), also when the upload carries an

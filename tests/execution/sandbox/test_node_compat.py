@@ -1,4 +1,4 @@
-"""Node-compat modules (issue 13 point 5): bundles importing Node built-ins run and give what Node 20 gives.
+"""Node-compat modules: bundles importing Node built-ins run and give what Node 20 gives.
 
 The same cases (tests/fixtures/sandbox/node/cases.mjs) run in plain Node and, as tools of one bundle,
 in the jailed sandbox through the real pool; their outputs must be equal. A bundle built by esbuild

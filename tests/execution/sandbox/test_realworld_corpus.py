@@ -6,11 +6,10 @@ the manifest must name exactly the agents, models (provider, id, base URL) and t
 the JSON Schema each schema library itself produces; each tool must return exactly what Node returns
 for the same input.
 
-Some bundles need runtime features other branches of issue #13 add; until those land here these
-tests fail (they are not skipped): the bundles that inline the AI SDK (`ai-sdk-agents`, `cli-shaped`)
-need WHATWG streams at load (the AI SDK declares `class ... extends TransformStream` at top level);
-`node-builtins` needs the node:* modules; the `web-platform` tools need streams, Blob, AbortSignal
-wired into fetch, structuredClone and crypto.subtle.
+What the bundles exercise beyond the basics: those that inline the AI SDK (`ai-sdk-agents`,
+`cli-shaped`) need WHATWG streams at load (the AI SDK declares `class ... extends TransformStream` at
+top level); `node-builtins` needs the node:* modules; the `web-platform` tools need streams, Blob,
+AbortSignal wired into fetch, structuredClone and crypto.subtle.
 """
 
 from __future__ import annotations

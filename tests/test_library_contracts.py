@@ -1,0 +1,88 @@
+"""Private library APIs the platform relies on, pinned: an upgrade that changes one fails here, by name.
+
+No public API covers these:
+
+* `channels_redis.utils._consistent_hash` and the `<prefix>__group__<group>` channel names:
+  `execution/publisher.py` publishes run notifications straight to redis, so it must pick the shard
+  and channel the RedisPubSub layer's consumers subscribe to, and serialize as the layer does.
+* `django_ratelimit.core._split_rate`, `_get_window`, `_make_cache_key`: `organizations/ratelimits.py`
+  counts one request's counters in one Lua round trip, under the keys `get_usage` reads.
+
+Django's `UpdateQuery` is no longer used (execution/events.py goes through `QuerySet.update()`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from importlib.metadata import version
+
+import pytest
+from channels_redis.pubsub import RedisPubSubLoopLayer
+from channels_redis.utils import _consistent_hash, decode_hosts
+from django_ratelimit import ALL
+from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
+
+from organizations.ratelimits import POLICY_ORGANIZATION, _count, _counter
+
+
+def _changed(library: str, what: str, user: str) -> str:
+    return (
+        f"{library} {version(library)} changed {what}, which {user} relies on: "
+        f"adapt {user} to this version, or pin {library} below it in pyproject.toml"
+    )
+
+
+def test_channels_redis_shard_and_group_channel_are_the_layers() -> None:
+    hosts = ["redis://shard-a:6379", "redis://shard-b:6379", "redis://shard-c:6379"]
+    layer = RedisPubSubLoopLayer(hosts=hosts, prefix="lf")  # builds shard objects; connects lazily
+    message = _changed(
+        "channels-redis", "how a group's channel and shard are chosen", "execution/publisher.py"
+    )
+    for _ in range(200):
+        group = f"run.{uuid.uuid4().hex}"
+        channel = f"lf__group__{group}"
+        assert layer._get_group_channel_name(group) == channel, message
+        assert layer._shards.index(layer._get_shard(channel)) == _consistent_hash(channel, len(hosts)), (
+            message
+        )
+    assert decode_hosts(hosts) == [{"address": host} for host in hosts], message
+
+
+def test_channels_redis_serializer_round_trips_what_the_publisher_sends() -> None:
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    payload = {"type": "run.events", "run": str(uuid.uuid4()), "seq": 3, "events": [{"type": "start"}]}
+    message = _changed("channels-redis", "the layer's serialize/deserialize", "execution/publisher.py")
+    assert layer.deserialize(layer.serialize(payload)) == payload, message
+
+
+def test_django_ratelimit_private_helpers_keep_their_signatures() -> None:
+    message = _changed("django-ratelimit", "a private helper's signature", "organizations/ratelimits.py")
+    assert list(inspect.signature(_split_rate).parameters) == ["rate"], message
+    assert list(inspect.signature(_get_window).parameters) == ["value", "period"], message
+    assert list(inspect.signature(_make_cache_key).parameters) == [
+        "group",
+        "window",
+        "rate",
+        "value",
+        "methods",
+    ], message
+    assert _split_rate("600/m") == (600, 60), message
+    assert _split_rate("5/2h") == (5, 7200), message
+
+
+@pytest.mark.django_db
+def test_django_ratelimit_reads_the_counters_we_count(redis_server: str) -> None:
+    value, rate = f"org-{uuid.uuid4().hex}", "50/h"  # an hour's window: no roll-over during the test
+    counter = _counter(policy=POLICY_ORGANIZATION, value=value, rate=rate)
+    _count(check=None, counted=[counter])
+    _count(check=None, counted=[counter])
+    usage = get_usage(
+        None, group=POLICY_ORGANIZATION, key=lambda _group, _request: value, rate=rate, method=ALL
+    )
+    message = _changed("django-ratelimit", "its counter keys or windows", "organizations/ratelimits.py")
+    assert usage is not None, message
+    assert (usage["count"], usage["limit"]) == (2, 50), message
+    assert abs(usage["time_left"] - counter.reset_s) <= 1, message
