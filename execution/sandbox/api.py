@@ -1,8 +1,9 @@
 """The one entry point the platform uses to run bundle code: `introspect` and `invoke` (no Django here).
 
-Backends are chosen by name (`local` now; `docker` later speaks the same runner
-protocol). Every failure comes back classified: `invoke` returns an `InvokeResult`
-with `ok=False` and an error from the taxonomy; `introspect` raises `SandboxError`.
+Backends are chosen by name (`local`: the jailed pool on this host; `docker`: containers that run
+the same native runner and speak the same runner protocol). Every failure comes back classified:
+`invoke` returns an `InvokeResult` with `ok=False` and an error from the taxonomy; `introspect`
+raises `SandboxError`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Bundle(Protocol):
 
 
 class Backend(Protocol):
-    """A place that runs runners: the local jail pool, later Docker."""
+    """A place that runs runners: the local jail pool or Docker containers."""
 
     def introspect(
         self,
@@ -100,7 +101,7 @@ _BACKEND_FACTORIES: dict[str, Callable[[], Backend]] = {
 
 
 def register_backend(name: str, factory: Callable[[], Backend]) -> None:
-    """Make a backend available by name (the Docker backend registers itself here)."""
+    """Make a backend available by name (tests plug their own pools in; `local` and `docker` are built in)."""
     _BACKEND_FACTORIES[name] = factory
 
 

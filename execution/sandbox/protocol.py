@@ -3,8 +3,8 @@
 Every frame is a 4-byte big-endian unsigned length followed by that many bytes of
 UTF-8 JSON holding one object with a ``"type"`` key. Frames larger than
 ``MAX_FRAME_BYTES`` are a protocol error (the peer is killed, never trusted).
-The same frames travel over a jailed worker's stdin/stdout (backend ``local``) and,
-later, a container's stdin/stdout (backend ``docker``).
+The same frames travel over a jailed worker's channels (backend ``local``: stdin/stdout,
+then each zygote's own pipe pair) and a container's stdin/stdout (backend ``docker``).
 
 Host → runner:
 
