@@ -146,6 +146,28 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
         read_only_fields = fields
 
 
+class ClientTokenCreateSerializer(serializers.Serializer[Any]):
+    """Input for minting a client token."""
+
+    bundle = serializers.CharField(max_length=200, help_text="The bundle's slug.")
+    agent = serializers.CharField(max_length=200, help_text="The agent's key in the bundle.")
+    ttl_seconds = serializers.IntegerField(
+        required=False, min_value=10, max_value=3600, default=600, help_text="Lifetime, 10 s to 1 h."
+    )
+
+
+class ClientTokenSerializer(serializers.Serializer[Any]):
+    """A client token for a browser: the chat endpoints of one agent, until it expires."""
+
+    token = serializers.CharField(
+        help_text="Send as `Authorization: Bearer …` (or `?token=`) to `/api/v1/chat/{bundle}/{agent}`, "
+        "or offer `lightfast.key.<token>` beside `lightfast.v1` as websocket subprotocols."
+    )
+    expires_at = serializers.DateTimeField()
+    bundle = serializers.CharField()
+    agent = serializers.CharField()
+
+
 class WsTicketSerializer(serializers.Serializer[Any]):
     """A single-use websocket ticket."""
 

@@ -13,7 +13,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
 
+from execution.client_tokens import CLIENT_TOKEN_PREFIX, client_token_tenant
 from lightfast_cloud.errors import CLOSE_AUTH, LightfastError
 from organizations.errors import ApiKeyRejected
 from organizations.models import ApiKey, Membership, Organization
@@ -152,6 +154,11 @@ def _header(scope: dict[str, Any], wanted: bytes) -> str | None:
 
 
 def _key_tenant(raw_key: str) -> Tenant:
+    if raw_key.startswith(CLIENT_TOKEN_PREFIX):
+        try:
+            return client_token_tenant(raw_key)
+        except AuthenticationFailed as exc:
+            raise WsAuthFailed(code="authentication_failed", message=str(exc.detail)) from exc
     try:
         api_key = apikey_authenticate(raw_key=raw_key)
     except ApiKeyRejected as exc:
@@ -166,7 +173,11 @@ def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
     limit (then for every refusal alike, so a blocked client learns nothing about what it sent).
     """
     try:
-        return _resolve(scope)
+        tenant = _resolve(scope)
+        route = (scope.get("url_route") or {}).get("kwargs") or {}
+        if tenant.agent is not None and tenant.agent != f"{route.get('bundle')}/{route.get('agent')}":
+            raise WsAuthFailed(code="permission_denied", message="This client token is for another agent.")
+        return tenant
     except WsAuthFailed as exc:
         refusal = (
             ratelimit_auth_failure(ip=ip)

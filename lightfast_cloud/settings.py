@@ -57,6 +57,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # CORS for browser pages on the organizations' allowed origins; outside the JSON error layer so
+    # error responses carry the CORS headers too.
+    "organizations.cors.CorsMiddleware",
     # Outermost after security: JSON errors under /api/ for whatever the layers below raise or answer.
     "lightfast_cloud.api_errors.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

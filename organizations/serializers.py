@@ -10,6 +10,7 @@ from rest_framework import serializers
 from lightfast_cloud.api_input import StrictSerializer
 from organizations.models import (
     API_KEY_STATUSES,
+    AllowedOrigin,
     ApiKey,
     EgressAllowedHost,
     Membership,
@@ -213,6 +214,29 @@ class VariableWriteSerializer(StrictSerializer):
         max_length=100,
         help_text="Secrets: hosts (exact or *.domain, optionally :port) whose https requests get the header; "
         "port 443 unless one is named.",
+    )
+
+
+class AllowedOriginSerializer(serializers.ModelSerializer[AllowedOrigin]):
+    """A browser origin whose pages may call the API and the chat endpoints (CORS)."""
+
+    class Meta:
+        model = AllowedOrigin
+        fields = ["id", "origin", "created_at"]
+        read_only_fields = fields
+
+
+class AllowedOriginListSerializer(serializers.Serializer):
+    """The organization's allowed browser origins."""
+
+    results = AllowedOriginSerializer(many=True)
+
+
+class AllowedOriginCreateSerializer(StrictSerializer):
+    """Input for allowing a browser origin."""
+
+    origin = serializers.CharField(
+        max_length=300, help_text="`https://app.example.com` (http only for localhost); no path, no wildcard."
     )
 
 

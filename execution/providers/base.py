@@ -53,7 +53,7 @@ _MASK = re.compile(r"[*…]|\.\.\.")
 
 
 def secret_scrub(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """`text` with every secret removed: in full, in masked forms (`sk-...abcd`, `sk-ab****abcd`), key-like tokens.
+    """`text` without the secrets: in full, masked (`sk-...abcd`, `sk-ab****abcd`), and key-like tokens.
 
     A masked form is any whitespace-delimited token holding a mask (`*`, `...`, `…`) that also holds
     the secret's first or last four characters.

@@ -363,7 +363,9 @@ def test_provider_4xx_is_a_bad_request_naming_only_the_providers_code(
     assert "fake provider says" not in run.error_message
 
 
-def test_an_unreachable_provider_is_a_network_error(alice: Any, use_fake_provider: FakeOpenAI, settings: Any) -> None:
+def test_an_unreachable_provider_is_a_network_error(
+    alice: Any, use_fake_provider: FakeOpenAI, settings: Any
+) -> None:
     settings.LIGHTFAST_MODEL_BASE_URL = "http://127.0.0.1:9/v1"
     run = start_and_execute(alice.organization, "hello")
     assert run.error_type == "provider_network"
@@ -374,7 +376,11 @@ def test_an_unreachable_provider_is_a_network_error(alice: Any, use_fake_provide
     ("text", "secrets", "expected"),
     [
         ("bad key sk-test-platform-key here", ["sk-test-platform-key"], "bad key [redacted] here"),
-        ("Incorrect API key provided: sk-...-key.", ["sk-test-platform-key"], "Incorrect API key provided: [redacted]"),
+        (
+            "Incorrect API key provided: sk-...-key.",
+            ["sk-test-platform-key"],
+            "Incorrect API key provided: [redacted]",
+        ),
         ("key sk-te************-key used", ["sk-test-platform-key"], "key [redacted] used"),
         ("token abcd…wxyz", ["abcdefghijklwxyz"], "token [redacted]"),
         ("some sk-proj-AbC123xyz elsewhere", [], "some [redacted] elsewhere"),
