@@ -265,6 +265,9 @@ class ModelProviderSerializer(serializers.ModelSerializer[ModelProviderConfig]):
     """The organization's model provider settings, without the API key."""
 
     has_api_key = serializers.BooleanField(read_only=True)
+    updated_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the settings last changed; null when never set."
+    )
 
     class Meta:
         model = ModelProviderConfig

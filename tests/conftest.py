@@ -8,6 +8,7 @@ with REDIS_URL set (CI's second pass) it uses that server.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -40,6 +41,23 @@ def _clear_cache(redis_server: str) -> Iterator[None]:
     if keys:
         client.delete(*keys)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _openapi_validated_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every /api/v1/ response of Django's test client must agree with the OpenAPI schema."""
+    from django.test import Client
+
+    from tests.openapi_validation import openapi_response_validate
+
+    original = Client.request
+
+    def request(self: Client, **request: Any) -> Any:
+        response = original(self, **request)
+        openapi_response_validate(response)
+        return response
+
+    monkeypatch.setattr(Client, "request", request)
 
 
 @pytest.fixture
