@@ -9,9 +9,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from execution.models import ChatSession, Message, Run, RunStatus
-from lightfast_cloud.api_errors import ErrorSerializer
 from lightfast_cloud.api_input import StrictSerializer
 
+
+class RunErrorSerializer(serializers.Serializer[Any]):
+    """Why a run ended without succeeding (the run's own record: no `detail`)."""
+
+    type = serializers.CharField(help_text="`cancelled`, `timeout`, `provider_auth`, a sandbox error type…")
+    message = serializers.CharField(help_text="Human-readable explanation, written by the platform.")
 
 class RunSerializer(serializers.ModelSerializer[Run]):
     """A run with its status, error and usage."""
@@ -48,7 +53,7 @@ class RunSerializer(serializers.ModelSerializer[Run]):
     def get_session(self, run: Run) -> str | None:
         return run.session.public_id if run.session is not None else None
 
-    @extend_schema_field(ErrorSerializer(allow_null=True))
+    @extend_schema_field(RunErrorSerializer(allow_null=True))
     def get_error(self, run: Run) -> dict[str, str] | None:
         return run.error_dict()
 
