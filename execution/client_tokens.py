@@ -14,6 +14,8 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from execution.models import Run
+from execution.selectors import run_get
 from lightfast_cloud.errors import LightfastError
 from organizations.models import ApiKey, Scope
 from organizations.tenancy import OrganizationSuspended, Tenant, tenant_of
@@ -98,6 +100,14 @@ def client_token_check_agent(tenant: Tenant, bundle: str, agent: str) -> None:
     """Refuse a client token on any agent but its own (other credentials pass)."""
     if tenant.agent is not None and tenant.agent != f"{bundle}/{agent}":
         raise LightfastError(code="permission_denied", message="This client token is for another agent.")
+
+
+def client_token_run_get(*, tenant: Tenant, run_id: str) -> Run:
+    """`run_get` for the tenant; a client token sees only its own agent's runs (others are `not_found`)."""
+    run = run_get(organization=tenant.organization, run_id=run_id)
+    if tenant.agent is not None and f"{run.bundle_version.bundle.slug}/{run.agent_key}" != tenant.agent:
+        raise LightfastError(code="not_found", message="No such run of this agent.")
+    return run
 
 
 class ClientTokenPrincipal:

@@ -17,10 +17,11 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from execution.client_tokens import CLIENT_TOKEN_PREFIX, client_token_tenant
 from lightfast_cloud.errors import CLOSE_AUTH, LightfastError
+from organizations.cors import cors_origin_canonical
 from organizations.errors import ApiKeyRejected
 from organizations.models import ApiKey, Membership, Organization
 from organizations.ratelimits import ratelimit_auth_blocked, ratelimit_auth_failure
-from organizations.selectors import membership_for_user
+from organizations.selectors import membership_for_user, organizations_allowing_origin
 from organizations.services import apikey_authenticate
 from organizations.tenancy import OrganizationSuspended, Tenant, tenant_of
 
@@ -177,6 +178,8 @@ def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
         route = (scope.get("url_route") or {}).get("kwargs") or {}
         if tenant.agent is not None and tenant.agent != f"{route.get('bundle')}/{route.get('agent')}":
             raise WsAuthFailed(code="permission_denied", message="This client token is for another agent.")
+        if tenant.agent is not None:
+            _client_origin_check(scope, tenant)
         return tenant
     except WsAuthFailed as exc:
         refusal = (
@@ -187,6 +190,16 @@ def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
         if refusal is not None:
             raise refusal from exc
         raise
+
+
+def _client_origin_check(scope: dict[str, Any], tenant: Tenant) -> None:
+    """A client token from a browser page: the page must be on one of the organization's origins."""
+    origin = _header(scope, b"origin")
+    if not origin or origin_allowed(scope):
+        return
+    canonical = cors_origin_canonical(origin)
+    if canonical is None or tenant.organization.pk not in organizations_allowing_origin(canonical):
+        raise WsAuthFailed(code="origin_not_allowed", message="This page's origin is not allowed.")
 
 
 def _resolve(scope: dict[str, Any]) -> Tenant:

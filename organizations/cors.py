@@ -32,7 +32,8 @@ class OriginNotAllowed(LightfastError):
     default_message = "This page's origin is not one of the organization's allowed origins."
 
 
-def _canonical(origin: str) -> str | None:
+def cors_origin_canonical(origin: str) -> str | None:
+    """The origin in its canonical form, or None when it is not one an organization could allow."""
     try:
         return allowed_origin_clean(origin=origin)
     except SettingInvalid:
@@ -57,7 +58,7 @@ def cors_check_tenant(request: HttpRequest, organization_id: int) -> None:
     origin = request.headers.get("Origin")
     if not origin or _same_site(request, origin):
         return
-    canonical = _canonical(origin)
+    canonical = cors_origin_canonical(origin)
     if canonical is None or organization_id not in organizations_allowing_origin(canonical):
         raise OriginNotAllowed(detail={"origin": origin[:300]})
 
@@ -83,7 +84,7 @@ class CorsMiddleware:
         origin = request.headers.get("Origin")
         if not origin or not is_api_request(request) or _same_site(request, origin):
             return self.get_response(request)
-        canonical = _canonical(origin)
+        canonical = cors_origin_canonical(origin)
         allowing = organizations_allowing_origin(canonical) if canonical is not None else frozenset()
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return self._preflight(request, origin, bool(allowing))

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from execution import client_tokens
+from execution.services import run_start
 from organizations.models import AuditLog
 from organizations.services import Actor, allowed_origin_add, apikey_revoke
 from tests.execution.conftest import manifest_version, uploaded_version
@@ -117,10 +118,22 @@ def test_a_token_streams_its_agents_chat_from_an_allowed_origin(
         assert client.get(f"{CHAT}/chat-browser/stream?token={token}").status_code == 204
 
     # The websocket takes the token where it takes a key: the subprotocol, beside lightfast.v1.
-    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=token) as ws:
+    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=token, origin=APP) as ws:
         ws.send(json.dumps({"type": "message", "text": "hi"}))
         assert recv_json(ws)["type"] == "run-accepted"
-    manifest_version(alice.organization, slug="other")
+    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=token, origin="https://evil.example") as ws:
+        code, frames = closed_with(ws)
+    assert code == 4401 and frames[0]["error"]["type"] == "origin_not_allowed"
+    other_version = manifest_version(alice.organization, slug="other")
+    # A run of another agent (same organization) is not the token's to cancel or resume.
+    other_run = run_start(
+        organization=alice.organization, bundle_version=other_version, agent_key="weather", text="x"
+    )
+    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=token) as ws:
+        ws.send(json.dumps({"type": "cancel", "run": str(other_run.pk)}))
+        assert recv_json(ws)["error"]["type"] == "not_found"
+        ws.send(json.dumps({"type": "resume", "run": str(other_run.pk), "after": 0}))
+        assert recv_json(ws)["error"]["type"] == "not_found"
     with ws_connect(daphne, "/ws/v1/chat/other/weather/", key=token) as ws:
         code, frames = closed_with(ws)
     assert code == 4401 and frames[0]["error"]["type"] == "permission_denied"
