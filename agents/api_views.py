@@ -13,8 +13,11 @@ from agents.errors import InvalidUpload
 from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.selectors import agent_list, bundle_get, bundle_list, version_get, version_list, version_wait
 from agents.serializers import (
+    AgentListSerializer,
     AgentSerializer,
+    BundleListSerializer,
     BundleSerializer,
+    BundleVersionListSerializer,
     BundleVersionSerializer,
     RollbackSerializer,
     ToolInvokeSerializer,
@@ -134,7 +137,7 @@ class BundleListView(UploadAPIView):
 
     @extend_schema(
         operation_id="bundles_list",
-        responses={200: BundleSerializer(many=True), **COMMON_ERRORS},
+        responses={200: BundleListSerializer, **COMMON_ERRORS},
         tags=["bundles"],
     )
     def get(self, request: Request) -> Response:
@@ -193,7 +196,7 @@ class BundleVersionListView(UploadAPIView):
     @extend_schema(
         operation_id="bundle_versions_list",
         parameters=[SLUG],
-        responses={200: BundleVersionSerializer(many=True), **COMMON_ERRORS},
+        responses={200: BundleVersionListSerializer, **COMMON_ERRORS},
         tags=["bundles"],
     )
     def get(self, request: Request, slug: str) -> Response:
@@ -316,7 +319,7 @@ class AgentListView(OrganizationScopedAPIView):
 
     @extend_schema(
         operation_id="agents_list",
-        responses={200: AgentSerializer(many=True), **COMMON_ERRORS},
+        responses={200: AgentListSerializer, **COMMON_ERRORS},
         tags=["agents"],
     )
     def get(self, request: Request) -> Response:

@@ -110,3 +110,21 @@ class ToolResultSerializer(serializers.Serializer):
     error = ErrorSerializer(allow_null=True)
     logs = serializers.JSONField()
     usage = serializers.JSONField()
+
+
+class BundleListSerializer(serializers.Serializer):
+    """The organization's bundles."""
+
+    results = BundleSerializer(many=True)
+
+
+class BundleVersionListSerializer(serializers.Serializer):
+    """A bundle's versions, newest first."""
+
+    results = BundleVersionSerializer(many=True)
+
+
+class AgentListSerializer(serializers.Serializer):
+    """The agents of the organization's active bundle versions."""
+
+    results = AgentSerializer(many=True)

@@ -14,6 +14,7 @@ urlpatterns: list[URLPattern] = [
     path(
         "sessions/<str:session_id>/messages", api_views.SessionMessagesView.as_view(), name="session-messages"
     ),
+    path("client-tokens", api_views.ClientTokenView.as_view(), name="client-token-create"),
     path("ws-tickets", api_views.WsTicketView.as_view(), name="ws-ticket-create"),
     path("chat/<str:bundle>/<str:agent>", sse.chat_view, name="chat-stream"),
     path(

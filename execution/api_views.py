@@ -11,10 +11,20 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from execution.client_tokens import client_token_issue
 from execution.models import ChatSession, Message, Run, RunStatus
-from execution.selectors import agent_target_parse, run_events_after, run_get, run_wait, session_get
+from execution.selectors import (
+    agent_target_parse,
+    agent_target_resolve,
+    run_events_after,
+    run_get,
+    run_wait,
+    session_get,
+)
 from execution.serializers import (
     ChatSessionSerializer,
+    ClientTokenCreateSerializer,
+    ClientTokenSerializer,
     MessageSerializer,
     RunCreateSerializer,
     RunEventsSerializer,
@@ -318,6 +328,39 @@ class SessionMessagesView(SessionAPIView):
         messages: QuerySet[Message] = self.get_session(session_id).messages.order_by("created_at", "pk")
         page = self.paginate_queryset(messages)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+
+class ClientTokenView(OrganizationScopedAPIView):
+    """Mint a client token: a browser's credentials for one agent's chat, without the API key."""
+
+    scope_by_method = {"POST": Scope.EXECUTE}
+
+    @extend_schema(
+        operation_id="client_tokens_create",
+        summary="Mint a client token for one agent's chat",
+        request=ClientTokenCreateSerializer,
+        responses={201: ClientTokenSerializer, **COMMON_ERRORS, 400: _error("Invalid input.")},
+        description="Needs an API key with the execute scope. The token works only on the chat "
+        "endpoints (SSE and websocket) of the named agent, only until it expires (default 10 min, at "
+        "most 1 h), and only while the key that minted it holds. Browser pages must also be on one of "
+        "the organization's allowed origins (`/allowed-origins`).",
+        tags=["runs"],
+    )
+    def post(self, request: Request) -> Response:
+        """A new client token."""
+        serializer = ClientTokenCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        target = agent_target_resolve(
+            organization=self.organization, bundle=data["bundle"], agent=data["agent"]
+        )
+        token = client_token_issue(
+            tenant=self.tenant,
+            bundle=target.version.bundle.slug,
+            agent=target.agent_key,
+            ttl_s=data["ttl_seconds"],
+        )
+        return Response(ClientTokenSerializer(token).data, status=status.HTTP_201_CREATED)
 
 
 class WsTicketView(OrganizationScopedAPIView):

@@ -13,8 +13,9 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from execution.client_tokens import client_token_run_get
 from execution.credential_watch import CredentialWatch
-from execution.selectors import AgentTarget, agent_target_resolve, run_get
+from execution.selectors import AgentTarget, agent_target_resolve
 from execution.services import chat_run_start, run_cancel
 from execution.stream import run_event_stream
 from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
@@ -242,7 +243,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self._require(Scope.EXECUTE)
         run_id = self._run_field(frame)
         try:
-            run = await sync_to_async(run_get)(organization=self.tenant.organization, run_id=run_id)
+            run = await sync_to_async(client_token_run_get)(tenant=self.tenant, run_id=run_id)
         except LightfastError as exc:
             await self._enqueue(ws_error_frame(exc, run=run_id))
             return
@@ -255,7 +256,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         try:
             if isinstance(after, bool) or not isinstance(after, int) or after < 0:
                 raise LightfastError("`after` must be a non-negative integer seq.", code="invalid_frame")
-            run = await sync_to_async(run_get)(organization=self.tenant.organization, run_id=run_id)
+            run = await sync_to_async(client_token_run_get)(tenant=self.tenant, run_id=run_id)
         except LightfastError as exc:
             await self._enqueue(ws_error_frame(exc, run=run_id))
             return

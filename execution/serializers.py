@@ -9,9 +9,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from execution.models import ChatSession, Message, Run, RunStatus
-from lightfast_cloud.api_errors import ErrorSerializer
 from lightfast_cloud.api_input import StrictSerializer
 
+
+class RunErrorSerializer(serializers.Serializer[Any]):
+    """Why a run ended without succeeding (the run's own record: no `detail`)."""
+
+    type = serializers.CharField(help_text="`cancelled`, `timeout`, `provider_auth`, a sandbox error type…")
+    message = serializers.CharField(help_text="Human-readable explanation, written by the platform.")
 
 class RunSerializer(serializers.ModelSerializer[Run]):
     """A run with its status, error and usage."""
@@ -48,7 +53,7 @@ class RunSerializer(serializers.ModelSerializer[Run]):
     def get_session(self, run: Run) -> str | None:
         return run.session.public_id if run.session is not None else None
 
-    @extend_schema_field(ErrorSerializer(allow_null=True))
+    @extend_schema_field(RunErrorSerializer(allow_null=True))
     def get_error(self, run: Run) -> dict[str, str] | None:
         return run.error_dict()
 
@@ -144,6 +149,28 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
         model = Message
         fields = ["id", "role", "parts", "run", "created_at"]
         read_only_fields = fields
+
+
+class ClientTokenCreateSerializer(serializers.Serializer[Any]):
+    """Input for minting a client token."""
+
+    bundle = serializers.CharField(max_length=200, help_text="The bundle's slug.")
+    agent = serializers.CharField(max_length=200, help_text="The agent's key in the bundle.")
+    ttl_seconds = serializers.IntegerField(
+        required=False, min_value=10, max_value=3600, default=600, help_text="Lifetime, 10 s to 1 h."
+    )
+
+
+class ClientTokenSerializer(serializers.Serializer[Any]):
+    """A client token for a browser: the chat endpoints of one agent, until it expires."""
+
+    token = serializers.CharField(
+        help_text="Send as `Authorization: Bearer …` (or `?token=`) to `/api/v1/chat/{bundle}/{agent}`, "
+        "or offer `lightfast.key.<token>` beside `lightfast.v1` as websocket subprotocols."
+    )
+    expires_at = serializers.DateTimeField()
+    bundle = serializers.CharField()
+    agent = serializers.CharField()
 
 
 class WsTicketSerializer(serializers.Serializer[Any]):

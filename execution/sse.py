@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rest_framework.exceptions import APIException, MethodNotAllowed, PermissionDenied
 from rest_framework.request import Request
 
+from execution.client_tokens import ClientTokenAuthentication, client_token_check_agent
 from execution.credential_watch import CredentialWatch
 from execution.models import Run
 from execution.selectors import agent_target_resolve, run_get, session_get
@@ -37,11 +38,17 @@ STREAM_HEADERS = {
 
 
 def _tenant_for(request: HttpRequest, scope: str) -> Tenant:
-    """Authenticate like the REST API (bearer key, or session with CSRF) and check `scope`."""
-    drf_request = Request(request, authenticators=[ApiKeyAuthentication(), MemberSessionAuthentication()])
+    """Authenticate like the REST API (bearer key, or session with CSRF), or with a client token for
+    this agent, and check `scope`."""
+    drf_request = Request(
+        request,
+        authenticators=[ClientTokenAuthentication(), ApiKeyAuthentication(), MemberSessionAuthentication()],
+    )
     # The chat route is an API route like any other: the client IP's failed authentications and
     # the organization's rate apply.
     tenant = tenant_admit(drf_request)
+    route = request.resolver_match.kwargs if request.resolver_match is not None else {}
+    client_token_check_agent(tenant, str(route.get("bundle")), str(route.get("agent")))
     if not tenant.has_scope(scope):
         raise PermissionDenied(f"This action needs the `{scope}` scope.")
     return tenant

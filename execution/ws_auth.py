@@ -13,12 +13,15 @@ from django.conf import settings
 from django.core.cache import cache
 from django.http.request import split_domain_port, validate_host
 from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
 
+from execution.client_tokens import CLIENT_TOKEN_PREFIX, client_token_tenant
 from lightfast_cloud.errors import CLOSE_AUTH, LightfastError
+from organizations.cors import cors_origin_canonical
 from organizations.errors import ApiKeyRejected
 from organizations.models import ApiKey, Membership, Organization
 from organizations.ratelimits import ratelimit_auth_blocked, ratelimit_auth_failure
-from organizations.selectors import membership_for_user
+from organizations.selectors import membership_for_user, organizations_allowing_origin
 from organizations.services import apikey_authenticate
 from organizations.tenancy import OrganizationSuspended, Tenant, tenant_of
 
@@ -152,6 +155,11 @@ def _header(scope: dict[str, Any], wanted: bytes) -> str | None:
 
 
 def _key_tenant(raw_key: str) -> Tenant:
+    if raw_key.startswith(CLIENT_TOKEN_PREFIX):
+        try:
+            return client_token_tenant(raw_key)
+        except AuthenticationFailed as exc:
+            raise WsAuthFailed(code="authentication_failed", message=str(exc.detail)) from exc
     try:
         api_key = apikey_authenticate(raw_key=raw_key)
     except ApiKeyRejected as exc:
@@ -166,7 +174,13 @@ def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
     limit (then for every refusal alike, so a blocked client learns nothing about what it sent).
     """
     try:
-        return _resolve(scope)
+        tenant = _resolve(scope)
+        route = (scope.get("url_route") or {}).get("kwargs") or {}
+        if tenant.agent is not None and tenant.agent != f"{route.get('bundle')}/{route.get('agent')}":
+            raise WsAuthFailed(code="permission_denied", message="This client token is for another agent.")
+        if tenant.agent is not None:
+            _client_origin_check(scope, tenant)
+        return tenant
     except WsAuthFailed as exc:
         refusal = (
             ratelimit_auth_failure(ip=ip)
@@ -176,6 +190,16 @@ def ws_tenant_resolve(scope: dict[str, Any], *, ip: str) -> Tenant:
         if refusal is not None:
             raise refusal from exc
         raise
+
+
+def _client_origin_check(scope: dict[str, Any], tenant: Tenant) -> None:
+    """A client token from a browser page: the page must be on one of the organization's origins."""
+    origin = _header(scope, b"origin")
+    if not origin or origin_allowed(scope):
+        return
+    canonical = cors_origin_canonical(origin)
+    if canonical is None or tenant.organization.pk not in organizations_allowing_origin(canonical):
+        raise WsAuthFailed(code="origin_not_allowed", message="This page's origin is not allowed.")
 
 
 def _resolve(scope: dict[str, Any]) -> Tenant:

@@ -57,6 +57,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # CORS for browser pages on the organizations' allowed origins; outside the JSON error layer so
+    # error responses carry the CORS headers too.
+    "organizations.cors.CorsMiddleware",
     # Outermost after security: JSON errors under /api/ for whatever the layers below raise or answer.
     "lightfast_cloud.api_errors.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -179,7 +182,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "lightfast_cloud.openapi.LightfastAutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["lightfast_cloud.api_input.StrictJSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -196,6 +199,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Upload Lightfast agent bundles and run them in a sandbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # 3.1: a nullable reference is `oneOf: [{$ref}, {type: "null"}]`, which 3.0 cannot express
+    # (`nullable` beside `allOf: [{$ref}]` still validates null against the referenced schema).
+    "OAS_VERSION": "3.1.0",
+    # Relative: the API is served by whichever host serves the schema.
+    "SERVERS": [{"url": "/", "description": "This Lightfast Cloud deployment"}],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "lightfast_cloud.openapi.schema_postprocess",
+    ],
     # Named choice sets, so fields called `status`, `role`… in different apps do not collide.
     "ENUM_NAME_OVERRIDES": {
         "ApiKeyStatusEnum": "organizations.models.API_KEY_STATUSES",

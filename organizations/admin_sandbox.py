@@ -9,9 +9,12 @@ from django.contrib import admin
 from django.forms import BaseInlineFormSet
 
 from organizations.errors import SettingInvalid
-from organizations.models import EgressAllowedHost, ModelProviderConfig, OrganizationVariable
+from organizations.models import AllowedOrigin, EgressAllowedHost, ModelProviderConfig, OrganizationVariable
 from organizations.services import (
     Actor,
+    allowed_origin_add,
+    allowed_origin_clean,
+    allowed_origin_remove,
     egress_host_add,
     egress_host_clean,
     egress_host_remove,
@@ -119,6 +122,28 @@ class EgressAllowedHostInline(admin.TabularInline):
     verbose_name_plural = "egress allow list (everything else is denied)"
 
 
+class AllowedOriginAdminForm(forms.ModelForm):
+    class Meta:
+        model = AllowedOrigin
+        fields = ["origin"]
+
+    def clean_origin(self) -> str:
+        """Validate and normalise with the API's rules."""
+        try:
+            return allowed_origin_clean(origin=self.cleaned_data["origin"])
+        except SettingInvalid as exc:
+            raise forms.ValidationError(exc.message) from exc
+
+
+class AllowedOriginInline(admin.TabularInline):
+    model = AllowedOrigin
+    form = AllowedOriginAdminForm
+    extra = 0
+    fields = ["origin", "created_at"]
+    readonly_fields = ["created_at"]
+    verbose_name_plural = "allowed browser origins (CORS for client tokens)"
+
+
 class ModelProviderAdminForm(forms.ModelForm):
     api_key = forms.CharField(
         required=False,
@@ -159,7 +184,12 @@ class ModelProviderInline(admin.StackedInline):
         return obj.has_api_key
 
 
-SANDBOX_INLINES = [OrganizationVariableInline, EgressAllowedHostInline, ModelProviderInline]
+SANDBOX_INLINES = [
+    OrganizationVariableInline,
+    EgressAllowedHostInline,
+    AllowedOriginInline,
+    ModelProviderInline,
+]
 
 
 def sandbox_formset_save(*, formset: BaseInlineFormSet, actor: Actor) -> bool:
@@ -201,6 +231,14 @@ def sandbox_formset_save(*, formset: BaseInlineFormSet, actor: Actor) -> bool:
                 egress_host_remove(host=EgressAllowedHost.objects.get(pk=form.instance.pk), actor=actor)
             if not deleted and form.has_changed() and form.cleaned_data.get("pattern"):
                 egress_host_add(organization=organization, pattern=form.cleaned_data["pattern"], actor=actor)
+        return True
+    if formset.model is AllowedOrigin:
+        for form in formset.forms:
+            deleted = form in formset.deleted_forms
+            if form.instance.pk and (deleted or "origin" in form.changed_data):
+                allowed_origin_remove(allowed=AllowedOrigin.objects.get(pk=form.instance.pk), actor=actor)
+            if not deleted and form.has_changed() and form.cleaned_data.get("origin"):
+                allowed_origin_add(organization=organization, origin=form.cleaned_data["origin"], actor=actor)
         return True
     if formset.model is ModelProviderConfig:
         for form in formset.forms:

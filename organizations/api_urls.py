@@ -13,6 +13,12 @@ urlpatterns: list[URLPattern] = [
     path("variables/<str:key>", api_views.VariableDetailView.as_view(), name="variable-detail"),
     path("egress/hosts", api_views.EgressHostListView.as_view(), name="egress-host-list"),
     path("egress/hosts/<str:pattern>", api_views.EgressHostDetailView.as_view(), name="egress-host-detail"),
+    path("allowed-origins", api_views.AllowedOriginListView.as_view(), name="allowed-origin-list"),
+    path(
+        "allowed-origins/<int:origin_id>",
+        api_views.AllowedOriginDetailView.as_view(),
+        name="allowed-origin-detail",
+    ),
     path("usage", usage_views.UsageView.as_view(), name="usage"),
     path("audit", usage_views.AuditLogView.as_view(), name="audit-log"),
     path("model-provider", api_views.ModelProviderView.as_view(), name="model-provider"),

@@ -14,9 +14,24 @@ from rest_framework.response import Response
 
 from lightfast_cloud.api_errors import ErrorResponseSerializer
 from organizations.errors import SettingInvalid
-from organizations.models import ApiKey, EgressAllowedHost, ModelProviderConfig, OrganizationVariable
-from organizations.selectors import apikey_list, egress_host_list, membership_list, variable_list
+from organizations.models import (
+    AllowedOrigin,
+    ApiKey,
+    EgressAllowedHost,
+    ModelProviderConfig,
+    OrganizationVariable,
+)
+from organizations.selectors import (
+    allowed_origin_list,
+    apikey_list,
+    egress_host_list,
+    membership_list,
+    variable_list,
+)
 from organizations.serializers import (
+    AllowedOriginCreateSerializer,
+    AllowedOriginListSerializer,
+    AllowedOriginSerializer,
     ApiKeyCreatedSerializer,
     ApiKeyCreateSerializer,
     ApiKeyListSerializer,
@@ -34,6 +49,8 @@ from organizations.serializers import (
     VariableWriteSerializer,
 )
 from organizations.services import (
+    allowed_origin_add,
+    allowed_origin_remove,
     apikey_create,
     apikey_revoke,
     egress_host_add,
@@ -320,6 +337,71 @@ class EgressHostDetailView(OrganizationScopedAPIView):
             raise Http404("No such allowed host.") from exc
         host = self.get_scoped_object_or_404(EgressAllowedHost, pattern=cleaned)
         egress_host_remove(host=host, actor=self.tenant.actor)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AllowedOriginListView(OrganizationScopedAPIView):
+    """The browser origins whose pages may call the API and the chat endpoints directly (CORS)."""
+
+    @extend_schema(
+        operation_id="allowed_origins_list",
+        summary="List the allowed browser origins",
+        responses={200: AllowedOriginListSerializer, **COMMON_ERRORS},
+        tags=["organization"],
+    )
+    def get(self, request: Request) -> Response:
+        """The allowed origins."""
+        origins = allowed_origin_list(organization=self.organization)
+        return Response({"results": AllowedOriginSerializer(origins, many=True).data})
+
+    @extend_schema(
+        operation_id="allowed_origins_add",
+        summary="Allow a browser origin",
+        request=AllowedOriginCreateSerializer,
+        responses={
+            200: AllowedOriginSerializer,
+            201: AllowedOriginSerializer,
+            **COMMON_ERRORS,
+            **BODY_ERRORS,
+            **SETTING_ERRORS,
+        },
+        tags=["organization"],
+        description="Pages on this origin may call the API with a client token (`/client-tokens`): "
+        "preflights are answered and responses carry `Access-Control-Allow-Origin`. Exact origins "
+        "only (`https://app.example.com`; http only for localhost). Needs the write scope.",
+    )
+    def post(self, request: Request) -> Response:
+        """Allow an origin; 200 when it was already allowed."""
+        serializer = AllowedOriginCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        allowed, created = allowed_origin_add(
+            organization=self.organization,
+            origin=serializer.validated_data["origin"],
+            actor=self.tenant.actor,
+        )
+        return Response(
+            AllowedOriginSerializer(allowed).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class AllowedOriginDetailView(OrganizationScopedAPIView):
+    """One allowed browser origin."""
+
+    @extend_schema(
+        operation_id="allowed_origins_remove",
+        summary="Stop allowing a browser origin",
+        parameters=[
+            OpenApiParameter("origin_id", int, OpenApiParameter.PATH, description="The origin's id.")
+        ],
+        request=None,
+        responses={204: None, **COMMON_ERRORS, **NOT_FOUND},
+        tags=["organization"],
+    )
+    def delete(self, request: Request, origin_id: int) -> Response:
+        """Stop allowing the origin."""
+        allowed = self.get_scoped_object_or_404(AllowedOrigin, pk=origin_id)
+        allowed_origin_remove(allowed=allowed, actor=self.tenant.actor)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

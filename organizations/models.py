@@ -338,6 +338,24 @@ class EgressAllowedHost(models.Model):
         return self.pattern
 
 
+class AllowedOrigin(models.Model):
+    """A browser origin (`https://app.example.com`) whose pages may call the API and chat endpoints (CORS)."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="allowed_origins")
+    origin = models.CharField(max_length=300)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "origin"], name="allowed_origin_unique_origin")
+        ]
+        ordering = ["origin"]
+        verbose_name = "allowed browser origin"
+
+    def __str__(self) -> str:
+        return self.origin
+
+
 class ModelProviderConfig(models.Model):
     """The organization's own OpenAI-compatible model provider, overriding the platform's."""
 

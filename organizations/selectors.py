@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -12,6 +14,7 @@ from django.db.models import Count, Q, QuerySet
 from organizations.encryption import SecretUnreadable, secret_decrypt
 from organizations.host_patterns import ca_file_for_tests, loopback_allowed_for_tests
 from organizations.models import (
+    AllowedOrigin,
     ApiKey,
     AuditLog,
     EgressAllowedHost,
@@ -72,6 +75,45 @@ def audit_log_list(*, organization: Organization) -> QuerySet[AuditLog]:
 def variable_list(*, organization: Organization) -> QuerySet[OrganizationVariable]:
     """The organization's variables and secrets by key."""
     return OrganizationVariable.objects.filter(organization=organization).order_by("key")
+
+
+def allowed_origin_list(*, organization: Organization) -> QuerySet[AllowedOrigin]:
+    """The organization's allowed browser origins."""
+    return AllowedOrigin.objects.filter(organization=organization).order_by("origin")
+
+
+# Every request from a browser asks which organizations allow its origin, so the whole table
+# (small: at most MAX_ALLOWED_ORIGINS per organization) is read once per ORIGINS_TTL_S per process;
+# the services forget it on commit, other processes see a change within ORIGINS_TTL_S.
+ORIGINS_TTL_S = 5.0
+_origins_lock = threading.Lock()
+_origins: tuple[float, dict[str, frozenset[int]]] | None = None
+
+
+def allowed_origins_forget() -> None:
+    """Drop this process's copy of the origins table (after a change)."""
+    global _origins
+    with _origins_lock:
+        _origins = None
+
+
+def organizations_allowing_origin(origin: str) -> frozenset[int]:
+    """The ids of the active organizations that allow `origin` (canonical form)."""
+    global _origins
+    now = time.monotonic()
+    with _origins_lock:
+        cached = _origins
+    if cached is None or now - cached[0] > ORIGINS_TTL_S:
+        table: dict[str, set[int]] = {}
+        rows = AllowedOrigin.objects.filter(organization__is_active=True).values_list(
+            "origin", "organization_id"
+        )
+        for value, organization_id in rows:
+            table.setdefault(value, set()).add(organization_id)
+        cached = (now, {key: frozenset(ids) for key, ids in table.items()})
+        with _origins_lock:
+            _origins = cached
+    return cached[1].get(origin, frozenset())
 
 
 def egress_host_list(*, organization: Organization) -> QuerySet[EgressAllowedHost]:

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from lightfast_cloud.api_input import StrictSerializer
 from organizations.models import (
     API_KEY_STATUSES,
+    AllowedOrigin,
     ApiKey,
     EgressAllowedHost,
     Membership,
@@ -216,6 +217,29 @@ class VariableWriteSerializer(StrictSerializer):
     )
 
 
+class AllowedOriginSerializer(serializers.ModelSerializer[AllowedOrigin]):
+    """A browser origin whose pages may call the API and the chat endpoints (CORS)."""
+
+    class Meta:
+        model = AllowedOrigin
+        fields = ["id", "origin", "created_at"]
+        read_only_fields = fields
+
+
+class AllowedOriginListSerializer(serializers.Serializer):
+    """The organization's allowed browser origins."""
+
+    results = AllowedOriginSerializer(many=True)
+
+
+class AllowedOriginCreateSerializer(StrictSerializer):
+    """Input for allowing a browser origin."""
+
+    origin = serializers.CharField(
+        max_length=300, help_text="`https://app.example.com` (http only for localhost); no path, no wildcard."
+    )
+
+
 class EgressHostSerializer(serializers.ModelSerializer[EgressAllowedHost]):
     """A host the organization's sandbox code may fetch from."""
 
@@ -241,6 +265,9 @@ class ModelProviderSerializer(serializers.ModelSerializer[ModelProviderConfig]):
     """The organization's model provider settings, without the API key."""
 
     has_api_key = serializers.BooleanField(read_only=True)
+    updated_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="When the settings last changed; null when never set."
+    )
 
     class Meta:
         model = ModelProviderConfig

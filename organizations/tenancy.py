@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from lightfast_cloud.errors import LightfastError
+from organizations.cors import cors_check_tenant
 from organizations.models import ApiKey, Membership, Organization, Scope
 from organizations.ratelimits import (
     ratelimit_api_request,
@@ -58,6 +59,8 @@ class Tenant:
     # A dashboard session's key (websockets opened with the session cookie): logging out or a
     # changed password ends what the session opened.
     session_key: str | None = None
+    # A client token's agent (`bundle/agent`): the only one it may chat with (execution.client_tokens).
+    agent: str | None = None
 
     def has_scope(self, scope: str) -> bool:
         """True when the caller holds `scope`."""
@@ -189,6 +192,8 @@ def tenant_of(
 
 def tenant_resolve(request: Request) -> Tenant:
     """The caller's organization from its API key or session membership; raises 401/403/404 errors."""
+    if isinstance(request.auth, Tenant):  # authenticated as a tenant already (a client token)
+        return request.auth
     if isinstance(request.auth, ApiKey):
         return tenant_of(api_key=request.auth)
     else:
@@ -227,6 +232,7 @@ def tenant_admit(request: Request) -> Tenant:
         raise
     # Checks the IP first, in the same round trip as the organization's and key's counters.
     ratelimit_api_request(request=django_request, organization=tenant.organization, api_key=tenant.api_key)
+    cors_check_tenant(django_request, tenant.organization.pk)
     return tenant
 
 

@@ -46,6 +46,23 @@ def _clear_cache(redis_server: str) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _openapi_validated_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every /api/v1/ response of Django's test client must agree with the OpenAPI schema."""
+    from django.test import Client
+
+    from tests.openapi_validation import openapi_response_validate
+
+    original = Client.request
+
+    def request(self: Client, **request: Any) -> Any:
+        response = original(self, **request)
+        openapi_response_validate(response)
+        return response
+
+    monkeypatch.setattr(Client, "request", request)
+
+
 @pytest.fixture
 def media_root(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A media directory of this test's own, also for a Celery worker or daphne the test starts."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ import openai
 
 from execution.providers.base import (
     PROVIDER_AUTH,
+    PROVIDER_BAD_REQUEST,
     PROVIDER_BAD_RESPONSE,
+    PROVIDER_NETWORK,
     PROVIDER_RATE_LIMITED,
     PROVIDER_TIMEOUT,
     PROVIDER_UNAVAILABLE,
@@ -26,6 +29,7 @@ from execution.providers.base import (
     StepEnd,
     TextDelta,
     ToolCall,
+    secret_scrub,
 )
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,7 @@ class OpenAICompatibleProvider:
         max_connections: int = 2000,
     ) -> None:
         self.base_url = base_url
+        self._secrets = (api_key,) if api_key else ()
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         # `read` bounds the gap between chunks, not the whole answer.
@@ -78,17 +83,31 @@ class OpenAICompatibleProvider:
                 stream = self._open(request)
                 break
             except ProviderError as exc:
-                retryable = exc.code in (PROVIDER_RATE_LIMITED, PROVIDER_UNAVAILABLE)
+                retryable = exc.code in (PROVIDER_RATE_LIMITED, PROVIDER_UNAVAILABLE, PROVIDER_NETWORK)
                 if not retryable or attempt >= self.max_retries or cancel.cancelled:
+                    self._log(exc)
                     raise
                 delay = self._retry_delay(attempt, exc)
                 attempt += 1
                 logger.info(
-                    "provider %s answered %s, retry %d in %.2f s", self.base_url, exc.code, attempt, delay
+                    "provider %s answered %s, retry %d in %.2f s", self._url(), exc.code, attempt, delay
                 )
                 if cancel.event.wait(delay):
                     return
-        yield from self._read(stream, cancel)
+        try:
+            yield from self._read(stream, cancel)
+        except ProviderError as exc:
+            self._log(exc)
+            raise
+
+    def _url(self) -> str:
+        return secret_scrub(self.base_url, self._secrets)
+
+    def _log(self, exc: ProviderError) -> None:
+        """Log the provider's own words for operators, scrubbed of the key; users get `exc.message` only."""
+        exc.detail = secret_scrub(exc.detail, self._secrets)
+        exc.message = secret_scrub(exc.message, self._secrets)  # a provider error code, however unlikely
+        logger.warning("provider %s: %s (%s) %s", self._url(), exc.code, exc.status, exc.detail)
 
     def _retry_delay(self, attempt: int, exc: ProviderError) -> float:
         retry_after = getattr(exc, "retry_after", None)
@@ -120,9 +139,13 @@ class OpenAICompatibleProvider:
         except openai.APIStatusError as exc:
             raise _status_error(exc) from exc
         except openai.APITimeoutError as exc:
-            raise ProviderError(PROVIDER_TIMEOUT, f"the model provider did not answer: {exc}") from exc
+            raise ProviderError(
+                PROVIDER_TIMEOUT, "The model provider did not answer within the timeout.", detail=str(exc)
+            ) from exc
         except openai.APIConnectionError as exc:
-            raise ProviderError(PROVIDER_UNAVAILABLE, f"could not reach the model provider: {exc}") from exc
+            raise ProviderError(
+                PROVIDER_NETWORK, "Could not reach the model provider.", detail=_chain(exc)
+            ) from exc
 
     def _read(self, stream: Any, cancel: CancelToken) -> Iterator[ProviderEvent]:
         unregister = cancel.on_cancel(lambda: _abort_response(stream.response))
@@ -153,20 +176,22 @@ class OpenAICompatibleProvider:
                         finish_reason = _FINISH_REASONS.get(choice.finish_reason, "other")
         except openai.APITimeoutError as exc:
             raise ProviderError(
-                PROVIDER_TIMEOUT, "the model provider stopped sending within the timeout"
+                PROVIDER_TIMEOUT, "The model provider stopped sending within the timeout.", detail=str(exc)
             ) from exc
         except (openai.APIConnectionError, httpx2.TransportError) as exc:
             if cancel.cancelled:
                 return
-            raise ProviderError(PROVIDER_BAD_RESPONSE, f"the model stream broke off: {exc}") from exc
+            raise ProviderError(PROVIDER_NETWORK, "The model stream broke off.", detail=_chain(exc)) from exc
         except openai.APIError as exc:
-            raise ProviderError(PROVIDER_BAD_RESPONSE, f"the model provider sent an error: {exc}") from exc
+            raise ProviderError(
+                PROVIDER_BAD_RESPONSE, "The model provider sent an error in the stream.", detail=str(exc)
+            ) from exc
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
             # JSON that does not parse, or chunks without the expected shape.
             if cancel.cancelled:
                 return
             raise ProviderError(
-                PROVIDER_BAD_RESPONSE, f"malformed stream from the model provider: {exc}"
+                PROVIDER_BAD_RESPONSE, "The model provider sent a malformed stream.", detail=repr(exc)
             ) from exc
         finally:
             unregister()
@@ -176,33 +201,46 @@ class OpenAICompatibleProvider:
         for index in sorted(calls):
             slot = calls[index]
             if not slot["name"]:
-                raise ProviderError(PROVIDER_BAD_RESPONSE, "the model sent a tool call without a name")
+                raise ProviderError(PROVIDER_BAD_RESPONSE, "The model sent a tool call without a name.")
             yield ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=slot["arguments"])
         if calls and finish_reason == "stop":
             finish_reason = "tool-calls"
         yield StepEnd(finish_reason=finish_reason, input_tokens=input_tokens, output_tokens=output_tokens)
 
 
+# A provider's machine-readable error code (`context_length_exceeded`, `model_not_found`) is
+# passed on for 4xx other than 401/403; free text never is.
+_SAFE_CODE = re.compile(r"[a-z][a-z0-9_.-]{2,63}")
+
+
 def _status_error(exc: openai.APIStatusError) -> ProviderError:
     status = exc.status_code
-    message = _error_message(exc)
+    detail = _error_detail(exc)
     if status in (401, 403):
         return ProviderError(
-            PROVIDER_AUTH, f"the model provider refused the credentials ({status}): {message}", status=status
+            PROVIDER_AUTH,
+            f"The model provider refused the configured credentials (HTTP {status}).",
+            status=status,
+            detail=detail,
         )
     if status == 429:
         error = ProviderError(
-            PROVIDER_RATE_LIMITED, f"the model provider is rate limiting (429): {message}", status=status
+            PROVIDER_RATE_LIMITED,
+            "The model provider is rate limiting (HTTP 429).",
+            status=status,
+            detail=detail,
         )
     elif status >= 500:
         error = ProviderError(
-            PROVIDER_UNAVAILABLE, f"the model provider failed ({status}): {message}", status=status
+            PROVIDER_UNAVAILABLE, f"The model provider failed (HTTP {status}).", status=status, detail=detail
         )
     else:
+        code = _error_code(exc)
         return ProviderError(
-            PROVIDER_BAD_RESPONSE,
-            f"the model provider rejected the request ({status}): {message}",
+            PROVIDER_BAD_REQUEST,
+            f"The model provider rejected the request (HTTP {status}{', ' + code if code else ''}).",
             status=status,
+            detail=detail,
         )
     retry_after = exc.response.headers.get("retry-after")
     try:
@@ -212,16 +250,29 @@ def _status_error(exc: openai.APIStatusError) -> ProviderError:
     return error
 
 
-def _error_message(exc: openai.APIStatusError) -> str:
+def _error_code(exc: openai.APIStatusError) -> str:
     body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])[:500]
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return code if isinstance(code, str) and _SAFE_CODE.fullmatch(code) else ""
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
     try:
-        return json.dumps(body)[:500] if body is not None else exc.message[:500]
+        return json.dumps(body)[:2000] if body is not None else str(exc.message)[:2000]
     except (TypeError, ValueError):
-        return str(exc.message)[:500]
+        return str(exc.message)[:2000]
+
+
+def _chain(exc: BaseException) -> str:
+    """The exception and its causes, for the log."""
+    parts = [repr(exc)]
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and len(parts) < 4:
+        parts.append(repr(cause))
+        cause = cause.__cause__ or cause.__context__
+    return " <- ".join(parts)
 
 
 def _abort_response(response: httpx2.Response) -> None:

@@ -1,4 +1,5 @@
-"""Writes to tenancy data, by subject: organizations, memberships, API keys, sandbox and model settings;
+"""Writes to tenancy data, by subject: organizations, memberships, API keys, sandbox and model settings,
+browser origins;
 each recorded in the audit log (`audit`)."""
 
 from organizations.services.api_keys import (
@@ -23,6 +24,12 @@ from organizations.services.organizations import (
     organization_set_sandbox_backend,
     user_get_or_create_by_email,
 )
+from organizations.services.origins import (
+    MAX_ALLOWED_ORIGINS,
+    allowed_origin_add,
+    allowed_origin_clean,
+    allowed_origin_remove,
+)
 from organizations.services.sandbox_settings import (
     FORBIDDEN_INJECT_HEADERS,
     MAX_EGRESS_HOSTS,
@@ -44,6 +51,10 @@ from organizations.services.sandbox_settings import (
 )
 
 __all__ = [
+    "MAX_ALLOWED_ORIGINS",
+    "allowed_origin_add",
+    "allowed_origin_clean",
+    "allowed_origin_remove",
     "PROFILE_FIELDS",
     "org_update",
     "Actor",

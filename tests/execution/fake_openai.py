@@ -3,7 +3,8 @@
 Streams `POST /v1/chat/completions` answers as server-sent events, like the real API. What it
 answers is scripted by markers in the newest user message:
 
-* `#status=401|429|500` — answer that status with an OpenAI error body;
+* `#status=401|429|500` — answer that status with an OpenAI error body (a 401 echoes the
+  key as OpenAI does: masked in the message, and in full in the body's `param`);
 * `#fail=429:N` / `#fail=500:N` — fail the first N requests of this conversation, then answer;
 * `#slow=S` — wait S seconds before the first chunk;
 * `#hang` — send one text chunk, then nothing (until the client goes away);
@@ -95,10 +96,11 @@ class FakeOpenAI:
 
         status = re.search(r"#status=(\d{3})", user_text)
         fail = re.search(r"#fail=(\d{3}):(\d+)", user_text)
+        key = str(body.get("_authorization", "")).removeprefix("Bearer ")
         if status:
-            return await self._error(writer, int(status.group(1)))
+            return await self._error(writer, int(status.group(1)), key)
         if fail and self._attempts[conversation] <= int(fail.group(2)):
-            return await self._error(writer, int(fail.group(1)))
+            return await self._error(writer, int(fail.group(1)), key)
 
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n")
         slow = re.search(r"#slow=([0-9.]+)", user_text)
@@ -171,9 +173,13 @@ class FakeOpenAI:
         await writer.drain()
 
     @staticmethod
-    async def _error(writer: asyncio.StreamWriter, status: int) -> None:
+    async def _error(writer: asyncio.StreamWriter, status: int, key: str = "") -> None:
+        message = f"fake provider says {status}"
+        if status == 401:
+            # As OpenAI does: the refused key, masked, in the message; the full key elsewhere in the body.
+            message = f"Incorrect API key provided: {key[:3]}...{key[-4:]}. You can find your key at ..."
         body = json.dumps(
-            {"error": {"message": f"fake provider says {status}", "type": "fake", "code": status}}
+            {"error": {"message": message, "type": "fake", "code": status, "param": key or None}}
         )
         reason = {401: "Unauthorized", 429: "Too Many Requests", 500: "Internal Server Error"}.get(
             status, "Error"

@@ -333,3 +333,61 @@ def test_a_live_run_is_heartbeated_and_never_reaped(
         worker.join(5)
     run.refresh_from_db()
     assert run.status == RunStatus.CANCELLED
+
+
+def test_a_provider_401_that_echoes_the_key_reaches_nobody(
+    alice: Any, use_fake_provider: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The fake server answers 401 as OpenAI does, naming the key masked (`sk-...-key`) and in full."""
+    key = "sk-test-platform-key"
+    with caplog.at_level("WARNING", logger="execution.providers.openai_compatible"):
+        run = start_and_execute(alice.organization, "hello #status=401")
+    assert run.error_type == "provider_auth"
+    assert run.error_message == "The model provider refused the configured credentials (HTTP 401)."
+    stored = json.dumps([event.payload for event in run_events_after(run, 0)]) + run.error_message
+    stored += json.dumps([message.parts for message in Message.objects.filter(run=run)])
+    for leak in (key, "sk-...-key", "Incorrect API key", "-key"):
+        assert leak not in stored
+    # Operators still see what the provider said, without the key.
+    logged = caplog.text
+    assert "Incorrect API key provided" in logged and "[redacted]" in logged
+    assert key not in logged and "sk-...-key" not in logged
+
+
+def test_provider_4xx_is_a_bad_request_naming_only_the_providers_code(
+    alice: Any, use_fake_provider: FakeOpenAI
+) -> None:
+    run = start_and_execute(alice.organization, "hello #status=404")
+    assert run.error_type == "provider_bad_request"
+    assert run.error_message == "The model provider rejected the request (HTTP 404)."
+    assert "fake provider says" not in run.error_message
+
+
+def test_an_unreachable_provider_is_a_network_error(
+    alice: Any, use_fake_provider: FakeOpenAI, settings: Any
+) -> None:
+    settings.LIGHTFAST_MODEL_BASE_URL = "http://127.0.0.1:9/v1"
+    run = start_and_execute(alice.organization, "hello")
+    assert run.error_type == "provider_network"
+    assert run.error_message == "Could not reach the model provider."
+
+
+@pytest.mark.parametrize(
+    ("text", "secrets", "expected"),
+    [
+        ("bad key sk-test-platform-key here", ["sk-test-platform-key"], "bad key [redacted] here"),
+        (
+            "Incorrect API key provided: sk-...-key.",
+            ["sk-test-platform-key"],
+            "Incorrect API key provided: [redacted]",
+        ),
+        ("key sk-te************-key used", ["sk-test-platform-key"], "key [redacted] used"),
+        ("token abcd…wxyz", ["abcdefghijklwxyz"], "token [redacted]"),
+        ("some sk-proj-AbC123xyz elsewhere", [], "some [redacted] elsewhere"),
+        ("nothing secret here...", ["sk-test-platform-key"], "nothing secret here..."),
+    ],
+)
+def test_secret_scrub(text: str, secrets: list[str], expected: str) -> None:
+    from execution.providers.base import secret_scrub
+
+    assert secret_scrub(text, secrets) == expected

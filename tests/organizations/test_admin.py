@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from organizations.models import ApiKey, AuditLog, Membership, Organization
 
-SETTINGS_INLINES = ("variables", "egress_hosts", "model_provider")
+SETTINGS_INLINES = ("variables", "egress_hosts", "allowed_origins", "model_provider")
 
 
 @pytest.fixture
@@ -188,3 +188,20 @@ def test_the_admin_changes_the_sandbox_backend_through_its_service(operator, ali
     assert organization.sandbox_backend == "local"
     entry = AuditLog.objects.get(action="organization.sandbox_backend_changed")
     assert entry.metadata == {"before": "", "after": "local"}
+
+
+def test_allowed_origins_are_added_in_the_admin_through_the_service(operator, alice):
+    organization = alice.organization
+    data = _change_form(organization)
+    data.update({"allowed_origins-TOTAL_FORMS": 2, "allowed_origins-0-origin": "HTTPS://App.Example.com/"})
+    data["allowed_origins-1-origin"] = "http://not-local.example"
+    url = reverse("admin:organizations_organization_change", args=[organization.pk])
+    refused = operator.post(url, data)
+    assert refused.status_code == 200 and b"Only localhost may use http" in refused.content
+    data["allowed_origins-1-origin"] = "http://localhost:5173"
+    assert operator.post(url, data).status_code == 302
+    assert sorted(organization.allowed_origins.values_list("origin", flat=True)) == [
+        "http://localhost:5173",
+        "https://app.example.com",
+    ]
+    assert AuditLog.objects.filter(organization=organization, action="allowed_origin.added").count() == 2
