@@ -34,6 +34,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "tool-output-error",
         "finish-step",
         "finish",
+        "abort",
         "error",
         "data-log",
         "data-usage",
