@@ -15,7 +15,7 @@ from execution.models import (
     run_message_id,
 )
 from execution.selectors import AgentTarget, session_get
-from execution.services.messages import chat_session_get_or_create, message_create
+from execution.services.messages import PreparedMessage, chat_session_get_or_create, message_create
 from execution.services.runs import run_cancel, run_start
 from execution.write_gate import write_transaction
 from lightfast_cloud.errors import LightfastError
@@ -173,23 +173,28 @@ def _session_follow_client(
     # Runs still going in this chat: cancelled (one stream per chat). Their answers are written
     # when they end; one the client did not keep is dropped then (`discard`).
     client_ids = {public_id for _, _, public_id in history}
-    active = list(
-        session.runs.exclude(status__in=TERMINAL_STATUSES).values_list("pk", "input", named=False)
-    )
-    pending_answers = set()
-    for run_id, run_input in active:
+    active = session.runs.exclude(status__in=TERMINAL_STATUSES).values_list("pk", "input", "created_at")
+    # Answers the client kept of runs still ending: imported now (the client's copy, stamped with
+    # their run's start) so the new turn's model sees them; their run updates them when it ends.
+    pending_answers: dict[str, Any] = {}
+    for run_id, run_input, created_at in list(active):
         answer_id = run_message_id(run_id)
         if answer_id in client_ids:
-            pending_answers.add(answer_id)
+            pending_answers[answer_id] = created_at
         else:
             Run.objects.filter(pk=run_id).update(input={**(run_input or {}), "discardAnswer": True})
-        run = Run.objects.get(pk=run_id)
-        run_cancel(run=run)
-    imported = [entry for entry in history[kept:] if entry[2] not in pending_answers]
-    _check_length(kept + len(imported) + len(pending_answers) + (0 if regenerate else 1), limit)
+        run_cancel(run=Run.objects.get(pk=run_id))
+    imported = history[kept:]
+    _check_length(kept + len(imported) + (0 if regenerate else 1), limit)
     dropped = [pk for pk, _ in stored[kept:]]
     if dropped:
         Message.objects.filter(pk__in=dropped).delete()
     for role, history_parts, public_id in imported:
         _check_text(history_parts)
-        message_create(session=session, role=role, parts=history_parts, public_id=public_id)
+        PreparedMessage(
+            session=session,
+            role=role,
+            parts=history_parts,
+            public_id=public_id,
+            created_at=pending_answers.get(public_id),
+        ).execute()

@@ -23,6 +23,7 @@ from execution.agent_loop import (
 from execution.events import run_update_prepare, run_update_with_events
 from execution.models import (
     ChatSession,
+    Message,
     MessageRole,
     Run,
     RunKind,
@@ -247,6 +248,14 @@ def _answer_discarded(run: Run) -> bool:
     return bool(isinstance(current, dict) and current.get("discardAnswer"))
 
 
+def _answer_replaced(run: Run, parts: list[dict[str, Any]], message_id: str) -> bool:
+    """A cancelled run whose partial answer a later turn already imported from the client: the
+    stored copy takes the run's own record of the parts (True), else the answer is inserted."""
+    if run.status != RunStatus.CANCELLED:
+        return False
+    return bool(Message.objects.filter(session_id=run.session_id, public_id=message_id).update(parts=parts))
+
+
 def _run_finish(
     *,
     run: Run,
@@ -318,7 +327,7 @@ def _run_finish(
         if update.execute() is None:
             # The reaper ended it first and wrote the terminal events; nothing may follow them.
             return
-        if message is not None:
+        if message is not None and not _answer_replaced(run, parts, turn.message_id):
             message.execute()
         # Last, so the organization's hot counter rows stay locked only until the commit.
         quota_run_released(

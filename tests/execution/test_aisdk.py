@@ -10,11 +10,12 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from typing import Any
 
 import pytest
 
-from execution.models import ChatSession
+from execution.models import ChatSession, Run, RunStatus
 from tests.execution.conftest import uploaded_version
 from tests.execution.live_transport import daphne_fixture  # noqa: F401 - the `daphne` fixture
 from tests.services import PROJECT_ROOT
@@ -41,6 +42,7 @@ def drive(
     chat_id: str,
     texts: list[str],
     path: str = WEATHER_CHAT,
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run one driver scenario; its JSON result."""
     env = {
@@ -51,6 +53,7 @@ def drive(
         "CHAT_PATH": path,
         "CHAT_ID": chat_id,
         "TEXTS": json.dumps(texts),
+        **(extra_env or {}),
     }
     completed = subprocess.run(
         ["node", str(DRIVER), scenario],
@@ -117,6 +120,36 @@ def test_stop_cancels_the_run_and_the_next_message_keeps_history_ordered(
     # The stored history is the client's, in the order the turns started (a reload shows the same).
     assert stored(alice.organization, chat_id) == expected
     assert model_saw(use_fake_provider.requests[-1]) == expected[:3]
+
+
+def test_send_right_after_stop_keeps_history_ordered(
+    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+) -> None:
+    uploaded_version(alice.organization)
+    chat_id = "team/stop-send"
+    result = drive(
+        "stop",
+        module="ai",
+        daphne=daphne,
+        key=alice.keys["all"],
+        chat_id=chat_id,
+        texts=["wait for it #hang", "second question"],
+        extra_env={"SEND_AT_ONCE": "1"},
+    )
+    expected = [
+        ("user", "wait for it #hang"),
+        ("assistant", "Thinking"),
+        ("user", "second question"),
+        ("assistant", "Echo: second question"),
+    ]
+    assert [(m["role"], m["text"]) for m in result["final"]["messages"]] == expected
+    assert model_saw(use_fake_provider.requests[-1]) == expected[:3]
+    # The stopped run ends cancelled and its partial answer is stored once, before the second turn.
+    deadline = time.monotonic() + 10
+    while Run.objects.get(pk=result["runId"]).status != RunStatus.CANCELLED and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Run.objects.get(pk=result["runId"]).status == RunStatus.CANCELLED
+    assert stored(alice.organization, chat_id) == expected
 
 
 @pytest.mark.parametrize("module", AI_MODULES)
