@@ -84,6 +84,9 @@ class AgentManifest:
     # first one met): the smallest `stepCountIs(n)`, else None; the tools `hasToolCall` names.
     step_count: int | None = None
     stop_tools: frozenset[str] = frozenset()
+    # `providerOptions: {lightfast: {streamLogs: true}}`: tool `console` lines reach the chat's
+    # end users (SSE, websocket); otherwise they are only in the run's events (API, dashboard).
+    stream_logs: bool = False
 
     @classmethod
     def from_spec(cls, key: str, spec: Any) -> AgentManifest:
@@ -96,6 +99,8 @@ class AgentManifest:
         conditions = [c for c in listed if isinstance(c, dict)]
         counts = [n for c in conditions if type(n := c.get("stepCount")) is int and n > 0]
         stop_tools = frozenset(n for c in conditions if isinstance(n := c.get("hasToolCall"), str))
+        provider_options = options.get("providerOptions") if isinstance(options, dict) else None
+        platform = provider_options.get("lightfast") if isinstance(provider_options, dict) else None
         return cls(
             key=key,
             name=str(spec.get("name") or key),
@@ -108,6 +113,7 @@ class AgentManifest:
             dynamic_tools=bool(spec.get("dynamicTools")),
             step_count=min(counts) if counts else None,
             stop_tools=stop_tools,
+            stream_logs=isinstance(platform, dict) and platform.get("streamLogs") is True,
         )
 
     @property

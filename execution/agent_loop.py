@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,10 +82,20 @@ class AssistantTurn:
         self._pending: list[tuple[str, dict[str, Any]]] = []
         self._open_text: dict[str, Any] | None = None
         self._text_ids = 0
+        self._step_open = False
+        # The agent's opt-in: tool log lines reach end users' streams (else they are `private`).
+        self.stream_logs = False
 
     def emit(self, event_type: str, payload: dict[str, Any] | None = None) -> None:
         """Buffer one event."""
         self._pending.append((event_type, payload or {}))
+
+    def log(self, tool_call_id: str, logs: list[Any]) -> None:
+        """A tool call's console lines: always a run event; `private` unless the agent streams logs."""
+        payload: dict[str, Any] = {"data": {"toolCallId": tool_call_id, "logs": logs}, "transient": True}
+        if not self.stream_logs:
+            payload["private"] = True
+        self.emit("data-log", payload)
 
     def flush(self) -> None:
         """Write the buffered events (one transaction, consecutive seqs, one notification)."""
@@ -101,6 +110,7 @@ class AssistantTurn:
     def start_step(self) -> None:
         """Open a model step."""
         self.emit("start-step")
+        self._step_open = True
         self.parts.append({"type": "step-start"})
 
     def text_delta(self, delta: str) -> None:
@@ -153,6 +163,13 @@ class AssistantTurn:
         """Close a model step."""
         self.end_text()
         self.emit("finish-step")
+        self._step_open = False
+
+    def close_step(self) -> None:
+        """Close whatever is open (text, step): the run ends in the middle of a step."""
+        self.end_text()
+        if self._step_open:
+            self.finish_step()
 
     def message_parts(self) -> list[dict[str, Any]]:
         """The parts to store as the assistant message (an open text part counts as done)."""
@@ -280,6 +297,7 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     """Drive the model and the tools until the model stops or the step limit is reached."""
     agent = run.bundle_version.agent(run.agent_key) or AgentManifest.from_spec(run.agent_key, {})
     resolved = model_resolve(agent.model, organization=run.organization)
+    turn.stream_logs = agent.stream_logs
     usage.model = resolved.label
     # The demo model answers instantly, so its chunks are written together at the next
     # blocking point; a network provider blocks before and between chunks, so what is
@@ -450,7 +468,7 @@ def _tool_result(
     usage.add_sandbox(result.usage)
     if result.logs:
         logs = result.logs[:MAX_LOG_ENTRIES]
-        turn.emit("data-log", {"data": {"toolCallId": request.call.id, "logs": logs}, "transient": True})
+        turn.log(request.call.id, logs)
     if result.ok:
         turn.tool_output(request.part, result.output)
         return json.dumps(result.output, separators=(",", ":"))
@@ -493,6 +511,3 @@ def _remaining_ms(run: Run) -> int:
     return int(run.wall_limit_ms - elapsed)
 
 
-def new_message_id() -> str:
-    """The id of an assistant message, as the `start` event announces it."""
-    return f"msg_{uuid.uuid4().hex}"

@@ -18,6 +18,6 @@ urlpatterns: list[URLPattern] = [
     path("ws-tickets", api_views.WsTicketView.as_view(), name="ws-ticket-create"),
     path("chat/<str:bundle>/<str:agent>", sse.chat_view, name="chat-stream"),
     path(
-        "chat/<str:bundle>/<str:agent>/<str:chat_id>/stream", sse.chat_reconnect_view, name="chat-reconnect"
+        "chat/<str:bundle>/<str:agent>/<path:chat_id>/stream", sse.chat_reconnect_view, name="chat-reconnect"
     ),
 ]

@@ -17,7 +17,7 @@ from execution.client_tokens import client_token_run_get
 from execution.credential_watch import CredentialWatch
 from execution.selectors import AgentTarget, agent_target_resolve
 from execution.services import chat_run_start, run_cancel
-from execution.stream import run_event_stream
+from execution.stream import is_private_chunk, run_event_stream
 from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
 from lightfast_cloud.errors import LightfastError, ws_error_frame
 from organizations.models import Scope
@@ -31,6 +31,8 @@ from organizations.tenancy import CredentialsRevoked, Tenant, tenant_recheck
 logger = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 64 * 1024
+# Sent when nothing else was for LIGHTFAST_STREAM_KEEPALIVE_S seconds (keeps idle-timeout proxies open).
+PING_FRAME = json.dumps({"type": "ping"})
 SEND_QUEUE_FRAMES = 256
 MAX_BUFFERED_BYTES = 1024 * 1024
 SLOW_CLIENT_GRACE_S = 5.0
@@ -184,10 +186,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._on_cancel(frame)
             elif kind == "resume":
                 await self._on_resume(frame)
+            elif kind == "ping":
+                await self._enqueue({"type": "pong"})
             else:
                 raise LightfastError(
                     code="invalid_frame",
-                    message="Unknown frame type; expected message, cancel or resume.",
+                    message="Unknown frame type; expected message, cancel, resume or ping.",
                     detail={"type": kind if isinstance(kind, str) else None},
                 )
         except LightfastError as exc:
@@ -291,6 +295,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 pass  # the stream this resume replaces
         try:
             async for event in run_event_stream(uuid.UUID(run_id), after=after):
+                if is_private_chunk(event.chunk):
+                    continue  # a tool's log lines the agent did not opt to stream
                 await self._enqueue({"run": run_id, "seq": event.seq, **event.chunk})
         finally:
             if self.streams.get(run_id) is asyncio.current_task():
@@ -312,8 +318,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
         transport = self.scope.get(TRANSPORT_SCOPE_KEY)
         limit = int(_setting("LIGHTFAST_WS_MAX_BUFFERED_BYTES", MAX_BUFFERED_BYTES))
         grace = float(_setting("LIGHTFAST_WS_SLOW_CLIENT_GRACE_S", SLOW_CLIENT_GRACE_S))
+        keepalive = float(settings.LIGHTFAST_STREAM_KEEPALIVE_S)
         while True:
-            text = await self.queue.get()
+            try:
+                text = await asyncio.wait_for(self.queue.get(), timeout=keepalive)
+            except TimeoutError:
+                # Nothing sent for a while (a slow tool call): proxies with idle timeouts keep it open.
+                text = PING_FRAME
             if text is None:
                 return
             if isinstance(text, int):

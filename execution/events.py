@@ -33,6 +33,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
         "tool-output-error",
         "finish-step",
         "finish",
+        "abort",
         "error",
         "data-log",
         "data-usage",

@@ -198,6 +198,11 @@ class Run(models.Model):
         return {"type": self.error_type, "message": self.error_message}
 
 
+def run_message_id(run_id: uuid.UUID | str) -> str:
+    """The id of the assistant message a chat run writes (its `start` chunk's `messageId`)."""
+    return f"msg_{uuid.UUID(str(run_id)).hex}"
+
+
 def run_group_name(run_id: uuid.UUID | str) -> str:
     """Channel-layer group of a run: `run.<hex id>` (group names allow only [a-zA-Z0-9_.-])."""
     return f"run.{uuid.UUID(str(run_id)).hex}"

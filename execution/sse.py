@@ -10,6 +10,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -20,9 +21,9 @@ from execution.client_tokens import ClientTokenAuthentication, client_token_chec
 from execution.credential_watch import CredentialWatch
 from execution.models import Run
 from execution.selectors import agent_target_resolve, run_get, session_get
-from execution.services import chat_run_start
-from execution.stream import StreamedEvent, run_event_stream
-from lightfast_cloud.api_errors import api_exception_handler
+from execution.services import chat_run_start, run_cancel
+from execution.stream import StreamedEvent, is_private_chunk, run_event_stream
+from lightfast_cloud.api_errors import TEXT_ERROR_HEADER, api_exception_handler
 from lightfast_cloud.errors import LightfastError, sse_error_chunk
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
@@ -70,17 +71,39 @@ def sse_frame(run_id: str, seq: int, chunk: dict[str, Any]) -> str:
     return f"id: {run_id}:{seq}\ndata: {json.dumps(chunk, separators=(',', ':'))}\n\n"
 
 
-async def _frames(run_id: uuid.UUID, after: int, tenant: Tenant) -> AsyncIterator[str]:
+# Tasks cancelling runs whose client went away (kept referenced until they are done).
+_background: set[asyncio.Future[Any]] = set()
+
+
+def _run_cancel_now(run_id: uuid.UUID) -> None:
+    run = Run.objects.filter(pk=run_id).first()
+    if run is not None and not run.is_terminal:
+        run_cancel(run=run)
+
+
+async def _frames(
+    run_id: uuid.UUID, after: int, tenant: Tenant, *, cancel_on_disconnect: bool = False
+) -> AsyncIterator[str]:
     watch = CredentialWatch(tenant)
     await watch.subscribe()
     events = cast(AsyncGenerator[StreamedEvent, None], run_event_stream(run_id, after=after))
     revoked = asyncio.ensure_future(watch.revoked())
     following: asyncio.Future[Any] | None = None
+    keepalive: float = settings.LIGHTFAST_STREAM_KEEPALIVE_S
+    finished = False
     try:
         while True:
-            following = asyncio.ensure_future(anext(events))
-            done, _ = await asyncio.wait({following, revoked}, return_when=asyncio.FIRST_COMPLETED)
+            if following is None:
+                following = asyncio.ensure_future(anext(events))
+            done, _ = await asyncio.wait(
+                {following, revoked}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                # A quiet run (a slow tool call): a comment line keeps idle-timeout proxies open.
+                yield ": keep-alive\n\n"
+                continue
             if revoked in done:
+                finished = True
                 chunk = sse_error_chunk(revoked.result())
                 yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
                 return
@@ -90,9 +113,18 @@ async def _frames(run_id: uuid.UUID, after: int, tenant: Tenant) -> AsyncIterato
                 break
             finally:
                 following = None
+            if is_private_chunk(event.chunk):
+                continue
             yield sse_frame(str(run_id), event.seq, event.chunk)
+        finished = True
         yield "data: [DONE]\n\n"
     finally:
+        if not finished and cancel_on_disconnect:
+            # The client went away before the run ended (the AI SDK's `stop()` aborts the request)
+            # and did not say it would resume: stop the run instead of spending quota on it.
+            cancelling = asyncio.ensure_future(sync_to_async(_run_cancel_now)(run_id))
+            _background.add(cancelling)
+            cancelling.add_done_callback(_background.discard)
         for task in (following, revoked):
             if task is not None and not task.done():
                 task.cancel()
@@ -102,20 +134,42 @@ async def _frames(run_id: uuid.UUID, after: int, tenant: Tenant) -> AsyncIterato
         await watch.close()
 
 
-def _stream(run_id: uuid.UUID, after: int, tenant: Tenant) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_frames(run_id, after, tenant), content_type="text/event-stream")
+def _stream(
+    run_id: uuid.UUID, after: int, tenant: Tenant, *, cancel_on_disconnect: bool = False
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(
+        _frames(run_id, after, tenant, cancel_on_disconnect=cancel_on_disconnect),
+        content_type="text/event-stream",
+    )
     for name, value in STREAM_HEADERS.items():
         response[name] = value
     return response
 
 
-def _start(request: HttpRequest, bundle: str, agent: str) -> tuple[Run, Tenant]:
-    tenant = _tenant_for(request, Scope.EXECUTE)
-    target = agent_target_resolve(organization=tenant.organization, bundle=bundle, agent=agent)
+RESUMABLE_HEADER = "X-Lightfast-Resumable"
+
+
+def _body(request: HttpRequest) -> Any:
+    """The request's JSON body, bounded by LIGHTFAST_CHAT_MAX_REQUEST_BYTES (not the REST API's limit:
+    the AI SDK posts the whole conversation on every turn, and only what is stored is bounded)."""
+    limit: int = settings.LIGHTFAST_CHAT_MAX_REQUEST_BYTES
+    raw = request.read(limit + 1)
+    if len(raw) > limit:
+        raise LightfastError(
+            code="payload_too_large",
+            message=f"The chat request is larger than {limit // (1024 * 1024)} MiB. Start a new chat.",
+        )
     try:
-        body = json.loads(request.body or b"null")
+        return json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise LightfastError(code="malformed_json", message="The request body is not valid JSON.") from exc
+
+
+def _start(request: HttpRequest, bundle: str, agent: str, body: Any) -> tuple[Run, Tenant]:
+    tenant = _tenant_for(request, Scope.EXECUTE)
+    target = agent_target_resolve(organization=tenant.organization, bundle=bundle, agent=agent)
+    if isinstance(body, LightfastError):
+        raise body
     if not isinstance(body, dict) or "messages" not in body:
         raise LightfastError(code="invalid_input", message="Expected the useChat body `{id, messages}`.")
     chat_id = body.get("id")
@@ -127,8 +181,40 @@ def _start(request: HttpRequest, bundle: str, agent: str) -> tuple[Run, Tenant]:
         created_by=tenant.actor.user,
         messages=body["messages"],
         session_id=chat_id or None,
+        trigger=body.get("trigger"),
     )
     return run, tenant
+
+
+def _resumable(request: HttpRequest, body: Any) -> bool:
+    """The client said it resumes after a disconnect (so a disconnect does not cancel the run)."""
+    if isinstance(body, dict) and body.get("resumable") is True:
+        return True
+    return request.headers.get(RESUMABLE_HEADER, "").strip().lower() in ("1", "true", "yes")
+
+
+def _wants_text_errors(request: HttpRequest, body: Any) -> bool:
+    """AI SDK transports (their body has `trigger`) show a refused request's body as `error.message`."""
+    if "application/json" in request.headers.get("Accept", ""):
+        return False
+    return (isinstance(body, dict) and "trigger" in body) or request.headers.get("Accept", "").startswith(
+        "text/plain"
+    )
+
+
+def _text_error_response(response: HttpResponse) -> HttpResponse:
+    """The JSON error answer as plain readable text (the type in `X-Lightfast-Error`)."""
+    error = json.loads(response.content).get("error") or {}
+    text = HttpResponse(
+        str(error.get("message") or "The request was refused."),
+        status=response.status_code,
+        content_type="text/plain; charset=utf-8",
+    )
+    text[TEXT_ERROR_HEADER] = str(error.get("type") or "unknown")
+    for header in ("WWW-Authenticate", "Allow", "Retry-After"):
+        if response.has_header(header):
+            text[header] = response[header]
+    return text
 
 
 def _resume_point(request: HttpRequest, bundle: str, agent: str) -> tuple[uuid.UUID, int, Tenant]:
@@ -157,7 +243,11 @@ def _active_run(
 ) -> tuple[uuid.UUID | None, Tenant]:
     tenant = _tenant_for(request, Scope.READ)
     session = session_get(organization=tenant.organization, public_id=chat_id)
-    if session is None or session.agent != f"{bundle}/{agent}":
+    if session is None:
+        # A chat the server never saw has no active stream either (`useChat({resume: true})` on
+        # a fresh chat reconnects before its first message).
+        return None, tenant
+    if session.agent != f"{bundle}/{agent}":
         raise LightfastError(code="not_found", message="No such chat.")
     run = session.runs.order_by("-created_at").first()
     if run is None or run.is_terminal:
@@ -169,10 +259,16 @@ def _active_run(
 async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponseBase:
     """POST: start a chat run from a `useChat` body and stream it; GET: resume after `Last-Event-ID`."""
     response: HttpResponseBase
+    text_errors = False
     try:
         if request.method == "POST":
-            run, tenant = await sync_to_async(_start)(request, bundle, agent)
-            response = _stream(run.pk, 0, tenant)
+            try:
+                body = await sync_to_async(_body)(request)
+            except LightfastError as exc:
+                body = exc  # refused after authentication, like any other refusal
+            text_errors = _wants_text_errors(request, body)
+            run, tenant = await sync_to_async(_start)(request, bundle, agent, body)
+            response = _stream(run.pk, 0, tenant, cancel_on_disconnect=not _resumable(request, body))
         elif request.method == "GET":
             run_id, after, tenant = await sync_to_async(_resume_point)(request, bundle, agent)
             response = _stream(run_id, after, tenant)
@@ -180,6 +276,8 @@ async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpRespon
             raise MethodNotAllowed(request.method or "")
     except (APIException, Http404, LightfastError) as exc:
         response = _exception_response(exc)
+        if text_errors:
+            response = _text_error_response(response)
     return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]
 
 

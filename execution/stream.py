@@ -35,6 +35,11 @@ def is_terminal_chunk(chunk: dict[str, Any]) -> bool:
     return data.get("status") in TERMINAL_STATUSES
 
 
+def is_private_chunk(chunk: dict[str, Any]) -> bool:
+    """True for events kept for the run's record only (tool log lines the agent did not opt to stream)."""
+    return chunk.get("private") is True
+
+
 @dataclass(frozen=True)
 class StreamedEvent:
     """One event as a transport sends it."""

@@ -151,6 +151,9 @@ def api_server_error(request: HttpRequest) -> HttpResponse:
     return defaults.server_error(request)
 
 
+TEXT_ERROR_HEADER = "X-Lightfast-Error"
+
+
 class ApiErrorMiddleware:
     """Under /api/, turn every exception and every non-JSON error response into the JSON error format.
 
@@ -164,7 +167,9 @@ class ApiErrorMiddleware:
         if not is_api_request(request):
             return self.get_response(request)
         response = self.get_response(request)
-        if response.status_code >= 400 and not _is_json(response):
+        # `X-Lightfast-Error`: a deliberate readable-text error (the chat route to AI SDK clients).
+        deliberate_text = response.has_header(TEXT_ERROR_HEADER)
+        if response.status_code >= 400 and not _is_json(response) and not deliberate_text:
             return self._json_replacement(response)
         return response
 

@@ -266,6 +266,13 @@ LIGHTFAST_MODEL_MAX_RETRIES = env.int("LIGHTFAST_MODEL_MAX_RETRIES", default=3)
 LIGHTFAST_MODEL_RETRY_BACKOFF_S = env.float("LIGHTFAST_MODEL_RETRY_BACKOFF_S", default=0.5)
 # Platform cap on model steps per run (a bundle's stopWhen step count can only lower it).
 LIGHTFAST_RUN_MAX_STEPS = env.int("LIGHTFAST_RUN_MAX_STEPS", default=20)
+# Chat: a live stream that has nothing to send for this long sends a keep-alive (an SSE comment
+# line, a websocket `{"type": "ping"}` frame), so proxies with idle timeouts keep it open.
+LIGHTFAST_STREAM_KEEPALIVE_S = env.float("LIGHTFAST_STREAM_KEEPALIVE_S", default=15.0)
+# Chat: the most messages a chat session may hold (what is stored and sent to the model), and the
+# largest chat request body (the AI SDK posts the whole conversation on every turn).
+LIGHTFAST_CHAT_MAX_MESSAGES = env.int("LIGHTFAST_CHAT_MAX_MESSAGES", default=2000)
+LIGHTFAST_CHAT_MAX_REQUEST_BYTES = env.int("LIGHTFAST_CHAT_MAX_REQUEST_BYTES", default=32 * 1024 * 1024)
 # Workers write each held run's heartbeat this often; the reaper fails running runs whose
 # heartbeat is older than LIGHTFAST_RUN_STALE_S (their worker died).
 LIGHTFAST_RUN_HEARTBEAT_S = env.float("LIGHTFAST_RUN_HEARTBEAT_S", default=5.0)

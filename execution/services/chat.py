@@ -5,22 +5,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from execution.models import (
+    TERMINAL_STATUSES,
     ChatSession,
+    Message,
     Run,
+    run_message_id,
 )
 from execution.selectors import AgentTarget, session_get
-from execution.services.messages import chat_session_get_or_create, message_create
-from execution.services.runs import run_start
+from execution.services.messages import PreparedMessage, chat_session_get_or_create, message_create
+from execution.services.runs import run_cancel, run_start
 from execution.write_gate import write_transaction
 from lightfast_cloud.errors import LightfastError
 from organizations.models import Organization
 
-MAX_MESSAGES = 500
 MAX_TEXT_CHARS = 32_000
 
 
-def ui_message_parse(message: Any) -> tuple[str, list[dict[str, Any]], str]:
+def ui_message_parse(message: Any, *, check_size: bool = True) -> tuple[str, list[dict[str, Any]], str]:
     """(role, text parts, id) of an AI SDK UI message (`parts`) or an older `{role, content}` message."""
     if not isinstance(message, dict):
         raise LightfastError(code="invalid_input", message="Each message must be an object.")
@@ -45,9 +49,12 @@ def ui_message_parse(message: Any) -> tuple[str, list[dict[str, Any]], str]:
         parts = [{"type": "text", "text": message["content"]}]
     else:
         raise LightfastError(code="invalid_input", message="A message needs `parts` or a `content` string.")
-    if sum(len(part["text"]) for part in parts) > MAX_TEXT_CHARS:
-        raise LightfastError(code="invalid_input", message=f"A message exceeds {MAX_TEXT_CHARS} characters.")
+    if check_size:
+        _check_text(parts)
     return role, parts, public_id
+
+
+TRIGGERS = ("submit-message", "regenerate-message")
 
 
 def chat_run_start(
@@ -58,25 +65,36 @@ def chat_run_start(
     text: str | None = None,
     messages: list[Any] | None = None,
     session_id: str | None = None,
+    trigger: str | None = None,
 ) -> Run:
     """Start a chat run from a text or from a `useChat`-style message list (the last one is the user's turn).
 
-    A session named for the first time imports the earlier messages as its history; a known
-    session already holds them, so only the new user message is appended. Every refusal is a
-    LightfastError, a used-up quota (`QuotaExceeded`) included; each transport renders it from
-    the one error table: a status, or an `error` frame.
+    With a `trigger` (the AI SDK request contract: every `useChat` request has one) the client's
+    message list is the truth: the stored session keeps the longest prefix of its messages whose
+    ids match the client's, drops the rest (a regenerated answer, what followed an edited
+    message), imports the client's messages it lacks, and a `regenerate-message` turn adds no
+    user message. Without one (older clients) a known session keeps its history and only the new
+    user message is appended; a session named for the first time imports the earlier messages.
+    A chat has one stream: a new turn cancels the session's runs still going; a cancelled run's
+    answer stays in the history only when the client kept it.
+    Every refusal is a LightfastError, a used-up quota (`QuotaExceeded`) included.
     """
 
+    limit: int = settings.LIGHTFAST_CHAT_MAX_MESSAGES
+    if trigger is not None and trigger not in TRIGGERS:
+        raise LightfastError(
+            code="invalid_input", message="`trigger` must be submit-message or regenerate-message."
+        )
+    regenerate = trigger == "regenerate-message"
     if messages is not None:
-        if not isinstance(messages, list) or not messages or len(messages) > MAX_MESSAGES:
-            raise LightfastError(
-                code="invalid_input", message=f"`messages` must be a list of 1 to {MAX_MESSAGES} messages."
-            )
-        parsed = [ui_message_parse(message) for message in messages]
-        role, parts, _ = parsed[-1]
+        if not isinstance(messages, list) or not messages:
+            raise LightfastError(code="invalid_input", message="`messages` must be a non-empty list.")
+        parsed = [ui_message_parse(message, check_size=False) for message in messages]
+        role, parts, user_public_id = parsed[-1]
         if role != "user":
             raise LightfastError(code="invalid_input", message="The last message must be the user's.")
-        history = parsed[:-1]
+        _check_text(parts)
+        history = parsed if regenerate else parsed[:-1]
     else:
         if not isinstance(text, str) or not text.strip():
             raise LightfastError(code="invalid_input", message="Send `input` text or `messages`.")
@@ -84,11 +102,13 @@ def chat_run_start(
             raise LightfastError(
                 code="invalid_input", message=f"`input` exceeds {MAX_TEXT_CHARS} characters."
             )
-        parts, history = [{"type": "text", "text": text}], []
+        parts, history, user_public_id = [{"type": "text", "text": text}], [], ""
     if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 200):
         raise LightfastError(
             code="invalid_input", message="`session` must be a string of 1 to 200 characters."
         )
+    if regenerate and session_id is None:
+        raise LightfastError(code="invalid_input", message="`regenerate-message` needs the chat `id`.")
     # The write gate (SQLite) for the whole start: run_start's own transaction nests in this one.
     with write_transaction():
         session: ChatSession | None = None
@@ -97,6 +117,7 @@ def chat_run_start(
             if session is not None and session.agent != target.agent_id:
                 raise LightfastError(code="invalid_input", message="That session belongs to another agent.")
             if session is None:
+                _check_length(len(history) + (0 if regenerate else 1), limit)
                 session = chat_session_get_or_create(
                     organization=organization,
                     agent=target.agent_id,
@@ -104,12 +125,76 @@ def chat_run_start(
                     created_by=created_by,
                 )
                 for role, history_parts, public_id in history:
+                    _check_text(history_parts)
                     message_create(session=session, role=role, parts=history_parts, public_id=public_id)
+            elif trigger is not None:
+                _session_follow_client(session, history, regenerate=regenerate, limit=limit)
+            else:
+                _check_length(session.messages.count() + 1, limit)
         return run_start(
             organization=organization,
             bundle_version=target.version,
             agent_key=target.agent_key,
             session=session,
             parts=parts,
+            regenerate=regenerate,
+            message_public_id=user_public_id,
             created_by=created_by,
         )
+
+
+def _check_text(parts: list[dict[str, Any]]) -> None:
+    if sum(len(part["text"]) for part in parts) > MAX_TEXT_CHARS:
+        raise LightfastError(code="invalid_input", message=f"A message exceeds {MAX_TEXT_CHARS} characters.")
+
+
+def _check_length(count: int, limit: int) -> None:
+    if count > limit:
+        raise LightfastError(
+            code="invalid_input",
+            message=f"This chat is too long to continue ({count} messages; the limit is {limit}). "
+            "Start a new chat.",
+            detail={"messages": count, "limit": limit},
+        )
+
+
+def _session_follow_client(
+    session: ChatSession,
+    history: list[tuple[str, list[dict[str, Any]], str]],
+    *,
+    regenerate: bool,
+    limit: int,
+) -> None:
+    """Make the stored session what the client holds before the new turn (see `chat_run_start`)."""
+    stored = list(session.messages.order_by("created_at", "pk").values_list("pk", "public_id"))
+    kept = 0
+    while kept < len(stored) and kept < len(history) and stored[kept][1] == history[kept][2] != "":
+        kept += 1
+    # Runs still going in this chat: cancelled (one stream per chat). Their answers are written
+    # when they end; one the client did not keep is dropped then (`discard`).
+    client_ids = {public_id for _, _, public_id in history}
+    active = session.runs.exclude(status__in=TERMINAL_STATUSES).values_list("pk", "input", "created_at")
+    # Answers the client kept of runs still ending: imported now (the client's copy, stamped with
+    # their run's start) so the new turn's model sees them; their run updates them when it ends.
+    pending_answers: dict[str, Any] = {}
+    for run_id, run_input, created_at in list(active):
+        answer_id = run_message_id(run_id)
+        if answer_id in client_ids:
+            pending_answers[answer_id] = created_at
+        else:
+            Run.objects.filter(pk=run_id).update(input={**(run_input or {}), "discardAnswer": True})
+        run_cancel(run=Run.objects.get(pk=run_id))
+    imported = history[kept:]
+    _check_length(kept + len(imported) + (0 if regenerate else 1), limit)
+    dropped = [pk for pk, _ in stored[kept:]]
+    if dropped:
+        Message.objects.filter(pk__in=dropped).delete()
+    for role, history_parts, public_id in imported:
+        _check_text(history_parts)
+        PreparedMessage(
+            session=session,
+            role=role,
+            parts=history_parts,
+            public_id=public_id,
+            created_at=pending_answers.get(public_id),
+        ).execute()

@@ -67,6 +67,7 @@ class PreparedMessage:
         run: Run | None = None,
         public_id: str = "",
         session_is_new: bool = False,
+        created_at: Any = None,
     ) -> None:
         now = timezone.now()
         self.message = Message(
@@ -75,7 +76,7 @@ class PreparedMessage:
             parts=parts,
             run=run,
             public_id=public_id or f"msg_{uuid.uuid4().hex}",
-            created_at=now,
+            created_at=created_at or now,
         )
         self.insert = statements.insert(self.message)
         self.bump = (

@@ -18,16 +18,17 @@ from execution.agent_loop import (
     RunCancelled,
     Usage,
     agent_loop_run,
-    new_message_id,
     run_tool_call,
 )
 from execution.events import run_update_prepare, run_update_with_events
 from execution.models import (
     ChatSession,
+    Message,
     MessageRole,
     Run,
     RunKind,
     RunStatus,
+    run_message_id,
 )
 from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
@@ -60,6 +61,7 @@ CLAIM_FIELDS = (
     "kind",
     "input",
     "wall_limit_ms",
+    "created_at",
 )
 ORGANIZATION_FIELDS = (
     "id",
@@ -92,11 +94,13 @@ SUSPENDED = "organization_suspended"
 def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery)."""
     now = timezone.now()
-    message_id = new_message_id()
-    # The claim and the first events are one statement and one commit until the client sees `start`.
+    message_id = run_message_id(run_id)
+    # The claim and the first events are one statement and one commit until the client sees `start`,
+    # whose message metadata names the run (a client cancels or resumes with it).
+    start = {"messageId": message_id, "messageMetadata": {"runId": str(uuid.UUID(str(run_id)))}}
     claimed = run_update_with_events(
         run_id,
-        [("start", {"messageId": message_id}), run_status_event(RunStatus.RUNNING)],
+        [("start", start), run_status_event(RunStatus.RUNNING)],
         status=RunStatus.QUEUED,
         changes={"status": RunStatus.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker[:200]},
         returning=CLAIM_FIELDS,
@@ -112,6 +116,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     status: str = RunStatus.SUCCEEDED
     error: tuple[str, str] | None = None
     output: Any = None
+    finish_reason = "stop"
     with supervisor.hold(run.pk, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
         try:
             if not run.organization.is_active:
@@ -124,7 +129,8 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
             if run.kind == RunKind.TOOL:
                 output = _execute_tool_run(run=run, turn=turn, cancel=cancel, usage=usage)
             else:
-                output = {"text": agent_loop_run(run=run, turn=turn, cancel=cancel, usage=usage).text}
+                result = agent_loop_run(run=run, turn=turn, cancel=cancel, usage=usage)
+                output, finish_reason = {"text": result.text}, result.finish_reason
         except RunCancelled as exc:
             if exc.reason == TIMEOUT:
                 status, error = (
@@ -152,6 +158,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
         usage=usage,
         output=output,
         wall_ms=int((time.monotonic() - started) * 1000),
+        finish_reason=finish_reason,
     )
     return True
 
@@ -208,7 +215,9 @@ def _execute_tool_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usa
     if cancel.cancelled:
         raise RunCancelled(cancel.reason)
     if result.logs:
-        turn.emit("data-log", {"data": {"toolCallId": call.id, "logs": result.logs}, "transient": True})
+        agent = run.bundle_version.agent(run.agent_key)
+        turn.stream_logs = agent is not None and agent.stream_logs
+        turn.log(call.id, result.logs)
     if not result.ok:
         error = result.error or {}
         turn.tool_error(part, f"{error.get('type')}: {error.get('message')}")
@@ -217,6 +226,34 @@ def _execute_tool_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usa
     turn.tool_output(part, result.output)
     turn.finish_step()
     return result.output
+
+
+# Provider finish reasons (chat completions) -> the AI SDK's `finishReason`.
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool-calls",
+    "function_call": "tool-calls",
+    "content_filter": "content-filter",
+    "tool-calls": "tool-calls",
+    "content-filter": "content-filter",
+}
+
+
+def _answer_discarded(run: Run) -> bool:
+    """True when a later turn of the chat truncated this run's answer away (`chat_run_start`)."""
+    if run.status != RunStatus.CANCELLED:
+        return False
+    current = Run.objects.filter(pk=run.pk).values_list("input", flat=True).first()
+    return bool(isinstance(current, dict) and current.get("discardAnswer"))
+
+
+def _answer_replaced(run: Run, parts: list[dict[str, Any]], message_id: str) -> bool:
+    """A cancelled run whose partial answer a later turn already imported from the client: the
+    stored copy takes the run's own record of the parts (True), else the answer is inserted."""
+    if run.status != RunStatus.CANCELLED:
+        return False
+    return bool(Message.objects.filter(session_id=run.session_id, public_id=message_id).update(parts=parts))
 
 
 def _run_finish(
@@ -228,6 +265,7 @@ def _run_finish(
     usage: Usage,
     output: Any,
     wall_ms: int,
+    finish_reason: str = "stop",
 ) -> None:
     """End a running run once: status, usage, the assistant message, the terminal events and the slot.
 
@@ -239,12 +277,17 @@ def _run_finish(
     run.status, run.model, run.wall_ms, run.steps = status, usage.model[:200], wall_ms, usage.steps
     run.input_tokens, run.output_tokens = usage.input_tokens, usage.output_tokens
     run.sandbox_cpu_ms, run.tool_calls = usage.sandbox_cpu_ms, usage.tool_calls
+    if status == RunStatus.CANCELLED:
+        turn.close_step()  # a cancelled run's open text and step are closed before `abort`
     events: list[tuple[str, dict[str, Any]]] = turn.take_pending()
     if error is not None and status != RunStatus.CANCELLED:
         events.append(("error", {"errorText": error_text(*error)}))
-    events.append(("data-usage", {"data": run.usage()}))
-    if status in (RunStatus.SUCCEEDED, RunStatus.CANCELLED):
-        events.append(("finish", {}))
+    # Transient: the usage reaches live clients but never becomes a part of the stored message.
+    events.append(("data-usage", {"data": run.usage(), "transient": True}))
+    if status == RunStatus.SUCCEEDED:
+        events.append(("finish", {"finishReason": FINISH_REASONS.get(finish_reason, "other")}))
+    elif status == RunStatus.CANCELLED:
+        events.append(("abort", {}))
     events.append(run_status_event(status, error))
     # Built before the transaction, which then only runs the statements.
     update = run_update_prepare(
@@ -266,18 +309,25 @@ def _run_finish(
             "steps": usage.steps,
         },
     )
+    # Stamped with the run's start, so the answer follows its own question in the history even
+    # when a later turn was written first; dropped when a later turn truncated it away.
     message = (
         PreparedMessage(
-            session=run.session, role=MessageRole.ASSISTANT, parts=parts, run=run, public_id=turn.message_id
+            session=run.session,
+            role=MessageRole.ASSISTANT,
+            parts=parts,
+            run=run,
+            public_id=turn.message_id,
+            created_at=run.created_at,
         )
-        if run.session is not None and parts
+        if run.session is not None and parts and not _answer_discarded(run)
         else None
     )
     with write_transaction():
         if update.execute() is None:
             # The reaper ended it first and wrote the terminal events; nothing may follow them.
             return
-        if message is not None:
+        if message is not None and not _answer_replaced(run, parts, turn.message_id):
             message.execute()
         # Last, so the organization's hot counter rows stay locked only until the commit.
         quota_run_released(

@@ -79,16 +79,23 @@ def run_start(
     tool: str | None = None,
     tool_input: Any = None,
     created_by: Any = None,
+    regenerate: bool = False,
+    message_public_id: str = "",
 ) -> Run:
     """Create a queued run and enqueue `execute_run` once the transaction commits.
 
     Chat runs (no `tool`) append the user's message (`text` or UI `parts`) to `session`
-    (a new session when None) and answer it with the agent loop. Tool runs (`tool` and
+    (a new session when None) and answer it with the agent loop; `regenerate` appends no
+    message (the session's last message is the user's already). The user message and the
+    answer are stamped with the run's `created_at`, so a session's history is in the order
+    the turns started, whenever each answer was written. Tool runs (`tool` and
     `tool_input`) call one tool of the agent in the sandbox.
     """
     _check_startable(organization=organization, version=bundle_version, agent_key=agent_key, tool=tool)
     kind = RunKind.TOOL if tool is not None else RunKind.CHAT
-    if kind == RunKind.CHAT:
+    if regenerate and session is None:
+        raise RunNotStartable(code="invalid_input", message="Regenerating needs a chat session.")
+    if kind == RunKind.CHAT and not regenerate:
         parts = parts if parts is not None else text_parts(text or "")
         if not any(part.get("type") == "text" and str(part.get("text", "")).strip() for part in parts):
             raise RunNotStartable(code="invalid_input", message="The message has no text.")
@@ -120,9 +127,11 @@ def run_start(
             role=MessageRole.USER,
             parts=list(parts or []),
             run=run,
+            public_id=message_public_id,
             session_is_new=new_session is not None,
+            created_at=run.created_at,
         )
-        if kind == RunKind.CHAT and session is not None
+        if kind == RunKind.CHAT and session is not None and not regenerate
         else None
     )
     with write_transaction():

@@ -117,3 +117,11 @@ def closed_with(ws: ClientConnection, timeout: float = 10.0) -> tuple[int | None
             frames.append(json.loads(ws.recv(timeout=timeout)))
     except ConnectionClosed as exc:
         return (exc.rcvd.code if exc.rcvd is not None else None), frames
+
+
+def public_seqs(run_id: str) -> list[int]:
+    """The seqs of a run's events that live streams send (not the private log lines)."""
+    from execution.selectors import run_events_after
+    from execution.stream import is_private_chunk
+
+    return [event.seq for event in run_events_after(run_id, 0) if not is_private_chunk(event.chunk())]

@@ -46,6 +46,9 @@ def test_demo_model_says_what_it_is_and_streams_in_order(alice: Any) -> None:
     assert types(run)[:4] == ["start", "data-status", "start-step", "text-start"]
     assert types(run)[-5:] == ["text-end", "finish-step", "data-usage", "finish", "data-status"]
     assert events[-1].payload["data"]["status"] == "succeeded"
+    assert events[-2].payload == {"finishReason": "stop"}
+    assert events[-3].payload["transient"] is True  # data-usage never becomes a message part
+    assert events[0].payload["messageMetadata"] == {"runId": str(run.pk)}
     assert "demo model" in text_of(run) and "Hello there" in text_of(run)
     assert types(run).count("text-delta") > 1
     assistant = Message.objects.get(run=run, role="assistant")
@@ -276,7 +279,8 @@ def test_cancel_stops_a_hanging_model_stream_within_a_second(
     assert run.status == RunStatus.CANCELLED
     assert run.error_type == "cancelled"
     assert elapsed < 1.0, elapsed
-    assert types(run)[-2:] == ["finish", "data-status"]
+    # The open text and step are closed, then `abort` ends the message.
+    assert types(run)[-5:] == ["text-end", "finish-step", "data-usage", "abort", "data-status"]
     # What streamed before the cancel is kept in the session.
     assert Message.objects.get(run=run, role="assistant").text() == "Thinking"
 

@@ -44,7 +44,7 @@ def test_a_running_chat_on_a_quarantined_version_ends_cancelled(
     bundle_version_quarantine(version=version, actor=operator, reason="malware report")
     run = _wait_status(run, {RunStatus.CANCELLED, RunStatus.FAILED, RunStatus.SUCCEEDED})
     assert run.status == RunStatus.CANCELLED and run.error_type == "cancelled"
-    assert list(run.events.order_by("seq").values_list("type", flat=True))[-2:] == ["finish", "data-status"]
+    assert list(run.events.order_by("seq").values_list("type", flat=True))[-2:] == ["abort", "data-status"]
     entry = AuditLog.objects.get(action="run.cancelled", target_id=str(run.pk))
     assert entry.actor_label == "operator:tests" and "quarantined: malware report" in entry.reason
     assert OrganizationUsage.objects.get(organization=alice.organization).active_runs == 0

@@ -49,7 +49,7 @@ def test_a_run_queued_before_its_organization_was_suspended_ends_cancelled_at_th
     assert run.status == RunStatus.CANCELLED
     assert (run.error_type, run.error_message) == ("cancelled", "The organization is suspended.")
     types = [event.type for event in run_events_after(run, 0)]
-    assert types[0] == "start" and types[-2:] == ["finish", "data-status"]
+    assert types[0] == "start" and types[-2:] == ["abort", "data-status"]
     assert "text-delta" not in types and run.steps == 0
     assert not Message.objects.filter(run=run, role="assistant").exists()
     assert OrganizationUsage.objects.get(organization=alice.organization).active_runs == 0

@@ -12,7 +12,10 @@ from execution.events import event_append_many
 from execution.selectors import run_events_after
 from execution.services import run_start
 from tests.bundles import manifest_version, uploaded_version
-from tests.execution.live_transport import daphne_fixture  # noqa: F401 - the `daphne` fixture
+from tests.execution.live_transport import (
+    daphne_fixture,  # noqa: F401 - the `daphne` fixture
+    public_seqs,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -56,9 +59,12 @@ def test_use_chat_post_streams_the_ui_message_stream(
     events = sse_events(response.text)
     assert events[-1] == {"data": "[DONE]"}
     run_id = events[0]["id"].split(":")[0]
-    assert [event["id"] for event in events[:-1]] == [f"{run_id}:{seq}" for seq in range(1, len(events))]
+    # Every event but the tool's private log lines, in order.
+    assert [event["id"] for event in events[:-1]] == [f"{run_id}:{seq}" for seq in public_seqs(run_id)]
     chunks = [json.loads(event["data"]) for event in events[:-1]]
-    assert chunks == [event.chunk() for event in run_events_after(run_id, 0)]
+    stored = [event.chunk() for event in run_events_after(run_id, 0)]
+    assert chunks == [chunk for chunk in stored if not chunk.get("private")]
+    assert any(chunk["type"] == "data-log" for chunk in stored)
     kinds = [chunk["type"] for chunk in chunks]
     assert kinds[0] == "start" and "text-delta" in kinds and "finish" in kinds
     tool = next(chunk for chunk in chunks if chunk["type"] == "tool-output-available")
@@ -108,7 +114,6 @@ def test_errors_are_json_and_other_tenants_get_404(alice: Any, bob: Any, daphne:
         cases = [
             ("POST", CHAT, bob.keys["all"], use_chat_body("hi"), {}, 404, "not_found"),
             ("GET", CHAT, bob.keys["all"], None, {"Last-Event-ID": f"{run.pk}:0"}, 404, "not_found"),
-            ("GET", f"{CHAT}/ses/stream", bob.keys["all"], None, {}, 404, "not_found"),
             ("POST", CHAT, None, use_chat_body("hi"), {}, 401, "not_authenticated"),
             ("POST", CHAT, alice.keys["read"], use_chat_body("hi"), {}, 403, "permission_denied"),
             ("POST", CHAT, alice.keys["all"], {"id": "x"}, {}, 400, "invalid_input"),
@@ -125,11 +130,30 @@ def test_errors_are_json_and_other_tenants_get_404(alice: Any, bob: Any, daphne:
             ("PUT", CHAT, alice.keys["all"], None, {}, 405, "method_not_allowed"),
         ]
         for method, path, key, body, extra, status, error_type in cases:
-            headers = {**extra, **({"Authorization": f"Bearer {key}"} if key else {})}
+            headers = {
+                "Accept": "application/json",
+                **extra,
+                **({"Authorization": f"Bearer {key}"} if key else {}),
+            }
             response = client.request(method, path, json=body, headers=headers)
             assert response.status_code == status, (method, path, response.text)
             assert response.json()["error"]["type"] == error_type
         malformed = client.post(
             CHAT, content=b"{not json", headers={"Authorization": f"Bearer {alice.keys['all']}"}
         )
+        # Another organization's chat id is a chat this tenant never saw: no active stream.
+        assert (
+            client.get(
+                f"{CHAT}/ses/stream", headers={"Authorization": f"Bearer {bob.keys['all']}"}
+            ).status_code
+            == 204
+        )
+        # The AI SDK's transport (its body has `trigger`, no JSON Accept) shows the body as
+        # `error.message`: readable text, the error type in a header.
+        refused = client.post(
+            CHAT, json=use_chat_body("hi"), headers={"Authorization": f"Bearer {alice.keys['read']}"}
+        )
     assert malformed.status_code == 400 and malformed.json()["error"]["type"] == "malformed_json"
+    assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/plain")
+    assert refused.text == "This action needs the `execute` scope."
+    assert refused.headers["x-lightfast-error"] == "permission_denied"

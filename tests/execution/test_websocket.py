@@ -17,6 +17,7 @@ from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
     closed_with,
     daphne_fixture,  # noqa: F401 - the `daphne` fixture
+    public_seqs,
     recv_json,
     recv_until_end,
     ws_connect,
@@ -46,7 +47,8 @@ def test_weather_chat_streams_the_tool_call_and_reads_back_over_rest(
         assert ws.subprotocol == "lightfast.v1"  # never the protocol that carries the key
         run_id = start_over_ws(ws, TOOL_MESSAGE, session="chat-1")
         frames = recv_until_end(ws, run_id)
-    assert [frame["seq"] for frame in frames] == list(range(1, len(frames) + 1))
+    # Every event but the tool's log lines (the agent did not opt to stream them), in order.
+    assert [frame["seq"] for frame in frames] == public_seqs(run_id)
     kinds = [frame["type"] for frame in frames]
     assert kinds[0] == "start" and "text-delta" in kinds
     tool_input = next(frame for frame in frames if frame["type"] == "tool-input-available")
@@ -61,7 +63,10 @@ def test_weather_chat_streams_the_tool_call_and_reads_back_over_rest(
     assert run["status"] == "succeeded" and run["agent"] == "weather/weather" and run["session"] == "chat-1"
     events = api.get(f"/api/v1/runs/{run_id}/events?after=0", key=alice.keys["read"]).json()
     assert events["done"] is True
-    assert [{"run": run_id, "seq": e["seq"], **e["chunk"]} for e in events["events"]] == frames
+    streamed = [e for e in events["events"] if not e["chunk"].get("private")]
+    assert [{"run": run_id, "seq": e["seq"], **e["chunk"]} for e in streamed] == frames
+    # The log lines are the run's events all the same (API, dashboard).
+    assert any(e["chunk"]["type"] == "data-log" for e in events["events"] if e["chunk"].get("private"))
     messages = api.get("/api/v1/sessions/chat-1/messages", key=alice.keys["read"]).json()["results"]
     assert [message["role"] for message in messages] == ["user", "assistant"]
 
@@ -80,7 +85,7 @@ def test_resume_after_a_disconnect_delivers_every_event_once_in_order(
         ws.send(json.dumps({"type": "resume", "run": run_id, "after": first[-1]["seq"]}))
         rest = recv_until_end(ws, run_id)
     frames = first + rest
-    assert [frame["seq"] for frame in frames] == list(range(1, len(frames) + 1))
+    assert [frame["seq"] for frame in frames] == public_seqs(run_id)
     assert "tool-output-available" in [frame["type"] for frame in rest]
     # Replaying a finished run from any seq gives the same events again.
     with ws_connect(daphne, WEATHER_PATH, key=alice.keys["read"]) as ws:
