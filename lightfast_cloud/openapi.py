@@ -36,6 +36,23 @@ def _error_ref(description: str) -> dict[str, Any]:
     }
 
 
+def _chat_error(description: str) -> dict[str, Any]:
+    """A chat route's error: JSON, or the readable message as text/plain for an AI SDK transport.
+
+    A body with `trigger` that does not ask for JSON gets the message as text (DefaultChatTransport
+    shows the body as `chat.error.message`) and the error type in `X-Lightfast-Error`.
+    """
+    response = _error_ref(description)
+    response["content"]["text/plain"] = {"schema": {"type": "string"}}
+    response["headers"] = {
+        "X-Lightfast-Error": {
+            "description": "The error type, when the body is text/plain.",
+            "schema": {"type": "string"},
+        }
+    }
+    return response
+
+
 def _sse(description: str) -> dict[str, Any]:
     return {
         "description": description,
@@ -58,14 +75,14 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
 
 CHAT_SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"clientToken": []}, {"session": []}]
 CHAT_ERRORS = {
-    "400": _error_ref("Invalid body or resume point (`invalid_input`, `malformed_json`)."),
-    "401": _error_ref("Missing, invalid, revoked or expired credentials."),
-    "403": _error_ref(
+    "400": _chat_error("Invalid body or resume point (`invalid_input`, `malformed_json`)."),
+    "401": _chat_error("Missing, invalid, revoked or expired credentials."),
+    "403": _chat_error(
         "The credentials lack the scope, a client token is for another agent (`permission_denied`), "
         "or the page's origin is not allowed (`origin_not_allowed`)."
     ),
-    "404": _error_ref("No such bundle, agent, run or chat in your organization (`not_found`)."),
-    "429": _error_ref("Rate limited (`rate_limited`)."),
+    "404": _chat_error("No such bundle, agent, run or chat in your organization (`not_found`)."),
+    "429": _chat_error("Rate limited (`rate_limited`)."),
 }
 USE_CHAT_BODY = {
     "type": "object",

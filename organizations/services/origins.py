@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
-from organizations.errors import SettingInvalid, SettingLimitReached
+from organizations.errors import SettingInvalid
 from organizations.models import AllowedOrigin, Organization
 from organizations.services.audit import Actor, audit_record
+from organizations.services.setting_rows import setting_row_add
 
 MAX_ALLOWED_ORIGINS = 50
 # Plain http only for a developer's own machine; every other origin must be https.
@@ -50,26 +51,19 @@ def allowed_origin_add(
 ) -> tuple[AllowedOrigin, bool]:
     """Let pages from `origin` call the organization's API; adding it twice changes nothing."""
     cleaned = allowed_origin_clean(origin=origin)
-    existing = AllowedOrigin.objects.filter(organization=organization, origin=cleaned).first()
-    if existing is not None:
-        return existing, False
-    if AllowedOrigin.objects.filter(organization=organization).count() >= MAX_ALLOWED_ORIGINS:
-        raise SettingLimitReached(f"An organization has at most {MAX_ALLOWED_ORIGINS} allowed origins.")
-    try:
-        with transaction.atomic():
-            allowed = AllowedOrigin.objects.create(organization=organization, origin=cleaned)
-    except IntegrityError:  # added concurrently: same outcome as adding it twice
-        return AllowedOrigin.objects.get(organization=organization, origin=cleaned), False
-    audit_record(
-        actor=actor,
-        action="allowed_origin.added",
+    allowed, created = setting_row_add(
+        model=AllowedOrigin,
         organization=organization,
-        target_type="allowed_origin",
-        target_id=cleaned,
-        metadata={"origin": cleaned},
+        field="origin",
+        value=cleaned,
+        limit=MAX_ALLOWED_ORIGINS,
+        limit_message=f"An organization has at most {MAX_ALLOWED_ORIGINS} allowed origins.",
+        subject="allowed_origin",
+        actor=actor,
     )
-    transaction.on_commit(_forget_cached_origins)
-    return allowed, True
+    if created:
+        transaction.on_commit(_forget_cached_origins)
+    return allowed, created
 
 
 @transaction.atomic

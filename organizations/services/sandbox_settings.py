@@ -35,6 +35,7 @@ from organizations.models import (
     OrganizationVariable,
 )
 from organizations.services.audit import Actor, audit_record
+from organizations.services.setting_rows import setting_row_add
 
 MAX_VARIABLES = 100
 MAX_VARIABLE_VALUE_BYTES = 32 * 1024
@@ -262,25 +263,16 @@ def egress_host_add(
 ) -> tuple[EgressAllowedHost, bool]:
     """Allow the organization's sandbox code to fetch from `pattern`; adding it twice changes nothing."""
     cleaned = egress_host_clean(pattern=pattern)
-    existing = EgressAllowedHost.objects.filter(organization=organization, pattern=cleaned).first()
-    if existing is not None:
-        return existing, False
-    if EgressAllowedHost.objects.filter(organization=organization).count() >= MAX_EGRESS_HOSTS:
-        raise SettingLimitReached(f"An organization has at most {MAX_EGRESS_HOSTS} allowed hosts.")
-    try:
-        with transaction.atomic():
-            host = EgressAllowedHost.objects.create(organization=organization, pattern=cleaned)
-    except IntegrityError:  # added concurrently: same outcome as adding it twice
-        return EgressAllowedHost.objects.get(organization=organization, pattern=cleaned), False
-    audit_record(
-        actor=actor,
-        action="egress_host.added",
+    return setting_row_add(
+        model=EgressAllowedHost,
         organization=organization,
-        target_type="egress_host",
-        target_id=cleaned,
-        metadata={"pattern": cleaned},
+        field="pattern",
+        value=cleaned,
+        limit=MAX_EGRESS_HOSTS,
+        limit_message=f"An organization has at most {MAX_EGRESS_HOSTS} allowed hosts.",
+        subject="egress_host",
+        actor=actor,
     )
-    return host, True
 
 
 @transaction.atomic

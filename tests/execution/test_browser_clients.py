@@ -53,7 +53,9 @@ def test_a_token_is_refused_everywhere_but_its_agents_chat(alice: Any, bob: Any,
     token = mint(api, alice.keys["all"]).json()["token"]
     # Another agent of the same organization: refused before anything runs.
     other = api.post(OTHER_CHAT, use_chat_body("hi"), key=token)
-    assert other.status_code == 403 and "another agent" in other.json()["error"]["message"]
+    # An AI SDK body (`trigger`) gets the readable message as text, its type in a header.
+    assert other.status_code == 403 and "another agent" in other.content.decode()
+    assert other["X-Lightfast-Error"] == "permission_denied"
     assert api.get(f"{OTHER_CHAT}/some-chat/stream", key=token).status_code == 403
     # Every REST endpoint: a client token is not an API key.
     for path in ("/api/v1/runs", "/api/v1/agents", "/api/v1/bundles", "/api/v1/organization"):
