@@ -8,8 +8,8 @@ from django.db import transaction
 
 from organizations.errors import SettingInvalid
 from organizations.models import AllowedOrigin, Organization
-from organizations.services.audit import Actor, audit_record
-from organizations.services.setting_rows import setting_row_add
+from organizations.services.audit import Actor
+from organizations.services.setting_rows import setting_row_add, setting_row_remove
 
 MAX_ALLOWED_ORIGINS = 50
 # Plain http only for a developer's own machine; every other origin must be https.
@@ -69,15 +69,13 @@ def allowed_origin_add(
 @transaction.atomic
 def allowed_origin_remove(*, allowed: AllowedOrigin, actor: Actor) -> None:
     """Stop allowing an origin."""
-    audit_record(
-        actor=actor,
-        action="allowed_origin.removed",
-        organization=allowed.organization,
-        target_type="allowed_origin",
+    setting_row_remove(
+        row=allowed,
+        subject="allowed_origin",
         target_id=allowed.origin,
         metadata={"origin": allowed.origin},
+        actor=actor,
     )
-    allowed.delete()
     transaction.on_commit(_forget_cached_origins)
 
 

@@ -35,7 +35,7 @@ from organizations.models import (
     OrganizationVariable,
 )
 from organizations.services.audit import Actor, audit_record
-from organizations.services.setting_rows import setting_row_add
+from organizations.services.setting_rows import setting_row_add, setting_row_remove
 
 MAX_VARIABLES = 100
 MAX_VARIABLE_VALUE_BYTES = 32 * 1024
@@ -278,15 +278,13 @@ def egress_host_add(
 @transaction.atomic
 def egress_host_remove(*, host: EgressAllowedHost, actor: Actor) -> None:
     """Stop allowing a host."""
-    audit_record(
-        actor=actor,
-        action="egress_host.removed",
-        organization=host.organization,
-        target_type="egress_host",
+    setting_row_remove(
+        row=host,
+        subject="egress_host",
         target_id=host.pattern,
         metadata={"pattern": host.pattern},
+        actor=actor,
     )
-    host.delete()
 
 
 def model_map_clean(*, model_map: Any) -> dict[str, str]:

@@ -49,3 +49,18 @@ def setting_row_add(
         metadata={field: value},
     )
     return row, True
+
+
+def setting_row_remove(
+    *, row: models.Model, subject: str, target_id: str, metadata: dict, actor: Actor
+) -> None:
+    """Delete one row of an organization's setting, audited as `<subject>.removed`."""
+    audit_record(
+        actor=actor,
+        action=f"{subject}.removed",
+        organization=row.organization,  # type: ignore[attr-defined]
+        target_type=subject,
+        target_id=target_id,
+        metadata=metadata,
+    )
+    row.delete()
