@@ -36,7 +36,9 @@ function loadIntl() {
   return intl;
 }
 
-// Formatters built for locale-aware calls, by their arguments (a few dozen at most).
+// Formatters built for locale-aware calls, by kind and arguments (a few dozen at most). Collators
+// are the hand-written Collator (also Intl.Collator) compiled into the runtime, so sorting with
+// localeCompare never loads the FormatJS polyfills.
 const cache = new Map();
 function formatter(kind, locales, options) {
   let key = null;
@@ -46,29 +48,10 @@ function formatter(kind, locales, options) {
     key = null; // arguments JSON cannot express: not cached
   }
   if (key !== null && cache.has(key)) return cache.get(key);
-  const made = new (loadIntl()[kind])(locales, options);
+  const made = kind === "Collator" ? new Collator(locales, options) : new (loadIntl()[kind])(locales, options);
   if (key !== null) {
     if (cache.size >= 64) cache.clear();
     cache.set(key, made);
-  }
-  return made;
-}
-
-// localeCompare's collators: the hand-written Collator (also Intl.Collator) compiled into the runtime,
-// so sorting with localeCompare never loads the FormatJS polyfills.
-const collators = new Map();
-function collator(locales, options) {
-  let key = null;
-  try {
-    key = JSONStringify([locales, options]);
-  } catch {
-    key = null;
-  }
-  if (key !== null && collators.has(key)) return collators.get(key);
-  const made = new Collator(locales, options);
-  if (key !== null) {
-    if (collators.size >= 64) collators.clear();
-    collators.set(key, made);
   }
   return made;
 }
@@ -134,7 +117,7 @@ const wired = {
   String: {
     localeCompare(that, locales = undefined, options = undefined) {
       if (this === null || this === undefined) throw new TypeError("String.prototype.localeCompare called on null or undefined");
-      return collator(locales, options).compare(StringCtor(this), StringCtor(that));
+      return formatter("Collator", locales, options).compare(StringCtor(this), StringCtor(that));
     },
   },
 };
@@ -146,7 +129,7 @@ export function warmIntl() {
   const Intl = loadIntl();
   formatter("NumberFormat", undefined, undefined).format(0);
   formatter("DateTimeFormat", undefined, dateOptions(undefined, "any", "all")).format(0);
-  collator(undefined, undefined).compare("a", "b");
+  formatter("Collator", undefined, undefined).compare("a", "b");
   // FormatJS prepares each locale's data on its first formatter: done here for every carried one.
   for (const locale of ["en-GB", "de"]) {
     new Intl.NumberFormat(locale).format(0);

@@ -5,21 +5,13 @@
 // fetch polyfills that exist are built on XMLHttpRequest or Node's http. Bodies are bytes until a
 // bundle asks for a stream (`body`), so the common fetch + json() path never loads web/streams.js.
 import {
-  ArrayBufferCtor,
-  ArrayIsArray,
   JSONParse,
   MapCtor,
-  SetCtor,
   ArraySort,
   StringIndexOf,
   StringSlice,
   Uint8ArrayCtor,
-  fromBase64,
   mapEntries,
-  isArrayBuffer,
-  isDate,
-  isTypedArray,
-  toBase64,
   JSONStringify,
   PromiseResolve,
   PromiseThen,
@@ -30,7 +22,6 @@ import {
   WeakMapSet,
   typedArrayLength,
 } from "../intrinsics.js";
-import { randomBytesInto } from "../random.js";
 import { utf8Encode, utf8Decode, toBytes } from "./encoding.js";
 import { URL, URLSearchParams } from "./url.js";
 import { blobModule, eventsModule, streamsModule } from "./modules.js";

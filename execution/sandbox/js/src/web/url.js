@@ -4,26 +4,8 @@
 // the corpus's hostile-URL bundles run into their CPU limits; this parser uses native string and
 // regexp operations. IDNA hosts are converted with core-js's punycode encoder.
 import toASCII from "core-js-pure/internals/string-punycode-to-ascii.js";
-import {
-  ArrayBufferCtor,
-  ArrayIsArray,
-  JSONParse,
-  MapCtor,
-  SetCtor,
-  ArraySort,
-  StringIndexOf,
-  StringSlice,
-  Uint8ArrayCtor,
-  fromBase64,
-  mapEntries,
-  isArrayBuffer,
-  isDate,
-  isTypedArray,
-  toBase64,
-  uncurry,
-} from "../intrinsics.js";
-import { randomBytesInto } from "../random.js";
-import { utf8Encode, utf8Decode } from "./encoding.js";
+import { uncurry } from "../intrinsics.js";
+import { utf8Encode } from "./encoding.js";
 
 // ---------------------------------------------------------------- URL
 
