@@ -1,0 +1,53 @@
+"""Headless Debian Chromium driven by Playwright (the Python package), for the browser tests.
+
+Import the fixtures into a conftest or test module: `from tests.browser import chromium  # noqa: F401`.
+Chromium is Debian's (`/usr/bin/chromium`, `LIGHTFAST_CHROMIUM` overrides): Playwright never
+downloads a browser here. `.ci/run` installs it with apt when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("LIGHTFAST_CHROMIUM", "/usr/bin/chromium")
+
+
+def chromium_path() -> str | None:
+    """The Chromium executable, or None when this machine has none."""
+    if Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK):
+        return CHROMIUM
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """A headless Chromium (a Playwright `Browser`), shared by the session's browser tests."""
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip(reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable,
+            headless=True,
+            # Running as root in a container: Chromium's own sandbox needs user namespaces it may not get.
+            args=["--no-sandbox", "--disable-dev-shm-usage"],
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def screenshot_dir() -> Path:
+    """Where browser tests save their screenshots (CI keeps var/ as artifacts)."""
+    default = Path(__file__).resolve().parent.parent / "var" / "screenshots"
+    base = Path(os.environ.get("LIGHTFAST_SCREENSHOTS", default))
+    base.mkdir(parents=True, exist_ok=True)
+    return base
