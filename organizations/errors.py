@@ -20,6 +20,11 @@ class OrganizationSlugTaken(TenancyError):
     code = "conflict"
 
 
+class AccountExists(TenancyError):
+    code = "conflict"
+    default_message = "An account with this email already exists."
+
+
 class InvalidScopes(TenancyError):
     default_message = "Scopes must be a non-empty subset of read, write, execute."
 

@@ -1,7 +1,12 @@
-"""Writes to tenancy data, by subject: organizations, memberships, API keys, sandbox and model settings,
-browser origins;
-each recorded in the audit log (`audit`)."""
+"""Writes to tenancy data, by subject: accounts (sign-up), organizations, memberships, API keys, sandbox
+and model settings, browser origins; each recorded in the audit log (`audit`)."""
 
+from organizations.services.accounts import (
+    account_signup,
+    organization_slug_from_name,
+    user_create,
+    user_exists_with_email,
+)
 from organizations.services.api_keys import (
     apikey_authenticate,
     apikey_create,
@@ -51,6 +56,10 @@ from organizations.services.sandbox_settings import (
 )
 
 __all__ = [
+    "account_signup",
+    "organization_slug_from_name",
+    "user_create",
+    "user_exists_with_email",
     "MAX_ALLOWED_ORIGINS",
     "allowed_origin_add",
     "allowed_origin_clean",
