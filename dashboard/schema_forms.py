@@ -93,7 +93,7 @@ def _constraints(schema: dict[str, Any]) -> tuple[str, ...]:
 
 
 def schema_fields(schema: Any) -> list[SchemaField]:
-    """The properties of an object schema in declaration order, readable (nested objects one level)."""
+    """The properties of an object schema, readable (nested objects two levels deep)."""
     return _fields(schema, depth=0)
 
 
