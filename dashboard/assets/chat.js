@@ -302,12 +302,29 @@ class ChatPage {
     this.stopped = false;
     this.input.value = "";
     if (!this.chatIdInUrl) {
-      // The chat exists on the server from this message on: its URL resumes it.
+      // The chat exists on the server from this message on: its URL resumes it, the list shows it.
       const path = this.chat.id.split("/").map(encodeURIComponent).join("/");
       history.replaceState(null, "", `${this.basePath}${path}/`);
       this.chatIdInUrl = true;
+      this.listChat(`${this.basePath}${path}/`, text);
     }
     this.chat.sendMessage({ text });
+  }
+
+  listChat(href, text) {
+    const box = document.getElementById("chat-sessions");
+    if (!box) return;
+    let list = box.querySelector(".session-list");
+    if (!list) {
+      list = element("ul", "session-list");
+      box.replaceChildren(list);
+    }
+    const link = element("a", "", text.trim().length > 60 ? `${text.trim().slice(0, 59)}…` : text.trim());
+    link.href = href;
+    link.setAttribute("aria-current", "page");
+    const item = element("li", "current");
+    item.append(link);
+    list.prepend(item);
   }
 
   // The run answering now: the streaming message's (its `start` chunk's metadata), or the page's hint.
@@ -380,8 +397,9 @@ class ChatPage {
       this.details.delete(runId);
       return;
     }
-    const index = this.chat.messages.findIndex((candidate) => candidate.metadata?.runId === runId);
-    if (index !== -1) this.renderMessage(index);
+    this.chat.messages.forEach((candidate, index) => {
+      if (candidate.role === "assistant" && candidate.metadata?.runId === runId) this.renderMessage(index);
+    });
   }
 
   renderStatus() {
