@@ -49,6 +49,6 @@ urlpatterns: list[URLPattern] = [
     path("chat/<str:bundle>/<str:agent>/", chat.ChatView.as_view(), name="chat-new"),
     path("chat/<str:bundle>/<str:agent>/<path:session>/", chat.ChatView.as_view(), name="chat-session"),
     path("runs/", runs.RunListView.as_view(), name="runs"),
-    path("runs/<str:run_id>/", runs.RunDetailView.as_view(), name="run-detail"),
+    path("runs/<uuid:run_id>/", runs.RunDetailView.as_view(), name="run-detail"),
     path("usage/", usage.UsageView.as_view(), name="usage"),
 ]

@@ -1,14 +1,17 @@
-"""Steps the dashboard's browser tests share: a member signed in without typing, a ready bundle made in the
-test process where the live stack reads it."""
+"""Steps the dashboard's tests share: a member signed in without typing, a ready bundle made in the test
+process where the live stack reads it, runs recorded with their events."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 
 from agents.models import BundleVersion
+from execution.models import Run, RunEvent
 from organizations.models import Organization, Role
 from tests.bundles import WEATHER, uploaded_version
 from tests.dashboard.live import LiveStack
@@ -35,3 +38,56 @@ def ready_weather_bundle(live: LiveStack, organization: Organization, django_set
     """weather.mjs uploaded and introspected in the test process, stored where the live stack reads files."""
     django_settings.MEDIA_ROOT = str(live.media_root)
     return uploaded_version(organization, WEATHER)
+
+
+def recorded_run(
+    version: BundleVersion,
+    *,
+    status: str,
+    events: list[tuple[str, dict[str, Any]]],
+    created_at: datetime | None = None,
+    error: tuple[str, str] | None = None,
+    agent_key: str = "weather",
+    **usage: Any,
+) -> Run:
+    """A run as a worker leaves it (status, error, usage, its events a second apart), without running it."""
+    created = created_at or timezone.now()
+    run = Run.objects.create(
+        organization=version.organization,
+        bundle_version=version,
+        agent_key=agent_key,
+        status=status,
+        error_type=error[0] if error else "",
+        error_message=error[1] if error else "",
+        created_at=created,
+        started_at=created,
+        finished_at=created + timedelta(seconds=len(events)),
+        last_seq=len(events),
+        **usage,
+    )
+    RunEvent.objects.bulk_create(
+        RunEvent(run=run, seq=seq, type=kind, payload=payload, created_at=created + timedelta(seconds=seq))
+        for seq, (kind, payload) in enumerate(events, start=1)
+    )
+    return run
+
+
+def tool_turn_events(city: str = "Paris") -> list[tuple[str, dict[str, Any]]]:
+    """The events of a chat turn that called getWeather and answered in two text deltas."""
+    call = {"toolCallId": "call_1"}
+    return [
+        ("start", {"messageId": "msg_1"}),
+        ("start-step", {}),
+        ("tool-input-available", {**call, "toolName": "getWeather", "input": {"city": city}}),
+        ("data-log", {"data": {**call, "logs": [{"level": "log", "message": f"lookup {city}"}]}}),
+        ("tool-output-available", {**call, "output": {"city": city, "temperature": 21}}),
+        ("finish-step", {}),
+        ("start-step", {}),
+        ("text-start", {"id": "txt-1"}),
+        ("text-delta", {"id": "txt-1", "delta": "It is 21 degrees "}),
+        ("text-delta", {"id": "txt-1", "delta": f"in {city}."}),
+        ("text-end", {"id": "txt-1"}),
+        ("finish-step", {}),
+        ("finish", {"finishReason": "stop"}),
+        ("data-status", {"data": {"status": "succeeded"}, "transient": True}),
+    ]
