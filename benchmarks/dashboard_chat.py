@@ -1,4 +1,4 @@
-"""Dashboard chat benchmark: time to first token in the browser, from pressing Send to the answer's first text.
+"""Dashboard chat benchmark: time to first token in the browser, from pressing Send to the answer's text.
 
 Prints one JSON object per line. Run from the project root:
 `.venv/bin/python benchmarks/dashboard_chat.py [--messages 20] [--warmup 3]`.
@@ -198,7 +198,9 @@ def main() -> None:
             browser="chromium (headless)",
             model="demo",
         )
-        timings = measure_chat(f"http://127.0.0.1:{port}", member_session(organization), args.messages, args.warmup)
+        timings = measure_chat(
+            f"http://127.0.0.1:{port}", member_session(organization), args.messages, args.warmup
+        )
         emit(
             figure="dashboard_chat_time_to_first_token_ms",
             messages=len(timings),

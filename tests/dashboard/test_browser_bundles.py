@@ -18,6 +18,7 @@ from tests.services import SHARED_BUNDLES
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 SYNTAX_ERROR = SHARED_BUNDLES / "hostile" / "syntax-error.mjs"
+NO_AGENTS = SHARED_BUNDLES / "hostile" / "no-agents.mjs"
 
 
 def test_sign_up_and_upload_weather_until_it_is_ready(live: LiveStack, page: Any) -> None:
@@ -55,7 +56,7 @@ def test_sign_up_and_upload_weather_until_it_is_ready(live: LiveStack, page: Any
     shot(page, "bundle-detail")
 
 
-def test_a_syntax_error_shows_its_line_and_column(live: LiveStack, page: Any) -> None:
+def test_rejected_uploads_show_their_line_and_column(live: LiveStack, page: Any) -> None:
     _, user = member_of_new_organization("grace")
     sign_in(page, live, user)
     page.goto("/bundles/")
@@ -69,6 +70,16 @@ def test_a_syntax_error_shows_its_line_and_column(live: LiveStack, page: Any) ->
     expect(page.get_by_label("Bundle file")).to_be_focused()
     expect(page.get_by_label("Bundle file")).to_have_attribute("aria-invalid", "true")
     shot(page, "syntax-error")
+
+    # A bundle that parses but throws while loading is rejected by introspection, live.
+    page.get_by_label("Bundle file").set_input_files(str(NO_AGENTS))
+    page.get_by_role("button", name="Upload").click()
+    status = page.locator(".upload-outcome [data-version-status]")
+    expect(status).to_have_attribute("data-version-status", VersionStatus.REJECTED, timeout=30_000)
+    expect(status).to_contain_text("createLightfast: at least one agent is required")
+    expect(status).to_contain_text("Line 2, column 16")
+    expect(page.locator("#bundle-table")).to_contain_text("Rejected")
+    shot(page, "rejected-by-introspection")
 
 
 def test_a_file_dropped_on_the_zone_uploads(live: LiveStack, page: Any) -> None:

@@ -51,6 +51,15 @@ def test_the_list_shows_active_version_status_and_agents(alice: Any, bob: Any, m
     assert "weather" not in member_client(bob.owner).get("/bundles/").content.decode().split("<h1>")[1]
 
 
+PAGES = ["/bundles/", "/bundles/weather/", "/bundles/weather/tools/getWeather/", "/runs/", "/usage/"]
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/chat/", "/chat/weather/weather/", "/chat/weather/weather/a/b/"])
+def test_anonymous_visitors_go_to_the_login_page(path: str) -> None:
+    response = Client().get(path)
+    assert response.status_code == 302 and response["Location"] == f"/accounts/login/?next={path}"
+
+
 def test_only_admins_and_owners_see_the_upload_form(alice: Any, member_client: Any) -> None:
     html = member_client(alice.users[Role.MEMBER]).get("/bundles/").content.decode()
     assert "Bundle file" not in html
