@@ -227,6 +227,7 @@ class ChatPage {
     this.details = new Map(); // run id -> {tools, ended}
     this.awaitingFirstToken = false;
     this.stopped = false;
+    this.firstText = null;
     const chatId = root.dataset.chatId;
     this.chatIdInUrl = Boolean(chatId);
     const messages = JSON.parse(document.getElementById("chat-messages-data").textContent);
@@ -301,14 +302,16 @@ class ChatPage {
     this.awaitingFirstToken = true;
     this.stopped = false;
     this.input.value = "";
-    if (!this.chatIdInUrl) {
-      // The chat exists on the server from this message on: its URL resumes it, the list shows it.
-      const path = this.chat.id.split("/").map(encodeURIComponent).join("/");
-      history.replaceState(null, "", `${this.basePath}${path}/`);
-      this.chatIdInUrl = true;
-      this.listChat(`${this.basePath}${path}/`, text);
-    }
+    if (!this.chatIdInUrl) this.firstText = text;
     this.chat.sendMessage({ text });
+  }
+
+  // Once the server answers the first message, the chat exists there: its URL resumes it, the list shows it.
+  chatStarted() {
+    const path = this.chat.id.split("/").map(encodeURIComponent).join("/");
+    history.replaceState(null, "", `${this.basePath}${path}/`);
+    this.chatIdInUrl = true;
+    this.listChat(`${this.basePath}${path}/`, this.firstText ?? "");
   }
 
   listChat(href, text) {
@@ -404,6 +407,7 @@ class ChatPage {
 
   renderStatus() {
     const status = this.chat.status;
+    if (status === "streaming" && !this.chatIdInUrl) this.chatStarted();
     const busy = this.busy;
     this.log.setAttribute("aria-busy", busy ? "true" : "false");
     this.sendButton.disabled = busy || this.input.disabled;

@@ -78,8 +78,11 @@ class ChatView(OrganizationPageMixin, TemplateView):
         bundle, agent = kwargs["bundle"], kwargs["agent"]
         agent_id = f"{bundle}/{agent}"
         unavailable = ""
+        tools: list[str] = []
         try:
-            agent_target_resolve(organization=self.organization, bundle=bundle, agent=agent)
+            target = agent_target_resolve(organization=self.organization, bundle=bundle, agent=agent)
+            manifest = target.version.agent(agent)
+            tools = manifest.tool_names if manifest is not None else []
         except LightfastError as exc:
             if exc.code == "not_found":
                 raise Http404(exc.message) from exc
@@ -105,6 +108,7 @@ class ChatView(OrganizationPageMixin, TemplateView):
             initial_messages=messages,
             active_run=active_run,
             unavailable=unavailable,
+            tools=tools,
             can_execute=self.tenant.has_scope(Scope.EXECUTE),
             api=f"/api/v1/chat/{bundle}/{agent}",
             base_path=f"/chat/{bundle}/{agent}/",

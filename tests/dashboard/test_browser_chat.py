@@ -15,7 +15,7 @@ from execution.models import ChatSession, Run, RunStatus
 from organizations.models import Organization
 from organizations.services import Actor, model_provider_set
 from tests.dashboard.browser_steps import member_of_new_organization, ready_weather_bundle, sign_in
-from tests.dashboard.live import LiveStack, no_sideways_scroll, shot
+from tests.dashboard.live import LiveStack, console_watch, no_sideways_scroll, shot
 from tests.execution.fake_openai import FakeOpenAI
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -193,6 +193,22 @@ def test_reloading_mid_answer_resumes_without_losing_or_repeating_text(
     assert any(len(text) < len(LONG_ANSWER) for text in texts), "the answer ended before the page resumed"
     assert run_of_session(organization, RunStatus.SUCCEEDED).status == RunStatus.SUCCEEDED  # not cancelled
     shot(page, "chat-resumed-after-reload")
+
+
+def test_a_refused_message_says_why(live: LiveStack, page: Any, settings: Any, request: Any) -> None:
+    console_watch(request).allow("status of 403", reason="the chat endpoint refuses the message (quota)")
+    organization, user = member_of_new_organization("lovelace")
+    ready_weather_bundle(live, organization, settings)
+    Organization.objects.filter(pk=organization.pk).update(runs_per_month=0)
+    open_chat(page, live, user)
+    send(page, "Hello?")
+    error = page.get_by_role("alert")
+    expect(error).to_contain_text("Quota runs_per_month exceeded: limit 0, used 0")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    # The chat never started on the server: the page stays a new chat (a reload must not be a 404).
+    expect(page).to_have_url(live.url("/chat/weather/weather/"))
+    shot(page, "chat-refused")
 
 
 def test_the_chat_fits_a_phone(live: LiveStack, phone_page: Any, settings: Any) -> None:
