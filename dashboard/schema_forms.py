@@ -164,6 +164,8 @@ class ToolInputForm(forms.Form):
         self.schema = schema if isinstance(schema, dict) else {}
         properties = self.schema.get("properties")
         self.raw = not (self.schema.get("type") in (None, "object") and isinstance(properties, dict))
+        # Properties the input must have that may be null: left empty, they are sent as null.
+        self.null_when_empty: set[str] = set()
         if self.raw:
             self.fields[RAW_FIELD] = forms.JSONField(
                 label=RAW_LABEL, initial={}, widget=forms.Textarea(attrs={"rows": 6})
@@ -172,9 +174,12 @@ class ToolInputForm(forms.Form):
         required = set(self.schema.get("required") or [])
         assert isinstance(properties, dict)
         for name, spec in properties.items():
-            form_field = _form_field(spec if isinstance(spec, dict) else {}, required=name in required)
+            spec = spec if isinstance(spec, dict) else {}
+            form_field = _form_field(spec, required=name in required)
             form_field.label = str(name)
             self.fields[str(name)] = form_field
+            if name in required and _types(spec)[1]:
+                self.null_when_empty.add(str(name))
 
     def described_fields(self) -> list[tuple[forms.BoundField, SchemaField | None]]:
         """Each input with its property described in words (None: the raw JSON input)."""
@@ -183,17 +188,16 @@ class ToolInputForm(forms.Form):
 
     def tool_input(self) -> Any:
         """The cleaned values as the tool's input; optional fields left empty are omitted (the
-        schema's defaults apply)."""
+        schema's defaults apply), required ones that may be null are null."""
         if self.raw:
             return self.cleaned_data[RAW_FIELD]
         values: dict[str, Any] = {}
         for name, form_field in self.fields.items():
             value = self.cleaned_data.get(name)
-            if (
-                not form_field.required
-                and value in (None, "")
-                and not isinstance(form_field, forms.BooleanField)
-            ):
+            empty = value in (None, "") and not isinstance(form_field, forms.BooleanField)
+            if empty and name in self.null_when_empty:
+                value = None
+            elif empty and not form_field.required:
                 continue
             values[name] = value
         return values
