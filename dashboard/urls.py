@@ -9,6 +9,7 @@ app_name = "dashboard"
 
 urlpatterns: list[URLPattern] = [
     path("", overview.OverviewView.as_view(), name="overview"),
+    path("overview/runs/", overview.RecentRunsFragment.as_view(), name="overview-runs"),
     # Pages without an icon link (the admin's) still ask for /favicon.ico.
     path("favicon.ico", favicon, name="favicon"),
     # --- accounts

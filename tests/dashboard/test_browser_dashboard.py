@@ -9,8 +9,10 @@ import pytest
 from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
+from execution.models import Run
 from organizations.models import Role
 from organizations.services import Actor, apikey_authenticate, org_create
+from tests.bundles import manifest_version
 from tests.dashboard.live import LiveStack, no_sideways_scroll, shot
 from tests.factories import TEST_PASSWORD, MembershipFactory, UserFactory
 
@@ -145,3 +147,16 @@ def test_the_admins_organization_page_renders_usage_as_a_table(live: LiveStack, 
         != "rgba(0, 0, 0, 0)"
     )
     shot(page, "admin-organization")
+
+
+def test_the_overviews_recent_runs_refresh_by_themselves(live: LiveStack, page: Any) -> None:
+    owner = MembershipFactory(user=UserFactory(username="olga@example.com"), role=Role.OWNER)
+    version = manifest_version(owner.organization)
+    log_in(page, "olga@example.com")
+    runs = page.locator("#recent-runs")
+    expect(runs).to_contain_text("No runs yet.")
+    Run.objects.create(organization=owner.organization, bundle_version=version, agent_key="weather")
+    # htmx polls the fragment every 5 s (under the page's Content-Security-Policy).
+    expect(runs.get_by_role("cell", name="weather/weather")).to_be_visible(timeout=12_000)
+    expect(runs.get_by_text("Queued")).to_be_visible()
+    shot(page, "recent-runs")

@@ -27,6 +27,13 @@ def test_anonymous_visitors_go_to_the_login_page(path: str) -> None:
     assert response.status_code == 302 and response["Location"] == f"/accounts/login/?next={path}"
 
 
+def test_an_htmx_fragment_of_an_ended_session_sends_the_page_to_log_in() -> None:
+    response = Client().get(
+        "/overview/runs/", headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/"}
+    )
+    assert response.status_code == 204 and response["HX-Redirect"] == "/accounts/login/?next=/"
+
+
 def test_another_organizations_objects_are_404_and_change_nothing(alice: Any, bob: Any) -> None:
     alice_key = alice.api_keys["all"]
     client = signed_in(bob.owner)
