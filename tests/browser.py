@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = os.environ.get("LIGHTFAST_CHROMIUM", "/usr/bin/chromium")
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 
 def chromium_path() -> str | None:
@@ -32,6 +33,11 @@ def chromium() -> Iterator[object]:
         pytest.skip(reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an event loop running in this thread; Django then refuses the test's
+    # own database calls (fixtures, flushes) as if they came from async code. They do not: allow them
+    # here (service processes never inherit this; tests/services.py).
+    previous = os.environ.get(ASYNC_UNSAFE)
+    os.environ[ASYNC_UNSAFE] = "true"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,
@@ -43,6 +49,10 @@ def chromium() -> Iterator[object]:
             yield browser
         finally:
             browser.close()
+            if previous is None:
+                os.environ.pop(ASYNC_UNSAFE, None)
+            else:
+                os.environ[ASYNC_UNSAFE] = previous
 
 
 def screenshot_dir() -> Path:

@@ -42,6 +42,8 @@ def test_database_url() -> str:
 def service_env(**extra: str) -> dict[str, str]:
     """Environment for a child process that must see the test database and redis."""
     env = dict(os.environ)
+    # Set for the test process while Playwright runs (tests/browser.py); real servers keep Django's check.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         DJANGO_SETTINGS_MODULE="lightfast_cloud.settings",
         LIGHTFAST_DATA_DIR=str(settings.DATA_DIR),
