@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils import timezone
+
 from execution.agent_loop import PENDING_APPROVAL, PENDING_CLIENT
 from execution.models import ChatSession, Message, MessageRole, Run, RunStatus
 from execution.sandbox.frames import check_depth
@@ -144,7 +146,11 @@ def chat_run_continue(
         if session is None or session.agent != target.agent_id:
             raise UnknownToolCall()
         answer, pending = _waiting_answer(session, answer_id)
-        recorded = {str(part.get("toolCallId")) for part in answer.parts or [] if isinstance(part, dict)}
+        recorded = {
+            part["toolCallId"]
+            for part in answer.parts or []
+            if isinstance(part, dict) and isinstance(part.get("toolCallId"), str)
+        }
         by_call = _match(pending, recorded, responses, approvals_by_id or [])
         parts = _answered_parts(answer, pending, by_call)
         run = run_start(
@@ -158,6 +164,7 @@ def chat_run_continue(
         # The answer now belongs to the run continuing it: a second post of the same results finds
         # nothing waiting (that run has not ended with calls of its own).
         Message.objects.filter(pk=answer.pk).update(parts=parts, run=run)
+        ChatSession.objects.filter(pk=session.pk).update(updated_at=timezone.now())
     return run
 
 

@@ -117,10 +117,15 @@ def test_the_manifest_marks_client_side_tools_and_approvals(chat: Chat) -> None:
 
 
 def test_a_client_side_tool_call_waits_for_the_client_and_the_answer_continues(
-    chat: Chat, use_fake_provider: FakeOpenAI
+    chat: Chat, use_fake_provider: FakeOpenAI, alice: Any, api: Any
 ) -> None:
     first = chat.send('where am I? #call=getLocation {"precise": true}')
     assert first.status == RunStatus.SUCCEEDED
+    # The API shows what the run waits for (the response is checked against the schema too).
+    shown = api.get(f"/api/v1/runs/{first.pk}", key=alice.keys["read"]).json()
+    assert (
+        shown["status"] == "succeeded" and shown["output"]["pendingToolCalls"][0]["toolName"] == "getLocation"
+    )
     events = run_events_after(first, 0)
     kinds = [event.type for event in events]
     assert kinds[kinds.index("tool-input-start") + 1] == "tool-input-available"
