@@ -4,10 +4,12 @@ session, resolved to a `Tenant` (organizations/tenancy.py) and every lookup is s
 from __future__ import annotations
 
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 
 from organizations.models import Membership
@@ -47,9 +49,10 @@ def organization_switch(request: HttpRequest, *, ref: str) -> Membership | None:
 class OrganizationPageMixin(LoginRequiredMixin, TenantScopedLookups):
     """Base of every organization page: sign-in required, `self.tenant` resolved, lookups scoped.
 
-    Anonymous visitors go to the login page; a user without an organization to the page that
-    creates one; a suspended organization shows why. Safe methods need the `read` scope and the
-    others `write` (admins and owners), unless `scope_by_method` maps a method to another scope.
+    Anonymous visitors go to the login page (an htmx request gets `HX-Redirect` to it); a user
+    without an organization to the page that creates one; a suspended organization shows why.
+    Safe methods need the `read` scope and the others `write` (admins and owners), unless
+    `scope_by_method` maps a method to another scope.
     Look objects up with `self.scoped(Model)` or `self.get_scoped_object_or_404(Model, ...)`:
     another organization's objects are 404.
     """
@@ -60,6 +63,12 @@ class OrganizationPageMixin(LoginRequiredMixin, TenantScopedLookups):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         """Resolve the tenant from the session, check the method's scope, then run the page."""
         if not request.user.is_authenticated:
+            if request.headers.get("HX-Request"):
+                # An htmx fragment (a poll) of a page whose session ended: the whole page goes to log in.
+                current = urlsplit(request.headers.get("HX-Current-URL", ""))
+                back = (current.path + (f"?{current.query}" if current.query else "")) or "/"
+                login = redirect_to_login(back)
+                return HttpResponse(status=204, headers={"HX-Redirect": login["Location"]})
             return self.handle_no_permission()
         membership = current_membership(request)
         if membership is None:

@@ -17,6 +17,7 @@ from execution.client_tokens import client_token_run_get
 from execution.credential_watch import CredentialWatch
 from execution.selectors import AgentTarget, agent_target_resolve
 from execution.services import chat_run_start, run_cancel
+from execution.services.chat_tools import chat_run_continue, tool_responses_from_frame
 from execution.stream import is_private_chunk, run_event_stream
 from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
 from lightfast_cloud.errors import LightfastError, ws_error_frame
@@ -186,12 +187,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._on_cancel(frame)
             elif kind == "resume":
                 await self._on_resume(frame)
+            elif kind == "continue":
+                await self._on_continue(frame)
             elif kind == "ping":
                 await self._enqueue({"type": "pong"})
             else:
                 raise LightfastError(
                     code="invalid_frame",
-                    message="Unknown frame type; expected message, cancel, resume or ping.",
+                    message="Unknown frame type; expected message, continue, cancel, resume or ping.",
                     detail={"type": kind if isinstance(kind, str) else None},
                 )
         except LightfastError as exc:
@@ -242,6 +245,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         assert run.session is not None
         return str(run.pk), run.session.public_id
+
+    async def _on_continue(self, frame: dict[str, Any]) -> None:
+        """Client-side tool results and approval responses for the session's last answer: a run
+        continues that answer (`chat_tools.chat_run_continue`), streamed like a message's run."""
+        self._require(Scope.EXECUTE)
+        session_id = frame.get("session")
+        if not isinstance(session_id, str):
+            raise LightfastError(code="invalid_frame", message="`session` must be the chat's session id.")
+        responses, approvals = tool_responses_from_frame(frame)
+        if len(self.streams) >= MAX_STREAMS_PER_CONNECTION:
+            raise LightfastError(code="invalid_frame", message="Too many runs streaming on this connection.")
+        run = await sync_to_async(chat_run_continue)(
+            organization=self.tenant.organization,
+            target=self.target,
+            created_by=self.tenant.actor.user,
+            session_id=session_id,
+            responses=responses,
+            approvals_by_id=approvals,
+        )
+        await self._enqueue({"type": "run-accepted", "run": str(run.pk), "session": session_id})
+        self._stream(str(run.pk), after=0)
 
     async def _on_cancel(self, frame: dict[str, Any]) -> None:
         self._require(Scope.EXECUTE)

@@ -20,6 +20,8 @@ from rest_framework.request import Request
 from execution.client_tokens import ClientTokenAuthentication, client_token_check_agent
 from execution.credential_watch import CredentialWatch
 from execution.models import Run
+from execution.sandbox.frames import MAX_FRAME_DEPTH, check_depth
+from execution.sandbox.protocol import FrameViolation
 from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
 from execution.stream import StreamedEvent, is_private_chunk, run_event_stream
@@ -160,8 +162,15 @@ def _body(request: HttpRequest) -> Any:
             message=f"The chat request is larger than {limit // (1024 * 1024)} MiB. Start a new chat.",
         )
     try:
+        # Stored tool outputs nest up to the sandbox's output depth, and the client posts them back.
+        check_depth(raw, MAX_FRAME_DEPTH)
+    except FrameViolation as exc:
+        raise LightfastError(
+            code="invalid_input", message=f"The chat request nests deeper than {MAX_FRAME_DEPTH} levels."
+        ) from exc
+    try:
         return json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise LightfastError(code="malformed_json", message="The request body is not valid JSON.") from exc
 
 

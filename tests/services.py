@@ -42,7 +42,8 @@ def test_database_url() -> str:
 def service_env(**extra: str) -> dict[str, str]:
     """Environment for a child process that must see the test database and redis."""
     env = dict(os.environ)
-    # Set for the test process while Playwright runs (tests/browser.py); real servers keep Django's check.
+    # Switched off for the test process only while a browser test's Playwright is open (tests/browser.py);
+    # daphne and the workers keep Django's check that async code makes no blocking ORM calls.
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         DJANGO_SETTINGS_MODULE="lightfast_cloud.settings",

@@ -42,8 +42,10 @@ def _login_rate(group: str, request: HttpRequest) -> str:
 
 # Sign-in attempts per client address and per email (django-ratelimit, counted in Redis).
 _login_ratelimits = [
-    ratelimit(group="dashboard.login.ip", key=_client_ip_key, rate=_login_rate, method="POST"),
-    ratelimit(group="dashboard.login.email", key=_login_email_key, rate=_login_rate, method="POST"),
+    ratelimit(group="dashboard.login.ip", key=_client_ip_key, rate=_login_rate, method="POST", block=False),
+    ratelimit(
+        group="dashboard.login.email", key=_login_email_key, rate=_login_rate, method="POST", block=False
+    ),
 ]
 
 
@@ -83,7 +85,9 @@ class SignupView(FormView):
         return super().dispatch(request, *args, **kwargs)
 
     @method_decorator(
-        ratelimit(group="dashboard.signup.ip", key=_client_ip_key, rate=_signup_rate, method="POST")
+        ratelimit(
+            group="dashboard.signup.ip", key=_client_ip_key, rate=_signup_rate, method="POST", block=False
+        )
     )
     def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if getattr(request, "limited", False):

@@ -69,7 +69,9 @@ def live_static_root(django_db_setup: Any) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+# Package scope: the stack's Celery worker consumes every queued run of the test database, so it must
+# be gone before tests outside tests/dashboard/ count runs (tests/organizations/test_quotas.py).
+@pytest.fixture(scope="package")
 def live(
     django_db_setup: Any, redis_server: str, live_static_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveStack]:

@@ -250,3 +250,95 @@ def test_keepalive_comments_flow_during_a_slow_tool_call(
     assert result["sdk"]["error"] is None and result["sdk"]["status"] == "ready"
     assert result["sdk"]["messages"][-1]["partTypes"].count("tool-slowLookup") == 1
     assert "data-usage" not in result["sdk"]["messages"][-1]["partTypes"]
+
+
+TOOLS_AGENT = PROJECT_ROOT / "tests" / "fixtures" / "aisdk" / "tools-agent.mjs"
+TOOLS_CHAT = "/api/v1/chat/tools/tools"
+
+
+@pytest.mark.parametrize("module", AI_MODULES)
+def test_a_client_side_tool_round_trip(
+    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+) -> None:
+    uploaded_version(alice.organization, TOOLS_AGENT, slug="tools")
+    chat_id = f"team/{module}/client-tool"
+    result = drive(
+        "clientTool",
+        module=module,
+        daphne=daphne,
+        key=alice.keys["all"],
+        chat_id=chat_id,
+        texts=['where am I? #call=getLocation {"precise": true}'],
+        path=TOOLS_CHAT,
+    )
+    final = result["final"]
+    assert final["status"] == "ready" and final["error"] is None
+    # onToolCall saw the model's call; the page's result went back with the AI SDK's automatic send.
+    assert result["calls"] == [{"toolName": "getLocation", "input": {"precise": True}}]
+    first, second = result["posted"]
+    assert first["lastRole"] == "user"
+    assert second["trigger"] == "submit-message" and second["lastRole"] == "assistant"
+    # One answer, continued in place: the second stream's `start` named the same message.
+    [question, answer] = final["messages"]
+    assert second["lastId"] == answer["id"]
+    assert answer["partTypes"] == ["step-start", "text", "tool-getLocation", "step-start", "text"]
+    [tool] = answer["tools"]
+    assert tool["state"] == "output-available" and tool["output"] == {"city": "Lyon", "precise": True}
+    assert answer["text"] == 'Calling a tool.Tool result: {"city":"Lyon","precise":true}'
+    # The model saw the call and the browser's result; the run that waited says so.
+    sent = use_fake_provider.requests[-1]["messages"]
+    assert sent[-1] == {
+        "role": "tool",
+        "tool_call_id": tool["toolCallId"],
+        "content": '{"city":"Lyon","precise":true}',
+    }
+    runs = list(Run.objects.filter(session__public_id=chat_id).order_by("created_at"))
+    assert [run.status for run in runs] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    assert runs[0].output["pendingToolCalls"][0]["kind"] == "client" and runs[0].tool_calls == 0
+    assert answer["metadata"] == {"runId": str(runs[1].pk)}
+    assert stored(alice.organization, chat_id) == [
+        ("user", question["text"]),
+        ("assistant", answer["text"]),
+    ]
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+def test_an_approval_round_trip(
+    approve: bool, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+) -> None:
+    uploaded_version(alice.organization, TOOLS_AGENT, slug="tools")
+    chat_id = f"team/approval-{approve}"
+    result = drive(
+        "approval",
+        module="ai6",  # tool approvals are AI SDK 6's
+        daphne=daphne,
+        key=alice.keys["all"],
+        chat_id=chat_id,
+        texts=['clean up #call=deleteFile {"path": "/tmp/report.txt"}'],
+        path=TOOLS_CHAT,
+        extra_env={"APPROVE": "1" if approve else "0"},
+    )
+    [requested] = result["requested"]["messages"][-1]["tools"]
+    assert requested["state"] == "approval-requested" and requested["approval"]["id"].startswith("apr_")
+    final = result["final"]
+    assert final["status"] == "ready" and final["error"] is None
+    [question, answer] = final["messages"]
+    assert result["posted"][1]["lastId"] == answer["id"]
+    [tool] = answer["tools"]
+    first, continued = Run.objects.filter(session__public_id=chat_id).order_by("created_at")
+    assert first.tool_calls == 0  # asked, never run before the answer
+    if approve:
+        # Ran in the sandbox once approved.
+        assert tool["state"] == "output-available"
+        assert tool["output"] == {"deleted": "/tmp/report.txt", "ranIn": "sandbox", "session": chat_id}
+        assert continued.tool_calls == 1
+        assert answer["text"].endswith(
+            'Tool result: {"deleted":"/tmp/report.txt","ranIn":"sandbox",' + (f'"session":"{chat_id}"}}')
+        )
+    else:
+        # Never ran; the model was told.
+        assert tool["state"] == "output-denied" and tool["output"] is None
+        assert continued.tool_calls == 0
+        assert answer["text"].endswith("Tool result: Tool execution denied. Reason: not that file")
+    assert tool["approval"]["id"] == requested["approval"]["id"] and tool["approval"]["approved"] is approve
+    assert stored(alice.organization, chat_id) == [("user", question["text"]), ("assistant", answer["text"])]

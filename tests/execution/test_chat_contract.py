@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
+from django.db import connection
 
 from agents.models import AgentManifest
 from execution.agent_loop import AssistantTurn
 from execution.models import ChatSession, Run, RunStatus
 from execution.selectors import agent_target_resolve
+from execution.services import chat as chat_service
 from execution.services import chat_run_start, run_cancel
 from lightfast_cloud.errors import LightfastError
 from tests.execution.conftest import manifest_version, uploaded_version
@@ -131,3 +134,54 @@ def test_websocket_pings_while_quiet_and_takes_chat_ids_with_slashes(
             assert frame["type"] == "run-accepted" and frame["session"] == "team/ws/chat"
     finally:
         server.stop()
+
+
+def test_two_turns_of_one_chat_at_once_are_serial(alice: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two tabs post the first message of the same chat at once: the second turn waits for the first to
+    commit, then follows its own client's list (the first turn's message dropped, its run cancelled),
+    instead of both writing into one history (PostgreSQL: the chat's advisory lock; SQLite: the gate)."""
+    manifest_version(alice.organization)
+    target = agent_target_resolve(organization=alice.organization, bundle="weather", agent="weather")
+    first_inside, second_done = threading.Event(), threading.Event()
+    create = chat_service.chat_session_get_or_create
+
+    def slow_create(**kwargs: Any) -> Any:
+        session = create(**kwargs)
+        if threading.current_thread().name == "first-tab":
+            first_inside.set()
+            # Held inside the first turn's transaction: an unserialised second turn finishes meanwhile.
+            second_done.wait(2)
+        return session
+
+    monkeypatch.setattr(chat_service, "chat_session_get_or_create", slow_create)
+    runs: dict[str, Run] = {}
+
+    def turn(name: str, text: str) -> None:
+        try:
+            runs[name] = chat_run_start(
+                organization=alice.organization,
+                target=target,
+                created_by=None,
+                messages=[ui(f"id-{name}", "user", text)],
+                session_id="team/two-tabs",
+                trigger="submit-message",
+            )
+        finally:
+            if name == "second-tab":
+                second_done.set()
+            connection.close()
+
+    first = threading.Thread(target=turn, args=("first-tab", "from the first tab"), name="first-tab")
+    first.start()
+    assert first_inside.wait(10)
+    second = threading.Thread(target=turn, args=("second-tab", "from the second tab"), name="second-tab")
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert set(runs) == {"first-tab", "second-tab"}
+    session = ChatSession.objects.get(organization=alice.organization, public_id="team/two-tabs")
+    assert [(m.role, m.text()) for m in session.messages.order_by("created_at", "pk")] == [
+        ("user", "from the second tab")
+    ]
+    assert Run.objects.get(pk=runs["first-tab"].pk).status == RunStatus.CANCELLED
+    assert Run.objects.get(pk=runs["second-tab"].pk).status == RunStatus.QUEUED
