@@ -158,12 +158,15 @@ class ToolCard {
     this.root.append(summary, body);
   }
 
-  update(part, details) {
+  update(part, details, answering) {
     const state = part.state;
     this.root.dataset.state = state;
     this.root.dataset.toolCallId = part.toolCallId;
     this.name.textContent = toolName(part);
-    this.state.textContent = TOOL_STATES[state] ?? state;
+    // A call still without output once its answer ended: the run stopped, or the call waits for the chat's
+    // own client (a client-side tool, an approval), which this page is not.
+    const unanswered = !answering && (state === "input-available" || state === "input-streaming");
+    this.state.textContent = unanswered ? "no output" : (TOOL_STATES[state] ?? state);
     this.input.textContent = json(part.input);
     const error = state === "output-error";
     const ended = error || state === "output-available";
@@ -419,6 +422,7 @@ class ChatPage {
     else if (status === "streaming") text = "Answering…";
     else if (this.stopped) text = "Stopped.";
     this.statusLine.textContent = text;
+    if (!busy && this.chat.messages.length) this.renderMessage(this.chat.messages.length - 1);
     const error = this.chat.error;
     this.errorBox.hidden = !error;
     this.errorBox.textContent = error ? error.message || "The chat failed." : "";
@@ -481,7 +485,8 @@ class ChatPage {
         performance.measure(MEASURE_FIRST_TOKEN, MARK_SEND, MARK_FIRST_TOKEN);
       }
     } else if (entry.card) {
-      entry.card.update(part, details?.tools.get(part.toolCallId));
+      const answering = this.busy && index === this.chat.messages.length - 1;
+      entry.card.update(part, details?.tools.get(part.toolCallId), answering);
     }
   }
 
