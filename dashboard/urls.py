@@ -2,7 +2,17 @@
 
 from django.urls import URLPattern, path
 
-from dashboard.views import accounts, invitations, organizations, overview, settings
+from dashboard.views import (
+    accounts,
+    bundles,
+    chat,
+    invitations,
+    organizations,
+    overview,
+    runs,
+    settings,
+    usage,
+)
 from dashboard.views.site import favicon
 
 app_name = "dashboard"
@@ -81,4 +91,25 @@ urlpatterns: list[URLPattern] = [
         settings.ModelProviderClearView.as_view(),
         name="settings-provider-clear",
     ),
+    # --- bundles, chat, runs, usage (docs/dashboard.md, "Bundles, chat, runs and usage")
+    path("bundles/", bundles.BundleListView.as_view(), name="bundles"),
+    path("bundles/<str:slug>/", bundles.BundleDetailView.as_view(), name="bundle-detail"),
+    path("bundles/<str:slug>/rollback/", bundles.BundleRollbackView.as_view(), name="bundle-rollback"),
+    path(
+        "bundles/<str:slug>/versions/<int:number>/status/",
+        bundles.VersionStatusView.as_view(),
+        name="bundle-version-status",
+    ),
+    path(
+        "bundles/<str:slug>/versions/<int:number>/activate/",
+        bundles.VersionActivateView.as_view(),
+        name="bundle-version-activate",
+    ),
+    path("bundles/<str:slug>/tools/<str:tool>/", bundles.ToolPlaygroundView.as_view(), name="bundle-tool"),
+    path("chat/", chat.ChatIndexView.as_view(), name="chat"),
+    path("chat/<str:bundle>/<str:agent>/", chat.ChatView.as_view(), name="chat-new"),
+    path("chat/<str:bundle>/<str:agent>/<path:session>/", chat.ChatView.as_view(), name="chat-session"),
+    path("runs/", runs.RunListView.as_view(), name="runs"),
+    path("runs/<uuid:run_id>/", runs.RunDetailView.as_view(), name="run-detail"),
+    path("usage/", usage.UsageView.as_view(), name="usage"),
 ]

@@ -18,6 +18,7 @@ from execution.selectors import (
     agent_target_resolve,
     run_events_after,
     run_get,
+    run_queryset_filter,
     run_wait,
     session_get,
 )
@@ -102,14 +103,9 @@ class RunListView(OrganizationScopedGenericAPIView):
         """Scoped runs, filtered by `status`, `agent` (`bundle/agentKey`) and `session`."""
         runs: QuerySet[Run] = super().filter_queryset(queryset)
         params = self.request.query_params
-        if params.get("status"):
-            runs = runs.filter(status=params["status"])
-        if params.get("agent"):
-            bundle, _, agent = params["agent"].partition("/")
-            runs = runs.filter(bundle_version__bundle__slug=bundle, agent_key=agent)
-        if params.get("session"):
-            runs = runs.filter(session__public_id=params["session"])
-        return runs
+        return run_queryset_filter(
+            runs, status=params.get("status"), agent=params.get("agent"), session=params.get("session")
+        )
 
     @extend_schema(
         operation_id="runs_list",

@@ -13,6 +13,8 @@ const outdir = join(here, "..", "static", "dashboard", "dist");
 const entryPoints = {
   app: join(here, "app.js"), // every page: htmx, copy buttons, the organization switcher, styles
   charts: join(here, "charts.js"), // pages with charts: uPlot
+  pages: join(here, "pages.js"), // bundles, chat index, runs, usage: the upload's drop zone and progress, styles
+  chat: join(here, "chat.js"), // the chat page: the AI SDK's Chat and DefaultChatTransport
 };
 
 rmSync(outdir, { recursive: true, force: true });

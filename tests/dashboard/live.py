@@ -172,7 +172,9 @@ def shot(page: Any, step: str) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{test}-{step}")
     path = screenshot_dir() / "dashboard" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
+    # caret="initial": hiding the caret leaves `style=""` on the focused input, which htmx's settling then
+    # copies with setAttribute, a violation of the pages' CSP (style-src 'self').
+    page.screenshot(path=str(path), full_page=True, caret="initial")
     return path
 
 
