@@ -842,11 +842,56 @@ async def bench_big_body(stack: Stack, label: dict[str, Any], mib: int) -> None:
 # --- main -------------------------------------------------------------------------------------------
 
 
+async def bench_request_cost(stack: Stack, label: dict[str, Any], requests: int) -> None:
+    """Web-process CPU per request of a few kinds, at low concurrency (the cost, not the capacity)."""
+    async with aiohttp.ClientSession(connector=connector(8)) as session:
+        async with session.post(
+            f"{stack.url}/api/v1/runs", json={"agent": AGENT, "input": "hello"}, headers=headers(stack)
+        ) as r:
+            run_id = (await r.json())["id"]
+        kinds: dict[str, Callable[[], Any]] = {
+            "POST /api/v1/runs": lambda: session.post(
+                f"{stack.url}/api/v1/runs", json={"agent": AGENT, "input": TOOL_MESSAGE}, headers=headers(stack)
+            ),
+            "GET /api/v1/runs/{id}": lambda: session.get(f"{stack.url}/api/v1/runs/{run_id}", headers=headers(stack)),
+            "GET /api/v1/runs/{id}/events": lambda: session.get(
+                f"{stack.url}/api/v1/runs/{run_id}/events", headers=headers(stack)
+            ),
+            "GET /api/v1/runs (401)": lambda: session.get(f"{stack.url}/api/v1/runs"),
+        }
+        for kind, call in kinds.items():
+            latencies: list[float] = []
+
+            async def one(_: int) -> None:
+                started = time.perf_counter()
+                async with call() as response:
+                    await response.read()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+            await pool(20, 2, one)
+            latencies.clear()
+            before = cpu_snapshot(stack.pid)
+            await pool(requests, 2, one)
+            after = cpu_snapshot(stack.pid)
+            await wait_all_terminal(session, stack, 120)
+            emit(
+                figure="request_cost",
+                **label,
+                request=kind,
+                requests=requests,
+                latency_ms=summary(latencies),
+                web_cpu_ms=round((after["web"] - before["web"]) * 1000 / requests, 2),
+                client_cpu_ms=round((after["client"] - before["client"]) * 1000 / requests, 2),
+            )
+
+
 async def run_phases(stack: Stack, args: argparse.Namespace, label: dict[str, Any]) -> None:
     async with aiohttp.ClientSession() as session:
         await wait_healthy(session, stack)
         await wait_demo_ready(session, stack)
     phases = set(args.phases.split(","))
+    if "cost" in phases:
+        await bench_request_cost(stack, label, args.cost_requests)
     if "rest" in phases:
         await bench_rest_runs(stack, label, 50, 8)  # warm-up, not reported below
         await bench_rest_runs(stack, label, args.runs, args.concurrency)
@@ -871,7 +916,8 @@ def main() -> None:
     parser.add_argument(
         "--fresh-database", action="store_true", help="drop DATABASE_URL's db, flush REDIS_URL's"
     )
-    parser.add_argument("--phases", default="rest,sse,ws,mixed,bigbody")
+    parser.add_argument("--phases", default="cost,rest,sse,ws,mixed,bigbody")
+    parser.add_argument("--cost-requests", type=int, default=300, help="requests of each kind in `cost`")
     parser.add_argument("--runs", type=int, default=2000, help="runs of the REST and SSE phases each")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--ws-clients", type=int, default=2000)

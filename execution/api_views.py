@@ -163,9 +163,10 @@ class RunListView(OrganizationScopedGenericAPIView):
             messages=data.get("messages"),
             session_id=data.get("session"),
         )
-        run = run_wait(organization=self.organization, run_id=run.pk, timeout_s=wait_s)
-        # Without `wait` the answer is always 202, even when a fast run already ended by the time
-        # it is read back: the status code must not depend on that race.
+        if wait_s:
+            run = run_wait(organization=self.organization, run_id=run.pk, timeout_s=wait_s)
+        # Without `wait` the answer is always 202 with the run as it was created (queued), not read
+        # back: neither the status code nor the body depends on how fast a worker took it.
         return Response(
             RunStartedSerializer(run).data,
             status=status.HTTP_200_OK if wait_s and run.is_terminal else status.HTTP_202_ACCEPTED,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
+from channels.auth import AuthMiddleware
 from channels.routing import URLRouter
 from channels.sessions import CookieMiddleware, SessionMiddleware
-from django.contrib import auth
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
 from django.urls import URLPattern, path
-from django.utils.functional import SimpleLazyObject
 
 from execution.consumers import ChatConsumer, TransportBacklogMiddleware
 
@@ -18,21 +18,22 @@ websocket_urlpatterns: list[URLPattern] = [
 ]
 
 
-class LazySessionUserMiddleware:
-    """`scope["user"]`: the session's user, read only when first used (by `ws_auth`, in a thread).
+class SessionUserMiddleware:
+    """`scope["user"]`: the session's user when the connection carries a session cookie, else anonymous.
 
-    Channels' AuthMiddleware reads it for every connection before the consumer starts, one more
-    trip to the thread-sensitive thread each time; most connections authenticate with a key or a
-    ticket and never need it.
+    Channels' AuthMiddleware reads the user for every connection, one more trip to the
+    thread-sensitive thread each time; most connections authenticate with a key or a ticket and
+    send no session cookie, so for them it is skipped.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.with_session = AuthMiddleware(app)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        session = scope.get("session")
-        user = SimpleLazyObject(lambda: auth.get_user(SimpleNamespace(session=session)))  # type: ignore[arg-type]
-        return await self.app(dict(scope, user=user), receive, send)
+        if settings.SESSION_COOKIE_NAME in (scope.get("cookies") or {}):
+            return await self.with_session(scope, receive, send)
+        return await self.app(dict(scope, user=AnonymousUser()), receive, send)
 
 
 def websocket_application(patterns: list[Any]) -> Any:
@@ -42,5 +43,5 @@ def websocket_application(patterns: list[Any]) -> Any:
     programs holding an API key or a ticket send no `Origin`, and only cookie sessions need it.
     """
     return TransportBacklogMiddleware(
-        CookieMiddleware(SessionMiddleware(LazySessionUserMiddleware(URLRouter(patterns))))
+        CookieMiddleware(SessionMiddleware(SessionUserMiddleware(URLRouter(patterns))))
     )
