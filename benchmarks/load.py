@@ -130,7 +130,7 @@ def _rss_bytes(pid: int) -> int:
 def stack_groups(launcher_pid: int) -> dict[str, list[int]]:
     """The launcher's descendants by group: web, worker (celery), sandbox (the workers' children), redis."""
     groups: dict[str, list[int]] = {"web": [], "worker": [], "sandbox": [], "redis": []}
-    stack = [(child, None) for child in _children(launcher_pid)]
+    stack: list[tuple[int, str | None]] = [(child, None) for child in _children(launcher_pid)]
     while stack:
         pid, parent_group = stack.pop()
         command = _cmdline(pid)
@@ -785,25 +785,27 @@ async def _zeros(total: int, chunk: int = 1024 * 1024) -> AsyncIterator[bytes]:
         sent += chunk
 
 
+async def _peak_web_rss(stack: Stack, stop: asyncio.Event) -> int:
+    """The web processes' largest resident memory seen until `stop` is set."""
+    peak = 0
+    while not stop.is_set():
+        peak = max(peak, web_rss_bytes(stack.pid))
+        await asyncio.sleep(0.05)
+    return peak
+
+
 async def bench_big_body(stack: Stack, label: dict[str, Any], mib: int) -> None:
     """An unauthenticated `mib` MiB upload, declared and then chunked, while /healthz is polled."""
     total = mib * 1024 * 1024
     for mode in ("content-length", "chunked"):
         rss_before = web_rss_bytes(stack.pid)
-        peak = rss_before
         stop = asyncio.Event()
         poller = asyncio.ensure_future(_health_poller(stack, stop))
-
-        async def watch_memory() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, web_rss_bytes(stack.pid))
-                await asyncio.sleep(0.05)
-
-        watcher = asyncio.ensure_future(watch_memory())
+        watcher = asyncio.ensure_future(_peak_web_rss(stack, stop))
         await asyncio.sleep(0.3)
         started = time.perf_counter()
         status: int | str
+        error_type = None
         request_headers = {"Content-Type": "application/javascript"}
         if mode == "content-length":
             request_headers["Content-Length"] = str(total)
@@ -820,12 +822,12 @@ async def bench_big_body(stack: Stack, label: dict[str, Any], mib: int) -> None:
                     error_type = json.loads(body).get("error", {}).get("type") if body else None
         except aiohttp.ClientError as exc:
             # The server answered and closed before the client finished sending.
-            status, error_type = type(exc).__name__, None
+            status = type(exc).__name__
         elapsed = time.perf_counter() - started
         await asyncio.sleep(0.3)
         stop.set()
         health = await poller
-        await watcher
+        peak = max(rss_before, await watcher)
         emit(
             figure="big_body",
             **label,
@@ -835,6 +837,7 @@ async def bench_big_body(stack: Stack, label: dict[str, Any], mib: int) -> None:
             error_type=error_type,
             answered_s=round(elapsed, 2),
             web_rss_mb={"before": round(rss_before / 2**20, 1), "peak": round(peak / 2**20, 1)},
+            web_rss_growth_mb=round((peak - rss_before) / 2**20, 1),
             healthz_ms=summary(health),
         )
 
@@ -842,36 +845,39 @@ async def bench_big_body(stack: Stack, label: dict[str, Any], mib: int) -> None:
 # --- main -------------------------------------------------------------------------------------------
 
 
+async def _timed(call: Callable[[], Any], count: int, concurrency: int) -> list[float]:
+    """Milliseconds of each of `count` requests made by `call`, `concurrency` at once."""
+    latencies: list[float] = []
+
+    async def one(_: int) -> None:
+        started = time.perf_counter()
+        async with call() as response:
+            await response.read()
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    await pool(count, concurrency, one)
+    return latencies
+
+
 async def bench_request_cost(stack: Stack, label: dict[str, Any], requests: int) -> None:
-    """Web-process CPU per request of a few kinds, at low concurrency (the cost, not the capacity)."""
+    """Web-process CPU per request of a few kinds, two at a time (the cost, not the capacity)."""
+    url, auth = stack.url, headers(stack)
     async with aiohttp.ClientSession(connector=connector(8)) as session:
-        async with session.post(
-            f"{stack.url}/api/v1/runs", json={"agent": AGENT, "input": "hello"}, headers=headers(stack)
-        ) as r:
-            run_id = (await r.json())["id"]
+        body = {"agent": AGENT, "input": "hello"}
+        async with session.post(f"{url}/api/v1/runs", json=body, headers=auth) as response:
+            run_id = (await response.json())["id"]
+        run_body = {"agent": AGENT, "input": TOOL_MESSAGE}
         kinds: dict[str, Callable[[], Any]] = {
-            "POST /api/v1/runs": lambda: session.post(
-                f"{stack.url}/api/v1/runs", json={"agent": AGENT, "input": TOOL_MESSAGE}, headers=headers(stack)
-            ),
-            "GET /api/v1/runs/{id}": lambda: session.get(f"{stack.url}/api/v1/runs/{run_id}", headers=headers(stack)),
+            "POST /api/v1/runs": lambda: session.post(f"{url}/api/v1/runs", json=run_body, headers=auth),
+            "GET /api/v1/runs/{id}": lambda: session.get(f"{url}/api/v1/runs/{run_id}", headers=auth),
             "GET /api/v1/runs/{id}/events": lambda: session.get(
-                f"{stack.url}/api/v1/runs/{run_id}/events", headers=headers(stack)
+                f"{url}/api/v1/runs/{run_id}/events", headers=auth
             ),
-            "GET /api/v1/runs (401)": lambda: session.get(f"{stack.url}/api/v1/runs"),
         }
         for kind, call in kinds.items():
-            latencies: list[float] = []
-
-            async def one(_: int) -> None:
-                started = time.perf_counter()
-                async with call() as response:
-                    await response.read()
-                latencies.append((time.perf_counter() - started) * 1000)
-
-            await pool(20, 2, one)
-            latencies.clear()
+            await _timed(call, 20, 2)  # warm-up
             before = cpu_snapshot(stack.pid)
-            await pool(requests, 2, one)
+            latencies = await _timed(call, requests, 2)
             after = cpu_snapshot(stack.pid)
             await wait_all_terminal(session, stack, 120)
             emit(
@@ -923,7 +929,7 @@ def main() -> None:
     parser.add_argument("--ws-clients", type=int, default=2000)
     parser.add_argument("--ws-open-timeout", type=float, default=60.0)
     parser.add_argument(
-        "--mixed-rate", type=int, default=100, help="the API rate (per second) of the mixed load"
+        "--mixed-rate", type=int, default=30, help="the API rate (per second) of the mixed load"
     )
     parser.add_argument("--mixed-factor", type=float, default=1.5, help="offered load / API rate")
     parser.add_argument("--mixed-seconds", type=float, default=20.0)
@@ -956,7 +962,7 @@ def main() -> None:
                 **label,
                 cores=os.cpu_count(),
                 web_processes=len(groups["web"]),
-                worker_processes=len([pid for pid in groups["worker"] if "--beat" not in _cmdline(pid)]),
+                worker_processes=len({_cmdline(pid) for pid in groups["worker"]}),
                 load_avg=[round(value, 2) for value in os.getloadavg()],
                 redis="embedded" if "REDIS_URL" not in os.environ else "external",
             )
