@@ -19,16 +19,16 @@ websocket_urlpatterns: list[URLPattern] = [
 
 
 class SessionUserMiddleware:
-    """`scope["user"]`: the session's user when the connection carries a session cookie, else anonymous.
+    """`scope["session"]` and `scope["user"]` when the connection carries a session cookie, else anonymous.
 
-    Channels' AuthMiddleware reads the user for every connection, one more trip to the
-    thread-sensitive thread each time; most connections authenticate with a key or a ticket and
-    send no session cookie, so for them it is skipped.
+    Channels' SessionMiddleware and AuthMiddleware each take a trip to the thread-sensitive thread
+    for every connection; most connections authenticate with a key or a ticket and send no session
+    cookie, so for them both are skipped.
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.with_session = AuthMiddleware(app)
+        self.with_session = SessionMiddleware(AuthMiddleware(app))
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
         if settings.SESSION_COOKIE_NAME in (scope.get("cookies") or {}):
@@ -42,6 +42,4 @@ def websocket_application(patterns: list[Any]) -> Any:
     Origins are checked per credential in `execution.ws_auth` rather than for every connection:
     programs holding an API key or a ticket send no `Origin`, and only cookie sessions need it.
     """
-    return TransportBacklogMiddleware(
-        CookieMiddleware(SessionMiddleware(SessionUserMiddleware(URLRouter(patterns))))
-    )
+    return TransportBacklogMiddleware(CookieMiddleware(SessionUserMiddleware(URLRouter(patterns))))

@@ -1,4 +1,4 @@
-"""The web server as the launcher runs it: bodies stream, the cap holds before and while reading, errors are JSON."""
+"""The web server as the launcher runs it: the body cap holds before and while reading, errors are JSON."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from tests.execution.live_transport import asgi_server_fixture  # noqa: F401 - t
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.0) -> tuple[int, dict[str, Any]]:
+def _raw_request(
+    port: int, head: bytes, body: bytes = b"", timeout: float = 10.0
+) -> tuple[int, dict[str, Any]]:
     """Send `head` (and `body`) on a fresh socket; the status and JSON body of the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head + body)
@@ -27,7 +29,11 @@ def _raw_request(port: int, head: bytes, body: bytes = b"", timeout: float = 10.
             answer += chunk
         header, _, rest = answer.partition(b"\r\n\r\n")
         length = next(
-            (int(line.split(b":", 1)[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+            (
+                int(line.split(b":", 1)[1])
+                for line in header.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
             0,
         )
         while len(rest) < length:
@@ -63,7 +69,9 @@ def test_a_chunked_body_over_the_cap_is_cut_off_while_it_streams(asgi_server: An
     with httpx.Client(base_url=asgi_server.http, timeout=60) as client:
         try:
             response = client.post(
-                "/api/v1/bundles?slug=big", content=chunks(), headers={"Content-Type": "application/javascript"}
+                "/api/v1/bundles?slug=big",
+                content=chunks(),
+                headers={"Content-Type": "application/javascript"},
             )
         except httpx.TransportError:
             pytest.fail("the server must answer 413 rather than drop the connection")
