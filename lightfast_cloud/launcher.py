@@ -95,6 +95,16 @@ def web_listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+_ADOPT_AS_SYSTEMD_SOCKET = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+os.environ.update(LISTEN_FDS="1", LISTEN_FDNAMES="web", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
 def web_server_argv(*, server: str, fd: int, family: socket.AddressFamily = socket.AF_INET) -> list[str]:
     """The command line of one web process serving the ASGI application on the inherited socket `fd`.
 
@@ -135,13 +145,18 @@ def web_server_argv(*, server: str, fd: int, family: socket.AddressFamily = sock
             ASGI_APPLICATION,
         ]
     if server == "daphne":
+        # Twisted adopts an inherited socket only through its systemd endpoint: the socket as fd 3,
+        # LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID this very process (set before exec'ing daphne).
         domain = "INET6" if family == socket.AF_INET6 else "INET"
         return [
             sys.executable,
+            "-c",
+            _ADOPT_AS_SYSTEMD_SOCKET,
+            str(fd),
             "-m",
             "daphne",
             "-e",
-            f"fd:fileno={fd}:domain={domain}",
+            f"systemd:domain={domain}:index=0",
             "--websocket_connect_timeout",
             str(WEBSOCKET_CONNECT_TIMEOUT_S),
             ASGI_APPLICATION,
