@@ -3,15 +3,19 @@
 Prints one JSON object per line. Run from the project root:
 
     .venv/bin/python benchmarks/load.py                          # embedded stack (SQLite, private redis)
+    .venv/bin/python benchmarks/load.py --servers uvicorn,daphne \
+        --then-postgres postgres://postgres@127.0.0.1:5432/lf_load redis://127.0.0.1:6379/8
     DATABASE_URL=postgres://... REDIS_URL=redis://... .venv/bin/python benchmarks/load.py --fresh-database
     .venv/bin/python benchmarks/load.py --url http://host:8000 --key lf_live_...   # a running deployment
 
 Without `--url` it starts `manage.py lightfast up` itself (a scratch data directory in /tmp; the
 database and redis of DATABASE_URL / REDIS_URL when set), once per server named in `--servers`
-(LIGHTFAST_WEB_SERVER), so the servers are compared under the same load in the same run. It
+(LIGHTFAST_WEB_SERVER), so the servers are compared under the same load in the same run, and with
+`--then-postgres` the first server once more on PostgreSQL + Redis. It
 raises the demo organization's limits (`manage.py org set-limits`) and measures, with the demo
 bundle's `assistant` agent, the offline demo model and one tool call (`calculator`):
 
+* `request_cost`: web-process CPU per request of a few kinds, two at a time (what a request costs);
 * `rest_runs`: runs started with `POST /api/v1/runs` by `--concurrency` clients, until all are terminal;
 * `sse_chats`: AI SDK chats through `POST /api/v1/chat/demo/assistant`, each read to `data: [DONE]`
   (first byte = the response head, first event = the first `data:` line);
@@ -250,10 +254,13 @@ class Stack:
             self.process.wait()
 
 
-def start_stack(server: str, web_processes: int | None, fresh_database: bool) -> Stack:
+def start_stack(
+    server: str, web_processes: int | None, fresh_database: bool, extra_env: dict[str, str] | None = None
+) -> Stack:
     """`manage.py lightfast up` on a free port with a scratch data directory; waits for the demo key."""
     port = _free_port()
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.update(
         LIGHTFAST_DATA_DIR=tempfile.mkdtemp(prefix="lf-bench-load-"),
         PORT=str(port),
@@ -922,6 +929,12 @@ def main() -> None:
     parser.add_argument(
         "--fresh-database", action="store_true", help="drop DATABASE_URL's db, flush REDIS_URL's"
     )
+    parser.add_argument(
+        "--then-postgres",
+        nargs=2,
+        metavar=("DATABASE_URL", "REDIS_URL"),
+        help="then the first server again on PostgreSQL + Redis (a recreated database, a flushed redis db)",
+    )
     parser.add_argument("--phases", default="cost,rest,sse,ws,mixed,bigbody")
     parser.add_argument("--cost-requests", type=int, default=300, help="requests of each kind in `cost`")
     parser.add_argument("--runs", type=int, default=2000, help="runs of the REST and SSE phases each")
@@ -951,8 +964,17 @@ def main() -> None:
         emit(figure="setup", url=stack.url, cores=os.cpu_count(), load_avg=os.getloadavg())
         asyncio.run(run_phases(stack, args, label))
         return
-    for server in args.servers.split(","):
-        stack = start_stack(server, args.web_processes, args.fresh_database)
+    stacks: list[tuple[str, str, dict[str, str], bool]] = [
+        (server, database, {}, args.fresh_database) for server in args.servers.split(",")
+    ]
+    if args.then_postgres:
+        # The same phases once more on PostgreSQL + Redis, in the same run (a fresh database).
+        database_url, redis_url = args.then_postgres
+        stacks.append(
+            (stacks[0][0], "postgres", {"DATABASE_URL": database_url, "REDIS_URL": redis_url}, True)
+        )
+    for server, database, extra_env, fresh in stacks:
+        stack = start_stack(server, args.web_processes, fresh, extra_env)
         try:
             raise_limits(stack)
             groups = stack_groups(stack.pid or 0)
@@ -964,7 +986,7 @@ def main() -> None:
                 web_processes=len(groups["web"]),
                 worker_processes=len({_cmdline(pid) for pid in groups["worker"]}),
                 load_avg=[round(value, 2) for value in os.getloadavg()],
-                redis="embedded" if "REDIS_URL" not in os.environ else "external",
+                redis="external" if "REDIS_URL" in stack.env else "embedded",
             )
             asyncio.run(run_phases(stack, args, label))
         finally:
