@@ -62,7 +62,7 @@ AGENT = "demo/assistant"
 TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
-WEB_NAMES = ("uvicorn", "daphne", "granian", "hypercorn")
+WEB_NAMES = ("lightfast_cloud.web_process", "uvicorn", "daphne", "granian", "hypercorn")
 
 
 def emit(**figure: Any) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lightfast_cloud.data_dir import PRIVATE_UMASK, data_dir_secure
 from lightfast_cloud.embedded_redis import EmbeddedRedis, start_embedded_redis
+from lightfast_cloud.web_process import ASGI_APPLICATION
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,6 @@ def worker_threads_default() -> int:
 
 
 WEB_SERVERS = ("uvicorn", "daphne")
-ASGI_APPLICATION = "lightfast_cloud.asgi:application"
 # A burst of connections (every client reconnecting after a restart) must not wait on SYN retransmits.
 LISTEN_BACKLOG = 4096
 # Seconds a websocket may take from its HTTP upgrade to `accept` (daphne's default of 5 s refuses a
@@ -113,37 +113,7 @@ def web_server_argv(*, server: str, fd: int, family: socket.AddressFamily = sock
     X-Forwarded-For per LIGHTFAST_TRUSTED_PROXY_COUNT instead.
     """
     if server == "uvicorn":
-        return [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--fd",
-            str(fd),
-            "--loop",
-            "uvloop",
-            "--http",
-            "httptools",
-            # The sans-I/O websockets protocol: flow control on send (a client that stops reading
-            # pauses its consumer, see execution.consumers), no compression (its zlib state costs
-            # memory per connection; frames are small JSON).
-            "--ws",
-            "websockets-sansio",
-            "--ws-per-message-deflate",
-            "false",
-            "--ws-max-size",
-            str(1024 * 1024),
-            "--no-proxy-headers",
-            "--no-server-header",
-            "--no-access-log",
-            "--lifespan",
-            "off",
-            "--log-level",
-            "warning",
-            # Open SSE streams and websockets get this long to end on SIGTERM.
-            "--timeout-graceful-shutdown",
-            "5",
-            ASGI_APPLICATION,
-        ]
+        return [sys.executable, "-m", "lightfast_cloud.web_process", str(fd)]
     if server == "daphne":
         # Twisted adopts an inherited socket only through its systemd endpoint: the socket as fd 3,
         # LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID this very process (set before exec'ing daphne).
