@@ -119,10 +119,10 @@ def run_get(*, organization: Organization, run_id: str | uuid.UUID) -> Run:
         key = uuid.UUID(str(run_id))
     except ValueError as exc:
         raise LightfastError(code="not_found", message="No such run.") from exc
-    run = run_queryset(organization=organization).filter(pk=key).first()
-    if run is None:
-        raise LightfastError(code="not_found", message="No such run.")
-    return run
+    try:
+        return run_queryset(organization=organization).get(pk=key)
+    except Run.DoesNotExist as exc:
+        raise LightfastError(code="not_found", message="No such run.") from exc
 
 
 def session_get(*, organization: Organization, public_id: str) -> ChatSession | None:

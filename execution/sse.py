@@ -124,7 +124,8 @@ async def _frames(
         if not finished and cancel_on_disconnect:
             # The client went away before the run ended (the AI SDK's `stop()` aborts the request)
             # and did not say it would resume: stop the run instead of spending quota on it.
-            cancelling = asyncio.ensure_future(sync_to_async(_run_cancel_now)(run_id))
+            # Not thread-sensitive: this task may outlive the request (and its request thread).
+            cancelling = asyncio.ensure_future(sync_to_async(_run_cancel_now, thread_sensitive=False)(run_id))
             _background.add(cancelling)
             cancelling.add_done_callback(_background.discard)
         for task in (following, revoked):

@@ -116,7 +116,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
     # Created 0600 before SQLite creates it with the umask; its -wal and -shm files take its mode.
     sqlite_file_create(str(DATABASES["default"]["NAME"]))
-    # A thread keeps its connection (a request thread of daphne, a thread of the worker's pool):
+    # A thread keeps its connection (a web process's request threads, a thread of the worker's pool):
     # opening one costs more CPU than a run's statements (init_command, Django's SQL functions),
     # and a local file has no server side to go stale.
     DATABASES["default"]["CONN_MAX_AGE"] = None
@@ -237,6 +237,9 @@ FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 # Hard cap on any request body, enforced in ASGI before Django spools it to disk;
 # per-organization bundle limits (at most this) are checked while streaming.
 LIGHTFAST_MAX_REQUEST_BYTES = env.int("LIGHTFAST_MAX_REQUEST_BYTES", default=64 * 1024 * 1024)
+# Long-lived threads per web process for the synchronous part of HTTP requests (views, middleware,
+# database reads of live streams); a request uses the least busy one (lightfast_cloud/asgi_handler.py).
+LIGHTFAST_WEB_THREADS = env.int("LIGHTFAST_WEB_THREADS", default=8)
 
 # --- sandbox ------------------------------------------------------------------
 LIGHTFAST_SANDBOX_BACKEND = env.str("LIGHTFAST_SANDBOX_BACKEND", default="local")

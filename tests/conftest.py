@@ -91,7 +91,7 @@ def _openapi_validated_responses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def media_root(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A media directory of this test's own, also for a Celery worker or daphne the test starts."""
+    """A media directory of this test's own, also for a Celery worker or web server the test starts."""
     root = tmp_path / "media"
     root.mkdir()
     settings.MEDIA_ROOT = str(root)

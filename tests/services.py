@@ -56,10 +56,15 @@ def service_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def spawn_service(argv: list[str]) -> subprocess.Popen[bytes]:
+def spawn_service(argv: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
     """Start a service process on the test database and redis, in a session (a group) of its own."""
     return subprocess.Popen(
-        argv, env=service_env(), cwd=PROJECT_ROOT, start_new_session=True, stdin=subprocess.DEVNULL
+        argv,
+        env=service_env(),
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        pass_fds=pass_fds,
     )
 
 

@@ -20,7 +20,7 @@ from execution.services import chat_run_start, run_cancel
 from lightfast_cloud.errors import LightfastError
 from tests.execution.conftest import manifest_version, uploaded_version
 from tests.execution.live_transport import (
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     recv_json,
     ws_connect,
 )
@@ -76,7 +76,7 @@ def test_tool_logs_reach_end_users_only_when_the_agent_opts_in() -> None:
 
 
 def test_a_resumable_client_that_disconnects_leaves_the_run_running(
-    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     headers = {"Authorization": f"Bearer {alice.keys['all']}"}
@@ -86,7 +86,7 @@ def test_a_resumable_client_that_disconnects_leaves_the_run_running(
         "trigger": "submit-message",
         "resumable": True,
     }
-    with httpx.Client(base_url=daphne.http, timeout=30) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
         with client.stream("POST", CHAT, json=body, headers=headers) as response:
             lines = response.iter_lines()
             first = next(line for line in lines if line.startswith("data: "))
@@ -96,7 +96,7 @@ def test_a_resumable_client_that_disconnects_leaves_the_run_running(
     run = Run.objects.get(pk=run_id)
     assert run.status == RunStatus.RUNNING
     # The AI SDK's reconnect (chat id with a slash) finds it running; then it is cancelled by id.
-    with httpx.Client(base_url=daphne.http, timeout=30) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
         with client.stream("GET", f"{CHAT}/team/resumable/stream", headers=headers) as response:
             assert response.status_code == 200
             assert next(line for line in response.iter_lines() if line.startswith("data: ")) == first
@@ -118,10 +118,10 @@ def test_websocket_pings_while_quiet_and_takes_chat_ids_with_slashes(
 ) -> None:
     settings.LIGHTFAST_STREAM_KEEPALIVE_S = 0.2
     monkeypatch.setenv("LIGHTFAST_STREAM_KEEPALIVE_S", "0.2")
-    from tests.execution.live_transport import start_daphne
+    from tests.execution.live_transport import start_asgi_server
 
     uploaded_version(alice.organization)
-    server = start_daphne()
+    server = start_asgi_server()
     try:
         with ws_connect(server, "/ws/v1/chat/weather/weather/", key=alice.keys["all"]) as ws:
             assert recv_json(ws, timeout=10) == {"type": "ping"}
