@@ -21,12 +21,13 @@ from agents.selectors import (
 from agents.services.tools import tool_call
 from execution import statements
 from execution.events import run_update_with_events
-from execution.models import Message, MessageRole, Run
+from execution.models import Message, MessageRole, Run, RunStatus
 from execution.providers import model_resolve
 from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDelta, ToolCall, ToolSpec
 from execution.providers.demo import DemoProvider
 from execution.sandbox import api as sandbox_api
 from execution.sandbox.values import clean_text, clean_value
+from execution.supervision import WORKER_LOST
 from lightfast_cloud import sql
 
 logger = logging.getLogger(__name__)
@@ -98,9 +99,18 @@ class AssistantTurn:
         self.emit("data-log", payload)
 
     def flush(self) -> None:
-        """Write the buffered events (one transaction, consecutive seqs, one notification)."""
+        """Write the buffered events (one transaction, consecutive seqs, one notification).
+
+        Only while the run is still this attempt's: once the reaper took it back (this worker
+        stopped heartbeating and was presumed lost), the write matches nothing and the attempt
+        stops here, before anything else it would do (a tool call above all).
+        """
         if self._pending:
-            run_update_with_events(self.run, self.take_pending())
+            written = run_update_with_events(
+                self.run, self.take_pending(), status=RunStatus.RUNNING, attempt=self.run.attempt
+            )
+            if written is None:
+                raise RunCancelled(WORKER_LOST)
 
     def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
         """Hand the buffered events to a caller that writes them in its own transaction."""
@@ -117,11 +127,13 @@ class AssistantTurn:
         """Append assistant text, opening a text part if none is open."""
         if self._open_text is None:
             self._text_ids += 1
+            # A retried run's stream holds its earlier attempts' parts too: ids stay unique across them.
+            attempt = self.run.attempt or 1
             self._open_text = {
                 "type": "text",
                 "text": "",
                 "state": "streaming",
-                "_id": f"txt-{self._text_ids}",
+                "_id": f"txt-{self._text_ids}" if attempt == 1 else f"txt-{attempt}-{self._text_ids}",
             }
             self.parts.append(self._open_text)
             self.emit("text-start", {"id": self._open_text["_id"]})

@@ -7,13 +7,13 @@ import fcntl
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from lightfast_cloud import sql
+from lightfast_cloud.outages import Outage, loop_forever
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +99,14 @@ def _sqlite_checkpoint_loop() -> None:
     keeps the WAL short and the commits cheap; the settings raise `wal_autocheckpoint` so that it
     stays the backstop.
     """
-    while True:
-        time.sleep(CHECKPOINT_INTERVAL_S)
+    outage = Outage("SQLite WAL checkpoints", logger=logger, max_delay_s=5.0)
+
+    def checkpoint() -> None:
         try:
             sql.fetch_one("PRAGMA wal_checkpoint(PASSIVE)", [])
-        except DatabaseError as exc:
-            logger.warning("SQLite checkpoint failed: %s", exc)
-            close_old_connections()
-        except Exception as exc:  # noqa: BLE001 - the backstop (wal_autocheckpoint) stays; keep checkpointing
-            # One line, no traceback: formatting one in this thread parses source (Python 3.11's
-            # traceback carets use `ast`), which has raced the main thread's own parsing
-            # ("AST constructor recursion depth mismatch" in CPython 3.11.7).
-            logger.warning("SQLite checkpoint failed: %s: %s", type(exc).__name__, exc)
+        except DatabaseError:
+            close_old_connections()  # a broken connection is replaced on the next pass
+            raise
+
+    # The backstop (wal_autocheckpoint) stays whatever happens here; this thread keeps checkpointing.
+    loop_forever(checkpoint, outage=outage, interval_s=CHECKPOINT_INTERVAL_S)

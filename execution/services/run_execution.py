@@ -62,6 +62,7 @@ CLAIM_FIELDS = (
     "input",
     "wall_limit_ms",
     "created_at",
+    "attempt",
 )
 ORGANIZATION_FIELDS = (
     "id",
@@ -103,6 +104,8 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
         [("start", start), run_status_event(RunStatus.RUNNING)],
         status=RunStatus.QUEUED,
         changes={"status": RunStatus.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker[:200]},
+        # The attempt this claim starts: every later write of this worker is conditional on it.
+        increments={"attempt": 1},
         returning=CLAIM_FIELDS,
     )
     if claimed is None:
@@ -117,7 +120,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     error: tuple[str, str] | None = None
     output: Any = None
     finish_reason = "stop"
-    with supervisor.hold(run.pk, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
+    with supervisor.hold(run.pk, attempt=run.attempt, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
         try:
             if not run.organization.is_active:
                 raise RunCancelled(SUSPENDED)
@@ -138,7 +141,8 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
                     ("timeout", f"The run exceeded its wall limit of {run.wall_limit_ms} ms."),
                 )
             elif exc.reason == WORKER_LOST:
-                status, error = RunStatus.FAILED, (WORKER_LOST_ERROR, "The run was ended by the reaper.")
+                # The reaper already ended or re-queued the run; the conditional finish below writes nothing.
+                status, error = RunStatus.FAILED, (WORKER_LOST_ERROR, "The run was taken back by the reaper.")
             elif exc.reason == SUSPENDED:
                 status, error = RunStatus.CANCELLED, (CANCELLED, "The organization is suspended.")
             else:
@@ -294,6 +298,7 @@ def _run_finish(
         run,
         events,
         status=RunStatus.RUNNING,
+        attempt=run.attempt,
         changes={
             "status": status,
             "error_type": error[0] if error else "",
@@ -325,7 +330,8 @@ def _run_finish(
     )
     with write_transaction():
         if update.execute() is None:
-            # The reaper ended it first and wrote the terminal events; nothing may follow them.
+            # The reaper ended it (or re-queued it for another attempt) first and wrote its own
+            # events; nothing of this attempt may follow them.
             return
         if message is not None and not _answer_replaced(run, parts, turn.message_id):
             message.execute()
