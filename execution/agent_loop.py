@@ -28,6 +28,7 @@ from execution.providers.demo import DemoProvider
 from execution.sandbox import api as sandbox_api
 from execution.sandbox.values import clean_text, clean_value
 from execution.supervision import WORKER_LOST
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries
 from lightfast_cloud import sql
 
 logger = logging.getLogger(__name__)
@@ -105,12 +106,36 @@ class AssistantTurn:
         stopped heartbeating and was presumed lost), the write matches nothing and the attempt
         stops here, before anything else it would do (a tool call above all).
         """
-        if self._pending:
-            written = run_update_with_events(
-                self.run, self.take_pending(), status=RunStatus.RUNNING, attempt=self.run.attempt
-            )
-            if written is None:
-                raise RunCancelled(WORKER_LOST)
+        if not self._pending:
+            return
+        events = self.take_pending()
+        # Conditional on the run's `last_seq` too, so a write whose commit the database did not
+        # confirm (the connection dropped) can be tried again without writing its events twice.
+        expected = self.run.last_seq
+        retries: DatabaseRetries | None = None
+        while True:
+            try:
+                written = run_update_with_events(
+                    self.run, events, status=RunStatus.RUNNING, attempt=self.run.attempt, last_seq=expected
+                )
+                break
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                retries = retries or DatabaseRetries(f"run {self.run.pk}: writing events")
+                retries.wait(exc)
+        if written is None and retries is not None and self._committed_unseen(expected, len(events)):
+            return
+        if written is None:
+            raise RunCancelled(WORKER_LOST)
+
+    def _committed_unseen(self, expected: int, count: int) -> bool:
+        """After a failed try: True when it had committed all the same (the run moved on by `count`)."""
+        still_ours = Run.objects.filter(
+            pk=self.run.pk, status=RunStatus.RUNNING, attempt=self.run.attempt, last_seq=expected + count
+        )
+        if not still_ours.exists():
+            return False
+        self.run.last_seq = expected + count
+        return True
 
     def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
         """Hand the buffered events to a caller that writes them in its own transaction."""

@@ -19,6 +19,7 @@ from execution.selectors import AgentTarget, agent_target_resolve
 from execution.services import chat_run_start, run_cancel
 from execution.stream import is_private_chunk, run_event_stream
 from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
+from lightfast_cloud.api_input import UNSTORABLE_MESSAGE, unstorable_text
 from lightfast_cloud.errors import LightfastError, ws_error_frame
 from organizations.models import Scope
 from organizations.ratelimits import (
@@ -212,6 +213,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise LightfastError(code="invalid_frame", message="The frame is not valid JSON.") from exc
         if not isinstance(frame, dict):
             raise LightfastError(code="invalid_frame", message="The frame must be a JSON object.")
+        where = unstorable_text(frame)
+        if where is not None:
+            raise LightfastError(code="invalid_frame", message=UNSTORABLE_MESSAGE, detail={"path": where})
         return frame
 
     def _require(self, scope: str) -> None:

@@ -84,13 +84,14 @@ def run_update_with_events(
     *,
     status: str | None = None,
     attempt: int | None = None,
+    last_seq: int | None = None,
     where: Q | None = None,
     changes: dict[str, Any] | None = None,
     increments: dict[str, int] | None = None,
     returning: Sequence[str] = (),
 ) -> RunUpdate | None:
-    """Update the run if it has `status` and `attempt` (and matches `where`) and append `events` after it;
-    None if not.
+    """Update the run if it has `status`, `attempt` and `last_seq` (each when given, and matches `where`)
+    and append `events` after it; None if not.
 
     One statement (`UPDATE … SET <changes>, last_seq = last_seq + n … RETURNING last_seq, …`)
     applies the conditional change and reserves the seqs, so a claim or an ending costs no
@@ -101,13 +102,15 @@ def run_update_with_events(
     to the channel layer as one notification. `where` (a Q, compiled by the ORM) is for the
     rare paths such as the reapers; the hot paths use `status` and `attempt` only (a worker's
     writes name the attempt it claimed: once the reaper took the run back, they match nothing).
-    `increments` adds to other counters in the same statement (the claim's `attempt`).
+    `increments` adds to other counters in the same statement (the claim's `attempt`). `last_seq`
+    makes a write that may have committed unseen safe to try again (see `AssistantTurn.flush`).
     """
     prepared = run_update_prepare(
         run,
         events,
         status=status,
         attempt=attempt,
+        last_seq=last_seq,
         where=where,
         changes=changes,
         increments=increments,
@@ -123,6 +126,7 @@ def run_update_prepare(
     *,
     status: str | None = None,
     attempt: int | None = None,
+    last_seq: int | None = None,
     where: Q | None = None,
     changes: dict[str, Any] | None = None,
     increments: dict[str, int] | None = None,
@@ -137,6 +141,7 @@ def run_update_prepare(
         events,
         status=status,
         attempt=attempt,
+        last_seq=last_seq,
         where=where,
         changes=changes,
         increments=increments,
@@ -154,6 +159,7 @@ class PreparedRunUpdate:
         *,
         status: str | None,
         attempt: int | None = None,
+        last_seq: int | None = None,
         where: Q | None,
         changes: dict[str, Any] | None,
         increments: dict[str, int] | None = None,
@@ -165,6 +171,7 @@ class PreparedRunUpdate:
         self.where = where
         self.status = status
         self.attempt = attempt
+        self.last_seq = last_seq
         self.changes = changes or {}
         self.increments = {**(increments or {}), "last_seq": len(events)}
         self.columns = ("last_seq", *returning)
@@ -173,6 +180,8 @@ class PreparedRunUpdate:
             conditions["status"] = status
         if attempt is not None:
             conditions["attempt"] = attempt
+        if last_seq is not None:
+            conditions["last_seq"] = last_seq
         self.update = (
             update(
                 Run,
@@ -198,6 +207,8 @@ class PreparedRunUpdate:
                 queryset = queryset.filter(status=self.status)
             if self.attempt is not None:
                 queryset = queryset.filter(attempt=self.attempt)
+            if self.last_seq is not None:
+                queryset = queryset.filter(last_seq=self.last_seq)
             values = {**self.changes, **{name: F(name) + n for name, n in self.increments.items()}}
             row = _update_returning(self.run_id, queryset, values, self.columns)
         if row is None:

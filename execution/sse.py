@@ -24,6 +24,7 @@ from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
 from execution.stream import StreamedEvent, is_private_chunk, run_event_stream
 from lightfast_cloud.api_errors import TEXT_ERROR_HEADER, api_exception_handler
+from lightfast_cloud.api_input import storable_or_refused
 from lightfast_cloud.errors import LightfastError, sse_error_chunk
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
@@ -160,9 +161,10 @@ def _body(request: HttpRequest) -> Any:
             message=f"The chat request is larger than {limit // (1024 * 1024)} MiB. Start a new chat.",
         )
     try:
-        return json.loads(raw or b"null")
+        body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         raise LightfastError(code="malformed_json", message="The request body is not valid JSON.") from exc
+    return storable_or_refused(body)
 
 
 def _start(request: HttpRequest, bundle: str, agent: str, body: Any) -> tuple[Run, Tenant]:

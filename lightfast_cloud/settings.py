@@ -62,6 +62,8 @@ MIDDLEWARE = [
     "organizations.cors.CorsMiddleware",
     # Outermost after security: JSON errors under /api/ for whatever the layers below raise or answer.
     "lightfast_cloud.api_errors.ApiErrorMiddleware",
+    # A NUL (or unpaired surrogate) in the path or query string: 400 before any view looks it up.
+    "lightfast_cloud.api_input.RequestTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

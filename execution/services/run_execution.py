@@ -20,7 +20,7 @@ from execution.agent_loop import (
     agent_loop_run,
     run_tool_call,
 )
-from execution.events import run_update_prepare, run_update_with_events
+from execution.events import PreparedRunUpdate, run_update_prepare, run_update_with_events
 from execution.models import (
     ChatSession,
     Message,
@@ -35,7 +35,7 @@ from execution.sandbox.errors import SandboxError
 from execution.services.messages import PreparedMessage
 from execution.services.runs import run_status_event
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
-from execution.write_gate import write_transaction
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries, write_transaction
 from lightfast_cloud import sql
 from lightfast_cloud.errors import error_text
 from organizations.models import Organization
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # Error types a run can end with besides the sandbox taxonomy and the provider_* types.
 WORKER_LOST_ERROR = "worker_lost"
 INTERNAL_ERROR = "internal_error"
+DATABASE_UNAVAILABLE_ERROR = "database_unavailable"
 
 # What the worker reads of a run, its organization, version and session: the claim returns
 # the run's columns, one SELECT the others (fresh for every run, so a suspension or a
@@ -151,6 +152,10 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
             status, error = RunStatus.FAILED, (exc.code, exc.message)
         except SandboxError as exc:
             status, error = RunStatus.FAILED, (exc.code, exc.message)
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            logger.warning("run %s: the database was unreachable: %s", run.pk, exc)
+            error = (DATABASE_UNAVAILABLE_ERROR, "The database could not be reached.")
+            status = RunStatus.FAILED
         except Exception as exc:  # noqa: BLE001 - the run must end with an error, whatever broke
             logger.exception("run %s failed unexpectedly", run.pk)
             status, error = RunStatus.FAILED, (INTERNAL_ERROR, f"Internal error: {type(exc).__name__}")
@@ -314,6 +319,23 @@ def _run_finish(
             "steps": usage.steps,
         },
     )
+    # The database may be away for a moment (a restart, a failover): the ending is tried again until
+    # it answers. A try whose commit went unconfirmed is harmless to repeat: the update is
+    # conditional on the run still running this attempt, so the second one matches nothing.
+    retries: DatabaseRetries | None = None
+    while True:
+        try:
+            _run_finish_commit(run=run, turn=turn, parts=parts, update=update, usage=usage)
+            return
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            retries = retries or DatabaseRetries(f"run {run.pk}: ending")
+            retries.wait(exc)
+
+
+def _run_finish_commit(
+    *, run: Run, turn: AssistantTurn, parts: list[dict[str, Any]], update: PreparedRunUpdate, usage: Usage
+) -> None:
+    """`_run_finish`'s transaction: the run's terminal update and events, its answer, its slot."""
     # Stamped with the run's start, so the answer follows its own question in the history even
     # when a later turn was written first; dropped when a later turn truncated it away.
     message = (
