@@ -157,7 +157,7 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
         read_only_fields = fields
 
 
-class ClientTokenCreateSerializer(serializers.Serializer[Any]):
+class ClientTokenCreateSerializer(StrictSerializer):
     """Input for minting a client token."""
 
     bundle = serializers.CharField(max_length=200, help_text="The bundle's slug.")

@@ -18,6 +18,7 @@ from django.core.exceptions import (
 )
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
@@ -110,6 +111,9 @@ def _translate_django_exception(exc: Exception) -> Exception:
         return InvalidRequestBody("The request body could not be read completely.")
     if isinstance(exc, UnicodeDecodeError):
         return InvalidRequestBody("The request body is not valid UTF-8.")
+    if isinstance(exc, MultiPartParserError):
+        # A multipart Content-Type without a boundary, or a body that does not follow it.
+        return InvalidRequestBody(f"The multipart body is malformed: {exc}")
     return exc
 
 
