@@ -25,8 +25,9 @@ from lightfast_cloud.outages import Outage
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.25
-# While the database is away the thread retries after 0.5 s, 1 s, 2 s… at most this long.
-MAX_BACKOFF_S = 2.0
+# While the database is away the thread retries after 0.5 s, then every second: it heartbeats soon
+# after the database is back, well within LIGHTFAST_RUN_STALE_S.
+MAX_BACKOFF_S = 1.0
 STUCK_GRACE_S = 30.0
 
 CANCELLED = "cancelled"

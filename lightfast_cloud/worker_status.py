@@ -8,13 +8,13 @@ import time
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
 from django.core.cache import cache
 
 from lightfast_cloud.outages import Outage, loop_forever
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_EVERY_S = 10.0
 STATUS_TTL_S = 45
 _stop = threading.Event()
 
@@ -47,10 +47,9 @@ def sandbox_status_publish(hostname: str) -> dict[str, Any]:
 def _publish_forever(hostname: str) -> None:
     # Redis away (a refused connection, a timeout while it is paused) or anything else: the thread
     # keeps publishing once it is back; /healthz reports redis itself meanwhile.
-    outage = Outage("sandbox status publishing (redis)", logger=logger, max_delay_s=PUBLISH_EVERY_S)
-    loop_forever(
-        lambda: sandbox_status_publish(hostname), outage=outage, interval_s=PUBLISH_EVERY_S, stop=_stop
-    )
+    every: float = settings.LIGHTFAST_WORKER_STATUS_EVERY_S
+    outage = Outage("sandbox status publishing (redis)", logger=logger, max_delay_s=every)
+    loop_forever(lambda: sandbox_status_publish(hostname), outage=outage, interval_s=every, stop=_stop)
 
 
 @worker_ready.connect
