@@ -35,6 +35,7 @@ from agents.services import (
 )
 from agents.uploads import read_bundle_upload
 from lightfast_cloud.api_errors import ErrorResponseSerializer
+from lightfast_cloud.api_input import query_number
 from organizations.models import Scope
 from organizations.tenancy import OrganizationScopedAPIView
 
@@ -240,9 +241,9 @@ class BundleVersionDetailView(BundleAPIView):
             NUMBER,
             OpenApiParameter(
                 "wait",
-                float,
+                {"type": "number", "minimum": 0, "maximum": 3600},
                 OpenApiParameter.QUERY,
-                description="Seconds to wait while `validating` (≤ 30).",
+                description="Seconds to wait while `validating` (at most 30 are waited).",
             ),
         ],
         responses={200: BundleVersionSerializer, **COMMON_ERRORS},
@@ -251,17 +252,8 @@ class BundleVersionDetailView(BundleAPIView):
     def get(self, request: Request, slug: str, number: int) -> Response:
         """The version's status, manifest and error."""
         version = self.get_version(slug, number)
-        raw_wait = request.query_params.get("wait")
-        if raw_wait:
-            try:
-                wait = float(raw_wait)
-            except ValueError as exc:
-                raise InvalidUpload("`wait` must be a number of seconds.", detail={"field": "wait"}) from exc
-            if not 0 <= wait <= 3600:
-                raise InvalidUpload(
-                    "`wait` must be a number of seconds from 0 (at most 30 are waited).",
-                    detail={"field": "wait"},
-                )
+        wait = query_number(request, "wait", default=0.0, minimum=0.0, maximum=3600.0)
+        if wait:
             version = version_wait(version=version, timeout_s=wait)
         if version.status == VersionStatus.VALIDATING:
             # Lazily recover a version whose introspection crashed, without a beat process.

@@ -43,7 +43,7 @@ def read_limited(stream: Readable, *, limit: int, chunk_bytes: int = CHUNK_BYTES
 def declared_length(request: HttpRequest) -> int | None:
     """The request's Content-Length, or None when absent or malformed."""
     raw = request.META.get("CONTENT_LENGTH") or ""
-    return int(raw) if raw.isdigit() else None
+    return int(raw) if raw.isascii() and raw.isdigit() else None
 
 
 class LimitedBundleUploadHandler(FileUploadHandler):

@@ -22,13 +22,15 @@ from agents.selectors import (
 from agents.services.tools import tool_call
 from execution import statements
 from execution.events import run_update_with_events
-from execution.models import Message, MessageRole, Run
+from execution.models import Message, MessageRole, Run, RunStatus
 from execution.providers import model_resolve
 from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDelta, ToolCall, ToolSpec
 from execution.providers.demo import DemoProvider
 from execution.sandbox import api as sandbox_api
 from execution.sandbox.errors import SandboxError
 from execution.sandbox.values import clean_text, clean_value
+from execution.supervision import WORKER_LOST
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries
 from lightfast_cloud import sql
 
 logger = logging.getLogger(__name__)
@@ -101,9 +103,42 @@ class AssistantTurn:
         self.emit("data-log", payload)
 
     def flush(self) -> None:
-        """Write the buffered events (one transaction, consecutive seqs, one notification)."""
-        if self._pending:
-            run_update_with_events(self.run, self.take_pending())
+        """Write the buffered events (one transaction, consecutive seqs, one notification).
+
+        Only while the run is still this attempt's: once the reaper took it back (this worker
+        stopped heartbeating and was presumed lost), the write matches nothing and the attempt
+        stops here, before anything else it would do (a tool call above all).
+        """
+        if not self._pending:
+            return
+        events = self.take_pending()
+        # Conditional on the run's `last_seq` too, so a write whose commit the database did not
+        # confirm (the connection dropped) can be tried again without writing its events twice.
+        expected = self.run.last_seq
+        retries: DatabaseRetries | None = None
+        while True:
+            try:
+                written = run_update_with_events(
+                    self.run, events, status=RunStatus.RUNNING, attempt=self.run.attempt, last_seq=expected
+                )
+                break
+            except TRANSIENT_DATABASE_ERRORS as exc:
+                retries = retries or DatabaseRetries(f"run {self.run.pk}: writing events")
+                retries.wait(exc)
+        if written is None and retries is not None and self._committed_unseen(expected, len(events)):
+            return
+        if written is None:
+            raise RunCancelled(WORKER_LOST)
+
+    def _committed_unseen(self, expected: int, count: int) -> bool:
+        """After a failed try: True when it had committed all the same (the run moved on by `count`)."""
+        still_ours = Run.objects.filter(
+            pk=self.run.pk, status=RunStatus.RUNNING, attempt=self.run.attempt, last_seq=expected + count
+        )
+        if not still_ours.exists():
+            return False
+        self.run.last_seq = expected + count
+        return True
 
     def take_pending(self) -> list[tuple[str, dict[str, Any]]]:
         """Hand the buffered events to a caller that writes them in its own transaction."""
@@ -120,11 +155,13 @@ class AssistantTurn:
         """Append assistant text, opening a text part if none is open."""
         if self._open_text is None:
             self._text_ids += 1
+            # A retried run's stream holds its earlier attempts' parts too: ids stay unique across them.
+            attempt = self.run.attempt or 1
             self._open_text = {
                 "type": "text",
                 "text": "",
                 "state": "streaming",
-                "_id": f"txt-{self._text_ids}",
+                "_id": f"txt-{self._text_ids}" if attempt == 1 else f"txt-{attempt}-{self._text_ids}",
             }
             self.parts.append(self._open_text)
             self.emit("text-start", {"id": self._open_text["_id"]})

@@ -37,6 +37,7 @@ from execution.services import chat_run_start, run_cancel
 from execution.stream import REPLAY_BATCH
 from execution.ws_auth import ws_ticket_issue
 from lightfast_cloud.api_errors import ErrorResponseSerializer
+from lightfast_cloud.api_input import query_choice, query_int, query_number, query_value
 from lightfast_cloud.errors import LightfastError
 from organizations.models import Scope
 from organizations.tenancy import OrganizationScopedAPIView, OrganizationScopedGenericAPIView
@@ -46,6 +47,8 @@ WAIT_MAX_S = 60.0
 # instance, which cost more than the rest of the rendering (to_representation keeps no state).
 _RUN_STARTED = RunStartedSerializer()
 _RUN = RunSerializer()
+# The largest seq a client can name (events are counted in a 32-bit column).
+MAX_SEQ = 2_000_000_000
 
 
 def _error(description: str) -> OpenApiResponse:
@@ -62,10 +65,26 @@ SESSION_ID = OpenApiParameter("session_id", str, OpenApiParameter.PATH, descript
 
 
 class Pagination(LimitOffsetPagination):
-    """`?limit=&offset=`; answers `{count, next, previous, results}`."""
+    """`?limit=&offset=`; answers `{count, next, previous, results}`. A limit or offset that is not an
+    integer in its range is a 400 (DRF's own would quietly use the default)."""
 
     default_limit = 50
     max_limit = 500
+    max_offset = 2_000_000_000
+
+    def get_limit(self, request: Any) -> int:
+        return query_int(request, "limit", default=self.default_limit, minimum=1, maximum=self.max_limit)
+
+    def get_offset(self, request: Any) -> int:
+        return query_int(request, "offset", default=0, minimum=0, maximum=self.max_offset)
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters: list[dict[str, Any]] = super().get_schema_operation_parameters(view)
+        bounds = {"limit": (1, self.max_limit), "offset": (0, self.max_offset)}
+        for parameter in parameters:
+            minimum, maximum = bounds[parameter["name"]]
+            parameter["schema"].update(minimum=minimum, maximum=maximum)
+        return parameters
 
 
 class RunAPIView(OrganizationScopedAPIView):
@@ -77,22 +96,14 @@ class RunAPIView(OrganizationScopedAPIView):
 
 
 def _wait_seconds(request: Request) -> float:
-    raw = request.query_params.get("wait")
-    if raw in (None, ""):
-        return 0.0
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise LightfastError(
-            "`wait` must be a number of seconds.", code="invalid_request", detail={"field": "wait"}
-        ) from exc
-    if not 0 <= value <= WAIT_MAX_S:
-        raise LightfastError(
-            f"`wait` must be between 0 and {WAIT_MAX_S:g} seconds.",
-            code="invalid_request",
-            detail={"field": "wait"},
-        )
-    return value
+    return query_number(request, "wait", default=0.0, minimum=0.0, maximum=WAIT_MAX_S)
+
+
+WAIT = OpenApiParameter(
+    "wait",
+    {"type": "number", "minimum": 0, "maximum": WAIT_MAX_S},
+    description=f"Wait up to this many seconds (≤ {WAIT_MAX_S:g}) for the end.",
+)
 
 
 class RunListView(OrganizationScopedGenericAPIView):
@@ -106,9 +117,12 @@ class RunListView(OrganizationScopedGenericAPIView):
     def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Scoped runs, filtered by `status`, `agent` (`bundle/agentKey`) and `session`."""
         runs: QuerySet[Run] = super().filter_queryset(queryset)
-        params = self.request.query_params
+        request = self.request
         return run_queryset_filter(
-            runs, status=params.get("status"), agent=params.get("agent"), session=params.get("session")
+            runs,
+            status=query_choice(request, "status", list(RunStatus.values)),
+            agent=query_value(request, "agent"),
+            session=query_value(request, "session"),
         )
 
     @extend_schema(
@@ -129,11 +143,7 @@ class RunListView(OrganizationScopedGenericAPIView):
     @extend_schema(
         operation_id="runs_create",
         request=RunCreateSerializer,
-        parameters=[
-            OpenApiParameter(
-                "wait", float, description=f"Wait up to this many seconds (≤ {WAIT_MAX_S:g}) for the end."
-            ),
-        ],
+        parameters=[WAIT],
         responses={
             202: RunStartedSerializer,
             200: RunStartedSerializer,
@@ -195,9 +205,15 @@ class RunEventsView(RunAPIView):
         operation_id="runs_events",
         parameters=[
             RUN_ID,
-            OpenApiParameter("after", int, description="Only events with a greater seq (default 0)."),
             OpenApiParameter(
-                "limit", int, description=f"At most this many events (default and max {REPLAY_BATCH})."
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                description="Only events with a greater seq (default 0).",
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": REPLAY_BATCH},
+                description=f"At most this many events (default and max {REPLAY_BATCH}).",
             ),
         ],
         responses={200: RunEventsSerializer, 400: _error("Bad `after` or `limit`."), **COMMON_ERRORS},
@@ -206,8 +222,8 @@ class RunEventsView(RunAPIView):
     def get(self, request: Request, run_id: str) -> Response:
         """Events in seq order; poll with `after` = the last seq seen until `done`."""
         run = self.get_run(run_id)
-        after = _non_negative_int(request, "after", 0)
-        limit = max(1, min(_non_negative_int(request, "limit", REPLAY_BATCH), REPLAY_BATCH))
+        after = query_int(request, "after", default=0, minimum=0, maximum=MAX_SEQ)
+        limit = query_int(request, "limit", default=REPLAY_BATCH, minimum=1, maximum=REPLAY_BATCH)
         ended = run.is_terminal  # read before the events: a terminal run's events are all committed
         events = run_events_after(run, after, limit=limit)
         last_seq = events[-1].seq if events else after
@@ -222,17 +238,6 @@ class RunEventsView(RunAPIView):
             "done": ended and len(events) < limit,
         }
         return Response(RunEventsSerializer(body).data)
-
-
-def _non_negative_int(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw in (None, ""):
-        return default
-    if not raw.isdigit() or len(raw) > 9:
-        raise LightfastError(
-            f"`{name}` must be a non-negative integer.", code="invalid_request", detail={"field": name}
-        )
-    return int(raw)
 
 
 class RunCancelView(RunAPIView):
@@ -265,8 +270,9 @@ class SessionListView(OrganizationScopedGenericAPIView):
     def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Scoped sessions, filtered by `agent`."""
         sessions: QuerySet[ChatSession] = super().filter_queryset(queryset)
-        if self.request.query_params.get("agent"):
-            sessions = sessions.filter(agent=self.request.query_params["agent"])
+        agent = query_value(self.request, "agent")
+        if agent:
+            sessions = sessions.filter(agent=agent)
         return sessions
 
     @extend_schema(

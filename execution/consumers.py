@@ -20,7 +20,9 @@ from execution.selectors import AgentTarget, agent_target_resolve
 from execution.services import chat_run_start, run_cancel
 from execution.services.chat_tools import chat_run_continue, tool_responses_from_frame
 from execution.stream import is_private_chunk, run_event_stream
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS
 from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
+from lightfast_cloud.api_input import UNSTORABLE_MESSAGE, unstorable_text
 from lightfast_cloud.errors import LightfastError, ws_error_frame
 from organizations.models import Scope
 from organizations.ratelimits import (
@@ -44,6 +46,14 @@ MAX_STREAMS_PER_CONNECTION = 16
 CLOSE_SLOW_CLIENT = 4008
 
 TRANSPORT_SCOPE_KEY = "lightfast.transport"
+
+
+def database_unavailable(exc: Exception) -> LightfastError:
+    """The client's answer when the database refused or dropped the connection (logged here)."""
+    logger.warning("websocket: the database is unreachable: %s", exc)
+    return LightfastError(
+        "The database is unreachable at the moment; try again shortly.", code="service_unavailable"
+    )
 
 
 def _setting(name: str, default: Any) -> Any:
@@ -141,6 +151,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
         subprotocol = accepted_subprotocol(self.scope)
         try:
             self.tenant, self.target = await _connect_admit(self.scope)
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            # The database refused or dropped the connection: nothing is wrong with the client's.
+            unavailable = database_unavailable(exc)
+            await self._refuse(subprotocol, ws_error_frame(unavailable), unavailable.ws_close)
+            return
         except LightfastError as exc:
             # Refused (credentials, the IP's or organization's limits, the agent): the frame says
             # why, the close code comes from the error table.
@@ -208,6 +223,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         except LightfastError as exc:
             await self._enqueue(ws_error_frame(exc))  # over the frame rate: this frame is dropped
             return
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            await self._enqueue(ws_error_frame(database_unavailable(exc)))
+            return
         try:
             frame = self._parse(text_data, bytes_data)
             kind = frame.get("type")
@@ -229,6 +247,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 )
         except LightfastError as exc:
             await self._enqueue(ws_error_frame(exc))
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            await self._enqueue(ws_error_frame(database_unavailable(exc)))  # the frame was not acted on
 
     def _parse(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any]:
         if text_data is None:
@@ -245,6 +265,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise LightfastError(code="invalid_frame", message="The frame is not valid JSON.") from exc
         if not isinstance(frame, dict):
             raise LightfastError(code="invalid_frame", message="The frame must be a JSON object.")
+        where = unstorable_text(frame)
+        if where is not None:
+            raise LightfastError(code="invalid_frame", message=UNSTORABLE_MESSAGE, detail={"path": where})
         return frame
 
     def _require(self, scope: str) -> None:

@@ -86,11 +86,15 @@ def run_update_with_events(
     events: Sequence[tuple[str, dict[str, Any]]],
     *,
     status: str | None = None,
+    attempt: int | None = None,
+    last_seq: int | None = None,
     where: Q | None = None,
     changes: dict[str, Any] | None = None,
+    increments: dict[str, int] | None = None,
     returning: Sequence[str] = (),
 ) -> RunUpdate | None:
-    """Update the run if it has `status` (and matches `where`) and append `events` after it; None if not.
+    """Update the run if it has `status`, `attempt` and `last_seq` (each when given, and matches `where`)
+    and append `events` after it; None if not.
 
     One statement (`UPDATE … SET <changes>, last_seq = last_seq + n … RETURNING last_seq, …`)
     applies the conditional change and reserves the seqs, so a claim or an ending costs no
@@ -99,10 +103,21 @@ def run_update_with_events(
     commit, so concurrent appenders to one run get disjoint seq ranges; the unique (run, seq)
     constraint backs this up. The events go in with one executemany and, once committed, out
     to the channel layer as one notification. `where` (a Q, compiled by the ORM) is for the
-    rare paths such as the reapers; the hot paths use `status` only.
+    rare paths such as the reapers; the hot paths use `status` and `attempt` only (a worker's
+    writes name the attempt it claimed: once the reaper took the run back, they match nothing).
+    `increments` adds to other counters in the same statement (the claim's `attempt`). `last_seq`
+    makes a write that may have committed unseen safe to try again (see `AssistantTurn.flush`).
     """
     prepared = run_update_prepare(
-        run, events, status=status, where=where, changes=changes, returning=returning
+        run,
+        events,
+        status=status,
+        attempt=attempt,
+        last_seq=last_seq,
+        where=where,
+        changes=changes,
+        increments=increments,
+        returning=returning,
     )
     with write_transaction(savepoint=False):
         return prepared.execute()
@@ -113,15 +128,28 @@ def run_update_prepare(
     events: Sequence[tuple[str, dict[str, Any]]],
     *,
     status: str | None = None,
+    attempt: int | None = None,
+    last_seq: int | None = None,
     where: Q | None = None,
     changes: dict[str, Any] | None = None,
+    increments: dict[str, int] | None = None,
     returning: Sequence[str] = (),
 ) -> PreparedRunUpdate:
     """`run_update_with_events` prepared (statements built, events serialised) for a caller's transaction."""
     for event_type, _ in events:
         if event_type not in EVENT_TYPES:
             raise UnknownEventType(f"unknown run event type {event_type!r}")
-    return PreparedRunUpdate(run, events, status=status, where=where, changes=changes, returning=returning)
+    return PreparedRunUpdate(
+        run,
+        events,
+        status=status,
+        attempt=attempt,
+        last_seq=last_seq,
+        where=where,
+        changes=changes,
+        increments=increments,
+        returning=returning,
+    )
 
 
 class PreparedRunUpdate:
@@ -133,8 +161,11 @@ class PreparedRunUpdate:
         events: Sequence[tuple[str, dict[str, Any]]],
         *,
         status: str | None,
+        attempt: int | None = None,
+        last_seq: int | None = None,
         where: Q | None,
         changes: dict[str, Any] | None,
+        increments: dict[str, int] | None = None,
         returning: Sequence[str],
     ) -> None:
         self.run = run
@@ -142,15 +173,25 @@ class PreparedRunUpdate:
         self.events = events
         self.where = where
         self.status = status
+        self.attempt = attempt
+        self.last_seq = last_seq
         self.changes = changes or {}
+        self.increments = {**(increments or {}), "last_seq": len(events)}
         self.columns = ("last_seq", *returning)
+        conditions: dict[str, Any] = {}
+        if status is not None:
+            conditions["status"] = status
+        if attempt is not None:
+            conditions["attempt"] = attempt
+        if last_seq is not None:
+            conditions["last_seq"] = last_seq
         self.update = (
             update(
                 Run,
                 self.run_id,
                 changes=self.changes,
-                increments={"last_seq": len(events)},
-                where={"status": status} if status is not None else None,
+                increments=self.increments,
+                where=conditions or None,
                 returning=self.columns,
             )
             if where is None
@@ -167,7 +208,11 @@ class PreparedRunUpdate:
             queryset = Run.objects.filter(self.where or Q(), pk=self.run_id)
             if self.status is not None:
                 queryset = queryset.filter(status=self.status)
-            values = {**self.changes, "last_seq": F("last_seq") + len(self.events)}
+            if self.attempt is not None:
+                queryset = queryset.filter(attempt=self.attempt)
+            if self.last_seq is not None:
+                queryset = queryset.filter(last_seq=self.last_seq)
+            values = {**self.changes, **{name: F(name) + n for name, n in self.increments.items()}}
             row = _update_returning(self.run_id, queryset, values, self.columns)
         if row is None:
             return None

@@ -147,6 +147,10 @@ class Run(models.Model):
     # because no worker claimed it (its task was lost).
     enqueued_at = models.DateTimeField(default=timezone.now)
     requeue_count = models.PositiveSmallIntegerField(default=0)
+    # How many times a worker claimed the run: 1 for a run that ran once, more when the reaper retried
+    # it after its worker was lost. Every write of a claimed run is conditional on its attempt, so a
+    # worker that lost the run (stalled, not dead) cannot write into the next attempt.
+    attempt = models.PositiveSmallIntegerField(default=0)
     # Written every few seconds by the worker process that holds the run; the reaper fails
     # running runs whose heartbeat went stale (their worker died).
     heartbeat_at = models.DateTimeField(null=True, blank=True)

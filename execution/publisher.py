@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,12 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from redis import exceptions as redis_exceptions
 
+from lightfast_cloud.outages import Outage
+
 logger = logging.getLogger(__name__)
+
+# During a redis outage the publisher retries after 0.5 s, 1 s, 2 s… at most this long.
+PUBLISH_MAX_BACKOFF_S = 5.0
 
 
 # The channel-layer message telling live connections to re-check their credentials now
@@ -74,6 +80,10 @@ class Publisher:
         self._queue.put((group, message))
 
     def _run(self) -> None:
+        # Redis away (refused, reset, timing out while paused): the batch is dropped (the events are
+        # committed; consumers catch up from the database), the thread backs off, and the outage is
+        # logged once when it starts and once when it ends.
+        outage = Outage("run event notifications (redis)", logger=logger, max_delay_s=PUBLISH_MAX_BACKOFF_S)
         while True:
             batch = [self._queue.get()]
             while len(batch) < self.MAX_BATCH:
@@ -83,24 +93,31 @@ class Publisher:
                     break
             try:
                 self._send(batch)
-            except (TimeoutError, OSError, redis_exceptions.RedisError) as exc:
-                # Best effort by design: the events are committed; consumers catch up from the DB.
-                logger.warning("%d run event notification(s) failed: %s", len(batch), exc)
-            except Exception:  # noqa: BLE001 - a serializer bug must not stop later notifications
-                logger.exception("%d run event notification(s) failed", len(batch))
+            except Exception as exc:  # noqa: BLE001 - best effort by design; the thread must outlive any failure
+                time.sleep(outage.failed(exc))
+                continue
+            outage.recovered()
 
     def send_now(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
         """Publish `batch` in the caller's thread (the clients' pools are thread-safe); raises on failure."""
         self._send(batch)
 
     def _send(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish every message of `batch` that can be encoded (one that cannot is dropped alone, logged)."""
         pipes: dict[int, Any] = {}
         for group, message in batch:
+            try:
+                payload = self._layer.serialize(message)
+            except (TypeError, ValueError, OverflowError) as exc:
+                # msgpack refuses what JSON allowed (an integer beyond 64 bits, a lone surrogate):
+                # only this notification is lost; its events are in the database all the same.
+                logger.warning("dropped a notification to %s that cannot be encoded: %s", group, exc)
+                continue
             channel = f"{self._prefix}__group__{group}"
             shard = _consistent_hash(channel, len(self._shards))
             if shard not in pipes:
                 pipes[shard] = self._shards[shard].pipeline(transaction=False)
-            pipes[shard].publish(channel, self._layer.serialize(message))
+            pipes[shard].publish(channel, payload)
         for pipe in pipes.values():
             pipe.execute()
 

@@ -26,6 +26,11 @@ class RunSerializer(serializers.ModelSerializer[Run]):
     session = serializers.SerializerMethodField(help_text="Public id of the chat session, or null.")
     error = serializers.SerializerMethodField()
     usage = serializers.SerializerMethodField()
+    attempt = serializers.IntegerField(
+        read_only=True,
+        help_text="How many times a worker started the run: 0 while first queued, 1 normally, more when "
+        "it was retried after its worker was lost before any tool call.",
+    )
 
     class Meta:
         model = Run
@@ -35,6 +40,7 @@ class RunSerializer(serializers.ModelSerializer[Run]):
             "bundle_version",
             "kind",
             "status",
+            "attempt",
             "session",
             "error",
             "usage",
@@ -151,7 +157,7 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
         read_only_fields = fields
 
 
-class ClientTokenCreateSerializer(serializers.Serializer[Any]):
+class ClientTokenCreateSerializer(StrictSerializer):
     """Input for minting a client token."""
 
     bundle = serializers.CharField(max_length=200, help_text="The bundle's slug.")

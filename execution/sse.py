@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
@@ -26,6 +27,7 @@ from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
 from execution.stream import StreamedEvent, is_private_chunk, run_event_stream
 from lightfast_cloud.api_errors import TEXT_ERROR_HEADER, api_exception_handler
+from lightfast_cloud.api_input import query_int, query_value, storable_or_refused
 from lightfast_cloud.errors import LightfastError, sse_error_chunk
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
@@ -57,7 +59,8 @@ def _tenant_for(request: HttpRequest, scope: str) -> Tenant:
     return tenant
 
 
-def _exception_response(exc: Exception) -> HttpResponse:
+def _exception_response(exc: Exception, *, allow: str) -> HttpResponse:
+    """The JSON error for `exc`; a 405 names the route's methods in `Allow` (RFC 9110)."""
     response = api_exception_handler(exc, {})
     if response is None:
         raise exc
@@ -65,6 +68,8 @@ def _exception_response(exc: Exception) -> HttpResponse:
     for header in ("WWW-Authenticate", "Allow"):
         if response.has_header(header):
             json_response[header] = response[header]
+    if isinstance(exc, MethodNotAllowed):
+        json_response["Allow"] = allow
     return json_response
 
 
@@ -150,6 +155,8 @@ def _stream(
 
 
 RESUMABLE_HEADER = "X-Lightfast-Resumable"
+# The largest seq a resume point may name (nine digits).
+RESUME_SEQ_MAX = 999_999_999
 
 
 def _body(request: HttpRequest) -> Any:
@@ -170,9 +177,10 @@ def _body(request: HttpRequest) -> Any:
             code="invalid_input", message=f"The chat request nests deeper than {MAX_FRAME_DEPTH} levels."
         ) from exc
     try:
-        return json.loads(raw or b"null")
+        body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise LightfastError(code="malformed_json", message="The request body is not valid JSON.") from exc
+    return storable_or_refused(body)
 
 
 def _start(request: HttpRequest, bundle: str, agent: str, body: Any) -> tuple[Run, Tenant]:
@@ -229,23 +237,22 @@ def _text_error_response(response: HttpResponse) -> HttpResponse:
 
 def _resume_point(request: HttpRequest, bundle: str, agent: str) -> tuple[uuid.UUID, int, Tenant]:
     tenant = _tenant_for(request, Scope.READ)
-    last_event_id = request.headers.get("Last-Event-ID", "").strip()
-    if last_event_id:
-        run_ref, _, seq_text = last_event_id.rpartition(":")
+    # `Last-Event-ID` is what an EventSource sends back: one of ours (`<run>:<seq>`) resumes; any
+    # other id (a stream of someone else's) says nothing, and the query is read instead.
+    run_ref, _, seq_text = request.headers.get("Last-Event-ID", "").strip().rpartition(":")
+    if run_ref and re.fullmatch("[0-9]{1,9}", seq_text):
+        after = int(seq_text)
     else:
-        run_ref, seq_text = request.GET.get("run", ""), request.GET.get("after", "0")
+        run_ref = query_value(request, "run") or ""
+        after = query_int(request, "after", default=0, minimum=0, maximum=RESUME_SEQ_MAX)
     if not run_ref:
         raise LightfastError(
             code="invalid_input", message="Send `Last-Event-ID: <run>:<seq>` (or `?run=&after=`) to resume."
         )
-    if not seq_text.isdigit() or len(seq_text) > 9:
-        raise LightfastError(
-            code="invalid_input", message="The seq to resume after must be a non-negative integer."
-        )
     run = run_get(organization=tenant.organization, run_id=run_ref)
     if run.bundle_version.bundle.slug != bundle or run.agent_key != agent:
         raise LightfastError(code="not_found", message="No such run of this agent.")
-    return run.pk, int(seq_text), tenant
+    return run.pk, after, tenant
 
 
 def _active_run(
@@ -285,7 +292,7 @@ async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpRespon
         else:
             raise MethodNotAllowed(request.method or "")
     except (APIException, Http404, LightfastError) as exc:
-        response = _exception_response(exc)
+        response = _exception_response(exc, allow="GET, POST")
         if text_errors:
             response = _text_error_response(response)
     return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]
@@ -303,5 +310,5 @@ async def chat_reconnect_view(
         run_id, tenant = await sync_to_async(_active_run)(request, bundle, agent, chat_id)
         response = HttpResponse(status=204) if run_id is None else _stream(run_id, 0, tenant)
     except (APIException, Http404, LightfastError) as exc:
-        response = _exception_response(exc)
+        response = _exception_response(exc, allow="GET")
     return ratelimit_apply_headers(request, response)  # type: ignore[no-any-return]

@@ -11,6 +11,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import DatabaseError, connection
 
 from execution.events import NOTIFICATION_TYPE
 from execution.models import (
@@ -19,12 +20,15 @@ from execution.models import (
     run_group_name,
 )
 from execution.selectors import run_events_after
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS
 
 # Without any notification, the database is read this often anyway (a dropped notification
 # of a run's last event would otherwise stall the stream).
 CATCH_UP_INTERVAL_S = 1.0
 # One database read returns at most this many events; the stream reads again for the rest.
 REPLAY_BATCH = 500
+# A stream waits this long for a database that stopped answering before it gives up.
+DATABASE_WAIT_S = 30.0
 
 
 def is_terminal_chunk(chunk: dict[str, Any]) -> bool:
@@ -53,13 +57,34 @@ class StreamedEvent:
         return is_terminal_chunk(self.chunk)
 
 
+async def _events_after(run_id: uuid.UUID, seq: int) -> tuple[list[StreamedEvent], bool]:
+    """Events after `seq` and whether the run had ended; waits out a database that is briefly away."""
+    delay, waited = 0.1, 0.0
+    while True:
+        try:
+            return await _events_after_once(run_id, seq)
+        except TRANSIENT_DATABASE_ERRORS:
+            # The stream holds its place (`seq`): once the database answers it goes on from there.
+            if waited >= DATABASE_WAIT_S:
+                raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 1.0)
+
+
 @sync_to_async
-def _events_after(run_id: uuid.UUID, seq: int) -> tuple[list[StreamedEvent], bool]:
-    """Events after `seq` and whether the run had ended before they were read."""
-    # Status first: a run's terminal events commit with its terminal status, so if the run had
-    # ended before this read, the read below sees every event it will ever have.
-    status = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
-    events = run_events_after(run_id, seq, limit=REPLAY_BATCH)
+def _events_after_once(run_id: uuid.UUID, seq: int) -> tuple[list[StreamedEvent], bool]:
+    try:
+        # Status first: a run's terminal events commit with its terminal status, so if the run had
+        # ended before this read, the read below sees every event it will ever have.
+        status = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+        events = run_events_after(run_id, seq, limit=REPLAY_BATCH)
+    except TRANSIENT_DATABASE_ERRORS:
+        try:
+            connection.close()  # broken: the next read takes a new connection
+        except DatabaseError:
+            pass
+        raise
     ended = status is None or (status in TERMINAL_STATUSES and len(events) < REPLAY_BATCH)
     return [StreamedEvent(seq=event.seq, chunk=event.chunk()) for event in events], ended
 

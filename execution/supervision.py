@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import threading
 import time
 import uuid
@@ -12,15 +14,20 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
+from django.db.models import Q
 from django.utils import timezone
 
 from execution.models import Run, RunStatus
 from execution.providers.base import CancelToken
 from execution.write_gate import write_transaction
+from lightfast_cloud.outages import Outage
 
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.25
+# While the database is away the thread retries after 0.5 s, then every second: it heartbeats soon
+# after the database is back, well within LIGHTFAST_RUN_STALE_S.
+MAX_BACKOFF_S = 1.0
 STUCK_GRACE_S = 30.0
 
 CANCELLED = "cancelled"
@@ -31,6 +38,7 @@ WORKER_LOST = "worker_lost"
 @dataclass
 class _Held:
     token: CancelToken
+    attempt: int  # the run's attempt this process claimed
     deadline: float  # time.monotonic()
 
 
@@ -43,9 +51,9 @@ class RunSupervisor:
         self._thread: threading.Thread | None = None
 
     @contextmanager
-    def hold(self, run_id: uuid.UUID, *, wall_limit_s: float) -> Iterator[CancelToken]:
-        """Supervise a run while the block runs; yields the token that says when to stop."""
-        held = _Held(token=CancelToken(), deadline=time.monotonic() + wall_limit_s)
+    def hold(self, run_id: uuid.UUID, *, attempt: int, wall_limit_s: float) -> Iterator[CancelToken]:
+        """Supervise a run's attempt `attempt` during the block; yields the token that says when to stop."""
+        held = _Held(token=CancelToken(), attempt=attempt, deadline=time.monotonic() + wall_limit_s)
         with self._lock:
             self._held[run_id] = held
             if self._thread is None or not self._thread.is_alive():
@@ -59,6 +67,7 @@ class RunSupervisor:
 
     def _loop(self) -> None:
         next_heartbeat = 0.0
+        outage = Outage("run supervision (database)", logger=logger, max_delay_s=MAX_BACKOFF_S)
         while True:
             time.sleep(POLL_S)
             with self._lock:
@@ -74,12 +83,18 @@ class RunSupervisor:
                 if now >= next_heartbeat:
                     self._heartbeat(held, now)
                     next_heartbeat = now + settings.LIGHTFAST_RUN_HEARTBEAT_S
-            except DatabaseError as exc:
-                # Keep supervising: a database hiccup must not strand the runs this process holds.
-                logger.warning("run supervisor could not reach the database: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - the thread outlives any failure: the runs it holds need it
+                # Keep supervising (deadlines above need no database); heartbeat as soon as it is back.
+                next_heartbeat = 0.0
+                time.sleep(outage.failed(exc))
+            else:
+                outage.recovered()
             # Like a request's end: PostgreSQL's pooled connection goes back to the pool between
             # polls (this thread lives as long as the process); SQLite's is kept (CONN_MAX_AGE).
-            close_old_connections()
+            try:
+                close_old_connections()
+            except DatabaseError:
+                pass  # a broken connection is dropped all the same; the next poll opens another
 
     @staticmethod
     def _poll_cancels(held: dict[uuid.UUID, _Held]) -> None:
@@ -89,12 +104,22 @@ class RunSupervisor:
 
     @staticmethod
     def _heartbeat(held: dict[uuid.UUID, _Held], now: float) -> None:
-        alive = [run_id for run_id, item in held.items() if now < item.deadline + STUCK_GRACE_S]
-        with write_transaction():
-            Run.objects.filter(pk__in=alive, status=RunStatus.RUNNING).update(heartbeat_at=timezone.now())
-        not_running = Run.objects.filter(pk__in=list(held)).exclude(status=RunStatus.RUNNING)
-        for run_id in not_running.values_list("pk", flat=True):
-            held[run_id].token.cancel(WORKER_LOST)
+        alive = [
+            Q(pk=run_id, attempt=item.attempt)
+            for run_id, item in held.items()
+            if now < item.deadline + STUCK_GRACE_S
+        ]
+        if alive:
+            with write_transaction():
+                Run.objects.filter(functools.reduce(operator.or_, alive), status=RunStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        # A run that is no longer this attempt's (the reaper failed it, or re-queued it and another
+        # worker claimed it) stops here.
+        rows = Run.objects.filter(pk__in=list(held)).values_list("pk", "status", "attempt")
+        for run_id, status, attempt in rows:
+            if status != RunStatus.RUNNING or attempt != held[run_id].attempt:
+                held[run_id].token.cancel(WORKER_LOST)
 
 
 supervisor = RunSupervisor()

@@ -28,6 +28,7 @@ def execute_run(self: object, run_id: str, message_id: str | None = None) -> boo
 
 @shared_task(name="execution.tasks.reap_runs", ignore_result=True)
 def reap_runs() -> int:
-    """Fail runs whose worker died (stale heartbeat) with `worker_lost`; re-enqueue or fail unclaimed runs."""
+    """Retry or fail (`worker_lost`) runs of dead workers; re-enqueue or fail runs no worker claimed."""
     queued = run_reap_queued()
-    return run_reap_lost() + queued["failed"]
+    lost = run_reap_lost()
+    return lost["retried"] + lost["failed"] + queued["failed"]

@@ -11,11 +11,24 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.conf import settings
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 
 from lightfast_cloud import sql
+from lightfast_cloud.outages import Outage, loop_forever
 
 logger = logging.getLogger(__name__)
+
+# What a database that refuses or drops connections (or SQLite busy past its timeout) raises: a
+# write that failed so may be tried again once it answers.
+TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 _sqlite_writers = threading.RLock()
 _sqlite_lock_files: dict[str, int] = {}
@@ -53,6 +66,38 @@ def write_transaction(*, savepoint: bool = True) -> Iterator[None]:
         _gated.callbacks = None
     for callback in callbacks:
         callback()
+
+
+class DatabaseRetries:
+    """The waits between tries of a run write while the database is unreachable.
+
+    `wait(exc)` drops the broken connection (the next try takes a new one from the pool), logs the
+    first failure, sleeps 0.1 s doubling to 2 s, and re-raises `exc` once `budget_s` (by default
+    LIGHTFAST_RUN_STALE_S: past it the reaper may take the run back anyway) is spent. Whether a write
+    that failed had committed is the caller's question: run writes are conditional updates, so a
+    second try of a committed one matches nothing.
+    """
+
+    def __init__(self, what: str, *, budget_s: float | None = None) -> None:
+        self.what = what
+        budget = settings.LIGHTFAST_RUN_STALE_S if budget_s is None else budget_s
+        self.deadline = time.monotonic() + budget
+        self.delay = 0.1
+        self.failures = 0
+
+    def wait(self, exc: Exception) -> None:
+        """After a transient failure: wait before the next try, or raise `exc` when out of time."""
+        self.failures += 1
+        try:
+            connection.close()
+        except DatabaseError:
+            pass  # already broken: closing it is all that was asked
+        if time.monotonic() + self.delay > self.deadline:
+            raise exc
+        if self.failures == 1:
+            logger.warning("%s: the database is unreachable (%s); trying again", self.what, exc)
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, 2.0)
 
 
 def after_commit(callback: Callable[[], None]) -> None:
@@ -99,15 +144,14 @@ def _sqlite_checkpoint_loop() -> None:
     keeps the WAL short and the commits cheap; the settings raise `wal_autocheckpoint` so that it
     stays the backstop.
     """
-    while True:
-        time.sleep(CHECKPOINT_INTERVAL_S)
+    outage = Outage("SQLite WAL checkpoints", logger=logger, max_delay_s=5.0)
+
+    def checkpoint() -> None:
         try:
             sql.fetch_one("PRAGMA wal_checkpoint(PASSIVE)", [])
-        except DatabaseError as exc:
-            logger.warning("SQLite checkpoint failed: %s", exc)
-            close_old_connections()
-        except Exception as exc:  # noqa: BLE001 - the backstop (wal_autocheckpoint) stays; keep checkpointing
-            # One line, no traceback: formatting one in this thread parses source (Python 3.11's
-            # traceback carets use `ast`), which has raced the main thread's own parsing
-            # ("AST constructor recursion depth mismatch" in CPython 3.11.7).
-            logger.warning("SQLite checkpoint failed: %s: %s", type(exc).__name__, exc)
+        except DatabaseError:
+            close_old_connections()  # a broken connection is replaced on the next pass
+            raise
+
+    # The backstop (wal_autocheckpoint) stays whatever happens here; this thread keeps checkpointing.
+    loop_forever(checkpoint, outage=outage, interval_s=CHECKPOINT_INTERVAL_S)

@@ -16,7 +16,9 @@ from django.core.exceptions import (
     SuspiciousOperation,
     TooManyFieldsSent,
 )
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.views import defaults
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import serializers
@@ -27,6 +29,8 @@ from lightfast_cloud.errors import LightfastError, error_body
 logger = logging.getLogger("lightfast_cloud.api")
 
 API_PATH_PREFIX = "/api/"
+# Retry-After of a 503 answered because the database was unreachable.
+DATABASE_RETRY_AFTER_S = 2
 
 
 class PayloadTooLarge(LightfastError):
@@ -107,6 +111,9 @@ def _translate_django_exception(exc: Exception) -> Exception:
         return InvalidRequestBody("The request body could not be read completely.")
     if isinstance(exc, UnicodeDecodeError):
         return InvalidRequestBody("The request body is not valid UTF-8.")
+    if isinstance(exc, MultiPartParserError):
+        # A multipart Content-Type without a boundary, or a body that does not follow it.
+        return InvalidRequestBody(f"The multipart body is malformed: {exc}")
     return exc
 
 
@@ -191,6 +198,20 @@ class ApiErrorMiddleware:
         if isinstance(exception, BadRequest | SuspiciousOperation):
             logger.warning("bad request to %s: %s", request.path, exception)
             return error_response(400, "invalid_request", "The request is malformed.")
+        if isinstance(exception, DataError):
+            # A value the database cannot take (text with NUL, a number out of its range) that no
+            # earlier check refused: the request's fault, not the server's.
+            logger.warning("database refused a value of %s %s: %s", request.method, request.path, exception)
+            return error_response(400, "invalid_input", "The request holds a value that cannot be stored.")
+        if isinstance(exception, OperationalError | InterfaceError):
+            # The database refused or dropped the connection (a restart, a failover; SQLite busy
+            # past its timeout): nothing is wrong with the request, try it again shortly.
+            logger.warning("database unreachable for %s %s: %s", request.method, request.path, exception)
+            unavailable = error_response(
+                503, "service_unavailable", "The database is unreachable at the moment; try again shortly."
+            )
+            unavailable["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+            return unavailable
         logger.error("unhandled error on %s %s", request.method, request.path, exc_info=exception)
         return error_response(500, "server_error", "Internal server error. It has been logged.")
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-# Websocket close codes (4000-4999 are the application's; 1013 is RFC 6455's "try again later").
+# Websocket close codes: 4000 + the HTTP status (4000-4999 are the application's; RFC 6455's 1013 "try
+# again later" is one a server may not send through daphne's websocket library, which refuses it).
 CLOSE_AUTH = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_RATE_LIMITED = 4429
-CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_TRY_AGAIN_LATER = 4503
+CLOSE_SERVER_ERROR = 4500
 CLOSE_INVALID = 4400
 
 
@@ -53,7 +55,8 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "rate_limited": ErrorKind(429, CLOSE_RATE_LIMITED),
     "rate_limit_unavailable": ErrorKind(503, CLOSE_TRY_AGAIN_LATER),
     "sandbox_crash": ErrorKind(503, CLOSE_TRY_AGAIN_LATER),
-    "server_error": ErrorKind(500, CLOSE_TRY_AGAIN_LATER),
+    "service_unavailable": ErrorKind(503, CLOSE_TRY_AGAIN_LATER),
+    "server_error": ErrorKind(500, CLOSE_SERVER_ERROR),
 }
 # A code missing from the table (a sandbox or provider error type surfacing at the boundary).
 DEFAULT_KIND = ErrorKind(400, CLOSE_INVALID)

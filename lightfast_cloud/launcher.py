@@ -15,20 +15,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lightfast_cloud.data_dir import PRIVATE_UMASK, data_dir_secure
-from lightfast_cloud.embedded_redis import EmbeddedRedis, start_embedded_redis
+from lightfast_cloud.embedded_redis import EmbeddedRedis, EmbeddedRedisError, start_embedded_redis
 from lightfast_cloud.web_process import ASGI_APPLICATION
 
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 15.0
+# A child that dies is started again: at once the first time, then after 1 s, 2 s, 4 s… (at most
+# RESTART_MAX_DELAY_S) while it keeps dying within RESTART_RESET_AFTER_S of its start.
+RESTART_FIRST_DELAY_S = 1.0
+RESTART_MAX_DELAY_S = 30.0
+RESTART_RESET_AFTER_S = 60.0
+
+
+def restart_delay(quick_deaths: int) -> float:
+    """Seconds before restarting a child that died `quick_deaths` times in a row soon after starting."""
+    if quick_deaths <= 1:
+        return 0.0
+    return float(min(RESTART_MAX_DELAY_S, RESTART_FIRST_DELAY_S * 2 ** min(quick_deaths - 2, 16)))
 
 
 @dataclass
 class Child:
-    """One supervised process."""
+    """One supervised process, and how to start it again."""
 
     name: str
     process: subprocess.Popen[bytes]
+    argv: list[str] = field(default_factory=list)
+    # File descriptors it inherits (the web processes' shared listening socket), again on a restart.
+    pass_fds: tuple[int, ...] = ()
+    started_at: float = field(default_factory=time.monotonic)
+    # Deaths in a row, each within RESTART_RESET_AFTER_S of its start; when the restart is due.
+    quick_deaths: int = 0
+    restart_at: float | None = None
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -167,6 +186,35 @@ def celery_worker_argv(
 
 
 @dataclass
+class RedisRestart:
+    """Starting the private redis again after it died, with the children's backoff."""
+
+    quick_deaths: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    retry_at: float | None = None
+
+    def attempt(self, redis: EmbeddedRedis, data_dir: Path, now: float) -> EmbeddedRedis:
+        """The running redis: a new one when it is time to start it, else the dead one (tried later)."""
+        if self.retry_at is None:
+            self.quick_deaths = self.quick_deaths + 1 if now - self.started_at < RESTART_RESET_AFTER_S else 1
+            self.retry_at = now + restart_delay(self.quick_deaths)
+            logger.error("redis exited with status %s; starting it again", redis.process.returncode)
+        if now < self.retry_at:
+            return redis
+        try:
+            # Its append-only file keeps the queued tasks; the children reconnect on their own.
+            started = start_embedded_redis(data_dir)
+        except EmbeddedRedisError as exc:
+            self.quick_deaths += 1
+            self.retry_at = now + restart_delay(self.quick_deaths)
+            logger.error("could not start redis again: %s", exc)
+            return redis
+        self.retry_at, self.started_at = None, time.monotonic()
+        logger.warning("redis started again on %s", started.socket_path)
+        return started
+
+
+@dataclass
 class Launcher:
     """Runs the embedded stack until interrupted."""
 
@@ -194,12 +242,15 @@ class Launcher:
 
     def spawn(self, name: str, args: list[str], pass_fds: tuple[int, ...] = ()) -> Child:
         """Start a child in its own session and remember it."""
+        child = self._start(name, args, pass_fds)
+        self.children.append(child)
+        return child
+
+    def _start(self, name: str, args: list[str], pass_fds: tuple[int, ...] = ()) -> Child:
         process = subprocess.Popen(
             args, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=pass_fds
         )
-        child = Child(name=name, process=process)
-        self.children.append(child)
-        return child
+        return Child(name=name, process=process, argv=list(args), pass_fds=pass_fds)
 
     def start_services(self) -> None:
         """Start the web processes and the Celery workers."""
@@ -229,14 +280,38 @@ class Launcher:
             )
 
     def supervise(self) -> int:
-        """Wait until interrupted or until a child dies; return the exit status."""
+        """Keep every child (and the private redis) running until interrupted; return the exit status.
+
+        A child that exits is started again with the same command line (a Celery worker's runs
+        meanwhile end `worker_lost` or are retried by the reaper; its queued tasks wait in the
+        broker), after a backoff while it keeps dying soon after starting. Only Ctrl-C (or
+        SIGTERM) stops the stack.
+        """
+        redis_restart = RedisRestart()
         while not self.stopping.wait(0.5):
-            for child in self.children:
-                if not child.alive():
+            now = time.monotonic()
+            if self.redis is not None and self.redis.process.poll() is not None:
+                self.redis = redis_restart.attempt(self.redis, self.data_dir, now)
+            for index, child in enumerate(self.children):
+                if child.alive():
+                    continue
+                if child.restart_at is None:
+                    # What the dead child started (a worker's sandbox runners) goes with it.
+                    child.signal_group(signal.SIGKILL)
+                    quick = now - child.started_at < RESTART_RESET_AFTER_S
+                    child.quick_deaths = child.quick_deaths + 1 if quick else 1
+                    child.restart_at = now + restart_delay(child.quick_deaths)
                     logger.error(
-                        "%s exited with status %s; stopping the stack", child.name, child.process.returncode
+                        "%s exited with status %s; starting it again in %.0f s",
+                        child.name,
+                        child.process.returncode,
+                        child.restart_at - now,
                     )
-                    return 1
+                if now >= child.restart_at:
+                    replacement = self._start(child.name, child.argv, child.pass_fds)
+                    replacement.quick_deaths = child.quick_deaths
+                    self.children[index] = replacement
+                    logger.warning("%s started again (pid %d)", child.name, replacement.process.pid)
         return 0
 
     def stop(self) -> None:

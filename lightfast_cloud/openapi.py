@@ -6,6 +6,7 @@ import inspect
 from typing import Any
 
 from drf_spectacular.openapi import AutoSchema
+from rest_framework.fields import CharField
 
 SSE_DESCRIPTION = (
     "The AI SDK UI message stream as Server-Sent Events: each event is `id: <run>:<seq>` and "
@@ -14,8 +15,40 @@ SSE_DESCRIPTION = (
 )
 
 
+# A character Python's str.strip() (DRF's trim) keeps: the same whitespace set, spelled for ECMA regexes.
+NOT_ONLY_WHITESPACE = (
+    "[^\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
+
+
 class LightfastAutoSchema(AutoSchema):
-    """drf-spectacular's AutoSchema; every operation gets a summary (the handler docstring's first line)."""
+    """drf-spectacular's AutoSchema; every operation gets a summary (the handler docstring's first line),
+    and request bodies say what the server takes, no more (see `_map_serializer`)."""
+
+    def _map_serializer(self, serializer: Any, direction: str, bypass_extensions: bool = False) -> Any:
+        """A strict serializer's request body admits no other field (it refuses unknown ones)."""
+        from lightfast_cloud.api_input import StrictSerializer
+
+        schema = super()._map_serializer(serializer, direction, bypass_extensions)
+        if direction == "request" and isinstance(serializer, StrictSerializer):
+            schema["additionalProperties"] = False
+        return schema
+
+    def _map_serializer_field(self, field: Any, direction: str, bypass_extensions: bool = False) -> Any:
+        """A text field that may not be blank says so: `minLength: 1`, and a non-space character
+        when DRF trims whitespace before its blank check."""
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if (
+            direction == "request"
+            and isinstance(field, CharField)
+            and not field.allow_blank
+            and schema.get("type") == "string"
+            and "enum" not in schema
+        ):
+            schema.setdefault("minLength", 1)
+            if field.trim_whitespace:
+                schema.setdefault("pattern", NOT_ONLY_WHITESPACE)
+        return schema
 
     def get_summary(self) -> str | None:
         """`extend_schema(summary=…)`, else the first line of the handler's docstring."""
@@ -134,10 +167,24 @@ def _chat_paths() -> dict[str, Any]:
                         "name": "Last-Event-ID",
                         "in": "header",
                         "required": False,
+                        "description": "`<run>:<seq>` resumes there (`run` and `after` are not read); "
+                        "any other id is ignored.",
                         "schema": {"type": "string"},
                     },
-                    {"name": "run", "in": "query", "required": False, "schema": {"type": "string"}},
-                    {"name": "after", "in": "query", "required": False, "schema": {"type": "integer"}},
+                    {
+                        "name": "run",
+                        "in": "query",
+                        "required": True,
+                        "description": "The run to resume (required unless `Last-Event-ID` is sent).",
+                        "schema": {"type": "string", "format": "uuid"},
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "Resume after this seq (default 0).",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+                    },
                 ],
                 "security": CHAT_SECURITY,
                 "responses": {"200": _sse("The rest of the run's stream."), **CHAT_ERRORS},

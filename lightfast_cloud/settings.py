@@ -67,6 +67,8 @@ MIDDLEWARE = [
     "organizations.cors.CorsMiddleware",
     # Outermost after security: JSON errors under /api/ for whatever the layers below raise or answer.
     "lightfast_cloud.api_errors.ApiErrorMiddleware",
+    # A NUL (or unpaired surrogate) in the path or query string: 400 before any view looks it up.
+    "lightfast_cloud.api_input.RequestTextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -308,6 +310,11 @@ LIGHTFAST_CHAT_MAX_REQUEST_BYTES = env.int("LIGHTFAST_CHAT_MAX_REQUEST_BYTES", d
 # heartbeat is older than LIGHTFAST_RUN_STALE_S (their worker died).
 LIGHTFAST_RUN_HEARTBEAT_S = env.float("LIGHTFAST_RUN_HEARTBEAT_S", default=5.0)
 LIGHTFAST_RUN_STALE_S = env.float("LIGHTFAST_RUN_STALE_S", default=30.0)
+# A lost run that had not started a tool call is queued again, up to this many attempts in all;
+# after a tool call started (it may have had effects), or on the last attempt, it fails `worker_lost`.
+LIGHTFAST_RUN_MAX_ATTEMPTS = env.int("LIGHTFAST_RUN_MAX_ATTEMPTS", default=3)
+# Each Celery worker publishes its sandbox pool's status for /healthz this often (it expires after 45 s).
+LIGHTFAST_WORKER_STATUS_EVERY_S = env.float("LIGHTFAST_WORKER_STATUS_EVERY_S", default=10.0)
 # A run no worker claimed within LIGHTFAST_RUN_REQUEUE_S of being enqueued is enqueued again (the
 # broker may have lost its task; a duplicate finds it claimed and does nothing); one still queued
 # LIGHTFAST_RUN_QUEUED_MAX_S after it was created fails with `worker_lost` and frees its slot.

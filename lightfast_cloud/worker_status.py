@@ -8,11 +8,13 @@ import time
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
+from django.conf import settings
 from django.core.cache import cache
+
+from lightfast_cloud.outages import Outage, loop_forever
 
 logger = logging.getLogger(__name__)
 
-PUBLISH_EVERY_S = 10.0
 STATUS_TTL_S = 45
 _stop = threading.Event()
 
@@ -28,22 +30,26 @@ def sandbox_status_for(hostname: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _publish_forever(hostname: str) -> None:
+def sandbox_status_publish(hostname: str) -> dict[str, Any]:
+    """Publish this process's sandbox pool status under `hostname` now; raises when redis is away."""
     from execution.sandbox.api import get_backend
     from execution.sandbox.errors import SandboxError
 
-    while not _stop.is_set():
-        try:
-            backend = get_backend()
-            status: dict[str, Any] = {"ok": True, **backend.status()}
-        except SandboxError as exc:
-            status = {"ok": False, "error": exc.to_dict()}
-        status["published_at"] = time.time()
-        try:
-            cache.set(status_key(hostname), status, timeout=STATUS_TTL_S)
-        except OSError as exc:  # redis away: /healthz reports redis itself
-            logger.warning("could not publish sandbox status: %s", exc)
-        _stop.wait(PUBLISH_EVERY_S)
+    try:
+        status: dict[str, Any] = {"ok": True, **get_backend().status()}
+    except SandboxError as exc:
+        status = {"ok": False, "error": exc.to_dict()}
+    status["published_at"] = time.time()
+    cache.set(status_key(hostname), status, timeout=STATUS_TTL_S)
+    return status
+
+
+def _publish_forever(hostname: str) -> None:
+    # Redis away (a refused connection, a timeout while it is paused) or anything else: the thread
+    # keeps publishing once it is back; /healthz reports redis itself meanwhile.
+    every: float = settings.LIGHTFAST_WORKER_STATUS_EVERY_S
+    outage = Outage("sandbox status publishing (redis)", logger=logger, max_delay_s=every)
+    loop_forever(lambda: sandbox_status_publish(hostname), outage=outage, interval_s=every, stop=_stop)
 
 
 @worker_ready.connect

@@ -9,7 +9,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from lightfast_cloud.errors import LightfastError
+from lightfast_cloud.api_input import query_int, query_value
 from organizations.api_views import COMMON_ERRORS
 from organizations.models import AuditLog
 from organizations.quotas import usage_report
@@ -18,6 +18,7 @@ from organizations.tenancy import OrganizationScopedAPIView
 
 AUDIT_PAGE_DEFAULT = 50
 AUDIT_PAGE_MAX = 200
+AUDIT_ID_MAX = 2**63 - 1
 
 
 class UsageView(OrganizationScopedAPIView):
@@ -58,11 +59,6 @@ class AuditPageSerializer(serializers.Serializer):
     next_before = serializers.IntegerField(allow_null=True, help_text="Pass as `before` for the next page.")
 
 
-class InvalidAuditQuery(LightfastError):
-    code = "invalid_input"
-    default_message = "Invalid audit log query."
-
-
 class AuditLogView(OrganizationScopedAPIView):
     """GET /api/v1/audit."""
 
@@ -70,9 +66,15 @@ class AuditLogView(OrganizationScopedAPIView):
         summary="The organization's audit log, newest first",
         parameters=[
             OpenApiParameter(
-                "limit", int, description=f"At most {AUDIT_PAGE_MAX} (default {AUDIT_PAGE_DEFAULT})."
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": AUDIT_PAGE_MAX},
+                description=f"At most {AUDIT_PAGE_MAX} (default {AUDIT_PAGE_DEFAULT}).",
             ),
-            OpenApiParameter("before", int, description="Only entries with a smaller id (next page)."),
+            OpenApiParameter(
+                "before",
+                {"type": "integer", "minimum": 1, "maximum": AUDIT_ID_MAX},
+                description="Only entries with a smaller id (next page).",
+            ),
             OpenApiParameter("action", str, description="Only this action, e.g. `apikey.created`."),
         ],
         responses={200: AuditPageSerializer, **COMMON_ERRORS},
@@ -80,14 +82,11 @@ class AuditLogView(OrganizationScopedAPIView):
     def get(self, request: Request) -> Response:
         """A page of entries; `next_before` continues it."""
         entries = audit_log_list(organization=self.organization)
-        try:
-            limit = min(AUDIT_PAGE_MAX, max(1, int(request.query_params.get("limit", AUDIT_PAGE_DEFAULT))))
-            before = request.query_params.get("before")
-            if before:
-                entries = entries.filter(pk__lt=int(before))
-        except ValueError as exc:
-            raise InvalidAuditQuery("`limit` and `before` must be integers.") from exc
-        action = request.query_params.get("action")
+        limit = query_int(request, "limit", default=AUDIT_PAGE_DEFAULT, minimum=1, maximum=AUDIT_PAGE_MAX)
+        before = query_int(request, "before", default=0, minimum=1, maximum=AUDIT_ID_MAX)
+        if before:
+            entries = entries.filter(pk__lt=before)
+        action = query_value(request, "action")
         if action:
             entries = entries.filter(action=action)
         page = list(entries.order_by("-pk")[:limit])

@@ -37,6 +37,7 @@ from execution.sandbox.image.rootfs import DEFAULT_IMAGE, RUNNER_UID
 from execution.sandbox.limits import Limits
 from execution.sandbox.pool import LocalJailBackend, organization_of
 from execution.sandbox.protocol import ProtocolError, wait_readable
+from lightfast_cloud.outages import Outage, loop_forever
 
 logger = logging.getLogger(__name__)
 
@@ -537,11 +538,19 @@ class DockerBackend(LocalJailBackend):
 
     def _reap_loop(self) -> None:
         sweeps = 0
-        while not self._reaper_stop.wait(min(self.dconfig.reap_interval_s, self.dconfig.idle_s)):
-            self.reap_idle()
+        interval = min(self.dconfig.reap_interval_s, self.dconfig.idle_s)
+
+        def sweep() -> None:
+            nonlocal sweeps
             sweeps += 1
+            self.reap_idle()
             if sweeps % 10 == 0:
                 self.cleanup_orphans()
+
+        # An engine that stops answering must not end the reaper: it backs off and resumes.
+        outage = Outage("sandbox container reaper (Docker engine)", logger=logger, max_delay_s=30.0)
+        if not self._reaper_stop.wait(interval):
+            loop_forever(sweep, outage=outage, interval_s=interval, stop=self._reaper_stop)
 
     def status(self) -> dict[str, Any]:
         """Engine reachability, image, pool counts and the last engine error, for /healthz."""

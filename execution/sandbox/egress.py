@@ -162,14 +162,19 @@ class EgressPolicy:
         return SecretScrubber(values)
 
 
+def _ascii_digits(text: str) -> bool:
+    """True for 0-9 only (`str.isdigit` also takes "²", which `int` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def split_pattern_port(pattern: str) -> tuple[str, int]:
     """`api.example.com:8443` -> (`api.example.com`, 8443); no port means 443."""
     if pattern.startswith("["):
         host, _, rest = pattern[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else 443
+        return host, int(rest[1:]) if rest.startswith(":") and _ascii_digits(rest[1:]) else 443
     if pattern.count(":") == 1:
         host, _, port = pattern.partition(":")
-        if port.isdigit():
+        if _ascii_digits(port):
             return host, int(port)
     return pattern, 443
 

@@ -54,11 +54,14 @@ from execution.sandbox.frames import RunnerFrames, read_ready_frame
 from execution.sandbox.limits import Limits
 from execution.sandbox.native import native_runner_available
 from execution.sandbox.protocol import PeerClosed, ProtocolError, encode_frame, wait_readable
+from lightfast_cloud.outages import Outage, loop_forever
 
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _CANCEL_POLL_S = 0.05
+# A sandbox worker that cannot be replaced is tried again after 0.5 s, 1 s, 2 s… at most this long.
+REPLACE_MAX_BACKOFF_S = 10.0
 RUNNERS = ("python", "native")
 # native: the C runner (execution/sandbox/native/), same protocol and jail, a fraction of the CPU per
 # call; python (execution/sandbox/runner.py) stays as the fallback when the binary is not built.
@@ -394,10 +397,18 @@ class LocalJailBackend:
                 return
 
         def start() -> None:
-            try:
-                self._add(self._start_worker())
-            except (SandboxError, ProtocolError, OSError) as exc:
-                logger.error("could not start a replacement sandbox worker: %s", exc)
+            # Until it works (or the pool closes): a pool that lost its workers for good would make
+            # every later call wait out its wall limit.
+            outage = Outage("sandbox worker replacement", logger=logger, max_delay_s=REPLACE_MAX_BACKOFF_S)
+            while not self._closed:
+                try:
+                    worker = self._start_worker()
+                except Exception as exc:  # noqa: BLE001 - retried with backoff; the pool must get its worker back
+                    time.sleep(outage.failed(exc))
+                    continue
+                outage.recovered()
+                self._add(worker)
+                return
 
         threading.Thread(target=start, name="sandbox-replace", daemon=True).start()
 
@@ -822,11 +833,12 @@ class LocalJailBackend:
 
     # --- memory (finding: resident memory nobody limits) ----------------------------------
     def _sweep_loop(self) -> None:
-        while not self._sweeper_stop.wait(self.config.memory_sweep_s):
-            try:
-                self.sweep_memory()
-            except Exception:  # noqa: BLE001 - the sweeper must outlive one bad pass; said in the log
-                logger.exception("sandbox memory sweep failed")
+        # The sweeper outlives a bad pass (a zygote gone mid-measure…); said in the log once per streak.
+        backoff = max(self.config.memory_sweep_s, 1.0)
+        outage = Outage("sandbox memory sweep", logger=logger, max_delay_s=backoff)
+        loop_forever(
+            self.sweep_memory, outage=outage, interval_s=self.config.memory_sweep_s, stop=self._sweeper_stop
+        )
 
     def sweep_memory(self) -> list[str]:
         """Measure idle zygotes' private resident memory and reap those over a bound; the keys reaped.

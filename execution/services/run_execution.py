@@ -20,7 +20,7 @@ from execution.agent_loop import (
     agent_loop_run,
     run_tool_call,
 )
-from execution.events import run_update_prepare, run_update_with_events
+from execution.events import PreparedRunUpdate, run_update_prepare, run_update_with_events
 from execution.models import (
     ChatSession,
     Message,
@@ -35,7 +35,7 @@ from execution.sandbox.errors import SandboxError
 from execution.services.messages import PreparedMessage
 from execution.services.runs import run_status_event
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
-from execution.write_gate import write_transaction
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries, write_transaction
 from lightfast_cloud import sql
 from lightfast_cloud.errors import error_text
 from organizations.models import Organization
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # Error types a run can end with besides the sandbox taxonomy and the provider_* types.
 WORKER_LOST_ERROR = "worker_lost"
 INTERNAL_ERROR = "internal_error"
+DATABASE_UNAVAILABLE_ERROR = "database_unavailable"
 
 # What the worker reads of a run, its organization, version and session: the claim returns
 # the run's columns, one SELECT the others (fresh for every run, so a suspension or a
@@ -62,6 +63,7 @@ CLAIM_FIELDS = (
     "input",
     "wall_limit_ms",
     "created_at",
+    "attempt",
 )
 ORGANIZATION_FIELDS = (
     "id",
@@ -107,6 +109,8 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | 
         [("start", start), run_status_event(RunStatus.RUNNING)],
         status=RunStatus.QUEUED,
         changes={"status": RunStatus.RUNNING, "started_at": now, "heartbeat_at": now, "worker": worker[:200]},
+        # The attempt this claim starts: every later write of this worker is conditional on it.
+        increments={"attempt": 1},
         returning=CLAIM_FIELDS,
     )
     if claimed is None:
@@ -126,7 +130,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | 
         # Its task did not name the message (sent by hand?): the stream's `start` named another one.
         logger.warning("run %s continues %s but streamed %s", run.pk, run.input["continue"], message_id)
         turn.message_id = str(run.input["continue"])
-    with supervisor.hold(run.pk, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
+    with supervisor.hold(run.pk, attempt=run.attempt, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
         try:
             if not run.organization.is_active:
                 raise RunCancelled(SUSPENDED)
@@ -150,7 +154,8 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | 
                     ("timeout", f"The run exceeded its wall limit of {run.wall_limit_ms} ms."),
                 )
             elif exc.reason == WORKER_LOST:
-                status, error = RunStatus.FAILED, (WORKER_LOST_ERROR, "The run was ended by the reaper.")
+                # The reaper already ended or re-queued the run; the conditional finish below writes nothing.
+                status, error = RunStatus.FAILED, (WORKER_LOST_ERROR, "The run was taken back by the reaper.")
             elif exc.reason == SUSPENDED:
                 status, error = RunStatus.CANCELLED, (CANCELLED, "The organization is suspended.")
             else:
@@ -159,6 +164,10 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | 
             status, error = RunStatus.FAILED, (exc.code, exc.message)
         except SandboxError as exc:
             status, error = RunStatus.FAILED, (exc.code, exc.message)
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            logger.warning("run %s: the database was unreachable: %s", run.pk, exc)
+            error = (DATABASE_UNAVAILABLE_ERROR, "The database could not be reached.")
+            status = RunStatus.FAILED
         except Exception as exc:  # noqa: BLE001 - the run must end with an error, whatever broke
             logger.exception("run %s failed unexpectedly", run.pk)
             status, error = RunStatus.FAILED, (INTERNAL_ERROR, f"Internal error: {type(exc).__name__}")
@@ -308,6 +317,7 @@ def _run_finish(
         run,
         events,
         status=RunStatus.RUNNING,
+        attempt=run.attempt,
         changes={
             "status": status,
             "error_type": error[0] if error else "",
@@ -323,6 +333,31 @@ def _run_finish(
             "steps": usage.steps,
         },
     )
+    # The database may be away for a moment (a restart, a failover): the ending is tried again until
+    # it answers. A try whose commit went unconfirmed is harmless to repeat: the update is
+    # conditional on the run still running this attempt, so the second one matches nothing.
+    retries: DatabaseRetries | None = None
+    while True:
+        try:
+            _run_finish_commit(
+                run=run, turn=turn, parts=parts, update=update, usage=usage, continued=continued
+            )
+            return
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            retries = retries or DatabaseRetries(f"run {run.pk}: ending")
+            retries.wait(exc)
+
+
+def _run_finish_commit(
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    parts: list[dict[str, Any]],
+    update: PreparedRunUpdate,
+    usage: Usage,
+    continued: bool,
+) -> None:
+    """`_run_finish`'s transaction: the run's terminal update and events, its answer, its slot."""
     # Stamped with the run's start, so the answer follows its own question in the history even
     # when a later turn was written first; dropped when a later turn truncated it away. A run that
     # continued an answer (client tool results, approvals) writes that message's parts in place.
@@ -340,7 +375,8 @@ def _run_finish(
     )
     with write_transaction():
         if update.execute() is None:
-            # The reaper ended it first and wrote the terminal events; nothing may follow them.
+            # The reaper ended it (or re-queued it for another attempt) first and wrote its own
+            # events; nothing of this attempt may follow them.
             return
         if continued and parts and run.session is not None and not _answer_discarded(run):
             # (No parts: the run ended before it read the answer, which then stays as it was.)

@@ -215,9 +215,13 @@ def run_cancel(*, run: Run) -> Run:
     return run
 
 
-def run_status_event(status: str, error: tuple[str, str] | None = None) -> tuple[str, dict[str, Any]]:
-    """The transient `data-status` event announcing a run's status (and error)."""
+def run_status_event(
+    status: str, error: tuple[str, str] | None = None, *, retry: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The transient `data-status` event announcing a run's status (and error, or the retry it waits for)."""
     data: dict[str, Any] = {"status": status}
     if error is not None:
         data["error"] = {"type": error[0], "message": error[1]}
+    if retry is not None:
+        data["retry"] = retry
     return ("data-status", {"data": data, "transient": True})

@@ -8,7 +8,8 @@ answers is scripted by markers in the newest user message:
 * `#fail=429:N` / `#fail=500:N` — fail the first N requests of this conversation, then answer;
 * `#slow=S` — wait S seconds before the first chunk;
 * `#drip=S` — wait S seconds between text chunks (a slow answer that streams for a while);
-* `#hang` — send one text chunk, then nothing (until the client goes away);
+* `#hang` — send one text chunk, then nothing (until the client goes away); `#hang=N`: only for
+  the first N requests of this conversation, then answer;
 * `#malformed` — send a chunk that is not JSON;
 * `#call=NAME ARGS` — call tool NAME with ARGS (the rest of that line, valid JSON or not);
   several such lines are several tool calls of one step;
@@ -111,7 +112,8 @@ class FakeOpenAI:
             writer.write(b"data: {this is not json\n\n")
             await writer.drain()
             return
-        if "#hang" in user_text:
+        hang = re.search(r"#hang(?:=(\d+))?", user_text)
+        if hang and (hang.group(1) is None or self._attempts[conversation] <= int(hang.group(1))):
             await self._chunk(writer, {"content": "Thinking"})
             await asyncio.sleep(3600)
             return

@@ -265,14 +265,36 @@ def test_a_failed_notification_batch_is_logged_and_later_batches_still_go_out(
     settings.CHANNEL_LAYERS = good
     working = Publisher()
     listener, received = _listen_to(run, 1)
-    with caplog.at_level("WARNING", logger="execution.events"):
+    failing = "run event notifications (redis) failing"
+    with caplog.at_level("WARNING", logger="execution.publisher"):
         broken.publish(run.group_name, notification_for(run.pk, 1, [{"type": "start"}]))
         deadline = time.monotonic() + 10
-        while "run event notification(s) failed" not in caplog.text and time.monotonic() < deadline:
+        while failing not in caplog.text and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert "1 run event notification(s) failed" in caplog.text
+    assert failing in caplog.text
     # The publisher's thread survives the failure (redis may come back); the events stay in the DB.
     assert broken._thread.is_alive()
     working.publish(run.group_name, notification_for(run.pk, 2, [{"type": "start-step"}]))
     listener.join(15)
     assert [(m["seq"], m["events"]) for m in received] == [(2, [{"type": "start-step"}])]
+
+
+def test_a_notification_that_cannot_be_encoded_is_dropped_alone(alice: Any, caplog: Any) -> None:
+    """JSON allowed it (an integer beyond 64 bits from a model's tool arguments); msgpack does not."""
+    from execution.publisher import publisher
+
+    run = new_run(alice.organization)
+    listener, received = _listen_to(run, 2)
+    batch = [
+        (run.group_name, notification_for(run.pk, 1, [{"type": "start"}])),
+        (
+            run.group_name,
+            notification_for(run.pk, 2, [{"type": "tool-input-available", "input": {"n": 10**30}}]),
+        ),
+        (run.group_name, notification_for(run.pk, 3, [{"type": "start-step"}])),
+    ]
+    with caplog.at_level("WARNING", logger="execution.publisher"):
+        publisher().send_now(batch)
+    listener.join(15)
+    assert [m["seq"] for m in received] == [1, 3]
+    assert "cannot be encoded" in caplog.text

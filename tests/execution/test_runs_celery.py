@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -132,33 +133,57 @@ def test_provider_run_and_cancel_through_celery(
     assert time.monotonic() - cancelled_at < 1.0
 
 
-def test_killed_worker_leaves_no_run_stuck_and_no_duplicate_events(
+def test_a_killed_workers_run_is_retried_by_another_without_duplicating_events(
     alice: Any, media_root: Any, use_fake_provider: FakeOpenAI, settings: Any
 ) -> None:
     version = manifest_version(alice.organization)
     worker = start_celery_worker()
     try:
+        # The provider hangs on the first request of this conversation only.
         run = run_start(
-            organization=alice.organization, bundle_version=version, agent_key="weather", text="#hang"
+            organization=alice.organization,
+            bundle_version=version,
+            agent_key="weather",
+            text=f"#hang=1 {uuid.uuid4()}",
         )
         wait_for(lambda: any(e.type == "text-delta" for e in run_events_after(run, 0)))
         worker.kill()
     finally:
         worker.stop()
     run.refresh_from_db()
-    assert run.status == RunStatus.RUNNING
-    seen = [event.seq for event in run_events_after(run, 0)]
+    assert (run.status, run.attempt) == (RunStatus.RUNNING, 1)
+    seen = [(event.seq, event.type) for event in run_events_after(run, 0)]
     # A new worker gets the redelivered task: the claim fails, it adds nothing.
     assert run_execute(run_id=run.pk) is False
-    # Nothing heartbeats the run any more; once stale, the reaper ends it.
-    assert run_reap_lost() == 0
-    assert run_reap_lost(now=timezone.now() + timedelta(seconds=settings.LIGHTFAST_RUN_STALE_S + 1)) == 1
+    # Nothing heartbeats the run any more; once stale, the reaper queues it again (no tool call started).
+    assert run_reap_lost() == {"retried": 0, "failed": 0}
+    stale = timezone.now() + timedelta(seconds=settings.LIGHTFAST_RUN_STALE_S + 1)
+    assert run_reap_lost(now=stale) == {"retried": 1, "failed": 0}
     run.refresh_from_db()
-    assert (run.status, run.error_type) == (RunStatus.FAILED, "worker_lost")
+    assert run.status == RunStatus.QUEUED
+    retry = run_events_after(run, len(seen))
+    # The lost attempt's open text and step are closed as the client saw them, then the retry is announced.
+    assert [event.type for event in retry] == ["text-end", "finish-step", "data-status"]
+    assert retry[0].payload == {"id": "txt-1"}
+    assert retry[-1].payload["data"]["status"] == "queued"
+    assert retry[-1].payload["data"]["retry"]["attempt"] == 2
+    assert retry[-1].payload["data"]["retry"]["error"]["type"] == "worker_lost"
+
+    worker = start_celery_worker()  # the reaper sent the task again: this worker runs attempt 2
+    try:
+        wait_terminal(run)
+    finally:
+        worker.stop()
+    assert (run.status, run.attempt) == (RunStatus.SUCCEEDED, 2), run.error_message
     events = run_events_after(run, 0)
     assert [event.seq for event in events] == list(range(1, len(events) + 1))
-    assert [event.seq for event in events][: len(seen)] == seen
-    assert [event.type for event in events][-2:] == ["error", "data-status"]
+    assert [(event.seq, event.type) for event in events][: len(seen)] == seen
+    second = events[len(seen) + len(retry) :]
+    assert [event.type for event in second][:2] == ["start", "data-status"]
+    assert {event.payload["id"] for event in second if event.type == "text-start"} == {"txt-2-1"}
+    # The stored answer is the attempt that finished.
+    answer = run.messages.get(role="assistant")
+    assert answer.text().startswith("Echo: #hang=1")
     # Reaping again changes nothing.
-    assert run_reap_lost(now=timezone.now() + timedelta(hours=1)) == 0
+    assert run_reap_lost(now=timezone.now() + timedelta(hours=1)) == {"retried": 0, "failed": 0}
     assert len(run_events_after(run, 0)) == len(events)

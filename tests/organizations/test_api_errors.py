@@ -155,6 +155,16 @@ def test_unhandled_exception_is_json_500_without_traceback(path, caplog):
 
 
 @pytest.mark.urls("tests.organizations.raising_urls")
+def test_an_unreachable_database_is_a_503_to_retry_and_a_value_it_refuses_a_400():
+    client = Client(raise_request_exception=False)
+    response = client.get("/api/v1/database-refused")
+    error = _error(response, 503, "service_unavailable")
+    assert response["Retry-After"] == "2"
+    assert "5432" not in error["message"]
+    _error(client.get("/api/v1/database-refused-value"), 400, "invalid_input")
+
+
+@pytest.mark.urls("tests.organizations.raising_urls")
 def test_unhandled_exception_outside_api_is_not_json():
     response = Client(raise_request_exception=False).get("/boom-page")
     assert response.status_code == 500

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -118,13 +119,19 @@ def test_slot_is_released_when_the_reaper_ends_a_lost_run(alice):
     _limits(alice.organization, concurrent_runs=1)
     version = manifest_version(alice.organization)
     run = _start(alice.organization, version)
-    # The worker claimed it, then died: its heartbeat is long stale.
+    # The worker claimed it, then died: its heartbeat is long stale. It had used its last attempt,
+    # so the reaper ends it (a retried run keeps its slot: tests/execution/test_lost_runs.py).
     stale = timezone.now() - timedelta(hours=1)
-    Run.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=stale, heartbeat_at=stale)
-    assert run_reap_lost() == 1
+    Run.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING,
+        started_at=stale,
+        heartbeat_at=stale,
+        attempt=settings.LIGHTFAST_RUN_MAX_ATTEMPTS,
+    )
+    assert run_reap_lost() == {"retried": 0, "failed": 1}
     assert _active(alice.organization) == 0
     # Reaping twice (or the worker finishing late) does not give a slot back twice.
-    assert run_reap_lost() == 0
+    assert run_reap_lost() == {"retried": 0, "failed": 0}
     _start(alice.organization, version)
     assert _active(alice.organization) == 1
 
