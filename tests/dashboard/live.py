@@ -1,5 +1,5 @@
-"""The dashboard's browser-test harness: the real stack (daphne + a Celery worker on the test database and
-redis, static files collected fresh by WhiteNoise's storage) and Playwright pages that fail the test on any
+"""The dashboard's browser-test harness: the real stack (the launcher's ASGI server + a Celery worker on
+the test database and redis, static files collected fresh by WhiteNoise's storage) and Playwright pages that fail the test on any
 browser console error.
 
 Use the fixtures in a test module under tests/dashboard/ (its conftest imports them):
@@ -27,7 +27,7 @@ import pytest
 from django.conf import settings
 
 from tests.browser import screenshot_dir
-from tests.execution.live_transport import Daphne, start_daphne
+from tests.execution.live_transport import AsgiServer, start_asgi_server
 from tests.services import PROJECT_ROOT, CeleryWorker, service_env, start_celery_worker
 
 # What a phone shows: the pages must fit it without sideways scrolling.
@@ -47,18 +47,18 @@ def collect_static(static_root: Path) -> None:
 
 @dataclass
 class LiveStack:
-    """daphne and a Celery worker serving the test database; `url(path)` is an absolute URL."""
+    """The ASGI server and a Celery worker serving the test database; `url(path)` is an absolute URL."""
 
-    daphne: Daphne
+    server: AsgiServer
     worker: CeleryWorker
     media_root: Path
 
     @property
     def base_url(self) -> str:
-        return self.daphne.http
+        return self.server.http
 
     def url(self, path: str) -> str:
-        return f"{self.daphne.http}{path}"
+        return f"{self.server.http}{path}"
 
 
 @pytest.fixture(scope="session")
@@ -83,12 +83,12 @@ def live(
     os.environ["LIGHTFAST_MEDIA_ROOT"] = str(media)
     worker = start_celery_worker()
     try:
-        server = start_daphne()
+        server = start_asgi_server()
     except BaseException:
         worker.stop()
         raise
     try:
-        yield LiveStack(daphne=server, worker=worker, media_root=media)
+        yield LiveStack(server=server, worker=worker, media_root=media)
     finally:
         server.stop()
         worker.stop()

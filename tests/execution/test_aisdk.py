@@ -268,14 +268,14 @@ TOOLS_CHAT = "/api/v1/chat/tools/tools"
 
 @pytest.mark.parametrize("module", AI_MODULES)
 def test_a_client_side_tool_round_trip(
-    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization, TOOLS_AGENT, slug="tools")
     chat_id = f"team/{module}/client-tool"
     result = drive(
         "clientTool",
         module=module,
-        daphne=daphne,
+        asgi_server=asgi_server,
         key=alice.keys["all"],
         chat_id=chat_id,
         texts=['where am I? #call=getLocation {"precise": true}'],
@@ -314,14 +314,14 @@ def test_a_client_side_tool_round_trip(
 
 @pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
 def test_an_approval_round_trip(
-    approve: bool, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    approve: bool, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization, TOOLS_AGENT, slug="tools")
     chat_id = f"team/approval-{approve}"
     result = drive(
         "approval",
         module="ai6",  # tool approvals are AI SDK 6's
-        daphne=daphne,
+        asgi_server=asgi_server,
         key=alice.keys["all"],
         chat_id=chat_id,
         texts=['clean up #call=deleteFile {"path": "/tmp/report.txt"}'],

@@ -24,7 +24,7 @@ import pytest
 from execution.models import ChatSession
 from tests.browser import chromium, screenshot_dir  # noqa: F401 - the `chromium` fixture
 from tests.execution.conftest import uploaded_version
-from tests.execution.live_transport import daphne_fixture  # noqa: F401 - the `daphne` fixture
+from tests.execution.live_transport import asgi_server_fixture  # noqa: F401 - the `asgi_server` fixture
 from tests.realworld.corpus import data_dir
 from tests.services import PROJECT_ROOT
 
@@ -104,7 +104,7 @@ def test_a_page_on_another_origin_streams_a_chat_with_a_client_token(
     use_fake_provider: Any,
     media_root: Any,
     celery_worker: Any,
-    daphne: Any,
+    asgi_server: Any,
 ) -> None:
     uploaded_version(alice.organization)
     script = browser_chat_script()
@@ -117,7 +117,7 @@ def test_a_page_on_another_origin_streams_a_chat_with_a_client_token(
         )
         assert minted.status_code == 201
         token = minted.json()["token"]
-        chat_api = f"{daphne.http}{CHAT_PATH}"
+        chat_api = f"{asgi_server.http}{CHAT_PATH}"
         context = chromium.new_context()
         try:
             page = context.new_page()

@@ -21,7 +21,7 @@ from lightfast_cloud.errors import LightfastError
 from tests.bundles import uploaded_version
 from tests.execution.fake_openai import FakeOpenAI
 from tests.execution.live_transport import (
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     recv_json,
     recv_until_end,
     ws_connect,
@@ -300,10 +300,10 @@ def test_the_chat_endpoint_answers_hostile_posts_with_classified_400s(
 
 
 def test_the_websocket_continue_frame_answers_an_approval(
-    alice: Any, use_fake_provider: FakeOpenAI, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, use_fake_provider: FakeOpenAI, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization, TOOLS_AGENT, slug="tools")
-    with ws_connect(daphne, "/ws/v1/chat/tools/tools/", key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/tools/tools/", key=alice.keys["all"]) as ws:
         ws.send(json.dumps({"type": "message", "text": '#call=deleteFile {"path": "/x"}', "session": "ws/t"}))
         accepted = next_frame(ws, "run-accepted")
         frames = recv_until_end(ws, accepted["run"])
