@@ -1,6 +1,6 @@
 """The dashboard's browser-test harness: the real stack (the launcher's ASGI server + a Celery worker on
-the test database and redis, static files collected fresh by WhiteNoise's storage) and Playwright pages that fail the test on any
-browser console error.
+the test database and redis, static files collected fresh by WhiteNoise's storage) and Playwright pages
+that fail the test on any browser console error.
 
 Use the fixtures in a test module under tests/dashboard/ (its conftest imports them):
 
