@@ -380,6 +380,9 @@ async def wait_all_terminal(session: aiohttp.ClientSession, stack: Stack, timeou
             async with session.get(
                 f"{stack.url}/api/v1/runs?status={status}&limit=1", headers=headers(stack)
             ) as response:
+                if response.status != 200:  # e.g. 429 while the organization's rate is low
+                    busy += 1
+                    continue
                 busy += int((await response.json())["count"])
         if busy == 0:
             return time.perf_counter()
@@ -751,8 +754,8 @@ async def bench_mixed(
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
         cpu_after = cpu_snapshot(stack.pid)
+        raise_limits(stack)
         await wait_all_terminal(session, stack, 600)
-    raise_limits(stack)
     merged: Counter[str] = Counter()
     for counter in outcomes.values():
         merged.update(counter)
