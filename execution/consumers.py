@@ -56,6 +56,16 @@ def database_unavailable(exc: Exception) -> LightfastError:
     )
 
 
+def _frame_run(text_data: str | None) -> str | None:
+    """The `run` a client frame names, if it is JSON naming one (for the error of a refused frame)."""
+    try:
+        frame = json.loads(text_data or "")
+    except ValueError:
+        return None
+    run = frame.get("run") if isinstance(frame, dict) else None
+    return run[:64] if isinstance(run, str) else None
+
+
 def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default)
 
@@ -221,10 +231,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self._close_after(ws_error_frame(exc), exc.ws_close)
             return
         except LightfastError as exc:
-            await self._enqueue(ws_error_frame(exc))  # over the frame rate: this frame is dropped
+            # Over the frame rate (or the rate-limit store is away): this frame is dropped, and the
+            # error names its run when it has one, so the client knows which to send again.
+            await self._enqueue(ws_error_frame(exc, run=_frame_run(text_data)))
             return
         except TRANSIENT_DATABASE_ERRORS as exc:
-            await self._enqueue(ws_error_frame(database_unavailable(exc)))
+            await self._enqueue(ws_error_frame(database_unavailable(exc), run=_frame_run(text_data)))
             return
         try:
             frame = self._parse(text_data, bytes_data)

@@ -99,3 +99,39 @@ def test_launcher_runs_healthy_and_stops_on_sigint(tmp_path: Path) -> None:
     assert not (data_dir / "redis.sock").exists()
     leftovers = processes_with_env("LIGHTFAST_DATA_DIR", str(data_dir))
     assert leftovers == [], f"processes left running: {leftovers}"
+
+
+def test_restart_delays_grow_while_a_child_keeps_dying_soon_after_starting() -> None:
+    from lightfast_cloud.launcher import restart_delay
+
+    assert [restart_delay(deaths) for deaths in range(1, 9)] == [0, 1, 2, 4, 8, 16, 30, 30]
+
+
+def test_a_child_that_exits_is_started_again_and_only_ctrl_c_stops_the_stack(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import threading
+
+    from lightfast_cloud.launcher import Launcher
+
+    launcher = Launcher(
+        data_dir=tmp_path, host="127.0.0.1", port=free_port(), worker_processes=1, worker_threads=1
+    )
+    starts = tmp_path / "starts"
+    launcher.spawn(
+        "flaky", [sys.executable, "-c", f"open({str(starts)!r}, 'a').write('.'); raise SystemExit(3)"]
+    )
+    result: list[int] = []
+    supervisor = threading.Thread(target=lambda: result.append(launcher.supervise()))
+    with caplog.at_level("WARNING", logger="lightfast_cloud.launcher"):
+        supervisor.start()
+        deadline = time.monotonic() + 20
+        while (not starts.exists() or len(starts.read_text()) < 3) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        launcher.stopping.set()  # what Ctrl-C does
+        supervisor.join(10)
+    launcher.stop()
+    assert len(starts.read_text()) >= 3
+    assert result == [0]
+    assert "flaky exited with status 3; starting it again in 0 s" in caplog.text
+    assert "flaky exited with status 3; starting it again in 1 s" in caplog.text

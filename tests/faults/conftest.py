@@ -1,4 +1,4 @@
-"""One stack for the fault experiments of this package: the launcher on the test database and redis."""
+"""One stack for the fault experiments of a module: the launcher on the test database and redis."""
 
 from __future__ import annotations
 
@@ -34,11 +34,12 @@ def fault_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("fault-media")
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")
 def stack(
     django_db_setup: None, redis_server: str, tmp_path_factory: pytest.TempPathFactory, fault_media: Path
 ) -> Iterator[Stack]:
-    """The launcher's whole stack, started once for the package (each experiment leaves it healthy)."""
+    """The launcher's whole stack, started once per module (each experiment leaves it healthy; it is gone
+    before the next module, whose processes must be the only ones taking runs)."""
     fake = FakeOpenAI().start()
     root = tmp_path_factory.mktemp("fault-stack")
     stack = start_stack(

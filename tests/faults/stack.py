@@ -69,34 +69,14 @@ def redis_target(url: str) -> tuple[tuple[str, int] | str, int]:
 
 
 @dataclass
-class Stack:
-    """A running `manage.py lightfast up`; `redis` and (on PostgreSQL) `database` are its proxies."""
+class Web:
+    """A web process of the platform, on 127.0.0.1:`port`."""
 
-    launcher: subprocess.Popen[bytes]
     port: int
-    log: Path
-    redis: TcpProxy
-    database: TcpProxy | None
-    sqlite_path: str | None
 
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def worker_pid(self) -> int | None:
-        """The Celery worker main process the launcher started (None while it is being restarted)."""
-        for pid in proc_children(self.launcher.pid):
-            argv = proc_cmdline(pid)
-            if "celery" in argv and "worker" in argv:
-                return pid
-        return None
-
-    def runner_pids(self) -> list[int]:
-        """The sandbox runner processes of the worker (each leads a process group with its zygotes)."""
-        worker = self.worker_pid()
-        if worker is None:
-            return []
-        return [pid for pid in proc_children(worker) if "celery" not in proc_cmdline(pid)]
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -128,17 +108,44 @@ class Stack:
         assert response.status_code == 202, response.text
         return str(response.json()["id"])
 
+
+@dataclass
+class Stack(Web):
+    """A running `manage.py lightfast up`; `redis` and (on PostgreSQL) `database` are its proxies."""
+
+    launcher: subprocess.Popen[bytes] | None = None
+    log: Path = Path()
+    redis: TcpProxy | None = None
+    database: TcpProxy | None = None
+    sqlite_path: str | None = None
+
+    def worker_pid(self) -> int | None:
+        """The Celery worker main process the launcher started (None while it is being restarted)."""
+        assert self.launcher is not None
+        for pid in proc_children(self.launcher.pid):
+            argv = proc_cmdline(pid)
+            if "celery" in argv and "worker" in argv:
+                return pid
+        return None
+
+    def runner_pids(self) -> list[int]:
+        """The sandbox runner processes of the worker (each leads a process group with its zygotes)."""
+        worker = self.worker_pid()
+        if worker is None:
+            return []
+        return [pid for pid in proc_children(worker) if "celery" not in proc_cmdline(pid)]
+
     def stop(self) -> None:
-        if self.launcher.poll() is None:
+        if self.launcher is not None and self.launcher.poll() is None:
             self.launcher.send_signal(signal.SIGINT)
             try:
                 self.launcher.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.launcher.pid, signal.SIGKILL)
                 self.launcher.wait()
-        self.redis.stop()
-        if self.database is not None:
-            self.database.stop()
+        for proxy in (self.redis, self.database):
+            if proxy is not None:
+                proxy.stop()
 
 
 def start_stack(
@@ -191,12 +198,16 @@ def start_stack(
     )
 
 
+# The refusals a client answers by sending its frame again a little later.
+RETRY_LATER = frozenset({"rate_limited", "rate_limit_unavailable", "service_unavailable"})
+
+
 @dataclass
 class RunStreams:
     """One websocket per agent, resuming every run it is given from seq 0, reconnecting (and resuming
     after the last seq it got) when the connection drops: a client that wants every event once."""
 
-    stack: Stack
+    web: Web
     key: str
     frames: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _agents: dict[str, list[str]] = field(default_factory=dict)
@@ -233,8 +244,17 @@ class RunStreams:
                             frame = json.loads(ws.recv(timeout=0.5))
                         except TimeoutError:
                             continue
-                        if frame.get("type") == "error":
+                        if frame.get("type") == "error" and "seq" not in frame:  # not a run's event
                             self.errors.append(json.dumps(frame))
+                            # A refused resume (rate-limit store or database away) names its run:
+                            # ask again, after what arrived (nothing did from that frame).
+                            run_id = frame.get("run")
+                            retry = frame["error"]["type"] in RETRY_LATER
+                            if retry and run_id in self.frames and not self._done(run_id):
+                                time.sleep(0.5)
+                                after = self.frames[run_id][-1]["seq"] if self.frames[run_id] else 0
+                                ws.send(json.dumps({"type": "resume", "run": run_id, "after": after}))
+                            continue
                         if frame.get("run") in self.frames and "seq" in frame:
                             self.frames[frame["run"]].append(frame)
             except (ConnectionClosed, InvalidHandshake, OSError, EOFError) as exc:
@@ -243,7 +263,7 @@ class RunStreams:
 
     def _connect(self, agent: str) -> ClientConnection:
         return connect(
-            f"ws://127.0.0.1:{self.stack.port}/ws/v1/chat/{agent}/",
+            f"ws://127.0.0.1:{self.web.port}/ws/v1/chat/{agent}/",
             subprotocols=key_protocols(self.key),  # type: ignore[arg-type]
             open_timeout=10,
             proxy=None,
@@ -251,11 +271,21 @@ class RunStreams:
 
     def wait(self, timeout: float) -> None:
         """Until every run followed has streamed its terminal event."""
-        wait_until(
-            lambda: all(self._done(run_id) for run_id in self.frames),
-            timeout,
-            "every run streamed to its end",
-        )
+        try:
+            wait_until(
+                lambda: all(self._done(run_id) for run_id in self.frames), timeout, "every run streamed"
+            )
+        except AssertionError as exc:
+            state = {
+                run_id: (
+                    Run.objects.filter(pk=run_id).values_list("status", "last_seq").first(),
+                    [frame.get("seq") for frame in frames][-3:],
+                )
+                for run_id, frames in self.frames.items()
+            }
+            raise AssertionError(
+                f"{exc}; runs (status, last_seq), last seqs streamed: {state}; {self.errors}"
+            ) from exc
 
     def close(self) -> None:
         self._stop.set()

@@ -82,7 +82,7 @@ def _tool_outcome(run: Run) -> Any:
 
 def _experiment(stack: Stack, tenant: Any, name: str) -> tuple[Outcome, RunStreams, float]:
     stack.wait_healthy()
-    return Outcome(experiment=name), RunStreams(stack=stack, key=tenant.keys["all"]), time.monotonic()
+    return Outcome(experiment=name), RunStreams(web=stack, key=tenant.keys["all"]), time.monotonic()
 
 
 def _finish(outcome: Outcome, streams: RunStreams, started: float, timeout: float = 60) -> dict[str, Run]:
