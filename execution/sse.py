@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
@@ -129,8 +130,10 @@ async def _frames(
         if not finished and cancel_on_disconnect:
             # The client went away before the run ended (the AI SDK's `stop()` aborts the request)
             # and did not say it would resume: stop the run instead of spending quota on it.
-            # Not thread-sensitive: this task may outlive the request (and its request thread).
-            cancelling = asyncio.ensure_future(sync_to_async(_run_cancel_now, thread_sensitive=False)(run_id))
+            # Not thread-sensitive: this task may outlive the request (and its request thread); the
+            # database connection it uses is given back when it is done.
+            cancel = database_sync_to_async(_run_cancel_now, thread_sensitive=False)
+            cancelling = asyncio.ensure_future(cancel(run_id))
             _background.add(cancelling)
             cancelling.add_done_callback(_background.discard)
         for task in (following, revoked):
