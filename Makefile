@@ -1,16 +1,21 @@
 # The two commands a newcomer types: `make run` and `make test`.
 # Everything they need (virtual environment, Python and npm packages, the
-# sandbox's JavaScript runtime) is installed by the `setup` target first.
+# sandbox's JavaScript runtime, the dashboard's assets and the collected static
+# files) is installed by the `setup` target first.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 RUNTIME := execution/sandbox/js/dist/runtime.js
 NATIVE_RUNNER := execution/sandbox/native/build/lightfast-runner
+DASHBOARD_ASSETS := dashboard/static/dashboard/dist/.built
+# Where collectstatic writes (settings.STATIC_ROOT; the same for every data dir).
+STATIC_ROOT := $(or $(LIGHTFAST_STATIC_ROOT),var/static)
+STATIC_MANIFEST := $(STATIC_ROOT)/staticfiles.json
 
 .PHONY: setup run test lint bench clean
 
-setup: $(VENV)/.installed node_modules/.installed $(RUNTIME) $(NATIVE_RUNNER)
+setup: $(VENV)/.installed node_modules/.installed $(RUNTIME) $(NATIVE_RUNNER) $(STATIC_MANIFEST)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +34,15 @@ $(RUNTIME): node_modules/.installed $(wildcard execution/sandbox/js/*.mjs execut
 $(NATIVE_RUNNER): $(VENV)/.installed execution/sandbox/native/runner.c execution/sandbox/native/Makefile
 	$(MAKE) -C execution/sandbox/native PYTHON=$(CURDIR)/$(PY)
 
+# The dashboard's JavaScript and CSS: esbuild bundles them with htmx and uPlot from node_modules.
+$(DASHBOARD_ASSETS): node_modules/.installed $(wildcard dashboard/assets/*)
+	npm run --silent build:dashboard
+
+# Static files (the dashboard's, the admin's, Swagger UI's and ReDoc's) with hashed names and gzip
+# copies, which WhiteNoise serves; again whenever the assets or the installed packages change.
+$(STATIC_MANIFEST): $(VENV)/.installed $(DASHBOARD_ASSETS) $(shell find dashboard/static -type f -not -path '*/dist/*' 2>/dev/null)
+	$(PY) manage.py collectstatic --noinput --clear --verbosity 0
+
 run: setup
 	$(PY) manage.py lightfast up
 
@@ -43,4 +57,5 @@ bench: setup
 	$(PY) benchmarks/sandbox.py
 
 clean:
-	rm -rf $(VENV) node_modules execution/sandbox/js/dist execution/sandbox/native/build var .pytest_cache
+	rm -rf $(VENV) node_modules execution/sandbox/js/dist execution/sandbox/native/build var .pytest_cache \
+		dashboard/static/dashboard/dist

@@ -87,6 +87,11 @@ class AgentManifest:
     # `providerOptions: {lightfast: {streamLogs: true}}`: tool `console` lines reach the chat's
     # end users (SSE, websocket); otherwise they are only in the run's events (API, dashboard).
     stream_logs: bool = False
+    # Tools declared without `execute` (run by the chat's client) and tools with `needsApproval`
+    # (run in the sandbox once the user approved the call): the manifest's `clientSide` and
+    # `needsApproval` flags.
+    client_tools: frozenset[str] = frozenset()
+    approval_tools: frozenset[str] = frozenset()
 
     @classmethod
     def from_spec(cls, key: str, spec: Any) -> AgentManifest:
@@ -101,19 +106,28 @@ class AgentManifest:
         stop_tools = frozenset(n for c in conditions if isinstance(n := c.get("hasToolCall"), str))
         provider_options = options.get("providerOptions") if isinstance(options, dict) else None
         platform = provider_options.get("lightfast") if isinstance(provider_options, dict) else None
+        tool_specs = {
+            name: tool if isinstance(tool, dict) else {}
+            for name, tool in (tools.items() if isinstance(tools, dict) else ())
+        }
         return cls(
             key=key,
             name=str(spec.get("name") or key),
             system=spec.get("system"),
             model=spec.get("model"),
-            tools={
-                name: tool if isinstance(tool, dict) else {}
-                for name, tool in (tools.items() if isinstance(tools, dict) else ())
-            },
+            tools=tool_specs,
             dynamic_tools=bool(spec.get("dynamicTools")),
             step_count=min(counts) if counts else None,
             stop_tools=stop_tools,
             stream_logs=isinstance(platform, dict) and platform.get("streamLogs") is True,
+            client_tools=frozenset(
+                name for name, tool in tool_specs.items() if tool.get("clientSide") is True
+            ),
+            approval_tools=frozenset(
+                name
+                for name, tool in tool_specs.items()
+                if tool.get("needsApproval") is True and tool.get("clientSide") is not True
+            ),
         )
 
     @property

@@ -192,7 +192,11 @@ def bundle_list(*, organization: Organization) -> QuerySet[Bundle]:
 
 def bundle_get(*, organization: Organization, slug: str) -> Bundle | None:
     """The organization's live bundle with this slug."""
-    return bundle_list(organization=organization).filter(slug=slug).first()
+    try:
+        # get(): a live slug is unique (bundle_unique_live_slug); first() would add an ORDER BY.
+        return bundle_list(organization=organization).get(slug=slug)
+    except Bundle.DoesNotExist:
+        return None
 
 
 def version_list(*, bundle: Bundle) -> QuerySet[BundleVersion]:

@@ -83,7 +83,9 @@ class AgentSerializer(serializers.Serializer):
     name = serializers.CharField()
     system = serializers.CharField(allow_null=True)
     model = serializers.JSONField(allow_null=True)
-    tools = serializers.JSONField(help_text="Tool name → {description, inputSchema, outputSchema}.")
+    tools = serializers.JSONField(
+        help_text="Tool name → {description, inputSchema, outputSchema, clientSide?, needsApproval?}."
+    )
     dynamicTools = serializers.BooleanField()  # noqa: N815 - the manifest's own key
 
 

@@ -492,7 +492,7 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=1000)
     parser.add_argument("--noop-tasks", type=int, default=2000, help="Celery no-op tasks (its own overhead)")
     parser.add_argument("--query-runs", type=int, default=20, help="runs whose queries are counted")
-    parser.add_argument("--ws-runs", type=int, default=200, help="runs timed over a real daphne websocket")
+    parser.add_argument("--ws-runs", type=int, default=200, help="runs timed over a real websocket")
     from lightfast_cloud.launcher import worker_processes_default, worker_threads_default
 
     launcher_layout = f"{worker_processes_default()}x{worker_threads_default()}"

@@ -1,6 +1,6 @@
-"""The websocket figure of `benchmarks/runs.py`: message frame → first streamed run event, over a real daphne.
+"""The websocket figure of `benchmarks/runs.py`: message frame → first streamed run event, over a real server.
 
-`bench_websocket(organization, version, runs)` starts daphne on the scratch stack that
+`bench_websocket(organization, version, runs)` starts the launcher's web server on the scratch stack that
 `runs.py` built (same environment: data directory, database, redis, media root), opens one
 websocket authenticated with an API key in `Sec-WebSocket-Protocol`, and for each run sends a
 `message` frame and times the `run-accepted` frame and the run's first event (`start`, seq 1),
@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,40 +23,34 @@ ROOT = Path(__file__).resolve().parents[1]
 TOOL_MESSAGE = 'Weather please: getWeather {"city": "Paris"}'
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _start_server() -> tuple[subprocess.Popen[bytes], int]:
+    """One web process as the launcher starts it (LIGHTFAST_WEB_SERVER), on a socket bound here."""
+    from lightfast_cloud.launcher import web_listen_socket, web_server_argv, web_server_default
 
-
-def _start_daphne(port: int) -> subprocess.Popen[bytes]:
+    listener = web_listen_socket("127.0.0.1", 0)
+    port = int(listener.getsockname()[1])
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "lightfast_cloud.asgi:application",
-        ],
+        web_server_argv(server=web_server_default(), fd=listener.fileno()),
         env=dict(os.environ),
         cwd=ROOT,
         start_new_session=True,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
+        pass_fds=(listener.fileno(),),
     )
+    listener.close()  # the server holds its own copy
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}")
+            raise RuntimeError(f"the web server exited with {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"HEAD /api/v1/ HTTP/1.0\r\n\r\n")
+                if sock.recv(16):
+                    return process, port
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError("daphne did not listen")
+    raise RuntimeError("the web server did not answer")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -76,7 +69,7 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 def bench_websocket(organization: Any, version: Any, runs: int, emit: Callable[..., None]) -> None:
-    """Message frame → first run event latency over one websocket to a real daphne (demo model, one tool)."""
+    """Message frame → first run event latency over one websocket to a real server (demo model, one tool)."""
     from websockets.sync.client import connect
 
     from organizations.services import Actor, apikey_create
@@ -87,8 +80,7 @@ def bench_websocket(organization: Any, version: Any, runs: int, emit: Callable[.
         scopes=["read", "execute"],
         actor=Actor.system("bench"),
     )
-    port = _free_port()
-    daphne = _start_daphne(port)
+    server, port = _start_server()
     accepted_ms: list[float] = []
     first_ms: list[float] = []
     total_ms: list[float] = []
@@ -113,16 +105,16 @@ def bench_websocket(organization: Any, version: Any, runs: int, emit: Callable[.
                     ):
                         break
                 if index < 5:
-                    continue  # warm-up: daphne's and the worker's connections, the sandbox zygote
+                    continue  # warm-up: the server's and the worker's connections, the sandbox zygote
                 assert accepted_at is not None and first_at is not None
                 accepted_ms.append((accepted_at - started) * 1000)
                 first_ms.append((first_at - started) * 1000)
                 total_ms.append((now - started) * 1000)
     finally:
-        _stop(daphne)
+        _stop(server)
     emit(
         figure="websocket_first_event_latency_ms",
-        transport="daphne websocket",
+        transport="websocket",
         model="demo",
         tool_calls=1,
         runs=runs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from execution.providers import model_resolve
 from execution.providers.base import CancelToken, ModelRequest, StepEnd, TextDelta, ToolCall, ToolSpec
 from execution.providers.demo import DemoProvider
 from execution.sandbox import api as sandbox_api
+from execution.sandbox.errors import SandboxError
 from execution.sandbox.values import clean_text, clean_value
 from execution.supervision import WORKER_LOST
 from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries
@@ -79,6 +81,7 @@ class AssistantTurn:
     def __init__(self, run: Run, *, message_id: str) -> None:
         self.run = run
         self.message_id = message_id
+        # A continued answer (client tool results, approvals) starts from its stored parts (agent_loop_run).
         self.parts: list[dict[str, Any]] = []
         self.text = ""
         self._pending: list[tuple[str, dict[str, Any]]] = []
@@ -183,8 +186,20 @@ class AssistantTurn:
             "input": tool_input,
         }
         self.parts.append(part)
+        # As the AI SDK streams a call: its start, then its whole input (arguments are not streamed).
+        self.emit("tool-input-start", {"toolCallId": call.id, "toolName": call.name})
         self.emit("tool-input-available", {"toolCallId": call.id, "toolName": call.name, "input": tool_input})
         return part
+
+    def approval_request(self, part: dict[str, Any], approval_id: str) -> None:
+        """Ask the user to approve a call before it runs (AI SDK 6 `tool-approval-request`)."""
+        part.update(state="approval-requested", approval={"id": approval_id})
+        self.emit("tool-approval-request", {"approvalId": approval_id, "toolCallId": part["toolCallId"]})
+
+    def tool_denied(self, part: dict[str, Any]) -> None:
+        """Record a call the user denied: it never ran."""
+        part["state"] = "output-denied"
+        self.emit("tool-output-denied", {"toolCallId": part["toolCallId"]})
 
     def tool_output(self, part: dict[str, Any], output: Any) -> None:
         """Record a tool's output."""
@@ -216,11 +231,27 @@ class AssistantTurn:
 
 @dataclass
 class LoopResult:
-    """How the loop ended when the model stopped (errors and cancellation raise instead)."""
+    """How the loop ended when the model stopped (errors and cancellation raise instead).
+
+    `pending`: the calls of the last step that wait for the chat's client, a client-side tool's
+    result or the user's approval (`{toolCallId, toolName, kind: "client" | "approval",
+    approvalId?}`); a later request continues the same answer with them (services.chat_tools).
+    """
 
     text: str
     finish_reason: str
     usage: Usage = field(default_factory=Usage)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+
+# The kinds of call a step can leave waiting for the client.
+PENDING_CLIENT = "client"
+PENDING_APPROVAL = "approval"
+
+
+def approval_id_new() -> str:
+    """An unguessable approval id (the call it approves is recorded with it, server side)."""
+    return f"apr_{secrets.token_urlsafe(18)}"
 
 
 def step_limit(agent: AgentManifest) -> int:
@@ -242,18 +273,19 @@ def tool_specs(agent: AgentManifest) -> list[ToolSpec]:
     return specs
 
 
-def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]]]]:
-    """(role, UI parts) of the session's messages, oldest first (one plain SELECT)."""
+def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]], str]]:
+    """(role, UI parts, public id) of the session's messages, oldest first (one plain SELECT)."""
     parts = statements.converter(Message, "parts")
     rows = sql.fetch_all(_history_sql(sql.vendor()), [session_id])
-    return [(str(role), parts(value)) for role, value in rows]
+    return [(str(role), parts(value), str(public_id)) for role, value, public_id in rows]
 
 
 @functools.cache
 def _history_sql(vendor: str) -> str:
-    return "SELECT {}, {} FROM {} WHERE {} = %s ORDER BY {}, {}".format(  # noqa: S608 - identifiers only
+    return "SELECT {}, {}, {} FROM {} WHERE {} = %s ORDER BY {}, {}".format(  # noqa: S608 - identifiers only
         sql.column(Message, "role"),
         sql.column(Message, "parts"),
+        sql.column(Message, "public_id"),
         sql.table(Message),
         sql.column(Message, "session"),
         sql.column(Message, "created_at"),
@@ -317,12 +349,23 @@ def _arguments_text(tool_input: Any) -> str:
 
 
 def _tool_result_text(part: dict[str, Any]) -> str:
-    if part.get("state") == "output-available":
+    state = part.get("state")
+    if state == "output-available":
         return json.dumps(part.get("output"), separators=(",", ":"))
-    if part.get("state") == "output-error":
+    if state == "output-error":
         return json.dumps({"error": part.get("errorText", "")})
-    # A call whose run ended before it answered.
+    if state == "output-denied":
+        return _denied_text(part)
+    # A call whose run ended before it answered, or that the chat left unanswered (a client-side
+    # tool without a result, an approval never given) when the user wrote on.
     return json.dumps({"error": "the tool call did not finish"})
+
+
+def _denied_text(part: dict[str, Any]) -> str:
+    """What the model is told of a call the user denied (the AI SDK's words, with the user's reason)."""
+    approval = part.get("approval")
+    reason = approval.get("reason") if isinstance(approval, dict) else None
+    return "Tool execution denied." + (f" Reason: {reason}" if isinstance(reason, str) and reason else "")
 
 
 def _check(cancel: CancelToken) -> None:
@@ -331,7 +374,8 @@ def _check(cancel: CancelToken) -> None:
 
 
 def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage: Usage) -> LoopResult:
-    """Drive the model and the tools until the model stops or the step limit is reached."""
+    """Drive the model and the tools until the model stops, the step limit is reached or a step's
+    calls wait for the chat's client (client-side tools, approvals)."""
     agent = run.bundle_version.agent(run.agent_key) or AgentManifest.from_spec(run.agent_key, {})
     resolved = model_resolve(agent.model, organization=run.organization)
     turn.stream_logs = agent.stream_logs
@@ -341,13 +385,28 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     # buffered is written before the request and each chunk as it arrives.
     network = not isinstance(resolved.provider, DemoProvider)
     history = session_history(run.session_id) if run.session_id is not None else []
-    messages = model_messages(str(agent.system or ""), history)
     tools = tool_specs(agent)
     tool_names = {tool.name for tool in tools}
     context = _tool_context(run)
+    continued = run.input.get("continue") if isinstance(run.input, dict) else None
+    if continued:
+        # The answer this run continues is the session's last message; the model sees it as the
+        # approved calls leave it (run now) and as the user's denials and the client's results did.
+        if not history or history[-1][2] != continued:
+            raise SandboxError(
+                "invalid_input", "The answer to continue is no longer the chat's last message."
+            )
+        turn.parts = list(history.pop()[1])
+        _resume_approved(run=run, turn=turn, agent=agent, context=context, cancel=cancel, usage=usage)
+        _check(cancel)
+    messages = model_messages(
+        str(agent.system or ""),
+        [(role, parts) for role, parts, _ in history] + ([("assistant", turn.parts)] if continued else []),
+    )
     stop_tools = agent.stop_tools
     finish_reason = "stop"
     step_texts: list[str] = []
+    pending: list[dict[str, Any]] = []
     for _ in range(step_limit(agent)):
         _check(cancel)
         usage.steps += 1
@@ -395,25 +454,32 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
                 ],
             }
         )
-        results = _run_tools(
+        results, pending = _run_tools(
             run=run,
             turn=turn,
             calls=calls,
+            agent=agent,
             tool_names=tool_names,
             context=context,
             cancel=cancel,
             usage=usage,
         )
         for call, result in zip(calls, results, strict=True):
-            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+            if result is not None:
+                messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
         _check(cancel)
         turn.finish_step()
+        if pending:
+            # As the AI SDK does: a step whose calls are not all answered ends the request; the
+            # client answers them and posts the chat again (finishReason `tool-calls`).
+            finish_reason = "tool-calls"
+            break
         if any(call.name in stop_tools for call in calls):
             break  # stopWhen: hasToolCall(name), checked after the step, as the AI SDK does
     # What is still buffered goes out with the run's terminal events, in one transaction.
     # Steps are separate utterances ("calling getWeather." / "getWeather returned …"): a blank line
     # between them, as a chat client shows separate text parts.
-    return LoopResult(text="\n\n".join(step_texts), finish_reason=finish_reason, usage=usage)
+    return LoopResult(text="\n\n".join(step_texts), finish_reason=finish_reason, usage=usage, pending=pending)
 
 
 def _tool_context(run: Run) -> dict[str, Any]:
@@ -437,49 +503,116 @@ def _run_tools(
     run: Run,
     turn: AssistantTurn,
     calls: list[ToolCall],
+    agent: AgentManifest,
     tool_names: set[str],
     context: dict[str, Any],
     cancel: CancelToken,
     usage: Usage,
-) -> list[str]:
-    """Run the tool calls of one model step; returns, in call order, the texts the model sees as results.
+) -> tuple[list[str | None], list[dict[str, Any]]]:
+    """Run the tool calls of one model step: in call order, the texts the model sees as results (None
+    for a call that waits for the client), and the calls that wait.
 
     Every call is announced first (`tool-input-available`, or the error of a call whose
-    arguments are not JSON or name no tool), written before anything runs; when the model
-    asked for several, they run in the sandbox together, at most MAX_PARALLEL_TOOL_CALLS at a
-    time, each bounded by the run's limits and cancel token; their outputs follow in call order.
-    The calling threads touch no database (the sandbox settings are read here, once per step).
+    arguments are not JSON or name no tool), written before anything runs. A client-side tool's
+    call waits for the client's result; a call of a tool that needs approval gets a
+    `tool-approval-request` and waits for the user. The others run in the sandbox together, at
+    most MAX_PARALLEL_TOOL_CALLS at a time, each bounded by the run's limits and cancel token;
+    their outputs follow in call order. The calling threads touch no database (the sandbox
+    settings are read here, once per step).
     """
     requests = [_tool_request(turn, call, tool_names) for call in calls]
-    runnable = [request for request in requests if request.error is None]
-    results: dict[int, sandbox_api.InvokeResult] = {}
-    if runnable:
-        turn.flush()
-        settings_now = sandbox_settings_for(run.organization)
-
-        def invoke(request: _ToolRequest) -> sandbox_api.InvokeResult:
-            return run_tool_call(
-                run=run,
-                tool=request.call.name,
-                tool_input=request.tool_input,
-                context=context,
-                cancel=cancel,
-                sandbox_settings=settings_now,
+    pending: list[dict[str, Any]] = []
+    waiting: set[int] = set()
+    for request in requests:
+        if request.error is not None:
+            continue
+        name = request.call.name
+        if name in agent.client_tools:
+            pending.append({"toolCallId": request.call.id, "toolName": name, "kind": PENDING_CLIENT})
+            waiting.add(id(request))
+        elif name in agent.approval_tools:
+            approval_id = approval_id_new()
+            turn.approval_request(request.part, approval_id)
+            pending.append(
+                {
+                    "toolCallId": request.call.id,
+                    "toolName": name,
+                    "kind": PENDING_APPROVAL,
+                    "approvalId": approval_id,
+                }
             )
-
-        if len(runnable) == 1:
-            results[id(runnable[0])] = invoke(runnable[0])
-        else:
-            with ThreadPoolExecutor(min(len(runnable), MAX_PARALLEL_TOOL_CALLS)) as pool:
-                futures = {id(request): pool.submit(invoke, request) for request in runnable}
-                results = {key: future.result() for key, future in futures.items()}
-    texts = []
+            waiting.add(id(request))
+    runnable = [request for request in requests if request.error is None and id(request) not in waiting]
+    results = _invoke_all(run=run, turn=turn, requests=runnable, context=context, cancel=cancel)
+    texts: list[str | None] = []
     for request in requests:
         if request.error is not None:
             texts.append(json.dumps({"error": request.error}))
+        elif id(request) in waiting:
+            texts.append(None)
+        else:
+            texts.append(_tool_result(turn, request, results[id(request)], usage))
+    return texts, pending
+
+
+def _invoke_all(
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    requests: list[_ToolRequest],
+    context: dict[str, Any],
+    cancel: CancelToken,
+) -> dict[int, sandbox_api.InvokeResult]:
+    """Run `requests` in the sandbox (together when several); their results by `id(request)`."""
+    if not requests:
+        return {}
+    turn.flush()
+    settings_now = sandbox_settings_for(run.organization)
+
+    def invoke(request: _ToolRequest) -> sandbox_api.InvokeResult:
+        return run_tool_call(
+            run=run,
+            tool=request.call.name,
+            tool_input=request.tool_input,
+            context=context,
+            cancel=cancel,
+            sandbox_settings=settings_now,
+        )
+
+    if len(requests) == 1:
+        return {id(requests[0]): invoke(requests[0])}
+    with ThreadPoolExecutor(min(len(requests), MAX_PARALLEL_TOOL_CALLS)) as pool:
+        futures = {id(request): pool.submit(invoke, request) for request in requests}
+        return {key: future.result() for key, future in futures.items()}
+
+
+def _resume_approved(
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    agent: AgentManifest,
+    context: dict[str, Any],
+    cancel: CancelToken,
+    usage: Usage,
+) -> None:
+    """A continued answer's calls the user answered: the approved ones run in the sandbox now, the
+    denied ones get `tool-output-denied` (before the model's next step, as the AI SDK streams them)."""
+    approved: list[_ToolRequest] = []
+    for part in turn.parts:
+        if part.get("state") != "approval-responded" or not isinstance(part.get("approval"), dict):
             continue
-        texts.append(_tool_result(turn, request, results[id(request)], usage))
-    return texts
+        name = str(part.get("type", ""))[len("tool-") :]
+        call = ToolCall(str(part.get("toolCallId")), name, "")
+        if part["approval"].get("approved") is not True:
+            turn.tool_denied(part)
+        elif not agent.has_tool(name) or name in agent.client_tools:
+            # The active version changed since the call was approved and no longer runs that tool.
+            turn.tool_error(part, f"unknown_tool: there is no tool {name!r} to run")
+        else:
+            approved.append(_ToolRequest(call=call, part=part, tool_input=part.get("input"), error=None))
+    results = _invoke_all(run=run, turn=turn, requests=approved, context=context, cancel=cancel)
+    for request in approved:
+        _tool_result(turn, request, results[id(request)], usage)
 
 
 def _tool_request(turn: AssistantTurn, call: ToolCall, tool_names: set[str]) -> _ToolRequest:
@@ -546,5 +679,3 @@ def _remaining_ms(run: Run) -> int:
         return int(run.wall_limit_ms)
     elapsed = (timezone.now() - run.started_at).total_seconds() * 1000
     return int(run.wall_limit_ms - elapsed)
-
-

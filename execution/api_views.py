@@ -18,6 +18,7 @@ from execution.selectors import (
     agent_target_resolve,
     run_events_after,
     run_get,
+    run_queryset_filter,
     run_wait,
     session_get,
 )
@@ -42,6 +43,10 @@ from organizations.models import Scope
 from organizations.tenancy import OrganizationScopedAPIView, OrganizationScopedGenericAPIView
 
 WAIT_MAX_S = 60.0
+# One instance of each renders every single run: a DRF ModelSerializer builds its fields per
+# instance, which cost more than the rest of the rendering (to_representation keeps no state).
+_RUN_STARTED = RunStartedSerializer()
+_RUN = RunSerializer()
 # The largest seq a client can name (events are counted in a 32-bit column).
 MAX_SEQ = 2_000_000_000
 
@@ -112,17 +117,13 @@ class RunListView(OrganizationScopedGenericAPIView):
     def filter_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         """Scoped runs, filtered by `status`, `agent` (`bundle/agentKey`) and `session`."""
         runs: QuerySet[Run] = super().filter_queryset(queryset)
-        status_filter = query_choice(self.request, "status", list(RunStatus.values))
-        if status_filter is not None:
-            runs = runs.filter(status=status_filter)
-        agent_id = query_value(self.request, "agent")
-        if agent_id:
-            bundle, _, agent = agent_id.partition("/")
-            runs = runs.filter(bundle_version__bundle__slug=bundle, agent_key=agent)
-        session = query_value(self.request, "session")
-        if session:
-            runs = runs.filter(session__public_id=session)
-        return runs
+        request = self.request
+        return run_queryset_filter(
+            runs,
+            status=query_choice(request, "status", list(RunStatus.values)),
+            agent=query_value(request, "agent"),
+            session=query_value(request, "session"),
+        )
 
     @extend_schema(
         operation_id="runs_list",
@@ -172,11 +173,12 @@ class RunListView(OrganizationScopedGenericAPIView):
             messages=data.get("messages"),
             session_id=data.get("session"),
         )
-        run = run_wait(organization=self.organization, run_id=run.pk, timeout_s=wait_s)
-        # Without `wait` the answer is always 202, even when a fast run already ended by the time
-        # it is read back: the status code must not depend on that race.
+        if wait_s:
+            run = run_wait(organization=self.organization, run_id=run.pk, timeout_s=wait_s)
+        # Without `wait` the answer is always 202 with the run as it was created (queued), not read
+        # back: neither the status code nor the body depends on how fast a worker took it.
         return Response(
-            RunStartedSerializer(run).data,
+            _RUN_STARTED.to_representation(run),
             status=status.HTTP_200_OK if wait_s and run.is_terminal else status.HTTP_202_ACCEPTED,
             headers={"Location": f"/api/v1/runs/{run.pk}"},
         )
@@ -193,7 +195,7 @@ class RunDetailView(RunAPIView):
     )
     def get(self, request: Request, run_id: str) -> Response:
         """The run with status, error and usage."""
-        return Response(RunSerializer(self.get_run(run_id)).data)
+        return Response(_RUN.to_representation(self.get_run(run_id)))
 
 
 class RunEventsView(RunAPIView):

@@ -10,6 +10,7 @@ from functools import partial
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -18,6 +19,7 @@ from execution.credential_watch import CredentialWatch
 from execution.sandbox.values import clean_value
 from execution.selectors import AgentTarget, agent_target_resolve
 from execution.services import chat_run_start, run_cancel
+from execution.services.chat_tools import chat_run_continue, tool_responses_from_frame
 from execution.stream import is_private_chunk, run_event_stream
 from execution.write_gate import TRANSIENT_DATABASE_ERRORS
 from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
@@ -71,15 +73,20 @@ def _setting(name: str, default: Any) -> Any:
 class TransportBacklogMiddleware:
     """Puts the server's socket transport in the scope so the consumer can see unsent bytes.
 
-    ASGI `send` under daphne never blocks (Twisted buffers whatever is written), so the only way to
-    notice a client that stopped reading is to look at the transport's write buffer.
+    Under daphne ASGI `send` never blocks (Twisted buffers whatever is written): the only way to
+    notice a client that stopped reading is the transport's write buffer. Under uvicorn `send`
+    waits while the transport's buffer is over its high-water mark, so the consumer bounds each
+    send in time instead; either way a client that does not read is cut off (see `_write_loop`).
     """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        protocol = send.args[0] if isinstance(send, partial) and send.args else None
+        if isinstance(send, partial) and send.args:
+            protocol = send.args[0]  # daphne: partial(server.handle_reply, protocol)
+        else:
+            protocol = getattr(send, "__self__", None)  # uvicorn: the protocol's bound `send`
         transport = getattr(protocol, "transport", None)
         if transport is not None:
             scope = dict(scope, **{TRANSPORT_SCOPE_KEY: transport})
@@ -87,13 +94,47 @@ class TransportBacklogMiddleware:
 
 
 def transport_backlog_bytes(transport: Any) -> int:
-    """Bytes written to a Twisted transport but not yet sent to the peer (0 when unknown)."""
+    """Bytes written to the server's transport but not yet sent to the peer (0 when unknown)."""
     if transport is None:
         return 0
+    buffer_size = getattr(transport, "get_write_buffer_size", None)
+    if callable(buffer_size):  # an asyncio transport (uvicorn)
+        return int(buffer_size())
+    # A Twisted TCP transport (daphne).
     buffered = getattr(transport, "dataBuffer", b"")
     offset = int(getattr(transport, "offset", 0) or 0)
     pending = int(getattr(transport, "_tempDataLen", 0) or 0)
     return max(0, len(buffered) - offset) + pending
+
+
+def transport_abort(transport: Any) -> None:
+    """Drop the connection now, discarding unsent bytes (asyncio `abort`, Twisted `abortConnection`)."""
+    for name in ("abort", "abortConnection"):
+        method = getattr(transport, name, None)
+        if callable(method):
+            method()
+            return
+
+
+def _connect_admit_sync(scope: dict[str, Any]) -> tuple[Tenant, AgentTarget]:
+    """Credentials, then the IP's and organization's limits, then the agent: one trip to a thread.
+
+    A blocked IP gets the same 4429 whatever it presents (see ws_tenant_resolve).
+    """
+    route = scope["url_route"]["kwargs"]
+    ip = client_ip_of_scope(scope)
+    tenant = ws_tenant_resolve(scope, ip=ip)
+    ratelimit_ws_connect(organization=tenant.organization, api_key=tenant.api_key, ip=ip)
+    target = agent_target_resolve(
+        organization=tenant.organization, bundle=route["bundle"], agent=route["agent"]
+    )
+    return tenant, target
+
+
+# Connects are independent of each other and of the consumers' other synchronous work, so they run
+# in the shared thread pool rather than queueing for the one thread-sensitive thread (a burst of
+# connects would otherwise wait on each other's database and redis round trips).
+_connect_admit = database_sync_to_async(_connect_admit_sync, thread_sensitive=False)
 
 
 def _admit_frame(tenant: Tenant) -> None:
@@ -117,19 +158,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.watcher: asyncio.Task[None] | None = None
         self.groups: list[str] = []
         self.closing = False
-        route = self.scope["url_route"]["kwargs"]
         subprotocol = accepted_subprotocol(self.scope)
-        ip = client_ip_of_scope(self.scope)
-        # Credentials, then the IP's and organization's limits, then anything that depends on them:
-        # a blocked IP gets the same 4429 whatever it presents (see ws_tenant_resolve).
         try:
-            self.tenant = await sync_to_async(ws_tenant_resolve)(self.scope, ip=ip)
-            await sync_to_async(ratelimit_ws_connect)(
-                organization=self.tenant.organization, api_key=self.tenant.api_key, ip=ip
-            )
-            self.target = await sync_to_async(agent_target_resolve)(
-                organization=self.tenant.organization, bundle=route["bundle"], agent=route["agent"]
-            )
+            self.tenant, self.target = await _connect_admit(self.scope)
         except TRANSIENT_DATABASE_ERRORS as exc:
             # The database refused or dropped the connection: nothing is wrong with the client's.
             unavailable = database_unavailable(exc)
@@ -216,12 +247,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
                 await self._on_cancel(frame)
             elif kind == "resume":
                 await self._on_resume(frame)
+            elif kind == "continue":
+                await self._on_continue(frame)
             elif kind == "ping":
                 await self._enqueue({"type": "pong"})
             else:
                 raise LightfastError(
                     code="invalid_frame",
-                    message="Unknown frame type; expected message, cancel, resume or ping.",
+                    message="Unknown frame type; expected message, continue, cancel, resume or ping.",
                     detail={"type": kind if isinstance(kind, str) else None},
                 )
         except LightfastError as exc:
@@ -276,6 +309,27 @@ class ChatConsumer(AsyncWebsocketConsumer):
         )
         assert run.session is not None
         return str(run.pk), run.session.public_id
+
+    async def _on_continue(self, frame: dict[str, Any]) -> None:
+        """Client-side tool results and approval responses for the session's last answer: a run
+        continues that answer (`chat_tools.chat_run_continue`), streamed like a message's run."""
+        self._require(Scope.EXECUTE)
+        session_id = frame.get("session")
+        if not isinstance(session_id, str):
+            raise LightfastError(code="invalid_frame", message="`session` must be the chat's session id.")
+        responses, approvals = tool_responses_from_frame(frame)
+        if len(self.streams) >= MAX_STREAMS_PER_CONNECTION:
+            raise LightfastError(code="invalid_frame", message="Too many runs streaming on this connection.")
+        run = await sync_to_async(chat_run_continue)(
+            organization=self.tenant.organization,
+            target=self.target,
+            created_by=self.tenant.actor.user,
+            session_id=session_id,
+            responses=responses,
+            approvals_by_id=approvals,
+        )
+        await self._enqueue({"type": "run-accepted", "run": str(run.pk), "session": session_id})
+        self._stream(str(run.pk), after=0)
 
     async def _on_cancel(self, frame: dict[str, Any]) -> None:
         self._require(Scope.EXECUTE)
@@ -355,7 +409,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
         keepalive = float(settings.LIGHTFAST_STREAM_KEEPALIVE_S)
         while True:
             try:
-                text = await asyncio.wait_for(self.queue.get(), timeout=keepalive)
+                async with asyncio.timeout(keepalive):
+                    text = await self.queue.get()
             except TimeoutError:
                 # Nothing sent for a while (a slow tool call): proxies with idle timeouts keep it open.
                 text = PING_FRAME
@@ -367,12 +422,30 @@ class ChatConsumer(AsyncWebsocketConsumer):
             waited = 0.0
             while transport_backlog_bytes(transport) > limit:
                 if waited >= grace:
-                    logger.info("websocket client too slow to read; disconnecting")
-                    self.closing = True
-                    for task in list(self.streams.values()):
-                        task.cancel()
-                    await self.close(CLOSE_SLOW_CLIENT)
+                    await self._drop_slow_client(transport)
                     return
                 await asyncio.sleep(0.05)
                 waited += 0.05
-            await self.send(text_data=text)
+            try:
+                async with asyncio.timeout(grace):
+                    await self.send(text_data=text)
+            except TimeoutError:
+                await self._drop_slow_client(transport)
+                return
+
+    async def _drop_slow_client(self, transport: Any) -> None:
+        """Close with 4008 a client that stopped reading, and drop the connection.
+
+        The close frame queues behind what the client did not read, so the connection is aborted
+        right after it: the client may only see the connection drop.
+        """
+        logger.info("websocket client too slow to read; disconnecting")
+        self.closing = True
+        for task in list(self.streams.values()):
+            task.cancel()
+        try:
+            async with asyncio.timeout(0.5):
+                await self.close(CLOSE_SLOW_CLIENT)
+        except TimeoutError:
+            pass  # the server waits for the client to read before it writes the close frame
+        transport_abort(transport)

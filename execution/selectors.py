@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 from django.db.models import QuerySet
 
@@ -89,16 +90,42 @@ def run_queryset(*, organization: Organization) -> QuerySet[Run]:
     return Run.objects.filter(organization=organization).select_related("bundle_version__bundle", "session")
 
 
+def run_queryset_filter(
+    runs: QuerySet[Run],
+    *,
+    status: str | None = None,
+    agent: str | None = None,
+    session: str | None = None,
+    since: date | None = None,
+    until: date | None = None,
+) -> QuerySet[Run]:
+    """Runs (already scoped) with this status, of this agent (`bundle/agentKey`), of this chat session,
+    created on or after the UTC day `since` and on or before the UTC day `until`."""
+    if status:
+        runs = runs.filter(status=status)
+    if agent:
+        bundle, _, agent_key = agent.partition("/")
+        runs = runs.filter(bundle_version__bundle__slug=bundle, agent_key=agent_key)
+    if session:
+        runs = runs.filter(session__public_id=session)
+    if since is not None:
+        runs = runs.filter(created_at__gte=datetime(since.year, since.month, since.day, tzinfo=UTC))
+    if until is not None:
+        end = until + timedelta(days=1)
+        runs = runs.filter(created_at__lt=datetime(end.year, end.month, end.day, tzinfo=UTC))
+    return runs
+
+
 def run_get(*, organization: Organization, run_id: str | uuid.UUID) -> Run:
     """The organization's run; anything else (malformed id, another organization's run) is `not_found`."""
     try:
         key = uuid.UUID(str(run_id))
     except ValueError as exc:
         raise LightfastError(code="not_found", message="No such run.") from exc
-    run = run_queryset(organization=organization).filter(pk=key).first()
-    if run is None:
-        raise LightfastError(code="not_found", message="No such run.")
-    return run
+    try:
+        return run_queryset(organization=organization).get(pk=key)
+    except Run.DoesNotExist as exc:
+        raise LightfastError(code="not_found", message="No such run.") from exc
 
 
 def session_get(*, organization: Organization, public_id: str) -> ChatSession | None:

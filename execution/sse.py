@@ -21,6 +21,8 @@ from rest_framework.request import Request
 from execution.client_tokens import ClientTokenAuthentication, client_token_check_agent
 from execution.credential_watch import CredentialWatch
 from execution.models import Run
+from execution.sandbox.frames import MAX_FRAME_DEPTH, check_depth
+from execution.sandbox.protocol import FrameViolation
 from execution.sandbox.values import clean_value
 from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
@@ -128,7 +130,8 @@ async def _frames(
         if not finished and cancel_on_disconnect:
             # The client went away before the run ended (the AI SDK's `stop()` aborts the request)
             # and did not say it would resume: stop the run instead of spending quota on it.
-            cancelling = asyncio.ensure_future(sync_to_async(_run_cancel_now)(run_id))
+            # Not thread-sensitive: this task may outlive the request (and its request thread).
+            cancelling = asyncio.ensure_future(sync_to_async(_run_cancel_now, thread_sensitive=False)(run_id))
             _background.add(cancelling)
             cancelling.add_done_callback(_background.discard)
         for task in (following, revoked):
@@ -168,8 +171,15 @@ def _body(request: HttpRequest) -> Any:
             message=f"The chat request is larger than {limit // (1024 * 1024)} MiB. Start a new chat.",
         )
     try:
+        # Stored tool outputs nest up to the sandbox's output depth, and the client posts them back.
+        check_depth(raw, MAX_FRAME_DEPTH)
+    except FrameViolation as exc:
+        raise LightfastError(
+            code="invalid_input", message=f"The chat request nests deeper than {MAX_FRAME_DEPTH} levels."
+        ) from exc
+    try:
         body = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise LightfastError(code="malformed_json", message="The request body is not valid JSON.") from exc
     return clean_value(body)  # NUL and unpaired surrogates become U+FFFD (the platform's value rule)
 

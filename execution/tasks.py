@@ -20,10 +20,10 @@ from execution.services import run_execute, run_reap_lost, run_reap_queued
     retry_jitter=True,
     max_retries=5,
 )
-def execute_run(self: object, run_id: str) -> bool:
+def execute_run(self: object, run_id: str, message_id: str | None = None) -> bool:
     """Claim the run (a redelivered task finds it claimed and does nothing) and drive it to its end."""
     hostname = getattr(getattr(self, "request", None), "hostname", None) or ""
-    return run_execute(run_id=run_id, worker=str(hostname))
+    return run_execute(run_id=run_id, worker=str(hostname), message_id=message_id)
 
 
 @shared_task(name="execution.tasks.reap_runs", ignore_result=True)

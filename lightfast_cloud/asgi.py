@@ -2,13 +2,17 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lightfast_cloud.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what django.core.asgi.get_asgi_application does first
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
+
+from lightfast_cloud.asgi_handler import PooledThreadASGIHandler  # noqa: E402
+
+django_asgi_app = PooledThreadASGIHandler(threads=settings.LIGHTFAST_WEB_THREADS)
 
 from execution import routing as execution_routing  # noqa: E402
 from lightfast_cloud.asgi_limits import BodySizeLimit  # noqa: E402

@@ -51,7 +51,7 @@ def demo_ensure() -> list[str]:
             created_by=owner,
         )
         lines += [
-            f"Demo organization '{DEMO_SLUG}', owner login: {DEMO_OWNER_EMAIL} / {password}",
+            f"Demo organization '{DEMO_SLUG}', owner login (dashboard at /): {DEMO_OWNER_EMAIL} / {password}",
             "Demo API key (shown once, keep it):",
             raw_key,
         ]

@@ -32,6 +32,7 @@ ERROR_KINDS: dict[str, ErrorKind] = {
     "invalid_input": ErrorKind(400, CLOSE_INVALID),
     "invalid_request": ErrorKind(400, CLOSE_INVALID),
     "invalid_frame": ErrorKind(400, CLOSE_INVALID),
+    "unknown_tool_call": ErrorKind(400, CLOSE_INVALID),
     "malformed_json": ErrorKind(400, CLOSE_INVALID),
     "organization_required": ErrorKind(400, CLOSE_INVALID),
     "invalid_bundle": ErrorKind(400, CLOSE_NOT_FOUND),

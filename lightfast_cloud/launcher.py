@@ -1,10 +1,11 @@
-"""The embedded stack: private redis, migrations, demo content, daphne and Celery workers (one per core)."""
+"""The embedded stack: private redis, migrations, demo content, web and Celery worker processes per core."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from lightfast_cloud.data_dir import PRIVATE_UMASK, data_dir_secure
 from lightfast_cloud.embedded_redis import EmbeddedRedis, EmbeddedRedisError, start_embedded_redis
+from lightfast_cloud.web_process import ASGI_APPLICATION
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     argv: list[str] = field(default_factory=list)
+    # File descriptors it inherits (the web processes' shared listening socket), again on a restart.
+    pass_fds: tuple[int, ...] = ()
     started_at: float = field(default_factory=time.monotonic)
     # Deaths in a row, each within RESTART_RESET_AFTER_S of its start; when the restart is due.
     quick_deaths: int = 0
@@ -76,6 +80,77 @@ def worker_processes_default() -> int:
 def worker_threads_default() -> int:
     """Threads (runs held at once) of each worker process: LIGHTFAST_WORKER_THREADS, else 50."""
     return max(1, int(os.environ.get("LIGHTFAST_WORKER_THREADS") or 50))
+
+
+WEB_SERVERS = ("uvicorn", "daphne")
+# A burst of connections (every client reconnecting after a restart) must not wait on SYN retransmits.
+LISTEN_BACKLOG = 4096
+# Seconds a websocket may take from its HTTP upgrade to `accept` (daphne's default of 5 s refuses a
+# burst of connections queued behind each other's authentication).
+WEBSOCKET_CONNECT_TIMEOUT_S = 60
+
+
+def web_processes_default() -> int:
+    """Web server processes of the embedded stack: LIGHTFAST_WEB_PROCESSES, else one per core."""
+    return max(1, int(os.environ.get("LIGHTFAST_WEB_PROCESSES") or os.cpu_count() or 1))
+
+
+def web_server_default() -> str:
+    """The ASGI server of the web processes: LIGHTFAST_WEB_SERVER (uvicorn or daphne), else uvicorn."""
+    server = os.environ.get("LIGHTFAST_WEB_SERVER") or "uvicorn"
+    if server not in WEB_SERVERS:
+        raise ValueError(f"LIGHTFAST_WEB_SERVER must be one of {', '.join(WEB_SERVERS)}, not {server!r}")
+    return server
+
+
+def web_listen_socket(host: str, port: int) -> socket.socket:
+    """The listening socket every web process inherits and accepts on (the kernel spreads connections)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host.strip("[]"), port))
+    sock.listen(LISTEN_BACKLOG)
+    sock.set_inheritable(True)
+    return sock
+
+
+_ADOPT_AS_SYSTEMD_SOCKET = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+os.environ.update(LISTEN_FDS="1", LISTEN_FDNAMES="web", LISTEN_PID=str(os.getpid()))
+os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+"""
+
+
+def web_server_argv(*, server: str, fd: int, family: socket.AddressFamily = socket.AF_INET) -> list[str]:
+    """The command line of one web process serving the ASGI application on the inherited socket `fd`.
+
+    Neither server is told to trust proxy headers: the client address must stay the socket's (any
+    client could otherwise pick the IP its failed logins count against); the rate limits read
+    X-Forwarded-For per LIGHTFAST_TRUSTED_PROXY_COUNT instead.
+    """
+    if server == "uvicorn":
+        return [sys.executable, "-m", "lightfast_cloud.web_process", str(fd)]
+    if server == "daphne":
+        # Twisted adopts an inherited socket only through its systemd endpoint: the socket as fd 3,
+        # LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID this very process (set before exec'ing daphne).
+        domain = "INET6" if family == socket.AF_INET6 else "INET"
+        return [
+            sys.executable,
+            "-c",
+            _ADOPT_AS_SYSTEMD_SOCKET,
+            str(fd),
+            "-m",
+            "daphne",
+            "-e",
+            f"systemd:domain={domain}:index=0",
+            "--websocket_connect_timeout",
+            str(WEBSOCKET_CONNECT_TIMEOUT_S),
+            ASGI_APPLICATION,
+        ]
+    raise ValueError(f"unknown web server {server!r}")
 
 
 def celery_worker_argv(
@@ -149,48 +224,47 @@ class Launcher:
     # Defaults: LIGHTFAST_WORKER_PROCESSES (the cores) and LIGHTFAST_WORKER_THREADS (runs held by each).
     worker_processes: int = field(default_factory=worker_processes_default)
     worker_threads: int = field(default_factory=worker_threads_default)
+    # Defaults: LIGHTFAST_WEB_PROCESSES (the cores) and LIGHTFAST_WEB_SERVER (uvicorn).
+    web_processes: int = field(default_factory=web_processes_default)
+    web_server: str = field(default_factory=web_server_default)
+    listener: socket.socket | None = None
     redis: EmbeddedRedis | None = None
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def child_env(self) -> dict[str, str]:
-        """Environment for daphne and the worker: same data dir, same redis."""
+        """Environment for the web processes and the workers: same data dir, same redis."""
         env = dict(os.environ)
         env["LIGHTFAST_DATA_DIR"] = str(self.data_dir)
         env["DJANGO_SETTINGS_MODULE"] = "lightfast_cloud.settings"
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def spawn(self, name: str, args: list[str]) -> Child:
+    def spawn(self, name: str, args: list[str], pass_fds: tuple[int, ...] = ()) -> Child:
         """Start a child in its own session and remember it."""
-        child = self._start(name, args)
+        child = self._start(name, args, pass_fds)
         self.children.append(child)
         return child
 
-    def _start(self, name: str, args: list[str]) -> Child:
+    def _start(self, name: str, args: list[str], pass_fds: tuple[int, ...] = ()) -> Child:
         process = subprocess.Popen(
-            args, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True
+            args, env=self.child_env(), stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=pass_fds
         )
-        return Child(name=name, process=process, argv=list(args))
+        return Child(name=name, process=process, argv=list(args), pass_fds=pass_fds)
 
     def start_services(self) -> None:
-        """Start daphne and the Celery workers."""
-        # Twisted's endpoint string lets us raise the listen backlog above its default of 50. No
-        # --proxy-headers: daphne would take the client address from the first (client-written)
-        # X-Forwarded-For entry, and any client could pick the IP its failed logins count against;
-        # the rate limits read X-Forwarded-For per LIGHTFAST_TRUSTED_PROXY_COUNT instead.
-        endpoint = f"tcp:port={self.port}:interface={self.host}:backlog=1024"
-        self.spawn(
-            "web",
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-e",
-                endpoint,
-                "lightfast_cloud.asgi:application",
-            ],
-        )
+        """Start the web processes and the Celery workers."""
+        # One listening socket, bound here and inherited by every web process: the processes take
+        # turns accepting (a busy one accepts less), and a web process that restarts finds the
+        # connections that queued meanwhile.
+        self.listener = web_listen_socket(self.host, self.port)
+        fd = self.listener.fileno()
+        for index in range(self.web_processes):
+            self.spawn(
+                f"web-{index + 1}",
+                web_server_argv(server=self.web_server, fd=fd, family=self.listener.family),
+                pass_fds=(fd,),
+            )
         for index in range(self.worker_processes):
             # One worker process per core: run orchestration is Python under one GIL per process,
             # so a single process uses one core however many threads it has. Beat runs in the first.
@@ -234,7 +308,7 @@ class Launcher:
                         child.restart_at - now,
                     )
                 if now >= child.restart_at:
-                    replacement = self._start(child.name, child.argv)
+                    replacement = self._start(child.name, child.argv, child.pass_fds)
                     replacement.quick_deaths = child.quick_deaths
                     self.children[index] = replacement
                     logger.warning("%s started again (pid %d)", child.name, replacement.process.pid)
@@ -245,6 +319,9 @@ class Launcher:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
         if self.redis is not None:
             self.redis.stop()
             self.redis = None
@@ -257,7 +334,7 @@ class Launcher:
 
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGTERM, on_signal)
-        # Inherited by redis, daphne and the workers: what they create in the data dir is private.
+        # Inherited by redis, the web processes and the workers: what they create in the data dir is private.
         os.umask(PRIVATE_UMASK)
         data_dir_secure(self.data_dir)
         try:

@@ -108,7 +108,10 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
 
 CHAT_SECURITY: list[dict[str, list[str]]] = [{"apiKey": []}, {"clientToken": []}, {"session": []}]
 CHAT_ERRORS = {
-    "400": _chat_error("Invalid body or resume point (`invalid_input`, `malformed_json`)."),
+    "400": _chat_error(
+        "Invalid body or resume point (`invalid_input`, `malformed_json`), or tool results and approvals "
+        "for no call the chat waits for (`unknown_tool_call`)."
+    ),
     "401": _chat_error("Missing, invalid, revoked or expired credentials."),
     "403": _chat_error(
         "The credentials lack the scope, a client token is for another agent (`permission_denied`), "
@@ -139,6 +142,8 @@ def _chat_paths() -> dict[str, Any]:
                 "operationId": "chat_stream",
                 "summary": "Start a chat turn and stream it (AI SDK `useChat`)",
                 "description": "Takes the body `useChat`'s DefaultChatTransport posts and streams the run. "
+                "A list whose last message is the assistant's continues that answer with the client-side "
+                "tool results and approval responses it carries (the same message id streams on). "
                 "Authenticate with an API key, or from a browser with a client token "
                 "(`/api/v1/client-tokens`).",
                 "tags": ["chat"],

@@ -48,15 +48,20 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI and ReDoc served from the platform's own static files (no CDN).
+    "drf_spectacular_sidecar",
     "channels",
     "lightfast_cloud",
     "organizations",
     "agents",
     "execution",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from STATIC_ROOT (collectstatic at `make setup`): hashed names, gzip, far-future caching.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     # CORS for browser pages on the organizations' allowed origins; outside the JSON error layer so
     # error responses carry the CORS headers too.
     "organizations.cors.CorsMiddleware",
@@ -70,6 +75,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Content-Security-Policy on the dashboard's pages.
+    "dashboard.middleware.DashboardSecurityHeadersMiddleware",
 ]
 
 ROOT_URLCONF = "lightfast_cloud.urls"
@@ -85,6 +92,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.context_processors.dashboard",
             ],
         },
     },
@@ -110,7 +118,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
     # Created 0600 before SQLite creates it with the umask; its -wal and -shm files take its mode.
     sqlite_file_create(str(DATABASES["default"]["NAME"]))
-    # A thread keeps its connection (a request thread of daphne, a thread of the worker's pool):
+    # A thread keeps its connection (a web process's request threads, a thread of the worker's pool):
     # opening one costs more CPU than a run's statements (init_command, Django's SQL functions),
     # and a local file has no server side to go stale.
     DATABASES["default"]["CONN_MAX_AGE"] = None
@@ -201,6 +209,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Upload Lightfast agent bundles and run them in a sandbox.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and ReDoc from drf-spectacular-sidecar's static files, never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # 3.1: a nullable reference is `oneOf: [{$ref}, {type: "null"}]`, which 3.0 cannot express
     # (`nullable` beside `allOf: [{$ref}]` still validates null against the referenced schema).
     "OAS_VERSION": "3.1.0",
@@ -227,6 +239,9 @@ FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 # Hard cap on any request body, enforced in ASGI before Django spools it to disk;
 # per-organization bundle limits (at most this) are checked while streaming.
 LIGHTFAST_MAX_REQUEST_BYTES = env.int("LIGHTFAST_MAX_REQUEST_BYTES", default=64 * 1024 * 1024)
+# Long-lived threads per web process for the synchronous part of HTTP requests (views, middleware,
+# database reads of live streams); a request uses the least busy one (lightfast_cloud/asgi_handler.py).
+LIGHTFAST_WEB_THREADS = env.int("LIGHTFAST_WEB_THREADS", default=8)
 
 # --- sandbox ------------------------------------------------------------------
 LIGHTFAST_SANDBOX_BACKEND = env.str("LIGHTFAST_SANDBOX_BACKEND", default="local")
@@ -236,13 +251,29 @@ LIGHTFAST_SANDBOX_REQUIRE_ALL_LAYERS = env.bool("LIGHTFAST_SANDBOX_REQUIRE_ALL_L
 
 # --- static, media, i18n --------------------------------------------------------
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
+# Outside the data dir: `make setup` collects once for every data dir (tests collect their own).
+STATIC_ROOT = Path(env.str("LIGHTFAST_STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))).resolve()
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Content-hashed names from the manifest collectstatic writes, and gzip copies WhiteNoise serves.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 MEDIA_ROOT = Path(env.str("LIGHTFAST_MEDIA_ROOT", default=str(DATA_DIR / "media")))
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Password-reset mail: printed to the console unless a real backend is configured (README).
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Lightfast Cloud <noreply@localhost>")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -306,6 +337,9 @@ RATELIMIT_FAIL_OPEN = False
 LIGHTFAST_RATELIMIT_FAIL_OPEN_READS = env.bool("LIGHTFAST_RATELIMIT_FAIL_OPEN_READS", default=False)
 # How many reverse proxies in front of the app append to X-Forwarded-For (0: use the socket address).
 LIGHTFAST_TRUSTED_PROXY_COUNT = env.int("LIGHTFAST_TRUSTED_PROXY_COUNT", default=0)
+# Dashboard sign-in attempts per client IP and per email, and sign-ups per client IP (django-ratelimit).
+LIGHTFAST_LOGIN_RATE = env.str("LIGHTFAST_LOGIN_RATE", default="10/m")
+LIGHTFAST_SIGNUP_RATE = env.str("LIGHTFAST_SIGNUP_RATE", default="20/h")
 # Failed authentications allowed per client IP (REST, SSE and websockets alike).
 LIGHTFAST_AUTH_FAILURE_RATE = env.str("LIGHTFAST_AUTH_FAILURE_RATE", default="30/m")
 # Open websockets and SSE streams re-check their credentials this often even when no revocation

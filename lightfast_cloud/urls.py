@@ -1,18 +1,25 @@
-"""URL routes: admin, health, REST API v1 with its OpenAPI schema and docs."""
+"""URL routes: admin, health, REST API v1 with its OpenAPI schema and docs, and the dashboard at the root."""
 
 from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerSplitView
 
 from lightfast_cloud.health import healthz
 
-# JSON under /api/, Django's pages elsewhere.
+# JSON under /api/, HTML pages (templates/404.html, 500.html) elsewhere.
 handler404 = "lightfast_cloud.api_errors.api_page_not_found"
 handler500 = "lightfast_cloud.api_errors.api_server_error"
 
 api_v1: list[URLPattern | URLResolver] = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # Swagger UI and ReDoc from local static files (drf-spectacular-sidecar); the split view serves
+    # Swagger UI's start-up script as a file, not inline.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="api/redoc.html"),
+        name="redoc",
+    ),
     path("", include("organizations.api_urls")),
     path("", include("agents.api_urls")),
     path("", include("execution.api_urls")),
@@ -22,4 +29,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    path("", include("dashboard.urls")),
 ]

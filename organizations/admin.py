@@ -95,8 +95,8 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
         bundle_model = apps.get_model("agents", "Bundle")
         run_model = apps.get_model("execution", "Run")
         keys = format_html_join(
-            "<br>",
-            '<a href="{}">{}</a> {} ({})',
+            "",
+            '<li><a href="{}">{}</a> {} ({})</li>',
             (
                 (
                     reverse("admin:organizations_apikey_change", args=[key.pk]),
@@ -108,8 +108,8 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
             ),
         )
         bundles = format_html_join(
-            "<br>",
-            '<a href="{}">{}</a> active version: {}',
+            "",
+            '<li><a href="{}">{}</a> active version: {}</li>',
             (
                 (
                     reverse("admin:agents_bundle_change", args=[bundle.pk]),
@@ -122,8 +122,8 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
             ),
         )
         runs = format_html_join(
-            "<br>",
-            '<a href="{}">{}</a> {} {} {}',
+            "",
+            '<li><a href="{}">{}</a> {} {} {}</li>',
             (
                 (
                     reverse("admin:execution_run_change", args=[run.pk]),
@@ -136,13 +136,15 @@ class OrganizationAdmin(OrganizationOperatorActions, admin.ModelAdmin):
             ),
         )
         all_runs = reverse("admin:execution_run_changelist") + f"?organization__id__exact={obj.pk}"
+        none = format_html("<li>{}</li>", "none")
         return format_html(
-            "<b>API keys</b><br>{}<br><br><b>Bundles</b><br>{}<br><br><b>Recent runs</b> "
-            '(<a href="{}">all</a>)<br>{}',
-            keys or "none",
-            bundles or "none",
+            '<div class="lightfast-activity"><strong>API keys</strong><ul>{}</ul>'
+            "<strong>Bundles</strong><ul>{}</ul>"
+            '<strong>Recent runs</strong> (<a href="{}">all</a>)<ul>{}</ul></div>',
+            keys or none,
+            bundles or none,
             all_runs,
-            runs or "none",
+            runs or none,
         )
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:

@@ -11,7 +11,7 @@ from django.contrib.admin.helpers import ActionForm
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 
 from organizations.models import Organization
 from organizations.operations import (
@@ -83,16 +83,24 @@ class OrganizationOperatorActions:
 
     @admin.display(description="Usage this period")
     def usage_panel(self, obj: Organization) -> str:
-        """Used / limit per quota, with reset times."""
+        """Used / limit per quota, with reset times, as a small table."""
         if obj.pk is None:
             return "—"
-        rows = [
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                row.quota,
-                row.used,
-                row.limit,
-                row.resets_at.strftime("%Y-%m-%d %H:%M UTC") if row.resets_at else "—",
-            )
-            for row in quota_usage(organization=obj)
-        ]
-        return format_html_join("<br>", "{}: {} / {} (resets {})", rows)
+                (
+                    row.quota,
+                    row.used,
+                    row.limit,
+                    row.resets_at.strftime("%Y-%m-%d %H:%M UTC") if row.resets_at else "—",
+                )
+                for row in quota_usage(organization=obj)
+            ),
+        )
+        return format_html(
+            '<table class="lightfast-usage"><thead><tr><th scope="col">Quota</th><th scope="col">Used</th>'
+            '<th scope="col">Limit</th><th scope="col">Resets</th></tr></thead><tbody>{}</tbody></table>',
+            rows,
+        )

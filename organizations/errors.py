@@ -20,6 +20,23 @@ class OrganizationSlugTaken(TenancyError):
     code = "conflict"
 
 
+class AccountExists(TenancyError):
+    code = "conflict"
+    default_message = "An account with this email already exists."
+
+
+class InvitationUnusable(TenancyError):
+    """An invitation link that is unknown, used, revoked, expired or for someone else."""
+
+    code = "not_found"
+    default_message = "This invitation link does not work (unknown, used, revoked or expired)."
+
+
+class RoleEscalation(TenancyError):
+    code = "permission_denied"
+    default_message = "Only owners can make someone an owner, or change or remove an owner."
+
+
 class InvalidScopes(TenancyError):
     default_message = "Scopes must be a non-empty subset of read, write, execute."
 

@@ -425,3 +425,43 @@ class MonthlyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization_id} {self.period_start:%Y-%m}"
+
+
+INVITATION_STATUSES = ("pending", "accepted", "revoked", "expired")
+
+
+class Invitation(models.Model):
+    """A link that makes whoever accepts it a member with `role`; only its SHA-256 is stored, the link is
+    shown once at creation. Used once; `email`, when set, is the only account that may accept it."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    email = models.EmailField(blank=True, help_text="When set, only the account with this email may accept.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    accepted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"invitation to {self.organization_id} as {self.role} ({self.status})"
+
+    @property
+    def status(self) -> str:
+        """`pending`, `accepted`, `revoked` or `expired`."""
+        if self.accepted_at is not None:
+            return "accepted"
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "pending"

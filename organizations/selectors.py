@@ -18,10 +18,12 @@ from organizations.models import (
     ApiKey,
     AuditLog,
     EgressAllowedHost,
+    Invitation,
     Membership,
     ModelProviderConfig,
     Organization,
     OrganizationVariable,
+    api_key_hash,
 )
 
 logger = logging.getLogger("organizations.selectors")
@@ -60,6 +62,18 @@ def membership_count_for_user(*, user: User) -> int:
 def membership_list(*, organization: Organization) -> QuerySet[Membership]:
     """The organization's members, oldest first."""
     return Membership.objects.select_related("user").filter(organization=organization)
+
+
+def invitation_for_token(*, token: str) -> Invitation | None:
+    """The invitation of a link's token (any status), or None."""
+    if not token or len(token) > 200:
+        return None
+    return Invitation.objects.select_related("organization").filter(token_hash=api_key_hash(token)).first()
+
+
+def invitation_list(*, organization: Organization) -> QuerySet[Invitation]:
+    """The organization's invitations, newest first (used, revoked and expired ones included)."""
+    return Invitation.objects.select_related("created_by", "accepted_by").filter(organization=organization)
 
 
 def apikey_list(*, organization: Organization) -> QuerySet[ApiKey]:

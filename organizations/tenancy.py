@@ -253,67 +253,48 @@ class HasRequiredScope(BasePermission):
         )
 
 
-# The safe path of a tenant view: how it finds its caller and scopes its lookups. A subclass that
-# redefines one of these is refused when it is created; filter in `filter_queryset`, and reach other
-# organizations' rows only through `unscoped_queryset(model, reason=...)`.
-SAFE_PATH_METHODS = frozenset(
-    {
-        "perform_authentication",
-        "check_permissions",
-        "scoped",
-        "get_scoped_object_or_404",
-        "get_queryset",
-        "unscoped_queryset",
-    }
-)
+# The safe path of a tenant lookup: scoping to the tenant's organization. A subclass (outside this module)
+# that redefines one of these is refused when it is created; reach other organizations' rows only
+# through `unscoped_queryset(model, reason=...)`.
+LOOKUP_SAFE_PATH_METHODS = frozenset({"scoped", "get_scoped_object_or_404", "unscoped_queryset"})
+# A tenant API view's safe path also covers how it finds its caller and its querysets; filter in
+# `filter_queryset`.
+SAFE_PATH_METHODS = LOOKUP_SAFE_PATH_METHODS | {
+    "perform_authentication",
+    "check_permissions",
+    "get_queryset",
+}
 
 
-class OrganizationScopedMixin:
-    """Resolves `self.tenant` before permission checks and scopes every lookup to its organization."""
+class TenantScopedLookups:
+    """Lookups restricted to `self.tenant`'s organization: the one way in for API views and pages."""
 
-    # Per-method scope overrides, e.g. {"POST": "execute"} for a view that runs things.
-    scope_by_method: ClassVar[dict[str, str]] = {}
     # Lookup path from the model to its organization, e.g. "bundle__organization".
     organization_field: ClassVar[str] = "organization"
+    # What subclasses outside this module may not redefine (with the other bases' sets in this module).
+    safe_path_methods: ClassVar[frozenset[str]] = LOOKUP_SAFE_PATH_METHODS
     tenant: Tenant
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Refuse a subclass (outside this module) that redefines the safe path (SAFE_PATH_METHODS)."""
+        """Refuse a subclass (outside this module) that redefines the safe path (`safe_path_methods`)."""
         super().__init_subclass__(**kwargs)
         if cls.__module__ == __name__:
             return
-        overridden = sorted(SAFE_PATH_METHODS & set(vars(cls)))
+        # Only this module's bases say what is guarded: a subclass cannot shrink the set.
+        guarded = frozenset().union(
+            *(vars(base).get("safe_path_methods", ()) for base in cls.__mro__ if base.__module__ == __name__)
+        )
+        overridden = sorted(guarded & set(vars(cls)))
         if overridden:
             raise TypeError(
                 f"{cls.__module__}.{cls.__qualname__} overrides {', '.join(overridden)} of the tenant base "
-                "view; filter in filter_queryset(), or use unscoped_queryset(model, reason=...)."
+                "view; filter the scoped queryset instead, or use unscoped_queryset(model, reason=...)."
             )
 
     @property
     def organization(self) -> Organization:
         """The caller's organization."""
         return self.tenant.organization
-
-    def perform_authentication(self, request: Request) -> None:
-        """Authenticate lazily, inside `tenant_admit`, so every failure passes the client IP's gate."""
-
-    def check_permissions(self, request: Request) -> None:
-        """Resolve the tenant first: every permission depends on it; then count the request's rate limits."""
-        # Here, not in a throttle class: a view cannot opt out of it, and scope refusals count too.
-        self.tenant = tenant_admit(request)
-        super().check_permissions(request)  # type: ignore[misc]
-
-    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
-        """Every response carries the rate-limit headers of the request's counters."""
-        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
-        return ratelimit_apply_headers(request._request, response)  # type: ignore[no-any-return]
-
-    def required_scope(self, request: Request) -> str:
-        """The scope this request's method needs."""
-        method = request.method or "GET"
-        if method in self.scope_by_method:
-            return self.scope_by_method[method]
-        return Scope.READ if method in SAFE_METHODS else Scope.WRITE
 
     def scoped(self, source: type[ModelT] | models.QuerySet[ModelT]) -> models.QuerySet[ModelT]:
         """`source` (a model or queryset) restricted to the caller's organization."""
@@ -334,6 +315,39 @@ class OrganizationScopedMixin:
         if not reason.strip():
             raise ValueError("unscoped_queryset needs a reason")
         return model._default_manager.all()
+
+
+class OrganizationScopedMixin(TenantScopedLookups):
+    """Resolves `self.tenant` before permission checks and scopes every lookup to its organization."""
+
+    # Per-method scope overrides, e.g. {"POST": "execute"} for a view that runs things.
+    scope_by_method: ClassVar[dict[str, str]] = {}
+    safe_path_methods: ClassVar[frozenset[str]] = SAFE_PATH_METHODS
+
+    def perform_authentication(self, request: Request) -> None:
+        """Authenticate lazily, inside `tenant_admit`, so every failure passes the client IP's gate."""
+
+    def check_permissions(self, request: Request) -> None:
+        """Resolve the tenant first: every permission depends on it; then count the request's rate limits."""
+        # Here, not in a throttle class: a view cannot opt out of it, and scope refusals count too.
+        self.tenant = tenant_admit(request)
+        super().check_permissions(request)  # type: ignore[misc]
+
+    def finalize_response(self, request: Request, response: Response, *args: Any, **kwargs: Any) -> Response:
+        """Every response carries the rate-limit headers of the request's counters."""
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        return ratelimit_apply_headers(request._request, response)  # type: ignore[no-any-return]
+
+    def required_scope(self, request: Request) -> str:
+        """The scope this request's method needs."""
+        return required_scope_for(request.method or "GET", self.scope_by_method)
+
+
+def required_scope_for(method: str, scope_by_method: dict[str, str]) -> str:
+    """The scope a request method needs: read on safe methods, write on the others, unless mapped."""
+    if method in scope_by_method:
+        return scope_by_method[method]
+    return Scope.READ if method in SAFE_METHODS else Scope.WRITE
 
 
 class OrganizationScopedAPIView(OrganizationScopedMixin, APIView):

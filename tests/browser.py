@@ -11,10 +11,12 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 CHROMIUM = os.environ.get("LIGHTFAST_CHROMIUM", "/usr/bin/chromium")
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
 
 def chromium_path() -> str | None:
@@ -24,14 +26,36 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    """A headless Chromium (a Playwright `Browser`), shared by the session's browser tests."""
+    """A headless Chromium (a Playwright `Browser`), shared by one module's browser tests.
+
+    Playwright's sync API leaves its event loop marked running on the main thread for as long as it
+    is open. Django then refuses the ORM calls made on that thread (`SynchronousOnlyOperation`),
+    and its test client cannot call async views (AsyncToSync refuses a thread with a running loop),
+    so the browser lives for one module only: the modules after it run on a clean thread. Within
+    the module, the tests' own ORM calls are plain sync code, so that check is switched off while
+    the browser lives (pytest-playwright's advice for Django; daphne and the workers are started
+    without it, tests/services.py); a browser test module does not use Django's test client on
+    async views.
+    """
     executable = chromium_path()
     if executable is None:
         pytest.skip(reason="Debian's chromium is not installed (apt-get install chromium; .ci/run does)")
     from playwright.sync_api import sync_playwright
 
+    before = os.environ.get(ASYNC_UNSAFE)
+    os.environ[ASYNC_UNSAFE] = "true"
+    try:
+        yield from _launched(sync_playwright, executable)
+    finally:
+        if before is None:
+            os.environ.pop(ASYNC_UNSAFE, None)
+        else:
+            os.environ[ASYNC_UNSAFE] = before
+
+
+def _launched(sync_playwright: Any, executable: str) -> Iterator[object]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=executable,

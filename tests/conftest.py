@@ -33,6 +33,32 @@ def redis_server() -> Iterator[str]:
             embedded.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _static_files_from_the_apps() -> Iterator[None]:
+    """Django's test client renders `{% static %}` from the apps' own files, without a collectstatic.
+
+    The real stack uses hashed names from the manifest `make setup` collects; the browser tests
+    (tests/dashboard/live.py) collect their own into the test data dir and serve that.
+    """
+    from django.test import override_settings
+
+    static_root = settings.DATA_DIR / "static"
+    static_root.mkdir(parents=True, exist_ok=True)
+    override = override_settings(
+        STORAGES={
+            **settings.STORAGES,
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        },
+        STATIC_ROOT=static_root,
+        WHITENOISE_USE_FINDERS=True,
+    )
+    override.enable()
+    try:
+        yield
+    finally:
+        override.disable()
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache(redis_server: str) -> Iterator[None]:
     """Each test starts with an empty cache (rate-limit counters, sessions)."""
@@ -65,7 +91,7 @@ def _openapi_validated_responses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def media_root(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A media directory of this test's own, also for a Celery worker or daphne the test starts."""
+    """A media directory of this test's own, also for a Celery worker or web server the test starts."""
     root = tmp_path / "media"
     root.mkdir()
     settings.MEDIA_ROOT = str(root)

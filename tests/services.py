@@ -42,6 +42,9 @@ def test_database_url() -> str:
 def service_env(**extra: str) -> dict[str, str]:
     """Environment for a child process that must see the test database and redis."""
     env = dict(os.environ)
+    # Switched off for the test process only while a browser test's Playwright is open (tests/browser.py);
+    # daphne and the workers keep Django's check that async code makes no blocking ORM calls.
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         DJANGO_SETTINGS_MODULE="lightfast_cloud.settings",
         LIGHTFAST_DATA_DIR=str(settings.DATA_DIR),
@@ -53,10 +56,15 @@ def service_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def spawn_service(argv: list[str]) -> subprocess.Popen[bytes]:
+def spawn_service(argv: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
     """Start a service process on the test database and redis, in a session (a group) of its own."""
     return subprocess.Popen(
-        argv, env=service_env(), cwd=PROJECT_ROOT, start_new_session=True, stdin=subprocess.DEVNULL
+        argv,
+        env=service_env(),
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+        pass_fds=pass_fds,
     )
 
 

@@ -15,7 +15,13 @@ from execution.models import (
     run_message_id,
 )
 from execution.selectors import AgentTarget, session_get
-from execution.services.messages import PreparedMessage, chat_session_get_or_create, message_create
+from execution.services.chat_tools import chat_run_continue, tool_responses_from_message
+from execution.services.messages import (
+    PreparedMessage,
+    chat_session_get_or_create,
+    chat_session_lock,
+    message_create,
+)
 from execution.services.runs import run_cancel, run_start
 from execution.write_gate import write_transaction
 from lightfast_cloud.errors import LightfastError
@@ -76,7 +82,9 @@ def chat_run_start(
     user message. Without one (older clients) a known session keeps its history and only the new
     user message is appended; a session named for the first time imports the earlier messages.
     A chat has one stream: a new turn cancels the session's runs still going; a cancelled run's
-    answer stays in the history only when the client kept it.
+    answer stays in the history only when the client kept it. A list that ends with the assistant's
+    message continues that answer with the client's tool results and approval responses
+    (`chat_tools.chat_run_continue`). Turn starts of one chat are serial (`chat_session_lock`).
     Every refusal is a LightfastError, a used-up quota (`QuotaExceeded`) included.
     """
 
@@ -91,8 +99,22 @@ def chat_run_start(
             raise LightfastError(code="invalid_input", message="`messages` must be a non-empty list.")
         parsed = [ui_message_parse(message, check_size=False) for message in messages]
         role, parts, user_public_id = parsed[-1]
+        if role == "assistant" and not regenerate:
+            # `addToolResult` / `addToolApprovalResponse` and then the AI SDK's automatic send: the
+            # client posts the chat again, its last message the answer with the calls answered.
+            return chat_run_continue(
+                organization=organization,
+                target=target,
+                created_by=created_by,
+                session_id=session_id,
+                responses=tool_responses_from_message(messages[-1]),
+                answer_id=user_public_id,
+            )
         if role != "user":
-            raise LightfastError(code="invalid_input", message="The last message must be the user's.")
+            raise LightfastError(
+                code="invalid_input",
+                message="The last message must be the user's (or the assistant's, to send tool results).",
+            )
         _check_text(parts)
         history = parsed if regenerate else parsed[:-1]
     else:
@@ -113,6 +135,7 @@ def chat_run_start(
     with write_transaction():
         session: ChatSession | None = None
         if session_id is not None:
+            chat_session_lock(organization=organization, public_id=session_id)
             session = session_get(organization=organization, public_id=session_id)
             if session is not None and session.agent != target.agent_id:
                 raise LightfastError(code="invalid_input", message="That session belongs to another agent.")
@@ -178,7 +201,8 @@ def _session_follow_client(
     # their run's start) so the new turn's model sees them; their run updates them when it ends.
     pending_answers: dict[str, Any] = {}
     for run_id, run_input, created_at in list(active):
-        answer_id = run_message_id(run_id)
+        continued = run_input.get("continue") if isinstance(run_input, dict) else None
+        answer_id = continued if isinstance(continued, str) and continued else run_message_id(run_id)
         if answer_id in client_ids:
             pending_answers[answer_id] = created_at
         else:

@@ -3,9 +3,11 @@ ahead of the write transaction that runs them)."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 
 from execution import statements
@@ -15,7 +17,26 @@ from execution.models import (
     Run,
 )
 from execution.statements import insert_row
+from lightfast_cloud import sql
 from organizations.models import Organization
+
+
+def chat_session_lock(*, organization: Organization, public_id: str) -> None:
+    """Hold the chat's turn lock until the current transaction ends: turn starts of one chat are serial.
+
+    A turn reads the stored history, makes it follow the client's, appends its message and creates
+    its run; two at once would interleave those writes. On PostgreSQL a transaction-level advisory
+    lock keyed by the organization and the chat id (so it also covers a chat not created yet) makes
+    the second wait for the first's commit. It is taken before the session row is read and before
+    any row lock, and run endings never take it, so it adds no lock-order cycle. On SQLite the write
+    gate (`write_transaction`) already serialises every writer.
+    """
+    if connection.vendor != "postgresql":
+        return
+    if not connection.in_atomic_block:
+        raise RuntimeError("chat_session_lock outside a transaction would release at once")
+    digest = hashlib.blake2b(f"chat:{organization.pk}:{public_id}".encode(), digest_size=8).digest()
+    sql.fetch_one("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
 
 
 def chat_session_get_or_create(

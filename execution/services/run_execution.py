@@ -93,10 +93,14 @@ SESSION_FIELDS = ("id", "public_id", "resource_id")
 SUSPENDED = "organization_suspended"
 
 
-def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
-    """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery)."""
+def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | None = None) -> bool:
+    """Claim a queued run and drive it to a terminal status; False when it was not queued (redelivery).
+
+    `message_id`: the assistant message the run writes, when it continues one (`run_enqueue`
+    passes it); else the run's own (`run_message_id`).
+    """
     now = timezone.now()
-    message_id = run_message_id(run_id)
+    message_id = message_id or run_message_id(run_id)
     # The claim and the first events are one statement and one commit until the client sees `start`,
     # whose message metadata names the run (a client cancels or resumes with it).
     start = {"messageId": message_id, "messageMetadata": {"runId": str(uuid.UUID(str(run_id)))}}
@@ -121,6 +125,11 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
     error: tuple[str, str] | None = None
     output: Any = None
     finish_reason = "stop"
+    continued = isinstance(run.input, dict) and bool(run.input.get("continue"))
+    if continued and run.input["continue"] != message_id:
+        # Its task did not name the message (sent by hand?): the stream's `start` named another one.
+        logger.warning("run %s continues %s but streamed %s", run.pk, run.input["continue"], message_id)
+        turn.message_id = str(run.input["continue"])
     with supervisor.hold(run.pk, attempt=run.attempt, wall_limit_s=run.wall_limit_ms / 1000) as cancel:
         try:
             if not run.organization.is_active:
@@ -135,6 +144,9 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
             else:
                 result = agent_loop_run(run=run, turn=turn, cancel=cancel, usage=usage)
                 output, finish_reason = {"text": result.text}, result.finish_reason
+                if result.pending:
+                    # What the answer waits for; a continuation is checked against it (chat_tools).
+                    output["pendingToolCalls"] = result.pending
         except RunCancelled as exc:
             if exc.reason == TIMEOUT:
                 status, error = (
@@ -168,6 +180,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "") -> bool:
         output=output,
         wall_ms=int((time.monotonic() - started) * 1000),
         finish_reason=finish_reason,
+        continued=continued,
     )
     return True
 
@@ -275,6 +288,7 @@ def _run_finish(
     output: Any,
     wall_ms: int,
     finish_reason: str = "stop",
+    continued: bool = False,
 ) -> None:
     """End a running run once: status, usage, the assistant message, the terminal events and the slot.
 
@@ -325,7 +339,9 @@ def _run_finish(
     retries: DatabaseRetries | None = None
     while True:
         try:
-            _run_finish_commit(run=run, turn=turn, parts=parts, update=update, usage=usage)
+            _run_finish_commit(
+                run=run, turn=turn, parts=parts, update=update, usage=usage, continued=continued
+            )
             return
         except TRANSIENT_DATABASE_ERRORS as exc:
             retries = retries or DatabaseRetries(f"run {run.pk}: ending")
@@ -333,11 +349,18 @@ def _run_finish(
 
 
 def _run_finish_commit(
-    *, run: Run, turn: AssistantTurn, parts: list[dict[str, Any]], update: PreparedRunUpdate, usage: Usage
+    *,
+    run: Run,
+    turn: AssistantTurn,
+    parts: list[dict[str, Any]],
+    update: PreparedRunUpdate,
+    usage: Usage,
+    continued: bool,
 ) -> None:
     """`_run_finish`'s transaction: the run's terminal update and events, its answer, its slot."""
     # Stamped with the run's start, so the answer follows its own question in the history even
-    # when a later turn was written first; dropped when a later turn truncated it away.
+    # when a later turn was written first; dropped when a later turn truncated it away. A run that
+    # continued an answer (client tool results, approvals) writes that message's parts in place.
     message = (
         PreparedMessage(
             session=run.session,
@@ -347,7 +370,7 @@ def _run_finish_commit(
             public_id=turn.message_id,
             created_at=run.created_at,
         )
-        if run.session is not None and parts and not _answer_discarded(run)
+        if run.session is not None and parts and not continued and not _answer_discarded(run)
         else None
     )
     with write_transaction():
@@ -355,7 +378,10 @@ def _run_finish_commit(
             # The reaper ended it (or re-queued it for another attempt) first and wrote its own
             # events; nothing of this attempt may follow them.
             return
-        if message is not None and not _answer_replaced(run, parts, turn.message_id):
+        if continued and parts and run.session is not None and not _answer_discarded(run):
+            # (No parts: the run ended before it read the answer, which then stays as it was.)
+            Message.objects.filter(session_id=run.session_id, public_id=turn.message_id).update(parts=parts)
+        elif message is not None and not _answer_replaced(run, parts, turn.message_id):
             message.execute()
         # Last, so the organization's hot counter rows stay locked only until the commit.
         quota_run_released(

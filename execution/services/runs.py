@@ -81,6 +81,7 @@ def run_start(
     created_by: Any = None,
     regenerate: bool = False,
     message_public_id: str = "",
+    continue_message: str = "",
 ) -> Run:
     """Create a queued run and enqueue `execute_run` once the transaction commits.
 
@@ -88,11 +89,23 @@ def run_start(
     (a new session when None) and answer it with the agent loop; `regenerate` appends no
     message (the session's last message is the user's already). The user message and the
     answer are stamped with the run's `created_at`, so a session's history is in the order
-    the turns started, whenever each answer was written. Tool runs (`tool` and
+    the turns started, whenever each answer was written. `continue_message` (the public id of
+    the session's last, assistant, message) appends no message either: the run continues that
+    answer (client tool results, approvals; `services.chat_tools`). Tool runs (`tool` and
     `tool_input`) call one tool of the agent in the sandbox.
     """
-    _check_startable(organization=organization, version=bundle_version, agent_key=agent_key, tool=tool)
+    agent = _check_startable(
+        organization=organization, version=bundle_version, agent_key=agent_key, tool=tool
+    )
     kind = RunKind.TOOL if tool is not None else RunKind.CHAT
+    if tool is not None and tool in agent.client_tools:
+        raise RunNotStartable(
+            code="unknown_tool",
+            message=f"Tool {tool!r} has no execute: it is a client-side tool, run by the chat's client.",
+            detail={"tool": tool, "tools": agent.tool_names},
+        )
+    if continue_message:
+        regenerate = True  # no user message: the run answers on from the session's last message
     if regenerate and session is None:
         raise RunNotStartable(code="invalid_input", message="Regenerating needs a chat session.")
     if kind == RunKind.CHAT and not regenerate:
@@ -115,7 +128,11 @@ def run_start(
         agent_key=agent_key,
         session=session,
         kind=kind,
-        input={"tool": tool, "input": tool_input} if kind == RunKind.TOOL else {},
+        input=(
+            {"tool": tool, "input": tool_input}
+            if kind == RunKind.TOOL
+            else ({"continue": continue_message} if continue_message else {})
+        ),
         wall_limit_ms=effective_run_limit(organization=organization, field="run_wall_ms"),
         created_by=created_by,
         backend=settings.LIGHTFAST_SANDBOX_BACKEND,
@@ -154,12 +171,18 @@ def run_start(
 
 
 def run_enqueue(run: Run) -> None:
-    """Send the run's `execute_run` task, its Celery limits above the run's wall limit."""
+    """Send the run's `execute_run` task, its Celery limits above the run's wall limit.
+
+    A run that continues an answer names that message, so the worker's first event (`start`,
+    written with the claim) carries its id.
+    """
     from execution.tasks import execute_run
 
     wall_s = run.wall_limit_ms / 1000
+    continued = run.input.get("continue") if isinstance(run.input, dict) else None
     execute_run.apply_async(
         args=[str(run.pk)],
+        kwargs={"message_id": continued} if isinstance(continued, str) and continued else {},
         soft_time_limit=wall_s + TASK_SOFT_LIMIT_MARGIN_S,
         time_limit=wall_s + TASK_HARD_LIMIT_MARGIN_S,
     )

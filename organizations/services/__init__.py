@@ -1,7 +1,12 @@
-"""Writes to tenancy data, by subject: organizations, memberships, API keys, sandbox and model settings,
-browser origins;
-each recorded in the audit log (`audit`)."""
+"""Writes to tenancy data, by subject: accounts (sign-up), organizations, memberships, invitations, API
+keys, sandbox and model settings, browser origins; each recorded in the audit log (`audit`)."""
 
+from organizations.services.accounts import (
+    account_signup,
+    organization_slug_from_name,
+    user_create,
+    user_exists_with_email,
+)
 from organizations.services.api_keys import (
     apikey_authenticate,
     apikey_create,
@@ -14,6 +19,13 @@ from organizations.services.audit import (
     audit_record,
     credentials_changed,
     credentials_changed_on_commit,
+)
+from organizations.services.invitations import (
+    INVITATION_VALID_FOR,
+    invitation_accept,
+    invitation_create,
+    invitation_revoke,
+    role_grantable_by,
 )
 from organizations.services.memberships import membership_add, membership_change_role, membership_remove
 from organizations.services.organizations import (
@@ -51,6 +63,15 @@ from organizations.services.sandbox_settings import (
 )
 
 __all__ = [
+    "INVITATION_VALID_FOR",
+    "invitation_accept",
+    "invitation_create",
+    "invitation_revoke",
+    "role_grantable_by",
+    "account_signup",
+    "organization_slug_from_name",
+    "user_create",
+    "user_exists_with_email",
     "MAX_ALLOWED_ORIGINS",
     "allowed_origin_add",
     "allowed_origin_clean",

@@ -1,5 +1,5 @@
-"""schemathesis against the live server (daphne and a Celery worker on the test database): every check,
-stateful links included, a bounded number of examples per operation; not one failure.
+"""schemathesis against the live server (the launcher's ASGI server and a Celery worker on the test
+database): every check, stateful links included, a bounded number of examples per operation; not one failure.
 
 `LIGHTFAST_FUZZ_EXAMPLES` (default 5) sets the examples per operation; by hand, against a running stack:
 `st --config-file tests/api_fuzz/schemathesis.toml run http://HOST/api/v1/schema/ -H "Authorization:
@@ -19,7 +19,7 @@ import pytest
 
 from organizations.models import Organization
 from tests.bundles import uploaded_version
-from tests.execution.live_transport import start_daphne
+from tests.execution.live_transport import start_asgi_server
 from tests.services import PROJECT_ROOT, start_celery_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
@@ -39,7 +39,7 @@ def test_the_live_api_answers_as_its_schema_says(
     # schemathesis sends requests without credentials (ignored_auth): not a brute force to block.
     monkeypatch.setenv("LIGHTFAST_AUTH_FAILURE_RATE", "1000000/m")
     worker = start_celery_worker()
-    server = start_daphne()
+    server = start_asgi_server()
     try:
         result = subprocess.run(
             [

@@ -7,6 +7,7 @@ answers is scripted by markers in the newest user message:
   key as OpenAI does: masked in the message, and in full in the body's `param`);
 * `#fail=429:N` / `#fail=500:N` — fail the first N requests of this conversation, then answer;
 * `#slow=S` — wait S seconds before the first chunk;
+* `#drip=S` — wait S seconds between text chunks (a slow answer that streams for a while);
 * `#hang` — send one text chunk, then nothing (until the client goes away); `#hang=N`: only for
   the first N requests of this conversation, then answer;
 * `#malformed` — send a chunk that is not JSON;
@@ -140,7 +141,10 @@ class FakeOpenAI:
             await self._finish(writer, "tool_calls", messages)
             return
         text = f"Tool result: {last.get('content')}" if last.get("role") == "tool" else f"Echo: {user_text}"
+        drip = re.search(r"#drip=([0-9.]+)", user_text)
         for start in range(0, len(text), 16):
+            if drip and start:
+                await asyncio.sleep(float(drip.group(1)))
             await self._chunk(writer, {"content": text[start : start + 16]})
         await self._finish(writer, "stop", messages)
 

@@ -1,11 +1,11 @@
-"""A real daphne serving the project for transport tests, and small clients for its websocket and SSE."""
+"""A real web server (the launcher's) serving the project for transport tests, and small clients for it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,15 +15,17 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.services import free_port, spawn_service, stop_group, wait_ready
+from lightfast_cloud.launcher import web_listen_socket, web_server_argv, web_server_default
+from tests.services import spawn_service, stop_group, wait_ready
 
 
 @dataclass
-class Daphne:
-    """A running daphne process."""
+class AsgiServer:
+    """A running web process of the project (the launcher's server, LIGHTFAST_WEB_SERVER)."""
 
     process: subprocess.Popen[bytes]
     port: int
+    listener: socket.socket
 
     @property
     def http(self) -> str:
@@ -35,42 +37,41 @@ class Daphne:
 
     def stop(self) -> None:
         stop_group(self.process, 10)
+        self.listener.close()
 
 
-def start_daphne(timeout: float = 30.0) -> Daphne:
-    """Start daphne on a free port with the test database and redis; wait until it listens."""
-    port = free_port()
-    process = spawn_service(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            # As the launcher does: a burst of connections must not wait on SYN retransmits.
-            "-e",
-            f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
-            "lightfast_cloud.asgi:application",
-        ]
-    )
-    server = Daphne(process=process, port=port)
+def start_asgi_server(timeout: float = 30.0) -> AsgiServer:
+    """One web process as the launcher starts it, on the test database and redis; waits until it answers."""
+    # Bound here and inherited, as in the launcher: the port is ours from the start (no race for it).
+    listener = web_listen_socket("127.0.0.1", 0)
+    port = int(listener.getsockname()[1])
+    fd = listener.fileno()
+    process = spawn_service(web_server_argv(server=web_server_default(), fd=fd), pass_fds=(fd,))
+    server = AsgiServer(process=process, port=port, listener=listener)
 
-    def listens() -> bool:
+    def answers() -> bool:
+        # The socket accepts from the start; the server is up once it answers a request.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
+            connection.request("HEAD", "/api/v1/")
+            connection.getresponse().read()
+            return True
         except OSError:
             time.sleep(0.05)
             return False
+        finally:
+            connection.close()
 
-    if wait_ready(process, "daphne", listens, timeout):
+    if wait_ready(process, "web server", answers, timeout):
         return server
     server.stop()
-    raise RuntimeError("daphne did not listen in time")
+    raise RuntimeError("the web server did not answer in time")
 
 
-@pytest.fixture(name="daphne")
-def daphne_fixture(transactional_db: None, redis_server: str, media_root: Any) -> Iterator[Daphne]:
-    """A real daphne on the test database (started after media_root so it sees the same files)."""
-    server = start_daphne()
+@pytest.fixture(name="asgi_server")
+def asgi_server_fixture(transactional_db: None, redis_server: str, media_root: Any) -> Iterator[AsgiServer]:
+    """A real web server on the test database (started after media_root so it sees the same files)."""
+    server = start_asgi_server()
     try:
         yield server
     finally:
@@ -82,7 +83,7 @@ def key_protocols(key: str) -> list[str]:
     return ["lightfast.v1", f"lightfast.key.{key}"]
 
 
-def ws_connect(server: Daphne, path: str, *, key: str | None = None, **kwargs: Any) -> ClientConnection:
+def ws_connect(server: AsgiServer, path: str, *, key: str | None = None, **kwargs: Any) -> ClientConnection:
     """A websocket to `path`, authenticated with `key` in the subprotocol header when given."""
     if key is not None:
         kwargs.setdefault("subprotocols", key_protocols(key))

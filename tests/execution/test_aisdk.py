@@ -1,4 +1,4 @@
-"""Acceptance: the AI SDK's own chat client (ai 5 and 6, run in Node) against a live daphne + Celery worker.
+"""Acceptance: the AI SDK's own chat client (ai 5 and 6, run in Node) against a live web server + worker.
 
 The drivers are tests/fixtures/aisdk/chat-driver.mjs; the model is the fake OpenAI server, so what the
 model was sent is asserted exactly.
@@ -17,7 +17,7 @@ import pytest
 
 from execution.models import ChatSession, Run, RunStatus
 from tests.execution.conftest import uploaded_version
-from tests.execution.live_transport import daphne_fixture  # noqa: F401 - the `daphne` fixture
+from tests.execution.live_transport import asgi_server_fixture  # noqa: F401 - the `asgi_server` fixture
 from tests.services import PROJECT_ROOT
 
 pytestmark = [
@@ -37,7 +37,7 @@ def drive(
     scenario: str,
     *,
     module: str,
-    daphne: Any,
+    asgi_server: Any,
     key: str,
     chat_id: str,
     texts: list[str],
@@ -48,7 +48,7 @@ def drive(
     env = {
         **os.environ,
         "AI_MODULE": module,
-        "BASE": daphne.http,
+        "BASE": asgi_server.http,
         "KEY": key,
         "CHAT_PATH": path,
         "CHAT_ID": chat_id,
@@ -82,21 +82,21 @@ def model_saw(request: dict[str, Any]) -> list[tuple[str, str]]:
 
 @pytest.fixture(name="quick_keepalive")
 def quick_keepalive_fixture(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A short keep-alive interval, for this process and the daphne started afterwards."""
+    """A short keep-alive interval, for this process and the web server started afterwards."""
     settings.LIGHTFAST_STREAM_KEEPALIVE_S = 0.3
     monkeypatch.setenv("LIGHTFAST_STREAM_KEEPALIVE_S", "0.3")
 
 
 @pytest.mark.parametrize("module", AI_MODULES)
 def test_stop_cancels_the_run_and_the_next_message_keeps_history_ordered(
-    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     chat_id = f"team/{module}/stop"
     result = drive(
         "stop",
         module=module,
-        daphne=daphne,
+        asgi_server=asgi_server,
         key=alice.keys["all"],
         chat_id=chat_id,
         texts=["wait for it #hang", "second question"],
@@ -123,14 +123,14 @@ def test_stop_cancels_the_run_and_the_next_message_keeps_history_ordered(
 
 
 def test_send_right_after_stop_keeps_history_ordered(
-    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     chat_id = "team/stop-send"
     result = drive(
         "stop",
         module="ai",
-        daphne=daphne,
+        asgi_server=asgi_server,
         key=alice.keys["all"],
         chat_id=chat_id,
         texts=["wait for it #hang", "second question"],
@@ -154,14 +154,14 @@ def test_send_right_after_stop_keeps_history_ordered(
 
 @pytest.mark.parametrize("module", AI_MODULES)
 def test_regenerate_sends_the_model_the_truncated_history(
-    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     chat_id = f"team/{module}/regenerate"
     result = drive(
         "regenerate",
         module=module,
-        daphne=daphne,
+        asgi_server=asgi_server,
         key=alice.keys["all"],
         chat_id=chat_id,
         texts=["first", "second"],
@@ -180,14 +180,14 @@ def test_regenerate_sends_the_model_the_truncated_history(
 
 @pytest.mark.parametrize("module", AI_MODULES)
 def test_editing_the_first_message_drops_what_followed(
-    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     chat_id = f"team/{module}/edit"
     result = drive(
         "edit",
         module=module,
-        daphne=daphne,
+        asgi_server=asgi_server,
         key=alice.keys["all"],
         chat_id=chat_id,
         texts=["one", "two", "one, edited"],
@@ -200,11 +200,16 @@ def test_editing_the_first_message_drops_what_followed(
 
 @pytest.mark.parametrize("module", AI_MODULES)
 def test_resume_on_a_chat_the_server_never_saw_is_204(
-    module: str, alice: Any, media_root: Any, daphne: Any
+    module: str, alice: Any, media_root: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     result = drive(
-        "resume", module=module, daphne=daphne, key=alice.keys["read"], chat_id="team/fresh-chat", texts=[]
+        "resume",
+        module=module,
+        asgi_server=asgi_server,
+        key=alice.keys["read"],
+        chat_id="team/fresh-chat",
+        texts=[],
     )
     assert result["reconnectStatus"] == 204
     assert result["final"] == {"status": "ready", "error": None, "messages": []}
@@ -212,11 +217,16 @@ def test_resume_on_a_chat_the_server_never_saw_is_204(
 
 @pytest.mark.parametrize("module", AI_MODULES)
 def test_a_refused_request_shows_a_readable_error(
-    module: str, alice: Any, media_root: Any, daphne: Any
+    module: str, alice: Any, media_root: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     result = drive(
-        "refused", module=module, daphne=daphne, key=alice.keys["read"], chat_id="team/refused", texts=["hi"]
+        "refused",
+        module=module,
+        asgi_server=asgi_server,
+        key=alice.keys["read"],
+        chat_id="team/refused",
+        texts=["hi"],
     )
     assert result["final"]["status"] == "error"
     assert result["final"]["error"] == "This action needs the `execute` scope."
@@ -228,14 +238,14 @@ def test_keepalive_comments_flow_during_a_slow_tool_call(
     quick_keepalive: None,
     media_root: Any,
     celery_worker: Any,
-    daphne: Any,
+    asgi_server: Any,
 ) -> None:
     uploaded_version(alice.organization, SLOW_AGENT, slug="slow")
     text = '#call=slowLookup {"ms": 1500}'
     result = drive(
         "keepalive",
         module="ai",
-        daphne=daphne,
+        asgi_server=asgi_server,
         key=alice.keys["all"],
         chat_id="team/slow",
         texts=[text],
@@ -250,3 +260,95 @@ def test_keepalive_comments_flow_during_a_slow_tool_call(
     assert result["sdk"]["error"] is None and result["sdk"]["status"] == "ready"
     assert result["sdk"]["messages"][-1]["partTypes"].count("tool-slowLookup") == 1
     assert "data-usage" not in result["sdk"]["messages"][-1]["partTypes"]
+
+
+TOOLS_AGENT = PROJECT_ROOT / "tests" / "fixtures" / "aisdk" / "tools-agent.mjs"
+TOOLS_CHAT = "/api/v1/chat/tools/tools"
+
+
+@pytest.mark.parametrize("module", AI_MODULES)
+def test_a_client_side_tool_round_trip(
+    module: str, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
+) -> None:
+    uploaded_version(alice.organization, TOOLS_AGENT, slug="tools")
+    chat_id = f"team/{module}/client-tool"
+    result = drive(
+        "clientTool",
+        module=module,
+        asgi_server=asgi_server,
+        key=alice.keys["all"],
+        chat_id=chat_id,
+        texts=['where am I? #call=getLocation {"precise": true}'],
+        path=TOOLS_CHAT,
+    )
+    final = result["final"]
+    assert final["status"] == "ready" and final["error"] is None
+    # onToolCall saw the model's call; the page's result went back with the AI SDK's automatic send.
+    assert result["calls"] == [{"toolName": "getLocation", "input": {"precise": True}}]
+    first, second = result["posted"]
+    assert first["lastRole"] == "user"
+    assert second["trigger"] == "submit-message" and second["lastRole"] == "assistant"
+    # One answer, continued in place: the second stream's `start` named the same message.
+    [question, answer] = final["messages"]
+    assert second["lastId"] == answer["id"]
+    assert answer["partTypes"] == ["step-start", "text", "tool-getLocation", "step-start", "text"]
+    [tool] = answer["tools"]
+    assert tool["state"] == "output-available" and tool["output"] == {"city": "Lyon", "precise": True}
+    assert answer["text"] == 'Calling a tool.Tool result: {"city":"Lyon","precise":true}'
+    # The model saw the call and the browser's result; the run that waited says so.
+    sent = use_fake_provider.requests[-1]["messages"]
+    assert sent[-1] == {
+        "role": "tool",
+        "tool_call_id": tool["toolCallId"],
+        "content": '{"city":"Lyon","precise":true}',
+    }
+    runs = list(Run.objects.filter(session__public_id=chat_id).order_by("created_at"))
+    assert [run.status for run in runs] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
+    assert runs[0].output["pendingToolCalls"][0]["kind"] == "client" and runs[0].tool_calls == 0
+    assert answer["metadata"] == {"runId": str(runs[1].pk)}
+    assert stored(alice.organization, chat_id) == [
+        ("user", question["text"]),
+        ("assistant", answer["text"]),
+    ]
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "denied"])
+def test_an_approval_round_trip(
+    approve: bool, alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
+) -> None:
+    uploaded_version(alice.organization, TOOLS_AGENT, slug="tools")
+    chat_id = f"team/approval-{approve}"
+    result = drive(
+        "approval",
+        module="ai6",  # tool approvals are AI SDK 6's
+        asgi_server=asgi_server,
+        key=alice.keys["all"],
+        chat_id=chat_id,
+        texts=['clean up #call=deleteFile {"path": "/tmp/report.txt"}'],
+        path=TOOLS_CHAT,
+        extra_env={"APPROVE": "1" if approve else "0"},
+    )
+    [requested] = result["requested"]["messages"][-1]["tools"]
+    assert requested["state"] == "approval-requested" and requested["approval"]["id"].startswith("apr_")
+    final = result["final"]
+    assert final["status"] == "ready" and final["error"] is None
+    [question, answer] = final["messages"]
+    assert result["posted"][1]["lastId"] == answer["id"]
+    [tool] = answer["tools"]
+    first, continued = Run.objects.filter(session__public_id=chat_id).order_by("created_at")
+    assert first.tool_calls == 0  # asked, never run before the answer
+    if approve:
+        # Ran in the sandbox once approved.
+        assert tool["state"] == "output-available"
+        assert tool["output"] == {"deleted": "/tmp/report.txt", "ranIn": "sandbox", "session": chat_id}
+        assert continued.tool_calls == 1
+        assert answer["text"].endswith(
+            'Tool result: {"deleted":"/tmp/report.txt","ranIn":"sandbox",' + (f'"session":"{chat_id}"}}')
+        )
+    else:
+        # Never ran; the model was told.
+        assert tool["state"] == "output-denied" and tool["output"] is None
+        assert continued.tool_calls == 0
+        assert answer["text"].endswith("Tool result: Tool execution denied. Reason: not that file")
+    assert tool["approval"]["id"] == requested["approval"]["id"] and tool["approval"]["approved"] is approve
+    assert stored(alice.organization, chat_id) == [("user", question["text"]), ("assistant", answer["text"])]

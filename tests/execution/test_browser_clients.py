@@ -15,8 +15,8 @@ from organizations.models import AuditLog
 from organizations.services import Actor, allowed_origin_add, apikey_revoke
 from tests.execution.conftest import manifest_version, uploaded_version
 from tests.execution.live_transport import (
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     closed_with,
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
     recv_json,
     ws_connect,
 )
@@ -86,14 +86,14 @@ def test_a_token_expires_and_dies_with_its_key(alice: Any, api: Any, monkeypatch
 
 
 def test_a_token_streams_its_agents_chat_from_an_allowed_origin(
-    alice: Any, api: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, api: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     """What a browser `useChat` does: a client token in Authorization, from the app's origin."""
     uploaded_version(alice.organization)
     allowed_origin_add(organization=alice.organization, origin=APP, actor=ACTOR)
     token = mint(api, alice.keys["all"]).json()["token"]
     headers = {"Authorization": f"Bearer {token}", "Origin": APP}
-    with httpx.Client(base_url=daphne.http, timeout=60) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=60) as client:
         preflight = client.options(
             CHAT,
             headers={
@@ -120,10 +120,12 @@ def test_a_token_streams_its_agents_chat_from_an_allowed_origin(
         assert client.get(f"{CHAT}/chat-browser/stream?token={token}").status_code == 204
 
     # The websocket takes the token where it takes a key: the subprotocol, beside lightfast.v1.
-    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=token, origin=APP) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/weather/weather/", key=token, origin=APP) as ws:
         ws.send(json.dumps({"type": "message", "text": "hi"}))
         assert recv_json(ws)["type"] == "run-accepted"
-    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=token, origin="https://evil.example") as ws:
+    with ws_connect(
+        asgi_server, "/ws/v1/chat/weather/weather/", key=token, origin="https://evil.example"
+    ) as ws:
         code, frames = closed_with(ws)
     assert code == 4401 and frames[0]["error"]["type"] == "origin_not_allowed"
     other_version = manifest_version(alice.organization, slug="other")
@@ -131,12 +133,12 @@ def test_a_token_streams_its_agents_chat_from_an_allowed_origin(
     other_run = run_start(
         organization=alice.organization, bundle_version=other_version, agent_key="weather", text="x"
     )
-    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=token) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/weather/weather/", key=token) as ws:
         ws.send(json.dumps({"type": "cancel", "run": str(other_run.pk)}))
         assert recv_json(ws)["error"]["type"] == "not_found"
         ws.send(json.dumps({"type": "resume", "run": str(other_run.pk), "after": 0}))
         assert recv_json(ws)["error"]["type"] == "not_found"
-    with ws_connect(daphne, "/ws/v1/chat/other/weather/", key=token) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/other/weather/", key=token) as ws:
         code, frames = closed_with(ws)
     assert code == 4401 and frames[0]["error"]["type"] == "permission_denied"
 

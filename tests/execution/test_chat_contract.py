@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
+from django.db import connection
 
 from agents.models import AgentManifest
 from execution.agent_loop import AssistantTurn
 from execution.models import ChatSession, Run, RunStatus
 from execution.selectors import agent_target_resolve
+from execution.services import chat as chat_service
 from execution.services import chat_run_start, run_cancel
 from lightfast_cloud.errors import LightfastError
 from tests.execution.conftest import manifest_version, uploaded_version
 from tests.execution.live_transport import (
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     recv_json,
     ws_connect,
 )
@@ -73,7 +76,7 @@ def test_tool_logs_reach_end_users_only_when_the_agent_opts_in() -> None:
 
 
 def test_a_resumable_client_that_disconnects_leaves_the_run_running(
-    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     headers = {"Authorization": f"Bearer {alice.keys['all']}"}
@@ -83,7 +86,7 @@ def test_a_resumable_client_that_disconnects_leaves_the_run_running(
         "trigger": "submit-message",
         "resumable": True,
     }
-    with httpx.Client(base_url=daphne.http, timeout=30) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
         with client.stream("POST", CHAT, json=body, headers=headers) as response:
             lines = response.iter_lines()
             first = next(line for line in lines if line.startswith("data: "))
@@ -93,7 +96,7 @@ def test_a_resumable_client_that_disconnects_leaves_the_run_running(
     run = Run.objects.get(pk=run_id)
     assert run.status == RunStatus.RUNNING
     # The AI SDK's reconnect (chat id with a slash) finds it running; then it is cancelled by id.
-    with httpx.Client(base_url=daphne.http, timeout=30) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
         with client.stream("GET", f"{CHAT}/team/resumable/stream", headers=headers) as response:
             assert response.status_code == 200
             assert next(line for line in response.iter_lines() if line.startswith("data: ")) == first
@@ -115,10 +118,10 @@ def test_websocket_pings_while_quiet_and_takes_chat_ids_with_slashes(
 ) -> None:
     settings.LIGHTFAST_STREAM_KEEPALIVE_S = 0.2
     monkeypatch.setenv("LIGHTFAST_STREAM_KEEPALIVE_S", "0.2")
-    from tests.execution.live_transport import start_daphne
+    from tests.execution.live_transport import start_asgi_server
 
     uploaded_version(alice.organization)
-    server = start_daphne()
+    server = start_asgi_server()
     try:
         with ws_connect(server, "/ws/v1/chat/weather/weather/", key=alice.keys["all"]) as ws:
             assert recv_json(ws, timeout=10) == {"type": "ping"}
@@ -131,3 +134,54 @@ def test_websocket_pings_while_quiet_and_takes_chat_ids_with_slashes(
             assert frame["type"] == "run-accepted" and frame["session"] == "team/ws/chat"
     finally:
         server.stop()
+
+
+def test_two_turns_of_one_chat_at_once_are_serial(alice: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two tabs post the first message of the same chat at once: the second turn waits for the first to
+    commit, then follows its own client's list (the first turn's message dropped, its run cancelled),
+    instead of both writing into one history (PostgreSQL: the chat's advisory lock; SQLite: the gate)."""
+    manifest_version(alice.organization)
+    target = agent_target_resolve(organization=alice.organization, bundle="weather", agent="weather")
+    first_inside, second_done = threading.Event(), threading.Event()
+    create = chat_service.chat_session_get_or_create
+
+    def slow_create(**kwargs: Any) -> Any:
+        session = create(**kwargs)
+        if threading.current_thread().name == "first-tab":
+            first_inside.set()
+            # Held inside the first turn's transaction: an unserialised second turn finishes meanwhile.
+            second_done.wait(2)
+        return session
+
+    monkeypatch.setattr(chat_service, "chat_session_get_or_create", slow_create)
+    runs: dict[str, Run] = {}
+
+    def turn(name: str, text: str) -> None:
+        try:
+            runs[name] = chat_run_start(
+                organization=alice.organization,
+                target=target,
+                created_by=None,
+                messages=[ui(f"id-{name}", "user", text)],
+                session_id="team/two-tabs",
+                trigger="submit-message",
+            )
+        finally:
+            if name == "second-tab":
+                second_done.set()
+            connection.close()
+
+    first = threading.Thread(target=turn, args=("first-tab", "from the first tab"), name="first-tab")
+    first.start()
+    assert first_inside.wait(10)
+    second = threading.Thread(target=turn, args=("second-tab", "from the second tab"), name="second-tab")
+    second.start()
+    first.join(20)
+    second.join(20)
+    assert set(runs) == {"first-tab", "second-tab"}
+    session = ChatSession.objects.get(organization=alice.organization, public_id="team/two-tabs")
+    assert [(m.role, m.text()) for m in session.messages.order_by("created_at", "pk")] == [
+        ("user", "from the second tab")
+    ]
+    assert Run.objects.get(pk=runs["first-tab"].pk).status == RunStatus.CANCELLED
+    assert Run.objects.get(pk=runs["second-tab"].pk).status == RunStatus.QUEUED

@@ -14,8 +14,8 @@ from organizations.models import AuditLog, OrganizationUsage
 from organizations.services import Actor
 from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     closed_with,
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
     ws_connect,
 )
 
@@ -69,7 +69,7 @@ def test_a_queued_run_on_a_quarantined_version_is_cancelled_at_once(alice: Any, 
 
 
 def test_a_new_run_on_a_quarantined_version_is_refused_with_a_clear_error(
-    alice: Any, api: Any, daphne: Any
+    alice: Any, api: Any, asgi_server: Any
 ) -> None:
     version = manifest_version(alice.organization)
     bundle_version_quarantine(version=version, actor=Actor.system("tests"), reason="bad")
@@ -85,7 +85,7 @@ def test_a_new_run_on_a_quarantined_version_is_refused_with_a_clear_error(
     assert error["type"] == "invalid_bundle" and "quarantined" in error["message"]
     assert error["detail"] == {"status": "quarantined"}
 
-    with ws_connect(daphne, "/ws/v1/chat/weather/weather/", key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/weather/weather/", key=alice.keys["all"]) as ws:
         code, frames = closed_with(ws)
     assert code == 4404
     assert frames[0]["error"]["type"] == "invalid_bundle" and "quarantined" in frames[0]["error"]["message"]

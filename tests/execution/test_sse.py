@@ -1,4 +1,4 @@
-"""The AI SDK chat endpoint over Server-Sent Events, through a real daphne and a real Celery worker."""
+"""The AI SDK chat endpoint over Server-Sent Events, through a real web server and a real Celery worker."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from execution.selectors import run_events_after
 from execution.services import run_start
 from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     public_seqs,
 )
 
@@ -46,12 +46,12 @@ def sse_events(raw: str) -> list[dict[str, str]]:
 
 
 def test_use_chat_post_streams_the_ui_message_stream(
-    alice: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     headers = {"Authorization": f"Bearer {alice.keys['all']}"}
     body = use_chat_body('Weather? getWeather {"city": "Paris"}')
-    with httpx.Client(base_url=daphne.http, timeout=60) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=60) as client:
         response = client.post(CHAT, json=body, headers=headers)
     assert response.status_code == 200, (response.headers, response.content)
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -70,7 +70,7 @@ def test_use_chat_post_streams_the_ui_message_stream(
     tool = next(chunk for chunk in chunks if chunk["type"] == "tool-output-available")
     assert tool["output"]["city"] == "Paris"
 
-    with httpx.Client(base_url=daphne.http, timeout=60) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=60) as client:
         # Resume after seq 3: the rest, once, then [DONE].
         resumed = client.get(CHAT, headers={**headers, "Last-Event-ID": f"{run_id}:3"})
         assert resumed.status_code == 200
@@ -85,12 +85,12 @@ def test_use_chat_post_streams_the_ui_message_stream(
     assert [message.role for message in messages] == ["user", "assistant", "user", "assistant"]
 
 
-def test_resume_of_a_live_run_tails_it_until_the_end(alice: Any, daphne: Any) -> None:
+def test_resume_of_a_live_run_tails_it_until_the_end(alice: Any, asgi_server: Any) -> None:
     version = manifest_version(alice.organization)
     run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
     event_append_many(run, [("start", {"messageId": "m"}), ("text-start", {"id": "t"})])
     headers = {"Authorization": f"Bearer {alice.keys['read']}", "Last-Event-ID": f"{run.pk}:1"}
-    with httpx.Client(base_url=daphne.http, timeout=30) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
         with client.stream("GET", CHAT, headers=headers) as response:
             lines = response.iter_lines()
             assert next(lines) == f"id: {run.pk}:2"
@@ -106,11 +106,11 @@ def test_resume_of_a_live_run_tails_it_until_the_end(alice: Any, daphne: Any) ->
     assert f"id: {run.pk}:3" in rest and '"delta":"live"' in rest and rest.rstrip().endswith("data: [DONE]")
 
 
-def test_errors_are_json_and_other_tenants_get_404(alice: Any, bob: Any, daphne: Any) -> None:
+def test_errors_are_json_and_other_tenants_get_404(alice: Any, bob: Any, asgi_server: Any) -> None:
     version = manifest_version(alice.organization)
     manifest_version(bob.organization, slug="other")
     run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
-    with httpx.Client(base_url=daphne.http, timeout=30) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
         cases = [
             ("POST", CHAT, bob.keys["all"], use_chat_body("hi"), {}, 404, "not_found"),
             ("GET", CHAT, bob.keys["all"], None, {"Last-Event-ID": f"{run.pk}:0"}, 404, "not_found"),

@@ -1,4 +1,4 @@
-"""The chat websocket through a real daphne, the RedisPubSub layer and a real Celery worker."""
+"""The chat websocket through a real web server, the RedisPubSub layer and a real Celery worker."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from execution.models import Run
 from execution.services import run_start
 from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     closed_with,
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
     public_seqs,
     recv_json,
     recv_until_end,
@@ -40,10 +40,10 @@ def start_over_ws(ws: Any, text: str, session: str | None = None) -> str:
 
 
 def test_weather_chat_streams_the_tool_call_and_reads_back_over_rest(
-    alice: Any, api: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, api: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         assert ws.subprotocol == "lightfast.v1"  # never the protocol that carries the key
         run_id = start_over_ws(ws, TOOL_MESSAGE, session="chat-1")
         frames = recv_until_end(ws, run_id)
@@ -72,32 +72,32 @@ def test_weather_chat_streams_the_tool_call_and_reads_back_over_rest(
 
 
 def test_resume_after_a_disconnect_delivers_every_event_once_in_order(
-    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
     # The fake provider waits before each answer, so the disconnect falls in the middle of the run.
     text = 'weather #slow=0.7\n#call=getWeather {"city": "Oslo"}'
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         run_id = start_over_ws(ws, text)
         first = [recv_json(ws), recv_json(ws)]
     assert Run.objects.get(pk=run_id).status == "running"
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         ws.send(json.dumps({"type": "resume", "run": run_id, "after": first[-1]["seq"]}))
         rest = recv_until_end(ws, run_id)
     frames = first + rest
     assert [frame["seq"] for frame in frames] == public_seqs(run_id)
     assert "tool-output-available" in [frame["type"] for frame in rest]
     # Replaying a finished run from any seq gives the same events again.
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["read"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["read"]) as ws:
         ws.send(json.dumps({"type": "resume", "run": run_id, "after": 3}))
         assert recv_until_end(ws, run_id) == frames[3:]
 
 
 def test_cancel_over_the_websocket(
-    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         run_id = start_over_ws(ws, "hello #hang")
         recv_json(ws)  # start
         ws.send(json.dumps({"type": "cancel", "run": run_id}))
@@ -106,14 +106,14 @@ def test_cancel_over_the_websocket(
 
 
 def test_another_organization_gets_not_found_on_every_route_and_frame(
-    alice: Any, bob: Any, daphne: Any
+    alice: Any, bob: Any, asgi_server: Any
 ) -> None:
     version = manifest_version(alice.organization)
     manifest_version(bob.organization)
     alice_run = run_start(
         organization=alice.organization, bundle_version=version, agent_key="weather", text="hi"
     )
-    with ws_connect(daphne, WEATHER_PATH, key=bob.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=bob.keys["all"]) as ws:
         for frame in (
             {"type": "resume", "run": str(alice_run.pk), "after": 0},
             {"type": "cancel", "run": str(alice_run.pk)},
@@ -124,21 +124,23 @@ def test_another_organization_gets_not_found_on_every_route_and_frame(
     alice_run.refresh_from_db()
     assert alice_run.status == "queued"
     # Alice's agent that Bob does not have.
-    with ws_connect(daphne, "/ws/v1/chat/secret/weather/", key=bob.keys["all"]) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/secret/weather/", key=bob.keys["all"]) as ws:
         code, frames = closed_with(ws)
     assert code == 4404 and frames[0]["error"]["type"] == "not_found"
-    with ws_connect(daphne, "/ws/v1/chat/weather/nobody/", key=bob.keys["all"]) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/weather/nobody/", key=bob.keys["all"]) as ws:
         code, frames = closed_with(ws)
     assert code == 4404 and frames[0]["error"]["type"] == "not_found"
 
 
-def test_invalid_frames_get_error_frames_and_the_connection_stays_usable(alice: Any, daphne: Any) -> None:
+def test_invalid_frames_get_error_frames_and_the_connection_stays_usable(
+    alice: Any, asgi_server: Any
+) -> None:
     version = manifest_version(alice.organization)
     run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
     event_append_many(
         run, [("start", {"messageId": "m"}), ("data-status", {"data": {"status": "cancelled"}})]
     )
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["read"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["read"]) as ws:
         bad: list[Any] = [
             "not json",
             "[1, 2]",
@@ -161,16 +163,16 @@ def test_invalid_frames_get_error_frames_and_the_connection_stays_usable(alice: 
     assert [frame["seq"] for frame in frames] == [1, 2]
 
 
-def test_credentials_tickets_and_origins(alice: Any, api: Any, daphne: Any) -> None:
+def test_credentials_tickets_and_origins(alice: Any, api: Any, asgi_server: Any) -> None:
     manifest_version(alice.organization)
-    with ws_connect(daphne, WEATHER_PATH) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH) as ws:
         code, frames = closed_with(ws)
     assert code == 4401 and frames[0]["error"]["type"] == "not_authenticated"
-    with ws_connect(daphne, f"{WEATHER_PATH}?key={alice.keys['all']}") as ws:
+    with ws_connect(asgi_server, f"{WEATHER_PATH}?key={alice.keys['all']}") as ws:
         code, frames = closed_with(ws)
     assert code == 4401 and "URL" in frames[0]["error"]["message"]
     with ws_connect(
-        daphne, WEATHER_PATH, subprotocols=["lightfast.v1", "lightfast.key.lf_live_wrong_key"]
+        asgi_server, WEATHER_PATH, subprotocols=["lightfast.v1", "lightfast.key.lf_live_wrong_key"]
     ) as ws:
         code, _ = closed_with(ws)
     assert code == 4401
@@ -178,10 +180,10 @@ def test_credentials_tickets_and_origins(alice: Any, api: Any, daphne: Any) -> N
     response = api.post("/api/v1/ws-tickets", key=alice.keys["read"])
     assert response.status_code == 201
     ticket = response.json()["ticket"]
-    with ws_connect(daphne, f"{WEATHER_PATH}?ticket={ticket}") as ws:
+    with ws_connect(asgi_server, f"{WEATHER_PATH}?ticket={ticket}") as ws:
         ws.send(json.dumps({"type": "message", "text": "hi"}))
         assert recv_json(ws)["error"]["type"] == "permission_denied"  # the ticket keeps the key's scopes
-    with ws_connect(daphne, f"{WEATHER_PATH}?ticket={ticket}") as ws:  # single use
+    with ws_connect(asgi_server, f"{WEATHER_PATH}?ticket={ticket}") as ws:  # single use
         code, frames = closed_with(ws)
     assert code == 4401 and frames[0]["error"]["type"] == "authentication_failed"
 
@@ -191,7 +193,7 @@ def test_credentials_tickets_and_origins(alice: Any, api: Any, daphne: Any) -> N
     assert 0 < client.ttl(stored) <= 30
     client.pexpire(stored, 1)
     time.sleep(0.05)
-    with ws_connect(daphne, f"{WEATHER_PATH}?ticket={expiring}") as ws:
+    with ws_connect(asgi_server, f"{WEATHER_PATH}?ticket={expiring}") as ws:
         code, _ = closed_with(ws)
     assert code == 4401
 
@@ -202,15 +204,15 @@ def test_credentials_tickets_and_origins(alice: Any, api: Any, daphne: Any) -> N
     browser.force_login(alice.owner)
     cookie = f"sessionid={browser.cookies['sessionid'].value}"
     with ws_connect(
-        daphne,
+        asgi_server,
         WEATHER_PATH,
         additional_headers={"Cookie": cookie},
-        origin=daphne.http,  # type: ignore[arg-type]
+        origin=asgi_server.http,  # type: ignore[arg-type]
     ) as ws:
         ws.send(json.dumps({"type": "resume", "run": "not-a-run"}))
         assert recv_json(ws)["error"]["type"] == "not_found"
     with ws_connect(
-        daphne,
+        asgi_server,
         WEATHER_PATH,
         additional_headers={"Cookie": cookie},
         origin="https://evil.example",  # type: ignore[arg-type]
@@ -219,7 +221,7 @@ def test_credentials_tickets_and_origins(alice: Any, api: Any, daphne: Any) -> N
     assert code == 4401 and frames[0]["error"]["type"] == "origin_not_allowed"
 
 
-def test_a_client_that_stops_reading_is_disconnected(alice: Any, daphne: Any) -> None:
+def test_a_client_that_stops_reading_is_disconnected(alice: Any, asgi_server: Any) -> None:
     version = manifest_version(alice.organization)
     run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
     big = "x" * 64 * 1024
@@ -227,9 +229,9 @@ def test_a_client_that_stops_reading_is_disconnected(alice: Any, daphne: Any) ->
     event_append_many(run, [("text-delta", {"id": "t", "delta": big}) for _ in range(total)])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", daphne.port))
+    sock.connect(("127.0.0.1", asgi_server.port))
     with ws_connect(
-        daphne, WEATHER_PATH, key=alice.keys["read"], sock=sock, max_queue=1, compression=None
+        asgi_server, WEATHER_PATH, key=alice.keys["read"], sock=sock, max_queue=1, compression=None
     ) as ws:
         ws.send(json.dumps({"type": "resume", "run": str(run.pk), "after": 0}))
         time.sleep(12)  # the server's grace for a blocked client is 5 s

@@ -1,4 +1,4 @@
-"""Limits on the chat websocket through a real daphne: connect and frame rates, quotas, suspension.
+"""Limits on the chat websocket through a real asgi_server: connect and frame rates, quotas, suspension.
 
 Rates are per day in these tests, so a window boundary cannot fall inside a test.
 """
@@ -17,8 +17,8 @@ from organizations.operations import org_suspend
 from organizations.services import Actor
 from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
+    asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
     closed_with,
-    daphne_fixture,  # noqa: F401 - the `daphne` fixture
     recv_json,
     ws_connect,
 )
@@ -38,30 +38,30 @@ def _send(ws: Any, frame: dict[str, Any]) -> dict[str, Any]:
     return recv_json(ws)
 
 
-def test_connection_attempts_over_the_rate_are_refused(alice: Any, bob: Any, daphne: Any) -> None:
+def test_connection_attempts_over_the_rate_are_refused(alice: Any, bob: Any, asgi_server: Any) -> None:
     manifest_version(alice.organization)
     manifest_version(bob.organization)
     _limits(alice.organization, api_rate="3/d")
     for _ in range(3):
-        with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+        with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
             assert _send(ws, {"type": "bogus"})["error"]["type"] == "invalid_frame"
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         code, frames = closed_with(ws)
     assert code == 4429
     [refusal] = frames
     assert refusal["type"] == "error" and refusal["error"]["type"] == "rate_limited"
     assert refusal["error"]["detail"]["policy"] == "ws-connect" and refusal["error"]["detail"]["limit"] == 3
     # Another organization is not limited by Alice's attempts.
-    with ws_connect(daphne, WEATHER_PATH, key=bob.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=bob.keys["all"]) as ws:
         assert _send(ws, {"type": "bogus"})["error"]["type"] == "invalid_frame"
 
 
 def test_frames_over_the_rate_get_an_error_frame_and_the_connection_stays_usable(
-    alice: Any, daphne: Any
+    alice: Any, asgi_server: Any
 ) -> None:
     version = manifest_version(alice.organization)
     _limits(alice.organization, api_rate="2/d")
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         assert _send(ws, {"type": "bogus"})["error"]["type"] == "invalid_frame"
         assert _send(ws, {"type": "bogus"})["error"]["type"] == "invalid_frame"
         for _ in range(2):
@@ -78,11 +78,11 @@ def test_frames_over_the_rate_get_an_error_frame_and_the_connection_stays_usable
 
 
 def test_a_used_up_quota_is_an_error_frame_over_the_websocket_and_403_over_rest_and_sse(
-    alice: Any, api: Any, daphne: Any
+    alice: Any, api: Any, asgi_server: Any
 ) -> None:
     manifest_version(alice.organization)
     _limits(alice.organization, runs_per_month=0)
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         refusal = _send(ws, {"type": "message", "text": "hello"})
         assert refusal["type"] == "error", refusal
         error = refusal["error"]
@@ -108,10 +108,10 @@ def test_a_used_up_quota_is_an_error_frame_over_the_websocket_and_403_over_rest_
     assert not Run.objects.filter(organization=alice.organization).exists()
 
 
-def test_concurrent_run_quota_is_an_error_frame_naming_the_quota(alice: Any, daphne: Any) -> None:
+def test_concurrent_run_quota_is_an_error_frame_naming_the_quota(alice: Any, asgi_server: Any) -> None:
     manifest_version(alice.organization)
     _limits(alice.organization, concurrent_runs=1)
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         # No worker: the first run stays queued (no events yet) and holds the only slot.
         assert _send(ws, {"type": "message", "text": "one"})["type"] == "run-accepted"
         refusal = _send(ws, {"type": "message", "text": "two"})
@@ -125,20 +125,20 @@ def test_concurrent_run_quota_is_an_error_frame_naming_the_quota(alice: Any, dap
         assert _send(ws, {"type": "bogus"})["error"]["type"] == "invalid_frame"
 
 
-def test_a_suspended_organization_cannot_connect(alice: Any, daphne: Any) -> None:
+def test_a_suspended_organization_cannot_connect(alice: Any, asgi_server: Any) -> None:
     manifest_version(alice.organization)
     org_suspend(organization=alice.organization, actor=Actor.system("tests"), reason="unpaid")
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         code, frames = closed_with(ws)
     assert code == 4401
     assert frames[0]["error"]["type"] == "organization_suspended"
 
 
 def test_suspension_cancels_the_running_chat_and_closes_the_open_connection(
-    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, daphne: Any
+    alice: Any, use_fake_provider: Any, media_root: Any, celery_worker: Any, asgi_server: Any
 ) -> None:
     uploaded_version(alice.organization)
-    with ws_connect(daphne, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["all"]) as ws:
         accepted = _send(ws, {"type": "message", "text": "hello #hang"})
         run_id = accepted["run"]
         assert recv_json(ws)["type"] == "start"

@@ -92,4 +92,5 @@ def test_admin_actions_need_a_reason_and_are_audited(admin_client, alice, api):
     admin_client.post(url, {**selected, "action": "reset_quota_period", "reason": "goodwill"})
     assert AuditLog.objects.get(action="organization.quota_period_reset").reason == "goodwill"
     page = admin_client.get(reverse("admin:organizations_organization_change", args=[alice.organization.pk]))
-    assert b"runs_per_month: 0 / " in page.content
+    # The usage panel is a table: quota, used, limit, reset time.
+    assert b"<tr><td>runs_per_month</td><td>0</td><td>" in page.content

@@ -31,7 +31,7 @@ from organizations.ratelimits import (
     ratelimit_ws_connect,
     ratelimit_ws_frame,
 )
-from tests.execution.live_transport import Daphne, start_daphne
+from tests.execution.live_transport import AsgiServer, start_asgi_server
 
 ORGANIZATION_URL = "/api/v1/organization"
 
@@ -95,10 +95,10 @@ def _http_get(url: str, key: str) -> tuple[int, Any, dict[str, Any]]:
 
 
 @pytest.fixture
-def daphne_server(transactional_db, redis_server):
+def plain_asgi_server(transactional_db, redis_server):
     """The production ASGI server on the test database (Django's threaded test server would open
     one database connection per concurrent request, past PostgreSQL's connection limit)."""
-    server = start_daphne()
+    server = start_asgi_server()
     try:
         yield server
     finally:
@@ -106,11 +106,11 @@ def daphne_server(transactional_db, redis_server):
 
 
 def test_200_concurrent_requests_against_50_per_minute_admit_exactly_50(
-    daphne_server: Daphne, alice, bob
+    plain_asgi_server: AsgiServer, alice, bob
 ):
     _set_rate(alice.organization, "50/m")
     _wait_for_fresh_window(alice.organization, api_keys=(alice.api_keys["read"],))
-    url = daphne_server.http + ORGANIZATION_URL
+    url = plain_asgi_server.http + ORGANIZATION_URL
     results: list[tuple[int, Any, dict[str, Any]]] = []
     lock = threading.Lock()
     barrier = threading.Barrier(200)

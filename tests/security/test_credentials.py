@@ -1,7 +1,7 @@
 """Credentials that stop holding, key and role escalation, authentication failures, the data directory.
 
 * A revoked, expired or removed credential closes the websockets and SSE streams it opened,
-  through the real daphne, the RedisPubSub channel layer and the database.
+  through the real web server, the RedisPubSub channel layer and the database.
 * A key never creates a key that outranks it (scopes, expiry); a member is bound by their role.
 * Every authentication entry point (REST, SSE, websocket ticket / subprotocol key / none) counts
   its failures against the client IP, and a blocked IP is refused alike with valid credentials.
@@ -20,7 +20,6 @@ import stat
 import subprocess
 import sys
 import time
-import urllib.error
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -38,7 +37,7 @@ from organizations.models import ROLE_SCOPES, ApiKey, Membership, Role
 from organizations.ratelimits import POLICY_AUTH_FAILURES
 from organizations.services import Actor, apikey_create, membership_remove
 from tests.bundles import manifest_version
-from tests.execution.live_transport import Daphne, closed_with, recv_json, start_daphne, ws_connect
+from tests.execution.live_transport import AsgiServer, closed_with, recv_json, start_asgi_server, ws_connect
 from tests.factories import ApiKeyFactory
 from tests.services import PROJECT_ROOT, free_port
 from tests.test_launcher import get_json
@@ -49,10 +48,10 @@ CHAT = "/api/v1/chat/weather/weather"
 PUSH_ONLY_RECHECK_S = "120"
 
 
-def _daphne(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Daphne]:
+def _asgi_server(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[AsgiServer]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    server = start_daphne()
+    server = start_asgi_server()
     try:
         yield server
     finally:
@@ -60,27 +59,27 @@ def _daphne(monkeypatch: pytest.MonkeyPatch, **env: str) -> Iterator[Daphne]:
 
 
 @pytest.fixture
-def daphne_push_only(
+def asgi_server_push_only(
     transactional_db: None, redis_server: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Daphne]:
-    """A daphne whose connections re-check credentials only when told (or at a key's expiry)."""
-    yield from _daphne(monkeypatch, LIGHTFAST_CREDENTIAL_RECHECK_S=PUSH_ONLY_RECHECK_S)
+) -> Iterator[AsgiServer]:
+    """A server whose connections re-check credentials only when told (or at a key's expiry)."""
+    yield from _asgi_server(monkeypatch, LIGHTFAST_CREDENTIAL_RECHECK_S=PUSH_ONLY_RECHECK_S)
 
 
 @pytest.fixture
-def daphne_polling(
+def asgi_server_polling(
     transactional_db: None, redis_server: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Daphne]:
-    """A daphne whose connections re-check credentials every 0.5 s (the backstop for a lost message)."""
-    yield from _daphne(monkeypatch, LIGHTFAST_CREDENTIAL_RECHECK_S="0.5")
+) -> Iterator[AsgiServer]:
+    """A server whose connections re-check credentials every 0.5 s (the backstop for a lost message)."""
+    yield from _asgi_server(monkeypatch, LIGHTFAST_CREDENTIAL_RECHECK_S="0.5")
 
 
 @pytest.fixture
-def daphne_strict_ip(
+def asgi_server_strict_ip(
     transactional_db: None, redis_server: str, media_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Daphne]:
-    """A daphne allowing 3 failed authentications per client IP and minute."""
-    yield from _daphne(monkeypatch, LIGHTFAST_AUTH_FAILURE_RATE="3/m")
+) -> Iterator[AsgiServer]:
+    """A server allowing 3 failed authentications per client IP and minute."""
+    yield from _asgi_server(monkeypatch, LIGHTFAST_AUTH_FAILURE_RATE="3/m")
 
 
 def _answers(ws: Any) -> None:
@@ -111,12 +110,12 @@ def _assert_revoked_promptly(ws: Any, *, since: float, after: str) -> None:
 
 
 def test_revoking_a_key_closes_its_open_websocket_within_a_second(
-    alice: Any, api: Any, daphne_push_only: Daphne
+    alice: Any, api: Any, asgi_server_push_only: AsgiServer
 ) -> None:
     manifest_version(alice.organization)
     with (
-        ws_connect(daphne_push_only, WEATHER_PATH, key=alice.keys["all"]) as revoked_ws,
-        ws_connect(daphne_push_only, WEATHER_PATH, key=alice.keys["read"]) as other_ws,
+        ws_connect(asgi_server_push_only, WEATHER_PATH, key=alice.keys["all"]) as revoked_ws,
+        ws_connect(asgi_server_push_only, WEATHER_PATH, key=alice.keys["read"]) as other_ws,
     ):
         _answers(revoked_ws)
         _answers(other_ws)
@@ -127,19 +126,19 @@ def test_revoking_a_key_closes_its_open_websocket_within_a_second(
         # Another key's connection of the same organization is untouched.
         _answers(other_ws)
     # And the revoked key cannot connect again.
-    with ws_connect(daphne_push_only, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server_push_only, WEATHER_PATH, key=alice.keys["all"]) as ws:
         code, frames = closed_with(ws)
     assert code == 4401 and _error_types(frames) == ["authentication_failed"]
 
 
-def test_a_key_expiring_closes_its_open_websocket(alice: Any, daphne_push_only: Daphne) -> None:
+def test_a_key_expiring_closes_its_open_websocket(alice: Any, asgi_server_push_only: AsgiServer) -> None:
     manifest_version(alice.organization)
     expiring = ApiKeyFactory(
         organization=alice.organization,
         scopes=["read"],
         expires_at=timezone.now() + timedelta(seconds=2),
     )
-    with ws_connect(daphne_push_only, WEATHER_PATH, key=expiring.raw_key) as ws:
+    with ws_connect(asgi_server_push_only, WEATHER_PATH, key=expiring.raw_key) as ws:
         _answers(ws)
         code, frames = closed_with(ws, timeout=10)
     assert code == 4401 and _error_types(frames) == ["credentials_expired"]
@@ -147,10 +146,10 @@ def test_a_key_expiring_closes_its_open_websocket(alice: Any, daphne_push_only: 
 
 
 def test_a_lost_revocation_message_is_caught_by_the_periodic_recheck(
-    alice: Any, daphne_polling: Daphne
+    alice: Any, asgi_server_polling: AsgiServer
 ) -> None:
     manifest_version(alice.organization)
-    with ws_connect(daphne_polling, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server_polling, WEATHER_PATH, key=alice.keys["all"]) as ws:
         _answers(ws)
         # A bulk UPDATE sends no signal, so no message: only the re-check can notice.
         ApiKey.objects.filter(pk=alice.api_keys["all"].pk).update(revoked_at=timezone.now())
@@ -158,16 +157,21 @@ def test_a_lost_revocation_message_is_caught_by_the_periodic_recheck(
     assert code == 4401 and _error_types(frames) == ["credentials_revoked"]
 
 
-def test_removing_a_member_closes_their_session_websocket(alice: Any, daphne_push_only: Daphne) -> None:
+def test_removing_a_member_closes_their_session_websocket(
+    alice: Any, asgi_server_push_only: AsgiServer
+) -> None:
     manifest_version(alice.organization)
     member = alice.users[Role.MEMBER]
-    session = {"origin": daphne_push_only.http}
+    session = {"origin": asgi_server_push_only.http}
     with (
         ws_connect(
-            daphne_push_only, WEATHER_PATH, additional_headers={"Cookie": _session_cookie(member)}, **session
+            asgi_server_push_only,
+            WEATHER_PATH,
+            additional_headers={"Cookie": _session_cookie(member)},
+            **session,
         ) as member_ws,
         ws_connect(
-            daphne_push_only,
+            asgi_server_push_only,
             WEATHER_PATH,
             additional_headers={"Cookie": _session_cookie(alice.owner)},
             **session,
@@ -181,22 +185,22 @@ def test_removing_a_member_closes_their_session_websocket(alice: Any, daphne_pus
         _answers(owner_ws)
 
 
-def test_signing_out_closes_the_sessions_websocket(alice: Any, daphne_push_only: Daphne) -> None:
+def test_signing_out_closes_the_sessions_websocket(alice: Any, asgi_server_push_only: AsgiServer) -> None:
     manifest_version(alice.organization)
     member = alice.users[Role.MEMBER]
     browser = Client()
     browser.force_login(member)
     other = _session_cookie(member)  # the same user signed in elsewhere: that session stays
-    session = {"origin": daphne_push_only.http}
+    session = {"origin": asgi_server_push_only.http}
     with (
         ws_connect(
-            daphne_push_only,
+            asgi_server_push_only,
             WEATHER_PATH,
             additional_headers={"Cookie": f"sessionid={browser.cookies['sessionid'].value}"},
             **session,
         ) as signed_out_ws,
         ws_connect(
-            daphne_push_only, WEATHER_PATH, additional_headers={"Cookie": other}, **session
+            asgi_server_push_only, WEATHER_PATH, additional_headers={"Cookie": other}, **session
         ) as other_ws,
     ):
         _answers(signed_out_ws)
@@ -206,15 +210,15 @@ def test_signing_out_closes_the_sessions_websocket(alice: Any, daphne_push_only:
         _answers(other_ws)
 
 
-def test_revoking_a_key_ends_its_sse_stream(alice: Any, api: Any, daphne_push_only: Daphne) -> None:
+def test_revoking_a_key_ends_its_sse_stream(alice: Any, api: Any, asgi_server_push_only: AsgiServer) -> None:
     version = manifest_version(alice.organization)
     # Queued and never executed (no worker): its stream stays open until something ends it. One
-    # event, so the response starts (daphne sends the headers with the first body bytes).
+    # event, so the response starts (the server sends the headers with the first body bytes).
     run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
     event_append_many(run, [("start", {"messageId": "m1"})])
     headers = {"Authorization": f"Bearer {alice.keys['read']}"}
     with (
-        httpx.Client(base_url=daphne_push_only.http, timeout=10) as client,
+        httpx.Client(base_url=asgi_server_push_only.http, timeout=10) as client,
         client.stream("GET", f"{CHAT}?run={run.pk}&after=0", headers=headers) as response,
     ):
         assert response.status_code == 200
@@ -320,7 +324,7 @@ def test_a_member_session_creates_keys_within_their_role_over_rest(alice: Any, a
 # --- one per-IP gate for every authentication entry point -------------------------------------------
 
 
-def _ws_failures(server: Daphne) -> list[tuple[int | None, list[str]]]:
+def _ws_failures(server: AsgiServer) -> list[tuple[int | None, list[str]]]:
     outcomes = []
     for kwargs in (
         {"subprotocols": ["lightfast.v1", "lightfast.key.lf_live_aaaaaaaaaaaa_not-a-real-secret"]},
@@ -335,10 +339,10 @@ def _ws_failures(server: Daphne) -> list[tuple[int | None, list[str]]]:
 
 
 def test_websocket_auth_failures_count_per_ip_and_a_blocked_ip_is_refused_with_valid_keys(
-    alice: Any, daphne_strict_ip: Daphne
+    alice: Any, asgi_server_strict_ip: AsgiServer
 ) -> None:
     manifest_version(alice.organization)
-    assert _ws_failures(daphne_strict_ip) == [
+    assert _ws_failures(asgi_server_strict_ip) == [
         (4401, ["authentication_failed"]),
         (4401, ["authentication_failed"]),
         (4401, ["not_authenticated"]),
@@ -354,7 +358,7 @@ def test_websocket_auth_failures_count_per_ip_and_a_blocked_ip_is_refused_with_v
     ]
     for attempt in attempts:
         path = attempt.pop("path", WEATHER_PATH)
-        with ws_connect(daphne_strict_ip, path, **attempt) as ws:
+        with ws_connect(asgi_server_strict_ip, path, **attempt) as ws:
             code, frames = closed_with(ws)
         assert code == 4429, attempt
         [error] = [frame["error"] for frame in frames]
@@ -363,13 +367,13 @@ def test_websocket_auth_failures_count_per_ip_and_a_blocked_ip_is_refused_with_v
 
 
 def test_sse_auth_failures_count_per_ip_and_a_blocked_ip_is_refused_everywhere(
-    alice: Any, daphne_strict_ip: Daphne
+    alice: Any, asgi_server_strict_ip: AsgiServer
 ) -> None:
     version = manifest_version(alice.organization)
     run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
     resume = f"{CHAT}?run={run.pk}&after=0"
     wrong = {"Authorization": "Bearer lf_live_aaaaaaaaaaaa_not-a-real-secret"}
-    with httpx.Client(base_url=daphne_strict_ip.http, timeout=10) as client:
+    with httpx.Client(base_url=asgi_server_strict_ip.http, timeout=10) as client:
         for _ in range(3):
             response = client.get(resume, headers=wrong)
             assert response.status_code == 401
@@ -385,7 +389,7 @@ def test_sse_auth_failures_count_per_ip_and_a_blocked_ip_is_refused_everywhere(
         assert response.json()["error"]["type"] == "rate_limited"
         assert response.json()["error"]["detail"]["policy"] == POLICY_AUTH_FAILURES
     # The websocket is refused from this IP as well: the SSE failures counted against it.
-    with ws_connect(daphne_strict_ip, WEATHER_PATH, key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server_strict_ip, WEATHER_PATH, key=alice.keys["all"]) as ws:
         code, _ = closed_with(ws)
     assert code == 4429
 
@@ -433,7 +437,7 @@ def test_the_data_dir_is_private_after_settings_and_the_launcher_create_it(tmp_p
             assert launcher.poll() is None, launcher.stdout.read() if launcher.stdout else ""
             try:
                 status, _ = get_json(f"http://127.0.0.1:{port}/healthz")
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset, or timed out while the web processes start
                 status = 0
             if status == 200:
                 break

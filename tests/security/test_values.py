@@ -14,7 +14,7 @@ import pytest
 
 from execution.selectors import run_events_after
 from tests.bundles import uploaded_version
-from tests.execution.live_transport import daphne_fixture, recv_until_end, ws_connect  # noqa: F401
+from tests.execution.live_transport import asgi_server_fixture, recv_until_end, ws_connect  # noqa: F401
 from tests.execution.test_sse import sse_events
 from tests.execution.test_websocket import start_over_ws
 
@@ -76,10 +76,10 @@ def test_run_events_hold_the_values_over_websocket_rest_and_sse(
     api: Any,
     media_root: Any,
     celery_worker: Any,
-    daphne: Any,
+    asgi_server: Any,
 ) -> None:
     uploaded_version(alice.organization, VALUES, slug="values")
-    with ws_connect(daphne, "/ws/v1/chat/values/values/", key=alice.keys["all"]) as ws:
+    with ws_connect(asgi_server, "/ws/v1/chat/values/values/", key=alice.keys["all"]) as ws:
         run_id = start_over_ws(ws, "Odd strings? weird {}", session="values-1")
         frames = recv_until_end(ws, run_id)
     output = next(frame for frame in frames if frame["type"] == "tool-output-available")
@@ -96,7 +96,7 @@ def test_run_events_hold_the_values_over_websocket_rest_and_sse(
     assert any(frame["type"] == "data-log" for frame in rest if frame.get("private"))
 
     headers = {"Authorization": f"Bearer {alice.keys['all']}", "Last-Event-ID": f"{run_id}:0"}
-    with httpx.Client(base_url=daphne.http, timeout=60) as client:
+    with httpx.Client(base_url=asgi_server.http, timeout=60) as client:
         replay = client.get("/api/v1/chat/values/values", headers=headers)
     assert replay.status_code == 200
     chunks = [json.loads(event["data"]) for event in sse_events(replay.content.decode("utf-8"))[:-1]]

@@ -14,7 +14,7 @@ from lightfast_cloud.launcher import Launcher
 
 
 class Command(BaseCommand):
-    help = "Run Lightfast Cloud on its embedded defaults: private redis, daphne and a Celery worker."
+    help = "Run Lightfast Cloud on its embedded defaults: private redis, web and Celery worker processes."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)

@@ -23,14 +23,19 @@ function isObject(value) {
 
 // ---------------------------------------------------------------- lightfast
 
+// A tool without `execute` runs in the client (the AI SDK's client-side tools): the platform streams
+// its call and waits for the client's result. `needsApproval` (AI SDK 6) asks the user before it runs.
 function createTool(config) {
   if (!isObject(config)) throw new TypeError("createTool: expected a config object");
-  if (typeof config.execute !== "function") throw new TypeError("createTool: execute must be a function");
+  if (config.execute !== undefined && typeof config.execute !== "function") {
+    throw new TypeError("createTool: execute must be a function (or left out for a client-side tool)");
+  }
   const factory = (context) => ({
     description: config.description,
     inputSchema: config.inputSchema,
     outputSchema: config.outputSchema,
-    execute: (input) => config.execute(input, context),
+    needsApproval: config.needsApproval,
+    execute: typeof config.execute === "function" ? (input) => config.execute(input, context) : undefined,
   });
   WeakMapSet(toolFactories, factory, config);
   return factory;
@@ -369,23 +374,34 @@ export function agentTools(agent, context) {
   return isObject(tools) ? tools : {};
 }
 
-// A runnable tool ({ description, inputSchema, outputSchema, execute(input) }) from a record entry.
+// A tool ({ description, inputSchema, outputSchema, needsApproval, execute(input) }) from a record
+// entry; `execute` is undefined for a client-side tool (an AI SDK tool() without execute).
 export function resolveTool(entry, context) {
   if (WeakMapHas(toolFactories, entry)) return entry(context);
   if (isObject(entry) && typeof entry.execute === "function") {
     return { ...entry, execute: (input) => entry.execute(input, { toolCallId: "", messages: [], context }) };
   }
+  if (isObject(entry) && entry.execute === undefined) return { ...entry, execute: undefined };
   if (typeof entry === "function") return entry(context);
   throw new TypeError("tool is neither a createTool(...) factory nor a tool object");
 }
 
-function describeTool(entry, context) {
+function describeTool(entry, context, warn) {
   const config = WeakMapHas(toolFactories, entry) ? WeakMapGet(toolFactories, entry) : resolveTool(entry, context);
-  return {
+  const out = {
     description: typeof config.description === "string" ? config.description : "",
     inputSchema: schemaToJSON(config.inputSchema, "input") || { type: "object", properties: {} },
     outputSchema: schemaToJSON(config.outputSchema, "output"),
   };
+  if (typeof config.execute !== "function") out.clientSide = true;
+  const approval = config.needsApproval;
+  if (approval === true) out.needsApproval = true;
+  else if (typeof approval === "function") {
+    // The host cannot call the bundle's function before each call: it asks every time instead.
+    out.needsApproval = true;
+    warn("needsApproval is a function: the platform asks for approval of every call");
+  }
+  return out;
 }
 
 export function introspectAgents(found) {
@@ -406,7 +422,8 @@ export function introspectAgents(found) {
     }
     for (const name of ObjectKeys(isObject(record) ? record : {})) {
       try {
-        tools[name] = describeTool(record[name], { sessionId: "introspection", resourceId: "introspection" });
+        const context = { sessionId: "introspection", resourceId: "introspection" };
+        tools[name] = describeTool(record[name], context, (message) => warn(`tool ${name}: ${message}`));
       } catch (error) {
         warn(`tool ${name} could not be described: ${String(error && error.message)}`);
       }

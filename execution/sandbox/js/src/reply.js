@@ -207,6 +207,9 @@ export function manifestText(manifest) {
         plainJSON(own(t, "inputSchema"), '{"type":"object","properties":{}}') +
         ',"outputSchema":' +
         plainJSON(own(t, "outputSchema"), "null") +
+        // Only when true, so a manifest without them reads as before (lightfast.js: describeTool).
+        (own(t, "clientSide") === true ? ',"clientSide":true' : "") +
+        (own(t, "needsApproval") === true ? ',"needsApproval":true' : "") +
         "}"
       : undefined;
   const agent = (a) => {

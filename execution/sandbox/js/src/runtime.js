@@ -681,6 +681,13 @@ async function runCall(args) {
     );
   }
   const tool = resolveTool(record[args.tool], context);
+  if (typeof tool.execute !== "function") {
+    throw fault(
+      "unknown_tool",
+      `tool "${StringSlice(StringCtor(args.tool), 0, 200)}" has no execute: it is a client-side tool, run by the chat's client`,
+      Error,
+    );
+  }
   const input = JSONParse(args.input);
   const checked = await validateInput(tool.inputSchema, input);
   if (!checked.ok) {

@@ -1,0 +1,33 @@
+// The dashboard's browser assets: each entry bundled (with what it imports from npm) and minified into
+// dashboard/static/dashboard/dist/, where collectstatic finds them. Run by `npm run build:dashboard`
+// (`make setup` does; the browser tests do before collecting static files).
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as esbuild from "esbuild";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const outdir = join(here, "..", "static", "dashboard", "dist");
+
+// One entry per page family; a JS entry that imports CSS gets a .css file of the same name.
+const entryPoints = {
+  app: join(here, "app.js"), // every page: htmx, copy buttons, the organization switcher, styles
+  charts: join(here, "charts.js"), // pages with charts: uPlot
+  pages: join(here, "pages.js"), // bundles, chat index, runs, usage: the upload's drop zone and progress, styles
+  chat: join(here, "chat.js"), // the chat page: the AI SDK's Chat and DefaultChatTransport
+};
+
+rmSync(outdir, { recursive: true, force: true });
+mkdirSync(outdir, { recursive: true });
+await esbuild.build({
+  entryPoints,
+  outdir,
+  bundle: true,
+  minify: true,
+  format: "iife",
+  target: ["es2020", "chrome100", "firefox100", "safari15"],
+  legalComments: "eof",
+  logLevel: "warning",
+});
+// The Makefile's stamp: newer than every source means the assets are current.
+writeFileSync(join(outdir, ".built"), "");

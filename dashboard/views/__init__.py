@@ -1,0 +1,2 @@
+"""The dashboard's pages, one module per area; organization pages subclass
+`dashboard.scoping.OrganizationPageMixin`."""
