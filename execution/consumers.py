@@ -16,13 +16,13 @@ from django.conf import settings
 
 from execution.client_tokens import client_token_run_get
 from execution.credential_watch import CredentialWatch
+from execution.sandbox.values import clean_value
 from execution.selectors import AgentTarget, agent_target_resolve
 from execution.services import chat_run_start, run_cancel
 from execution.services.chat_tools import chat_run_continue, tool_responses_from_frame
 from execution.stream import is_private_chunk, run_event_stream
 from execution.write_gate import TRANSIENT_DATABASE_ERRORS
 from execution.ws_auth import accepted_subprotocol, ws_tenant_resolve
-from lightfast_cloud.api_input import UNSTORABLE_MESSAGE, unstorable_text
 from lightfast_cloud.errors import LightfastError, ws_error_frame
 from organizations.models import Scope
 from organizations.ratelimits import (
@@ -277,10 +277,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             raise LightfastError(code="invalid_frame", message="The frame is not valid JSON.") from exc
         if not isinstance(frame, dict):
             raise LightfastError(code="invalid_frame", message="The frame must be a JSON object.")
-        where = unstorable_text(frame)
-        if where is not None:
-            raise LightfastError(code="invalid_frame", message=UNSTORABLE_MESSAGE, detail={"path": where})
-        return frame
+        # NUL and unpaired surrogates become U+FFFD, the platform's rule for text a database cannot store.
+        cleaned: dict[str, Any] = clean_value(frame)
+        return cleaned
 
     def _require(self, scope: str) -> None:
         if not self.tenant.has_scope(scope):

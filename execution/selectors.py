@@ -18,7 +18,7 @@ from execution.models import (
     RunEvent,
     RunStatus,
 )
-from lightfast_cloud.api_input import unstorable_text
+from lightfast_cloud.api_input import unstorable
 from lightfast_cloud.errors import LightfastError
 from organizations.models import Organization
 
@@ -48,7 +48,8 @@ class AgentTarget:
 def agent_target_resolve(*, organization: Organization, bundle: str, agent: str) -> AgentTarget:
     """The organization's runnable agent; another organization's (or no) bundle is `not_found`."""
     # A websocket path reaches here without the HTTP middleware: a name with NUL names nothing.
-    found = None if unstorable_text([bundle, agent]) else bundle_get(organization=organization, slug=bundle)
+    named = not unstorable(bundle) and not unstorable(agent)
+    found = bundle_get(organization=organization, slug=bundle) if named else None
     if found is None:
         raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
     version = found.active_version

@@ -24,11 +24,12 @@ from execution.credential_watch import CredentialWatch
 from execution.models import Run
 from execution.sandbox.frames import MAX_FRAME_DEPTH, check_depth
 from execution.sandbox.protocol import FrameViolation
+from execution.sandbox.values import clean_value
 from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
 from execution.stream import StreamedEvent, is_private_chunk, run_event_stream
 from lightfast_cloud.api_errors import TEXT_ERROR_HEADER, api_exception_handler
-from lightfast_cloud.api_input import query_int, query_value, storable_or_refused
+from lightfast_cloud.api_input import query_int, query_value
 from lightfast_cloud.errors import LightfastError, sse_error_chunk
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
@@ -183,7 +184,7 @@ def _body(request: HttpRequest) -> Any:
         body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise LightfastError(code="malformed_json", message="The request body is not valid JSON.") from exc
-    return storable_or_refused(body)
+    return clean_value(body)  # NUL and unpaired surrogates become U+FFFD (the platform's value rule)
 
 
 def _start(request: HttpRequest, bundle: str, agent: str, body: Any) -> tuple[Run, Tenant]:

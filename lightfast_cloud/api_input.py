@@ -1,5 +1,5 @@
-"""Strict API input: text every database can store, a bounded UTF-8 JSON parser, serializers that reject
-unknown fields."""
+"""Strict API input: no NUL in paths and query strings, a bounded UTF-8 JSON parser, query parameters as
+the schema says, serializers that reject unknown fields and values of another type."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework import serializers
 from rest_framework.parsers import BaseParser
 
+from execution.sandbox.values import clean_value
 from lightfast_cloud.api_errors import (
     InvalidRequestBody,
     LightfastError,
@@ -22,42 +23,14 @@ from lightfast_cloud.api_errors import (
 )
 
 # What PostgreSQL cannot hold in text or JSON: NUL, and UTF-16 surrogates without their pair (not
-# UTF-8 at all). Refused at the door on every database, so a request means the same on SQLite.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-UNSTORABLE_MESSAGE = "Text may not contain NUL characters or unpaired UTF-16 surrogates."
+# UTF-8 at all). JSON bodies and websocket frames get the platform's value rule for them (U+FFFD,
+# `execution.sandbox.values.clean_value`); in a path or query string they name nothing: refused.
+_UNSTORABLE = re.compile("[\\x00\\ud800-\\udfff]")
 
 
-def unstorable_text(value: Any) -> str | None:
-    """Where the first string of a parsed JSON value (object keys included) holds what no database can
-    store (`$.messages[0].text`), or None when there is none."""
-    stack: list[tuple[str, Any]] = [("$", value)]
-    while stack:
-        path, item = stack.pop()
-        if isinstance(item, str):
-            if _UNSTORABLE.search(item):
-                return path
-        elif isinstance(item, dict):
-            for key, child in item.items():
-                key = str(key)
-                if _UNSTORABLE.search(key):
-                    return path
-                stack.append((f"{path}.{key}", child))
-        elif isinstance(item, list):
-            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
-    return None
-
-
-class UnstorableText(LightfastError):
-    code = "invalid_input"
-    default_message = UNSTORABLE_MESSAGE
-
-
-def storable_or_refused(value: Any) -> Any:
-    """`value` when every string in it can be stored; raises UnstorableText (400) naming where otherwise."""
-    path = unstorable_text(value)
-    if path is not None:
-        raise UnstorableText(detail={"path": path})
-    return value
+def unstorable(text: str) -> bool:
+    """True when `text` holds what no database can store (NUL, an unpaired surrogate)."""
+    return _UNSTORABLE.search(text) is not None
 
 
 class RequestTextMiddleware:
@@ -100,8 +73,8 @@ def _refuse_constant(name: str) -> float:
 
 
 class StrictJSONParser(BaseParser):
-    """JSON bodies up to DATA_UPLOAD_MAX_MEMORY_SIZE, UTF-8 only, without NaN or Infinity, and only text
-    every database can store (`storable_or_refused`).
+    """JSON bodies up to DATA_UPLOAD_MAX_MEMORY_SIZE, UTF-8 only, without NaN or Infinity; NUL and unpaired
+    surrogates in its strings become U+FFFD (`clean_value`), so every database can store them.
 
     DRF's own JSONParser reads the raw stream, so Django's body size limit never
     applies to it; this one enforces the limit itself, also for chunked bodies
@@ -142,7 +115,8 @@ class StrictJSONParser(BaseParser):
                 {"line": exc.lineno, "column": exc.colno} if isinstance(exc, json.JSONDecodeError) else None
             )
             raise MalformedJSON(f"The request body is not valid JSON: {exc}", detail=position) from exc
-        return storable_or_refused(value)
+        # Text no database can store follows the platform's one rule (U+FFFD), as tool outputs do.
+        return clean_value(value)
 
 
 _INTEGER = re.compile("-?[0-9]{1,19}")

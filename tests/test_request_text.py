@@ -1,5 +1,6 @@
-"""Text no database can store (NUL, unpaired surrogates) is refused at the door with a JSON 400, on SQLite and
-PostgreSQL alike, wherever it comes in: path, query string, JSON body, chat body."""
+"""Text no database can store (NUL, unpaired surrogates): in a path or query string it names nothing and is
+refused with a JSON 400; in a JSON body it becomes U+FFFD (the platform's value rule). Same on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lightfast_cloud.api_input import unstorable_text
+from lightfast_cloud.api_input import unstorable
 from tests.bundles import manifest_version
 
 pytestmark = pytest.mark.django_db
@@ -41,34 +42,32 @@ def test_a_nul_outside_the_api_is_a_plain_400(client: Any) -> None:
     assert response["Content-Type"].startswith("text/plain")
 
 
-def test_a_nul_in_a_json_body_is_refused_naming_where(api: Any, alice: Any) -> None:
+def test_a_nul_in_a_json_body_is_stored_as_the_replacement_character(api: Any, alice: Any) -> None:
+    """The platform's one rule for text a database cannot hold (docs/security.md): U+FFFD."""
     response = api.request(
-        "PUT", "/api/v1/variables/GREETING", json_body={"value": "hi\u0000there"}, key=alice.keys["all"]
-    )
-    assert response.status_code == 400, response.content
-    error = response.json()["error"]
-    assert (error["type"], error["detail"]) == ("invalid_input", {"path": "$.value"})
-
-
-def test_a_nul_in_a_chat_body_is_refused(api: Any, alice: Any) -> None:
-    manifest_version(alice.organization)
-    body = {
-        "id": "chat",
-        "messages": [{"id": "m1", "role": "user", "parts": [{"type": "text", "text": "\u0000"}]}],
-    }
-    response = api.post(
-        "/api/v1/chat/weather/weather",
-        json=body,
+        "PUT",
+        "/api/v1/variables/GREETING",
+        json_body={"value": "hi\u0000there \ud83d!"},
         key=alice.keys["all"],
-        headers={"Accept": "application/json"},
     )
-    assert response.status_code == 400, response.content
-    assert response.json()["error"]["detail"] == {"path": "$.messages[0].parts[0].text"}
+    assert response.status_code in (200, 201), response.content
+    stored = api.get("/api/v1/variables/GREETING", key=alice.keys["all"]).json()
+    assert stored["value"] == "hi\ufffdthere \ufffd!"
 
 
-def test_unstorable_text_finds_keys_values_and_surrogates_at_any_depth() -> None:
-    assert unstorable_text({"a": [1, {"b": "fine"}], "c": None}) is None
-    assert unstorable_text({"a": [1, {"b": "x\x00"}]}) == "$.a[1].b"
-    assert unstorable_text({"a": {"k\x00": 1}}) == "$.a"
-    assert unstorable_text(["ok", "\ud83d"]) == "$[1]"
-    assert unstorable_text("\U0001f600 paired is fine") is None
+def test_a_nul_in_a_chat_message_reaches_the_session_as_the_replacement_character(
+    api: Any, alice: Any
+) -> None:
+    manifest_version(alice.organization)
+    body = {"input": "hello\u0000world", "agent": "weather/weather"}
+    response = api.post("/api/v1/runs", json=body, key=alice.keys["all"])
+    assert response.status_code == 202, response.content
+    session = response.json()["session"]
+    messages = api.get(f"/api/v1/sessions/{session}/messages", key=alice.keys["all"]).json()["results"]
+    assert messages[0]["parts"] == [{"type": "text", "text": "hello\ufffdworld"}]
+
+
+def test_unstorable_finds_nul_and_unpaired_surrogates() -> None:
+    assert not unstorable("fine \U0001f600 paired")
+    assert unstorable("x\x00")
+    assert unstorable("\ud83d")

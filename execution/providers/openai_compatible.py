@@ -287,4 +287,12 @@ def _abort_response(response: httpx2.Response) -> None:
         return
     # No raw socket to shut down (e.g. a custom transport): close from a helper thread so a
     # close that blocks on the reader's lock cannot stall the canceller.
-    threading.Thread(target=response.close, daemon=True).start()
+    threading.Thread(target=_close_quietly, args=(response,), daemon=True).start()
+
+
+def _close_quietly(response: Any) -> None:
+    """Close an aborted stream's response; one that fails to close was dead already."""
+    try:
+        response.close()
+    except (OSError, httpx2.HTTPError) as exc:
+        logger.debug("closing an aborted model stream failed: %s", exc)

@@ -214,8 +214,11 @@ class _Worker:
 
     def _drain_stderr(self) -> None:
         assert self.proc.stderr  # noqa: S101 - pipe requested in __init__
-        for line in self.proc.stderr:
-            logger.warning("sandbox worker %s: %s", self.proc.pid, line.decode(errors="replace").rstrip())
+        try:
+            for line in self.proc.stderr:
+                logger.warning("sandbox worker %s: %s", self.proc.pid, line.decode(errors="replace").rstrip())
+        except (OSError, ValueError):
+            pass  # the pipe went with its runner (killed, replaced): nothing is left to drain
 
     def wait_ready(self, timeout: float) -> dict[str, Any]:
         """Read the runner's first frame (jail status) or fail."""
