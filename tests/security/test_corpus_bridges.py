@@ -7,6 +7,7 @@ URL, atob/btoa, Response). Every call ends classified within its limits, and the
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,11 @@ from tests.security.corpus import (
 )
 
 SPIN = "() => { while (true) {} }"
+
+# The harmless cases parse 100 KB URLs, build 20,000 headers, fill typed arrays: 90-170 ms of CPU on a
+# quiet machine, and more than FAST's 400 ms once on a loaded CI machine (cpu_limit). Their point is a
+# harmless report, not the limit, so they get room; the cases that must end at a limit keep FAST.
+HARMLESS_LIMITS = dataclasses.replace(FAST, cpu_ms=2000, wall_ms=5000)
 
 # name: (tool source, expected error types, or None when the tool returns a harmless report)
 CASES: dict[str, tuple[str, set[str] | None]] = {
@@ -340,7 +346,12 @@ def test_bridge_called_with_hostile_arguments(
     url = f"http://localhost:{port}/bridge"
     if errors is None:
         result = sandbox.attack(
-            bundle, tool, {"url": url}, egress=egress, harmless=lambda out: out is not None
+            bundle,
+            tool,
+            {"url": url},
+            egress=egress,
+            limits=HARMLESS_LIMITS,
+            harmless=lambda out: out is not None,
         )
     else:
         result = sandbox.attack(bundle, tool, {"url": url}, egress=egress, errors=errors)
