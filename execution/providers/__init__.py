@@ -5,16 +5,20 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from execution.providers.base import ModelProvider
 from execution.providers.demo import DEMO_MODEL_ID, DemoProvider
-from execution.providers.openai_compatible import OpenAICompatibleProvider
 from lightfast_cloud import sql
 from organizations.models import ModelProviderConfig, Organization
 from organizations.selectors import OrganizationModelProvider, model_provider_for
+
+if TYPE_CHECKING:
+    # Imported on first use below: the `openai` package takes ~0.35 s to import, paid by every web
+    # and worker process at start, and processes that only serve the demo model never need it.
+    from execution.providers.openai_compatible import OpenAICompatibleProvider
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ def _openai_compatible(base_url: str, api_key: str) -> OpenAICompatibleProvider:
         settings.LIGHTFAST_MODEL_MAX_RETRIES,
         settings.LIGHTFAST_MODEL_RETRY_BACKOFF_S,
     )
+    from execution.providers.openai_compatible import OpenAICompatibleProvider
+
     with _providers_lock:
         provider = _providers.get(key)
         if provider is None:
