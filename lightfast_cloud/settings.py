@@ -151,7 +151,7 @@ def celery_broker_url(redis_url: str) -> str:
 
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "lightfast_cloud.cache.ProcessRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "lf",
         "OPTIONS": {"socket_timeout": 2, "socket_connect_timeout": 2},

@@ -37,7 +37,7 @@ ORGANIZATION_URL = "/api/v1/organization"
 
 UNREACHABLE_CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "lightfast_cloud.cache.ProcessRedisCache",
         "LOCATION": "unix:///nonexistent/lightfast-test/redis.sock",
         "KEY_PREFIX": "lf",
         "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
