@@ -7,8 +7,8 @@ import contextlib
 import json
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any, cast
+from collections.abc import AsyncIterator
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -21,13 +21,13 @@ from rest_framework.request import Request
 
 from execution.client_tokens import ClientTokenAuthentication, client_token_check_agent
 from execution.credential_watch import CredentialWatch
-from execution.models import Run
+from execution.models import Run, run_group_name
 from execution.sandbox.frames import MAX_FRAME_DEPTH, check_depth
 from execution.sandbox.protocol import FrameViolation
 from execution.sandbox.values import clean_value
 from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
-from execution.stream import StreamedEvent, is_private_chunk, run_event_stream
+from execution.stream import Notifications, StreamedEvent, is_private_chunk, run_event_batches
 from lightfast_cloud.api_errors import TEXT_ERROR_HEADER, api_exception_handler
 from lightfast_cloud.api_input import query_int, query_value
 from lightfast_cloud.errors import LightfastError, sse_error_chunk
@@ -93,17 +93,23 @@ def _run_cancel_now(run_id: uuid.UUID) -> None:
 async def _frames(
     run_id: uuid.UUID, after: int, tenant: Tenant, *, cancel_on_disconnect: bool = False
 ) -> AsyncIterator[str]:
+    # One channel for the run's events and the credential groups: a message on a credential group
+    # nudges the watch (it re-reads the database); the run's events arrive in batches, each written
+    # to the client as one chunk.
     watch = CredentialWatch(tenant)
-    await watch.subscribe()
-    events = cast(AsyncGenerator[StreamedEvent, None], run_event_stream(run_id, after=after))
+    notifications = Notifications(run_group_name(run_id), *tenant.connection_groups)
+    await notifications.subscribe()
+    batches = run_event_batches(
+        run_id, after=after, notifications=notifications, on_other_message=lambda _: watch.nudge()
+    )
     revoked = asyncio.ensure_future(watch.revoked())
     following: asyncio.Future[Any] | None = None
     keepalive: float = settings.LIGHTFAST_STREAM_KEEPALIVE_S
     finished = False
     try:
-        while True:
+        while not finished:
             if following is None:
-                following = asyncio.ensure_future(anext(events))
+                following = asyncio.ensure_future(anext(batches))
             done, _ = await asyncio.wait(
                 {following, revoked}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
             )
@@ -117,16 +123,24 @@ async def _frames(
                 yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
                 return
             try:
-                event = following.result()
+                batch: list[StreamedEvent] = following.result()
             except StopAsyncIteration:
-                break
+                finished = True
+                yield "data: [DONE]\n\n"
+                return
             finally:
                 following = None
-            if is_private_chunk(event.chunk):
-                continue
-            yield sse_frame(str(run_id), event.seq, event.chunk)
-        finished = True
-        yield "data: [DONE]\n\n"
+            text = "".join(
+                sse_frame(str(run_id), event.seq, event.chunk)
+                for event in batch
+                if not is_private_chunk(event.chunk)
+            )
+            if batch[-1].terminal:
+                # The run's last event: the stream ends with it (one write for both).
+                finished = True
+                text += "data: [DONE]\n\n"
+            if text:
+                yield text
     finally:
         if not finished and cancel_on_disconnect:
             # The client went away before the run ended (the AI SDK's `stop()` aborts the request)
@@ -142,8 +156,8 @@ async def _frames(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                     await task
-        await events.aclose()
-        await watch.close()
+        await batches.aclose()
+        await notifications.close()
 
 
 def _stream(

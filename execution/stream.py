@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,17 +91,45 @@ def _events_after_once(run_id: uuid.UUID, seq: int) -> tuple[list[StreamedEvent]
 
 async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncIterator[StreamedEvent]:
     """Every event of the run with seq > `after`, once each and in order, live until the run ends."""
-    notifications = Notifications(run_group_name(run_id))
-    await notifications.subscribe()
+    batches = run_event_batches(run_id, after=after)
+    try:
+        async for batch in batches:
+            for event in batch:
+                yield event
+    finally:
+        await batches.aclose()
+
+
+async def run_event_batches(
+    run_id: uuid.UUID,
+    *,
+    after: int = 0,
+    notifications: Notifications | None = None,
+    on_other_message: Callable[[dict[str, Any]], None] | None = None,
+) -> AsyncGenerator[list[StreamedEvent], None]:
+    """The events of `run_event_stream`, in the batches they arrive in (one database read, one notification).
+
+    A transport that writes a batch at once (an SSE stream) sends one chunk instead of one per event.
+    `notifications`: a subscription the caller opened (and closes) that includes the run's group;
+    its messages that are not run events go to `on_other_message` (a credential change, say).
+    """
+    own = notifications is None
+    if notifications is None:
+        notifications = Notifications(run_group_name(run_id))
+        await notifications.subscribe()
     last = after
     try:
         while True:
             events, ended = await _events_after(run_id, last)
+            batch: list[StreamedEvent] = []
             for event in events:
                 last = event.seq
-                yield event
+                batch.append(event)
                 if event.terminal:
+                    yield batch
                     return
+            if batch:
+                yield batch
             if len(events) >= REPLAY_BATCH:
                 continue
             if ended:
@@ -110,21 +138,31 @@ async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncIterato
             # when one would leave a gap.
             while True:
                 message = await notifications.next(CATCH_UP_INTERVAL_S)
-                if message is None or message.get("type") != NOTIFICATION_TYPE:
+                if message is None:
                     break
+                if message.get("type") != NOTIFICATION_TYPE:
+                    if on_other_message is None:
+                        break
+                    on_other_message(message)
+                    continue
                 first = int(message.get("seq", 0))
                 if first > last + 1:
                     break
+                batch = []
                 for seq, chunk in enumerate(message.get("events") or [], start=first):
                     if seq <= last:
                         continue  # already delivered from the database
                     event = StreamedEvent(seq=seq, chunk=chunk)
                     last = seq
-                    yield event
+                    batch.append(event)
                     if event.terminal:
+                        yield batch
                         return
+                if batch:
+                    yield batch
     finally:
-        await notifications.close()
+        if own:
+            await notifications.close()
 
 
 class Notifications:
