@@ -130,7 +130,8 @@ def run_get(*, organization: Organization, run_id: str | uuid.UUID) -> Run:
 
 def session_get(*, organization: Organization, public_id: str) -> ChatSession | None:
     """The organization's session with this public id, or None."""
-    return ChatSession.objects.filter(organization=organization, public_id=public_id).first()
+    # Unique: `[:1]` rather than `.first()`, which would compile an ORDER BY.
+    return next(iter(ChatSession.objects.filter(organization=organization, public_id=public_id)[:1]), None)
 
 
 # `?wait`: how often the status of a run being waited for is read.

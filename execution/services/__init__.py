@@ -4,6 +4,7 @@ requests, executing a claimed run, and the reapers."""
 from execution.services.chat import chat_run_start, ui_message_parse
 from execution.services.messages import (
     PreparedMessage,
+    chat_session_create,
     chat_session_get_or_create,
     message_create,
     text_parts,
@@ -16,6 +17,7 @@ __all__ = [
     "PreparedMessage",
     "RunNotStartable",
     "chat_run_start",
+    "chat_session_create",
     "chat_session_get_or_create",
     "message_create",
     "run_cancel",

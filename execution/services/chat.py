@@ -18,7 +18,7 @@ from execution.selectors import AgentTarget, session_get
 from execution.services.chat_tools import chat_run_continue, tool_responses_from_message
 from execution.services.messages import (
     PreparedMessage,
-    chat_session_get_or_create,
+    chat_session_create,
     chat_session_lock,
     message_create,
 )
@@ -141,7 +141,7 @@ def chat_run_start(
                 raise LightfastError(code="invalid_input", message="That session belongs to another agent.")
             if session is None:
                 _check_length(len(history) + (0 if regenerate else 1), limit)
-                session = chat_session_get_or_create(
+                session = chat_session_create(
                     organization=organization,
                     agent=target.agent_id,
                     public_id=session_id,

@@ -60,6 +60,19 @@ def chat_session_get_or_create(
     )
 
 
+def chat_session_create(
+    *, organization: Organization, agent: str, public_id: str, created_by: Any = None
+) -> ChatSession:
+    """A new session named `public_id`, for a caller that holds the chat's lock and saw no such session.
+
+    One INSERT (no read, no savepoint as `get_or_create` takes): under `chat_session_lock` (or
+    SQLite's write gate) nobody else can create the same chat meanwhile.
+    """
+    return insert_row(
+        ChatSession(organization=organization, agent=agent, public_id=public_id, created_by=created_by)
+    )
+
+
 def message_create(
     *,
     session: ChatSession,

@@ -143,7 +143,7 @@ def test_two_turns_of_one_chat_at_once_are_serial(alice: Any, monkeypatch: pytes
     manifest_version(alice.organization)
     target = agent_target_resolve(organization=alice.organization, bundle="weather", agent="weather")
     first_inside, second_done = threading.Event(), threading.Event()
-    create = chat_service.chat_session_get_or_create
+    create = chat_service.chat_session_create
 
     def slow_create(**kwargs: Any) -> Any:
         session = create(**kwargs)
@@ -153,7 +153,7 @@ def test_two_turns_of_one_chat_at_once_are_serial(alice: Any, monkeypatch: pytes
             second_done.wait(2)
         return session
 
-    monkeypatch.setattr(chat_service, "chat_session_get_or_create", slow_create)
+    monkeypatch.setattr(chat_service, "chat_session_create", slow_create)
     runs: dict[str, Run] = {}
 
     def turn(name: str, text: str) -> None:
