@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -290,22 +289,25 @@ def _active_run(
     return run.pk, tenant
 
 
+# The views are synchronous: under the web processes' handler (lightfast_cloud/asgi_handler.py) the
+# middleware chain, the body, the authentication and the run's start take one thread hop together,
+# and only the stream (an async generator) runs on the event loop.
 @csrf_exempt  # session callers are CSRF-checked by MemberSessionAuthentication, as in the REST API
-async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponseBase:
+def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponseBase:
     """POST: start a chat run from a `useChat` body and stream it; GET: resume after `Last-Event-ID`."""
     response: HttpResponseBase
     text_errors = False
     try:
         if request.method == "POST":
             try:
-                body = await sync_to_async(_body)(request)
+                body = _body(request)
             except LightfastError as exc:
                 body = exc  # refused after authentication, like any other refusal
             text_errors = _wants_text_errors(request, body)
-            run, tenant = await sync_to_async(_start)(request, bundle, agent, body)
+            run, tenant = _start(request, bundle, agent, body)
             response = _stream(run.pk, 0, tenant, cancel_on_disconnect=not _resumable(request, body))
         elif request.method == "GET":
-            run_id, after, tenant = await sync_to_async(_resume_point)(request, bundle, agent)
+            run_id, after, tenant = _resume_point(request, bundle, agent)
             response = _stream(run_id, after, tenant)
         else:
             raise MethodNotAllowed(request.method or "")
@@ -317,15 +319,13 @@ async def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpRespon
 
 
 @csrf_exempt
-async def chat_reconnect_view(
-    request: HttpRequest, bundle: str, agent: str, chat_id: str
-) -> HttpResponseBase:
+def chat_reconnect_view(request: HttpRequest, bundle: str, agent: str, chat_id: str) -> HttpResponseBase:
     """The AI SDK's reconnect: the chat's running run from its first event, or 204 when none runs."""
     response: HttpResponseBase
     try:
         if request.method != "GET":
             raise MethodNotAllowed(request.method or "")
-        run_id, tenant = await sync_to_async(_active_run)(request, bundle, agent, chat_id)
+        run_id, tenant = _active_run(request, bundle, agent, chat_id)
         response = HttpResponse(status=204) if run_id is None else _stream(run_id, 0, tenant)
     except (APIException, Http404, LightfastError) as exc:
         response = _exception_response(exc, allow="GET")
