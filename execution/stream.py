@@ -4,6 +4,7 @@ once each and in order (the delivery contract is in `execution.events`)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -12,15 +13,18 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection
+from django.db.models import Model
 
 from execution.events import NOTIFICATION_TYPE
 from execution.models import (
     TERMINAL_STATUSES,
     Run,
+    RunEvent,
     run_group_name,
 )
-from execution.selectors import run_events_after
+from execution.statements import converter
 from execution.write_gate import TRANSIENT_DATABASE_ERRORS
+from lightfast_cloud import sql
 
 # Without any notification, the database is read this often anyway (a dropped notification
 # of a run's last event would otherwise stall the stream).
@@ -77,16 +81,38 @@ def _events_after_once(run_id: uuid.UUID, seq: int) -> tuple[list[StreamedEvent]
     try:
         # Status first: a run's terminal events commit with its terminal status, so if the run had
         # ended before this read, the read below sees every event it will ever have.
-        status = Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
-        events = run_events_after(run_id, seq, limit=REPLAY_BATCH)
+        status_sql, events_sql = _read_sql(sql.vendor())
+        key = sql.prep_value(Run, "id", run_id)
+        found = sql.fetch_one(status_sql, [key])
+        rows = sql.fetch_all(events_sql, [key, seq, REPLAY_BATCH])
     except TRANSIENT_DATABASE_ERRORS:
         try:
             connection.close()  # broken: the next read takes a new connection
         except DatabaseError:
             pass
         raise
-    ended = status is None or (status in TERMINAL_STATUSES and len(events) < REPLAY_BATCH)
-    return [StreamedEvent(seq=event.seq, chunk=event.chunk()) for event in events], ended
+    status = None if found is None else found[0]
+    ended = status is None or (status in TERMINAL_STATUSES and len(rows) < REPLAY_BATCH)
+    payload = converter(RunEvent, "payload")
+    return [StreamedEvent(seq=row[0], chunk={"type": row[1], **payload(row[2])}) for row in rows], ended
+
+
+@functools.cache
+def _read_sql(vendor: str) -> tuple[str, str]:
+    """A stream's two reads as plain SQL (every stream makes them, the ORM would compile them each time)."""
+    run, event = sql.table_for(vendor, Run), sql.table_for(vendor, RunEvent)
+
+    def col(model: type[Model], name: str) -> str:
+        return sql.column_for(vendor, model, name)
+
+    # Quoted identifiers only; every value is a parameter.
+    status = f"SELECT {col(Run, 'status')} FROM {run} WHERE {col(Run, 'id')} = %s"  # noqa: S608
+    events = (
+        f"SELECT {col(RunEvent, 'seq')}, {col(RunEvent, 'type')}, {col(RunEvent, 'payload')} FROM {event}"  # noqa: S608
+        f" WHERE {col(RunEvent, 'run')} = %s AND {col(RunEvent, 'seq')} > %s"
+        f" ORDER BY {col(RunEvent, 'seq')} LIMIT %s"
+    )
+    return status, events
 
 
 async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncIterator[StreamedEvent]:
