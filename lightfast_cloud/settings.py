@@ -286,6 +286,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # Celery's two lines per task ("received", "succeeded in"): at hundreds of runs a second they
+    # cost the worker more CPU than a run's own bookkeeping, and every run has its own record (its
+    # status, events, timings). LIGHTFAST_LOG_TASKS=1 brings them back.
+    "loggers": {
+        name: {"level": "INFO" if env.bool("LIGHTFAST_LOG_TASKS", default=False) else "WARNING"}
+        for name in ("celery.worker.strategy", "celery.app.trace")
+    },
 }
 
 # --- runs and model providers (mapping rule: execution/providers/__init__.py) ----
