@@ -3,6 +3,7 @@ a run or session of the organization, a run's events, and the `?wait` poll for a
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -12,12 +13,14 @@ from django.db.models import QuerySet
 
 from agents.models import BundleVersion, VersionStatus
 from agents.selectors import bundle_get
+from execution import statements
 from execution.models import (
     ChatSession,
     Run,
     RunEvent,
     RunStatus,
 )
+from lightfast_cloud import sql
 from lightfast_cloud.api_input import unstorable
 from lightfast_cloud.errors import LightfastError
 from organizations.models import Organization
@@ -129,9 +132,21 @@ def run_get(*, organization: Organization, run_id: str | uuid.UUID) -> Run:
 
 
 def session_get(*, organization: Organization, public_id: str) -> ChatSession | None:
-    """The organization's session with this public id, or None."""
-    # Unique: `[:1]` rather than `.first()`, which would compile an ORDER BY.
-    return next(iter(ChatSession.objects.filter(organization=organization, public_id=public_id)[:1]), None)
+    """The organization's session with this public id, or None (every chat turn reads it: plain SQL)."""
+    query, names = _session_get_sql(sql.vendor())
+    row = sql.fetch_one(query, [sql.prep_value(ChatSession, "organization", organization.pk), public_id])
+    return None if row is None else statements.instance(ChatSession, names, row)
+
+
+@functools.cache
+def _session_get_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+    names = tuple(field.name for field in ChatSession._meta.concrete_fields)
+    columns = ", ".join(sql.column_for(vendor, ChatSession, name) for name in names)
+    where = " AND ".join(
+        f"{sql.column_for(vendor, ChatSession, name)} = %s" for name in ("organization", "public_id")
+    )
+    # Quoted identifiers only; the values are parameters.
+    return f"SELECT {columns} FROM {sql.table_for(vendor, ChatSession)} WHERE {where}", names  # noqa: S608
 
 
 # `?wait`: how often the status of a run being waited for is read.
