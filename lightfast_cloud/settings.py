@@ -187,8 +187,15 @@ CELERY_TASK_ROUTES = {
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# Above every run's hard time limit, so a slow run is never redelivered twice.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# No ack emulation: kombu's redis transport would copy every delivered message into an "unacked"
+# hash and sorted set and remove it again at the ack (two MULTI/EXEC round trips, about a third of
+# a worker's CPU per run), to redeliver it an hour later if the worker died. The database already
+# is the record: a run whose message was lost is enqueued again by the queued-run reaper within
+# LIGHTFAST_RUN_REQUEUE_S, a run whose worker died mid-run is retried or failed by the stale-run
+# reaper, introspection has its own (docs/architecture.md "Failure handling"). The prefetch
+# (multiplier 1 x the pool's threads) never holds a message no thread is running, so a warm
+# shutdown loses none.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"ack_emulation": False}
 
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
