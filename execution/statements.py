@@ -4,14 +4,24 @@ rows), each statement's text built once per model and shape on top of `lightfast
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
-from lightfast_cloud.sql import column_for, database, field_of, table_for, vendor
+from lightfast_cloud.sql import (  # noqa: F401 - converter and convert are this module's API too
+    Converter,
+    column_for,
+    convert,
+    converter,
+    converter_for,
+    database,
+    field_of,
+    table_for,
+    vendor,
+)
 
 # The ORM compiles every `create()`, `filter().update()` and `select_related().get()` anew and
 # instantiates a model per row; on the run path that compiling cost more than the statements. These
@@ -20,7 +30,6 @@ from lightfast_cloud.sql import column_for, database, field_of, table_for, vendo
 # signals (the run models have no receivers).
 
 ModelT = TypeVar("ModelT", bound=Model)
-Converter = Callable[[Any], Any]
 
 
 class Statement:
@@ -152,38 +161,6 @@ def _update_sql(
     return sql
 
 
-def converter(model: type[Model], name: str) -> Converter:
-    """The function that turns a driver value of a field into its Python value (as a queryset would)."""
-    return _converter(vendor(), model, name)
-
-
-@functools.cache
-def _converter(vendor: str, model: type[Model], name: str) -> Converter:
-    field = field_of(model, name)
-    expression = field.get_col(model._meta.db_table)
-    db = database()
-    steps = db.ops.get_db_converters(expression) + expression.get_db_converters(db)
-    if not steps:
-        return _unchanged
-
-    def convert(value: Any) -> Any:
-        # Converters take the connection only for its vendor's settings: any thread's will do.
-        for step in steps:
-            value = step(value, expression, db)
-        return value
-
-    return convert
-
-
-def _unchanged(value: Any) -> Any:
-    return value
-
-
-def convert(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
-    """Driver values of the named fields, converted to Python values."""
-    return [converter(model, name)(value) for name, value in zip(names, values, strict=True)]
-
-
 def instance(model: type[ModelT], names: Sequence[str], values: Sequence[Any]) -> ModelT:
     """A model instance with the named fields set from driver values.
 
@@ -206,5 +183,5 @@ def _instance_shape(
     return (
         attnames,
         [position[attname] for attname in attnames],
-        [_converter(vendor, model, name) for name in names],
+        [converter_for(vendor, model, name) for name in names],
     )

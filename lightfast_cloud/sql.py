@@ -4,12 +4,14 @@ vendor), field values as the driver takes them, and executing a statement on the
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
+
+Converter = Callable[[Any], Any]
 
 # Every statement built with these takes identifiers from model metadata and every value as a
 # parameter; that is why the callers' f-strings carry S608 exemptions.
@@ -102,3 +104,36 @@ def fetch_all(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
     with database().cursor() as cursor:
         cursor.execute(sql, params)
         return [tuple(row) for row in cursor.fetchall()]
+
+
+def converter(model: type[Model], name: str) -> Converter:
+    """The function that turns a driver value of a field into its Python value (as a queryset would)."""
+    return converter_for(vendor(), model, name)
+
+
+@functools.cache
+def converter_for(vendor: str, model: type[Model], name: str) -> Converter:
+    """`converter` for a given database vendor (cached per vendor, model and field)."""
+    field = field_of(model, name)
+    expression = field.get_col(model._meta.db_table)
+    db = database()
+    steps = db.ops.get_db_converters(expression) + expression.get_db_converters(db)
+    if not steps:
+        return _unchanged
+
+    def convert(value: Any) -> Any:
+        # Converters take the connection only for its vendor's settings: any thread's will do.
+        for step in steps:
+            value = step(value, expression, db)
+        return value
+
+    return convert
+
+
+def _unchanged(value: Any) -> Any:
+    return value
+
+
+def convert(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
+    """Driver values of the named fields, converted to Python values."""
+    return [converter(model, name)(value) for name, value in zip(names, values, strict=True)]

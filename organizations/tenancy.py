@@ -3,6 +3,7 @@ the tenant API base views, which hand out only the caller's organization's objec
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import import_module
@@ -20,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from lightfast_cloud import sql
 from lightfast_cloud.errors import LightfastError
 from organizations.cors import cors_check_tenant
 from organizations.models import ApiKey, Membership, Organization, Scope
@@ -102,11 +104,7 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
     active: bool
     api_rate: str
     if tenant.api_key is not None:
-        key = (
-            ApiKey.objects.filter(pk=tenant.api_key.pk, organization=organization)
-            .values_list("revoked_at", "expires_at", "organization__is_active", "organization__api_rate")
-            .first()
-        )
+        key = _api_key_state(tenant.api_key.pk, organization.pk)
         if key is None or key[0] is not None:
             raise CredentialsRevoked(code="credentials_revoked", message="The API key was revoked.")
         if key[1] is not None and key[1] <= now:
@@ -139,6 +137,47 @@ def tenant_recheck(tenant: Tenant, *, now: datetime | None = None) -> Organizati
         raise CredentialsRevoked(code="organization_suspended", message="This organization is suspended.")
     organization.api_rate = api_rate
     return organization
+
+
+def _api_key_state(key_id: int, organization_id: int) -> tuple[Any, ...] | None:
+    """(revoked_at, expires_at, organization is_active, api_rate) of the organization's key, or None.
+
+    Every live connection reads it when it opens and every LIGHTFAST_CREDENTIAL_RECHECK_S: one plain
+    statement built once, its values converted as the ORM would.
+    """
+    query = _api_key_state_sql(sql.vendor())
+    row = sql.fetch_one(query, [key_id, organization_id])
+    if row is None:
+        return None
+    return tuple(
+        sql.convert(model, [name], [value])[0]
+        for (model, name), value in zip(_API_KEY_STATE_FIELDS, row, strict=True)
+    )
+
+
+_API_KEY_STATE_FIELDS: list[tuple[type[models.Model], str]] = [
+    (ApiKey, "revoked_at"),
+    (ApiKey, "expires_at"),
+    (Organization, "is_active"),
+    (Organization, "api_rate"),
+]
+
+
+@functools.cache
+def _api_key_state_sql(vendor: str) -> str:
+    def col(model: type[models.Model], name: str) -> str:
+        return sql.column_for(vendor, model, name)
+
+    selected = ", ".join(
+        f"{'k' if model is ApiKey else 'o'}.{col(model, name)}" for model, name in _API_KEY_STATE_FIELDS
+    )
+    # Quoted identifiers only; the values are parameters.
+    return (
+        f"SELECT {selected} FROM {sql.table_for(vendor, ApiKey)} k"  # noqa: S608
+        f" JOIN {sql.table_for(vendor, Organization)} o"
+        f" ON o.{col(Organization, 'id')} = k.{col(ApiKey, 'organization')}"
+        f" WHERE k.{col(ApiKey, 'id')} = %s AND k.{col(ApiKey, 'organization')} = %s"
+    )
 
 
 def _session_holds(session_key: str, user_id: int) -> bool:
