@@ -95,6 +95,7 @@ async def _frames(
     # One channel for the run's events and the credential groups: a message on a credential group
     # nudges the watch (it re-reads the database); the run's events arrive in batches, each written
     # to the client as one chunk.
+    run_ref = str(run_id)
     watch = CredentialWatch(tenant)
     notifications = Notifications(run_group_name(run_id), *tenant.connection_groups)
     await notifications.subscribe()
@@ -130,7 +131,7 @@ async def _frames(
             finally:
                 following = None
             text = "".join(
-                sse_frame(str(run_id), event.seq, event.chunk)
+                sse_frame(run_ref, event.seq, event.chunk)
                 for event in batch
                 if not is_private_chunk(event.chunk)
             )
