@@ -3,15 +3,19 @@ a run or session of the organization, a run's events, and the `?wait` poll for a
 
 from __future__ import annotations
 
+import copy
 import functools
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
-from agents.models import BundleVersion, VersionStatus
+from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.selectors import bundle_get
 from execution import statements
 from execution.models import (
@@ -51,8 +55,23 @@ class AgentTarget:
 def agent_target_resolve(*, organization: Organization, bundle: str, agent: str) -> AgentTarget:
     """The organization's runnable agent; another organization's (or no) bundle is `not_found`."""
     # A websocket path reaches here without the HTTP middleware: a name with NUL names nothing.
-    named = not unstorable(bundle) and not unstorable(agent)
-    found = bundle_get(organization=organization, slug=bundle) if named else None
+    if unstorable(bundle) or unstorable(agent):
+        raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
+    version = _active_version(organization, bundle)
+    if version is None:
+        return _agent_target_refused(organization=organization, bundle=bundle, agent=agent)
+    if version.agent(agent) is None:
+        raise LightfastError(
+            code="not_found",
+            message=f"Bundle {bundle!r} has no agent {agent!r}.",
+            detail={"agents": sorted(version.agents())},
+        )
+    return AgentTarget(version=version, agent_key=agent)
+
+
+def _agent_target_refused(*, organization: Organization, bundle: str, agent: str) -> AgentTarget:
+    """The refusal for a bundle without a runnable active version (the slow path, with the reason)."""
+    found = bundle_get(organization=organization, slug=bundle)
     if found is None:
         raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
     version = found.active_version
@@ -70,14 +89,85 @@ def agent_target_resolve(*, organization: Organization, bundle: str, agent: str)
             message=f"The active version of {bundle!r} is {version.status} and cannot run.",
             detail={"status": version.status},
         )
-    if version.agent(agent) is None:
-        raise LightfastError(
-            code="not_found",
-            message=f"Bundle {bundle!r} has no agent {agent!r}.",
-            detail={"agents": sorted(version.agents())},
-        )
-    version.bundle = found
-    return AgentTarget(version=version, agent_key=agent)
+    # It became runnable between the two reads (activated meanwhile): one more try, then not found.
+    again = _active_version(organization, bundle)
+    if again is None:
+        raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
+    if again.agent(agent) is None:
+        raise LightfastError(code="not_found", message=f"Bundle {bundle!r} has no agent {agent!r}.")
+    return AgentTarget(version=again, agent_key=agent)
+
+
+# Every run and chat turn names its agent as `bundle/agent`: the bundle's live row and active
+# version are read with one plain statement, and the version itself (its manifest, which a real
+# bundle makes tens of kilobytes of JSON) comes from a per-process cache keyed by its id, hash and
+# creation time. Only the fields that can change on a version (status, quarantine, files) are taken
+# from the fresh read.
+_VERSION_CACHE_SIZE = 256
+_versions: OrderedDict[tuple[Any, ...], BundleVersion] = OrderedDict()
+_versions_lock = threading.Lock()
+_FRESH_VERSION_FIELDS = ("status", "script_file", "quarantined_at", "files_deleted_at")
+# With the id, what tells a version apart from another that got the same id (SQLite hands out the
+# id of a rolled-back insert again).
+_VERSION_IDENTITY_FIELDS = ("sha256", "created_at")
+# Where the bundle's columns start in `_active_version_sql`'s row.
+_BUNDLE_COLUMNS_AT = 1 + len(_FRESH_VERSION_FIELDS) + len(_VERSION_IDENTITY_FIELDS)
+
+
+def _active_version(organization: Organization, slug: str) -> BundleVersion | None:
+    """The live bundle's active version when it is ready, with `.bundle` set; None otherwise."""
+    query, bundle_names = _active_version_sql(sql.vendor())
+    row = sql.fetch_one(query, [sql.prep_value(Bundle, "organization", organization.pk), slug])
+    if row is None or row[0] is None:
+        return None
+    fresh = sql.convert(BundleVersion, _FRESH_VERSION_FIELDS, row[1 : 1 + len(_FRESH_VERSION_FIELDS)])
+    if fresh[0] != VersionStatus.READY:
+        return None
+    version_id = int(row[0])
+    identity = (version_id, *row[1 + len(_FRESH_VERSION_FIELDS) : _BUNDLE_COLUMNS_AT])
+    with _versions_lock:
+        cached = _versions.get(identity)
+        if cached is not None:
+            _versions.move_to_end(identity)
+    if cached is None:
+        loaded = BundleVersion.objects.filter(pk=version_id, organization=organization).first()
+        if loaded is None:
+            return None
+        with _versions_lock:
+            _versions[identity] = cached = loaded
+            while len(_versions) > _VERSION_CACHE_SIZE:
+                _versions.popitem(last=False)
+    # A copy per caller (Django copies its state and related-object cache too): the cached instance
+    # is shared by threads; its manifest is only read.
+    version = copy.copy(cached)
+    for name, value in zip(_FRESH_VERSION_FIELDS, fresh, strict=True):
+        setattr(version, name, value)
+    version.organization = organization
+    version.bundle = statements.instance(Bundle, bundle_names, row[_BUNDLE_COLUMNS_AT:])
+    return version
+
+
+@functools.cache
+def _active_version_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
+    bundle_names = tuple(field.name for field in Bundle._meta.concrete_fields)
+
+    def col(model: type[Model], name: str) -> str:
+        return sql.column_for(vendor, model, name)
+
+    selected = ", ".join(
+        [f"v.{col(BundleVersion, 'id')}"]
+        + [f"v.{col(BundleVersion, name)}" for name in _FRESH_VERSION_FIELDS + _VERSION_IDENTITY_FIELDS]
+        + [f"b.{col(Bundle, name)}" for name in bundle_names]
+    )
+    # Quoted identifiers only; the values are parameters. The live slug is unique.
+    query = (
+        f"SELECT {selected} FROM {sql.table_for(vendor, Bundle)} b"  # noqa: S608
+        f" LEFT JOIN {sql.table_for(vendor, BundleVersion)} v"
+        f" ON v.{col(BundleVersion, 'id')} = b.{col(Bundle, 'active_version')}"
+        f" WHERE b.{col(Bundle, 'organization')} = %s AND b.{col(Bundle, 'slug')} = %s"
+        f" AND b.{col(Bundle, 'deleted_at')} IS NULL"
+    )
+    return query, bundle_names
 
 
 def agent_target_parse(*, organization: Organization, agent_id: str) -> AgentTarget:
