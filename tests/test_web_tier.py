@@ -122,3 +122,39 @@ def test_a_client_sending_an_oversized_body_whole_still_reads_the_413(
             pytest.fail(f"the client saw {exc!r} instead of the 413")
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "payload_too_large"
+
+
+@pytest.mark.parametrize("megabytes", [64, 300])
+def test_a_client_that_raises_a_failed_write_reads_the_413_too(asgi_server: Any, megabytes: int) -> None:
+    # aiohttp sends the whole body and raises when a write fails: the server, having answered from
+    # Content-Length, half-closes and drops the rest of the body instead of closing with it unread
+    # (which makes the kernel reset the connection, losing the answer).
+    import asyncio
+
+    import aiohttp
+
+    total = max(megabytes * 1024 * 1024, settings.LIGHTFAST_MAX_REQUEST_BYTES + 1)
+
+    async def zeros() -> Any:
+        # Streamed as an upload from a file would be: written a megabyte at a time.
+        sent = 0
+        while sent < total:
+            block = b"\0" * min(1024 * 1024, total - sent)
+            sent += len(block)
+            yield block
+
+    async def post() -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{asgi_server.http}/api/v1/bundles?slug=big",
+                data=zeros(),
+                headers={"Content-Type": "application/javascript", "Content-Length": str(total)},
+            ) as response:
+                return response.status, await response.json()
+
+    try:
+        status, answer = asyncio.run(post())
+    except aiohttp.ClientError as exc:
+        pytest.fail(f"the client saw {exc!r} instead of the 413")
+    assert status == 413
+    assert answer["error"]["type"] == "payload_too_large"
