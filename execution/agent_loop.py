@@ -20,7 +20,6 @@ from agents.selectors import (
     sandbox_settings_for,
 )
 from agents.services.tools import tool_call
-from execution import statements
 from execution.events import run_update_with_events
 from execution.models import Message, MessageRole, Run, RunStatus
 from execution.providers import model_resolve
@@ -275,7 +274,7 @@ def tool_specs(agent: AgentManifest) -> list[ToolSpec]:
 
 def session_history(session_id: int) -> list[tuple[str, list[dict[str, Any]], str]]:
     """(role, UI parts, public id) of the session's messages, oldest first (one plain SELECT)."""
-    parts = statements.converter(Message, "parts")
+    parts = sql.converter(Message, "parts")
     rows = sql.fetch_all(_history_sql(sql.vendor()), [session_id])
     return [(str(role), parts(value), str(public_id)) for role, value, public_id in rows]
 

@@ -59,7 +59,7 @@ class RunUpdate:
 
     first_seq: int
     last_seq: int
-    # The `returning` columns as the driver gave them (`statements.convert` makes Python values).
+    # The `returning` columns as the driver gave them (`lightfast_cloud.sql.convert` makes Python values).
     returned: tuple[Any, ...]
 
 

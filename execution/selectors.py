@@ -59,7 +59,11 @@ def agent_target_resolve(*, organization: Organization, bundle: str, agent: str)
         raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
     version = _active_version(organization, bundle)
     if version is None:
-        return _agent_target_refused(organization=organization, bundle=bundle, agent=agent)
+        _refuse_not_runnable(organization=organization, bundle=bundle)
+        # It became runnable between the two reads (activated meanwhile): one more read.
+        version = _active_version(organization, bundle)
+        if version is None:
+            raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
     if version.agent(agent) is None:
         raise LightfastError(
             code="not_found",
@@ -69,8 +73,8 @@ def agent_target_resolve(*, organization: Organization, bundle: str, agent: str)
     return AgentTarget(version=version, agent_key=agent)
 
 
-def _agent_target_refused(*, organization: Organization, bundle: str, agent: str) -> AgentTarget:
-    """The refusal for a bundle without a runnable active version (the slow path, with the reason)."""
+def _refuse_not_runnable(*, organization: Organization, bundle: str) -> None:
+    """Raise why the bundle has no runnable active version (the slow path, with the reason)."""
     found = bundle_get(organization=organization, slug=bundle)
     if found is None:
         raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
@@ -89,13 +93,6 @@ def _agent_target_refused(*, organization: Organization, bundle: str, agent: str
             message=f"The active version of {bundle!r} is {version.status} and cannot run.",
             detail={"status": version.status},
         )
-    # It became runnable between the two reads (activated meanwhile): one more try, then not found.
-    again = _active_version(organization, bundle)
-    if again is None:
-        raise LightfastError(code="not_found", message=f"No bundle {bundle!r} in your organization.")
-    if again.agent(agent) is None:
-        raise LightfastError(code="not_found", message=f"Bundle {bundle!r} has no agent {agent!r}.")
-    return AgentTarget(version=again, agent_key=agent)
 
 
 # Every run and chat turn names its agent as `bundle/agent`: the bundle's live row and active

@@ -11,17 +11,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
-from lightfast_cloud.sql import (  # noqa: F401 - converter and convert are this module's API too
-    Converter,
-    column_for,
-    convert,
-    converter,
-    converter_for,
-    database,
-    field_of,
-    table_for,
-    vendor,
-)
+from lightfast_cloud.sql import Converter, column_for, converter_for, database, field_of, table_for, vendor
 
 # The ORM compiles every `create()`, `filter().update()` and `select_related().get()` anew and
 # instantiates a model per row; on the run path that compiling cost more than the statements. These
@@ -119,8 +109,8 @@ def update(
 ) -> Statement:
     """The prepared `UPDATE … SET changes, col = col + n … WHERE pk AND field = value … RETURNING …`.
 
-    Its `execute` returns the RETURNING values as the driver gives them (`convert` turns them
-    into Python values), an empty tuple without `returning`, or None when no row matched.
+    Its `execute` returns the RETURNING values as the driver gives them (`lightfast_cloud.sql.convert`
+    turns them into Python values), an empty tuple without `returning`, or None when no row matched.
     """
     changes = changes or {}
     increments = increments or {}

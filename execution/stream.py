@@ -22,7 +22,6 @@ from execution.models import (
     RunEvent,
     run_group_name,
 )
-from execution.statements import converter
 from execution.write_gate import TRANSIENT_DATABASE_ERRORS
 from lightfast_cloud import sql
 
@@ -93,7 +92,7 @@ def _events_after_once(run_id: uuid.UUID, seq: int) -> tuple[list[StreamedEvent]
         raise
     status = None if found is None else found[0]
     ended = status is None or (status in TERMINAL_STATUSES and len(rows) < REPLAY_BATCH)
-    payload = converter(RunEvent, "payload")
+    payload = sql.converter(RunEvent, "payload")
     return [StreamedEvent(seq=row[0], chunk={"type": row[1], **payload(row[2])}) for row in rows], ended
 
 

@@ -150,7 +150,7 @@ def _api_key_state(key_id: int, organization_id: int) -> tuple[Any, ...] | None:
     if row is None:
         return None
     return tuple(
-        sql.convert(model, [name], [value])[0]
+        sql.converter(model, name)(value)
         for (model, name), value in zip(_API_KEY_STATE_FIELDS, row, strict=True)
     )
 

@@ -56,7 +56,7 @@ def test_update_sets_increments_checks_and_returns(alice: Any) -> None:
         returning=("last_seq", "started_at", "status"),
     ).execute()
     assert row is not None
-    assert statements.convert(Run, ("last_seq", "started_at", "status"), row) == [2, started, "running"]
+    assert sql.convert(Run, ("last_seq", "started_at", "status"), row) == [2, started, "running"]
     stored = Run.objects.get(pk=run.pk)
     assert (stored.status, stored.last_seq, stored.started_at) == (RunStatus.RUNNING, 2, started)
     # The condition no longer holds: no row, nothing written.
