@@ -61,7 +61,7 @@ def upload(
 def uploaded_version(
     organization: Organization, path: Path = WEATHER, *, slug: str = "weather"
 ) -> BundleVersion:
-    """A version uploaded and introspected through the agents services (no Celery), ready to run."""
+    """A version uploaded and introspected through the agents services (or a live worker), ready to run."""
     from agents.services import bundle_upload, bundle_version_introspect
     from organizations.services import Actor
 
@@ -69,7 +69,12 @@ def uploaded_version(
         organization=organization, slug=slug, data=path.read_bytes(), actor=Actor.system("tests")
     )
     version = bundle_version_introspect(version_id=result.version.pk, organization_id=organization.pk)
-    assert version is not None
+    if version is None:
+        # A live stack's Celery worker took the introspection task the upload enqueued at its commit
+        # before this call: wait for its result instead.
+        from agents.selectors import version_wait
+
+        version = version_wait(version=result.version, timeout_s=30)
     version.refresh_from_db()
     assert version.status == VersionStatus.READY, (version.error_type, version.error_message)
     return version
