@@ -29,7 +29,7 @@ from execution.sandbox import api as sandbox_api
 from execution.sandbox.errors import SandboxError
 from execution.sandbox.values import clean_text, clean_value
 from execution.supervision import WORKER_LOST
-from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries, read_retrying
 from lightfast_cloud import sql
 
 logger = logging.getLogger(__name__)
@@ -376,14 +376,22 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     """Drive the model and the tools until the model stops, the step limit is reached or a step's
     calls wait for the chat's client (client-side tools, approvals)."""
     agent = run.bundle_version.agent(run.agent_key) or AgentManifest.from_spec(run.agent_key, {})
-    resolved = model_resolve(agent.model, organization=run.organization)
+    organization = run.organization
+    resolved = read_retrying(
+        f"run {run.pk}: resolving its model", lambda: model_resolve(agent.model, organization=organization)
+    )
     turn.stream_logs = agent.stream_logs
     usage.model = resolved.label
     # The demo model answers instantly, so its chunks are written together at the next
     # blocking point; a network provider blocks before and between chunks, so what is
     # buffered is written before the request and each chunk as it arrives.
     network = not isinstance(resolved.provider, DemoProvider)
-    history = session_history(run.session_id) if run.session_id is not None else []
+    session_id = run.session_id
+    history = (
+        read_retrying(f"run {run.pk}: reading its chat", lambda: session_history(session_id))
+        if session_id is not None
+        else []
+    )
     tools = tool_specs(agent)
     tool_names = {tool.name for tool in tools}
     context = _tool_context(run)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import (
@@ -29,6 +30,8 @@ logger = logging.getLogger(__name__)
 # What a database that refuses or drops connections (or SQLite busy past its timeout) raises: a
 # write that failed so may be tried again once it answers.
 TRANSIENT_DATABASE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
+
+T = TypeVar("T")
 
 _sqlite_writers = threading.RLock()
 _sqlite_lock_files: dict[str, int] = {}
@@ -98,6 +101,25 @@ class DatabaseRetries:
             logger.warning("%s: the database is unreachable (%s); trying again", self.what, exc)
         time.sleep(self.delay)
         self.delay = min(self.delay * 2, 2.0)
+
+
+def read_retrying(what: str, read: Callable[[], T]) -> T:
+    """`read()`, a run path's idempotent read, tried again while the database is unreachable.
+
+    A run's thread holds its connection from the claim on: when the database restarted or a network
+    fault reset the connection meanwhile, the next read fails at once although the database may be back
+    (or back within seconds). Such a read waits and tries again on a new connection (DatabaseRetries)
+    rather than failing the run. Inside a transaction it is tried once: the transaction is lost anyway.
+    """
+    retries: DatabaseRetries | None = None
+    while True:
+        try:
+            return read()
+        except TRANSIENT_DATABASE_ERRORS as exc:
+            if connection.in_atomic_block:
+                raise
+            retries = retries or DatabaseRetries(what)
+            retries.wait(exc)
 
 
 def after_commit(callback: Callable[[], None]) -> None:

@@ -127,6 +127,10 @@ else:
     # holds hundreds of runs: without a pool each opens its own connection and a burst exhausts
     # PostgreSQL's max_connections. The pool bounds them per process; callers wait for a free one.
     DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # The pool checks a connection before handing it out (one empty query): after the server
+    # restarted or a network fault reset its sockets, an idle pooled connection is dead and, unchecked,
+    # the first request to draw it would fail with a 503 although the database is back.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("DATABASE_POOL_MIN_SIZE", default=2),
         "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=20),

@@ -35,7 +35,7 @@ from execution.sandbox.errors import SandboxError
 from execution.services.messages import PreparedMessage
 from execution.services.runs import run_status_event
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
-from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries, write_transaction
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries, read_retrying, write_transaction
 from lightfast_cloud import sql
 from lightfast_cloud.errors import error_text
 from organizations.models import Organization
@@ -117,7 +117,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | 
         return False
     run = statements.instance(Run, CLAIM_FIELDS, claimed.returned)
     run.status, run.started_at, run.heartbeat_at, run.last_seq = RunStatus.RUNNING, now, now, claimed.last_seq
-    _run_load_related(run)
+    read_retrying(f"run {run.pk}: reading its version", lambda: _run_load_related(run))
     turn = AssistantTurn(run, message_id=message_id)
     usage = Usage()
     started = time.monotonic()

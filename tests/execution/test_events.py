@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 
 from execution.events import (
     NOTIFICATION_MAX_EVENTS,
@@ -24,7 +24,7 @@ from execution.models import Run, RunEvent
 from execution.selectors import run_events_after
 from execution.services import run_start
 from execution.stream import run_event_stream
-from execution.write_gate import after_commit, write_transaction
+from execution.write_gate import after_commit, read_retrying, write_transaction
 from tests.bundles import manifest_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -298,3 +298,48 @@ def test_a_notification_that_cannot_be_encoded_is_dropped_alone(alice: Any, capl
     listener.join(15)
     assert [m["seq"] for m in received] == [1, 3]
     assert "cannot be encoded" in caplog.text
+
+
+def test_a_run_read_waits_for_the_database_and_is_tried_again_on_a_new_connection(
+    settings: Any, caplog: Any
+) -> None:
+    """read_retrying: transient failures are waited out (logged once); a lasting one is raised."""
+    settings.LIGHTFAST_RUN_STALE_S = 5
+    tries: list[int] = []
+
+    def flaky() -> str:
+        tries.append(1)
+        if len(tries) < 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        with connection.cursor() as cursor:  # a new connection after the failed tries closed the old
+            cursor.execute("SELECT 1")
+            return f"read {cursor.fetchone()[0]}"
+
+    assert read_retrying("run r: reading", flaky) == "read 1"
+    assert len(tries) == 3
+    assert [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()] == [
+        "run r: reading: the database is unreachable"
+        " (server closed the connection unexpectedly); trying again"
+    ]
+
+    settings.LIGHTFAST_RUN_STALE_S = 0.3
+    started = time.monotonic()
+
+    def down() -> str:
+        raise OperationalError("connection refused")
+
+    with pytest.raises(OperationalError):
+        read_retrying("run r: reading", down)
+    assert time.monotonic() - started < 2
+
+
+def test_a_run_read_inside_a_transaction_is_tried_once() -> None:
+    tries: list[int] = []
+
+    def down() -> None:
+        tries.append(1)
+        raise OperationalError("connection refused")
+
+    with pytest.raises(OperationalError), transaction.atomic():
+        read_retrying("run r: reading", down)
+    assert tries == [1]

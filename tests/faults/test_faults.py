@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from execution.models import Run, RunStatus
@@ -232,6 +233,15 @@ def test_runs_ride_out_the_database_going_away_for_a_few_seconds(stack: Stack, t
     assert all(run.attempt == 1 for run in runs.values())  # nobody took a live worker's runs away
     stack.wait_healthy()
     assert stack.worker_pid() == worker
+    # Once the database is back no request fails on a connection that died while it was away: enough
+    # requests, each on a new HTTP connection, to draw every pooled connection of both web processes.
+    statuses = [
+        httpx.get(
+            f"{stack.http}/api/v1/runs", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ).status_code
+        for _ in range(24)
+    ]
+    assert statuses == [200] * len(statuses), statuses
 
 
 def test_a_lost_broker_message_is_sent_again_and_its_run_runs(stack: Stack, tenant: Any) -> None:
