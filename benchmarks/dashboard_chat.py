@@ -6,7 +6,8 @@ Prints one JSON object per line. Run from the project root:
 It builds a scratch stack of its own (data directory in /tmp, SQLite unless DATABASE_URL is set, a
 private redis unless REDIS_URL is set; the stack of benchmarks/runs.py), uploads
 ../shared/bundles/weather.mjs, builds and collects the dashboard's static files, starts the embedded
-launcher's worker layout (one Celery process per core) and daphne, and drives the chat page in
+launcher's worker and web layout (one Celery process and one web process per core, the web processes
+sharing one listening socket), and drives the chat page in
 Debian's headless Chromium (tests/browser.py) with Playwright. The model is the offline demo model.
 
 The figure is the page's own User Timing measure `lightfast:time-to-first-token`
@@ -52,36 +53,42 @@ def collect_static(static_root: Path) -> None:
     )
 
 
-def start_daphne(port: int) -> subprocess.Popen[bytes]:
-    """daphne on the scratch stack (the environment setup_stack prepared); waits until it listens."""
+def start_web(port: int) -> tuple[Any, list[subprocess.Popen[bytes]]]:
+    """The launcher's web tier on the scratch stack (the environment setup_stack prepared): one listening
+    socket shared by `web_processes_default()` uvicorn processes, as `manage.py lightfast up` runs it."""
     import socket
 
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-e",
-            f"tcp:port={port}:interface=127.0.0.1:backlog=1024",
-            "lightfast_cloud.asgi:application",
-        ],
-        cwd=ROOT,
-        env=dict(os.environ),
-        start_new_session=True,
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-    )
+    from lightfast_cloud.launcher import web_listen_socket, web_processes_default, web_server_argv
+
+    listener = web_listen_socket("127.0.0.1", port)
+    fd = listener.fileno()
+    processes = [
+        subprocess.Popen(
+            web_server_argv(server="uvicorn", fd=fd, family=listener.family),
+            cwd=ROOT,
+            env=dict(os.environ),
+            pass_fds=(fd,),
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        for _ in range(web_processes_default())
+    ]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"daphne exited with {process.returncode}")
+        for process in processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"a web process exited with {process.returncode}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
+                probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                if probe.recv(64):
+                    return listener, processes
         except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("daphne did not listen")
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the web processes did not answer")
 
 
 def member_session(organization: Any) -> str:
@@ -142,7 +149,7 @@ def measure_chat(base_url: str, session: str, messages: int, warmup: int) -> lis
             page.get_by_role("button", name="Send").click()
             took = wait_for_answer(page)
             # After Send: when the AI SDK called fetch, when the request left, when the response's headers
-            # arrived (daphne sends them with the stream's first event, the run's `start`).
+            # arrived (sent once the run exists).
             phases = page.evaluate(
                 f"""(() => {{
                     const send = performance.getEntriesByName({MARK_SEND!r}).at(-1).startTime;
@@ -189,7 +196,7 @@ def main() -> None:
     processes, threads = worker_processes_default(), worker_threads_default()
     workers = [start_worker(threads, {}, f"chat-{number}") for number in range(processes)]
     port = free_port()
-    daphne = start_daphne(port)
+    listener, web = start_web(port)
     try:
         wait_ready(version)
         emit(
@@ -197,6 +204,7 @@ def main() -> None:
             database=settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
             cores=os.cpu_count(),
             worker_processes=processes,
+            web_processes=len(web),
             worker_threads=threads,
             browser="chromium (headless)",
             model="demo",
@@ -215,8 +223,11 @@ def main() -> None:
             target_p50=TARGET_P50_MS,
         )
     finally:
-        daphne.terminate()
-        daphne.wait(30)
+        for process in web:
+            process.terminate()
+        for process in web:
+            process.wait(30)
+        listener.close()
         for worker in workers:
             stop_worker(worker)
         if redis is not None:

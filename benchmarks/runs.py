@@ -180,6 +180,8 @@ def start_worker(concurrency: int, extra_env: dict[str, str], name: str) -> subp
         cwd=ROOT,
         start_new_session=True,
         stdin=subprocess.DEVNULL,
+        # stdout is this script's JSON lines: the worker's banner and logs go to stderr.
+        stdout=sys.stderr,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -35,7 +35,7 @@ def chromium() -> Iterator[object]:
     and its test client cannot call async views (AsyncToSync refuses a thread with a running loop),
     so the browser lives for one module only: the modules after it run on a clean thread. Within
     the module, the tests' own ORM calls are plain sync code, so that check is switched off while
-    the browser lives (pytest-playwright's advice for Django; daphne and the workers are started
+    the browser lives (pytest-playwright's advice for Django; the web server and the workers are started
     without it, tests/services.py); a browser test module does not use Django's test client on
     async views.
     """

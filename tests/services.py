@@ -43,7 +43,7 @@ def service_env(**extra: str) -> dict[str, str]:
     """Environment for a child process that must see the test database and redis."""
     env = dict(os.environ)
     # Switched off for the test process only while a browser test's Playwright is open (tests/browser.py);
-    # daphne and the workers keep Django's check that async code makes no blocking ORM calls.
+    # the web processes and the workers keep Django's check that async code makes no blocking ORM calls.
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     env.update(
         DJANGO_SETTINGS_MODULE="lightfast_cloud.settings",
@@ -120,7 +120,7 @@ def start_celery_worker(queues: str = "runs,introspect,default", timeout: float 
     worker = CeleryWorker(process=process, hostname=hostname)
 
     def answers() -> bool:
-        return bool(celery_app.control.ping(destination=[hostname], timeout=0.5))
+        return bool(celery_app.control.ping(destination=[hostname], timeout=0.2))
 
     if wait_ready(process, "celery worker", answers, timeout):
         return worker

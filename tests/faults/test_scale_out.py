@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,13 +20,18 @@ from django.conf import settings
 
 from execution.models import Run, RunStatus
 from lightfast_cloud.celery import app
-from lightfast_cloud.launcher import celery_worker_argv
+from lightfast_cloud.launcher import (
+    celery_worker_argv,
+    web_listen_socket,
+    web_server_argv,
+    web_server_default,
+)
 from organizations.models import Organization
 from tests.bundles import WEATHER
 from tests.execution.fake_openai import FakeOpenAI
 from tests.faults.stack import Outcome, RunStreams, Web, check_runs, record, wait_until
 from tests.faults.test_faults import _ready_bundle
-from tests.services import PROJECT_ROOT, free_port, service_env, stop_group
+from tests.services import PROJECT_ROOT, service_env, stop_group
 
 pytestmark = [
     pytest.mark.skipif(
@@ -76,21 +80,18 @@ def start_node(name: str, root: Path, media: Path, fake: FakeOpenAI, *, beat: bo
         SECRET_KEY=str(settings.SECRET_KEY),
         LIGHTFAST_MODEL_BASE_URL=fake.base_url,
     )
-    port = free_port()
+    # The node's web process as the launcher starts it, on a listening socket of its own.
+    listener = web_listen_socket("127.0.0.1", 0)
+    port = int(listener.getsockname()[1])
     web = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-e",
-            f"tcp:port={port}:interface=127.0.0.1",
-            "lightfast_cloud.asgi:application",
-        ],
+        web_server_argv(server=web_server_default(), fd=listener.fileno()),
         env=env,
         cwd=PROJECT_ROOT,
         start_new_session=True,
         stdin=subprocess.DEVNULL,
+        pass_fds=(listener.fileno(),),
     )
+    listener.close()  # the web process holds its copy
     hostname = f"{name}-{uuid.uuid4().hex[:8]}@scale-out"
     extra = ["--beat", "--schedule", str(data_dir / "celerybeat-schedule")] if beat else []
     worker = subprocess.Popen(
