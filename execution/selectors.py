@@ -17,7 +17,6 @@ from django.db.models import Model, QuerySet
 
 from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.selectors import bundle_get
-from execution import statements
 from execution.models import (
     ChatSession,
     Run,
@@ -140,7 +139,7 @@ def _active_version(organization: Organization, slug: str) -> BundleVersion | No
     for name, value in zip(_FRESH_VERSION_FIELDS, fresh, strict=True):
         setattr(version, name, value)
     version.organization = organization
-    version.bundle = statements.instance(Bundle, bundle_names, row[_BUNDLE_COLUMNS_AT:])
+    version.bundle = sql.instance(Bundle, bundle_names, row[_BUNDLE_COLUMNS_AT:])
     return version
 
 
@@ -222,7 +221,7 @@ def session_get(*, organization: Organization, public_id: str) -> ChatSession | 
     """The organization's session with this public id, or None (every chat turn reads it: plain SQL)."""
     query, names = _session_get_sql(sql.vendor())
     row = sql.fetch_one(query, [sql.prep_value(ChatSession, "organization", organization.pk), public_id])
-    return None if row is None else statements.instance(ChatSession, names, row)
+    return None if row is None else sql.instance(ChatSession, names, row)
 
 
 @functools.cache

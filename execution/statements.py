@@ -1,5 +1,5 @@
-"""Row writes and reads of the run hot path as plain SQL (INSERT, UPDATE … RETURNING, model instances from
-rows), each statement's text built once per model and shape on top of `lightfast_cloud.sql`."""
+"""Row writes of the run hot path as plain SQL (INSERT, UPDATE … RETURNING), each statement's text built
+once per model and shape on top of `lightfast_cloud.sql` (which also makes model instances from rows)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
-from lightfast_cloud.sql import Converter, column_for, converter_for, database, field_of, table_for, vendor
+from lightfast_cloud.sql import column_for, database, field_of, table_for, vendor
 
 # The ORM compiles every `create()`, `filter().update()` and `select_related().get()` anew and
 # instantiates a model per row; on the run path that compiling cost more than the statements. These
@@ -149,29 +149,3 @@ def _update_sql(
     if returning:
         sql += " RETURNING " + ", ".join(col(name) for name in returning)
     return sql
-
-
-def instance(model: type[ModelT], names: Sequence[str], values: Sequence[Any]) -> ModelT:
-    """A model instance with the named fields set from driver values.
-
-    The other fields are deferred: reading one would query the database, so the hot path only
-    reads what it loaded.
-    """
-    attnames, order, converters = _instance_shape(vendor(), model, tuple(names))
-    loaded = [converters[index](values[index]) for index in order]
-    return model.from_db(DEFAULT_DB_ALIAS, attnames, loaded)
-
-
-@functools.cache
-def _instance_shape(
-    vendor: str, model: type[Model], names: tuple[str, ...]
-) -> tuple[list[str], list[int], list[Converter]]:
-    """The loaded fields' attnames in concrete-field order, the positions of their values, converters."""
-    position = {field_of(model, name).attname: index for index, name in enumerate(names)}
-    attnames = [field.attname for field in model._meta.concrete_fields if field.attname in position]
-    assert len(attnames) == len(names), f"{model.__name__}: a field named twice or not a column"
-    return (
-        attnames,
-        [position[attname] for attname in attnames],
-        [converter_for(vendor, model, name) for name in names],
-    )

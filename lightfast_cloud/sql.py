@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 Converter = Callable[[Any], Any]
+ModelT = TypeVar("ModelT", bound=Model)
 
 # Every statement built with these takes identifiers from model metadata and every value as a
 # parameter; that is why the callers' f-strings carry S608 exemptions.
@@ -137,3 +138,29 @@ def _unchanged(value: Any) -> Any:
 def convert(model: type[Model], names: Sequence[str], values: Sequence[Any]) -> list[Any]:
     """Driver values of the named fields, converted to Python values."""
     return [converter(model, name)(value) for name, value in zip(names, values, strict=True)]
+
+
+def instance(model: type[ModelT], names: Sequence[str], values: Sequence[Any]) -> ModelT:
+    """A model instance with the named fields set from driver values.
+
+    The other fields are deferred: reading one would query the database, so the hot path only
+    reads what it loaded.
+    """
+    attnames, order, converters = _instance_shape(vendor(), model, tuple(names))
+    loaded = [converters[index](values[index]) for index in order]
+    return model.from_db(DEFAULT_DB_ALIAS, attnames, loaded)
+
+
+@functools.cache
+def _instance_shape(
+    vendor: str, model: type[Model], names: tuple[str, ...]
+) -> tuple[list[str], list[int], list[Converter]]:
+    """The loaded fields' attnames in concrete-field order, the positions of their values, converters."""
+    position = {field_of(model, name).attname: index for index, name in enumerate(names)}
+    attnames = [field.attname for field in model._meta.concrete_fields if field.attname in position]
+    assert len(attnames) == len(names), f"{model.__name__}: a field named twice or not a column"
+    return (
+        attnames,
+        [position[attname] for attname in attnames],
+        [converter_for(vendor, model, name) for name in names],
+    )

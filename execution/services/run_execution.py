@@ -12,7 +12,6 @@ from typing import Any
 from django.utils import timezone
 
 from agents.models import BundleVersion
-from execution import statements
 from execution.agent_loop import (
     AssistantTurn,
     RunCancelled,
@@ -115,7 +114,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | 
     )
     if claimed is None:
         return False
-    run = statements.instance(Run, CLAIM_FIELDS, claimed.returned)
+    run = sql.instance(Run, CLAIM_FIELDS, claimed.returned)
     run.status, run.started_at, run.heartbeat_at, run.last_seq = RunStatus.RUNNING, now, now, claimed.last_seq
     read_retrying(f"run {run.pk}: reading its version", lambda: _run_load_related(run))
     turn = AssistantTurn(run, message_id=message_id)
@@ -193,8 +192,8 @@ def _run_load_related(run: Run) -> None:
     if row is None:
         raise Run.DoesNotExist(f"run {run.pk}: its organization or version is gone")
     split = len(ORGANIZATION_FIELDS)
-    organization = statements.instance(Organization, ORGANIZATION_FIELDS, row[:split])
-    version = statements.instance(BundleVersion, VERSION_FIELDS, row[split : split + len(VERSION_FIELDS)])
+    organization = sql.instance(Organization, ORGANIZATION_FIELDS, row[:split])
+    version = sql.instance(BundleVersion, VERSION_FIELDS, row[split : split + len(VERSION_FIELDS)])
     run.organization = organization
     if version.organization_id == organization.pk:
         # run_start only pairs a run with its own organization's versions; sharing the loaded row
@@ -202,7 +201,7 @@ def _run_load_related(run: Run) -> None:
         version.organization = organization
     run.bundle_version = version
     if run.session_id is not None:
-        run.session = statements.instance(ChatSession, SESSION_FIELDS, row[split + len(VERSION_FIELDS) :])
+        run.session = sql.instance(ChatSession, SESSION_FIELDS, row[split + len(VERSION_FIELDS) :])
 
 
 @functools.cache

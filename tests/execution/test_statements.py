@@ -78,7 +78,7 @@ def test_instance_from_driver_values_equals_the_orms(alice: Any) -> None:
         [sql.prep_value(Run, "id", run.pk)],
     )
     assert row is not None
-    loaded = statements.instance(Run, names, row)
+    loaded = sql.instance(Run, names, row)
     expected = Run.objects.only(*names).get(pk=run.pk)
     for name in names:
         attname = Run._meta.get_field(name).attname

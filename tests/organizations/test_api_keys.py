@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from organizations.models import ApiKey, AuditLog
+from organizations.errors import ApiKeyRejected
+from organizations.models import ApiKey, AuditLog, Organization
 from organizations.services import Actor, apikey_authenticate, apikey_mark_used
 from tests.factories import ApiKeyFactory
 
@@ -158,3 +159,23 @@ def test_api_key_actions_are_audited_with_the_key_as_actor(api, alice):
         ("apikey.revoked", "api_key", key.pk),
     ]
     assert Actor.for_api_key(key).label == key.display_prefix
+
+
+def test_authentication_loads_the_key_and_its_organization_as_the_orm_would(alice, django_assert_num_queries):
+    api_key = alice.api_keys["read"]
+    apikey_authenticate(raw_key=api_key.raw_key)  # last_used_at written: the next one only reads
+    with django_assert_num_queries(1):
+        loaded = apikey_authenticate(raw_key=api_key.raw_key)
+        organization = loaded.organization
+    expected = ApiKey.objects.select_related("organization").get(pk=api_key.pk)
+    pairs = ((ApiKey, loaded, expected), (Organization, organization, expected.organization))
+    for model, ours, theirs in pairs:
+        assert ours.get_deferred_fields() == set()
+        for field in model._meta.concrete_fields:
+            assert getattr(ours, field.attname) == getattr(theirs, field.attname), field.name
+
+
+@pytest.mark.parametrize("lookup", ["w5rjpyyc8t4\x00", "W5RJPYYC8T41", "w5rjpyyc8t4é", "w5rjpyyc8t'1"])
+def test_a_lookup_id_outside_the_alphabet_is_refused_without_a_query(lookup, db, django_assert_num_queries):
+    with django_assert_num_queries(0), pytest.raises(ApiKeyRejected):
+        apikey_authenticate(raw_key=f"lf_live_{lookup}_secret")
