@@ -13,9 +13,14 @@ DASHBOARD_ASSETS := dashboard/static/dashboard/dist/.built
 STATIC_ROOT := $(or $(LIGHTFAST_STATIC_ROOT),var/static)
 STATIC_MANIFEST := $(STATIC_ROOT)/staticfiles.json
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup bytecode run test lint bench clean
 
-setup: $(VENV)/.installed node_modules/.installed $(RUNTIME) $(NATIVE_RUNNER) $(STATIC_MANIFEST)
+setup: $(VENV)/.installed node_modules/.installed $(RUNTIME) $(NATIVE_RUNNER) $(STATIC_MANIFEST) bytecode
+
+# The project's modules compiled ahead (only what changed): a machine with PYTHONDONTWRITEBYTECODE set
+# would otherwise compile them in every web, worker and test process it starts (~0.1-0.15 s each).
+bytecode: $(VENV)/.installed
+	$(PY) -m compileall -q -j 0 agents dashboard execution lightfast_cloud organizations > /dev/null
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
