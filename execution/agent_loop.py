@@ -376,9 +376,9 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     """Drive the model and the tools until the model stops, the step limit is reached or a step's
     calls wait for the chat's client (client-side tools, approvals)."""
     agent = run.bundle_version.agent(run.agent_key) or AgentManifest.from_spec(run.agent_key, {})
-    organization = run.organization
     resolved = read_retrying(
-        f"run {run.pk}: resolving its model", lambda: model_resolve(agent.model, organization=organization)
+        f"run {run.pk}: resolving its model",
+        functools.partial(model_resolve, agent.model, organization=run.organization),
     )
     turn.stream_logs = agent.stream_logs
     usage.model = resolved.label
@@ -386,10 +386,9 @@ def agent_loop_run(*, run: Run, turn: AssistantTurn, cancel: CancelToken, usage:
     # blocking point; a network provider blocks before and between chunks, so what is
     # buffered is written before the request and each chunk as it arrives.
     network = not isinstance(resolved.provider, DemoProvider)
-    session_id = run.session_id
     history = (
-        read_retrying(f"run {run.pk}: reading its chat", lambda: session_history(session_id))
-        if session_id is not None
+        read_retrying(f"run {run.pk}: reading its chat", functools.partial(session_history, run.session_id))
+        if run.session_id is not None
         else []
     )
     tools = tool_specs(agent)

@@ -116,7 +116,7 @@ def run_execute(*, run_id: uuid.UUID | str, worker: str = "", message_id: str | 
         return False
     run = sql.instance(Run, CLAIM_FIELDS, claimed.returned)
     run.status, run.started_at, run.heartbeat_at, run.last_seq = RunStatus.RUNNING, now, now, claimed.last_seq
-    read_retrying(f"run {run.pk}: reading its version", lambda: _run_load_related(run))
+    read_retrying(f"run {run.pk}: reading its version", functools.partial(_run_load_related, run))
     turn = AssistantTurn(run, message_id=message_id)
     usage = Usage()
     started = time.monotonic()
