@@ -53,27 +53,27 @@ def collect_static(static_root: Path) -> None:
     )
 
 
-def start_web(port: int) -> tuple[Any, list[subprocess.Popen[bytes]]]:
-    """The launcher's web tier on the scratch stack (the environment setup_stack prepared): one listening
-    socket shared by `web_processes_default()` uvicorn processes, as `manage.py lightfast up` runs it."""
+def start_web(port: int) -> tuple[list[Any], list[subprocess.Popen[bytes]]]:
+    """The launcher's web tier on the scratch stack (the environment setup_stack prepared):
+    `web_processes_default()` uvicorn processes, each on its own socket of one SO_REUSEPORT group,
+    as `manage.py lightfast up` runs it."""
     import socket
 
-    from lightfast_cloud.launcher import web_listen_socket, web_processes_default, web_server_argv
+    from lightfast_cloud.launcher import web_listen_sockets, web_processes_default, web_server_argv
 
-    listener = web_listen_socket("127.0.0.1", port)
-    fd = listener.fileno()
+    listeners = web_listen_sockets("127.0.0.1", port, web_processes_default())
     processes = [
         subprocess.Popen(
-            web_server_argv(server="uvicorn", fd=fd, family=listener.family),
+            web_server_argv(server="uvicorn", fd=listener.fileno(), family=listener.family),
             cwd=ROOT,
             env=dict(os.environ),
-            pass_fds=(fd,),
+            pass_fds=(listener.fileno(),),
             start_new_session=True,
             stdin=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
         )
-        for _ in range(web_processes_default())
+        for listener in listeners
     ]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -84,7 +84,7 @@ def start_web(port: int) -> tuple[Any, list[subprocess.Popen[bytes]]]:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2) as probe:
                 probe.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
                 if probe.recv(64):
-                    return listener, processes
+                    return listeners, processes
         except OSError:
             pass
         time.sleep(0.1)
@@ -196,7 +196,7 @@ def main() -> None:
     processes, threads = worker_processes_default(), worker_threads_default()
     workers = [start_worker(threads, {}, f"chat-{number}") for number in range(processes)]
     port = free_port()
-    listener, web = start_web(port)
+    listeners, web = start_web(port)
     try:
         wait_ready(version)
         emit(
@@ -227,7 +227,8 @@ def main() -> None:
             process.terminate()
         for process in web:
             process.wait(30)
-        listener.close()
+        for listener in listeners:
+            listener.close()
         for worker in workers:
             stop_worker(worker)
         if redis is not None:

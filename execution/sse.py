@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -26,7 +29,9 @@ from execution.sandbox.protocol import FrameViolation
 from execution.sandbox.values import clean_value
 from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
+from execution.services.chat import chat_turn_check
 from execution.stream import Notifications, StreamedEvent, is_private_chunk, run_event_batches
+from execution.write_gate import TRANSIENT_DATABASE_ERRORS
 from lightfast_cloud.api_errors import TEXT_ERROR_HEADER, api_exception_handler
 from lightfast_cloud.api_input import query_int, query_value
 from lightfast_cloud.errors import LightfastError, sse_error_chunk
@@ -34,6 +39,8 @@ from organizations.authentication import ApiKeyAuthentication, MemberSessionAuth
 from organizations.models import Scope
 from organizations.ratelimits import ratelimit_apply_headers
 from organizations.tenancy import Tenant, tenant_admit
+
+logger = logging.getLogger(__name__)
 
 STREAM_HEADERS = {
     "x-vercel-ai-ui-message-stream": "v1",
@@ -87,6 +94,18 @@ def _run_cancel_now(run_id: uuid.UUID) -> None:
     run = Run.objects.filter(pk=run_id).first()
     if run is not None and not run.is_terminal:
         run_cancel(run=run)
+
+
+def _cancel_in_background(run_id: uuid.UUID) -> None:
+    """Cancel the run of a client that went away, in a task that may outlive the request.
+
+    Not thread-sensitive: the task may outlive the request (and its request thread); the database
+    connection it uses is given back when it is done.
+    """
+    cancel = database_sync_to_async(_run_cancel_now, thread_sensitive=False)
+    cancelling = asyncio.ensure_future(cancel(run_id))
+    _background.add(cancelling)
+    cancelling.add_done_callback(_background.discard)
 
 
 async def _frames(
@@ -145,12 +164,7 @@ async def _frames(
         if not finished and cancel_on_disconnect:
             # The client went away before the run ended (the AI SDK's `stop()` aborts the request)
             # and did not say it would resume: stop the run instead of spending quota on it.
-            # Not thread-sensitive: this task may outlive the request (and its request thread); the
-            # database connection it uses is given back when it is done.
-            cancel = database_sync_to_async(_run_cancel_now, thread_sensitive=False)
-            cancelling = asyncio.ensure_future(cancel(run_id))
-            _background.add(cancelling)
-            cancelling.add_done_callback(_background.discard)
+            _cancel_in_background(run_id)
         for task in (following, revoked):
             if task is not None and not task.done():
                 task.cancel()
@@ -170,6 +184,50 @@ def _stream(
     for name, value in STREAM_HEADERS.items():
         response[name] = value
     return response
+
+
+# Chat starts that follow their response head: long-lived threads that keep their database
+# connections, as the request threads do (lightfast_cloud/asgi_handler.py), apart from them so that a
+# start waiting for the write gate holds up no other request.
+_starts = ThreadPoolExecutor(max_workers=settings.LIGHTFAST_WEB_THREADS, thread_name_prefix="chat-start")
+
+
+async def _frames_after_start(
+    start: Callable[[], Run], tenant: Tenant, *, cancel_on_disconnect: bool
+) -> AsyncIterator[str]:
+    """Start the run (`start`, whose request was checked whole before the head went out), then stream it.
+
+    A start refused in its own transaction (the request lost a race meanwhile, such as the last run
+    slot) or failed by the database ends the stream with an `error` chunk. A client that goes away
+    while the run starts gets it cancelled once it exists, as any run whose client went away.
+    """
+    starting = asyncio.ensure_future(
+        database_sync_to_async(start, thread_sensitive=False, executor=_starts)()
+    )
+    try:
+        run: Run = await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        if cancel_on_disconnect:
+            starting.add_done_callback(_cancel_once_started)
+        raise
+    except LightfastError as exc:
+        yield f"data: {json.dumps(sse_error_chunk(exc), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
+        return
+    except TRANSIENT_DATABASE_ERRORS as exc:
+        logger.warning("database unreachable for a chat start: %s", exc)
+        unavailable = LightfastError(
+            code="service_unavailable",
+            message="The database is unreachable at the moment; try again shortly.",
+        )
+        yield f"data: {json.dumps(sse_error_chunk(unavailable), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
+        return
+    async for text in _frames(run.pk, 0, tenant, cancel_on_disconnect=cancel_on_disconnect):
+        yield text
+
+
+def _cancel_once_started(starting: asyncio.Future[Any]) -> None:
+    if not starting.cancelled() and starting.exception() is None:
+        _cancel_in_background(starting.result().pk)
 
 
 RESUMABLE_HEADER = "X-Lightfast-Resumable"
@@ -201,7 +259,14 @@ def _body(request: HttpRequest) -> Any:
     return clean_value(body)  # NUL and unpaired surrogates become U+FFFD (the platform's value rule)
 
 
-def _start(request: HttpRequest, bundle: str, agent: str, body: Any) -> tuple[Run, Tenant]:
+def _prepare(
+    request: HttpRequest, bundle: str, agent: str, body: Any
+) -> tuple[Callable[[], Run], Tenant, bool]:
+    """Check a chat request whole: the start to call, the tenant, whether the start may follow the head.
+
+    Every refusal of a user's turn is raised here, with its status (`chat_turn_check`); a request that
+    continues an answer (tool results, approvals) is checked by its start, which must then come first.
+    """
     tenant = _tenant_for(request, Scope.EXECUTE)
     target = agent_target_resolve(organization=tenant.organization, bundle=bundle, agent=agent)
     if isinstance(body, LightfastError):
@@ -211,7 +276,8 @@ def _start(request: HttpRequest, bundle: str, agent: str, body: Any) -> tuple[Ru
     chat_id = body.get("id")
     if chat_id is not None and not isinstance(chat_id, str):
         raise LightfastError(code="invalid_input", message="`id` must be a string.")
-    run = chat_run_start(
+    start = functools.partial(
+        chat_run_start,
         organization=tenant.organization,
         target=target,
         created_by=tenant.actor.user,
@@ -219,7 +285,14 @@ def _start(request: HttpRequest, bundle: str, agent: str, body: Any) -> tuple[Ru
         session_id=chat_id or None,
         trigger=body.get("trigger"),
     )
-    return run, tenant
+    after_head = chat_turn_check(
+        organization=tenant.organization,
+        target=target,
+        messages=body["messages"],
+        session_id=chat_id or None,
+        trigger=body.get("trigger"),
+    )
+    return start, tenant, after_head
 
 
 def _resumable(request: HttpRequest, body: Any) -> bool:
@@ -305,8 +378,18 @@ def chat_view(request: HttpRequest, bundle: str, agent: str) -> HttpResponseBase
             except LightfastError as exc:
                 body = exc  # refused after authentication, like any other refusal
             text_errors = _wants_text_errors(request, body)
-            run, tenant = _start(request, bundle, agent, body)
-            response = _stream(run.pk, 0, tenant, cancel_on_disconnect=not _resumable(request, body))
+            start, tenant, after_head = _prepare(request, bundle, agent, body)
+            cancel_on_disconnect = not _resumable(request, body)
+            if after_head:
+                # The head goes out now: the run starts on the stream's side (`_frames_after_start`).
+                response = StreamingHttpResponse(
+                    _frames_after_start(start, tenant, cancel_on_disconnect=cancel_on_disconnect),
+                    content_type="text/event-stream",
+                )
+                for name, value in STREAM_HEADERS.items():
+                    response[name] = value
+            else:
+                response = _stream(start().pk, 0, tenant, cancel_on_disconnect=cancel_on_disconnect)
         elif request.method == "GET":
             run_id, after, tenant = _resume_point(request, bundle, agent)
             response = _stream(run_id, after, tenant)

@@ -103,15 +103,40 @@ def web_server_default() -> str:
     return server
 
 
-def web_listen_socket(host: str, port: int) -> socket.socket:
-    """The listening socket every web process inherits and accepts on (the kernel spreads connections)."""
+def web_listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """`count` listening sockets on one address, one per web process (SO_REUSEPORT when several).
+
+    The kernel hands each new connection to one socket of the group by a hash of its addresses, so
+    connections spread evenly over the processes whatever each is doing. (With one socket shared by
+    every process, whichever process woke first accepted every pending connection at once: a burst
+    of 32 keep-alive clients split 25 / 7, and the busier process answered slower.) The launcher
+    keeps every socket open, so connections that arrive while a web process restarts wait in its
+    socket's queue for the new process. Only the same user can join the group.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host.strip("[]"), port))
-    sock.listen(LISTEN_BACKLOG)
-    sock.set_inheritable(True)
-    return sock
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(max(1, count)):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if count > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            # Port 0: the first socket's port is where the others join it.
+            sock.bind((host.strip("[]"), port))
+            port = int(sock.getsockname()[1])
+            sock.listen(LISTEN_BACKLOG)
+            sock.set_inheritable(True)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def web_listen_socket(host: str, port: int) -> socket.socket:
+    """One listening socket for web processes that share it (tests and benchmarks that start one)."""
+    return web_listen_sockets(host, port, 1)[0]
 
 
 _ADOPT_AS_SYSTEMD_SOCKET = """
@@ -227,7 +252,7 @@ class Launcher:
     # Defaults: LIGHTFAST_WEB_PROCESSES (the cores) and LIGHTFAST_WEB_SERVER (uvicorn).
     web_processes: int = field(default_factory=web_processes_default)
     web_server: str = field(default_factory=web_server_default)
-    listener: socket.socket | None = None
+    listeners: list[socket.socket] = field(default_factory=list)
     redis: EmbeddedRedis | None = None
     children: list[Child] = field(default_factory=list)
     stopping: threading.Event = field(default_factory=threading.Event)
@@ -254,15 +279,14 @@ class Launcher:
 
     def start_services(self) -> None:
         """Start the web processes and the Celery workers."""
-        # One listening socket, bound here and inherited by every web process: the processes take
-        # turns accepting (a busy one accepts less), and a web process that restarts finds the
-        # connections that queued meanwhile.
-        self.listener = web_listen_socket(self.host, self.port)
-        fd = self.listener.fileno()
-        for index in range(self.web_processes):
+        # One listening socket per web process, bound here (web_listen_sockets): a web process that
+        # restarts inherits its socket again and finds the connections that queued meanwhile.
+        self.listeners = web_listen_sockets(self.host, self.port, self.web_processes)
+        for index, listener in enumerate(self.listeners):
+            fd = listener.fileno()
             self.spawn(
                 f"web-{index + 1}",
-                web_server_argv(server=self.web_server, fd=fd, family=self.listener.family),
+                web_server_argv(server=self.web_server, fd=fd, family=listener.family),
                 pass_fds=(fd,),
             )
         for index in range(self.worker_processes):
@@ -319,9 +343,9 @@ class Launcher:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
-        if self.listener is not None:
-            self.listener.close()
-            self.listener = None
+        for listener in self.listeners:
+            listener.close()
+        self.listeners.clear()
         if self.redis is not None:
             self.redis.stop()
             self.redis = None

@@ -131,6 +131,34 @@ def quota_run_started(
                 )
 
 
+def quota_run_check(*, organization: Organization, now: datetime | None = None) -> None:
+    """Raise the QuotaExceeded `quota_run_started` would raise now, without taking anything (two reads).
+
+    For a caller that answers before it starts the run (the SSE chat sends its response head first):
+    a used-up quota is still refused with its status. `quota_run_started`, in the start's own
+    transaction, stays the authority: a start that loses the last slot to another meanwhile is
+    refused there.
+    """
+    start = period_start(now)
+    table, runs, cpu, tokens, org, period = _quoted(
+        MonthlyUsage, "runs", "sandbox_cpu_ms", "model_tokens", "organization", "period_start"
+    )
+    monthly = sql.fetch_one(
+        f"SELECT {runs}, {cpu}, {tokens} FROM {table} WHERE {org} = %s AND {period} = %s",  # noqa: S608
+        [organization.pk, sql.prep_value(MonthlyUsage, "period_start", start)],
+    )
+    for (name, _), used in zip(MONTHLY_COLUMNS.items(), monthly or (0, 0, 0), strict=True):
+        limit = int(getattr(organization, name))
+        if int(used) >= limit:
+            raise QuotaExceeded(quota=name, limit=limit, used=int(used), resets_at=period_resets_at(start))
+    usage_table, active, usage_org = _quoted(OrganizationUsage, "active_runs", "organization")
+    row = sql.fetch_one(f"SELECT {active} FROM {usage_table} WHERE {usage_org} = %s", [organization.pk])  # noqa: S608
+    used = int(row[0]) if row is not None else 0
+    limit = int(organization.concurrent_runs)
+    if used >= limit:
+        raise QuotaExceeded(quota=QUOTA_CONCURRENT_RUNS, limit=limit, used=used, resets_at=None)
+
+
 # The counter updates below run on every run start and end, so they are plain SQL (the ORM
 # compiling `filter().update(F() + 1)` cost more CPU than the statement itself); each is the
 # same conditional UPDATE the module docstring describes. Identifiers come from the models'

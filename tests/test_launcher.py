@@ -135,3 +135,37 @@ def test_a_child_that_exits_is_started_again_and_only_ctrl_c_stops_the_stack(
     assert result == [0]
     assert "flaky exited with status 3; starting it again in 0 s" in caplog.text
     assert "flaky exited with status 3; starting it again in 1 s" in caplog.text
+
+
+def test_web_processes_get_one_socket_each_and_the_kernel_spreads_connections_over_them() -> None:
+    import socket
+
+    from lightfast_cloud.launcher import web_listen_sockets
+
+    listeners = web_listen_sockets("127.0.0.1", 0, 2)
+    clients: list[socket.socket] = []
+    try:
+        ports = {listener.getsockname()[1] for listener in listeners}
+        assert len(ports) == 1, "every socket of the group listens on the one port"
+        port = ports.pop()
+        # A burst of connections, as keep-alive clients open them at once, before anyone accepts.
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(64)]
+        accepted = []
+        for listener in listeners:
+            listener.setblocking(False)
+            count = 0
+            while True:
+                try:
+                    connection, _ = listener.accept()
+                except BlockingIOError:
+                    break
+                connection.close()
+                count += 1
+            accepted.append(count)
+        # Each connection went to exactly one socket, and both got a share (by a hash of the
+        # addresses: all 64 on one socket has a probability of 2**-63).
+        assert sum(accepted) == 64
+        assert min(accepted) >= 8, accepted
+    finally:
+        for sock in [*clients, *listeners]:
+            sock.close()

@@ -3,6 +3,7 @@ session's history imported the first time the session is named."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -26,6 +27,7 @@ from execution.services.runs import run_cancel, run_start
 from execution.write_gate import write_transaction
 from lightfast_cloud.errors import LightfastError
 from organizations.models import Organization
+from organizations.quotas import quota_run_check
 
 MAX_TEXT_CHARS = 32_000
 
@@ -89,48 +91,20 @@ def chat_run_start(
     """
 
     limit: int = settings.LIGHTFAST_CHAT_MAX_MESSAGES
-    if trigger is not None and trigger not in TRIGGERS:
-        raise LightfastError(
-            code="invalid_input", message="`trigger` must be submit-message or regenerate-message."
+    turn = _chat_turn(messages=messages, text=text, session_id=session_id, trigger=trigger)
+    if turn is None:
+        # `addToolResult` / `addToolApprovalResponse` and then the AI SDK's automatic send: the
+        # client posts the chat again, its last message the answer with the calls answered.
+        assert messages is not None
+        return chat_run_continue(
+            organization=organization,
+            target=target,
+            created_by=created_by,
+            session_id=session_id,
+            responses=tool_responses_from_message(messages[-1]),
+            answer_id=ui_message_parse(messages[-1], check_size=False)[2],
         )
-    regenerate = trigger == "regenerate-message"
-    if messages is not None:
-        if not isinstance(messages, list) or not messages:
-            raise LightfastError(code="invalid_input", message="`messages` must be a non-empty list.")
-        parsed = [ui_message_parse(message, check_size=False) for message in messages]
-        role, parts, user_public_id = parsed[-1]
-        if role == "assistant" and not regenerate:
-            # `addToolResult` / `addToolApprovalResponse` and then the AI SDK's automatic send: the
-            # client posts the chat again, its last message the answer with the calls answered.
-            return chat_run_continue(
-                organization=organization,
-                target=target,
-                created_by=created_by,
-                session_id=session_id,
-                responses=tool_responses_from_message(messages[-1]),
-                answer_id=user_public_id,
-            )
-        if role != "user":
-            raise LightfastError(
-                code="invalid_input",
-                message="The last message must be the user's (or the assistant's, to send tool results).",
-            )
-        _check_text(parts)
-        history = parsed if regenerate else parsed[:-1]
-    else:
-        if not isinstance(text, str) or not text.strip():
-            raise LightfastError(code="invalid_input", message="Send `input` text or `messages`.")
-        if len(text) > MAX_TEXT_CHARS:
-            raise LightfastError(
-                code="invalid_input", message=f"`input` exceeds {MAX_TEXT_CHARS} characters."
-            )
-        parts, history, user_public_id = [{"type": "text", "text": text}], [], ""
-    if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 200):
-        raise LightfastError(
-            code="invalid_input", message="`session` must be a string of 1 to 200 characters."
-        )
-    if regenerate and session_id is None:
-        raise LightfastError(code="invalid_input", message="`regenerate-message` needs the chat `id`.")
+    parts, history, regenerate = turn.parts, turn.history, turn.regenerate
     # The write gate (SQLite) for the whole start: run_start's own transaction nests in this one.
     with write_transaction():
         session: ChatSession | None = None
@@ -161,9 +135,99 @@ def chat_run_start(
             session=session,
             parts=parts,
             regenerate=regenerate,
-            message_public_id=user_public_id,
+            message_public_id=turn.user_public_id,
             created_by=created_by,
         )
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """A user's turn as a chat request states it, checked without the database."""
+
+    parts: list[dict[str, Any]]
+    history: list[tuple[str, list[dict[str, Any]], str]]
+    user_public_id: str
+    regenerate: bool
+
+
+def _chat_turn(
+    *, messages: list[Any] | None, text: str | None, session_id: str | None, trigger: str | None
+) -> ChatTurn | None:
+    """The request's turn, or None when it continues an answer (its last message the assistant's).
+
+    Raises the LightfastError of a malformed request (`chat_run_start` documents the contract).
+    """
+    if trigger is not None and trigger not in TRIGGERS:
+        raise LightfastError(
+            code="invalid_input", message="`trigger` must be submit-message or regenerate-message."
+        )
+    regenerate = trigger == "regenerate-message"
+    if messages is not None:
+        if not isinstance(messages, list) or not messages:
+            raise LightfastError(code="invalid_input", message="`messages` must be a non-empty list.")
+        parsed = [ui_message_parse(message, check_size=False) for message in messages]
+        role, parts, user_public_id = parsed[-1]
+        if role == "assistant" and not regenerate:
+            return None
+        if role != "user":
+            raise LightfastError(
+                code="invalid_input",
+                message="The last message must be the user's (or the assistant's, to send tool results).",
+            )
+        _check_text(parts)
+        history = parsed if regenerate else parsed[:-1]
+    else:
+        if not isinstance(text, str) or not text.strip():
+            raise LightfastError(code="invalid_input", message="Send `input` text or `messages`.")
+        if len(text) > MAX_TEXT_CHARS:
+            raise LightfastError(
+                code="invalid_input", message=f"`input` exceeds {MAX_TEXT_CHARS} characters."
+            )
+        parts, history, user_public_id = [{"type": "text", "text": text}], [], ""
+    if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 200):
+        raise LightfastError(
+            code="invalid_input", message="`session` must be a string of 1 to 200 characters."
+        )
+    if regenerate and session_id is None:
+        raise LightfastError(code="invalid_input", message="`regenerate-message` needs the chat `id`.")
+    return ChatTurn(parts=parts, history=history, user_public_id=user_public_id, regenerate=regenerate)
+
+
+def chat_turn_check(
+    *,
+    organization: Organization,
+    target: AgentTarget,
+    messages: list[Any],
+    session_id: str | None,
+    trigger: str | None,
+) -> bool:
+    """Refuse now what `chat_run_start` would refuse for this `useChat` request; write nothing.
+
+    True for a user's turn: everything that refuses one is checked here as the database stands
+    (its text, the session's agent and length, the quotas), so a caller may answer before it calls
+    `chat_run_start`, which checks all of it again in its transaction (only a request that loses a
+    race meanwhile, such as the last run slot, is refused there). False for a request that continues
+    an answer: its checks need the stored answer, and only `chat_run_start` makes them.
+    """
+    turn = _chat_turn(messages=messages, text=None, session_id=session_id, trigger=trigger)
+    if turn is None:
+        return False
+    limit: int = settings.LIGHTFAST_CHAT_MAX_MESSAGES
+    session = session_get(organization=organization, public_id=session_id) if session_id is not None else None
+    if session is not None and session.agent != target.agent_id:
+        raise LightfastError(code="invalid_input", message="That session belongs to another agent.")
+    if session is None:
+        # A new chat imports the client's history.
+        _check_length(len(turn.history) + (0 if turn.regenerate else 1), limit)
+        for _, history_parts, _ in turn.history:
+            _check_text(history_parts)
+    elif trigger is not None:
+        # A known chat is made to follow the client's list: as many messages as it holds.
+        _check_length(len(turn.history) + (0 if turn.regenerate else 1), limit)
+    else:
+        _check_length(session.messages.count() + 1, limit)
+    quota_run_check(organization=organization)
+    return True
 
 
 def _check_text(parts: list[dict[str, Any]]) -> None:

@@ -157,3 +157,115 @@ def test_errors_are_json_and_other_tenants_get_404(alice: Any, bob: Any, asgi_se
     assert refused.status_code == 403 and refused.headers["content-type"].startswith("text/plain")
     assert refused.text == "This action needs the `execute` scope."
     assert refused.headers["x-lightfast-error"] == "permission_denied"
+
+
+def test_a_refused_turn_is_answered_before_the_head_with_its_status(alice: Any, asgi_server: Any) -> None:
+    """The head goes out before the run starts, so every refusal of a turn is checked before it."""
+    from execution.models import ChatSession, Run
+    from organizations.models import Organization
+
+    version = manifest_version(alice.organization)
+    ChatSession.objects.create(organization=alice.organization, agent="weather/other", public_id="theirs")
+    # The one run slot is taken by a queued run.
+    Organization.objects.filter(pk=alice.organization.pk).update(concurrent_runs=1)
+    alice.organization.refresh_from_db()
+    run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
+    headers = {"Authorization": f"Bearer {alice.keys['all']}", "Accept": "application/json"}
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
+        busy = client.post(CHAT, json=use_chat_body("hi", chat_id="new-chat"), headers=headers)
+        Organization.objects.filter(pk=alice.organization.pk).update(concurrent_runs=10)
+        other_agent = client.post(CHAT, json=use_chat_body("hi", chat_id="theirs"), headers=headers)
+    assert busy.status_code == 403, busy.text
+    assert busy.json()["error"]["type"] == "quota_exceeded"
+    assert busy.json()["error"]["detail"] == {
+        "quota": "concurrent_runs",
+        "limit": 1,
+        "used": 1,
+        "resets_at": None,
+    }
+    assert other_agent.status_code == 400, other_agent.text
+    assert other_agent.json()["error"]["message"] == "That session belongs to another agent."
+    assert Run.objects.count() == 1 and not ChatSession.objects.filter(public_id="new-chat").exists()
+
+
+def _stream_text(start: Any) -> str:
+    """What `_frames_after_start` streams for a start that never reaches the run's events."""
+    import asyncio
+    from typing import cast
+
+    from execution.sse import _frames_after_start
+
+    async def read() -> str:
+        frames = _frames_after_start(start, cast(Any, None), cancel_on_disconnect=True)
+        return "".join([text async for text in frames])
+
+    return asyncio.run(read())
+
+
+def test_a_start_refused_after_the_head_ends_the_stream_with_an_error_chunk() -> None:
+    """A turn that lost a race after its checks (the last run slot, the database gone) ends its stream
+    with the AI SDK's `error` chunk and `[DONE]`, the error classified."""
+    from django.db import OperationalError
+
+    from organizations.quotas import QuotaExceeded
+
+    def lost_the_slot() -> Any:
+        raise QuotaExceeded(quota="concurrent_runs", limit=1, used=1, resets_at=None)
+
+    def database_gone() -> Any:
+        raise OperationalError("connection refused")
+
+    refused = sse_events(_stream_text(lost_the_slot))
+    assert [event["data"] for event in refused][1:] == ["[DONE]"]
+    assert json.loads(refused[0]["data"]) == {
+        "type": "error",
+        "errorText": "quota_exceeded: Quota concurrent_runs exceeded: limit 1, used 1.",
+    }
+    unavailable = sse_events(_stream_text(database_gone))
+    assert json.loads(unavailable[0]["data"])["errorText"].startswith("service_unavailable: ")
+    assert unavailable[1] == {"data": "[DONE]"}
+
+
+def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -> None:
+    """The AI SDK's `stop()` right after the head: the start completes, and its run is cancelled."""
+    import asyncio
+    import threading
+    import time
+    from typing import cast
+
+    from execution.models import Run, RunStatus
+    from execution.sse import _frames_after_start
+
+    version = manifest_version(alice.organization)
+    release = threading.Event()
+    started: list[Any] = []
+
+    def slow_start() -> Any:
+        release.wait(10)
+        run = run_start(
+            organization=alice.organization, bundle_version=version, agent_key="weather", text="hi"
+        )
+        started.append(run)
+        return run
+
+    async def client_goes_away() -> None:
+        frames = _frames_after_start(slow_start, cast(Any, None), cancel_on_disconnect=True)
+        reading = asyncio.ensure_future(anext(frames))
+        await asyncio.sleep(0.2)
+        reading.cancel()  # what the server does when the client disconnects
+        try:
+            await reading
+        except asyncio.CancelledError:
+            pass
+        release.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if started and await asyncio.to_thread(
+                lambda: Run.objects.get(pk=started[0].pk).status == RunStatus.CANCELLED
+            ):
+                return
+        raise AssertionError("the run of the client that went away was not cancelled")
+
+    asyncio.run(client_goes_away())
+    assert Run.objects.get(pk=started[0].pk).error_type == "cancelled"
