@@ -18,6 +18,7 @@ class RunErrorSerializer(serializers.Serializer[Any]):
     type = serializers.CharField(help_text="`cancelled`, `timeout`, `provider_auth`, a sandbox error type…")
     message = serializers.CharField(help_text="Human-readable explanation, written by the platform.")
 
+
 class RunSerializer(serializers.ModelSerializer[Run]):
     """A run with its status, error and usage."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -31,7 +32,6 @@ from execution.selectors import agent_target_resolve, run_get, session_get
 from execution.services import chat_run_start, run_cancel
 from execution.services.chat import chat_turn_check
 from execution.stream import Notifications, StreamedEvent, is_private_chunk, run_event_batches
-from execution.write_gate import TRANSIENT_DATABASE_ERRORS
 from lightfast_cloud.api_errors import TEXT_ERROR_HEADER, api_exception_handler
 from lightfast_cloud.api_input import query_int, query_value
 from lightfast_cloud.errors import LightfastError, sse_error_chunk
@@ -108,18 +108,34 @@ def _cancel_in_background(run_id: uuid.UUID) -> None:
     cancelling.add_done_callback(_background.discard)
 
 
+def _notifications(run_id: uuid.UUID, tenant: Tenant) -> Notifications:
+    """One channel for the run's events and the credential groups."""
+    return Notifications(run_group_name(run_id), *tenant.connection_groups)
+
+
 async def _frames(
-    run_id: uuid.UUID, after: int, tenant: Tenant, *, cancel_on_disconnect: bool = False
+    run_id: uuid.UUID,
+    after: int,
+    tenant: Tenant,
+    *,
+    cancel_on_disconnect: bool = False,
+    subscribed: Notifications | None = None,
 ) -> AsyncIterator[str]:
     # One channel for the run's events and the credential groups: a message on a credential group
     # nudges the watch (it re-reads the database); the run's events arrive in batches, each written
-    # to the client as one chunk.
+    # to the client as one chunk. `subscribed`: that channel, joined before the run was created
+    # (this stream closes it), so the first database read is skipped.
     run_ref = str(run_id)
     watch = CredentialWatch(tenant)
-    notifications = Notifications(run_group_name(run_id), *tenant.connection_groups)
-    await notifications.subscribe()
+    notifications = subscribed or _notifications(run_id, tenant)
+    if subscribed is None:
+        await notifications.subscribe()
     batches = run_event_batches(
-        run_id, after=after, notifications=notifications, on_other_message=lambda _: watch.nudge()
+        run_id,
+        after=after,
+        notifications=notifications,
+        on_other_message=lambda _: watch.nudge(),
+        replay=subscribed is None,
     )
     revoked = asyncio.ensure_future(watch.revoked())
     following: asyncio.Future[Any] | None = None
@@ -193,36 +209,55 @@ _starts = ThreadPoolExecutor(max_workers=settings.LIGHTFAST_WEB_THREADS, thread_
 
 
 async def _frames_after_start(
-    start: Callable[[], Run], tenant: Tenant, *, cancel_on_disconnect: bool
+    start: Callable[..., Run], tenant: Tenant, *, cancel_on_disconnect: bool
 ) -> AsyncIterator[str]:
-    """Start the run (`start`, whose request was checked whole before the head went out), then stream it.
+    """Start the run (`start(run_id=)`, its request checked whole before the head went out), then stream it.
 
-    A start refused in its own transaction (the request lost a race meanwhile, such as the last run
-    slot) or failed by the database ends the stream with an `error` chunk. A client that goes away
-    while the run starts gets it cancelled once it exists, as any run whose client went away.
+    The stream joins the run's group before the run exists (its id is chosen here), so it reads no
+    events from the database that cannot be there yet. A start refused in its own transaction (the
+    request lost a race meanwhile, such as the last run slot) or failed by the database ends the
+    stream with an `error` chunk. A client that goes away while its run starts gets the run
+    cancelled once it exists, as any run whose client went away.
     """
-    starting = asyncio.ensure_future(
-        database_sync_to_async(start, thread_sensitive=False, executor=_starts)()
-    )
+    run_id = uuid.uuid4()
+    notifications = _notifications(run_id, tenant)
+    starting: asyncio.Future[Run] | None = None
+    error: LightfastError | None = None
+    handed_over = False
     try:
-        run: Run = await asyncio.shield(starting)
+        await notifications.subscribe()
+        starting = asyncio.ensure_future(
+            database_sync_to_async(
+                functools.partial(start, run_id=run_id), thread_sensitive=False, executor=_starts
+            )()
+        )
+        await asyncio.shield(starting)
+        handed_over = True  # to `_frames`, which closes the subscription
     except asyncio.CancelledError:
-        if cancel_on_disconnect:
+        if cancel_on_disconnect and starting is not None:
             starting.add_done_callback(_cancel_once_started)
         raise
     except LightfastError as exc:
-        yield f"data: {json.dumps(sse_error_chunk(exc), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
+        error = exc
+    except (OperationalError, InterfaceError) as exc:
+        error = _database_unavailable(exc)
+    finally:
+        if not handed_over:
+            await asyncio.shield(notifications.close())
+    if error is not None:
+        yield f"data: {json.dumps(sse_error_chunk(error), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
         return
-    except TRANSIENT_DATABASE_ERRORS as exc:
-        logger.warning("database unreachable for a chat start: %s", exc)
-        unavailable = LightfastError(
-            code="service_unavailable",
-            message="The database is unreachable at the moment; try again shortly.",
-        )
-        yield f"data: {json.dumps(sse_error_chunk(unavailable), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
-        return
-    async for text in _frames(run.pk, 0, tenant, cancel_on_disconnect=cancel_on_disconnect):
+    async for text in _frames(
+        run_id, 0, tenant, cancel_on_disconnect=cancel_on_disconnect, subscribed=notifications
+    ):
         yield text
+
+
+def _database_unavailable(exc: Exception) -> LightfastError:
+    logger.warning("database unreachable for a chat start: %s", exc)
+    return LightfastError(
+        code="service_unavailable", message="The database is unreachable at the moment; try again shortly."
+    )
 
 
 def _cancel_once_started(starting: asyncio.Future[Any]) -> None:

@@ -131,21 +131,31 @@ async def run_event_batches(
     after: int = 0,
     notifications: Notifications | None = None,
     on_other_message: Callable[[dict[str, Any]], None] | None = None,
+    replay: bool = True,
 ) -> AsyncGenerator[list[StreamedEvent], None]:
     """The events of `run_event_stream`, in the batches they arrive in (one database read, one notification).
 
     A transport that writes a batch at once (an SSE stream) sends one chunk instead of one per event.
     `notifications`: a subscription the caller opened (and closes) that includes the run's group;
     its messages that are not run events go to `on_other_message` (a credential change, say).
+    `replay=False` skips the first database read, for a run whose group that subscription joined
+    before the run was created (none of its events can have been published before).
     """
     own = notifications is None
     if notifications is None:
         notifications = Notifications(run_group_name(run_id))
         await notifications.subscribe()
     last = after
+    read = replay
     try:
         while True:
-            events, ended = await _events_after(run_id, last)
+            if not read:
+                # Nothing stored yet: straight to the notifications (a gap or a quiet second reads).
+                read = True
+                events: list[StreamedEvent] = []
+                ended = False
+            else:
+                events, ended = await _events_after(run_id, last)
             batch: list[StreamedEvent] = []
             for event in events:
                 last = event.seq

@@ -3,6 +3,7 @@ session's history imported the first time the session is named."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +75,7 @@ def chat_run_start(
     messages: list[Any] | None = None,
     session_id: str | None = None,
     trigger: str | None = None,
+    run_id: uuid.UUID | None = None,
 ) -> Run:
     """Start a chat run from a text or from a `useChat`-style message list (the last one is the user's turn).
 
@@ -86,7 +88,8 @@ def chat_run_start(
     A chat has one stream: a new turn cancels the session's runs still going; a cancelled run's
     answer stays in the history only when the client kept it. A list that ends with the assistant's
     message continues that answer with the client's tool results and approval responses
-    (`chat_tools.chat_run_continue`). Turn starts of one chat are serial (`chat_session_lock`).
+    (`chat_tools.chat_run_continue`; `run_id` names the run of a user's turn only). Turn starts of
+    one chat are serial (`chat_session_lock`).
     Every refusal is a LightfastError, a used-up quota (`QuotaExceeded`) included.
     """
 
@@ -137,6 +140,7 @@ def chat_run_start(
             regenerate=regenerate,
             message_public_id=turn.user_public_id,
             created_by=created_by,
+            run_id=run_id,
         )
 
 

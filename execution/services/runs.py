@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -82,8 +83,9 @@ def run_start(
     regenerate: bool = False,
     message_public_id: str = "",
     continue_message: str = "",
+    run_id: uuid.UUID | None = None,
 ) -> Run:
-    """Create a queued run and enqueue `execute_run` once the transaction commits.
+    """Create a queued run (with the id `run_id` when given); enqueue `execute_run` once committed.
 
     Chat runs (no `tool`) append the user's message (`text` or UI `parts`) to `session`
     (a new session when None) and answer it with the agent loop; `regenerate` appends no
@@ -137,6 +139,8 @@ def run_start(
         created_by=created_by,
         backend=settings.LIGHTFAST_SANDBOX_BACKEND,
     )
+    if run_id is not None:
+        run.id = run_id  # a caller that listens for the run's events before it exists
     run_insert = statements.insert(run)
     message = (
         PreparedMessage(

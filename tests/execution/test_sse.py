@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -196,7 +197,8 @@ def _stream_text(start: Any) -> str:
     from execution.sse import _frames_after_start
 
     async def read() -> str:
-        frames = _frames_after_start(start, cast(Any, None), cancel_on_disconnect=True)
+        tenant = cast(Any, SimpleNamespace(connection_groups=()))
+        frames = _frames_after_start(start, tenant, cancel_on_disconnect=True)
         return "".join([text async for text in frames])
 
     return asyncio.run(read())
@@ -209,10 +211,10 @@ def test_a_start_refused_after_the_head_ends_the_stream_with_an_error_chunk() ->
 
     from organizations.quotas import QuotaExceeded
 
-    def lost_the_slot() -> Any:
+    def lost_the_slot(run_id: Any) -> Any:
         raise QuotaExceeded(quota="concurrent_runs", limit=1, used=1, resets_at=None)
 
-    def database_gone() -> Any:
+    def database_gone(run_id: Any) -> Any:
         raise OperationalError("connection refused")
 
     refused = sse_events(_stream_text(lost_the_slot))
@@ -240,7 +242,7 @@ def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -
     release = threading.Event()
     started: list[Any] = []
 
-    def slow_start() -> Any:
+    def slow_start(run_id: Any) -> Any:
         release.wait(10)
         run = run_start(
             organization=alice.organization, bundle_version=version, agent_key="weather", text="hi"
@@ -249,7 +251,8 @@ def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -
         return run
 
     async def client_goes_away() -> None:
-        frames = _frames_after_start(slow_start, cast(Any, None), cancel_on_disconnect=True)
+        tenant = cast(Any, SimpleNamespace(connection_groups=()))
+        frames = _frames_after_start(slow_start, tenant, cancel_on_disconnect=True)
         reading = asyncio.ensure_future(anext(frames))
         await asyncio.sleep(0.2)
         reading.cancel()  # what the server does when the client disconnects
