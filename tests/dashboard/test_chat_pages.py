@@ -4,7 +4,10 @@ chats 404; and the chat endpoint as the page calls it, with the session cookie a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 from typing import Any
 
 import pytest
@@ -106,6 +109,7 @@ def test_viewers_read_chats_but_cannot_send(alice: Any, member_client: Any) -> N
     assert 'id="chat-send" disabled' in html
 
 
+@pytest.mark.django_db(transaction=True)  # the run starts on a thread of its own as the stream is read
 def test_the_chat_endpoint_takes_the_pages_session_and_csrf_header(alice: Any) -> None:
     """What chat.js sends: the session cookie, X-CSRFToken and X-Organization; the JSON body read first."""
     manifest_version(alice.organization, manifest=None)
@@ -129,4 +133,17 @@ def test_the_chat_endpoint_takes_the_pages_session_and_csrf_header(alice: Any) -
         headers={**headers, "X-CSRFToken": token},
     )
     assert accepted.status_code == 200 and accepted["Content-Type"] == "text/event-stream"
-    assert Run.objects.filter(organization=alice.organization, session__public_id="csrf-chat").exists()
+    # The head goes out once the turn is checked; the run starts as the stream is read.
+    started = Run.objects.filter(organization=alice.organization, session__public_id="csrf-chat")
+
+    async def read_until_the_run_exists() -> None:
+        reading = asyncio.ensure_future(anext(accepted.streaming_content))
+        deadline = time.monotonic() + 10
+        while not await asyncio.to_thread(started.exists) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        reading.cancel()  # a client that goes away (the body said it resumes: the run goes on)
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+
+    asyncio.run(read_until_the_run_exists())
+    assert started.get().status == RunStatus.QUEUED
