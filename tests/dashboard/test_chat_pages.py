@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from django.http import StreamingHttpResponse
 from django.test import Client
 
 from agents.models import BundleVersion
@@ -135,6 +136,8 @@ def test_the_chat_endpoint_takes_the_pages_session_and_csrf_header(alice: Any) -
     assert accepted.status_code == 200 and accepted["Content-Type"] == "text/event-stream"
     # The head goes out once the turn is checked; the run starts as the stream is read.
     started = Run.objects.filter(organization=alice.organization, session__public_id="csrf-chat")
+
+    assert isinstance(accepted, StreamingHttpResponse)
 
     async def read_until_the_run_exists() -> None:
         reading = asyncio.ensure_future(anext(accepted.streaming_content))
