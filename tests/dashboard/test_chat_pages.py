@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
 from django.test import Client
 
@@ -142,7 +143,7 @@ def test_the_chat_endpoint_takes_the_pages_session_and_csrf_header(alice: Any) -
     async def read_until_the_run_exists() -> None:
         reading = asyncio.ensure_future(anext(accepted.streaming_content))
         deadline = time.monotonic() + 10
-        while not await asyncio.to_thread(started.exists) and time.monotonic() < deadline:
+        while not await database_sync_to_async(started.exists)() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         reading.cancel()  # a client that goes away (the body said it resumes: the run goes on)
         with contextlib.suppress(asyncio.CancelledError):

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from channels.db import database_sync_to_async
 
 from execution.events import event_append_many
 from execution.selectors import run_events_after
@@ -264,9 +265,9 @@ def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            if started and await asyncio.to_thread(
+            if started and await database_sync_to_async(
                 lambda: Run.objects.get(pk=started[0].pk).status == RunStatus.CANCELLED
-            ):
+            )():
                 return
         raise AssertionError("the run of the client that went away was not cancelled")
 
