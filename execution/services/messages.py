@@ -28,14 +28,20 @@ def chat_session_lock(*, organization: Organization, public_id: str) -> None:
     its run; two at once would interleave those writes. On PostgreSQL a transaction-level advisory
     lock keyed by the organization and the chat id (so it also covers a chat not created yet) makes
     the second wait for the first's commit. It is taken before the session row is read and before
-    any row lock, and run endings never take it, so it adds no lock-order cycle. On SQLite the write
+    any row lock; a chat run's ending that writes its answer takes it first too (a turn starting
+    meanwhile imports or drops that answer), so it adds no lock-order cycle. On SQLite the write
     gate (`write_transaction`) already serialises every writer.
     """
+    chat_session_lock_of(organization_id=organization.pk, public_id=public_id)
+
+
+def chat_session_lock_of(*, organization_id: int, public_id: str) -> None:
+    """`chat_session_lock` by the organization's id (a run's ending: `run_execution._run_finish_commit`)."""
     if connection.vendor != "postgresql":
         return
     if not connection.in_atomic_block:
         raise RuntimeError("chat_session_lock outside a transaction would release at once")
-    digest = hashlib.blake2b(f"chat:{organization.pk}:{public_id}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(f"chat:{organization_id}:{public_id}".encode(), digest_size=8).digest()
     sql.fetch_one("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
 
 

@@ -31,7 +31,7 @@ from execution.models import (
 )
 from execution.providers.base import CancelToken, ProviderError, ToolCall
 from execution.sandbox.errors import SandboxError
-from execution.services.messages import PreparedMessage
+from execution.services.messages import PreparedMessage, chat_session_lock_of
 from execution.services.runs import run_status_event
 from execution.supervision import CANCELLED, TIMEOUT, WORKER_LOST, supervisor
 from execution.write_gate import TRANSIENT_DATABASE_ERRORS, DatabaseRetries, read_retrying, write_transaction
@@ -360,28 +360,37 @@ def _run_finish_commit(
     # Stamped with the run's start, so the answer follows its own question in the history even
     # when a later turn was written first; dropped when a later turn truncated it away. A run that
     # continued an answer (client tool results, approvals) writes that message's parts in place.
+    session = run.session if parts else None  # a chat run with an answer to write
     message = (
         PreparedMessage(
-            session=run.session,
+            session=session,
             role=MessageRole.ASSISTANT,
             parts=parts,
             run=run,
             public_id=turn.message_id,
             created_at=run.created_at,
         )
-        if run.session is not None and parts and not continued and not _answer_discarded(run)
+        if session is not None and not continued
         else None
     )
     with write_transaction():
+        if session is not None:
+            # Serial with the chat's turn starts, which import or drop this answer (on PostgreSQL
+            # the chat's advisory lock, taken first, as the turn starts take it): an answer a turn
+            # imported from the client meanwhile is then found and updated, never inserted twice.
+            chat_session_lock_of(organization_id=run.organization_id, public_id=session.public_id)
         if update.execute() is None:
             # The reaper ended it (or re-queued it for another attempt) first and wrote its own
             # events; nothing of this attempt may follow them.
             return
-        if continued and parts and run.session is not None and not _answer_discarded(run):
-            # (No parts: the run ended before it read the answer, which then stays as it was.)
-            Message.objects.filter(session_id=run.session_id, public_id=turn.message_id).update(parts=parts)
-        elif message is not None and not _answer_replaced(run, parts, turn.message_id):
-            message.execute()
+        if session is not None and not _answer_discarded(run):
+            if continued:
+                # (No parts: the run ended before it read the answer, which then stays as it was.)
+                Message.objects.filter(session_id=run.session_id, public_id=turn.message_id).update(
+                    parts=parts
+                )
+            elif message is not None and not _answer_replaced(run, parts, turn.message_id):
+                message.execute()
         # Last, so the organization's hot counter rows stay locked only until the commit.
         quota_run_released(
             organization_id=run.organization_id,
