@@ -66,7 +66,7 @@ class RunSupervisor:
                 self._held.pop(run_id, None)
 
     def _loop(self) -> None:
-        next_heartbeat = 0.0
+        last_heartbeat = float("-inf")
         outage = Outage("run supervision (database)", logger=logger, max_delay_s=MAX_BACKOFF_S)
         while True:
             time.sleep(POLL_S)
@@ -80,12 +80,13 @@ class RunSupervisor:
                     held_run.token.cancel(TIMEOUT)
             try:
                 self._poll_cancels(held)
-                if now >= next_heartbeat:
+                # The interval is read on every poll, so a changed setting applies at once.
+                if now >= last_heartbeat + settings.LIGHTFAST_RUN_HEARTBEAT_S:
                     self._heartbeat(held, now)
-                    next_heartbeat = now + settings.LIGHTFAST_RUN_HEARTBEAT_S
+                    last_heartbeat = now
             except Exception as exc:  # noqa: BLE001 - the thread outlives any failure: the runs it holds need it
                 # Keep supervising (deadlines above need no database); heartbeat as soon as it is back.
-                next_heartbeat = 0.0
+                last_heartbeat = float("-inf")
                 time.sleep(outage.failed(exc))
             else:
                 outage.recovered()

@@ -314,6 +314,8 @@ def test_a_live_run_is_heartbeated_and_never_reaped(
     from execution.services import run_reap_lost
 
     settings.LIGHTFAST_RUN_HEARTBEAT_S = 0.2
+    # The hanging model call must outlast the wait for a heartbeat, the reaper and the cancel.
+    settings.LIGHTFAST_MODEL_TIMEOUT_S = 30.0
     version = manifest_version(alice.organization)
     run = run_start(
         organization=alice.organization, bundle_version=version, agent_key="weather", text="#hang"
