@@ -9,6 +9,7 @@ with REDIS_URL set (CI's second pass) it uses that server.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from django.conf import settings
 
 from lightfast_cloud.embedded_redis import EmbeddedRedis, start_embedded_redis
-from tests.services import CeleryWorker, start_celery_worker
+from tests.services import CeleryWorker, SharedServices, nothing_in_flight, start_celery_worker
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,24 +91,59 @@ def _openapi_validated_responses(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def media_root(settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A media directory of this test's own, also for a Celery worker or web server the test starts."""
-    root = tmp_path / "media"
-    root.mkdir()
+def media_root(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty media directory for this test, also for a Celery worker or web server the test starts.
+
+    The same path for every test (emptied before each), so that consecutive tests can share their
+    service processes (`shared_services`).
+    """
+    root = settings.DATA_DIR / "test-media"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
     settings.MEDIA_ROOT = str(root)
     # Service processes read their settings from the environment (tests/services.py copies os.environ).
     monkeypatch.setenv("LIGHTFAST_MEDIA_ROOT", str(root))
     return root
 
 
+# The fixtures that take their process from `shared_services`, by kind.
+SHARED_SERVICE_FIXTURES = {"celery_worker": "celery_worker", "asgi_server": "asgi_server"}
+
+
+@pytest.fixture(scope="session")
+def shared_services() -> Iterator[SharedServices]:
+    """Service processes handed from test to test (tests/services.py: SharedServices)."""
+    services = SharedServices()
+    try:
+        yield services
+    finally:
+        services.close()
+
+
+@pytest.fixture(autouse=True)
+def _shared_services_wanted(request: pytest.FixtureRequest, shared_services: SharedServices) -> None:
+    """Before a test: stop the shared processes it does not ask for."""
+    shared_services.keep_only(
+        kind for fixture, kind in SHARED_SERVICE_FIXTURES.items() if fixture in request.fixturenames
+    )
+
+
 @pytest.fixture
-def celery_worker(transactional_db: None, redis_server: str) -> Iterator[CeleryWorker]:
+def celery_worker(
+    transactional_db: None, redis_server: str, shared_services: SharedServices
+) -> Iterator[CeleryWorker]:
     """A real Celery worker process on the test database and the test redis."""
-    worker = start_celery_worker()
+    worker: CeleryWorker = shared_services.take("celery_worker", start_celery_worker)
+    reusable = False
     try:
         yield worker
+        try:
+            reusable = nothing_in_flight()
+        except Exception:  # noqa: BLE001 - a database a fault test broke: the worker is not handed on
+            reusable = False
     finally:
-        worker.stop()
+        # Before the database is emptied (transactional_db's teardown comes after this one).
+        shared_services.give_back("celery_worker", worker, reusable=reusable)
 
 
 # --- tenancy: Alice's and Bob's organizations, the `api` client (tests/fixtures_tenancy.py) ---

@@ -7,9 +7,10 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection
@@ -126,3 +127,87 @@ def start_celery_worker(queues: str = "runs,introspect,default", timeout: float 
         return worker
     worker.stop()
     raise RuntimeError(f"celery worker did not answer within {timeout} s")
+
+
+class Service(Protocol):
+    """A service process a test starts: its process, and a way to stop it."""
+
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None: ...
+
+
+# Set by pytest in the test process: no difference between two service processes.
+_NOT_CONFIGURATION = ("PYTEST_CURRENT_TEST",)
+
+
+def service_configuration() -> tuple[tuple[str, str], ...]:
+    """What a service process started now would be given: its environment (`service_env`)."""
+    return tuple(
+        sorted((name, value) for name, value in service_env().items() if name not in _NOT_CONFIGURATION)
+    )
+
+
+@dataclass
+class _Held:
+    configuration: tuple[tuple[str, str], ...]
+    service: Service
+
+
+class SharedServices:
+    """Service processes handed from one test to the next when the next would start the same one.
+
+    A Celery worker or a web process takes 1-2 s to start; consecutive tests that ask for one with
+    the same environment (`service_configuration`: the test database, the media directory, the
+    model provider…) get the previous test's. A process is handed on only while it runs, when its
+    test left nothing in flight (`give_back(reusable=)`), and only to the next test if that test
+    asks for it: a test that does not starts with none of them running (an idle worker would
+    take its queued runs).
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[str, _Held] = {}
+        self._taken: dict[int, _Held] = {}
+
+    def take(self, kind: str, start: Callable[[], Any]) -> Any:
+        """The held `kind` process when it was started with the present configuration, else a new one."""
+        configuration = service_configuration()
+        held = self._held.pop(kind, None)
+        if held is not None and (
+            held.configuration != configuration or held.service.process.poll() is not None
+        ):
+            held.service.stop()
+            held = None
+        if held is None:
+            held = _Held(configuration, start())
+        self._taken[id(held.service)] = held
+        return held.service
+
+    def give_back(self, kind: str, service: Service, *, reusable: bool) -> None:
+        """Hand the process on to the next test, or stop it."""
+        held = self._taken.pop(id(service))
+        if reusable and service.process.poll() is None:
+            self._held[kind] = held
+        else:
+            service.stop()
+
+    def keep_only(self, kinds: Iterable[str]) -> None:
+        """Stop the held processes of other kinds (the coming test does not ask for them)."""
+        wanted = set(kinds)
+        for kind in [kind for kind in self._held if kind not in wanted]:
+            self._held.pop(kind).service.stop()
+
+    def close(self) -> None:
+        """Stop every held process."""
+        self.keep_only(())
+
+
+def nothing_in_flight() -> bool:
+    """No run queued or running and no version being introspected: a worker has nothing left to do."""
+    from agents.models import BundleVersion, VersionStatus
+    from execution.models import Run, RunStatus
+
+    return not (
+        Run.objects.filter(status__in=(RunStatus.QUEUED, RunStatus.RUNNING)).exists()
+        or BundleVersion.objects.filter(status=VersionStatus.VALIDATING).exists()
+    )

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from lightfast_cloud.launcher import web_listen_socket, web_server_argv, web_server_default
-from tests.services import spawn_service, stop_group, wait_ready
+from tests.services import SharedServices, spawn_service, stop_group, wait_ready
 
 
 @dataclass
@@ -69,13 +69,17 @@ def start_asgi_server(timeout: float = 30.0) -> AsgiServer:
 
 
 @pytest.fixture(name="asgi_server")
-def asgi_server_fixture(transactional_db: None, redis_server: str, media_root: Any) -> Iterator[AsgiServer]:
+def asgi_server_fixture(
+    transactional_db: None, redis_server: str, media_root: Any, shared_services: SharedServices
+) -> Iterator[AsgiServer]:
     """A real web server on the test database (started after media_root so it sees the same files)."""
-    server = start_asgi_server()
+    server: AsgiServer = shared_services.take("asgi_server", start_asgi_server)
+    reusable = False
     try:
         yield server
+        reusable = True
     finally:
-        server.stop()
+        shared_services.give_back("asgi_server", server, reusable=reusable)
 
 
 def key_protocols(key: str) -> list[str]:
