@@ -573,7 +573,9 @@ class LocalJailBackend:
                     break
                 else:
                     raise ProtocolError(f"unexpected {kind!r} frame for call {call_id}")
-        except PeerClosed as exc:
+        except (PeerClosed, BrokenPipeError, ConnectionResetError) as exc:
+            # The other end is gone, whether reading or writing to it found out (EPIPE): a
+            # zygote's worker says how it died.
             if isinstance(channel, _Zygote):
                 raise self._zygote_lost(channel) from exc
             self._discard(channel)
