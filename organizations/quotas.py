@@ -132,7 +132,7 @@ def quota_run_started(
 
 
 def quota_run_check(*, organization: Organization, now: datetime | None = None) -> None:
-    """Raise the QuotaExceeded `quota_run_started` would raise now, without taking anything (two reads).
+    """Raise the QuotaExceeded `quota_run_started` would raise now, without taking anything (one read).
 
     For a caller that answers before it starts the run (the SSE chat sends its response head first):
     a used-up quota is still refused with its status. `quota_run_started`, in the start's own
@@ -143,20 +143,23 @@ def quota_run_check(*, organization: Organization, now: datetime | None = None) 
     table, runs, cpu, tokens, org, period = _quoted(
         MonthlyUsage, "runs", "sandbox_cpu_ms", "model_tokens", "organization", "period_start"
     )
-    monthly = sql.fetch_one(
-        f"SELECT {runs}, {cpu}, {tokens} FROM {table} WHERE {org} = %s AND {period} = %s",  # noqa: S608
-        [organization.pk, sql.prep_value(MonthlyUsage, "period_start", start)],
-    )
-    for (name, _), used in zip(MONTHLY_COLUMNS.items(), monthly or (0, 0, 0), strict=True):
-        limit = int(getattr(organization, name))
-        if int(used) >= limit:
-            raise QuotaExceeded(quota=name, limit=limit, used=int(used), resets_at=period_resets_at(start))
     usage_table, active, usage_org = _quoted(OrganizationUsage, "active_runs", "organization")
-    row = sql.fetch_one(f"SELECT {active} FROM {usage_table} WHERE {usage_org} = %s", [organization.pk])  # noqa: S608
-    used = int(row[0]) if row is not None else 0
+    # One statement: the period's counters (none before its first run) and the running runs.
+    row = sql.fetch_one(
+        f"SELECT {runs}, {cpu}, {tokens}, (SELECT {active} FROM {usage_table} WHERE {usage_org} = %s)"  # noqa: S608
+        f" FROM (SELECT 1) AS one LEFT JOIN {table} ON {org} = %s AND {period} = %s",
+        [organization.pk, organization.pk, sql.prep_value(MonthlyUsage, "period_start", start)],
+    ) or (0, 0, 0, 0)
+    for (name, _), used in zip(MONTHLY_COLUMNS.items(), row[:3], strict=True):
+        limit = int(getattr(organization, name))
+        if int(used or 0) >= limit:
+            raise QuotaExceeded(
+                quota=name, limit=limit, used=int(used or 0), resets_at=period_resets_at(start)
+            )
+    running = int(row[3] or 0)
     limit = int(organization.concurrent_runs)
-    if used >= limit:
-        raise QuotaExceeded(quota=QUOTA_CONCURRENT_RUNS, limit=limit, used=used, resets_at=None)
+    if running >= limit:
+        raise QuotaExceeded(quota=QUOTA_CONCURRENT_RUNS, limit=limit, used=running, resets_at=None)
 
 
 # The counter updates below run on every run start and end, so they are plain SQL (the ORM

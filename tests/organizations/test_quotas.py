@@ -14,7 +14,7 @@ from django.utils import timezone
 from execution.models import Run, RunStatus
 from execution.services import run_cancel, run_execute, run_reap_lost, run_start
 from organizations.models import Organization, OrganizationUsage
-from organizations.quotas import QuotaExceeded, quota_usage
+from organizations.quotas import QuotaExceeded, quota_run_check, quota_usage
 from tests.bundles import manifest_version
 
 
@@ -147,6 +147,27 @@ def test_monthly_cpu_and_token_quotas_refuse_new_runs(alice):
     # The refused start left no run and took no slot.
     assert Run.objects.filter(organization=alice.organization).count() == 1
     assert _active(alice.organization) == 0
+
+
+def test_the_read_only_check_refuses_what_a_start_would_refuse(alice):
+    """`quota_run_check` (the SSE chat's check before its head): the same quota, limit and use."""
+    organization = alice.organization
+    version = manifest_version(organization)
+    quota_run_check(organization=organization)  # no usage row of the period or of running runs yet
+    _limits(organization, concurrent_runs=1)
+    _start(organization, version)
+    for quota, limits in (
+        ("concurrent_runs", {}),
+        ("runs_per_month", {"runs_per_month": 1}),
+    ):
+        _limits(organization, **limits)
+        with pytest.raises(QuotaExceeded) as checked:
+            quota_run_check(organization=organization)
+        with pytest.raises(QuotaExceeded) as started:
+            _start(organization, version)
+        assert checked.value.quota == started.value.quota == quota
+        assert checked.value.detail == started.value.detail
+    assert Run.objects.filter(organization=organization).count() == 1
 
 
 def test_per_run_wall_limit_is_bounded_by_the_platform_maximum(alice, settings):
