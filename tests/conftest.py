@@ -9,6 +9,7 @@ with REDIS_URL set (CI's second pass) it uses that server.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,15 @@ from django.conf import settings
 
 from lightfast_cloud.embedded_redis import EmbeddedRedis, start_embedded_redis
 from tests.services import CeleryWorker, SharedServices, nothing_in_flight, start_celery_worker
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_logging_tracebacks_after_the_session() -> Iterator[None]:
+    """Daemon threads of the test process (the SQLite WAL checkpointer) may log after pytest closed
+    the streams its log handlers write to: such a record is dropped instead of printed as a
+    `--- Logging error ---` traceback at the end of the run."""
+    yield
+    logging.raiseExceptions = False
 
 
 @pytest.fixture(scope="session", autouse=True)
