@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -115,9 +116,10 @@ def web_listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets: list[socket.socket] = []
-    try:
+    with contextlib.ExitStack() as bound:
         for _ in range(max(1, count)):
             sock = socket.socket(family, socket.SOCK_STREAM)
+            bound.callback(sock.close)  # closed if a later step fails
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if count > 1:
@@ -127,10 +129,7 @@ def web_listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             port = int(sock.getsockname()[1])
             sock.listen(LISTEN_BACKLOG)
             sock.set_inheritable(True)
-    except BaseException:
-        for sock in sockets:
-            sock.close()
-        raise
+        bound.pop_all()  # all bound: the caller keeps them open
     return sockets
 
 

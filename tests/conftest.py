@@ -116,8 +116,8 @@ def media_root(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-# The fixtures that take their process from `shared_services`, by kind.
-SHARED_SERVICE_FIXTURES = {"celery_worker": "celery_worker", "asgi_server": "asgi_server"}
+# The fixtures that take their process from `shared_services` (each fixture's name is its kind).
+SHARED_SERVICE_FIXTURES = ("celery_worker", "asgi_server")
 
 
 @pytest.fixture(scope="session")
@@ -133,9 +133,7 @@ def shared_services() -> Iterator[SharedServices]:
 @pytest.fixture(autouse=True)
 def _shared_services_wanted(request: pytest.FixtureRequest, shared_services: SharedServices) -> None:
     """Before a test: stop the shared processes it does not ask for."""
-    shared_services.keep_only(
-        kind for fixture, kind in SHARED_SERVICE_FIXTURES.items() if fixture in request.fixturenames
-    )
+    shared_services.keep_only(kind for kind in SHARED_SERVICE_FIXTURES if kind in request.fixturenames)
 
 
 @pytest.fixture
