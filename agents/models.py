@@ -144,7 +144,9 @@ class BundleVersion(models.Model):
     """One uploaded file of a bundle, its transformed script and the manifest introspection produced."""
 
     organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="bundle_versions")
-    bundle = models.ForeignKey(Bundle, on_delete=models.CASCADE, related_name="versions")
+    # No index of its own: `bundleversion_unique_number` starts with it (why: execution/models.py,
+    # ChatSession).
+    bundle = models.ForeignKey(Bundle, on_delete=models.CASCADE, related_name="versions", db_index=False)
     number = models.PositiveIntegerField()
     sha256 = models.CharField(max_length=64)
     size_bytes = models.PositiveBigIntegerField()

@@ -143,7 +143,11 @@ ROLE_SCOPES: dict[str, frozenset[str]] = {
 class Membership(models.Model):
     """A user's role in one organization."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    # A foreign key whose column leads a composite index or unique constraint has no index of its own
+    # (here and below; why: execution/models.py, ChatSession).
+    organization = models.ForeignKey(  # indexed by `membership_unique_user`
+        Organization, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -233,8 +237,13 @@ class AuditLogEntryImmutable(Exception):
 class AuditLog(models.Model):
     """One recorded action: who did what to which object in which organization, and why."""
 
-    organization = models.ForeignKey(
-        Organization, null=True, blank=True, on_delete=models.SET_NULL, related_name="audit_log"
+    organization = models.ForeignKey(  # indexed by `auditlog_org_created`
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_log",
+        db_index=False,
     )
     actor_type = models.CharField(max_length=10, choices=ActorType.choices)
     actor_user = models.ForeignKey(
@@ -286,7 +295,9 @@ class OrganizationVariable(models.Model):
     after it is written; sending it to a new host or in another header needs the value again.
     """
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="variables")
+    organization = models.ForeignKey(  # indexed by `variable_unique_key`
+        Organization, on_delete=models.CASCADE, related_name="variables", db_index=False
+    )
     key = models.CharField(
         max_length=128,
         validators=[RegexValidator(VARIABLE_KEY_PATTERN, "Letters, digits and _; not a digit first.")],
@@ -323,7 +334,9 @@ class OrganizationVariable(models.Model):
 class EgressAllowedHost(models.Model):
     """A host (exact or `*.domain`) the organization's sandbox code may fetch from."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="egress_hosts")
+    organization = models.ForeignKey(  # indexed by `egress_host_unique_pattern`
+        Organization, on_delete=models.CASCADE, related_name="egress_hosts", db_index=False
+    )
     pattern = models.CharField(max_length=253)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -341,7 +354,9 @@ class EgressAllowedHost(models.Model):
 class AllowedOrigin(models.Model):
     """A browser origin (`https://app.example.com`) whose pages may call the API and chat endpoints (CORS)."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="allowed_origins")
+    organization = models.ForeignKey(  # indexed by `allowed_origin_unique_origin`
+        Organization, on_delete=models.CASCADE, related_name="allowed_origins", db_index=False
+    )
     origin = models.CharField(max_length=300)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
@@ -405,7 +420,9 @@ class OrganizationUsage(models.Model):
 class MonthlyUsage(models.Model):
     """An organization's metered usage in one calendar month (UTC)."""
 
-    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="monthly_usage")
+    organization = models.ForeignKey(  # indexed by `monthlyusage_unique_period`
+        Organization, on_delete=models.CASCADE, related_name="monthly_usage", db_index=False
+    )
     period_start = models.DateField(help_text="First day of the month (UTC).")
     runs = models.PositiveIntegerField(default=0)
     sandbox_cpu_ms = models.PositiveBigIntegerField(default=0)
