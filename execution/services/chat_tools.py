@@ -160,6 +160,7 @@ def chat_run_continue(
             session=session,
             continue_message=answer.public_id,
             created_by=created_by,
+            savepoint=False,  # its refusal fails this whole transaction
         )
         # The answer now belongs to the run continuing it: a second post of the same results finds
         # nothing waiting (that run has not ended with calls of its own).

@@ -84,6 +84,7 @@ def run_start(
     message_public_id: str = "",
     continue_message: str = "",
     run_id: uuid.UUID | None = None,
+    savepoint: bool = True,
 ) -> Run:
     """Create a queued run (with the id `run_id` when given); enqueue `execute_run` once committed.
 
@@ -94,7 +95,8 @@ def run_start(
     the turns started, whenever each answer was written. `continue_message` (the public id of
     the session's last, assistant, message) appends no message either: the run continues that
     answer (client tool results, approvals; `services.chat_tools`). Tool runs (`tool` and
-    `tool_input`) call one tool of the agent in the sandbox.
+    `tool_input`) call one tool of the agent in the sandbox. `savepoint=False`: a caller whose own
+    transaction this one nests in, and which lets a refusal fail all of it, saves the savepoint.
     """
     agent = _check_startable(
         organization=organization, version=bundle_version, agent_key=agent_key, tool=tool
@@ -155,7 +157,7 @@ def run_start(
         if kind == RunKind.CHAT and session is not None and not regenerate
         else None
     )
-    with write_transaction():
+    with write_transaction(savepoint=savepoint):
         if new_session is not None:
             assert session is not None and message is not None
             new_session.execute()
