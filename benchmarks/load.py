@@ -28,8 +28,10 @@ bundle's `assistant` agent, the offline demo model and one tool call (`calculato
   is polled: the web processes' memory and the slowest health answer.
 
 CPU: `cpu_ms_per_run` splits each phase's CPU by process group (client = this process, web,
-worker, sandbox, redis) when the stack is local. The client shares the machine: its CPU is part of
-every figure. The machine is shared and small: repeat, and compare medians.
+worker, sandbox, redis, and `db_server` = every PostgreSQL server process when DATABASE_URL names
+this machine; an external redis on this machine is the `redis` group) when the stack is local.
+The client shares the machine: its CPU is part of every figure. The machine is shared and small:
+repeat, and compare medians.
 """
 
 from __future__ import annotations
@@ -156,13 +158,49 @@ def stack_groups(launcher_pid: int) -> dict[str, list[int]]:
     return groups
 
 
-def cpu_snapshot(launcher_pid: int | None) -> dict[str, float]:
-    """CPU seconds so far of this client and of each group of the local stack."""
+def _server_pids(name: str, port: int | None) -> list[int]:
+    """Processes named `name` (all of them; with `port`, those whose command line names that port)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as handle:
+                if handle.read().strip() != name:
+                    continue
+        except OSError:
+            continue
+        if port is None or f":{port}" in _cmdline(int(entry)):
+            pids.append(int(entry))
+    return pids
+
+
+def local_servers(env: dict[str, str]) -> dict[str, tuple[str, int | None]]:
+    """The stack's database and redis servers when they run on this machine but outside the launcher.
+
+    group -> (process name, port): PostgreSQL's server processes are the `db_server` group (every one
+    of them: the benchmark's database is the only busy one), an external redis-server the `redis` group.
+    """
+    servers: dict[str, tuple[str, int | None]] = {}
+    local = (None, "127.0.0.1", "localhost")
+    database = urlsplit(env.get("DATABASE_URL", ""))
+    if database.scheme in ("postgres", "postgresql") and database.hostname in local:
+        servers["db_server"] = ("postgres", None)
+    redis_url = urlsplit(env.get("REDIS_URL", ""))
+    if redis_url.scheme == "redis" and redis_url.hostname in local[1:]:
+        servers["redis"] = ("redis-server", redis_url.port or 6379)
+    return servers
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """CPU seconds so far of this client, of each group of the local stack and of its local servers."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     snapshot = {"client": usage.ru_utime + usage.ru_stime}
-    if launcher_pid is not None:
-        for group, pids in stack_groups(launcher_pid).items():
+    if stack.pid is not None:
+        for group, pids in stack_groups(stack.pid).items():
             snapshot[group] = sum(_cpu_s(pid) for pid in pids)
+        for group, (name, port) in local_servers(stack.env).items():
+            snapshot[group] = snapshot.get(group, 0.0) + sum(_cpu_s(pid) for pid in _server_pids(name, port))
     return snapshot
 
 
@@ -423,12 +461,12 @@ async def bench_rest_runs(stack: Stack, label: dict[str, Any], runs: int, concur
                 statuses[r.status] += 1
             latencies.append((time.perf_counter() - started) * 1000)
 
-        cpu_before = cpu_snapshot(stack.pid)
+        cpu_before = cpu_snapshot(stack)
         started = time.perf_counter()
         await pool(runs, concurrency, one)
         submitted = time.perf_counter()
         finished = await wait_all_terminal(session, stack, 600)
-        cpu_after = cpu_snapshot(stack.pid)
+        cpu_after = cpu_snapshot(stack)
         after_counts = await run_counts(session, stack)
     ended = {status: after_counts[status] - before_counts[status] for status in TERMINAL}
     emit(
@@ -516,11 +554,11 @@ async def bench_sse(stack: Stack, label: dict[str, Any], chats: int, concurrency
             collected.clear()
         problems.clear()
         statuses.clear()
-        cpu_before = cpu_snapshot(stack.pid)
+        cpu_before = cpu_snapshot(stack)
         started = time.perf_counter()
         await pool(chats, concurrency, one)
         elapsed = time.perf_counter() - started
-        cpu_after = cpu_snapshot(stack.pid)
+        cpu_after = cpu_snapshot(stack)
     emit(
         figure="sse_chats",
         **label,
@@ -562,7 +600,7 @@ async def bench_ws_burst(stack: Stack, label: dict[str, Any], clients: int, open
     rss_before = web_rss_bytes(stack.pid)
     connect_ms: list[float] = []
     failures: Counter[str] = Counter()
-    cpu_before = cpu_snapshot(stack.pid)
+    cpu_before = cpu_snapshot(stack)
 
     async def open_one() -> Any:
         started = time.perf_counter()
@@ -580,7 +618,7 @@ async def bench_ws_burst(stack: Stack, label: dict[str, Any], clients: int, open
     open_sockets = [ws for ws in sockets if ws is not None]
     await asyncio.sleep(1.0)  # let the servers settle their per-connection state
     rss_connected = web_rss_bytes(stack.pid)
-    cpu_connected = cpu_snapshot(stack.pid)
+    cpu_connected = cpu_snapshot(stack)
 
     first_ms: list[float] = []
     total_ms: list[float] = []
@@ -620,7 +658,7 @@ async def bench_ws_burst(stack: Stack, label: dict[str, Any], clients: int, open
     chat_started = time.perf_counter()
     await asyncio.gather(*(chat(ws) for ws in open_sockets))
     chats_s = time.perf_counter() - chat_started
-    cpu_after = cpu_snapshot(stack.pid)
+    cpu_after = cpu_snapshot(stack)
     rss_streamed = web_rss_bytes(stack.pid)
     await asyncio.gather(*(ws.close() for ws in open_sockets), return_exceptions=True)
 
@@ -744,7 +782,7 @@ async def bench_mixed(
         total = int(rate_per_s * factor * seconds)
         interval = 1.0 / (rate_per_s * factor)
         tasks = []
-        cpu_before = cpu_snapshot(stack.pid)
+        cpu_before = cpu_snapshot(stack)
         started = time.perf_counter()
         for number in range(total):
             delay = started + number * interval - time.perf_counter()
@@ -753,7 +791,7 @@ async def bench_mixed(
             tasks.append(asyncio.ensure_future(request(number)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
-        cpu_after = cpu_snapshot(stack.pid)
+        cpu_after = cpu_snapshot(stack)
         raise_limits(stack)
         await wait_all_terminal(session, stack, 600)
     merged: Counter[str] = Counter()
@@ -886,9 +924,9 @@ async def bench_request_cost(stack: Stack, label: dict[str, Any], requests: int)
         }
         for kind, call in kinds.items():
             await _timed(call, 20, 2)  # warm-up
-            before = cpu_snapshot(stack.pid)
+            before = cpu_snapshot(stack)
             latencies = await _timed(call, requests, 2)
-            after = cpu_snapshot(stack.pid)
+            after = cpu_snapshot(stack)
             await wait_all_terminal(session, stack, 120)
             emit(
                 figure="request_cost",
