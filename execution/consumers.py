@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
@@ -382,10 +383,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             except asyncio.CancelledError:
                 pass  # the stream this resume replaces
         try:
-            async for event in run_event_stream(uuid.UUID(run_id), after=after):
-                if is_private_chunk(event.chunk):
-                    continue  # a tool's log lines the agent did not opt to stream
-                await self._enqueue({"run": run_id, "seq": event.seq, **event.chunk})
+            # Closed here, not when the garbage collector finds it: a stream cancelled while it
+            # waits on the queue (the client left) leaves its subscription at once.
+            async with contextlib.aclosing(run_event_stream(uuid.UUID(run_id), after=after)) as events:
+                async for event in events:
+                    if is_private_chunk(event.chunk):
+                        continue  # a tool's log lines the agent did not opt to stream
+                    await self._enqueue({"run": run_id, "seq": event.seq, **event.chunk})
         finally:
             if self.streams.get(run_id) is asyncio.current_task():
                 del self.streams[run_id]

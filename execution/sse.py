@@ -243,14 +243,14 @@ async def _frames_after_start(
         error = _database_unavailable(exc)
     finally:
         if not handed_over:
-            await asyncio.shield(notifications.close())
+            await notifications.close()
     if error is not None:
         yield f"data: {json.dumps(sse_error_chunk(error), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
         return
-    async for text in _frames(
-        run_id, 0, tenant, cancel_on_disconnect=cancel_on_disconnect, subscribed=notifications
-    ):
-        yield text
+    frames = _frames(run_id, 0, tenant, cancel_on_disconnect=cancel_on_disconnect, subscribed=notifications)
+    async with contextlib.aclosing(frames):
+        async for text in frames:
+            yield text
 
 
 def _database_unavailable(exc: Exception) -> LightfastError:

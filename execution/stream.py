@@ -236,7 +236,14 @@ class Notifications:
         return message
 
     async def close(self) -> None:
-        """Leave the group and drop the channel."""
+        """Leave the groups and drop the channel, to the end even when the caller is cancelled meanwhile.
+
+        A websocket client that leaves just as its run ends cancels the stream while it closes
+        this; an interrupted close would leave the subscriptions behind.
+        """
+        await asyncio.shield(self._close())
+
+    async def _close(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
             try:
@@ -247,3 +254,21 @@ class Notifications:
         if self.layer is not None and self.channel is not None:
             for group in self.groups:
                 await self.layer.group_discard(group, self.channel)
+            await channel_drop(self.layer, self.channel)
+            self.channel = None
+
+
+async def channel_drop(layer: Any, channel: str) -> None:
+    """Unsubscribe a private channel of channels_redis's pub/sub layer and drop its queue.
+
+    The layer has no call for it: it drops a channel only when a `receive` on it is cancelled
+    (django/channels_redis#276). A stream whose last receive had completed (every stream that read
+    its run to the end) left its channel subscribed in redis and its queue in the layer for the
+    life of the process: 4,000 chats left 4,000 subscriptions and about 10 MB in the web processes.
+    """
+    get_loop_layer = getattr(layer, "_get_layer", None)
+    if get_loop_layer is None:
+        return  # another layer (none of this project's settings): nothing of ours to drop
+    loop_layer = get_loop_layer()
+    if loop_layer.channels.pop(channel, None) is not None:
+        await loop_layer._get_shard(channel).unsubscribe(channel)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import redis
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -130,3 +131,19 @@ def public_seqs(run_id: str) -> list[int]:
     from execution.stream import is_private_chunk
 
     return [event.seq for event in run_events_after(run_id, 0) if not is_private_chunk(event.chunk())]
+
+
+def channel_subscriptions(redis_url: str) -> set[bytes]:
+    """The channel layer's channels some connection subscribes to in redis (`PUBSUB CHANNELS`)."""
+    with redis.Redis.from_url(redis_url) as client:
+        return set(client.pubsub_channels("asgi*"))
+
+
+def subscriptions_left(redis_url: str, before: set[bytes], timeout: float = 10.0) -> set[bytes]:
+    """The subscriptions not in `before` once the server has had `timeout` seconds to drop them."""
+    deadline = time.monotonic() + timeout
+    left = channel_subscriptions(redis_url) - before
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = channel_subscriptions(redis_url) - before
+    return left

@@ -16,7 +16,9 @@ from execution.services import run_start
 from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
     asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
+    channel_subscriptions,
     public_seqs,
+    subscriptions_left,
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -106,6 +108,37 @@ def test_resume_of_a_live_run_tails_it_until_the_end(alice: Any, asgi_server: An
             )
             rest = "\n".join(lines)
     assert f"id: {run.pk}:3" in rest and '"delta":"live"' in rest and rest.rstrip().endswith("data: [DONE]")
+
+
+def test_a_stream_that_ended_leaves_no_subscription_in_redis(
+    alice: Any, asgi_server: Any, redis_server: str
+) -> None:
+    # channels_redis unsubscribes a private channel only when a receive on it is cancelled; a
+    # stream whose last receive completed (or that never needed one) must drop its channel itself.
+    version = manifest_version(alice.organization)
+    before = channel_subscriptions(redis_server)
+    headers = {"Authorization": f"Bearer {alice.keys['read']}"}
+    with httpx.Client(base_url=asgi_server.http, timeout=30) as client:
+        # A run that already ended: the replay reads it whole, no notification is awaited.
+        ended = run_start(
+            organization=alice.organization, bundle_version=version, agent_key="weather", text="a"
+        )
+        event_append_many(
+            ended, [("start", {"messageId": "m"}), ("data-status", {"data": {"status": "cancelled"}})]
+        )
+        replayed = client.get(CHAT, headers={**headers, "Last-Event-ID": f"{ended.pk}:0"})
+        assert sse_events(replayed.text)[-1] == {"data": "[DONE]"}
+        # A live run: its last event arrives as a notification, the receive that got it completed.
+        live = run_start(
+            organization=alice.organization, bundle_version=version, agent_key="weather", text="b"
+        )
+        event_append_many(live, [("start", {"messageId": "m"})])
+        with client.stream("GET", CHAT, headers={**headers, "Last-Event-ID": f"{live.pk}:0"}) as response:
+            lines = response.iter_lines()
+            assert next(lines) == f"id: {live.pk}:1"
+            event_append_many(live, [("data-status", {"data": {"status": "cancelled"}})])
+            assert "\n".join(lines).rstrip().endswith("data: [DONE]")
+    assert subscriptions_left(redis_server, before) == set()
 
 
 def test_errors_are_json_and_other_tenants_get_404(alice: Any, bob: Any, asgi_server: Any) -> None:
@@ -265,9 +298,12 @@ def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            if started and await database_sync_to_async(
-                lambda: Run.objects.get(pk=started[0].pk).status == RunStatus.CANCELLED
-            )():
+            if (
+                started
+                and await database_sync_to_async(
+                    lambda: Run.objects.get(pk=started[0].pk).status == RunStatus.CANCELLED
+                )()
+            ):
                 return
         raise AssertionError("the run of the client that went away was not cancelled")
 

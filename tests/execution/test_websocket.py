@@ -16,10 +16,12 @@ from execution.services import run_start
 from tests.bundles import manifest_version, uploaded_version
 from tests.execution.live_transport import (
     asgi_server_fixture,  # noqa: F401 - the `asgi_server` fixture
+    channel_subscriptions,
     closed_with,
     public_seqs,
     recv_json,
     recv_until_end,
+    subscriptions_left,
     ws_connect,
 )
 
@@ -221,8 +223,9 @@ def test_credentials_tickets_and_origins(alice: Any, api: Any, asgi_server: Any)
     assert code == 4401 and frames[0]["error"]["type"] == "origin_not_allowed"
 
 
-def test_a_client_that_stops_reading_is_disconnected(alice: Any, asgi_server: Any) -> None:
+def test_a_client_that_stops_reading_is_disconnected(alice: Any, asgi_server: Any, redis_server: str) -> None:
     version = manifest_version(alice.organization)
+    before = channel_subscriptions(redis_server)
     run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
     big = "x" * 64 * 1024
     total = 200  # 12.8 MB: far more than the kernel buffers and the server's 1 MiB write-buffer cap
@@ -239,3 +242,26 @@ def test_a_client_that_stops_reading_is_disconnected(alice: Any, asgi_server: An
     # The close frame queues behind the unread data, so the client may only see the connection drop.
     assert code in (4008, None)
     assert len(frames) < total
+    # The stream was cancelled while it waited for room in the queue: its subscription went with it.
+    assert subscriptions_left(redis_server, before) == set()
+
+
+def test_streams_that_ended_leave_no_subscription_in_redis(
+    alice: Any, asgi_server: Any, redis_server: str
+) -> None:
+    version = manifest_version(alice.organization)
+    before = channel_subscriptions(redis_server)
+    runs = []
+    for text in ("a", "b", "c"):
+        run = run_start(
+            organization=alice.organization, bundle_version=version, agent_key="weather", text=text
+        )
+        event_append_many(
+            run, [("start", {"messageId": "m"}), ("data-status", {"data": {"status": "cancelled"}})]
+        )
+        runs.append(str(run.pk))
+    with ws_connect(asgi_server, WEATHER_PATH, key=alice.keys["read"]) as ws:
+        for run_id in runs:
+            ws.send(json.dumps({"type": "resume", "run": run_id, "after": 0}))
+            assert [frame["seq"] for frame in recv_until_end(ws, run_id)] == [1, 2]
+    assert subscriptions_left(redis_server, before) == set()
