@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -120,7 +120,7 @@ async def _frames(
     *,
     cancel_on_disconnect: bool = False,
     subscribed: Notifications | None = None,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     # One channel for the run's events and the credential groups: a message on a credential group
     # nudges the watch (it re-reads the database); the run's events arrive in batches, each written
     # to the client as one chunk. `subscribed`: that channel, joined before the run was created

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,7 +114,7 @@ def _read_sql(vendor: str) -> tuple[str, str]:
     return status, events
 
 
-async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncIterator[StreamedEvent]:
+async def run_event_stream(run_id: uuid.UUID, *, after: int = 0) -> AsyncGenerator[StreamedEvent, None]:
     """Every event of the run with seq > `after`, once each and in order, live until the run ends."""
     batches = run_event_batches(run_id, after=after)
     try:
