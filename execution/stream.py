@@ -200,6 +200,10 @@ async def run_event_batches(
             await notifications.close()
 
 
+# Closes still running after their caller was cancelled (Notifications.close).
+_closing: set[asyncio.Future[None]] = set()
+
+
 class Notifications:
     """A private channel in some groups (a run's, a credential's) with one receive always pending.
 
@@ -241,7 +245,10 @@ class Notifications:
         A websocket client that leaves just as its run ends cancels the stream while it closes
         this; an interrupted close would leave the subscriptions behind.
         """
-        await asyncio.shield(self._close())
+        closing = asyncio.ensure_future(self._close())
+        _closing.add(closing)  # a strong reference: the loop keeps only weak ones to its tasks
+        closing.add_done_callback(_closing.discard)
+        await asyncio.shield(closing)
 
     async def _close(self) -> None:
         if self._pending is not None:

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from execution.events import event_append_many
-from execution.models import Run, RunStatus
+from execution.models import ChatSession, Run, RunStatus
 from execution.services import run_start
 from organizations.models import AuditLog
 from tests.bundles import manifest_version
@@ -35,6 +35,9 @@ def runs(alice: Any, bob: Any) -> dict[str, Run]:
     )
     event_append_many(failed, [("start", {"messageId": "m1"}), ("text-delta", {"id": "t", "delta": "<b>hi"})])
     other = run_start(organization=bob.organization, bundle_version=bobs, agent_key="weather", text="hey")
+    # Searches match session ids too: random ones (`ses_` + 20 of [0-9a-z]) can hold "bob" by chance.
+    for name, run in (("queued", queued), ("failed", failed), ("other", other)):
+        ChatSession.objects.filter(runs=run).update(public_id=f"chat-{name}")
     return {"queued": queued, "failed": failed, "other": other}
 
 
