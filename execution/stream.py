@@ -259,10 +259,12 @@ class Notifications:
                 pass  # the receive we cancelled ourselves
             self._pending = None
         if self.layer is not None and self.channel is not None:
-            for group in self.groups:
-                await self.layer.group_discard(group, self.channel)
-            await channel_drop(self.layer, self.channel)
-            self.channel = None
+            channel, self.channel = self.channel, None
+            try:
+                for group in self.groups:
+                    await self.layer.group_discard(group, channel)
+            finally:
+                await channel_drop(self.layer, channel)  # also when redis refused a group's discard
 
 
 async def channel_drop(layer: Any, channel: str) -> None:
