@@ -8,7 +8,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from execution.stream import Notifications
 from organizations.tenancy import CredentialsRevoked, Tenant, tenant_recheck
 
 
@@ -20,19 +19,14 @@ class CredentialWatch:
     `organizations.receivers`); a watch woken by it re-reads the database (`tenant_recheck`),
     so a forged or stale message closes nothing that still holds. A lost message is caught by
     the re-check every LIGHTFAST_CREDENTIAL_RECHECK_S, and a key's expiry by a re-check at
-    that moment. The websocket consumer receives the message on its own channel and calls
-    `nudge`; an SSE stream has no channel, so `subscribe` opens one.
+    that moment. Whoever holds the connection's channel calls `nudge` for such a message: the
+    websocket consumer (its own channel joins the groups), an SSE stream (the channel of its run's
+    events joins them too).
     """
 
     def __init__(self, tenant: Tenant) -> None:
         self.tenant = tenant
         self._nudged = asyncio.Event()
-        self._notifications: Notifications | None = None
-
-    async def subscribe(self) -> None:
-        """Listen on the tenant's credential groups through a channel of the watch's own."""
-        self._notifications = Notifications(*self.tenant.connection_groups)
-        await self._notifications.subscribe()
 
     def nudge(self) -> None:
         """Re-check now (a `credentials.changed` message arrived)."""
@@ -47,12 +41,6 @@ class CredentialWatch:
                 return exc
             await self._wait(self._delay())
 
-    async def close(self) -> None:
-        """Leave the groups `subscribe` joined."""
-        if self._notifications is not None:
-            await self._notifications.close()
-            self._notifications = None
-
     def _delay(self) -> float:
         interval = float(settings.LIGHTFAST_CREDENTIAL_RECHECK_S)
         expires_at = self.tenant.expires_at
@@ -63,9 +51,6 @@ class CredentialWatch:
         return interval
 
     async def _wait(self, timeout: float) -> None:
-        if self._notifications is not None:
-            await self._notifications.next(timeout)  # any message on a credential group is a nudge
-            return
         try:
             await asyncio.wait_for(self._nudged.wait(), timeout)
         except TimeoutError:
