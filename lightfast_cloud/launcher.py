@@ -89,6 +89,10 @@ LISTEN_BACKLOG = 4096
 # Seconds a websocket may take from its HTTP upgrade to `accept` (daphne's default of 5 s refuses a
 # burst of connections queued behind each other's authentication).
 WEBSOCKET_CONNECT_TIMEOUT_S = 60
+# Seconds an application may take to finish after its client left (daphne's default of 10 s cancelled
+# websocket connections still leaving their channel groups after 2,000 clients left at once: each
+# cancelled cleanup left a subscription in redis).
+APPLICATION_CLOSE_TIMEOUT_S = 60
 
 
 def web_processes_default() -> int:
@@ -172,6 +176,8 @@ def web_server_argv(*, server: str, fd: int, family: socket.AddressFamily = sock
             f"systemd:domain={domain}:index=0",
             "--websocket_connect_timeout",
             str(WEBSOCKET_CONNECT_TIMEOUT_S),
+            "--application-close-timeout",
+            str(APPLICATION_CLOSE_TIMEOUT_S),
             ASGI_APPLICATION,
         ]
     raise ValueError(f"unknown web server {server!r}")
