@@ -80,7 +80,9 @@ def answer_text(page: Any) -> str:
     return str(page.locator(".msg-assistant .msg-text").last.text_content() or "")
 
 
-def wait_for_answer_length(page: Any, at_least: int, timeout_s: float = 15.0) -> str:
+def wait_for_answer_length(
+    page: Any, at_least: int, organization: Organization, timeout_s: float = 15.0
+) -> str:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if page.locator(".msg-assistant .msg-text").count():
@@ -88,7 +90,22 @@ def wait_for_answer_length(page: Any, at_least: int, timeout_s: float = 15.0) ->
             if len(text) >= at_least:
                 return text
         page.wait_for_timeout(50)
-    raise AssertionError(f"the answer did not reach {at_least} characters: {answer_text(page)!r}")
+    raise AssertionError(
+        f"the answer did not reach {at_least} characters: {answer_text(page)!r}; "
+        + runs_seen(organization, page)
+    )
+
+
+def runs_seen(organization: Organization, page: Any) -> str:
+    """What the server and the page show of the organization's runs (for a failure's message)."""
+    runs = [
+        f"{run.pk} {run.status} {run.error_type or ''} {run.error_message[:200]!r}"
+        f" created {run.created_at:%H:%M:%S.%f} started {run.started_at and f'{run.started_at:%H:%M:%S.%f}'}"
+        f" events {[event.type for event in run.events.order_by('seq')][:20]}"
+        for run in Run.objects.filter(organization=organization).order_by("created_at")
+    ]
+    alerts = page.get_by_role("alert").all_text_contents()
+    return f"runs: {runs or 'none'}; alerts on the page: {alerts}"
 
 
 def run_of_session(organization: Organization, status: str | None = None, timeout_s: float = 10.0) -> Run:
@@ -154,7 +171,7 @@ def test_stop_cancels_the_run_mid_answer(
     use_fake_model(organization, fake_model, settings)
     open_chat(page, live, user)
     send(page, LONG_MESSAGE)
-    wait_for_answer_length(page, 40)
+    wait_for_answer_length(page, 40, organization)
     page.get_by_role("button", name="Stop").click()
     expect(page.locator("#chat-status")).to_have_text("Stopped.")
     expect(page.get_by_role("button", name="Stop")).to_be_disabled()
@@ -180,7 +197,7 @@ def test_reloading_mid_answer_resumes_without_losing_or_repeating_text(
     use_fake_model(organization, fake_model, settings)
     open_chat(page, live, user)
     send(page, LONG_MESSAGE)
-    before = wait_for_answer_length(page, 48)
+    before = wait_for_answer_length(page, 48, organization)
     assert len(before) < len(LONG_ANSWER)
     assert run_of_session(organization).status == RunStatus.RUNNING
     page.reload()
