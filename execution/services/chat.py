@@ -191,7 +191,9 @@ def _chat_turn(
         parts, history, user_public_id = [{"type": "text", "text": text}], [], ""
     if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 200):
         raise LightfastError(
-            code="invalid_input", message="`session` must be a string of 1 to 200 characters."
+            # `id` in a useChat body, `session` in the REST API and the websocket.
+            code="invalid_input",
+            message="The chat's id (`id` or `session`) must be a string of 1 to 200 characters.",
         )
     if regenerate and session_id is None:
         raise LightfastError(code="invalid_input", message="`regenerate-message` needs the chat `id`.")

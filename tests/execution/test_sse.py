@@ -210,6 +210,7 @@ def test_a_refused_turn_is_answered_before_the_head_with_its_status(alice: Any, 
         busy = client.post(CHAT, json=use_chat_body("hi", chat_id="new-chat"), headers=headers)
         Organization.objects.filter(pk=alice.organization.pk).update(concurrent_runs=10)
         other_agent = client.post(CHAT, json=use_chat_body("hi", chat_id="theirs"), headers=headers)
+        long_id = client.post(CHAT, json=use_chat_body("hi", chat_id="x" * 201), headers=headers)
     assert busy.status_code == 403, busy.text
     assert busy.json()["error"]["type"] == "quota_exceeded"
     assert busy.json()["error"]["detail"] == {
@@ -220,6 +221,9 @@ def test_a_refused_turn_is_answered_before_the_head_with_its_status(alice: Any, 
     }
     assert other_agent.status_code == 400, other_agent.text
     assert other_agent.json()["error"]["message"] == "That session belongs to another agent."
+    # The chat's id is `id` in this body: the refusal names it.
+    assert long_id.status_code == 400, long_id.text
+    assert long_id.json()["error"]["message"].startswith("The chat's id (`id` or `session`)")
     assert Run.objects.count() == 1 and not ChatSession.objects.filter(public_id="new-chat").exists()
 
 
