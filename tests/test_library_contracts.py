@@ -8,11 +8,16 @@ No public API covers these:
 * `django_ratelimit.core._split_rate`, `_get_window`, `_make_cache_key`: `organizations/ratelimits.py`
   counts one request's counters in one Lua round trip, under the keys `get_usage` reads.
 
+* Django's `ASGIHandler.handle` and `run_get_response`: `lightfast_cloud/asgi_handler.py` overrides
+  `handle` with a copy that sends `request_started` and closes a built response in the request's
+  one thread hop. A Django upgrade that changes either must be looked at and the copy brought along.
+
 Django's `UpdateQuery` is no longer used (execution/events.py goes through `QuerySet.update()`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import uuid
 from importlib.metadata import version
@@ -20,6 +25,7 @@ from importlib.metadata import version
 import pytest
 from channels_redis.pubsub import RedisPubSubLoopLayer
 from channels_redis.utils import _consistent_hash, decode_hosts
+from django.core.handlers.asgi import ASGIHandler
 from django_ratelimit import ALL
 from django_ratelimit.core import _get_window, _make_cache_key, _split_rate, get_usage
 
@@ -86,3 +92,13 @@ def test_django_ratelimit_reads_the_counters_we_count(redis_server: str) -> None
     assert usage is not None, message
     assert (usage["count"], usage["limit"]) == (2, 50), message
     assert abs(usage["time_left"] - counter.reset_s) <= 1, message
+
+
+# sha256 of Django 5.2's `ASGIHandler.handle` and `run_get_response` source, as the copy follows them.
+DJANGO_ASGI_HANDLE_SHA256 = "4e38eb185c9bd2186790d906dd2bea098ec1d0b095530d43396d09471fff1e98"
+
+
+def test_django_asgi_handle_is_the_one_our_handler_copies() -> None:
+    source = inspect.getsource(ASGIHandler.handle) + inspect.getsource(ASGIHandler.run_get_response)
+    message = _changed("django", "ASGIHandler.handle or run_get_response", "lightfast_cloud/asgi_handler.py")
+    assert hashlib.sha256(source.encode()).hexdigest() == DJANGO_ASGI_HANDLE_SHA256, message
