@@ -136,8 +136,3 @@ class PooledThreadASGIHandler(ASGIHandler):
         if not response.streaming:
             response.close()
         return response
-
-    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
-        """The synchronous middleware chain (and view) in one hop to this request's thread."""
-        response: HttpResponseBase = await sync_to_async(self.get_response, thread_sensitive=True)(request)
-        return response
