@@ -32,8 +32,14 @@ class CredentialWatch:
         """Re-check now (a `credentials.changed` message arrived)."""
         self._nudged.set()
 
-    async def revoked(self) -> CredentialsRevoked:
-        """Wait until the credentials stop holding and say why; checks once at once (join, then read)."""
+    async def revoked(self, *, checked: bool = False) -> CredentialsRevoked:
+        """Wait until the credentials stop holding and say why.
+
+        Checks once at once (join, then read), unless the caller re-read them after it joined the
+        credential groups (`checked`: a chat start does, in the thread hop that starts its run).
+        """
+        if checked:
+            await self._wait(self._delay())
         while True:
             try:
                 await sync_to_async(tenant_recheck)(self.tenant)

@@ -38,7 +38,7 @@ from lightfast_cloud.errors import LightfastError, sse_error_chunk
 from organizations.authentication import ApiKeyAuthentication, MemberSessionAuthentication
 from organizations.models import Scope
 from organizations.ratelimits import ratelimit_apply_headers
-from organizations.tenancy import Tenant, tenant_admit
+from organizations.tenancy import CredentialsRevoked, Tenant, tenant_admit, tenant_recheck
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ async def _frames(
     # One channel for the run's events and the credential groups: a message on a credential group
     # nudges the watch (it re-reads the database); the run's events arrive in batches, each written
     # to the client as one chunk. `subscribed`: that channel, joined before the run was created
-    # (this stream closes it), so the first database read is skipped.
+    # (this stream closes it) and before the credentials were re-read in the run's start, so the
+    # first database read and the watch's first re-check are skipped.
     run_ref = str(run_id)
     watch = CredentialWatch(tenant)
     notifications = subscribed or _notifications(run_id, tenant)
@@ -137,7 +138,7 @@ async def _frames(
         on_other_message=lambda _: watch.nudge(),
         replay=subscribed is None,
     )
-    revoked = asyncio.ensure_future(watch.revoked())
+    revoked = asyncio.ensure_future(watch.revoked(checked=subscribed is not None))
     following: asyncio.Future[Any] | None = None
     keepalive: float = settings.LIGHTFAST_STREAM_KEEPALIVE_S
     finished = False
@@ -213,8 +214,11 @@ async def _frames_after_start(
 ) -> AsyncIterator[str]:
     """Start the run (`start(run_id=)`, its request checked whole before the head went out), then stream it.
 
-    The stream joins the run's group before the run exists (its id is chosen here), so it reads no
-    events from the database that cannot be there yet. A start refused in its own transaction (the
+    The stream joins the run's group and the credential groups before the run exists (its id is
+    chosen here), so it reads no events from the database that cannot be there yet; the start's
+    thread hop re-reads the credentials first (`_start_checked`: what the stream's credential
+    watch would otherwise do in a hop of its own), so a key revoked since the request was
+    authenticated starts no run. A start refused in its own transaction (the
     request lost a race meanwhile, such as the last run slot) or failed by the database ends the
     stream with an `error` chunk. A client that goes away while its run starts gets the run
     cancelled once it exists, as any run whose client went away.
@@ -228,7 +232,9 @@ async def _frames_after_start(
         await notifications.subscribe()
         starting = asyncio.ensure_future(
             database_sync_to_async(
-                functools.partial(start, run_id=run_id), thread_sensitive=False, executor=_starts
+                functools.partial(_start_checked, start, tenant, run_id),
+                thread_sensitive=False,
+                executor=_starts,
             )()
         )
         await asyncio.shield(starting)
@@ -245,12 +251,20 @@ async def _frames_after_start(
         if not handed_over:
             await notifications.close()
     if error is not None:
-        yield f"data: {json.dumps(sse_error_chunk(error), separators=(',', ':'))}\n\ndata: [DONE]\n\n"
+        # Credentials that stopped holding end the stream as they do mid-run: without `[DONE]`.
+        done = "" if isinstance(error, CredentialsRevoked) else "data: [DONE]\n\n"
+        yield f"data: {json.dumps(sse_error_chunk(error), separators=(',', ':'))}\n\n{done}"
         return
     frames = _frames(run_id, 0, tenant, cancel_on_disconnect=cancel_on_disconnect, subscribed=notifications)
     async with contextlib.aclosing(frames):
         async for text in frames:
             yield text
+
+
+def _start_checked(start: Callable[..., Run], tenant: Tenant, run_id: uuid.UUID) -> Run:
+    """The run's start, after the credentials are read again (the stream has joined their groups)."""
+    tenant_recheck(tenant)  # raises CredentialsRevoked, a LightfastError: the stream's error chunk
+    return start(run_id=run_id)
 
 
 def _database_unavailable(exc: Exception) -> LightfastError:

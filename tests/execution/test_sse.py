@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -227,24 +226,38 @@ def test_a_refused_turn_is_answered_before_the_head_with_its_status(alice: Any, 
     assert Run.objects.count() == 1 and not ChatSession.objects.filter(public_id="new-chat").exists()
 
 
-def _stream_text(start: Any) -> str:
+def _key_tenant(world: Any) -> Any:
+    """The tenant of `world`'s all-scopes key, as the chat view's authentication makes it."""
+    from organizations.models import Scope
+    from organizations.services import Actor
+    from organizations.tenancy import Tenant
+
+    key = world.api_keys["all"]
+    return Tenant(
+        organization=world.organization,
+        scopes=frozenset(Scope.values),
+        actor=Actor.for_api_key(key),
+        api_key=key,
+    )
+
+
+def _stream_text(start: Any, tenant: Any) -> str:
     """What `_frames_after_start` streams for a start that never reaches the run's events."""
     import asyncio
-    from typing import cast
 
     from execution.sse import _frames_after_start
 
     async def read() -> str:
-        tenant = cast(Any, SimpleNamespace(connection_groups=()))
         frames = _frames_after_start(start, tenant, cancel_on_disconnect=True)
         return "".join([text async for text in frames])
 
     return asyncio.run(read())
 
 
-def test_a_start_refused_after_the_head_ends_the_stream_with_an_error_chunk() -> None:
+def test_a_start_refused_after_the_head_ends_the_stream_with_an_error_chunk(alice: Any) -> None:
     """A turn that lost a race after its checks (the last run slot, the database gone) ends its stream
-    with the AI SDK's `error` chunk and `[DONE]`, the error classified."""
+    with the AI SDK's `error` chunk and `[DONE]`, the error classified; a key revoked since the
+    request was authenticated ends it with the `error` chunk alone, as it would mid-run."""
     from django.db import OperationalError
 
     from organizations.quotas import QuotaExceeded
@@ -255,15 +268,30 @@ def test_a_start_refused_after_the_head_ends_the_stream_with_an_error_chunk() ->
     def database_gone(run_id: Any) -> Any:
         raise OperationalError("connection refused")
 
-    refused = sse_events(_stream_text(lost_the_slot))
+    tenant = _key_tenant(alice)
+    refused = sse_events(_stream_text(lost_the_slot, tenant))
     assert [event["data"] for event in refused][1:] == ["[DONE]"]
     assert json.loads(refused[0]["data"]) == {
         "type": "error",
         "errorText": "quota_exceeded: Quota concurrent_runs exceeded: limit 1, used 1.",
     }
-    unavailable = sse_events(_stream_text(database_gone))
+    unavailable = sse_events(_stream_text(database_gone, tenant))
     assert json.loads(unavailable[0]["data"])["errorText"].startswith("service_unavailable: ")
     assert unavailable[1] == {"data": "[DONE]"}
+
+    # The start's hop re-reads the credentials (the stream had joined their groups): a key revoked
+    # after the request was authenticated starts no run.
+    from organizations.services import Actor, apikey_revoke
+
+    started: list[Any] = []
+    apikey_revoke(api_key=alice.api_keys["all"], actor=Actor.for_user(alice.owner))
+    revoked = sse_events(_stream_text(started.append, tenant))
+    assert json.loads(revoked[0]["data"]) == {
+        "type": "error",
+        "errorText": "credentials_revoked: The API key was revoked.",
+    }
+    assert len(revoked) == 1  # as a stream whose key is revoked mid-run: no `[DONE]`
+    assert started == []
 
 
 def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -> None:
@@ -271,7 +299,6 @@ def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -
     import asyncio
     import threading
     import time
-    from typing import cast
 
     from execution.models import Run, RunStatus
     from execution.sse import _frames_after_start
@@ -289,8 +316,7 @@ def test_a_client_gone_while_its_run_starts_gets_the_run_cancelled(alice: Any) -
         return run
 
     async def client_goes_away() -> None:
-        tenant = cast(Any, SimpleNamespace(connection_groups=()))
-        frames = _frames_after_start(slow_start, tenant, cancel_on_disconnect=True)
+        frames = _frames_after_start(slow_start, _key_tenant(alice), cancel_on_disconnect=True)
         reading = asyncio.ensure_future(anext(frames))
         await asyncio.sleep(0.2)
         reading.cancel()  # what the server does when the client disconnects
