@@ -221,7 +221,7 @@ class Notifications:
         """Join the groups (before the first database read, so nothing falls between the two)."""
         if self.layer is None:
             return
-        self.channel = await self.layer.new_channel()
+        self.channel = await channel_open(self.layer)
         for group in self.groups:
             await self.layer.group_add(group, self.channel)
 
@@ -267,6 +267,25 @@ class Notifications:
                 await channel_drop(self.layer, channel)  # also when redis refused a group's discard
 
 
+async def channel_open(layer: Any) -> str:
+    """A private channel of the process for group messages only: nothing is ever sent to it directly.
+
+    channels_redis's pub/sub layer delivers a group's message to every channel of the process in
+    that group (`RedisPubSubLoopLayer.groups`), from the group's one redis subscription; its
+    `new_channel` also subscribes the channel's own name in redis, for direct sends. A stream takes
+    no direct sends, so its channel is only registered in the process: one SUBSCRIBE and one
+    UNSUBSCRIBE fewer per stream (and the two confirmations the layer's reader would parse).
+    """
+    get_loop_layer = getattr(layer, "_get_layer", None)
+    if get_loop_layer is None:
+        channel: str = await layer.new_channel()  # another layer (none of this project's settings)
+        return channel
+    loop_layer = get_loop_layer()
+    channel = f"{loop_layer.prefix}stream.{uuid.uuid4().hex}"
+    loop_layer.channels[channel] = asyncio.Queue()
+    return channel
+
+
 async def channel_drop(layer: Any, channel: str) -> None:
     """Unsubscribe a private channel of channels_redis's pub/sub layer and drop its queue.
 
@@ -280,4 +299,5 @@ async def channel_drop(layer: Any, channel: str) -> None:
         return  # another layer (none of this project's settings): nothing of ours to drop
     loop_layer = get_loop_layer()
     if loop_layer.channels.pop(channel, None) is not None:
+        # A no-op for a channel of `channel_open`, never subscribed in redis.
         await loop_layer._get_shard(channel).unsubscribe(channel)

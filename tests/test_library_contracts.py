@@ -5,6 +5,9 @@ No public API covers these:
 * `channels_redis.utils._consistent_hash` and the `<prefix>__group__<group>` channel names:
   `execution/publisher.py` publishes run notifications straight to redis, so it must pick the shard
   and channel the RedisPubSub layer's consumers subscribe to, and serialize as the layer does.
+* `RedisPubSubLoopLayer.channels`, `.groups`, `.prefix` and its shards' routing of a group's message:
+  `execution/stream.py` (`channel_open`, `channel_drop`) registers a stream's channel in the
+  process only, and drops it when the stream ends.
 * `django_ratelimit.core._split_rate`, `_get_window`, `_make_cache_key`: `organizations/ratelimits.py`
   counts one request's counters in one Lua round trip, under the keys `get_usage` reads.
 
@@ -62,6 +65,32 @@ def test_channels_redis_serializer_round_trips_what_the_publisher_sends() -> Non
     payload = {"type": "run.events", "run": str(uuid.uuid4()), "seq": 3, "events": [{"type": "start"}]}
     message = _changed("channels-redis", "the layer's serialize/deserialize", "execution/publisher.py")
     assert layer.deserialize(layer.serialize(payload)) == payload, message
+
+
+def test_channels_redis_routes_a_groups_message_to_a_channel_registered_in_the_process() -> None:
+    import asyncio
+
+    from execution.stream import channel_drop, channel_open
+
+    message = _changed(
+        "channels-redis", "how the pub/sub layer routes a group's message", "execution/stream.py"
+    )
+
+    async def route() -> None:
+        layer = RedisPubSubLoopLayer(hosts=["redis://unused:6379"], prefix="lf")  # nothing connects
+        outer = type("Layer", (), {"_get_layer": lambda self: layer})()
+        channel = await channel_open(outer)
+        assert channel.startswith("lf") and channel in layer.channels, message
+        group_channel = layer._get_group_channel_name("run.x")
+        layer.groups[group_channel] = {channel}  # what group_add records (it also subscribes in redis)
+        shard = layer._get_shard(group_channel)
+        shard._receive_message({"channel": group_channel.encode(), "data": b"payload"})
+        assert layer.channels[channel].get_nowait() == b"payload", message
+        assert channel not in shard._subscribed_to, message
+        await channel_drop(outer, channel)  # never subscribed: no redis command, the queue dropped
+        assert channel not in layer.channels, message
+
+    asyncio.run(route())
 
 
 def test_django_ratelimit_private_helpers_keep_their_signatures() -> None:
