@@ -81,9 +81,14 @@ def _exception_response(exc: Exception, *, allow: str) -> HttpResponse:
     return json_response
 
 
+# Compact JSON for `data:` lines. One encoder for every chunk: `json.dumps` with `separators` builds
+# a new one per call, a third of its time for a chunk of the stream.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def sse_frame(run_id: str, seq: int, chunk: dict[str, Any]) -> str:
     """One SSE event: `id: <run>:<seq>` and the chunk as `data:`."""
-    return f"id: {run_id}:{seq}\ndata: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+    return f"id: {run_id}:{seq}\ndata: {_compact_json(chunk)}\n\n"
 
 
 # Tasks cancelling runs whose client went away (kept referenced until they are done).
@@ -156,7 +161,7 @@ async def _frames(
             if revoked in done:
                 finished = True
                 chunk = sse_error_chunk(revoked.result())
-                yield f"data: {json.dumps(chunk, separators=(',', ':'))}\n\n"
+                yield f"data: {_compact_json(chunk)}\n\n"
                 return
             try:
                 batch: list[StreamedEvent] = following.result()
@@ -253,7 +258,7 @@ async def _frames_after_start(
     if error is not None:
         # Credentials that stopped holding end the stream as they do mid-run: without `[DONE]`.
         done = "" if isinstance(error, CredentialsRevoked) else "data: [DONE]\n\n"
-        yield f"data: {json.dumps(sse_error_chunk(error), separators=(',', ':'))}\n\n{done}"
+        yield f"data: {_compact_json(sse_error_chunk(error))}\n\n{done}"
         return
     frames = _frames(run_id, 0, tenant, cancel_on_disconnect=cancel_on_disconnect, subscribed=notifications)
     async with contextlib.aclosing(frames):
