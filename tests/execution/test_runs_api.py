@@ -136,3 +136,57 @@ def test_ws_tickets_need_credentials(alice: Any, api: Any) -> None:
     assert api.post("/api/v1/ws-tickets").status_code == 401
     response = api.post("/api/v1/ws-tickets", user=alice.owner)
     assert response.status_code == 201 and response.json()["ticket"].startswith("lf_wst_")
+
+
+def test_run_get_reads_the_run_and_what_the_api_shows_of_it_in_one_statement(alice: Any, bob: Any) -> None:
+    """`run_get` (every run read, cancel and resume): the run whole, its bundle's slug, version number
+    and session id set without further queries; the related objects' other fields load when read;
+    another organization's run, an unknown id and a malformed one are `not_found`."""
+    import uuid
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from execution.models import Run
+    from execution.selectors import run_get
+    from lightfast_cloud.errors import LightfastError
+
+    version = manifest_version(alice.organization)
+    chat = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
+    tool = run_start(
+        organization=alice.organization,
+        bundle_version=version,
+        agent_key="weather",
+        tool="getWeather",
+        tool_input={"city": "Oslo"},
+    )
+    for started in (chat, tool):
+        with CaptureQueriesContext(connection) as queries:
+            run = run_get(organization=alice.organization, run_id=str(started.pk))
+            shown = (
+                run.organization.slug,
+                run.bundle_version.bundle.slug,
+                run.bundle_version.number,
+                run.session.public_id if run.session is not None else None,
+            )
+        assert len(queries) == 1, [query["sql"] for query in queries]
+        stored = Run.objects.select_related("bundle_version__bundle", "session").get(pk=started.pk)
+        assert shown == (
+            alice.organization.slug,
+            stored.bundle_version.bundle.slug,
+            stored.bundle_version.number,
+            stored.session.public_id if stored.session is not None else None,
+        )
+        for field in Run._meta.concrete_fields:
+            assert getattr(run, field.attname) == getattr(stored, field.attname), field.name
+        # Deferred, not missing: reading another field of a related object queries for it.
+        assert run.bundle_version.sha256 == stored.bundle_version.sha256
+    assert tool.session is None and run_get(organization=alice.organization, run_id=tool.pk).session is None
+    for organization, run_id in (
+        (bob.organization, chat.pk),
+        (alice.organization, uuid.uuid4()),
+        (alice.organization, "not-a-uuid"),
+    ):
+        with pytest.raises(LightfastError) as refused:
+            run_get(organization=organization, run_id=run_id)
+        assert refused.value.code == "not_found"
