@@ -32,6 +32,7 @@ from execution.serializers import (
     RunSerializer,
     RunStartedSerializer,
     WsTicketSerializer,
+    run_events_page,
 )
 from execution.services import chat_run_start, run_cancel
 from execution.stream import REPLAY_BATCH
@@ -227,17 +228,7 @@ class RunEventsView(RunAPIView):
         ended = run.is_terminal  # read before the events: a terminal run's events are all committed
         events = run_events_after(run, after, limit=limit)
         last_seq = events[-1].seq if events else after
-        body = {
-            "run": run.pk,
-            "status": run.status,
-            "events": [
-                {"seq": event.seq, "type": event.type, "created_at": event.created_at, "chunk": event.chunk()}
-                for event in events
-            ],
-            "last_seq": last_seq,
-            "done": ended and len(events) < limit,
-        }
-        return Response(RunEventsSerializer(body).data)
+        return Response(run_events_page(run, events, last_seq=last_seq, done=ended and len(events) < limit))
 
 
 class RunCancelView(RunAPIView):

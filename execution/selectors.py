@@ -30,12 +30,27 @@ from organizations.models import Organization
 
 
 def run_events_after(run: Run | uuid.UUID | str, seq: int, *, limit: int | None = None) -> list[RunEvent]:
-    """The run's events with seq greater than `seq`, in order (at most `limit`)."""
-    run_id = run.pk if isinstance(run, Run) else run
-    queryset = RunEvent.objects.filter(run_id=run_id, seq__gt=seq).order_by("seq")
-    if limit is not None:
-        queryset = queryset[:limit]
-    return list(queryset)
+    """The run's events with seq greater than `seq`, in order (at most `limit`).
+
+    Plain SQL built once per database vendor: the REST API's event pages read it on every poll.
+    """
+    run_id = run.pk if isinstance(run, Run) else uuid.UUID(str(run))
+    query, names = _run_events_sql(sql.vendor(), limit is not None)
+    params = [sql.prep_value(RunEvent, "run", run_id), seq, *([limit] if limit is not None else [])]
+    return [sql.instance(RunEvent, names, row) for row in sql.fetch_all(query, params)]
+
+
+@functools.cache
+def _run_events_sql(vendor: str, limited: bool) -> tuple[str, tuple[str, ...]]:
+    names = tuple(field.name for field in RunEvent._meta.concrete_fields)
+    columns = ", ".join(sql.column_for(vendor, RunEvent, name) for name in names)
+    seq = sql.column_for(vendor, RunEvent, "seq")
+    # Quoted identifiers only; the values are parameters.
+    query = (
+        f"SELECT {columns} FROM {sql.table_for(vendor, RunEvent)}"  # noqa: S608
+        f" WHERE {sql.column_for(vendor, RunEvent, 'run')} = %s AND {seq} > %s ORDER BY {seq}"
+    )
+    return (f"{query} LIMIT %s" if limited else query), names
 
 
 @dataclass(frozen=True)

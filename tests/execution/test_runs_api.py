@@ -190,3 +190,43 @@ def test_run_get_reads_the_run_and_what_the_api_shows_of_it_in_one_statement(ali
         with pytest.raises(LightfastError) as refused:
             run_get(organization=organization, run_id=run_id)
         assert refused.value.code == "not_found"
+
+
+def test_an_event_page_is_what_its_schema_serializer_makes_of_it(alice: Any, api: Any) -> None:
+    """GET …/events builds its body directly (`run_events_page`): byte for byte what
+    RunEventsSerializer, the page's schema, renders for the same events, non-ASCII and nesting included."""
+    from rest_framework.renderers import JSONRenderer
+
+    from execution.selectors import run_events_after
+    from execution.serializers import RunEventsSerializer, run_events_page
+
+    version = manifest_version(alice.organization)
+    run = run_start(organization=alice.organization, bundle_version=version, agent_key="weather", text="hi")
+    event_append_many(
+        run,
+        [
+            ("start", {"messageId": "m"}),
+            ("text-delta", {"id": "t", "delta": 'Grüße, 世界 \u2028 "quoted" \\ 🌍'}),
+            ("tool-output-available", {"toolCallId": "c", "output": {"a": [1, 2.5, None, True, {"b": "c"}]}}),
+        ],
+    )
+    run.refresh_from_db()
+    events = run_events_after(run, 0, limit=2)
+    direct = run_events_page(run, events, last_seq=events[-1].seq, done=False)
+    body = {
+        "run": run.pk,
+        "status": run.status,
+        "events": [
+            {"seq": event.seq, "type": event.type, "created_at": event.created_at, "chunk": event.chunk()}
+            for event in events
+        ],
+        "last_seq": events[-1].seq,
+        "done": False,
+    }
+    renderer = JSONRenderer()
+    assert renderer.render(direct) == renderer.render(RunEventsSerializer(body).data)
+    response = api.get(f"/api/v1/runs/{run.pk}/events?after=1", key=alice.keys["read"])
+    page = response.json()
+    assert [event["chunk"]["type"] for event in page["events"]] == ["text-delta", "tool-output-available"]
+    assert page["events"][0]["chunk"]["delta"] == 'Grüße, 世界 \u2028 "quoted" \\ 🌍'
+    assert page["events"][0]["created_at"].endswith("Z") and page["last_seq"] == 3
