@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 
 from agents.models import Bundle, BundleVersion, VersionStatus
 from agents.selectors import bundle_get
@@ -161,9 +161,7 @@ def _active_version(organization: Organization, slug: str) -> BundleVersion | No
 @functools.cache
 def _active_version_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
     bundle_names = tuple(field.name for field in Bundle._meta.concrete_fields)
-
-    def col(model: type[Model], name: str) -> str:
-        return sql.column_for(vendor, model, name)
+    col = functools.partial(sql.column_for, vendor)
 
     selected = ", ".join(
         [f"v.{col(BundleVersion, 'id')}"]
@@ -256,9 +254,7 @@ def run_get(*, organization: Organization, run_id: str | uuid.UUID) -> Run:
 @functools.cache
 def _run_get_sql(vendor: str) -> tuple[str, tuple[str, ...]]:
     names = tuple(field.name for field in Run._meta.concrete_fields)
-
-    def col(model: type[Model], name: str) -> str:
-        return sql.column_for(vendor, model, name)
+    col = functools.partial(sql.column_for, vendor)
 
     run_columns = ", ".join(f"r.{col(Run, name)}" for name in names)
     run, version, bundle, session = (
