@@ -51,8 +51,15 @@ $(STATIC_MANIFEST): $(VENV)/.installed $(DASHBOARD_ASSETS) $(shell find dashboar
 run: setup
 	$(PY) manage.py lightfast up
 
+# The suite on every core, at most 4 (pytest-xdist; tests/xdist_worker.py gives each worker its own data
+# dir, so its own SQLite database and private redis, or its own database on PostgreSQL and redis). Each
+# test file stays on one worker, whose Celery worker and web process its tests hand on to each other.
+# `make test TEST_WORKERS=0` runs it in this one process.
+TEST_WORKERS ?= auto
+
 test: setup
-	LIGHTFAST_DATA_DIR=$${LIGHTFAST_DATA_DIR:-$(CURDIR)/var/test} $(PY) -m pytest $(PYTEST_ARGS)
+	LIGHTFAST_DATA_DIR=$${LIGHTFAST_DATA_DIR:-$(CURDIR)/var/test} $(PY) -m pytest \
+	  -n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
