@@ -97,16 +97,16 @@ def run_update_with_events(
     and append `events` after it; None if not.
 
     One statement (`UPDATE … SET <changes>, last_seq = last_seq + n … RETURNING last_seq, …`)
-    applies the conditional change and reserves the seqs, so a claim or an ending costs no
-    extra round trips for its events (nor for the columns in `returning`). The UPDATE takes
-    the run's row lock (PostgreSQL) or the write lock (SQLite, IMMEDIATE transactions) until
-    commit, so concurrent appenders to one run get disjoint seq ranges; the unique (run, seq)
-    constraint backs this up. The events go in with one executemany and, once committed, out
-    to the channel layer as one notification. `where` (a Q, compiled by the ORM) is for the
-    rare paths such as the reapers; the hot paths use `status` and `attempt` only (a worker's
-    writes name the attempt it claimed: once the reaper took the run back, they match nothing).
-    `increments` adds to other counters in the same statement (the claim's `attempt`). `last_seq`
-    makes a write that may have committed unseen safe to try again (see `AssistantTurn.flush`).
+    applies the conditional change and reserves the seqs, so a claim or an ending costs no extra
+    round trips for its events (nor for the columns in `returning`). The UPDATE takes the run's row
+    lock (PostgreSQL) or the write lock (SQLite, IMMEDIATE transactions) until commit, so concurrent
+    appenders to one run get disjoint seq ranges; the unique (run, seq) constraint backs this up.
+    The events go in with one multi-row INSERT (`sql.insert_rows`) and, once committed, out to the
+    channel layer as one notification. `where` (a Q, compiled by the ORM) is for the rare paths such
+    as the reapers; the hot paths use `status` and `attempt` only (a worker's writes name the
+    attempt it claimed: once the reaper took the run back, they match nothing). `increments` adds to
+    other counters in the same statement (the claim's `attempt`). `last_seq` makes a write that may
+    have committed unseen safe to try again (see `AssistantTurn.flush`).
     """
     prepared = run_update_prepare(
         run,
@@ -221,7 +221,8 @@ class PreparedRunUpdate:
         if self.rows:
             for index, event_row in enumerate(self.rows):
                 event_row[1] = first_seq + index
-            sql.execute_many(_insert_events_sql(sql.vendor()), self.rows)
+            table, columns = _events_insert_target(sql.vendor())
+            sql.insert_rows(table, columns, self.rows)
             run_id, events = self.run_id, self.events
             after_commit(lambda: _notify(run_id, first_seq, events))
         if isinstance(self.run, Run):
@@ -249,13 +250,10 @@ def _event_rows(run_id: uuid.UUID, events: Sequence[tuple[str, dict[str, Any]]])
 
 
 @functools.cache
-def _insert_events_sql(vendor: str) -> str:
+def _events_insert_target(vendor: str) -> tuple[str, tuple[str, ...]]:
+    """The events table and the columns of `_event_rows`' values, quoted for `vendor`."""
     names = ("run", "seq", "type", "payload", "created_at")
-    return "INSERT INTO {} ({}) VALUES ({})".format(  # noqa: S608
-        sql.table(RunEvent),
-        ", ".join(sql.column(RunEvent, name) for name in names),
-        ", ".join(["%s"] * len(names)),
-    )
+    return sql.table_for(vendor, RunEvent), tuple(sql.column_for(vendor, RunEvent, name) for name in names)
 
 
 def _update_returning(

@@ -49,5 +49,4 @@ def test_execute_and_fetch(alice: Any) -> None:
     assert sql.fetch_one(select, [organization.pk]) == ("Renamed",)
     assert sql.fetch_one(select, [-1]) is None
     assert sql.fetch_all(select, [organization.pk]) == [("Renamed",)]
-    sql.execute_many(statement, [["A", organization.pk], ["B", organization.pk]])
-    assert Organization.objects.get(pk=organization.pk).name == "B"
+    assert Organization.objects.get(pk=organization.pk).name == "Renamed"

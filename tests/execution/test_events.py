@@ -25,6 +25,7 @@ from execution.selectors import run_events_after
 from execution.services import run_start
 from execution.stream import run_event_stream
 from execution.write_gate import after_commit, read_retrying, write_transaction
+from lightfast_cloud import sql
 from tests.bundles import manifest_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,6 +126,26 @@ def test_a_large_flush_is_split_into_bounded_notifications(alice: Any) -> None:
     ]
     chunks = [chunk for message in received for chunk in message["events"]]
     assert [chunk["data"]["i"] for chunk in chunks] == list(range(total))
+
+
+def test_a_flush_larger_than_one_insert_is_stored_whole_in_order(alice: Any) -> None:
+    """`sql.insert_rows` splits the rows into INSERTs of at most INSERT_MAX_ROWS: all land, in seq order."""
+    run = new_run(alice.organization)
+    event_append(run, "start", {"messageId": "m"})
+    total = sql.INSERT_MAX_ROWS * 2 + 3
+    events = event_append_many(
+        run, [("data-log", {"data": {"i": index, "text": "é\u2028"}}) for index in range(total)]
+    )
+    assert [event.seq for event in events] == list(range(2, total + 2))
+    stored = list(
+        RunEvent.objects.filter(run=run, type="data-log").order_by("seq").values_list("seq", "payload")
+    )
+    assert [seq for seq, _ in stored] == list(range(2, total + 2))
+    assert [payload["data"] for _, payload in stored] == [
+        {"i": index, "text": "é\u2028"} for index in range(total)
+    ]
+    run.refresh_from_db()
+    assert run.last_seq == total + 1
 
 
 def test_callbacks_after_commit_run_once_the_write_gate_is_open(alice: Any) -> None:
