@@ -1,7 +1,7 @@
 // The dashboard's browser assets: each entry bundled (with what it imports from npm) and minified into
 // dashboard/static/dashboard/dist/, where collectstatic finds them. Run by `npm run build:dashboard`
 // (`make setup` does; the browser tests do before collecting static files).
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
@@ -17,9 +17,10 @@ const entryPoints = {
   chat: join(here, "chat.js"), // the chat page: the AI SDK's Chat and DefaultChatTransport
 };
 
-rmSync(outdir, { recursive: true, force: true });
+// The outputs are written over the old ones, then what the build no longer makes is removed: the
+// directory never lacks a current file (a test process's static finder may list it meanwhile).
 mkdirSync(outdir, { recursive: true });
-await esbuild.build({
+const result = await esbuild.build({
   entryPoints,
   outdir,
   bundle: true,
@@ -28,6 +29,12 @@ await esbuild.build({
   target: ["es2020", "chrome100", "firefox100", "safari15"],
   legalComments: "eof",
   logLevel: "warning",
+  metafile: true,
 });
+const made = new Set(Object.keys(result.metafile.outputs).map((path) => join(process.cwd(), path)));
+for (const name of readdirSync(outdir)) {
+  const path = join(outdir, name);
+  if (name !== ".built" && !made.has(path)) rmSync(path, { recursive: true, force: true });
+}
 // The Makefile's stamp: newer than every source means the assets are current.
 writeFileSync(join(outdir, ".built"), "");

@@ -14,6 +14,7 @@ Use the fixtures in a test module under tests/dashboard/ (its conftest imports t
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import subprocess
@@ -34,9 +35,32 @@ from tests.services import PROJECT_ROOT, CeleryWorker, service_env, start_celery
 PHONE_VIEWPORT = {"width": 375, "height": 740}
 
 
+DASHBOARD_ASSETS = PROJECT_ROOT / "dashboard" / "assets"
+DASHBOARD_BUILT = PROJECT_ROOT / "dashboard" / "static" / "dashboard" / "dist" / ".built"
+
+
+def dashboard_assets_stale() -> bool:
+    """The Makefile's rule: the build's stamp is older than an asset source or the npm install."""
+    if not DASHBOARD_BUILT.exists():
+        return True
+    built = DASHBOARD_BUILT.stat().st_mtime
+    sources = [*DASHBOARD_ASSETS.iterdir(), PROJECT_ROOT / "node_modules" / ".installed"]
+    return any(source.exists() and source.stat().st_mtime > built for source in sources)
+
+
 def collect_static(static_root: Path) -> None:
-    """Build the dashboard's assets and collect every app's static files as `make setup` does, fresh."""
-    subprocess.run(["npm", "run", "--silent", "build:dashboard"], cwd=PROJECT_ROOT, check=True)
+    """Build the dashboard's assets when stale, then collect every app's static files as `make setup` does.
+
+    The build writes into the source tree, which every test process reads (a parallel run's other
+    workers too): one process builds at a time (a lock file), and only when a source is newer than
+    the last build (`make test` has built them already).
+    """
+    lock_path = PROJECT_ROOT / "var" / "dashboard-build.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if dashboard_assets_stale():
+            subprocess.run(["npm", "run", "--silent", "build:dashboard"], cwd=PROJECT_ROOT, check=True)
     subprocess.run(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "--clear", "--verbosity", "0"],
         cwd=PROJECT_ROOT,
