@@ -87,7 +87,7 @@ def test_channels_redis_routes_a_groups_message_to_a_channel_registered_in_the_p
         shard._receive_message({"channel": group_channel.encode(), "data": b"payload"})
         assert layer.channels[channel].get_nowait() == b"payload", message
         assert channel not in shard._subscribed_to, message
-        await channel_drop(outer, channel)  # never subscribed: no redis command, the queue dropped
+        channel_drop(outer, channel)  # never subscribed: no redis command, the queue dropped
         assert channel not in layer.channels, message
 
     asyncio.run(route())
