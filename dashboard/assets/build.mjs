@@ -1,6 +1,6 @@
 // The dashboard's browser assets: each entry bundled (with what it imports from npm) and minified into
 // dashboard/static/dashboard/dist/, where collectstatic finds them. Run by `npm run build:dashboard`
-// (`make setup` does; the browser tests do before collecting static files).
+// (`make setup` does; the browser tests do when a source is newer than the last build).
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
