@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -221,8 +220,7 @@ class PreparedRunUpdate:
         if self.rows:
             for index, event_row in enumerate(self.rows):
                 event_row[1] = first_seq + index
-            table, columns = _events_insert_target(sql.vendor())
-            sql.insert_rows(table, columns, self.rows)
+            sql.insert_rows(RunEvent, EVENT_ROW_FIELDS, self.rows)
             run_id, events = self.run_id, self.events
             after_commit(lambda: _notify(run_id, first_seq, events))
         if isinstance(self.run, Run):
@@ -236,6 +234,10 @@ def _run_id(run: Run | uuid.UUID | str) -> uuid.UUID:
     return run if isinstance(run, uuid.UUID) else uuid.UUID(str(run))
 
 
+# The RunEvent fields of `_event_rows`' values, in order.
+EVENT_ROW_FIELDS = ("run", "seq", "type", "payload", "created_at")
+
+
 def _event_rows(run_id: uuid.UUID, events: Sequence[tuple[str, dict[str, Any]]]) -> list[list[Any]]:
     """The INSERT parameters of the events (their seq, known once the run's update ran, is filled in then)."""
     if not events:
@@ -247,13 +249,6 @@ def _event_rows(run_id: uuid.UUID, events: Sequence[tuple[str, dict[str, Any]]])
     return [
         [run_value, 0, event_type, payload.get_db_prep_save(data, db), created] for event_type, data in events
     ]
-
-
-@functools.cache
-def _events_insert_target(vendor: str) -> tuple[str, tuple[str, ...]]:
-    """The events table and the columns of `_event_rows`' values, quoted for `vendor`."""
-    names = ("run", "seq", "type", "payload", "created_at")
-    return sql.table_for(vendor, RunEvent), tuple(sql.column_for(vendor, RunEvent, name) for name in names)
 
 
 def _update_returning(
