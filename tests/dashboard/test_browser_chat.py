@@ -69,6 +69,9 @@ def open_chat(page: Any, live: LiveStack, user: Any) -> None:
     page.goto("/chat/")
     page.get_by_role("link", name="weather/weather").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Chat with weather/weather")
+    # chat.js has bound its handlers: it sets data-status on #chat just before. Until then Enter in
+    # the textarea sends nothing (seen once on a loaded machine: the message stayed in the box).
+    expect(page.locator("#chat[data-status]")).to_have_count(1)
 
 
 def send(page: Any, text: str) -> None:
